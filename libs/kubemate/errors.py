@@ -1,0 +1,150 @@
+"""The project's one error tree.
+
+Two branches, as callers need to tell them apart: :class:`ClientError` (the caller's mistake, a
+4xx) and :class:`ServiceError` (a runtime failure of ours or of a backend, a 5xx). Each class has a
+stable ``type`` slug that becomes the RFC 9457 ``type`` URI; clients may switch on it. Adapters
+wrap vendor exceptions into these (``raise BackendUnavailable(...) from exc``) so business code
+never imports a vendor's exception.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+PROBLEM_TYPE_BASE = "https://kubemate.dev/problems/"
+
+
+class KubemateError(Exception):
+    type_slug: ClassVar[str] = "internal-error"
+    title: ClassVar[str] = "Internal error"
+    status: ClassVar[int] = 500
+
+    def __init__(self, detail: str = "", **extra: Any) -> None:
+        super().__init__(detail or self.title)
+        self.detail = detail or self.title
+        self.extra = extra
+
+    @property
+    def type_uri(self) -> str:
+        return PROBLEM_TYPE_BASE + self.type_slug
+
+
+# ---- caller mistakes (4xx) -------------------------------------------------------------------
+
+
+class ClientError(KubemateError):
+    type_slug = "bad-request"
+    title = "Bad request"
+    status = 400
+
+
+class ValidationFailed(ClientError):
+    type_slug = "validation-error"
+    title = "Request validation failed"
+    status = 422
+
+
+class Unauthenticated(ClientError):
+    type_slug = "unauthenticated"
+    title = "Authentication required"
+    status = 401
+
+
+class Forbidden(ClientError):
+    type_slug = "forbidden"
+    title = "Not allowed"
+    status = 403
+
+
+class NotFound(ClientError):
+    type_slug = "not-found"
+    title = "Not found"
+    status = 404
+
+
+class DocumentNotFound(NotFound):
+    type_slug = "document-not-found"
+    title = "Document not found"
+
+
+class TaskNotFound(NotFound):
+    type_slug = "task-not-found"
+    title = "Task not found"
+
+
+class UnknownCollection(NotFound):
+    type_slug = "unknown-collection"
+    title = "Unknown collection"
+
+
+class UnknownModel(NotFound):
+    type_slug = "unknown-model"
+    title = "Unknown model"
+
+
+class PayloadTooLarge(ClientError):
+    type_slug = "payload-too-large"
+    title = "Payload too large"
+    status = 413
+
+
+class UnsupportedMediaType(ClientError):
+    type_slug = "unsupported-media-type"
+    title = "Unsupported media type"
+    status = 415
+
+
+class EmptyDocument(ClientError):
+    type_slug = "empty-document"
+    title = "Empty document"
+    status = 422
+
+
+class RateLimited(ClientError):
+    type_slug = "rate-limited"
+    title = "Too many requests"
+    status = 429
+
+
+# ---- runtime failures (5xx) --------------------------------------------------------------------
+
+
+class ServiceError(KubemateError):
+    type_slug = "service-error"
+    title = "Service error"
+    status = 500
+
+
+class BackendUnavailable(ServiceError):
+    """A backend (Redis, Milvus, object store, inference runtime) did not answer. Retryable."""
+
+    type_slug = "backend-unavailable"
+    title = "A backend service is unavailable"
+    status = 503
+
+
+class InferenceError(ServiceError):
+    """The inference runtime answered with an error that retrying will not fix."""
+
+    type_slug = "inference-error"
+    title = "Inference failed"
+    status = 502
+
+
+class RetryableInferenceError(BackendUnavailable):
+    """429, 5xx or a timeout from an inference runtime; ``retry_after`` in seconds if it said."""
+
+    type_slug = "inference-unavailable"
+    title = "Inference runtime unavailable"
+
+    def __init__(self, detail: str = "", retry_after: float | None = None, **extra: Any) -> None:
+        super().__init__(detail, **extra)
+        self.retry_after = retry_after
+
+
+class DocumentProcessingError(ServiceError):
+    """A document cannot be processed (corrupt, unparseable). Not retryable for that document."""
+
+    type_slug = "document-processing-failed"
+    title = "Document processing failed"
+    status = 422

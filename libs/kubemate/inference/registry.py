@@ -1,0 +1,1 @@
+"""Picks an inference adapter by the ``provider`` setting. Filled in by the inference work."""

@@ -1,0 +1,1 @@
+"""Picks an object store adapter by the ``provider`` setting. Filled in by the object store work."""

