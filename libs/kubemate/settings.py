@@ -15,6 +15,8 @@ from typing import Literal, Self
 from pydantic import BaseModel, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from kubemate.text.prompt import PromptConfig
+
 # Development defaults. Production mode refuses to start with any of them (see check below).
 DEV_JWT_SECRET = "kubemate-dev-jwt-secret-change-me"  # noqa: S105 - a public, refused-in-prod default
 DEV_INTERNAL_SECRET = "kubemate-dev-internal-secret-change-me"  # noqa: S105
@@ -157,6 +159,7 @@ class KubemateSettings(BaseSettings):
     collections: dict[str, CollectionConfig] = Field(default_factory=_default_collections)
     llm: LLMConfig = LLMConfig()
     splitter: SplitterConfig = SplitterConfig()
+    prompt: PromptConfig = PromptConfig()
     auth: AuthConfig = AuthConfig()
     observability: ObservabilityConfig = ObservabilityConfig()
 

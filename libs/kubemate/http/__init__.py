@@ -1,0 +1,1 @@
+"""What every FastAPI service shares: problem+json errors, metrics, request context, health."""

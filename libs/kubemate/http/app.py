@@ -1,0 +1,81 @@
+"""Builds a service's FastAPI app with what every service shares."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from contextlib import AbstractAsyncContextManager
+from typing import Any
+
+import structlog
+from fastapi import FastAPI, Request, Response
+from fastapi.responses import JSONResponse
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.middleware.base import BaseHTTPMiddleware, RequestResponseEndpoint
+
+from kubemate.http.problems import install_problem_handlers, problem_response
+from kubemate.metrics import HTTP_REQUEST_DURATION, HTTP_REQUESTS
+
+ReadinessCheck = Callable[[], Awaitable[dict[str, str]]]
+"""Returns {backend: "ok" | error text}; the service is ready when all are "ok"."""
+
+
+class RequestContextMiddleware(BaseHTTPMiddleware):
+    """Binds a request id to the logs, echoes it, and records per-route metrics."""
+
+    def __init__(self, app: Any, service: str) -> None:
+        super().__init__(app)
+        self.service = service
+
+    async def dispatch(self, request: Request, call_next: RequestResponseEndpoint) -> Response:
+        request_id = request.headers.get("X-Request-Id") or uuid.uuid4().hex
+        structlog.contextvars.bind_contextvars(request_id=request_id)
+        started = time.perf_counter()
+        status = 500
+        try:
+            response = await call_next(request)
+            status = response.status_code
+            response.headers["X-Request-Id"] = request_id
+            return response
+        finally:
+            # The route template, not the raw path, keeps label cardinality bounded.
+            route = request.scope.get("route")
+            template = getattr(route, "path", "unmatched")
+            HTTP_REQUESTS.labels(self.service, template, str(status)).inc()
+            HTTP_REQUEST_DURATION.labels(self.service, template).observe(
+                time.perf_counter() - started
+            )
+            structlog.contextvars.unbind_contextvars("request_id", "tenant_id")
+
+
+def build_app(
+    service: str,
+    *,
+    lifespan: Callable[[FastAPI], AbstractAsyncContextManager[None]],
+    readiness: Callable[[FastAPI], ReadinessCheck],
+    version: str = "0.1.0",
+) -> FastAPI:
+    app = FastAPI(title=f"Kubemate {service}", version=version, lifespan=lifespan)
+    install_problem_handlers(app)
+    app.add_middleware(RequestContextMiddleware, service=service)
+
+    @app.get("/healthz", include_in_schema=False)
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok", "service": service}
+
+    @app.get("/readyz", include_in_schema=False)
+    async def readyz() -> Response:
+        checks = await readiness(app)()
+        if all(v == "ok" for v in checks.values()):
+            return JSONResponse({"status": "ready", "checks": checks})
+        return problem_response(
+            503, "not-ready", "Service not ready", "a backend is unavailable", checks=checks
+        )
+
+    @app.get("/metrics", include_in_schema=False)
+    async def metrics() -> Response:
+        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+
+    return app
+

@@ -1,0 +1,1 @@
+"""Text processing: offline tokenizer, parsing uploads into text, splitting, prompts."""

@@ -1,0 +1,1 @@
+"""Ingest service: accepts uploads, stores them, and queues them for the workers."""

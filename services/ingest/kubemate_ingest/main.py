@@ -1,0 +1,53 @@
+"""Builds the ingest app; clients are created in the lifespan, never at import."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import anyio
+from fastapi import FastAPI
+
+from kubemate.http.app import ReadinessCheck, build_app
+from kubemate.logs import configure_logging
+from kubemate.metadata.store import MetadataStore
+from kubemate.objectstore import build_object_store
+from kubemate.queue import IngestQueue
+from kubemate_ingest.api import router
+from kubemate_ingest.settings import IngestSettings
+
+
+def create_app(settings: IngestSettings | None = None) -> FastAPI:
+    settings = settings or IngestSettings()
+    configure_logging(settings.observability, service="ingest")
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        app.state.settings = settings
+        app.state.store = MetadataStore.from_config(settings.database)
+        app.state.objects = build_object_store(settings.object_store)
+        app.state.queue = IngestQueue.from_config(settings.redis)
+        try:
+            yield
+        finally:
+            app.state.store.dispose()
+
+    app = build_app("ingest", lifespan=lifespan, readiness=_readiness)
+    app.include_router(router)
+    return app
+
+
+def _readiness(app: FastAPI) -> ReadinessCheck:
+    async def check() -> dict[str, str]:
+        def probe() -> dict[str, str]:
+            results: dict[str, str] = {}
+            try:
+                app.state.queue.ensure_group()
+                results["redis"] = "ok"
+            except Exception as exc:  # readiness reports any failure as text
+                results["redis"] = type(exc).__name__
+            return results
+
+        return await anyio.to_thread.run_sync(probe)
+
+    return check

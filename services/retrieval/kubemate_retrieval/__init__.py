@@ -1,0 +1,1 @@
+"""Retrieval service: searches a tenant's chunks and answers questions with citations."""
