@@ -12,4 +12,5 @@ pytest_plugins = [
     "tests.fixtures.db",
     "tests.fixtures.inference",
     "tests.fixtures.stack",
+    "tests.fixtures.services",
 ]

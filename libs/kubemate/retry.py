@@ -125,7 +125,13 @@ async def retry_async(
         sleep=sleep,
         reraise=True,
     )
-    return await retrying(fn)
+
+    # tenacity awaits only coroutine functions; a lambda returning a coroutine would be
+    # treated as a plain callable and its coroutine returned unawaited.
+    async def call() -> T:
+        return await fn()
+
+    return await retrying(call)
 
 
 def retry_sync(
@@ -152,7 +158,8 @@ class ConcurrencyLimit:
     """At most ``limit`` callers inside ``async with`` at once (``max_concurrency`` settings).
 
     A thin wrapper over :class:`asyncio.Semaphore` that remembers its limit and reports how many
-    slots are in use, for metrics and tests.
+    slots are in use. The semaphore is made per event loop: an asyncio primitive that once had to
+    wait is bound to that loop, and adapters built once may outlive a loop (tests, CLI tools).
     """
 
     def __init__(self, limit: int) -> None:
@@ -160,6 +167,7 @@ class ConcurrencyLimit:
             raise ValueError("limit must be at least 1")
         self.limit = limit
         self._semaphore = asyncio.Semaphore(limit)
+        self._loop: asyncio.AbstractEventLoop | None = None
         self._in_use = 0
 
     @property
@@ -167,6 +175,11 @@ class ConcurrencyLimit:
         return self._in_use
 
     async def __aenter__(self) -> None:
+        loop = asyncio.get_running_loop()
+        if loop is not self._loop:
+            self._loop = loop
+            self._semaphore = asyncio.Semaphore(self.limit)
+            self._in_use = 0
         await self._semaphore.acquire()
         self._in_use += 1
 

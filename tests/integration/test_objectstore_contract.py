@@ -5,6 +5,7 @@ moto stands in for MinIO (see tests/fixtures/s3.py); it performs no auth checks.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import socket
@@ -246,13 +247,39 @@ def test_s3_vendor_errors_are_wrapped(vendor: Exception, ours: type[Exception]) 
     assert info.value.__cause__ is vendor
 
 
-@pytest.mark.integration
-def test_s3_open_releases_the_connection(s3_config: ObjectStoreConfig) -> None:
-    store = build_object_store(s3_config.model_copy(update={"bucket": "km-release"}))
-    key = tenant_key("t1", "x")
-    store.put(key, io.BytesIO(b"abc" * 1000))
-    # More opens than the pool's 10 connections: a leaked connection would exhaust it.
-    for _ in range(25):
-        with store.open(key) as body:
-            assert body.read(3) == b"abc"
+class _RecordingResponse(io.BytesIO):
+    def __init__(self, data: bytes) -> None:
+        super().__init__(data)
+        self.calls: list[str] = []
 
+    def close(self) -> None:
+        self.calls.append("close")
+        super().close()
+
+    def release_conn(self) -> None:
+        self.calls.append("release_conn")
+
+
+class _OneObjectClient:
+    def __init__(self) -> None:
+        self.response = _RecordingResponse(b"abc")
+
+    def bucket_exists(self, bucket: str) -> bool:
+        return True
+
+    def get_object(self, bucket: str, key: str) -> _RecordingResponse:
+        return self.response
+
+
+@pytest.mark.parametrize("fail", [False, True])
+def test_s3_open_always_closes_and_releases_the_connection(fail: bool) -> None:
+    client = _OneObjectClient()
+    store = S3ObjectStore(ObjectStoreConfig(provider="s3"), client=client)  # type: ignore[arg-type]
+    with (
+        pytest.raises(RuntimeError) if fail else contextlib.nullcontext(),
+        store.open("a/b") as body,
+    ):
+        assert body.read() == b"abc"
+        if fail:
+            raise RuntimeError("caller failed while reading")
+    assert client.response.calls == ["close", "release_conn"]

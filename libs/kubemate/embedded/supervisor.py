@@ -71,7 +71,7 @@ class ChildExited(StackError):
         self.returncode = returncode
 
 
-class ShutdownRequested(BaseException):  # noqa: N818 - a request, like KeyboardInterrupt
+class ShutdownRequested(BaseException):
     """SIGINT or SIGTERM arrived. A BaseException so that no ``except Exception`` swallows it."""
 
     def __init__(self, signum: int) -> None:
@@ -148,7 +148,7 @@ class ProcessChild:
             stamp = datetime.now(UTC).isoformat(timespec="seconds")
             logf.write(f"=== {stamp} starting {name}: {' '.join(argv)}\n".encode())
             offset = logf.tell()
-            proc = subprocess.Popen(  # noqa: S603 - argv built by us, no shell
+            proc = subprocess.Popen(
                 list(argv),
                 stdin=subprocess.DEVNULL,
                 stdout=logf,
@@ -159,7 +159,7 @@ class ProcessChild:
                 # supervisor, which then stops the children in order; and killpg reaches a
                 # child's own children too.
                 start_new_session=True,
-                preexec_fn=_child_preexec(os.getpid()),  # noqa: PLW1509
+                preexec_fn=_child_preexec(os.getpid()),
             )
         return cls(name, proc, log_path, offset)
 
@@ -251,9 +251,9 @@ class _Entry:
 class Supervisor:
     """Starts children in order, watches them, stops them in reverse order.
 
-    Use :meth:`handle_signals` around start, watch and stop, and call :meth:`stop` in a
-    ``finally``: a SIGINT/SIGTERM then raises :class:`ShutdownRequested` wherever the supervisor
-    is (also in the middle of a start), and :meth:`stop` runs with further signals deferred.
+    Use :meth:`handle_signals` around start and watch, and call :meth:`stop` in a ``finally``:
+    a SIGINT/SIGTERM then ends a start (between steps, or while waiting for health) or a watch
+    with :class:`ShutdownRequested`, and everything started so far is stopped.
     """
 
     def __init__(
@@ -272,23 +272,26 @@ class Supervisor:
         self._http = httpx.Client(timeout=health_timeout_s, trust_env=False)
         self._stopping = False
         self._hurry = False
-        self._defer = 0
-        self._pending_signal: int | None = None
+        self._shutdown_signal: int | None = None
 
     # -- signals --
 
     def _on_signal(self, signum: int, frame: FrameType | None) -> None:
-        if self._stopping:
-            # A second Ctrl-C while stopping: skip the remaining grace periods.
-            self._hurry = True
+        # Only flags: an exception raised at an arbitrary point (say between spawning a child
+        # and recording it) could leave an orphan. The supervisor's loops check the flag.
+        if self._shutdown_signal is None:
+            self._shutdown_signal = signum
             return
-        if self._defer:
-            self._pending_signal = signum
-            return
-        raise ShutdownRequested(signum)
+        # Asked again: skip the remaining grace periods, and if a start step is stuck in a
+        # blocking call, break out of it (stop() runs in the caller's finally).
+        self._hurry = True
+        if not self._stopping:
+            raise ShutdownRequested(signum)
 
     @contextlib.contextmanager
     def handle_signals(self) -> Iterator[None]:
+        """SIGINT/SIGTERM request a shutdown: :class:`ShutdownRequested` comes out of the
+        current start or watch at the next check."""
         previous = {s: signal.signal(s, self._on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
         try:
             yield
@@ -296,17 +299,14 @@ class Supervisor:
             for s, handler in previous.items():
                 signal.signal(s, handler)
 
-    @contextlib.contextmanager
-    def _signals_deferred(self) -> Iterator[None]:
-        # Between spawning a child and recording it, a signal would leave an unrecorded orphan.
-        self._defer += 1
-        try:
-            yield
-        finally:
-            self._defer -= 1
-        if not self._defer and self._pending_signal is not None and not self._stopping:
-            signum, self._pending_signal = self._pending_signal, None
-            raise ShutdownRequested(signum)
+    def request_shutdown(self, signum: int = signal.SIGTERM) -> None:
+        if self._shutdown_signal is None:
+            self._shutdown_signal = signum
+
+    def checkpoint(self) -> None:
+        """Raise :class:`ShutdownRequested` if a shutdown was requested."""
+        if self._shutdown_signal is not None and not self._stopping:
+            raise ShutdownRequested(self._shutdown_signal)
 
     # -- start --
 
@@ -320,8 +320,11 @@ class Supervisor:
     def log_path(self, name: str) -> Path:
         return self.log_dir / f"{name}.log"
 
-    def start_service(self, name: str, service: ManagedService, log_path: Path | None = None) -> None:
+    def start_service(
+        self, name: str, service: ManagedService, log_path: Path | None = None
+    ) -> None:
         """Start a backend that runs its own process; ``service.start()`` returns when ready."""
+        self.checkpoint()
         entry = _Entry(name=name, service=service, log_path=log_path)
         # Recorded before start so that a failure or a signal half-way through still stops it.
         self._entries.append(entry)
@@ -336,32 +339,36 @@ class Supervisor:
                 log_path=log_path,
             ) from exc
         log.info("child.ready", name=name, seconds=round(time.monotonic() - started, 2))
+        self.checkpoint()
 
     def run_step(self, name: str, step: Callable[[], object]) -> None:
         """Run a one-off step in this process (database migrations)."""
+        self.checkpoint()
         started = time.monotonic()
         try:
             step()
         except Exception as exc:
             raise ChildStartError(f"{name} failed: {exc}", name=name) from exc
         log.info("step.done", name=name, seconds=round(time.monotonic() - started, 2))
+        self.checkpoint()
 
     def start_processes(self, specs: Sequence[ProcessSpec], timeout_s: float = 300.0) -> None:
         """Spawn ``specs`` together, then wait until each is healthy; fail fast if one dies."""
         started = time.monotonic()
         waiting: list[tuple[_Entry, ProcessSpec]] = []
+        self.checkpoint()
         for spec in specs:
-            with self._signals_deferred():
-                child = ProcessChild.spawn(
-                    spec.name, spec.argv, self.log_path(spec.name), env=spec.env, cwd=spec.cwd
-                )
-                entry = _Entry(name=spec.name, child=child, log_path=child.log_path)
-                self._entries.append(entry)
+            child = ProcessChild.spawn(
+                spec.name, spec.argv, self.log_path(spec.name), env=spec.env, cwd=spec.cwd
+            )
+            entry = _Entry(name=spec.name, child=child, log_path=child.log_path)
+            self._entries.append(entry)
             log.info("child.started", name=spec.name, pid=child.pid)
             waiting.append((entry, spec))
 
         deadline = started + timeout_s
         while waiting:
+            self.checkpoint()
             for entry, spec in list(waiting):
                 code = entry.exit_code()
                 if code is not None:
@@ -404,6 +411,7 @@ class Supervisor:
         """
         deadline = None if timeout_s is None else time.monotonic() + timeout_s
         while deadline is None or time.monotonic() < deadline:
+            self.checkpoint()
             self.check()
             time.sleep(self.poll_interval_s)
 
@@ -495,7 +503,7 @@ DEFAULT_PORTS: dict[str, int] = {
     "milvus": 19530,
 }
 LOOPBACK = "127.0.0.1"
-_WILDCARD_HOSTS = {"0.0.0.0", "::", ""}  # noqa: S104 - recognising, not binding
+_WILDCARD_HOSTS = {"0.0.0.0", "::", ""}
 
 
 def http_url(host: str, port: int) -> str:
@@ -639,7 +647,8 @@ class EmbeddedStack:
         milvus_uri: str = milvus.uri
 
         service_urls = {
-            name: http_url(LOOPBACK, ports[name]) for name in ("ingest", "retrieval", "model_manager")
+            name: http_url(LOOPBACK, ports[name])
+            for name in ("ingest", "retrieval", "model_manager")
         }
         env = stack_environment(
             self._base_env,

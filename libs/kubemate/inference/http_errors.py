@@ -71,7 +71,7 @@ def _is_retryable_status(status: int) -> bool:
 
 
 def error_from_response(response: httpx.Response, *, backend: str = "") -> KubemateError:
-    """Our error for a non-2xx response. Read a streamed response's body first to keep the detail."""
+    """Our error for a non-2xx response; read a streamed body first, it carries the detail."""
     status = response.status_code
     body = _body_detail(response)
     where = f"{backend} " if backend else ""

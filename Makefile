@@ -1,0 +1,44 @@
+# The two commands of the README are `make up` and `make test`; both install what they need.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(VENV)/bin/pip
+SERVICES := services/gateway services/ingest services/worker services/retrieval services/model_manager
+# A portable llama.cpp build: the default -march=native wheel can crash on another CPU, and pip
+# caches the wheel it builds, so it must be one any machine of this kind can run.
+export CMAKE_ARGS ?= -DGGML_NATIVE=OFF
+export CMAKE_BUILD_PARALLEL_LEVEL ?= 2
+export HF_HUB_OFFLINE := 1
+export TRANSFORMERS_OFFLINE := 1
+
+help: ## List the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
+
+$(VENV)/.installed: libs/pyproject.toml pyproject.toml $(addsuffix /pyproject.toml,$(SERVICES))
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PIP) install --quiet --upgrade "pip>=25.1" wheel
+	# torch first and pinned: the CPU build on this machine's disk. Anything that depends on
+	# torch, installed before it, would pull a multi-GB CUDA build.
+	$(PIP) install --quiet "torch==2.13.0"
+	$(PIP) install --quiet -e "libs[embedded]" $(addprefix -e ,$(SERVICES)) --group test
+	touch $@
+
+install: $(VENV)/.installed ## Create .venv and install Kubemate with the embedded backends and test tools
+
+up: install ## Install, then run the whole embedded stack (Ctrl-C stops it)
+	$(VENV)/bin/kubemate up
+
+test: install ## Install, then run unit, integration and e2e tests
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/pytest
+
+test-unit: install ## Only the unit tests (no network)
+	$(VENV)/bin/pytest tests/unit
+
+lint: install ## ruff and mypy
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy libs/kubemate services
+
+.PHONY: help install up test test-unit lint

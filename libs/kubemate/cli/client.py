@@ -1,0 +1,232 @@
+"""A small synchronous client of the gateway's HTTP API, as the CLI needs it.
+
+The transport is injectable (``httpx.MockTransport`` in tests). Errors come out as two kinds:
+:class:`ApiError` (the API answered with an error, usually RFC 9457 problem+json) and
+:class:`GatewayUnreachable` (nothing answered).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Protocol, Self
+
+import httpx
+from pydantic import BaseModel, ConfigDict, Field
+
+TERMINAL_STATES = frozenset({"COMPLETED", "FAILED"})
+
+
+# ---- response models ---------------------------------------------------------------------------
+
+
+class _Model(BaseModel):
+    # The API may grow fields; the CLI reads the ones it knows.
+    model_config = ConfigDict(extra="ignore")
+
+
+class Upload(_Model):
+    document_id: str
+    task_id: str
+    state: str
+    duplicate: bool = False
+
+
+class Progress(_Model):
+    done: int = 0
+    total: int = 0
+
+
+class TaskStatus(_Model):
+    task_id: str
+    document_id: str | None = None
+    state: str
+    stage: str | None = None
+    progress: Progress = Field(default_factory=Progress)
+    error: str | None = None
+
+    @property
+    def terminal(self) -> bool:
+        return self.state in TERMINAL_STATES
+
+
+class Citation(_Model):
+    index: int
+    document_id: str | None = None
+    chunk_id: str | None = None
+    source: str | None = None
+    snippet: str = ""
+    score: float | None = None
+    page: int | None = None
+
+
+class ChatAnswer(_Model):
+    answer: str
+    citations: list[Citation] = Field(default_factory=list)
+    model: str | None = None
+    timings: dict[str, float] = Field(default_factory=dict)
+
+
+# ---- errors ------------------------------------------------------------------------------------
+
+
+class ApiError(Exception):
+    """The API answered with an error status."""
+
+    def __init__(self, status: int, title: str, detail: str = "", type_uri: str = "") -> None:
+        super().__init__(f"{title}: {detail}" if detail else title)
+        self.status = status
+        self.title = title
+        self.detail = detail
+        self.type_uri = type_uri
+
+    @classmethod
+    def from_response(cls, response: httpx.Response) -> ApiError:
+        body: Any = None
+        with contextlib.suppress(ValueError):
+            body = response.json()
+        if isinstance(body, dict) and ("title" in body or "detail" in body):
+            detail = body.get("detail")
+            return cls(
+                status=response.status_code,
+                title=str(body.get("title") or response.reason_phrase),
+                # FastAPI's own errors carry a list of field errors here.
+                detail=detail if isinstance(detail, str) else "" if detail is None else str(detail),
+                type_uri=str(body.get("type", "")),
+            )
+        # Not problem+json (a proxy's error page, say): keep it short, never dump HTML.
+        text = " ".join(response.text.split())[:200]
+        return cls(
+            response.status_code, f"HTTP {response.status_code} {response.reason_phrase}", text
+        )
+
+
+class GatewayUnreachable(Exception):
+    def __init__(self, url: str, reason: str) -> None:
+        super().__init__(f"cannot reach {url}: {reason}")
+        self.url = url
+        self.reason = reason
+
+
+# ---- the client --------------------------------------------------------------------------------
+
+
+class KubemateClient:
+    def __init__(
+        self,
+        base_url: str,
+        token: str,
+        *,
+        transport: httpx.BaseTransport | None = None,
+        timeout_s: float = 30.0,
+        chat_timeout_s: float = 300.0,
+    ) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.chat_timeout_s = chat_timeout_s
+        self._http = httpx.Client(
+            base_url=self.base_url,
+            headers={"Authorization": f"Bearer {token}", "Accept": "application/json"},
+            timeout=timeout_s,
+            transport=transport,
+        )
+
+    def _request(self, method: str, path: str, **kwargs: Any) -> Any:
+        try:
+            response = self._http.request(method, path, **kwargs)
+        except httpx.TransportError as exc:
+            raise GatewayUnreachable(self.base_url, str(exc) or type(exc).__name__) from None
+        if response.is_error:
+            raise ApiError.from_response(response)
+        return response.json()
+
+    def upload(self, path: Path, collection: str = "default") -> Upload:
+        with path.open("rb") as f:
+            body = self._request(
+                "POST",
+                "/v1/documents",
+                files={"file": (path.name, f)},
+                data={"collection": collection},
+                timeout=max(self._http.timeout.read or 0, 120.0),
+            )
+        return Upload.model_validate(body)
+
+    def task(self, task_id: str) -> TaskStatus:
+        return TaskStatus.model_validate(self._request("GET", f"/v1/tasks/{task_id}"))
+
+    def chat(self, question: str, collection: str = "default", top_k: int = 5) -> ChatAnswer:
+        body = self._request(
+            "POST",
+            "/v1/chat",
+            json={"question": question, "collection": collection, "top_k": top_k},
+            # Generation on a CPU can take a while.
+            timeout=self.chat_timeout_s,
+        )
+        return ChatAnswer.model_validate(body)
+
+    def close(self) -> None:
+        self._http.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+
+# ---- following tasks ---------------------------------------------------------------------------
+
+
+class TaskWatcher(Protocol):
+    """Yields task updates until every task is terminal or ``timeout_s`` has passed.
+
+    Polling today; an SSE watcher (``/v1/tasks/{id}/events``) can replace it without touching
+    the CLI, which only consumes these updates.
+    """
+
+    def watch(
+        self, client: KubemateClient, task_ids: Sequence[str], timeout_s: float
+    ) -> Iterator[TaskStatus]: ...
+
+
+class PollingWatcher:
+    def __init__(
+        self,
+        interval_s: float = 0.5,
+        *,
+        sleep: Callable[[float], None] = time.sleep,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.interval_s = interval_s
+        self._sleep = sleep
+        self._clock = clock
+
+    def watch(
+        self, client: KubemateClient, task_ids: Sequence[str], timeout_s: float
+    ) -> Iterator[TaskStatus]:
+        deadline = self._clock() + timeout_s
+        pending = list(task_ids)
+        while pending:
+            for task_id in list(pending):
+                try:
+                    status = client.task(task_id)
+                except ApiError as exc:
+                    if exc.status >= 500:
+                        continue  # a backend hiccup: ask again next round
+                    # The task is gone or not ours: nothing more will come for it.
+                    status = TaskStatus(
+                        task_id=task_id, state="FAILED", error=f"{exc.title}: {exc.detail}"
+                    )
+                if status.terminal:
+                    pending.remove(task_id)
+                yield status
+            if not pending or self._clock() >= deadline:
+                return
+            self._sleep(self.interval_s)

@@ -1,0 +1,388 @@
+"""Milvus processes of our own: Milvus Lite's gRPC server, and a Milvus 2.3.5 standalone.
+
+:class:`MilvusLiteServer` is the embedded stack's vector store (``kubemate up``): many processes
+share one ``milvus-lite server`` over gRPC, since Milvus Lite lets only one process open a data
+directory. :class:`MilvusStandaloneServer` runs the real Milvus 2.3.5 binary shipped in PyPI's
+``milvus`` package, so the integration tests cover a real server too.
+
+Both run as :class:`~kubemate.embedded.supervisor.ProcessChild`: own process group, output in a
+log file, and killed by the kernel if this process dies without stopping them.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import importlib.util
+import os
+import re
+import socket
+import sys
+import time
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Self
+
+import httpx
+
+from kubemate.embedded.supervisor import LOOPBACK, ProcessChild, free_port, http_url, port_is_free
+from kubemate.errors import BackendUnavailable
+from kubemate.logs import get_logger
+
+log = get_logger(__name__)
+
+_POLL_S = 0.1
+_TAIL_LINES = 30
+
+
+class MilvusNotAvailable(BackendUnavailable):
+    type_slug = "milvus-unavailable"
+    title = "Milvus is unavailable"
+
+
+def _accepts_connections(host: str, port: int) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=1.0):
+            return True
+    except OSError:
+        return False
+
+
+def _dial_host(host: str) -> str:
+    return LOOPBACK if host in ("0.0.0.0", "", "::") else host  # recognising, not binding
+
+
+def _died(name: str, child: ProcessChild, code: int) -> MilvusNotAvailable:
+    tail = child.log_tail(_TAIL_LINES).strip() or "(no output)"
+    return MilvusNotAvailable(
+        f"{name} exited with code {code} during start; last output (from {child.log_path}):\n{tail}"
+    )
+
+
+def _stop_child(name: str, child: ProcessChild, grace_s: float) -> int:
+    code = child.stop(grace_s)
+    log.info("milvus.server_stopped", server=name, returncode=code)
+    return code
+
+
+# ---- Milvus Lite --------------------------------------------------------------------------------
+
+# `milvus-lite server` shuts down cleanly (drains requests, flushes and closes the data directory)
+# only on KeyboardInterrupt; SIGTERM would end it on the spot, and a SIGINT that our parent
+# ignores (a background job) stays ignored in the child. So both signals raise KeyboardInterrupt.
+_LITE_MAIN = """\
+import signal, sys
+
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt
+
+signal.signal(signal.SIGINT, _interrupt)
+signal.signal(signal.SIGTERM, _interrupt)
+from milvus_lite.cmdline import main
+
+sys.argv[0] = "milvus-lite"
+sys.exit(main())
+"""
+
+
+class MilvusLiteServer:
+    """``milvus-lite server`` on ``host:port`` over ``data_dir``; ``start()`` returns once it
+    accepts connections, ``uri`` is what :class:`~kubemate.settings.MilvusConfig` wants.
+
+    Its output goes to ``log_path`` (default: ``<data_dir>/../logs/milvus-lite.log``, the
+    embedded stack's log directory), kept out of ``data_dir``, which belongs to Milvus Lite.
+    """
+
+    name = "milvus-lite"
+
+    def __init__(
+        self,
+        data_dir: Path,
+        host: str = LOOPBACK,
+        port: int = 19530,
+        *,
+        log_path: Path | None = None,
+        start_timeout_s: float = 60.0,
+        stop_timeout_s: float = 10.0,
+    ) -> None:
+        self.data_dir = data_dir.resolve()
+        self.host = host
+        self.port = port
+        self.log_path = log_path or self.data_dir.parent / "logs" / "milvus-lite.log"
+        self.start_timeout_s = start_timeout_s
+        self.stop_timeout_s = stop_timeout_s
+        self._child: ProcessChild | None = None
+
+    @property
+    def uri(self) -> str:
+        return http_url(self.host, self.port)
+
+    @property
+    def pid(self) -> int | None:
+        return self._child.pid if self._child else None
+
+    def poll(self) -> int | None:
+        """The exit code once the started server has exited; None while it runs."""
+        return self._child.exit_code() if self._child else None
+
+    def argv(self) -> list[str]:
+        # The interpreter running us, so the server uses this environment's milvus-lite.
+        return [
+            sys.executable,
+            "-c",
+            _LITE_MAIN,
+            "server",
+            "--data-dir",
+            str(self.data_dir),
+            "--host",
+            self.host,
+            "--port",
+            str(self.port),
+        ]
+
+    def start(self) -> None:
+        if self._child is not None:
+            return
+        if importlib.util.find_spec("milvus_lite") is None:
+            raise MilvusNotAvailable(
+                "milvus-lite is not installed: install the `embedded` extra "
+                "(pip install 'kubemate-libs[embedded]') or point KUBEMATE_MILVUS__URI at a server"
+            )
+        # Otherwise a server already on the port would pass our readiness check for us.
+        if not port_is_free(self.host, self.port):
+            raise MilvusNotAvailable(f"port {self.port} on {self.host} is already in use")
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        env = dict(os.environ, PYTHONUNBUFFERED="1")
+        self._child = ProcessChild.spawn(self.name, self.argv(), self.log_path, env=env)
+        try:
+            self._wait_ready()
+        except BaseException:
+            self.stop()
+            raise
+        log.info("milvus.server_started", server=self.name, uri=self.uri, pid=self._child.pid)
+
+    def _wait_ready(self) -> None:
+        assert self._child is not None
+        deadline = time.monotonic() + self.start_timeout_s
+        dial = _dial_host(self.host)
+        while True:
+            code = self._child.exit_code()
+            if code is not None:
+                raise _died(self.name, self._child, code)
+            if _accepts_connections(dial, self.port):
+                return
+            if time.monotonic() > deadline:
+                raise MilvusNotAvailable(
+                    f"{self.name} did not accept connections on {self.uri} within "
+                    f"{self.start_timeout_s:g} s (see {self.log_path})"
+                )
+            time.sleep(_POLL_S)
+
+    def stop(self) -> None:
+        """SIGTERM (graceful: see ``_LITE_MAIN``), then SIGKILL after ``stop_timeout_s``."""
+        child, self._child = self._child, None
+        if child is not None:
+            _stop_child(self.name, child, grace_s=self.stop_timeout_s)
+
+    def __enter__(self) -> Self:
+        self.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+
+# ---- Milvus 2.3.5 standalone --------------------------------------------------------------------
+
+_IP_LINE = re.compile(r"^(\s*)ip:.*$", re.MULTILINE)
+
+
+def _milvus_package() -> Any:
+    try:
+        import milvus
+    except ImportError as exc:
+        raise MilvusNotAvailable(
+            "the Milvus standalone server needs PyPI's milvus package (pip install milvus==2.3.5)"
+        ) from exc
+    return milvus
+
+
+def loopback_template(milvus: Any) -> str:
+    """The ``milvus`` package's config template with every component on 127.0.0.1.
+
+    With ``ip:`` empty Milvus advertises the first non-loopback address (eth0) to its own
+    components and then dials it, which fails on machines that filter it."""
+    template = Path(milvus.__file__).parent / "data" / "config.yaml.template"
+    text, count = _IP_LINE.subn(rf"\g<1>ip: {LOOPBACK}", template.read_text(encoding="utf-8"))
+    if count == 0:
+        raise MilvusNotAvailable(f"no `ip:` settings found in {template}: unknown milvus package")
+    return text
+
+
+class MilvusStandaloneServer:
+    """The Milvus 2.3.5 standalone binary from PyPI's ``milvus`` package, for tests.
+
+    ``base_dir`` holds its config, data, logs and (unless ``bin_cache`` is given) the ~250 MB of
+    binaries the package unpacks on first start, which takes seconds; a shared ``bin_cache``
+    directory unpacks them once for every server. The other ports Milvus needs (its components',
+    embedded etcd's) are probed free, so several servers can run on one machine.
+
+    ``stop()`` sends SIGTERM, then SIGKILL after ``stop_timeout_s``: with collections loaded,
+    Milvus 2.3 can hang in its shutdown.
+    """
+
+    name = "milvus-standalone"
+
+    def __init__(
+        self,
+        base_dir: Path,
+        port: int = 19530,
+        *,
+        bin_cache: Path | None = None,
+        start_timeout_s: float = 180.0,
+        stop_timeout_s: float = 10.0,
+    ) -> None:
+        self.base_dir = base_dir.resolve()
+        self.port = port
+        self.bin_cache = bin_cache.resolve() if bin_cache else None
+        self.log_path = self.base_dir / "logs" / "milvus.log"
+        self.start_timeout_s = start_timeout_s
+        self.stop_timeout_s = stop_timeout_s
+        self.metrics_port: int | None = None
+        self._etcd_config = self.base_dir / "configs" / "embed-etcd.yaml"
+        self._child: ProcessChild | None = None
+
+    @property
+    def uri(self) -> str:
+        return http_url(LOOPBACK, self.port)
+
+    @property
+    def pid(self) -> int | None:
+        return self._child.pid if self._child else None
+
+    def poll(self) -> int | None:
+        return self._child.exit_code() if self._child else None
+
+    def _binaries(self, milvus: Any) -> Path:
+        root = self.bin_cache or self.base_dir
+        root.mkdir(parents=True, exist_ok=True)
+        # A private helper of the pinned package: it unpacks the binaries, skipping files whose
+        # checksum is unchanged. The lock keeps concurrent first starts from reading a half-
+        # written binary in a shared cache.
+        with (root / ".unpack.lock").open("w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            try:
+                milvus._initialize_data_files(str(root))
+            finally:
+                fcntl.flock(lock, fcntl.LOCK_UN)
+        return root / "bin"
+
+    def _write_config(self, milvus: Any) -> None:
+        template = self.base_dir / "milvus.yaml.template"
+        template.write_text(loopback_template(milvus), encoding="utf-8")
+        config = milvus.MilvusServerConfig(
+            template=str(template), data_dir=str(self.base_dir), proxy_port=self.port
+        )
+        # The package sets this only when it uses its own template.
+        config.glog_conf_file = str(Path(milvus.__file__).parent / "data" / "glog.conf")
+        # Probes free ports for each component and writes <base_dir>/configs/milvus.yaml, which
+        # the binary reads relative to its working directory.
+        config.resolve()
+        # Embedded etcd would listen on its fixed defaults (2379, 2380) whatever milvus.yaml
+        # says, so a second server on the machine could not start: give it free ports too.
+        client_url = http_url(LOOPBACK, int(config.get("etcd_port")))
+        peer_url = http_url(LOOPBACK, free_port(LOOPBACK))
+        self._etcd_config.write_text(
+            "name: default\n"
+            f"listen-client-urls: {client_url}\n"
+            f"advertise-client-urls: {client_url}\n"
+            f"listen-peer-urls: {peer_url}\n"
+            f"initial-advertise-peer-urls: {peer_url}\n"
+            f"initial-cluster: default={peer_url}\n",
+            encoding="utf-8",
+        )
+
+    def start(self) -> None:
+        if self._child is not None:
+            return
+        milvus = _milvus_package()
+        if not port_is_free(LOOPBACK, self.port):
+            raise MilvusNotAvailable(f"port {self.port} is already in use")
+        self.base_dir.mkdir(parents=True, exist_ok=True)
+        started = time.monotonic()
+        bin_dir = self._binaries(milvus)
+        self._write_config(milvus)
+        self.metrics_port = free_port(LOOPBACK)
+        env = dict(os.environ)
+        env.update(
+            {
+                "DEPLOY_MODE": "STANDALONE",
+                "METRICS_PORT": str(self.metrics_port),
+                "MILVUS_RUN_DIR": str(self.base_dir / "run"),
+                "ETCD_CONFIG_PATH": str(self._etcd_config),
+                "LD_LIBRARY_PATH": os.pathsep.join(
+                    p for p in (str(bin_dir), os.environ.get("LD_LIBRARY_PATH", "")) if p
+                ),
+            }
+        )
+        argv = [str(bin_dir / "milvus"), "run", "standalone"]
+        self._child = ProcessChild.spawn(self.name, argv, self.log_path, env=env, cwd=self.base_dir)
+        try:
+            self._wait_ready()
+        except BaseException:
+            self.stop()
+            raise
+        log.info(
+            "milvus.server_started",
+            server=self.name,
+            uri=self.uri,
+            pid=self._child.pid,
+            seconds=round(time.monotonic() - started, 2),
+        )
+
+    def _wait_ready(self) -> None:
+        assert self._child is not None
+        deadline = time.monotonic() + self.start_timeout_s
+        health = http_url(LOOPBACK, self.metrics_port or 0) + "/healthz"
+        with httpx.Client(timeout=1.0, trust_env=False) as http:
+            while True:
+                code = self._child.exit_code()
+                if code is not None:
+                    raise _died(self.name, self._child, code)
+                if _healthy(http, health) and _accepts_connections(LOOPBACK, self.port):
+                    return
+                if time.monotonic() > deadline:
+                    raise MilvusNotAvailable(
+                        f"{self.name} was not healthy within {self.start_timeout_s:g} s "
+                        f"(see {self.log_path} and {self.base_dir / 'logs'})"
+                    )
+                time.sleep(_POLL_S)
+
+    def stop(self) -> None:
+        child, self._child = self._child, None
+        if child is not None:
+            _stop_child(self.name, child, grace_s=self.stop_timeout_s)
+
+    def __enter__(self) -> Self:
+        self.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+
+def _healthy(http: httpx.Client, url: str) -> bool:
+    try:
+        response = http.get(url)
+    except httpx.HTTPError:
+        return False
+    return response.status_code == 200 and "OK" in response.text

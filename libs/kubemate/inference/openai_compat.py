@@ -1,0 +1,230 @@
+"""Generation and embeddings through any OpenAI-compatible server: provider ``openai``.
+
+vLLM, Triton's OpenAI frontend, ``llama_cpp.server``, Ollama's ``/v1`` and OpenAI itself all speak
+``POST /v1/chat/completions`` (streamed as server-sent events, one ``data: {json}`` line per
+chunk, ending with ``data: [DONE]``) and ``POST /v1/embeddings``. The prompt goes as a single user
+message; ``endpoint="completions"`` uses ``/v1/completions`` instead, for base models served
+without a chat template. ``base_url`` may be given with or without its ``/v1`` suffix.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator, Sequence
+from typing import Any, Literal
+
+import httpx
+
+from kubemate.errors import InferenceError
+from kubemate.inference._transport import HttpTransport, check_vectors, gather_or_cancel
+from kubemate.inference.base import Completion, GenerateOptions
+from kubemate.inference.http_errors import estimate_tokens
+from kubemate.retry import ConcurrencyLimit, RetryPolicy
+from kubemate.settings import EmbedderConfig, LLMConfig
+
+BACKEND = "openai"
+Endpoint = Literal["chat", "completions"]
+
+
+def api_base(base_url: str | None) -> str:
+    if not base_url:
+        # A configuration mistake found at startup, not a failure of the runtime.
+        raise ValueError("the openai provider needs base_url (e.g. http://vllm:8000/v1)")
+    base = base_url.rstrip("/")
+    return base if base.endswith("/v1") else base + "/v1"
+
+
+def _headers(api_key: Any) -> dict[str, str]:
+    if api_key is None:
+        return {}
+    return {"Authorization": f"Bearer {api_key.get_secret_value()}"}
+
+
+def _api_error(payload: dict[str, Any]) -> InferenceError:
+    error = payload.get("error")
+    message = error.get("message", error) if isinstance(error, dict) else error
+    return InferenceError(f"{BACKEND}: {message}")
+
+
+class OpenAICompatLLM:
+    """Implements :class:`kubemate.inference.base.LLM` against ``{base_url}/v1``."""
+
+    def __init__(
+        self,
+        config: LLMConfig,
+        *,
+        endpoint: Endpoint = "chat",
+        retry: RetryPolicy | None = None,
+        client: httpx.AsyncClient | None = None,
+    ) -> None:
+        self.model = config.model
+        self._endpoint = endpoint
+        self._http = HttpTransport(
+            backend=BACKEND,
+            base_url=api_base(config.base_url),
+            timeout_s=config.timeout_s,
+            max_concurrency=config.max_concurrency,
+            retry=retry,
+            headers=_headers(config.api_key),
+            client=client,
+        )
+
+    @property
+    def _path(self) -> str:
+        return "/chat/completions" if self._endpoint == "chat" else "/completions"
+
+    def _payload(self, prompt: str, options: GenerateOptions, *, stream: bool) -> dict[str, Any]:
+        payload: dict[str, Any] = {
+            "model": self.model,
+            "max_tokens": options.max_tokens,
+            "temperature": options.temperature,
+            "stream": stream,
+        }
+        if self._endpoint == "chat":
+            payload["messages"] = [{"role": "user", "content": prompt}]
+        else:
+            payload["prompt"] = prompt
+        if options.stop:
+            payload["stop"] = list(options.stop)
+        return payload
+
+    def _choice_text(self, choice: dict[str, Any], *, delta: bool) -> str:
+        if self._endpoint == "completions":
+            return choice.get("text") or ""
+        message = choice.get("delta" if delta else "message") or {}
+        return message.get("content") or ""
+
+    async def generate(self, prompt: str, options: GenerateOptions) -> Completion:
+        data = await self._http.request_json(
+            "POST",
+            self._path,
+            self._payload(prompt, options, stream=False),
+            operation="openai.generate",
+        )
+        if data.get("error"):
+            raise _api_error(data)
+        try:
+            choice = data["choices"][0]
+        except (KeyError, IndexError, TypeError) as exc:
+            raise InferenceError(f"{BACKEND}: an answer without choices") from exc
+        usage = data.get("usage") or {}
+        return Completion(
+            text=self._choice_text(choice, delta=False),
+            model=data.get("model") or self.model,
+            prompt_tokens=usage.get("prompt_tokens", 0),
+            completion_tokens=usage.get("completion_tokens", 0),
+            finish_reason=choice.get("finish_reason") or "stop",
+        )
+
+    async def stream(self, prompt: str, options: GenerateOptions) -> AsyncIterator[str]:
+        lines = self._http.stream_lines(
+            "POST",
+            self._path,
+            self._payload(prompt, options, stream=True),
+            operation="openai.stream",
+        )
+        try:
+            async for line in lines:
+                # SSE: comments (": ping") and event/id fields carry no text.
+                if not line.startswith("data:"):
+                    continue
+                data = line[5:].strip()
+                if data == "[DONE]":
+                    return
+                try:
+                    chunk = json.loads(data)
+                except ValueError as exc:
+                    raise InferenceError(f"{BACKEND}: unreadable event {data[:200]!r}") from exc
+                if chunk.get("error"):
+                    raise _api_error(chunk)
+                for choice in chunk.get("choices") or []:
+                    piece = self._choice_text(choice, delta=True)
+                    if piece:
+                        yield piece
+        finally:
+            await lines.aclose()
+        raise InferenceError(f"{BACKEND}: the stream ended without data: [DONE]")
+
+    def count_tokens(self, text: str) -> int:
+        # The OpenAI API has no tokenize endpoint (vLLM's and llama.cpp's differ): estimate.
+        return estimate_tokens(text)
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+
+class OpenAICompatEmbedder:
+    """Implements :class:`kubemate.inference.base.Embedder` via ``POST {base_url}/v1/embeddings``.
+
+    Without ``config.dimension`` the dimension is learned from the first answer; call
+    :meth:`load` first if you need :attr:`dimension` before embedding anything.
+    """
+
+    def __init__(
+        self,
+        config: EmbedderConfig,
+        *,
+        retry: RetryPolicy | None = None,
+        client: httpx.AsyncClient | None = None,
+    ) -> None:
+        self.model = config.model
+        self._config = config
+        self._dimension = config.dimension
+        self._batches = ConcurrencyLimit(config.max_concurrency)
+        self._http = HttpTransport(
+            backend=BACKEND,
+            base_url=api_base(config.base_url),
+            timeout_s=config.timeout_s,
+            max_concurrency=config.max_concurrency,
+            retry=retry,
+            headers=_headers(config.api_key),
+            client=client,
+        )
+
+    @property
+    def dimension(self) -> int:
+        if self._dimension is None:
+            raise InferenceError(
+                f"the dimension of {BACKEND} model {self.model} is learned from its first "
+                "answer: set embedder.dimension or await load() first"
+            )
+        return self._dimension
+
+    async def load(self) -> None:
+        """Learn the dimension with one short request."""
+        if self._dimension is None:
+            await self.embed(["dimension probe"])
+
+    async def _embed_batch(self, batch: list[str]) -> list[list[float]]:
+        async with self._batches:
+            data = await self._http.request_json(
+                "POST",
+                "/embeddings",
+                {"model": self.model, "input": batch},
+                operation="openai.embed",
+            )
+        if not isinstance(data, dict) or not isinstance(data.get("data"), list):
+            raise InferenceError(f"{BACKEND}: an embeddings answer without data")
+        # The spec gives each item an index; order by it rather than trusting list order.
+        items = sorted(data["data"], key=lambda item: item.get("index", 0))
+        vectors = check_vectors(
+            [item.get("embedding") for item in items],
+            expected=len(batch),
+            dimension=self._dimension,
+            backend=BACKEND,
+        )
+        if self._dimension is None and vectors:
+            self._dimension = len(vectors[0])
+        return vectors
+
+    async def embed(self, texts: Sequence[str]) -> list[list[float]]:
+        size = self._config.batch_size
+        batches = [list(texts[i : i + size]) for i in range(0, len(texts), size)]
+        results = await gather_or_cancel([self._embed_batch(b) for b in batches])
+        return [vector for batch in results for vector in batch]
+
+    async def embed_query(self, text: str) -> list[float]:
+        return (await self.embed([text]))[0]
+
+    async def aclose(self) -> None:
+        await self._http.aclose()

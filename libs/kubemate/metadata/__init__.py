@@ -1,0 +1,19 @@
+"""The metadata database: tenants, documents, ingest tasks, usage (SQLAlchemy 2 + Alembic).
+
+PostgreSQL in production, SQLite in the embedded default; the same models and migrations on both.
+Run :func:`upgrade_to_head` at start-up, then use :class:`MetadataStore`.
+"""
+
+from kubemate.metadata.migrate import upgrade_to_head
+from kubemate.metadata.models import TERMINAL_STATES, TaskState
+from kubemate.metadata.store import DocumentView, MetadataStore, TaskView, UsageTotals
+
+__all__ = [
+    "TERMINAL_STATES",
+    "DocumentView",
+    "MetadataStore",
+    "TaskState",
+    "TaskView",
+    "UsageTotals",
+    "upgrade_to_head",
+]

@@ -1,0 +1,606 @@
+"""Documents, ingest tasks and usage records, per tenant.
+
+Each method runs in its own short transaction and returns frozen views, never ORM objects, so
+nothing lazy-loads after the session is gone and callers cannot mutate rows by accident. Every
+query filters on the tenant: another tenant's id is reported exactly like a missing one.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Literal
+
+from sqlalchemy import Engine, create_engine, delete, event, func, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import URL, Connection, make_url
+from sqlalchemy.exc import DBAPIError, IntegrityError, InterfaceError, OperationalError
+from sqlalchemy.orm import Session, sessionmaker
+
+from kubemate.errors import BackendUnavailable, DocumentNotFound, ServiceError, TaskNotFound
+from kubemate.logs import get_logger
+from kubemate.metadata.models import (
+    USAGE_KINDS,
+    Document,
+    Task,
+    TaskState,
+    Tenant,
+    Usage,
+    new_id,
+    utcnow,
+)
+from kubemate.settings import DatabaseConfig
+
+log = get_logger(__name__)
+
+UsageKind = Literal["generate", "embed", "document"]
+
+# Several processes (API services and a worker) share one SQLite file: a writer waits this long
+# for another's lock instead of failing at once.
+SQLITE_BUSY_TIMEOUT_MS = 15_000
+# Connection execution option: this transaction will write. On SQLite it then starts with
+# BEGIN IMMEDIATE, taking the write lock up front; a deferred BEGIN that reads and later writes
+# fails with SQLITE_BUSY, without waiting, when another process wrote in between.
+WRITE_INTENT = "kubemate_write_intent"
+MAX_ERROR_CHARS = 8192
+_SHA256_HEX = re.compile(r"[0-9a-f]{64}")
+
+
+# ---- engine -------------------------------------------------------------------------------------
+
+
+def _sqlite_on_connect(dbapi_connection: Any, _record: Any) -> None:
+    # Hand BEGIN to SQLAlchemy (see _sqlite_on_begin): the sqlite3 module's own legacy handling
+    # skips BEGIN before SELECTs and DDL, which breaks repeatable reads and transactional DDL.
+    dbapi_connection.isolation_level = None
+    cursor = dbapi_connection.cursor()
+    try:
+        cursor.execute(f"PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}")
+        # WAL: readers do not block the writer nor it them, which several processes need.
+        cursor.execute("PRAGMA journal_mode = WAL")
+        cursor.execute("PRAGMA foreign_keys = ON")  # off by default; ON DELETE CASCADE needs it
+        cursor.execute("PRAGMA synchronous = NORMAL")  # durable enough with WAL, far fewer fsyncs
+    finally:
+        cursor.close()
+
+
+def _sqlite_on_begin(conn: Connection) -> None:
+    immediate = conn.get_execution_options().get(WRITE_INTENT, False)
+    conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+
+
+def _sqlite_file(url: URL) -> Path | None:
+    database = url.database
+    if not database or database == ":memory:" or database.startswith("file:"):
+        return None
+    return Path(database).expanduser()
+
+
+def make_engine(database_url: str, *, echo: bool = False) -> Engine:
+    """An engine for PostgreSQL or SQLite with the settings this project relies on."""
+    url = make_url(database_url)
+    if url.drivername == "postgresql":
+        url = url.set(drivername="postgresql+psycopg")  # the driver we ship, not psycopg2
+    if url.get_backend_name() != "sqlite":
+        return create_engine(url, echo=echo, pool_pre_ping=True)
+    path = _sqlite_file(url)
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    engine = create_engine(url, echo=echo, pool_pre_ping=True)
+    event.listen(engine, "connect", _sqlite_on_connect)
+    event.listen(engine, "begin", _sqlite_on_begin)
+    return engine
+
+
+# ---- views --------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class DocumentView:
+    id: str
+    tenant_id: str
+    collection: str
+    filename: str
+    content_type: str
+    size_bytes: int
+    sha256: str
+    object_key: str
+    chunk_count: int
+    status: TaskState
+    created_at: datetime
+    updated_at: datetime
+
+    @classmethod
+    def of(cls, row: Document) -> DocumentView:
+        return cls(
+            id=row.id,
+            tenant_id=row.tenant_id,
+            collection=row.collection,
+            filename=row.filename,
+            content_type=row.content_type,
+            size_bytes=row.size_bytes,
+            sha256=row.sha256,
+            object_key=row.object_key,
+            chunk_count=row.chunk_count,
+            status=TaskState(row.status),
+            created_at=row.created_at,
+            updated_at=row.updated_at,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class TaskView:
+    id: str
+    tenant_id: str
+    document_id: str
+    kind: str
+    state: TaskState
+    stage: str | None
+    progress_done: int
+    progress_total: int
+    error: str | None
+    attempts: int
+    created_at: datetime
+    updated_at: datetime
+    finished_at: datetime | None
+
+    @property
+    def terminal(self) -> bool:
+        return self.state.terminal
+
+    @classmethod
+    def of(cls, row: Task) -> TaskView:
+        return cls(
+            id=row.id,
+            tenant_id=row.tenant_id,
+            document_id=row.document_id,
+            kind=row.kind,
+            state=TaskState(row.state),
+            stage=row.stage,
+            progress_done=row.progress_done,
+            progress_total=row.progress_total,
+            error=row.error,
+            attempts=row.attempts,
+            created_at=row.created_at,
+            updated_at=row.updated_at,
+            finished_at=row.finished_at,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class UsageTotals:
+    kind: str
+    model: str
+    requests: int
+    prompt_tokens: int
+    completion_tokens: int
+    bytes: int
+    chunks: int
+    latency_ms_total: float
+
+    @property
+    def latency_ms_avg(self) -> float:
+        return self.latency_ms_total / self.requests if self.requests else 0.0
+
+
+# ---- the store ----------------------------------------------------------------------------------
+
+# INSERT ... ON CONFLICT DO NOTHING has the same spelling on both, but lives in dialect modules.
+_INSERT_OR_IGNORE: Mapping[str, Callable[..., Any]] = {
+    "postgresql": postgresql.insert,
+    "sqlite": sqlite.insert,
+}
+
+
+class MetadataStore:
+    """The metadata database. Build with :meth:`from_config`; the schema comes from
+    :func:`kubemate.metadata.migrate.upgrade_to_head`, run before the store is used.
+
+    Raises :class:`DocumentNotFound` / :class:`TaskNotFound` for rows that are missing or belong
+    to another tenant, and :class:`BackendUnavailable` when the database cannot be reached or
+    stays locked.
+    """
+
+    def __init__(self, engine: Engine) -> None:
+        self._engine = engine
+        self._sessions = sessionmaker(engine, expire_on_commit=False)
+
+    @classmethod
+    def from_config(cls, config: DatabaseConfig) -> MetadataStore:
+        return cls(make_engine(config.url, echo=config.echo))
+
+    @property
+    def engine(self) -> Engine:
+        return self._engine
+
+    def dispose(self) -> None:
+        self._engine.dispose()
+
+    @contextmanager
+    def _tx(self, *, write: bool = False) -> Iterator[Session]:
+        try:
+            with self._sessions.begin() as session:
+                if write:
+                    session.connection(execution_options={WRITE_INTENT: True})
+                yield session
+        except IntegrityError:
+            raise  # create_document turns the one it expects into an answer
+        except (OperationalError, InterfaceError) as exc:
+            log.warning("metadata.db_unavailable", error=type(exc.orig).__name__)
+            raise BackendUnavailable("metadata database is unavailable") from exc
+        except DBAPIError as exc:
+            if exc.connection_invalidated:
+                raise BackendUnavailable("metadata database connection was lost") from exc
+            raise ServiceError("metadata database error") from exc
+
+    # ---- tenants --------------------------------------------------------------------------------
+
+    def ensure_tenant(self, tenant_id: str, name: str | None = None) -> None:
+        """Create the tenant if it does not exist. Safe to call concurrently and repeatedly."""
+        with self._tx(write=True) as session:
+            self._insert_tenant(session, tenant_id, name)
+
+    @staticmethod
+    def _insert_tenant(session: Session, tenant_id: str, name: str | None = None) -> None:
+        insert = _INSERT_OR_IGNORE[session.get_bind().dialect.name]
+        session.execute(
+            insert(Tenant)
+            .values(id=tenant_id, name=name or tenant_id, created_at=utcnow())
+            .on_conflict_do_nothing(index_elements=[Tenant.id])
+        )
+
+    # ---- documents ------------------------------------------------------------------------------
+
+    def create_document(
+        self,
+        tenant_id: str,
+        *,
+        collection: str,
+        filename: str,
+        content_type: str,
+        size_bytes: int,
+        sha256: str,
+        object_key: str,
+    ) -> tuple[DocumentView, TaskView, bool]:
+        """A new PENDING document and its PENDING ingest task, or, when the tenant already has
+        this content in the collection, the existing document, its latest task and False."""
+        sha256 = sha256.lower()
+        if not _SHA256_HEX.fullmatch(sha256):
+            raise ValueError("sha256 must be 64 hex digits")
+        try:
+            with self._tx(write=True) as session:
+                found = self._existing(session, tenant_id, collection, sha256)
+                if found is not None:
+                    return (*found, False)
+                self._insert_tenant(session, tenant_id)
+                now = utcnow()
+                doc = Document(
+                    id=new_id(),
+                    tenant_id=tenant_id,
+                    collection=collection,
+                    filename=filename,
+                    content_type=content_type,
+                    size_bytes=size_bytes,
+                    sha256=sha256,
+                    object_key=object_key,
+                    chunk_count=0,
+                    status=TaskState.PENDING.value,
+                    created_at=now,
+                    updated_at=now,
+                )
+                session.add(doc)
+                session.flush()  # the unique constraint fires here, inside the try
+                task = self._new_task(session, doc, now)
+                result = DocumentView.of(doc), TaskView.of(task), True
+        except IntegrityError:
+            # A concurrent upload of the same content won the race (PostgreSQL; SQLite's
+            # BEGIN IMMEDIATE serialises writers so the check above already saw it).
+            with self._tx(write=True) as session:
+                found = self._existing(session, tenant_id, collection, sha256)
+            if found is None:
+                raise
+            log.info("metadata.document_dedup_race", tenant_id=tenant_id, document_id=found[0].id)
+            return (*found, False)
+        log.info("metadata.document_created", tenant_id=tenant_id, document_id=result[0].id)
+        return result
+
+    def _existing(
+        self, session: Session, tenant_id: str, collection: str, sha256: str
+    ) -> tuple[DocumentView, TaskView] | None:
+        doc = session.scalars(
+            select(Document).where(
+                Document.tenant_id == tenant_id,
+                Document.collection == collection,
+                Document.sha256 == sha256,
+            )
+        ).one_or_none()
+        if doc is None:
+            return None
+        task = self._latest_task_row(session, tenant_id, doc.id)
+        if task is None:  # never expected; heal rather than hand back a document nobody ingests
+            task = self._new_task(session, doc, utcnow())
+        return DocumentView.of(doc), TaskView.of(task)
+
+    @staticmethod
+    def _new_task(session: Session, doc: Document, now: datetime) -> Task:
+        task = Task(
+            id=new_id(),
+            tenant_id=doc.tenant_id,
+            document_id=doc.id,
+            kind="ingest",
+            state=TaskState.PENDING.value,
+            progress_done=0,
+            progress_total=0,
+            attempts=0,
+            created_at=now,
+            updated_at=now,
+        )
+        session.add(task)
+        session.flush()
+        return task
+
+    @staticmethod
+    def _document_row(session: Session, tenant_id: str, document_id: str) -> Document:
+        doc = session.scalars(
+            select(Document).where(Document.id == document_id, Document.tenant_id == tenant_id)
+        ).one_or_none()
+        if doc is None:
+            raise DocumentNotFound(f"document {document_id} not found")
+        return doc
+
+    def get_document(self, tenant_id: str, document_id: str) -> DocumentView:
+        with self._tx() as session:
+            return DocumentView.of(self._document_row(session, tenant_id, document_id))
+
+    def list_documents(
+        self,
+        tenant_id: str,
+        collection: str | None = None,
+        limit: int = 100,
+        offset: int = 0,
+    ) -> list[DocumentView]:
+        """Newest first."""
+        query = select(Document).where(Document.tenant_id == tenant_id)
+        if collection is not None:
+            query = query.where(Document.collection == collection)
+        query = query.order_by(Document.created_at.desc(), Document.id).limit(limit).offset(offset)
+        with self._tx() as session:
+            return [DocumentView.of(row) for row in session.scalars(query)]
+
+    def delete_document(self, tenant_id: str, document_id: str) -> DocumentView:
+        """Delete the document and (by ON DELETE CASCADE) its tasks. Returns what was deleted,
+        so the caller can remove its object and its chunks."""
+        with self._tx(write=True) as session:
+            view = DocumentView.of(self._document_row(session, tenant_id, document_id))
+            session.execute(
+                delete(Document).where(Document.id == document_id, Document.tenant_id == tenant_id),
+                execution_options={"synchronize_session": False},
+            )
+        log.info("metadata.document_deleted", tenant_id=tenant_id, document_id=document_id)
+        return view
+
+    # ---- tasks ----------------------------------------------------------------------------------
+
+    @staticmethod
+    def _task_row(session: Session, tenant_id: str, task_id: str, *, lock: bool = False) -> Task:
+        query = select(Task).where(Task.id == task_id, Task.tenant_id == tenant_id)
+        if lock:
+            query = query.with_for_update()  # PostgreSQL; SQLite already holds the write lock
+        task = session.scalars(query).one_or_none()
+        if task is None:
+            raise TaskNotFound(f"task {task_id} not found")
+        return task
+
+    @staticmethod
+    def _latest_task_row(session: Session, tenant_id: str, document_id: str) -> Task | None:
+        return session.scalars(
+            select(Task)
+            .where(Task.document_id == document_id, Task.tenant_id == tenant_id)
+            .order_by(Task.created_at.desc(), Task.id.desc())
+            .limit(1)
+        ).first()
+
+    def get_task(self, tenant_id: str, task_id: str) -> TaskView:
+        with self._tx() as session:
+            return TaskView.of(self._task_row(session, tenant_id, task_id))
+
+    def list_tasks(
+        self, tenant_id: str, state: TaskState | None = None, limit: int = 100
+    ) -> list[TaskView]:
+        """Newest first."""
+        query = select(Task).where(Task.tenant_id == tenant_id)
+        if state is not None:
+            query = query.where(Task.state == TaskState(state).value)
+        query = query.order_by(Task.created_at.desc(), Task.id).limit(limit)
+        with self._tx() as session:
+            return [TaskView.of(row) for row in session.scalars(query)]
+
+    def latest_task(self, tenant_id: str, document_id: str) -> TaskView:
+        with self._tx() as session:
+            task = self._latest_task_row(session, tenant_id, document_id)
+            if task is None:
+                self._document_row(session, tenant_id, document_id)  # DocumentNotFound if absent
+                raise TaskNotFound(f"document {document_id} has no task")
+            return TaskView.of(task)
+
+    def update_task(
+        self,
+        tenant_id: str,
+        task_id: str,
+        *,
+        state: TaskState | None = None,
+        stage: str | None = None,
+        progress_done: int | None = None,
+        progress_total: int | None = None,
+        error: str | None = None,
+        attempts_increment: bool = False,
+    ) -> TaskView:
+        """Change what is given; ``None`` leaves a field as it is.
+
+        Entering COMPLETED or FAILED sets ``finished_at``; entering any other state clears it
+        and a previous error (a retry starts clean). The document's status follows the state.
+        Any transition is allowed: retries move FAILED tasks back to work states.
+        """
+        with self._tx(write=True) as session:
+            task = self._task_row(session, tenant_id, task_id, lock=True)
+            self._apply(
+                session,
+                task,
+                state=None if state is None else TaskState(state),
+                stage=stage,
+                progress_done=progress_done,
+                progress_total=progress_total,
+                error=error,
+                attempts_increment=attempts_increment,
+            )
+            view = TaskView.of(task)
+        if state is not None:
+            log.info("metadata.task_state", tenant_id=tenant_id, task_id=task_id, state=view.state)
+        return view
+
+    @staticmethod
+    def _apply(
+        session: Session,
+        task: Task,
+        *,
+        state: TaskState | None = None,
+        stage: str | None = None,
+        progress_done: int | None = None,
+        progress_total: int | None = None,
+        error: str | None = None,
+        attempts_increment: bool = False,
+        chunk_count: int | None = None,
+    ) -> None:
+        now = utcnow()
+        if state is not None:
+            task.state = state.value
+            task.finished_at = now if state.terminal else None
+            if not state.terminal and error is None:
+                task.error = None
+            doc_values: dict[str, Any] = {"status": state.value, "updated_at": now}
+            if chunk_count is not None:
+                doc_values["chunk_count"] = chunk_count
+            session.execute(
+                update(Document)
+                .where(Document.id == task.document_id, Document.tenant_id == task.tenant_id)
+                .values(**doc_values),
+                execution_options={"synchronize_session": False},
+            )
+        if stage is not None:
+            task.stage = stage
+        if progress_done is not None:
+            task.progress_done = progress_done
+        if progress_total is not None:
+            task.progress_total = progress_total
+        if error is not None:
+            task.error = error[:MAX_ERROR_CHARS]
+        if attempts_increment:
+            task.attempts += 1
+        task.updated_at = now
+        session.flush()
+
+    def complete_document(
+        self, tenant_id: str, document_id: str, task_id: str, chunk_count: int
+    ) -> tuple[DocumentView, TaskView]:
+        """Task COMPLETED, document COMPLETED with its chunk count: one transaction, so a reader
+        never sees a finished task on an unfinished document or the other way round."""
+        with self._tx(write=True) as session:
+            task = self._task_row(session, tenant_id, task_id, lock=True)
+            if task.document_id != document_id:
+                raise TaskNotFound(f"task {task_id} not found for document {document_id}")
+            self._apply(session, task, state=TaskState.COMPLETED, chunk_count=chunk_count)
+            # Loaded after the UPDATE, so it carries the new status and chunk count.
+            doc = self._document_row(session, tenant_id, document_id)
+            result = DocumentView.of(doc), TaskView.of(task)
+        log.info(
+            "metadata.document_completed",
+            tenant_id=tenant_id,
+            document_id=document_id,
+            task_id=task_id,
+            chunks=chunk_count,
+        )
+        return result
+
+    def fail_task(self, tenant_id: str, task_id: str, *, stage: str, error: str) -> TaskView:
+        """FAILED with the stage it failed in and a reason; the document becomes FAILED."""
+        view = self.update_task(
+            tenant_id, task_id, state=TaskState.FAILED, stage=stage, error=error
+        )
+        log.warning("metadata.task_failed", tenant_id=tenant_id, task_id=task_id, stage=stage)
+        return view
+
+    # ---- usage ----------------------------------------------------------------------------------
+
+    def record_usage(
+        self,
+        tenant_id: str,
+        *,
+        kind: UsageKind,
+        model: str,
+        prompt_tokens: int = 0,
+        completion_tokens: int = 0,
+        bytes: int = 0,  # shadows the builtin: it is the column's name, and the caller's keyword
+        chunks: int = 0,
+        latency_ms: float = 0.0,
+    ) -> None:
+        if kind not in USAGE_KINDS:
+            raise ValueError(f"usage kind must be one of {sorted(USAGE_KINDS)}, not {kind!r}")
+        with self._tx(write=True) as session:
+            session.add(
+                Usage(
+                    tenant_id=tenant_id,
+                    kind=kind,
+                    model=model,
+                    prompt_tokens=prompt_tokens,
+                    completion_tokens=completion_tokens,
+                    bytes=bytes,
+                    chunks=chunks,
+                    latency_ms=latency_ms,
+                    created_at=utcnow(),
+                )
+            )
+
+    def usage_totals(
+        self,
+        tenant_id: str,
+        since: datetime | None = None,
+        until: datetime | None = None,
+    ) -> list[UsageTotals]:
+        """Sums per (kind, model) over ``since <= created_at < until``, ordered by kind, model."""
+        for bound in (since, until):
+            if bound is not None and bound.tzinfo is None:
+                raise ValueError("naive datetimes are ambiguous: pass timezone-aware bounds")
+        query = select(
+            Usage.kind,
+            Usage.model,
+            func.count(),
+            func.coalesce(func.sum(Usage.prompt_tokens), 0),
+            func.coalesce(func.sum(Usage.completion_tokens), 0),
+            func.coalesce(func.sum(Usage.bytes), 0),
+            func.coalesce(func.sum(Usage.chunks), 0),
+            func.coalesce(func.sum(Usage.latency_ms), 0.0),
+        ).where(Usage.tenant_id == tenant_id)
+        if since is not None:
+            query = query.where(Usage.created_at >= since)
+        if until is not None:
+            query = query.where(Usage.created_at < until)
+        query = query.group_by(Usage.kind, Usage.model).order_by(Usage.kind, Usage.model)
+        with self._tx() as session:
+            rows = session.execute(query).all()
+        return [
+            UsageTotals(
+                kind=kind,
+                model=model,
+                requests=int(count),
+                prompt_tokens=int(prompt),
+                completion_tokens=int(completion),
+                bytes=int(size),
+                chunks=int(chunks),
+                latency_ms_total=float(latency),
+            )
+            for kind, model, count, prompt, completion, size, chunks, latency in rows
+        ]

@@ -1,0 +1,543 @@
+"""VectorStore on Milvus through pymilvus's ``MilvusClient``.
+
+Runs against Milvus 2.3+ servers and against Milvus Lite's gRPC server (``milvus-lite server``),
+which speak the same protocol with a few differences this module absorbs:
+
+* Milvus before 2.4 routes an *upsert* to the wrong partition-key partition (milvus-io/milvus
+  #30607, #31548): the row is stored but a ``tenant_id == ...`` filter never finds it again. On
+  those servers ``upsert`` deletes the primary keys and inserts them instead.
+* Milvus counts VARCHAR ``max_length`` in bytes, Milvus Lite in characters; texts are cut to the
+  byte limit, which satisfies both.
+* Neither Milvus 2.3 nor Milvus Lite 3.2 accepts filter templates (``filter_params``), so filter
+  values are quoted and escaped here (:func:`quote`), for the grammar both parsers share.
+* Milvus 2.3 names the primary key ``id`` in a hit, Milvus Lite by its field name; the key is
+  read from the requested output fields instead.
+
+Every search, count and delete is scoped by ``tenant_id``, the collection's partition key, so a
+tenant's query only touches its own partition. Vendor errors never leave this module: an
+unreachable or overloaded server is :class:`BackendUnavailable` (retryable), anything else
+:class:`ServiceError`.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any, NoReturn
+from urllib.parse import urlsplit, urlunsplit
+
+import grpc
+from annotated_types import Ge, Le
+from pymilvus import DataType, MilvusClient
+from pymilvus.client.types import LoadState
+from pymilvus.exceptions import ConnectError, MilvusException, MilvusUnavailableException
+
+from kubemate.errors import BackendUnavailable, ServiceError, ValidationFailed
+from kubemate.logs import get_logger
+from kubemate.settings import HnswConfig, MilvusConfig
+from kubemate.vectorstore.base import ChunkRecord, SearchHit
+
+log = get_logger(__name__)
+
+DEFAULT_BATCH_SIZE = 256
+ID_MAX_BYTES = 64
+CHUNK_TEXT_MAX_BYTES = 65535
+SOURCE_MAX_BYTES = 1024
+TITLE_MAX_BYTES = 1024
+# Milvus rejects a larger limit (topk) or a larger vector dimension.
+MAX_TOP_K = 16384
+MAX_DIMENSION = 32768
+# Primary keys per delete expression: keeps each expression well below the gRPC message limit.
+DELETE_BATCH_SIZE = 1024
+
+METRIC = "COSINE"
+VECTOR_FIELD = "vector"
+_OUTPUT_FIELDS = ["chunk_id", "document_id", "chunk_text", "source", "title", "position", "page"]
+_COLLECTION_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_MAX_COLLECTION_NAME = 255
+_VERSION = re.compile(r"v?(\d+)\.(\d+)\.(\d+)")
+_ESCAPES = str.maketrans({"\\": "\\\\", '"': '\\"', "\n": "\\n", "\r": "\\r", "\t": "\\t"})
+
+# Status codes that mean "not now" rather than "never": 2 is a refused connection (pymilvus) or
+# ServiceUnavailable (Milvus), 8 a rate limit.
+_RETRYABLE_CODES = frozenset({2, 8})
+_RETRYABLE_GRPC = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED})
+_COLLECTION_NOT_FOUND = 100
+
+
+# ---- helpers (pure, unit-tested) ----------------------------------------------------------------
+
+
+def quote(value: str) -> str:
+    """A double-quoted string literal for a Milvus filter expression.
+
+    Escapes only what the Milvus 2.3 grammar and Milvus Lite's tokenizer both understand: a
+    backslash, a double quote and the line breaks neither allows raw inside a literal."""
+    return '"' + value.translate(_ESCAPES) + '"'
+
+
+def _membership(field: str, values: Sequence[str]) -> str:
+    if len(values) == 1:
+        return f"{field} == {quote(values[0])}"
+    return f"{field} in [{', '.join(quote(v) for v in values)}]"
+
+
+def build_filter(
+    tenant_id: str,
+    *,
+    document_ids: Sequence[str] | None = None,
+    chunk_ids: Sequence[str] | None = None,
+) -> str:
+    """The filter expression for one tenant's chunks, optionally narrowed to some documents or
+    chunks. An empty ``document_ids`` or ``chunk_ids`` is refused: it would match nothing, and a
+    caller that meant "no restriction" must pass ``None``."""
+    if not tenant_id:
+        raise ValueError("tenant_id must not be empty")
+    clauses = [f"tenant_id == {quote(tenant_id)}"]
+    for field, values in (("document_id", document_ids), ("chunk_id", chunk_ids)):
+        if values is None:
+            continue
+        if isinstance(values, str):
+            raise TypeError(f"{field}s must be a sequence of strings, not a string")
+        if not values:
+            raise ValueError(f"{field}s must not be empty; pass None for no restriction")
+        clauses.append(_membership(field, values))
+    return " and ".join(clauses)
+
+
+def truncate_utf8(text: str, max_bytes: int) -> str:
+    """``text`` cut to at most ``max_bytes`` of UTF-8 without splitting a character.
+
+    Lone surrogates (left by broken PDF text extraction) cannot be encoded at all and would fail
+    the whole batch, so they become ``?``."""
+    if max_bytes < 0:
+        raise ValueError("max_bytes must not be negative")
+    data = text.encode("utf-8", errors="replace")
+    return data[:max_bytes].decode("utf-8", errors="ignore")
+
+
+def _field_bounds(model: type[HnswConfig], field: str) -> tuple[int, int]:
+    low, high = 1, MAX_TOP_K
+    for meta in model.model_fields[field].metadata:
+        if isinstance(meta, Ge):
+            low = int(meta.ge)  # type: ignore[call-overload]
+        elif isinstance(meta, Le):
+            high = int(meta.le)  # type: ignore[call-overload]
+    return low, high
+
+
+EF_MIN, EF_MAX = _field_bounds(HnswConfig, "ef")
+
+
+def search_ef(top_k: int, requested: int | None, index: HnswConfig) -> int:
+    """HNSW ``ef`` for a search: the caller's value clamped to HnswConfig's bounds (the
+    configured default when absent), and never below ``top_k``, which HNSW cannot return with a
+    narrower beam."""
+    ef = index.ef if requested is None else min(max(requested, EF_MIN), EF_MAX)
+    return max(ef, top_k)
+
+
+def needs_upsert_fallback(server_version: str) -> bool:
+    """Whether this server mis-routes upserts on a partition-key collection (Milvus < 2.4).
+
+    Milvus Lite reports ``milvus_lite-X.Y.Z`` and has no such bug; the embedded Milvus 2.3.5
+    reports ``v2.3.5-lite``, so the two are told apart by prefix, not by "lite"."""
+    version = server_version.strip()
+    if version.startswith("milvus_lite"):
+        return False
+    match = _VERSION.match(version)
+    if match is None:
+        return False
+    major, minor = int(match.group(1)), int(match.group(2))
+    return (major, minor) < (2, 4)
+
+
+def _redacted(uri: str) -> str:
+    parts = urlsplit(uri)
+    if parts.password is None and parts.username is None:
+        return uri
+    host = parts.hostname or ""
+    netloc = f"{host}:{parts.port}" if parts.port else host
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+def _check_id(field: str, value: str) -> None:
+    if not value:
+        raise ValidationFailed(f"{field} must not be empty")
+    if len(value.encode("utf-8", errors="replace")) > ID_MAX_BYTES:
+        # Cutting an id would silently merge distinct chunks or documents.
+        raise ValidationFailed(f"{field} is longer than {ID_MAX_BYTES} bytes", field=field)
+
+
+def _is_retryable(exc: BaseException) -> bool:
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, MilvusUnavailableException | ConnectError):
+            return True
+        if isinstance(current, grpc.RpcError):
+            code = getattr(current, "code", None)
+            if callable(code) and code() in _RETRYABLE_GRPC:
+                return True
+        # pymilvus puts a grpc.StatusCode in .code when its own retries ran out.
+        if isinstance(current, MilvusException) and (
+            current.code in _RETRYABLE_GRPC or current.code in _RETRYABLE_CODES
+        ):
+            return True
+        current = current.__cause__ or current.__context__
+    return False
+
+
+# ---- the adapter --------------------------------------------------------------------------------
+
+
+class MilvusVectorStore:
+    """Implements :class:`kubemate.vectorstore.VectorStore` on one Milvus endpoint.
+
+    Collection names are the configured ``collection_prefix`` + ``_`` + the logical name. The
+    client connects lazily, so building the store never needs the server to be up."""
+
+    def __init__(self, config: MilvusConfig, *, batch_size: int = DEFAULT_BATCH_SIZE) -> None:
+        if batch_size < 1:
+            raise ValueError("batch_size must be at least 1")
+        self._config = config
+        self._index = config.index
+        self._timeout = config.timeout_s
+        self._consistency = config.consistency_level
+        self._batch_size = batch_size
+        self._client: MilvusClient | None = None
+        self._native_upsert = True
+        # Re-entrant: ensure_collection holds it while describing through _connection.
+        self._lock = threading.RLock()
+        # physical collection name -> vector dimension, for collections known to exist (and,
+        # for those in _ready, to be indexed and loaded by this instance).
+        self._dimensions: dict[str, int] = {}
+        self._ready: set[str] = set()
+
+    # ---- plumbing -------------------------------------------------------------------------------
+
+    def _raise(self, exc: Exception, op: str, collection: str | None) -> NoReturn:
+        code = getattr(exc, "code", None)
+        message = getattr(exc, "message", None) or str(exc)
+        if _is_retryable(exc):
+            log.warning("milvus.unavailable", op=op, collection=collection, code=str(code))
+            raise BackendUnavailable("vector store is unavailable", op=op) from exc
+        if code == _COLLECTION_NOT_FOUND and collection is not None:
+            self._forget(collection)  # dropped behind our back: ensure_collection recreates it
+            log.warning("milvus.collection_missing", op=op, collection=collection)
+            raise ServiceError(
+                f"vector collection {collection!r} does not exist", op=op, collection=collection
+            ) from exc
+        log.warning("milvus.error", op=op, collection=collection, code=str(code), error=message)
+        raise ServiceError(f"vector store {op} failed", op=op, collection=collection) from exc
+
+    @contextmanager
+    def _mapped(self, op: str, collection: str | None = None) -> Iterator[None]:
+        try:
+            yield
+        except (MilvusException, grpc.RpcError) as exc:
+            self._raise(exc, op, collection)
+
+    def _connection(self) -> MilvusClient:
+        client = self._client
+        if client is not None:
+            return client
+        with self._lock:
+            if self._client is not None:
+                return self._client
+            token = self._config.token.get_secret_value() if self._config.token else ""
+            with self._mapped("connect"):
+                client = MilvusClient(uri=self._config.uri, token=token, timeout=self._timeout)
+                try:
+                    version = str(client.get_server_version(timeout=self._timeout))
+                except BaseException:
+                    client.close()
+                    raise
+            self._native_upsert = not needs_upsert_fallback(version)
+            if not _VERSION.search(version):
+                log.warning("milvus.unknown_server_version", server_version=version)
+            log.info(
+                "milvus.connected",
+                uri=_redacted(self._config.uri),
+                server_version=version,
+                native_upsert=self._native_upsert,
+            )
+            self._client = client
+            return client
+
+    def close(self) -> None:
+        with self._lock:
+            if self._client is not None:
+                self._client.close()
+                self._client = None
+            self._dimensions.clear()
+            self._ready.clear()
+
+    def physical_name(self, name: str) -> str:
+        """The Milvus collection behind the logical collection ``name``."""
+        prefix = self._config.collection_prefix
+        physical = f"{prefix}_{name}" if prefix else name
+        if (
+            not name
+            or not _COLLECTION_NAME.fullmatch(physical)
+            or len(physical) > _MAX_COLLECTION_NAME
+        ):
+            raise ValidationFailed(
+                f"invalid collection name {name!r}: letters, digits and underscores only"
+            )
+        return physical
+
+    def _forget(self, physical: str) -> None:
+        self._dimensions.pop(physical, None)
+        self._ready.discard(physical)
+
+    def _dimension(self, physical: str) -> int:
+        dimension = self._dimensions.get(physical)
+        if dimension is not None:
+            return dimension
+        client = self._connection()
+        with self._mapped("describe_collection", physical):
+            description = client.describe_collection(physical, timeout=self._timeout)
+        for field in description.get("fields", []):
+            if field.get("name") == VECTOR_FIELD:
+                dimension = int(field.get("params", {}).get("dim", 0))
+                break
+        if not dimension:
+            raise ServiceError(
+                f"vector collection {physical!r} has no {VECTOR_FIELD!r} field", collection=physical
+            )
+        self._dimensions[physical] = dimension
+        return dimension
+
+    def _check_vector(self, physical: str, vector: Sequence[float]) -> list[float]:
+        expected = self._dimension(physical)
+        if len(vector) != expected:
+            # Our embedder and the collection disagree: a configuration error, not the caller's.
+            raise ServiceError(
+                f"vector has dimension {len(vector)}, collection {physical!r} holds {expected}",
+                collection=physical,
+            )
+        return [float(x) for x in vector]
+
+    def _schema(self, dimension: int) -> Any:
+        schema = MilvusClient.create_schema(auto_id=False, enable_dynamic_field=False)
+        schema.add_field("chunk_id", DataType.VARCHAR, max_length=ID_MAX_BYTES, is_primary=True)
+        schema.add_field(VECTOR_FIELD, DataType.FLOAT_VECTOR, dim=dimension)
+        schema.add_field("chunk_text", DataType.VARCHAR, max_length=CHUNK_TEXT_MAX_BYTES)
+        schema.add_field("document_id", DataType.VARCHAR, max_length=ID_MAX_BYTES)
+        schema.add_field(
+            "tenant_id", DataType.VARCHAR, max_length=ID_MAX_BYTES, is_partition_key=True
+        )
+        schema.add_field("source", DataType.VARCHAR, max_length=SOURCE_MAX_BYTES)
+        schema.add_field("title", DataType.VARCHAR, max_length=TITLE_MAX_BYTES)
+        schema.add_field("position", DataType.INT64)
+        schema.add_field("page", DataType.INT64)
+        return schema
+
+    def _index_params(self) -> Any:
+        params = MilvusClient.prepare_index_params()
+        params.add_index(
+            field_name=VECTOR_FIELD,
+            index_type="HNSW",
+            metric_type=METRIC,
+            params={"M": self._index.m, "efConstruction": self._index.ef_construction},
+        )
+        return params
+
+    def _row(self, record: ChunkRecord, physical: str) -> dict[str, Any]:
+        _check_id("chunk_id", record.chunk_id)
+        _check_id("tenant_id", record.tenant_id)
+        _check_id("document_id", record.document_id)
+        row: dict[str, Any] = {
+            "chunk_id": record.chunk_id,
+            VECTOR_FIELD: self._check_vector(physical, record.vector),
+            "document_id": record.document_id,
+            "tenant_id": record.tenant_id,
+            "position": int(record.position),
+            "page": int(record.page),
+        }
+        for field, value, limit in (
+            ("chunk_text", record.chunk_text, CHUNK_TEXT_MAX_BYTES),
+            ("source", record.source, SOURCE_MAX_BYTES),
+            ("title", record.title, TITLE_MAX_BYTES),
+        ):
+            cut = truncate_utf8(value, limit)
+            if len(cut) < len(value):
+                log.info("milvus.field_truncated", field=field, chunk_id=record.chunk_id)
+            row[field] = cut
+        return row
+
+    # ---- the port -------------------------------------------------------------------------------
+
+    def ensure_collection(self, name: str, dimension: int) -> None:
+        physical = self.physical_name(name)
+        if physical in self._ready and self._dimensions.get(physical) == dimension:
+            return
+        if not 1 <= dimension <= MAX_DIMENSION:
+            raise ValueError(f"dimension must be between 1 and {MAX_DIMENSION}")
+        client = self._connection()
+        with self._lock, self._mapped("ensure_collection", physical):
+            if not client.has_collection(physical, timeout=self._timeout):
+                try:
+                    client.create_collection(
+                        physical,
+                        schema=self._schema(dimension),
+                        index_params=self._index_params(),
+                        consistency_level=self._consistency,
+                        timeout=self._timeout,
+                    )
+                    log.info("milvus.collection_created", name=physical, dimension=dimension)
+                except MilvusException:
+                    # Another process created it between our check and our create.
+                    if not client.has_collection(physical, timeout=self._timeout):
+                        raise
+            self._dimensions.pop(physical, None)
+            existing = self._dimension(physical)
+            if existing != dimension:
+                raise ServiceError(
+                    f"vector collection {physical!r} holds vectors of dimension {existing}, "
+                    f"not {dimension}: drop it or configure a new collection",
+                    collection=physical,
+                )
+            # A creator that died between create and index leaves an unindexed collection.
+            if not client.list_indexes(physical, field_name=VECTOR_FIELD, timeout=self._timeout):
+                client.create_index(physical, self._index_params(), timeout=self._timeout)
+                log.info("milvus.index_created", name=physical)
+            state = client.get_load_state(physical, timeout=self._timeout).get("state")
+            if state != LoadState.Loaded:
+                client.load_collection(physical, timeout=self._timeout)
+                log.info("milvus.collection_loaded", name=physical)
+            self._ready.add(physical)
+
+    def upsert(self, collection: str, records: Sequence[ChunkRecord]) -> None:
+        if not records:
+            return
+        physical = self.physical_name(collection)
+        client = self._connection()
+        # The last record of a chunk id wins, as it would with sequential upserts; duplicates in
+        # one request would otherwise be stored twice by the delete+insert fallback.
+        latest = {record.chunk_id: record for record in records}
+        rows = [self._row(record, physical) for record in latest.values()]
+        for start in range(0, len(rows), self._batch_size):
+            batch = rows[start : start + self._batch_size]
+            with self._mapped("upsert", physical):
+                if self._native_upsert:
+                    client.upsert(physical, batch, timeout=self._timeout)
+                else:
+                    # Milvus < 2.4 upserts into the wrong partition-key partition; delete and
+                    # insert are routed correctly. Not atomic: a concurrent search may miss
+                    # these chunks for the moment between the two calls.
+                    ids = _membership("chunk_id", [row["chunk_id"] for row in batch])
+                    client.delete(physical, filter=ids, timeout=self._timeout)
+                    client.insert(physical, batch, timeout=self._timeout)
+        log.debug("milvus.upserted", collection=physical, rows=len(rows))
+
+    def delete_document(self, collection: str, tenant_id: str, document_id: str) -> None:
+        _check_id("tenant_id", tenant_id)
+        _check_id("document_id", document_id)
+        physical = self.physical_name(collection)
+        client = self._connection()
+        expr = build_filter(tenant_id, document_ids=[document_id])
+        with self._mapped("delete_document", physical):
+            client.delete(physical, filter=expr, timeout=self._timeout)
+        log.info(
+            "milvus.document_deleted",
+            collection=physical,
+            tenant_id=tenant_id,
+            document_id=document_id,
+        )
+
+    def delete_chunks(self, collection: str, tenant_id: str, chunk_ids: Sequence[str]) -> None:
+        _check_id("tenant_id", tenant_id)
+        if not chunk_ids:
+            return
+        physical = self.physical_name(collection)
+        client = self._connection()
+        ids = list(dict.fromkeys(chunk_ids))
+        for start in range(0, len(ids), DELETE_BATCH_SIZE):
+            expr = build_filter(tenant_id, chunk_ids=ids[start : start + DELETE_BATCH_SIZE])
+            with self._mapped("delete_chunks", physical):
+                client.delete(physical, filter=expr, timeout=self._timeout)
+        log.info("milvus.chunks_deleted", collection=physical, tenant_id=tenant_id, chunks=len(ids))
+
+    def search(
+        self,
+        collection: str,
+        tenant_id: str,
+        vector: Sequence[float],
+        top_k: int,
+        *,
+        ef: int | None = None,
+        document_ids: Sequence[str] | None = None,
+    ) -> list[SearchHit]:
+        _check_id("tenant_id", tenant_id)
+        if not 1 <= top_k <= MAX_TOP_K:
+            raise ValidationFailed(f"top_k must be between 1 and {MAX_TOP_K}", field="top_k")
+        if document_ids is not None and not document_ids:
+            return []  # restricted to no documents
+        physical = self.physical_name(collection)
+        query = self._check_vector(physical, vector)
+        expr = build_filter(tenant_id, document_ids=document_ids)
+        client = self._connection()
+        with self._mapped("search", physical):
+            results = client.search(
+                physical,
+                data=[query],
+                filter=expr,
+                limit=top_k,
+                output_fields=_OUTPUT_FIELDS,
+                search_params={
+                    "metric_type": METRIC,
+                    "params": {"ef": search_ef(top_k, ef, self._index)},
+                },
+                anns_field=VECTOR_FIELD,
+                consistency_level=self._consistency,
+                timeout=self._timeout,
+            )
+        hits = [_to_hit(hit) for hit in results[0]] if results else []
+        hits.sort(key=lambda hit: hit.score, reverse=True)
+        return hits
+
+    def count(self, collection: str, tenant_id: str, document_id: str | None = None) -> int:
+        _check_id("tenant_id", tenant_id)
+        physical = self.physical_name(collection)
+        document_ids = None if document_id is None else [document_id]
+        expr = build_filter(tenant_id, document_ids=document_ids)
+        client = self._connection()
+        with self._mapped("count", physical):
+            rows = client.query(
+                physical,
+                filter=expr,
+                output_fields=["count(*)"],
+                consistency_level=self._consistency,
+                timeout=self._timeout,
+            )
+        return int(rows[0]["count(*)"]) if rows else 0
+
+    def drop_collection(self, name: str) -> None:
+        physical = self.physical_name(name)
+        client = self._connection()
+        with self._lock, self._mapped("drop_collection", physical):
+            self._forget(physical)
+            # Dropping a missing collection succeeds on both Milvus and Milvus Lite.
+            client.drop_collection(physical, timeout=self._timeout)
+        log.info("milvus.collection_dropped", name=physical)
+
+
+def _to_hit(hit: Any) -> SearchHit:
+    entity = hit.get("entity") or {}
+    # Milvus 2.3 calls the primary key "id" in a hit; Milvus Lite uses the field's name.
+    chunk_id = entity.get("chunk_id") or hit.get("chunk_id") or hit.get("id")
+    return SearchHit(
+        chunk_id=str(chunk_id),
+        document_id=entity.get("document_id", ""),
+        chunk_text=entity.get("chunk_text", ""),
+        source=entity.get("source", ""),
+        title=entity.get("title", ""),
+        position=int(entity.get("position", 0)),
+        page=int(entity.get("page", 0)),
+        score=float(hit.get("distance", 0.0)),
+    )

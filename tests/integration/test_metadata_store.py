@@ -1,0 +1,411 @@
+"""The metadata store on both databases it supports: SQLite (embedded) and PostgreSQL."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import threading
+import uuid
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from alembic.autogenerate import compare_metadata
+from alembic.runtime.migration import MigrationContext
+from sqlalchemy import func, inspect, select, text
+
+from kubemate.errors import DocumentNotFound, NotFound, TaskNotFound
+from kubemate.metadata import DocumentView, MetadataStore, TaskState, TaskView, upgrade_to_head
+from kubemate.metadata.models import Base, Task
+from kubemate.metadata.store import make_engine
+from kubemate.settings import DatabaseConfig
+
+pytestmark = pytest.mark.integration
+
+TABLES = {"tenants", "documents", "tasks", "usage", "alembic_version"}
+
+
+def sha(n: int) -> str:
+    return f"{n:064x}"
+
+
+@pytest.fixture
+def store(database_url: str) -> Iterator[MetadataStore]:
+    upgrade_to_head(database_url)
+    metadata = MetadataStore.from_config(DatabaseConfig(url=database_url))
+    yield metadata
+    metadata.dispose()
+
+
+@pytest.fixture
+def tenant() -> str:
+    # Unique per test: the PostgreSQL database is shared by the whole session.
+    return f"t-{uuid.uuid4().hex[:12]}"
+
+
+@pytest.fixture
+def other_tenant() -> str:
+    return f"o-{uuid.uuid4().hex[:12]}"
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def empty_database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'fresh' / 'm.db'}"
+    factory: Callable[[], str] = request.getfixturevalue("postgres_database")
+    return factory()
+
+
+def new_document(
+    store: MetadataStore, tenant: str, n: int = 1, collection: str = "default"
+) -> tuple[DocumentView, TaskView, bool]:
+    return store.create_document(
+        tenant,
+        collection=collection,
+        filename=f"doc-{n}.pdf",
+        content_type="application/pdf",
+        size_bytes=1000 + n,
+        sha256=sha(n),
+        object_key=f"tenants/{tenant}/{n}/raw",
+    )
+
+
+# ---- migrations ---------------------------------------------------------------------------------
+
+
+def test_migrations_apply_to_an_empty_database_and_are_idempotent(empty_database_url: str) -> None:
+    upgrade_to_head(empty_database_url)
+    upgrade_to_head(empty_database_url)
+    engine = make_engine(empty_database_url)
+    try:
+        assert set(inspect(engine).get_table_names()) >= TABLES
+        with engine.connect() as conn:
+            assert conn.execute(text("SELECT version_num FROM alembic_version")).scalar() == "0001"
+    finally:
+        engine.dispose()
+
+
+def test_migrations_match_the_models(empty_database_url: str) -> None:
+    upgrade_to_head(empty_database_url)
+    engine = make_engine(empty_database_url)
+    try:
+        with engine.connect() as conn:
+            context = MigrationContext.configure(conn, opts={"compare_type": True})
+            assert compare_metadata(context, Base.metadata) == []
+    finally:
+        engine.dispose()
+
+
+def test_concurrent_migrations_from_several_processes_agree(empty_database_url: str) -> None:
+    # Services and the worker all migrate at start-up and may start at the same moment. Real
+    # processes, as the lock that keeps them apart is the database's, not Python's.
+    script = (
+        "import sys; from kubemate.metadata import upgrade_to_head; upgrade_to_head(sys.argv[1])"
+    )
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", script, empty_database_url],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+        )
+        for _ in range(4)
+    ]
+    outputs = [proc.communicate(timeout=120)[0].decode() for proc in procs]
+    assert [proc.returncode for proc in procs] == [0] * 4, outputs
+    engine = make_engine(empty_database_url)
+    try:
+        assert set(inspect(engine).get_table_names()) >= TABLES
+        with engine.connect() as conn:
+            assert conn.execute(text("SELECT count(*) FROM alembic_version")).scalar() == 1
+    finally:
+        engine.dispose()
+
+
+# ---- documents ----------------------------------------------------------------------------------
+
+
+def test_create_document_starts_pending(store: MetadataStore, tenant: str) -> None:
+    doc, task, created = new_document(store, tenant)
+    assert created
+    assert doc.status == TaskState.PENDING
+    assert (doc.tenant_id, doc.collection, doc.sha256, doc.chunk_count) == (
+        tenant,
+        "default",
+        sha(1),
+        0,
+    )
+    assert len(doc.id) == 32
+    assert (task.document_id, task.state, task.kind, task.attempts) == (
+        doc.id,
+        TaskState.PENDING,
+        "ingest",
+        0,
+    )
+    assert task.finished_at is None
+    assert doc.created_at.tzinfo is UTC
+    assert abs(doc.created_at - datetime.now(UTC)) < timedelta(minutes=1)
+    assert store.get_document(tenant, doc.id) == doc
+    assert store.get_task(tenant, task.id) == task
+
+
+def test_create_document_is_idempotent_on_content(store: MetadataStore, tenant: str) -> None:
+    doc, task, _ = new_document(store, tenant)
+    again, again_task, created = store.create_document(
+        tenant,
+        collection="default",
+        filename="renamed.pdf",
+        content_type="application/pdf",
+        size_bytes=1,
+        sha256=sha(1).upper(),
+        object_key="elsewhere",
+    )
+    assert not created
+    assert again == doc
+    assert again_task == task
+    # Same content in another collection is another document.
+    _, _, created = new_document(store, tenant, collection="zh")
+    assert created
+    assert len(store.list_documents(tenant)) == 2
+
+
+def test_same_content_for_another_tenant_is_another_document(
+    store: MetadataStore, tenant: str, other_tenant: str
+) -> None:
+    mine, _, _ = new_document(store, tenant)
+    theirs, _, created = new_document(store, other_tenant)
+    assert created
+    assert theirs.id != mine.id
+
+
+def test_concurrent_identical_uploads_make_one_document(store: MetadataStore, tenant: str) -> None:
+    workers = 8
+    barrier = threading.Barrier(workers)
+
+    def upload(_: int) -> tuple[DocumentView, TaskView, bool]:
+        barrier.wait()
+        return new_document(store, tenant, 7)
+
+    with ThreadPoolExecutor(workers) as pool:
+        results = list(pool.map(upload, range(workers)))
+    assert len({doc.id for doc, _, _ in results}) == 1
+    assert len({task.id for _, task, _ in results}) == 1
+    assert sum(created for _, _, created in results) == 1
+    assert len(store.list_documents(tenant)) == 1
+    assert len(store.list_tasks(tenant)) == 1
+
+
+def test_ensure_tenant_is_idempotent_under_concurrency(store: MetadataStore, tenant: str) -> None:
+    barrier = threading.Barrier(6)
+
+    def ensure(_: int) -> None:
+        barrier.wait()
+        store.ensure_tenant(tenant)
+
+    with ThreadPoolExecutor(6) as pool:
+        list(pool.map(ensure, range(6)))
+    store.ensure_tenant(tenant)
+    with store.engine.connect() as conn:
+        count = conn.execute(
+            text("SELECT count(*) FROM tenants WHERE id = :id"), {"id": tenant}
+        ).scalar()
+    assert count == 1
+
+
+def test_list_documents_by_collection_with_paging(store: MetadataStore, tenant: str) -> None:
+    ids = [new_document(store, tenant, n)[0].id for n in range(5)]
+    new_document(store, tenant, 99, collection="zh")
+    newest_first = [d.id for d in store.list_documents(tenant, collection="default")]
+    assert newest_first == ids[::-1]
+    page = store.list_documents(tenant, collection="default", limit=2, offset=1)
+    assert [d.id for d in page] == ids[::-1][1:3]
+    assert [d.collection for d in store.list_documents(tenant, collection="zh")] == ["zh"]
+    assert len(store.list_documents(tenant)) == 6
+
+
+def test_delete_document_cascades_to_tasks(store: MetadataStore, tenant: str) -> None:
+    doc, task, _ = new_document(store, tenant)
+    _, kept_task, _ = new_document(store, tenant, 2)
+    deleted = store.delete_document(tenant, doc.id)
+    assert deleted.object_key == doc.object_key
+    with pytest.raises(DocumentNotFound):
+        store.get_document(tenant, doc.id)
+    with pytest.raises(TaskNotFound):
+        store.get_task(tenant, task.id)
+    with store.engine.connect() as conn:
+        orphans = conn.execute(
+            select(func.count()).select_from(Task).where(Task.document_id == doc.id)
+        ).scalar()
+    assert orphans == 0
+    assert store.get_task(tenant, kept_task.id) == kept_task
+    with pytest.raises(DocumentNotFound):
+        store.delete_document(tenant, doc.id)
+    # The content can be uploaded again once deleted.
+    assert new_document(store, tenant)[2]
+
+
+# ---- tenancy ------------------------------------------------------------------------------------
+
+
+def test_another_tenants_rows_look_missing(
+    store: MetadataStore, tenant: str, other_tenant: str
+) -> None:
+    doc, task, _ = new_document(store, tenant)
+    store.ensure_tenant(other_tenant)
+    attempts: list[Callable[[], object]] = [
+        lambda: store.get_document(other_tenant, doc.id),
+        lambda: store.delete_document(other_tenant, doc.id),
+        lambda: store.get_task(other_tenant, task.id),
+        lambda: store.latest_task(other_tenant, doc.id),
+        lambda: store.update_task(other_tenant, task.id, state=TaskState.PARSING),
+        lambda: store.complete_document(other_tenant, doc.id, task.id, 3),
+        lambda: store.fail_task(other_tenant, task.id, stage="parse", error="x"),
+    ]
+    for attempt in attempts:
+        with pytest.raises(NotFound) as info:
+            attempt()
+        assert info.value.status == 404
+    # Exactly the same answer as for ids that never existed.
+    with pytest.raises(DocumentNotFound):
+        store.get_document(tenant, uuid.uuid4().hex)
+    with pytest.raises(TaskNotFound):
+        store.get_task(tenant, uuid.uuid4().hex)
+    assert store.list_documents(other_tenant) == []
+    assert store.list_tasks(other_tenant) == []
+    # And nothing of the owner's changed.
+    assert store.get_document(tenant, doc.id) == doc
+    assert store.get_task(tenant, task.id) == task
+
+
+# ---- tasks --------------------------------------------------------------------------------------
+
+
+def test_task_progress_and_terminal_states(store: MetadataStore, tenant: str) -> None:
+    doc, task, _ = new_document(store, tenant)
+    parsing = store.update_task(
+        tenant, task.id, state=TaskState.PARSING, stage="parse", attempts_increment=True
+    )
+    assert (parsing.state, parsing.stage, parsing.attempts) == (TaskState.PARSING, "parse", 1)
+    assert parsing.finished_at is None
+    assert parsing.updated_at >= task.updated_at
+    assert store.get_document(tenant, doc.id).status == TaskState.PARSING
+
+    embedding = store.update_task(
+        tenant, task.id, state=TaskState.EMBEDDING, progress_done=3, progress_total=10
+    )
+    assert (embedding.progress_done, embedding.progress_total) == (3, 10)
+    assert store.update_task(tenant, task.id, progress_done=10).progress_done == 10
+    assert store.get_document(tenant, doc.id).status == TaskState.EMBEDDING
+
+    failed = store.fail_task(tenant, task.id, stage="embed", error="embedding runtime said 500")
+    assert (failed.state, failed.stage, failed.error) == (
+        TaskState.FAILED,
+        "embed",
+        "embedding runtime said 500",
+    )
+    assert failed.terminal
+    assert failed.finished_at is not None and failed.finished_at.tzinfo is UTC
+    assert store.get_document(tenant, doc.id).status == TaskState.FAILED
+
+    # A retry goes back to work: no longer finished, the old reason gone.
+    retry = store.update_task(
+        tenant, task.id, state=TaskState.PARSING, stage="parse", attempts_increment=True
+    )
+    assert (retry.state, retry.attempts, retry.finished_at, retry.error) == (
+        TaskState.PARSING,
+        2,
+        None,
+        None,
+    )
+    done = store.update_task(tenant, task.id, state=TaskState.COMPLETED)
+    assert done.finished_at is not None
+    assert store.get_document(tenant, doc.id).status == TaskState.COMPLETED
+    assert store.latest_task(tenant, doc.id) == done
+
+
+def test_complete_document_sets_chunk_count_in_one_step(store: MetadataStore, tenant: str) -> None:
+    doc, task, _ = new_document(store, tenant)
+    store.update_task(tenant, task.id, state=TaskState.INDEXING)
+    completed_doc, completed_task = store.complete_document(tenant, doc.id, task.id, 42)
+    assert (completed_doc.status, completed_doc.chunk_count) == (TaskState.COMPLETED, 42)
+    assert completed_task.state == TaskState.COMPLETED
+    assert completed_task.finished_at is not None
+    assert store.get_document(tenant, doc.id) == completed_doc
+    assert store.get_task(tenant, task.id) == completed_task
+
+
+def test_complete_document_refuses_a_task_of_another_document(
+    store: MetadataStore, tenant: str
+) -> None:
+    doc, _, _ = new_document(store, tenant)
+    _, other_task, _ = new_document(store, tenant, 2)
+    with pytest.raises(TaskNotFound):
+        store.complete_document(tenant, doc.id, other_task.id, 1)
+    assert store.get_document(tenant, doc.id).status == TaskState.PENDING
+    assert store.get_task(tenant, other_task.id).state == TaskState.PENDING
+
+
+def test_list_tasks_filters_by_state(store: MetadataStore, tenant: str) -> None:
+    tasks = [new_document(store, tenant, n)[1] for n in range(4)]
+    store.update_task(tenant, tasks[0].id, state=TaskState.EMBEDDING)
+    store.fail_task(tenant, tasks[1].id, stage="parse", error="corrupt PDF")
+    store.complete_document(tenant, tasks[2].document_id, tasks[2].id, 5)
+    assert [t.id for t in store.list_tasks(tenant, state=TaskState.PENDING)] == [tasks[3].id]
+    assert [t.id for t in store.list_tasks(tenant, state=TaskState.FAILED)] == [tasks[1].id]
+    assert [t.id for t in store.list_tasks(tenant, state=TaskState.EMBEDDING)] == [tasks[0].id]
+    assert [t.id for t in store.list_tasks(tenant, state=TaskState.COMPLETED)] == [tasks[2].id]
+    assert store.list_tasks(tenant, state=TaskState.INDEXING) == []
+    assert len(store.list_tasks(tenant)) == 4
+    assert len(store.list_tasks(tenant, limit=2)) == 2
+
+
+def test_latest_task_of_a_missing_document(store: MetadataStore, tenant: str) -> None:
+    with pytest.raises(DocumentNotFound):
+        store.latest_task(tenant, uuid.uuid4().hex)
+
+
+# ---- usage --------------------------------------------------------------------------------------
+
+
+def test_usage_totals_group_by_kind_and_model(
+    store: MetadataStore, tenant: str, other_tenant: str
+) -> None:
+    store.record_usage(
+        tenant, kind="generate", model="gemma", prompt_tokens=10, completion_tokens=5, latency_ms=20
+    )
+    store.record_usage(
+        tenant, kind="generate", model="gemma", prompt_tokens=1, completion_tokens=2, latency_ms=40
+    )
+    store.record_usage(tenant, kind="generate", model="llama", prompt_tokens=7)
+    store.record_usage(tenant, kind="embed", model="minilm", chunks=30, latency_ms=5.5)
+    store.record_usage(tenant, kind="document", model="-", bytes=5_000_000_000, chunks=12)
+    store.record_usage(other_tenant, kind="generate", model="gemma", prompt_tokens=1000)
+
+    totals = {(t.kind, t.model): t for t in store.usage_totals(tenant)}
+    assert list(totals) == [
+        ("document", "-"),
+        ("embed", "minilm"),
+        ("generate", "gemma"),
+        ("generate", "llama"),
+    ]
+    gemma = totals["generate", "gemma"]
+    assert (gemma.requests, gemma.prompt_tokens, gemma.completion_tokens) == (2, 11, 7)
+    assert gemma.latency_ms_total == pytest.approx(60.0)
+    assert gemma.latency_ms_avg == pytest.approx(30.0)
+    assert totals["document", "-"].bytes == 5_000_000_000  # needs the BIGINT column
+    assert totals["embed", "minilm"].chunks == 30
+
+    now = datetime.now(UTC)
+    assert store.usage_totals(tenant, since=now + timedelta(minutes=1)) == []
+    assert store.usage_totals(tenant, until=now - timedelta(minutes=1)) == []
+    window = store.usage_totals(
+        tenant, since=now - timedelta(minutes=1), until=now + timedelta(minutes=1)
+    )
+    assert len(window) == 4
+    assert [t.prompt_tokens for t in store.usage_totals(other_tenant)] == [1000]
+
+
+def test_usage_rejects_unknown_kind(store: MetadataStore, tenant: str) -> None:
+    with pytest.raises(ValueError, match="usage kind"):
+        store.record_usage(tenant, kind="chat", model="x")  # type: ignore[arg-type]
