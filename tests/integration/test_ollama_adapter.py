@@ -170,7 +170,7 @@ async def test_dimension_is_learned_or_checked(ollama_standin: OllamaStandIn) ->
     learn = OllamaEmbedder(
         EmbedderConfig(provider="ollama", model="all-minilm", base_url=ollama_standin.base_url)
     )
-    with pytest.raises(InferenceError, match="set embedder.dimension or await load"):
+    with pytest.raises(InferenceError, match=r"set embedder\.dimension or await load"):
         _ = learn.dimension
     await learn.load()
     assert learn.dimension == 384
@@ -228,6 +228,7 @@ async def test_standin_model_management_endpoints(ollama_standin: OllamaStandIn)
         ps = (await client.get("/api/ps")).json()
         assert [m["name"] for m in ps["models"]] == ["llama3.2:latest"]
 
-        assert (await client.request("DELETE", "/api/delete", json={"model": "llama3.2"})).is_success
-        gone = await client.request("DELETE", "/api/delete", json={"model": "llama3.2"})
+        delete = {"model": "llama3.2"}
+        assert (await client.request("DELETE", "/api/delete", json=delete)).is_success
+        gone = await client.request("DELETE", "/api/delete", json=delete)
         assert gone.status_code == 404

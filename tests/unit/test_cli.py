@@ -71,7 +71,12 @@ class FakeGateway:
         self.files[f"t{n}"] = name
         return httpx.Response(
             202,
-            json={"document_id": f"d{n}", "task_id": f"t{n}", "state": "PENDING", "duplicate": False},
+            json={
+                "document_id": f"d{n}",
+                "task_id": f"t{n}",
+                "state": "PENDING",
+                "duplicate": False,
+            },
         )
 
     def task(self, task_id: str) -> httpx.Response:
@@ -297,9 +302,7 @@ def test_ingest_reports_failed_tasks_and_refused_files_with_a_non_zero_exit(
     assert "Traceback" not in result.output
 
 
-def test_ingest_times_out_tasks_that_do_not_finish(
-    gateway: FakeGateway, tmp_path: Path
-) -> None:
+def test_ingest_times_out_tasks_that_do_not_finish(gateway: FakeGateway, tmp_path: Path) -> None:
     clock = iter(range(0, 10_000, 100))  # every reading 100 s later than the one before
     state = CliState(
         transport=httpx.MockTransport(gateway),

@@ -27,7 +27,7 @@ async def test_deterministic_and_normalised() -> None:
     assert await embedder.embed_query(texts[0]) == first[0]
 
 
-async def test_same_across_processes() -> None:
+def test_same_across_processes() -> None:
     # blake2b, not hash(): PYTHONHASHSEED must not change the vectors.
     code = (
         "import asyncio; from kubemate.inference.hash_embedder import HashEmbedder;"

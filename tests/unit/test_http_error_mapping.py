@@ -81,9 +81,7 @@ async def test_501_is_not_retryable() -> None:
 
 
 async def test_404_is_unknown_model_with_the_runtime_message() -> None:
-    error = await _mapped(
-        lambda r: httpx.Response(404, json={"error": "model 'llama9' not found"})
-    )
+    error = await _mapped(lambda r: httpx.Response(404, json={"error": "model 'llama9' not found"}))
     assert isinstance(error, UnknownModel)
     assert "model 'llama9' not found" in error.detail
 

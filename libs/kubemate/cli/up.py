@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 from datetime import UTC, datetime
 from pathlib import Path
@@ -78,6 +79,9 @@ def up(
     configure_logging(
         ObservabilityConfig(log_level=cfg.observability.log_level, log_json=False), service="up"
     )
+    # Health polls and Alembic's plugin setup would drown the few lines that matter.
+    for noisy in ("httpx", "httpcore", "alembic"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
     stack = EmbeddedStack(
         StackConfig(
             data_dir=data_dir,

@@ -199,6 +199,7 @@ class MilvusLiteServer:
 # ---- Milvus 2.3.5 standalone --------------------------------------------------------------------
 
 _IP_LINE = re.compile(r"^(\s*)ip:.*$", re.MULTILINE)
+_TIME_TICK_LINE = re.compile(r"^(\s*)timeTickInterval: \d+(.*)$", re.MULTILINE)
 
 
 def _milvus_package() -> Any:
@@ -231,6 +232,9 @@ class MilvusStandaloneServer:
     directory unpacks them once for every server. The other ports Milvus needs (its components',
     embedded etcd's) are probed free, so several servers can run on one machine.
 
+    ``time_tick_ms`` overrides the proxy's time tick (200 ms): a Strong-consistency read waits
+    for the next tick, so tests that read after every write run several times faster at 50.
+
     ``stop()`` sends SIGTERM, then SIGKILL after ``stop_timeout_s``: with collections loaded,
     Milvus 2.3 can hang in its shutdown.
     """
@@ -243,12 +247,14 @@ class MilvusStandaloneServer:
         port: int = 19530,
         *,
         bin_cache: Path | None = None,
+        time_tick_ms: int | None = None,
         start_timeout_s: float = 180.0,
         stop_timeout_s: float = 10.0,
     ) -> None:
         self.base_dir = base_dir.resolve()
         self.port = port
         self.bin_cache = bin_cache.resolve() if bin_cache else None
+        self.time_tick_ms = time_tick_ms
         self.log_path = self.base_dir / "logs" / "milvus.log"
         self.start_timeout_s = start_timeout_s
         self.stop_timeout_s = stop_timeout_s
@@ -283,19 +289,25 @@ class MilvusStandaloneServer:
 
     def _write_config(self, milvus: Any) -> None:
         template = self.base_dir / "milvus.yaml.template"
-        template.write_text(loopback_template(milvus), encoding="utf-8")
-        config = milvus.MilvusServerConfig(
-            template=str(template), data_dir=str(self.base_dir), proxy_port=self.port
-        )
+        text = loopback_template(milvus)
+        if self.time_tick_ms is not None:
+            text = _TIME_TICK_LINE.sub(rf"\g<1>timeTickInterval: {self.time_tick_ms}\2", text)
+        template.write_text(text, encoding="utf-8")
+        config = milvus.MilvusServerConfig(template=str(template), data_dir=str(self.base_dir))
         # The package sets this only when it uses its own template.
         config.glog_conf_file = str(Path(milvus.__file__).parent / "data" / "glog.conf")
-        # Probes free ports for each component and writes <base_dir>/configs/milvus.yaml, which
-        # the binary reads relative to its working directory.
+        # Every port is one of ours. The package's own probing, from each default upwards, leaks
+        # a socket per busy port (a ResourceWarning) and takes ports near 19530 that a Milvus
+        # Lite of `kubemate up` may want. Embedded etcd listens on its defaults (2379, 2380)
+        # whatever milvus.yaml says, so it gets free ports through its own config file.
+        keys = [k for k in config.configurable_items if k.endswith("_port") and k != "proxy_port"]
+        free = _free_ports(len(keys) + 2, taken={self.port})
+        self.metrics_port, peer_port = free.pop(), free.pop()
+        config.update(proxy_port=self.port, **dict(zip(keys, free, strict=True)))
+        # Writes <base_dir>/configs/milvus.yaml, which the binary reads from its working directory.
         config.resolve()
-        # Embedded etcd would listen on its fixed defaults (2379, 2380) whatever milvus.yaml
-        # says, so a second server on the machine could not start: give it free ports too.
         client_url = http_url(LOOPBACK, int(config.get("etcd_port")))
-        peer_url = http_url(LOOPBACK, free_port(LOOPBACK))
+        peer_url = http_url(LOOPBACK, peer_port)
         self._etcd_config.write_text(
             "name: default\n"
             f"listen-client-urls: {client_url}\n"
@@ -316,7 +328,6 @@ class MilvusStandaloneServer:
         started = time.monotonic()
         bin_dir = self._binaries(milvus)
         self._write_config(milvus)
-        self.metrics_port = free_port(LOOPBACK)
         env = dict(os.environ)
         env.update(
             {
@@ -378,6 +389,16 @@ class MilvusStandaloneServer:
         tb: TracebackType | None,
     ) -> None:
         self.stop()
+
+
+def _free_ports(count: int, taken: set[int]) -> list[int]:
+    """``count`` distinct free ports, none of them in ``taken``."""
+    ports: list[int] = []
+    while len(ports) < count:
+        port = free_port(LOOPBACK)
+        if port not in taken and port not in ports:
+            ports.append(port)
+    return ports
 
 
 def _healthy(http: httpx.Client, url: str) -> bool:

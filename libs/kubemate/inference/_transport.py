@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import math
-from collections.abc import AsyncIterator, Awaitable, Mapping, Sequence
+from collections.abc import AsyncGenerator, Awaitable, Mapping, Sequence
 from typing import Any, TypeVar
 
 import httpx
@@ -87,7 +87,7 @@ class HttpTransport:
 
     async def stream_lines(
         self, method: str, path: str, payload: Any, *, operation: str
-    ) -> AsyncIterator[str]:
+    ) -> AsyncGenerator[str, None]:
         """Lines of a streamed answer. Only opening the stream is retried: once text has been
         handed on, a retry would repeat it. Close the iterator (``contextlib.aclosing``) if you
         stop early, or the connection and its concurrency slot stay taken until it is collected.

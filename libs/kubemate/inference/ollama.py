@@ -9,12 +9,12 @@ with ``response`` pieces and a final ``done: true`` object otherwise) and ``POST
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, Sequence
 from typing import Any
 
 import httpx
 
-from kubemate.errors import InferenceError, UnknownModel
+from kubemate.errors import InferenceError, KubemateError, UnknownModel
 from kubemate.inference._transport import HttpTransport, check_vectors, gather_or_cancel
 from kubemate.inference.base import Completion, GenerateOptions
 from kubemate.inference.http_errors import estimate_tokens
@@ -25,7 +25,7 @@ DEFAULT_BASE_URL = "http://127.0.0.1:11434"
 BACKEND = "ollama"
 
 
-def _stream_error(chunk: dict[str, Any]) -> InferenceError:
+def _stream_error(chunk: dict[str, Any]) -> KubemateError:
     message = str(chunk["error"])
     # Ollama reports a model it does not have as "model 'x' not found".
     if "not found" in message:
@@ -89,7 +89,7 @@ class OllamaLLM:
             raise _stream_error(data)
         return self._completion(data, data.get("response", ""))
 
-    async def stream(self, prompt: str, options: GenerateOptions) -> AsyncIterator[str]:
+    async def stream(self, prompt: str, options: GenerateOptions) -> AsyncGenerator[str, None]:
         lines = self._http.stream_lines(
             "POST",
             "/api/generate",

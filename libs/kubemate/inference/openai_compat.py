@@ -10,10 +10,11 @@ without a chat template. ``base_url`` may be given with or without its ``/v1`` s
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, Sequence
 from typing import Any, Literal
 
 import httpx
+from pydantic import SecretStr
 
 from kubemate.errors import InferenceError
 from kubemate.inference._transport import HttpTransport, check_vectors, gather_or_cancel
@@ -34,7 +35,7 @@ def api_base(base_url: str | None) -> str:
     return base if base.endswith("/v1") else base + "/v1"
 
 
-def _headers(api_key: Any) -> dict[str, str]:
+def _headers(api_key: SecretStr | None) -> dict[str, str]:
     if api_key is None:
         return {}
     return {"Authorization": f"Bearer {api_key.get_secret_value()}"}
@@ -116,7 +117,7 @@ class OpenAICompatLLM:
             finish_reason=choice.get("finish_reason") or "stop",
         )
 
-    async def stream(self, prompt: str, options: GenerateOptions) -> AsyncIterator[str]:
+    async def stream(self, prompt: str, options: GenerateOptions) -> AsyncGenerator[str, None]:
         lines = self._http.stream_lines(
             "POST",
             self._path,

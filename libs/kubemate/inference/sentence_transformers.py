@@ -108,7 +108,7 @@ class SentenceTransformerEmbedder:
             convert_to_numpy=True,
             show_progress_bar=False,
         )
-        return vectors.tolist()  # type: ignore[union-attr, no-any-return]
+        return vectors.tolist()  # type: ignore[no-any-return]
 
     async def embed(self, texts: Sequence[str]) -> list[list[float]]:
         if not texts:

@@ -104,6 +104,9 @@ class IngestQueue:
         pipe.xdel(self.stream, entry_id)
         pipe.execute()
 
+    def close(self) -> None:
+        self._r.close()
+
     def pending_count(self) -> int:
         info = self._r.xpending(self.stream, self.group)
         return int(info["pending"])

