@@ -7,9 +7,7 @@ from __future__ import annotations
 
 from prometheus_client import Counter, Histogram
 
-RAG_REQUESTS = Counter(
-    "rag_requests_total", "Answered chat/query requests", ["model", "tenant"]
-)
+RAG_REQUESTS = Counter("rag_requests_total", "Answered chat/query requests", ["model", "tenant"])
 RAG_REQUEST_DURATION = Histogram(
     "rag_request_duration_seconds",
     "End-to-end duration of chat/query requests",

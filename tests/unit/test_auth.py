@@ -32,8 +32,15 @@ def test_token_roundtrip_carries_tenant_and_roles() -> None:
 )
 def test_token_rejections(claims_patch: dict[str, object], reason: str) -> None:
     now = int(time.time())
-    claims = {"sub": "u", "tenant_id": "acme", "roles": ["viewer"], "iss": "kubemate",
-              "aud": "kubemate", "iat": now, "exp": now + 60}
+    claims = {
+        "sub": "u",
+        "tenant_id": "acme",
+        "roles": ["viewer"],
+        "iss": "kubemate",
+        "aud": "kubemate",
+        "iat": now,
+        "exp": now + 60,
+    }
     claims.update(claims_patch)
     token = jwt.encode(claims, CONFIG.jwt_secret.get_secret_value(), algorithm="HS256")
     with pytest.raises(Unauthenticated, match=reason):

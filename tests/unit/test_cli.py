@@ -339,3 +339,15 @@ def test_expand_paths_walks_directories_and_drops_duplicates(tmp_path: Path) -> 
     explicit.write_text("x")
     files = expand_paths([tmp_path / "d", tmp_path / "d" / "x.txt", explicit])
     assert files == [tmp_path / "d" / "x.txt", explicit]
+
+
+# ---- up ----------------------------------------------------------------------------------------
+
+
+def test_up_refuses_a_data_dir_whose_stack_is_running(tmp_path: Path) -> None:
+    # pid 1 always runs; starting nothing is the point, so no backend is touched.
+    (tmp_path / "stack.json").write_text(json.dumps({"url": "http://127.0.0.1:8000", "pid": 1}))
+    result = runner.invoke(app, ["up", "--data-dir", str(tmp_path)])
+    assert result.exit_code == 1
+    assert "already running" in result.stderr
+    assert (tmp_path / "stack.json").exists()

@@ -55,7 +55,9 @@ def test_proxy_signs_identity_and_drops_forged_headers(gateway) -> None:  # type
         "/v1/tasks/t1?x=1",
         headers={"Authorization": f"Bearer {token}", "X-Tenant-Id": "victim"},
     )
-    assert r.status_code == 200 and r.json() == {"path": "/v1/tasks/t1"} and r.headers["x-up"] == "1"
+    assert (
+        r.status_code == 200 and r.json() == {"path": "/v1/tasks/t1"} and r.headers["x-up"] == "1"
+    )
     forwarded = seen[0]
     assert forwarded.url.params["x"] == "1"
     assert "authorization" not in forwarded.headers

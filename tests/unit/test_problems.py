@@ -60,7 +60,9 @@ def test_unknown_error_is_a_plain_500_without_details() -> None:
 
 
 def test_malformed_json_is_a_422_validation_problem() -> None:
-    r = make_client().post("/body", content=b"{not json", headers={"content-type": "application/json"})
+    r = make_client().post(
+        "/body", content=b"{not json", headers={"content-type": "application/json"}
+    )
     assert r.status_code == 422
     assert r.json()["type"].endswith("/validation-error")
 

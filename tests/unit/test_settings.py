@@ -16,7 +16,7 @@ def test_environment_overrides_nested_sections(monkeypatch: pytest.MonkeyPatch) 
 
 
 def test_production_refuses_default_secrets() -> None:
-    with pytest.raises(ValidationError, match="auth.jwt_secret"):
+    with pytest.raises(ValidationError, match=r"auth\.jwt_secret"):
         KubemateSettings(mode="production")
 
 

@@ -290,6 +290,30 @@ def test_signal_during_start_stops_what_was_started(
     assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
 
 
+def test_second_signal_breaks_out_of_a_start_that_hangs(tmp_path: Path, events: Path) -> None:
+    class Hanging(FakeService):
+        def start(self) -> None:
+            super().start()
+            time.sleep(30)
+
+    sup = Supervisor(tmp_path / "logs")
+    service = Hanging("milvus", events)
+    timers = [threading.Timer(t, os.kill, (os.getpid(), signal.SIGINT)) for t in (0.3, 0.6)]
+    started = time.monotonic()
+    with sup.handle_signals():
+        try:
+            for timer in timers:
+                timer.start()
+            with pytest.raises(ShutdownRequested):
+                sup.start_service("milvus", service)
+        finally:
+            for timer in timers:
+                timer.cancel()
+            sup.stop()
+    assert time.monotonic() - started < 5
+    assert read_events(events) == ["start milvus", "stop milvus"]
+
+
 def test_killed_supervisor_takes_its_children_with_it(tmp_path: Path) -> None:
     # SIGKILL gives the supervisor no chance to stop anything: the kernel must (PDEATHSIG).
     script = textwrap.dedent(

@@ -46,7 +46,9 @@ def make_pdf(pages: list[str]) -> bytes:
     out.write(f"xref\n0 {len(objects) + 1}\n0000000000 65535 f \n".encode())
     for offset in offsets:
         out.write(f"{offset:010d} 00000 n \n".encode())
-    out.write(f"trailer\n<< /Size {len(objects) + 1} /Root 1 0 R >>\nstartxref\n{xref}\n%%EOF\n".encode())
+    out.write(
+        f"trailer\n<< /Size {len(objects) + 1} /Root 1 0 R >>\nstartxref\n{xref}\n%%EOF\n".encode()
+    )
     return out.getvalue()
 
 
@@ -65,7 +67,9 @@ def test_detect_by_bytes_not_name(head: bytes, filename: str, expected: str) -> 
     assert detect_content_type(head, filename) == expected
 
 
-@pytest.mark.parametrize("head", [b"\x89PNG\r\n\x1a\n....", b"\x00\x01\x02binary", b"\xff\xfe\xfa\xfb" * 10])
+@pytest.mark.parametrize(
+    "head", [b"\x89PNG\r\n\x1a\n....", b"\x00\x01\x02binary", b"\xff\xfe\xfa\xfb" * 10]
+)
 def test_unsupported_bytes_are_refused(head: bytes) -> None:
     with pytest.raises(UnsupportedMediaType):
         detect_content_type(head, "fake.txt")

@@ -30,7 +30,9 @@ def _mac(secret: str, tenant: str, user: str, roles: str, ts: str) -> str:
     return hmac.new(secret.encode(), msg, hashlib.sha256).hexdigest()
 
 
-def sign_identity(config: AuthConfig, identity: Identity, now: float | None = None) -> dict[str, str]:
+def sign_identity(
+    config: AuthConfig, identity: Identity, now: float | None = None
+) -> dict[str, str]:
     roles = ",".join(sorted(r.value for r in identity.roles))
     ts = str(int(now if now is not None else time.time()))
     secret = config.internal_secret.get_secret_value()

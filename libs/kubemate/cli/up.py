@@ -92,7 +92,7 @@ def up(
             grace_s=grace,
         )
     )
-    exit_code = 0
+    failure: StackError | None = None
     stack_file = data_dir / STACK_FILE
     with stack.supervisor.handle_signals():
         try:
@@ -104,14 +104,16 @@ def up(
         except ShutdownRequested:
             console.print("Stopping Kubemate ...")
         except StackError as exc:
-            exit_code = 1
-            console.print(_failure_panel(exc))
+            failure = exc
+            console.print(f"[red]{escape(exc.detail)}[/]: stopping Kubemate ...")
         finally:
             stack.stop()
             _remove_stack_file(stack_file)
-    if exit_code == 0:
-        console.print("Kubemate stopped.")
-    raise typer.Exit(exit_code)
+    if failure is not None:
+        # Last, so that it is what the terminal shows when everything has stopped.
+        console.print(_failure_panel(failure))
+        raise typer.Exit(1)
+    console.print("Kubemate stopped.")
 
 
 def _pid_alive(pid: int) -> bool:
@@ -176,7 +178,7 @@ def _ready_panel(info: StackInfo) -> Panel:
 
 def _failure_panel(exc: StackError) -> Panel:
     parts: list[Text] = [Text(exc.detail, style="bold")]
-    if exc.log_path is not None:
+    if exc.log_path is not None and exc.log_path.exists():
         parts.append(Text(f"log: {exc.log_path}", style="dim"))
     if exc.log_tail:
         parts.append(Text("\n" + exc.log_tail))

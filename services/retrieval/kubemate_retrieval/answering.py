@@ -81,8 +81,9 @@ async def retrieve(
     with timer.stage("search"):
         started = time.perf_counter()
         hits = await anyio.to_thread.run_sync(
-            lambda: _search(vectors, name, embedder.dimension, tenant_id, query_vector, top_k, ef,
-                            document_ids)
+            lambda: _search(
+                vectors, name, embedder.dimension, tenant_id, query_vector, top_k, ef, document_ids
+            )
         )
         VECTOR_SEARCH_DURATION.observe(time.perf_counter() - started)
     return Retrieved(hits=hits, timings_ms=timer.timings)
@@ -129,7 +130,9 @@ async def answer(
     language = settings.collection(collection).language
     if not retrieved.hits:
         # Nothing to ground an answer on: say so instead of letting the model make one up.
-        text = settings.retrieval.no_answer_zh if language == "zh" else settings.retrieval.no_answer_en
+        text = (
+            settings.retrieval.no_answer_zh if language == "zh" else settings.retrieval.no_answer_en
+        )
         return Answer(text=text, model=llm.model, used=[], timings_ms=timings)
     used = pack_context(retrieved.hits, settings.retrieval.context_token_budget)
     prompt = build_prompt(settings.prompt, question, [h.chunk_text for h in used], language)

