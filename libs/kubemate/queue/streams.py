@@ -78,7 +78,7 @@ class IngestQueue:
         return [StreamEntry(eid, IngestJob.from_fields(f)) for eid, f in claimed if f]
 
     def read_new(self, consumer: str, count: int, block_ms: int) -> list[StreamEntry]:
-        reply = self._r.xreadgroup(
+        reply: list[tuple[str, list[tuple[str, dict[str, str]]]]] | None = self._r.xreadgroup(  # type: ignore[assignment]
             self.group, consumer, {self.stream: ">"}, count=count, block=block_ms
         )
         entries: list[StreamEntry] = []

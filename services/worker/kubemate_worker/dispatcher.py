@@ -37,7 +37,8 @@ class StreamDispatcher:
         ctx = self._ctx_getter()
         with self._app.connection_for_write() as conn:
             queued = conn.default_channel.client.llen(self._app.conf.task_default_queue)
-        return max(0, ctx.settings.worker.concurrency - int(queued))
+        free: int = ctx.settings.worker.concurrency - int(queued)
+        return max(0, free)
 
     def _run(self) -> None:
         ctx = self._ctx_getter()
@@ -68,7 +69,7 @@ class StreamDispatcher:
         log.info("stream.entry_dispatched", entry_id=entry.entry_id, task_id=entry.job.task_id)
 
 
-class DispatcherStep(bootsteps.StartStopStep):
+class DispatcherStep(bootsteps.StartStopStep):  # type: ignore[misc]
     """Starts the dispatcher with the worker and stops it before the pool shuts down."""
 
     requires = {"celery.worker.components:Pool"}

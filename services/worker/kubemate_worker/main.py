@@ -37,7 +37,7 @@ def create_celery(settings: WorkerSettings | None = None) -> Celery:
             context["ctx"] = WorkerContext(settings)
         return context["ctx"]
 
-    app.kubemate_context = get_context  # type: ignore[attr-defined]
+    app.kubemate_context = get_context
     register_tasks(app, get_context)
     app.steps["worker"].add(DispatcherStep)
 

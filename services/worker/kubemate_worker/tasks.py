@@ -47,7 +47,9 @@ class _Heartbeat:
 
 
 def register_tasks(app: Celery, ctx_getter: Any) -> None:
-    @app.task(name=PROCESS_DOCUMENT, bind=True, acks_late=True, reject_on_worker_lost=True)
+    @app.task(  # type: ignore[untyped-decorator]
+        name=PROCESS_DOCUMENT, bind=True, acks_late=True, reject_on_worker_lost=True
+    )
     def process_document(self: Task, entry_id: str, job: dict[str, str]) -> str:
         ctx: WorkerContext = ctx_getter()
         ingest_job = IngestJob.from_fields(job)
