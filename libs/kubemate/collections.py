@@ -1,7 +1,8 @@
-"""Names of the Milvus collections behind a knowledge collection.
+"""The vector-store collection behind a knowledge collection.
 
-The physical name carries a fingerprint of the embedder, so changing a collection's embedding
-model writes to a new Milvus collection instead of mixing vectors of two models in one index.
+Its name carries a fingerprint of the embedder, so changing a collection's embedding model
+writes to a new vector collection instead of mixing vectors of two models in one index. (The
+Milvus adapter adds the deployment's ``collection_prefix`` in front.)
 """
 
 from __future__ import annotations
@@ -18,5 +19,5 @@ def embedder_fingerprint(config: EmbedderConfig) -> str:
     return hashlib.sha256(f"{config.provider}:{config.model}".encode()).hexdigest()[:8]
 
 
-def physical_collection(prefix: str, collection: str, embedder: EmbedderConfig) -> str:
-    return f"{_SAFE.sub('_', prefix)}_{_SAFE.sub('_', collection)}_{embedder_fingerprint(embedder)}"
+def vector_collection(collection: str, embedder: EmbedderConfig) -> str:
+    return f"{_SAFE.sub('_', collection)}_{embedder_fingerprint(embedder)}"

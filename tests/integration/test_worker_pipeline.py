@@ -63,7 +63,7 @@ def test_document_is_indexed_once_and_acknowledged(ingest: TestClient, ctx: Work
     assert task.state == TaskState.COMPLETED
     assert task.progress_done == task.progress_total > 1
     doc = ctx.store.get_document("acme", accepted["document_id"])
-    collection = ctx.physical_collection("default")
+    collection = ctx.vector_collection("default")
     assert ctx.vectors.count(collection, "acme", doc.id) == doc.chunk_count == task.progress_total
     assert ctx.queue.pending_count() == 0
 
@@ -74,7 +74,7 @@ def test_reprocessing_replaces_chunks_without_duplicates(
     accepted = upload(ingest, TEXT)
     (entry,) = ctx.queue.read_new("test-consumer", 10, 100)
     _process(ctx, entry.entry_id, entry.job)
-    collection = ctx.physical_collection("default")
+    collection = ctx.vector_collection("default")
     first = ctx.vectors.count(collection, "acme", accepted["document_id"])
 
     # The same job again (as after a lost acknowledgement): the task is terminal -> skipped, and

@@ -51,6 +51,8 @@ MAX_TOP_K = 16384
 MAX_DIMENSION = 32768
 # Primary keys per delete expression: keeps each expression well below the gRPC message limit.
 DELETE_BATCH_SIZE = 1024
+# A readiness probe must answer well within a probe period, whatever the operation timeout.
+PING_TIMEOUT_S = 5.0
 
 METRIC = "COSINE"
 VECTOR_FIELD = "vector"
@@ -371,6 +373,17 @@ class MilvusVectorStore:
         return row
 
     # ---- the port -------------------------------------------------------------------------------
+
+    def ping(self) -> None:
+        try:
+            client = self._connection()
+            with self._mapped("ping"):
+                client.get_server_version(timeout=min(self._timeout, PING_TIMEOUT_S))
+        except BackendUnavailable:
+            raise
+        except ServiceError as exc:
+            # An engine that answers with an error is not ready either.
+            raise BackendUnavailable("vector store did not answer", op="ping") from exc
 
     def ensure_collection(self, name: str, dimension: int) -> None:
         physical = self.physical_name(name)

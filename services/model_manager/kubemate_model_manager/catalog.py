@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from kubemate.collections import physical_collection
+from kubemate.collections import vector_collection
 from kubemate_model_manager.settings import ModelManagerSettings
 
 
@@ -26,9 +26,7 @@ def configured_models(settings: ModelManagerSettings) -> list[ModelEntry]:
                 role="embeddings",
                 provider=collection.embedder.provider,
                 collection=name,
-                milvus_collection=physical_collection(
-                    settings.milvus.collection_prefix, name, collection.embedder
-                ),
+                milvus_collection=vector_collection(name, collection.embedder),
             )
         )
     return entries

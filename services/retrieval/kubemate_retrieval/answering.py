@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 import anyio
 
-from kubemate.collections import physical_collection
+from kubemate.collections import vector_collection
 from kubemate.inference import LLM, Embedder, GenerateOptions
 from kubemate.logs import get_logger
 from kubemate.metrics import RAG_REQUESTS, VECTOR_SEARCH_DURATION
@@ -75,9 +75,7 @@ async def retrieve(
     timer = Timer()
     with timer.stage("embed"):
         query_vector = await embedder.embed_query(question)
-    name = physical_collection(
-        settings.milvus.collection_prefix, collection, settings.collection(collection).embedder
-    )
+    name = vector_collection(collection, settings.collection(collection).embedder)
     with timer.stage("search"):
         started = time.perf_counter()
         hits = await anyio.to_thread.run_sync(

@@ -7,7 +7,7 @@ import threading
 from collections.abc import Coroutine
 from typing import Any, TypeVar
 
-from kubemate.collections import physical_collection
+from kubemate.collections import vector_collection
 from kubemate.inference import Embedder, build_embedder
 from kubemate.metadata.store import MetadataStore
 from kubemate.objectstore import ObjectStore, build_object_store
@@ -50,9 +50,8 @@ class WorkerContext:
                 self._embedders[collection] = build_embedder(config)
             return self._embedders[collection]
 
-    def physical_collection(self, collection: str) -> str:
-        embedder = self.settings.collection(collection).embedder
-        return physical_collection(self.settings.milvus.collection_prefix, collection, embedder)
+    def vector_collection(self, collection: str) -> str:
+        return vector_collection(collection, self.settings.collection(collection).embedder)
 
     def close(self) -> None:
         for embedder in self._embedders.values():

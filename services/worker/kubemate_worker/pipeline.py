@@ -70,7 +70,7 @@ def index_document(
     embed_ms = (time.perf_counter() - started) * 1000
 
     _enter(ctx, job, TaskState.INDEXING)
-    collection = ctx.physical_collection(job.collection)
+    collection = ctx.vector_collection(job.collection)
     ctx.vectors.ensure_collection(collection, embedder.dimension)
     ctx.vectors.upsert(collection, records)
     stale = [chunk_id(tenant, document.id, p) for p in range(len(chunks), previous_chunks)]
