@@ -69,10 +69,19 @@ def _stop_child(name: str, child: ProcessChild, grace_s: float) -> int:
 # `milvus-lite server` shuts down cleanly (drains requests, flushes and closes the data directory)
 # only on KeyboardInterrupt; SIGTERM would end it on the spot, and a SIGINT that our parent
 # ignores (a background job) stays ignored in the child. So both signals raise KeyboardInterrupt.
+#
+# gRPC's Python server allows a client ping only every 5 minutes when no data flows, and answers
+# more with GOAWAY "too many pings"; pymilvus pings every 10 s. Milvus itself (Go) permits pings
+# every 5 s, so the server is given that same policy.
 _LITE_MAIN = (
-    "import signal, sys; "
+    "import signal, sys, grpc; "
     "signal.signal(signal.SIGINT, signal.default_int_handler); "
     "signal.signal(signal.SIGTERM, signal.default_int_handler); "
+    "_server = grpc.server; "
+    "grpc.server = lambda *a, options=(), **k: _server(*a, options=[*options, "
+    "('grpc.http2.min_ping_interval_without_data_ms', 5000), "
+    "('grpc.http2.max_ping_strikes', 0), "
+    "('grpc.keepalive_permit_without_calls', 1)], **k); "
     "from milvus_lite.cmdline import main; "
     "sys.argv[0] = 'milvus-lite'; "
     "sys.exit(main())"

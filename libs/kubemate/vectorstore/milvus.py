@@ -252,7 +252,15 @@ class MilvusVectorStore:
                 return self._client
             token = self._config.token.get_secret_value() if self._config.token else ""
             with self._mapped("connect"):
-                client = MilvusClient(uri=self._config.uri, token=token, timeout=self._timeout)
+                client = MilvusClient(
+                    uri=self._config.uri,
+                    token=token,
+                    timeout=self._timeout,
+                    # pymilvus pings every 10 s even on an idle channel; gRPC's Python server (the
+                    # Milvus Lite server) answers that with GOAWAY "too many pings" after ~30 s
+                    # idle, which breaks the next call. Ping only while a call is in flight.
+                    grpc_options={"grpc.keepalive_permit_without_calls": False},
+                )
                 try:
                     version = str(client.get_server_version(timeout=self._timeout))
                 except BaseException:
