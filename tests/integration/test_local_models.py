@@ -81,7 +81,9 @@ async def test_llamacpp_abandoned_stream_frees_the_model(gemma_llm: LlamaCppLLM)
     stream = gemma_llm.stream("Count: one, two,", GenerateOptions(max_tokens=200))
     async with contextlib.aclosing(stream):
         assert await anext(stream)
-    completion = await asyncio.wait_for(gemma_llm.generate("Hello", GREEDY), timeout=30)
+    # Generous: the point is that it finishes at all (the model was freed), not how fast;
+    # CI machines share two cores with other work.
+    completion = await asyncio.wait_for(gemma_llm.generate("Hello", GREEDY), timeout=180)
     assert completion.text
 
 

@@ -172,6 +172,11 @@ def test_starts_in_order_and_stops_in_reverse(
         sup.start_processes([spec(child_script, events, "gateway")], timeout_s=30)
         sup.start_processes([spec(child_script, events, "worker", http=False)], timeout_s=30)
         assert sup.names == ["redis", "ingest", "gateway", "worker"]
+        # A child without a health endpoint counts as started once spawned; wait until it has
+        # really run, or a loaded machine stops it before it could note its start.
+        deadline = time.monotonic() + 30
+        while "start worker" not in read_events(events) and time.monotonic() < deadline:
+            time.sleep(0.05)
         sup.check()
     finally:
         sup.stop()
