@@ -61,8 +61,8 @@ HTTP_COMPONENTS = {"gateway", "ingest", "retrieval", "model-manager"}
 AUTOSCALED = {"gateway", "ingest", "retrieval"}
 
 PRODUCTION_SECRETS = {
-    "secrets.jwtSecret": "test-jwt-0123456789abcdef",
-    "secrets.internalSecret": "test-internal-0123456789abcdef",
+    "secrets.jwtSecret": "test-jwt-0123456789abcdef-0123456789abcdef",
+    "secrets.internalSecret": "test-internal-0123456789abcdef-0123456789",
     "secrets.databaseUrl": "postgresql+psycopg://kubemate:pw@kubemate-postgresql:5432/kubemate",
     "secrets.objectStoreAccessKey": "test-access-key",
     "secrets.objectStoreSecretKey": "test-secret-key-0123456789",
@@ -366,7 +366,30 @@ def test_every_deployment_has_probes_resources_and_runs_as_non_root(
             assert security.get("capabilities", {}).get("drop") == ["ALL"], where
             # The read-only root leaves /tmp as the only writable place.
             assert {"mountPath": "/tmp", "name": "tmp"} in container["volumeMounts"], where
-        assert pod.get("automountServiceAccountToken") is False, name
+        # Only the model manager talks to the Kubernetes API (it deploys inference runtimes),
+        # with its own ServiceAccount and namespaced Role; no other pod gets a token.
+        if name.endswith("-model-manager"):
+            assert pod.get("automountServiceAccountToken") is True, name
+            assert pod["serviceAccountName"] == name.split("/", 1)[1], name
+        else:
+            assert pod.get("automountServiceAccountToken") is False, name
+
+
+def test_model_manager_role_allows_only_runtime_deployments(
+    render: Callable[[str], list[Manifest]],
+) -> None:
+    manifests = render("default")
+    (role,) = by_kind(manifests, "Role").values()
+    granted = {
+        (group, resource)
+        for rule in role["rules"]
+        for group in rule["apiGroups"]
+        for resource in rule["resources"]
+    }
+    assert granted == {("apps", "deployments"), ("apps", "deployments/scale"), ("", "services")}
+    (binding,) = by_kind(manifests, "RoleBinding").values()
+    assert binding["roleRef"]["name"] == role["metadata"]["name"]
+    assert binding["subjects"][0]["name"].endswith("-model-manager")
 
 
 def test_http_probes_use_healthz_and_readyz(render: Callable[[str], list[Manifest]]) -> None:
