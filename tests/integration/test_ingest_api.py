@@ -3,34 +3,51 @@
 from __future__ import annotations
 
 import io
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack
 
 import pytest
 import redis
 from fastapi.testclient import TestClient
 
 from kubemate.auth import Role
+from kubemate.text.split import MarkdownHeadingSplitter, SplitterSpec, build_splitter
 from kubemate_ingest.main import create_app
 from kubemate_ingest.settings import IngestSettings
 from tests.fixtures.services import MACHINE_REDIS, identity_headers
+from tests.unit.test_text import make_docx, plain_zip
 
 pytestmark = pytest.mark.integration
 
 
 @pytest.fixture
-def client(backend_env: dict[str, object]) -> TestClient:
-    settings = IngestSettings(**backend_env, ingest={"max_upload_bytes": 4096})
-    with TestClient(create_app(settings), raise_server_exceptions=False) as c:
-        c.headers.update(identity_headers("acme", Role.EDITOR))
-        c.stream_name = settings.redis.ingest_stream  # type: ignore[attr-defined]
-        yield c
+def make_client(backend_env: dict[str, object]) -> Iterator[Callable[..., TestClient]]:
+    """Ingest apps on this test's backends, with the given ``ingest`` settings."""
+    with ExitStack() as stack:
+
+        def make(**ingest: object) -> TestClient:
+            settings = IngestSettings(**backend_env, ingest=ingest)
+            app = create_app(settings)
+            c = stack.enter_context(TestClient(app, raise_server_exceptions=False))
+            c.headers.update(identity_headers("acme", Role.EDITOR))
+            c.stream_name = settings.redis.ingest_stream  # type: ignore[attr-defined]
+            return c
+
+        yield make
+
+
+@pytest.fixture
+def client(make_client: Callable[..., TestClient]) -> TestClient:
+    return make_client(max_upload_bytes=4096)
 
 
 def stream_length(client: TestClient) -> int:
     return int(redis.Redis.from_url(MACHINE_REDIS).xlen(client.stream_name))  # type: ignore[attr-defined]
 
 
-def upload(client: TestClient, data: bytes, name: str = "a.txt", **form: str):  # type: ignore[no-untyped-def]
-    return client.post("/v1/documents", files={"file": (name, io.BytesIO(data))}, data=form)
+def upload(client: TestClient, data: bytes, name: str = "a.txt", headers=None, **form: str):  # type: ignore[no-untyped-def]
+    files = {"file": (name, io.BytesIO(data))}
+    return client.post("/v1/documents", files=files, data=form, headers=headers)
 
 
 def test_upload_is_stored_queued_and_tracked(client: TestClient) -> None:
@@ -115,3 +132,103 @@ def test_health_and_metrics(client: TestClient) -> None:
     upload(client, b"count me")
     metrics = client.get("/metrics").text
     assert 'http_requests_total{route="/v1/documents",service="ingest",status="202"}' in metrics
+
+
+# ---- size limits, request and file types, per-upload splitting ---------------------------------
+
+
+def stored_documents(client: TestClient) -> list[str]:
+    return [d["filename"] for d in client.get("/v1/documents").json()]
+
+
+def test_tenant_override_of_the_upload_limit(make_client: Callable[..., TestClient]) -> None:
+    client = make_client(max_upload_bytes=1000, tenant_max_upload_bytes={"bigco": 20_000})
+    data = b"word " * 2000  # 10,000 bytes
+    r = upload(client, data)
+    assert r.status_code == 413 and r.json()["type"].endswith("/payload-too-large")
+    r = upload(client, data, headers=identity_headers("bigco", Role.EDITOR))
+    assert r.status_code == 202, r.text
+
+
+def multipart_body(data: bytes, boundary: str = "kmtest") -> tuple[bytes, dict[str, str]]:
+    body = (
+        f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="big.txt"\r\n'
+        "Content-Type: text/plain\r\n\r\n".encode()
+        + data
+        + f"\r\n--{boundary}--\r\n".encode()
+    )
+    return body, {"content-type": f"multipart/form-data; boundary={boundary}"}
+
+
+def test_a_declared_length_over_the_limit_is_refused_up_front(client: TestClient) -> None:
+    body, headers = multipart_body(b"x" * 200_000)
+    r = client.post("/v1/documents", content=body, headers=headers)
+    assert r.status_code == 413 and "request body" in r.json()["detail"]
+    assert stored_documents(client) == [] and stream_length(client) == 0
+
+
+def test_a_chunked_body_over_the_limit_is_cut_off_while_streaming(client: TestClient) -> None:
+    body, headers = multipart_body(b"x" * 200_000)
+
+    def chunks():  # type: ignore[no-untyped-def]  # no Content-Length: chunked transfer
+        for i in range(0, len(body), 4096):
+            yield body[i : i + 4096]
+
+    r = client.post("/v1/documents", content=chunks(), headers=headers)
+    assert r.status_code == 413 and r.json()["type"].endswith("/payload-too-large")
+    assert stored_documents(client) == [] and stream_length(client) == 0
+
+
+def test_a_body_that_is_not_a_form_is_unsupported(client: TestClient) -> None:
+    r = client.post("/v1/documents", json={"file": "a.txt"})
+    assert r.status_code == 415 and r.json()["type"].endswith("/unsupported-media-type")
+
+
+def test_docx_is_accepted_by_its_bytes_and_other_zips_are_not(
+    make_client: Callable[..., TestClient],
+) -> None:
+    client = make_client()
+    r = upload(client, make_docx(), name="report.bin")
+    assert r.status_code == 202, r.text
+    doc = client.get(f"/v1/documents/{r.json()['document_id']}").json()
+    assert doc["content_type"].endswith("wordprocessingml.document")
+    r = upload(client, plain_zip({"notes.txt": b"hello"}), name="notes.docx")
+    assert r.status_code == 415 and r.json()["type"].endswith("/unsupported-media-type")
+    truncated = make_docx()[:1500]
+    r = upload(client, truncated, name="cut.docx")
+    assert r.status_code == 422 and r.json()["type"].endswith("/document-processing-failed")
+    assert stored_documents(client) == ["report.bin"] and stream_length(client) == 1
+
+
+def stream_entries(client: TestClient) -> list[dict[str, str]]:
+    r = redis.Redis.from_url(MACHINE_REDIS, decode_responses=True)
+    try:
+        return [fields for _id, fields in r.xrange(client.stream_name)]  # type: ignore[attr-defined]
+    finally:
+        r.close()
+
+
+def test_the_upload_splitter_choice_travels_in_the_stream_entry(client: TestClient) -> None:
+    r = upload(client, b"# Title\n\nbody", strategy="markdown", chunk_size="48")
+    assert r.status_code == 202, r.text
+    (entry,) = stream_entries(client)
+    spec = SplitterSpec.model_validate_json(entry["splitter"])
+    assert spec == SplitterSpec(strategy="markdown", chunk_size=48, chunk_overlap=6)
+    # The call the worker makes with the entry's field.
+    assert isinstance(build_splitter(entry["splitter"]), MarkdownHeadingSplitter)
+    # Without choices, the settings' defaults are written, so the worker needs no guessing.
+    upload(client, b"plain text")
+    assert SplitterSpec.model_validate_json(stream_entries(client)[1]["splitter"]) == SplitterSpec(
+        strategy="recursive", chunk_size=512, chunk_overlap=64
+    )
+
+
+@pytest.mark.parametrize(
+    "form", [{"strategy": "sentences"}, {"chunk_size": "4"}, {"chunk_overlap": "600"}]
+)
+def test_splitter_choices_out_of_bounds_store_nothing(
+    client: TestClient, form: dict[str, str]
+) -> None:
+    r = upload(client, b"text", **form)
+    assert r.status_code == 422 and r.json()["type"].endswith("/validation-error")
+    assert stored_documents(client) == [] and stream_length(client) == 0

@@ -14,10 +14,12 @@ from pathlib import Path
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
 from sqlalchemy import func, inspect, select, text
 
 from kubemate.errors import DocumentNotFound, NotFound, TaskNotFound
 from kubemate.metadata import DocumentView, MetadataStore, TaskState, TaskView, upgrade_to_head
+from kubemate.metadata.migrate import alembic_config
 from kubemate.metadata.models import Base, Task
 from kubemate.metadata.store import make_engine
 from kubemate.settings import DatabaseConfig
@@ -82,7 +84,9 @@ def test_migrations_apply_to_an_empty_database_and_are_idempotent(empty_database
     try:
         assert set(inspect(engine).get_table_names()) >= TABLES
         with engine.connect() as conn:
-            assert conn.execute(text("SELECT version_num FROM alembic_version")).scalar() == "0001"
+            version = conn.execute(text("SELECT version_num FROM alembic_version")).scalar()
+        head = ScriptDirectory.from_config(alembic_config(empty_database_url)).get_current_head()
+        assert version == head
     finally:
         engine.dispose()
 

@@ -1,20 +1,27 @@
 """The VectorStore contract, run against Milvus Lite (server mode) and a real Milvus 2.3.5.
 
 Every adapter of the port must pass the same class; each test works in a collection of its own.
+Full-text search differs by engine, and the contract says how: Milvus Lite 3.x runs hybrid and
+BM25 searches, Milvus 2.3 has no BM25 and runs them dense, saying so in the result's ``mode``.
 """
 
 from __future__ import annotations
 
+import itertools
 import math
 import uuid
 from collections.abc import Iterator, Sequence
 
 import pytest
+from pymilvus import DataType, MilvusClient
+from structlog.testing import capture_logs
 
+from kubemate.collections import ensure_vector_collection, vector_collection
 from kubemate.embedded.supervisor import free_port
-from kubemate.errors import BackendUnavailable, ServiceError
-from kubemate.settings import HnswConfig, MilvusConfig
+from kubemate.errors import BackendUnavailable, ServiceError, ValidationFailed
+from kubemate.settings import CollectionConfig, HnswConfig, KubemateSettings, MilvusConfig
 from kubemate.vectorstore.base import ChunkRecord, VectorStore
+from kubemate.vectorstore.index import resolve_index
 from kubemate.vectorstore.milvus import CHUNK_TEXT_MAX_BYTES, TITLE_MAX_BYTES, MilvusVectorStore
 
 pytestmark = pytest.mark.integration
@@ -77,6 +84,50 @@ def store(vector_store_uri: str) -> Iterator[MilvusVectorStore]:
         yield store
     finally:
         store.close()
+
+
+@pytest.fixture
+def has_bm25(request: pytest.FixtureRequest) -> bool:
+    """Whether this backend has full-text search: Milvus Lite 3.x yes, Milvus 2.3 no."""
+    return bool(request.node.callspec.params["vector_store_uri"] == "milvus-lite")
+
+
+@pytest.fixture
+def named(store: MilvusVectorStore) -> Iterator[list[str]]:
+    """Collections a test creates itself (other languages, templates); dropped afterwards."""
+    names: list[str] = []
+    try:
+        yield names
+    finally:
+        for name in names:
+            store.drop_collection(name)
+
+
+def new_name(named: list[str]) -> str:
+    name = f"n{uuid.uuid4().hex[:16]}"
+    named.append(name)
+    return name
+
+
+# A rare keyword in a chunk whose vector is far from the query's: dense search misses it.
+KEYWORD_TEXT = "Zygomorphic florets attract the xylophage beetle"
+FILLER = [
+    "The cat sat on the mat in the afternoon sun",
+    "Interest rates rose again in the second quarter",
+    "A guide to baking sourdough bread at home",
+    "Notes on the history of the printing press",
+    "How to plant tomatoes in a small garden",
+    "The committee approved the annual budget",
+    "Results of the regional football league",
+]
+
+
+def keyword_records(tenant: str = A) -> list[ChunkRecord]:
+    """Seven filler chunks near axis(0), and the keyword chunk on the opposite axis."""
+    records = [record(f"f{i}", fan(i), text=t, tenant=tenant) for i, t in enumerate(FILLER)]
+    far = [0.0] * DIM
+    far[DIM - 1] = 1.0
+    return [*records, record("kw", far, text=KEYWORD_TEXT, tenant=tenant)]
 
 
 @pytest.fixture
@@ -320,6 +371,264 @@ class TestVectorStoreContract:
         hit = store.search(collection, A, axis(0), top_k=1)[0]
         assert hit.chunk_text == "€" * (CHUNK_TEXT_MAX_BYTES // 3)
         assert hit.title == "ü" * (TITLE_MAX_BYTES // 2)
+
+    # ---- full-text and hybrid search ------------------------------------------------------------
+
+    def test_hybrid_finds_a_rare_keyword_that_dense_search_misses(
+        self, store: MilvusVectorStore, collection: str, has_bm25: bool, vector_store_uri: str
+    ) -> None:
+        store.upsert(collection, keyword_records())
+        query = axis(0, lean=0.0)
+
+        dense = store.search(collection, A, query, top_k=3)
+        hybrid = store.search(collection, A, query, top_k=3, query_text="xylophage", mode="hybrid")
+
+        assert dense.mode == "dense"
+        assert [h.chunk_id for h in dense] == ["f0", "f1", "f2"]
+        assert store.supports_bm25(collection) is has_bm25
+        fresh = make_store(vector_store_uri)  # asked first, before any other call connects it
+        try:
+            assert fresh.supports_bm25(collection) is has_bm25
+        finally:
+            fresh.close()
+        if has_bm25:
+            assert hybrid.mode == "hybrid"
+            # Fused by rank: BM25's first (and dense search's last) beats dense search's first.
+            assert [h.chunk_id for h in hybrid] == ["kw", "f0", "f1"]
+            assert hybrid[0].score == pytest.approx(1 / 61 + 1 / 68, rel=1e-3)
+            assert hybrid[1].score == pytest.approx(1 / 61, rel=1e-3)
+            assert all(a.score >= b.score for a, b in itertools.pairwise(hybrid))
+            kw = next(h for h in hybrid if h.chunk_id == "kw")
+            assert (kw.chunk_text, kw.document_id, kw.source) == (
+                KEYWORD_TEXT,
+                "doc-1",
+                "notes.txt",
+            )
+        else:
+            # Milvus 2.3: no BM25, so the very dense search, and the result says so.
+            assert hybrid.mode == "dense"
+            assert hybrid == dense
+        # Words no chunk has: BM25 finds nothing, and the dense results stand alone.
+        unknown = store.search(
+            collection, A, query, top_k=2, query_text="qwertyuiop ???", mode="hybrid"
+        )
+        assert [h.chunk_id for h in unknown] == ["f0", "f1"]
+
+    def test_bm25_ranks_by_the_words_alone(
+        self, store: MilvusVectorStore, collection: str, has_bm25: bool
+    ) -> None:
+        store.upsert(
+            collection,
+            [
+                *keyword_records(),
+                record("kw2", axis(3), text="A xylophage beetle eats wood; xylophage larvae too"),
+            ],
+        )
+
+        result = store.search(
+            collection, A, axis(0, lean=0.0), top_k=5, query_text="XYLOPHAGE beetle", mode="bm25"
+        )
+
+        if has_bm25:
+            assert result.mode == "bm25"
+            assert [h.chunk_id for h in result] == ["kw2", "kw"]  # no other chunk has the words
+            assert result[0].score > result[1].score > 0  # BM25 scores, positive on every engine
+        else:
+            assert result.mode == "dense"
+            assert result[0].chunk_id == "f0"
+
+    def test_hybrid_stays_within_the_tenant_and_the_documents(
+        self, store: MilvusVectorStore, collection: str, has_bm25: bool
+    ) -> None:
+        store.upsert(collection, [record(f"a{i}", fan(i), text=FILLER[i]) for i in range(3)])
+        # Only tenant B, and only document doc-2 of tenant A, have the keyword.
+        store.upsert(collection, [record("b-kw", axis(0, 0.0), text=KEYWORD_TEXT, tenant=B)])
+        store.upsert(collection, [record("a-kw", axis(5), text=KEYWORD_TEXT, document="doc-2")])
+
+        for mode in ("hybrid", "bm25"):
+            hits = store.search(
+                collection, A, axis(0, 0.0), top_k=10, query_text="xylophage", mode=mode
+            )
+            assert "b-kw" not in {h.chunk_id for h in hits}, mode
+            only_1 = store.search(
+                collection,
+                A,
+                axis(0, 0.0),
+                top_k=10,
+                query_text="xylophage",
+                mode=mode,
+                document_ids=["doc-1"],
+            )
+            assert {h.document_id for h in only_1} <= {"doc-1"}, mode
+            assert (
+                store.search(
+                    collection, "tenant-c", axis(0), top_k=5, query_text="xylophage", mode=mode
+                )
+                == []
+            )
+        b_hits = store.search(collection, B, axis(0), top_k=5, query_text="cat", mode="hybrid")
+        assert [h.chunk_id for h in b_hits] == ["b-kw"]
+        if has_bm25:
+            bm25 = store.search(
+                collection, A, axis(0), top_k=5, query_text="xylophage", mode="bm25"
+            )
+            assert [h.chunk_id for h in bm25] == ["a-kw"]
+
+    def test_hybrid_and_bm25_need_query_text(self, store: MilvusVectorStore) -> None:
+        # Refused before the collection is looked up: it need not even exist.
+        with pytest.raises(ValidationFailed):
+            store.search("absent", A, axis(0), top_k=3, mode="hybrid")
+        with pytest.raises(ValidationFailed):
+            store.search("absent", A, axis(0), top_k=3, query_text=" ", mode="bm25")
+
+    def test_the_fallback_to_dense_is_logged_once_per_collection(
+        self, vector_store_uri: str, has_bm25: bool, collection: str
+    ) -> None:
+        fresh = make_store(vector_store_uri)  # a new client: it connects inside the capture
+        try:
+            with capture_logs() as logs:
+                fresh.ensure_collection(collection, DIM)
+                fresh.upsert(collection, keyword_records())
+                for _ in range(3):
+                    fresh.search(
+                        collection, A, axis(0), top_k=3, query_text="xylophage", mode="hybrid"
+                    )
+        finally:
+            fresh.close()
+        events = [entry["event"] for entry in logs]
+        connected = next(entry for entry in logs if entry["event"] == "milvus.connected")
+        assert connected["bm25"] is has_bm25
+        if has_bm25:
+            assert "milvus.bm25_unsupported" not in events
+            assert "milvus.search_fallback" not in events
+        else:
+            assert events.count("milvus.bm25_unsupported") == 1
+            assert events.count("milvus.search_fallback") == 1
+
+    def test_chinese_bm25_uses_the_jieba_analyzer(
+        self, store: MilvusVectorStore, named: list[str], has_bm25: bool
+    ) -> None:
+        texts = {
+            "zh-1": "我们在实验中观察到量子纠缠现象，并测量了它的强度。",
+            "zh-2": "今天的天气很好，我们去公园散步了。",
+            "zh-3": "这家公司发布了新的智能手机和平板电脑。",
+        }
+        records = [record(cid, axis(i), text=t) for i, (cid, t) in enumerate(texts.items())]
+        zh = new_name(named)
+        store.ensure_collection(zh, DIM, language="zh")
+        store.upsert(zh, records)
+
+        zh_hits = store.search(zh, A, axis(2), top_k=3, query_text="量子纠缠", mode="bm25")
+
+        if has_bm25:
+            assert zh_hits.mode == "bm25"
+            assert [h.chunk_id for h in zh_hits] == ["zh-1"]
+            # The standard analyzer keeps a run of Chinese characters as one token: no match.
+            en = new_name(named)
+            store.ensure_collection(en, DIM, language="en")
+            store.upsert(en, records)
+            assert store.search(en, A, axis(2), top_k=3, query_text="量子纠缠", mode="bm25") == []
+            hybrid = store.search(zh, A, axis(2), top_k=1, query_text="量子纠缠", mode="hybrid")
+            assert hybrid.mode == "hybrid"
+        else:
+            assert (zh_hits.mode, zh_hits[0].chunk_id) == ("dense", "zh-3")
+
+    def test_a_collection_created_without_bm25_falls_back_to_dense(
+        self, store: MilvusVectorStore, vector_store_uri: str, named: list[str]
+    ) -> None:
+        # As collections created before full-text search were: no sparse field, no function.
+        name = new_name(named)
+        physical = store.physical_name(name)
+        raw = MilvusClient(uri=vector_store_uri)
+        try:
+            schema = MilvusClient.create_schema(auto_id=False, enable_dynamic_field=False)
+            schema.add_field("chunk_id", DataType.VARCHAR, max_length=64, is_primary=True)
+            schema.add_field("vector", DataType.FLOAT_VECTOR, dim=DIM)
+            schema.add_field("chunk_text", DataType.VARCHAR, max_length=65535)
+            schema.add_field("document_id", DataType.VARCHAR, max_length=64)
+            schema.add_field("tenant_id", DataType.VARCHAR, max_length=64, is_partition_key=True)
+            for field in ("source", "title"):
+                schema.add_field(field, DataType.VARCHAR, max_length=1024)
+            for field in ("position", "page"):
+                schema.add_field(field, DataType.INT64)
+            raw.create_collection(physical, schema=schema, consistency_level="Strong")
+        finally:
+            raw.close()
+
+        store.ensure_collection(name, DIM)  # indexes and loads it, keeps its schema
+        store.upsert(name, keyword_records())
+        result = store.search(name, A, axis(0), top_k=2, query_text="xylophage", mode="hybrid")
+
+        assert store.supports_bm25(name) is False
+        assert (result.mode, [h.chunk_id for h in result]) == ("dense", ["f0", "f1"])
+
+    # ---- index templates ------------------------------------------------------------------------
+
+    @pytest.mark.parametrize(
+        ("template", "index_type"),
+        [
+            ("balanced", "HNSW"),
+            ("fastest", "HNSW"),
+            ("memory", "IVF_FLAT"),
+            ("exact", "FLAT"),
+        ],
+    )
+    def test_templates_create_their_index_and_search_exactly_enough(
+        self,
+        store: MilvusVectorStore,
+        vector_store_uri: str,
+        named: list[str],
+        template: str,
+        index_type: str,
+    ) -> None:
+        name = new_name(named)
+        spec = resolve_index(template, 200)  # type: ignore[arg-type]
+        store.ensure_collection(name, DIM, index=spec)
+        store.upsert(name, [record(f"k{k}", fan(k)) for k in range(12)])
+
+        raw = MilvusClient(uri=vector_store_uri)
+        try:
+            physical = store.physical_name(name)
+            (index_name,) = raw.list_indexes(physical, field_name="vector")
+            info = raw.describe_index(physical, index_name)
+        finally:
+            raw.close()
+        assert info["index_type"] == index_type
+        assert info["metric_type"] == "COSINE"
+
+        expected = [f"k{k}" for k in range(5)]
+        # The per-request width: ef for HNSW, nprobe for IVF (clamped to [1, nlist]), unused
+        # by FLAT; beyond the bounds it is clamped, never refused.
+        for width in (None, 1, 64, 100_000):
+            hits = store.search(name, A, axis(0, lean=0.0), top_k=5, ef=width)
+            if index_type == "IVF_FLAT" and width == 1:
+                continue  # one cluster of many may hold fewer than five: only bounded, not exact
+            assert [h.chunk_id for h in hits] == expected, (template, width)
+
+    def test_ensure_vector_collection_resolves_the_settings(
+        self, store: MilvusVectorStore, vector_store_uri: str, has_bm25: bool
+    ) -> None:
+        key = f"zh{uuid.uuid4().hex[:8]}"
+        settings = KubemateSettings(
+            collections={key: CollectionConfig(language="zh", index_template="exact")}
+        )
+        name = ensure_vector_collection(store, settings, key, DIM)
+        try:
+            assert name == vector_collection(key, settings.collection(key).embedder)
+            raw = MilvusClient(uri=vector_store_uri)
+            try:
+                physical = store.physical_name(name)
+                (index_name,) = raw.list_indexes(physical, field_name="vector")
+                assert raw.describe_index(physical, index_name)["index_type"] == "FLAT"
+            finally:
+                raw.close()
+            assert store.supports_bm25(name) is has_bm25
+            store.upsert(name, [record("z", axis(1), text="我们观察到量子纠缠现象")])
+            hits = store.search(name, A, axis(1), top_k=1, query_text="量子纠缠", mode="bm25")
+            assert [h.chunk_id for h in hits] == ["z"]
+            assert hits.mode == ("bm25" if has_bm25 else "dense")
+        finally:
+            store.drop_collection(name)
 
 
 def test_an_unreachable_server_is_backend_unavailable() -> None:

@@ -13,11 +13,15 @@ from fastapi.testclient import TestClient
 
 from kubemate.auth import Role
 from kubemate.metadata.models import TaskState
+from kubemate.queue import StreamEntry
 from kubemate_ingest.main import create_app
 from kubemate_ingest.settings import IngestSettings
 from kubemate_worker.context import WorkerContext
+from kubemate_worker.inflight import Held
+from kubemate_worker.pipeline import index_document
+from kubemate_worker.processing import process_entry
+from kubemate_worker.progress import TaskReporter
 from kubemate_worker.settings import WorkerSettings
-from kubemate_worker.tasks import _process
 from tests.fixtures.services import identity_headers
 
 pytestmark = pytest.mark.integration
@@ -48,6 +52,12 @@ def ctx(backend_env: dict[str, object], milvus_lite_uri: str) -> Iterator[Worker
     context.close()
 
 
+def run_entry(ctx: WorkerContext, entry: StreamEntry) -> str:
+    """What the dispatcher and the Celery task do for an entry read by ``test-consumer``."""
+    ctx.inflight.add(entry.entry_id, entry.job)
+    return str(process_entry(ctx, entry.entry_id))
+
+
 def upload(client: TestClient, data: bytes, name: str = "report.txt") -> dict[str, str]:
     r = client.post("/v1/documents", files={"file": (name, io.BytesIO(data))})
     assert r.status_code == 202, r.text
@@ -57,7 +67,7 @@ def upload(client: TestClient, data: bytes, name: str = "report.txt") -> dict[st
 def test_document_is_indexed_once_and_acknowledged(ingest: TestClient, ctx: WorkerContext) -> None:
     accepted = upload(ingest, TEXT)
     (entry,) = ctx.queue.read_new("test-consumer", 10, 100)
-    assert _process(ctx, entry.entry_id, entry.job) == "done"
+    assert run_entry(ctx, entry) == "done"
 
     task = ctx.store.get_task("acme", accepted["task_id"])
     assert task.state == TaskState.COMPLETED
@@ -73,15 +83,17 @@ def test_reprocessing_replaces_chunks_without_duplicates(
 ) -> None:
     accepted = upload(ingest, TEXT)
     (entry,) = ctx.queue.read_new("test-consumer", 10, 100)
-    _process(ctx, entry.entry_id, entry.job)
+    run_entry(ctx, entry)
     collection = ctx.vector_collection("default")
     first = ctx.vectors.count(collection, "acme", accepted["document_id"])
 
-    # The same job again (as after a lost acknowledgement): the task is terminal -> skipped, and
-    # indexing the document directly a second time writes the same chunk ids.
-    from kubemate_worker.pipeline import index_document
-
-    assert index_document(ctx, entry.job) == first
+    # Indexing the document a second time (as a reclaimed entry would) writes the same chunk
+    # ids. The entry is acknowledged, so only the lease check at the end notices.
+    ctx.queue.enqueue(entry.job)
+    (again,) = ctx.queue.read_new("test-consumer", 10, 100)
+    held = Held(again.entry_id, again.job)
+    reporter = TaskReporter(ctx.store, again.job, interval_s=0)
+    assert index_document(ctx, again.job, held=held, reporter=reporter) == first
     assert ctx.vectors.count(collection, "acme", accepted["document_id"]) == first
 
 
@@ -95,7 +107,7 @@ def test_entry_of_a_dead_consumer_is_reclaimed(ingest: TestClient, ctx: WorkerCo
     time.sleep(1.2)
     (reclaimed,) = ctx.queue.claim_stale("test-consumer", 10)
     assert reclaimed.entry_id == lost.entry_id
-    assert _process(ctx, reclaimed.entry_id, reclaimed.job) == "done"
+    assert run_entry(ctx, reclaimed) == "done"
     assert ctx.store.get_task("acme", accepted["task_id"]).state == TaskState.COMPLETED
     assert ctx.queue.pending_count() == 0
 
@@ -105,8 +117,13 @@ def test_unparseable_document_fails_with_reason_and_is_acknowledged(
 ) -> None:
     accepted = upload(ingest, b"%PDF-1.4\nnot really a pdf at all", name="broken.pdf")
     (entry,) = ctx.queue.read_new("test-consumer", 10, 100)
-    assert _process(ctx, entry.entry_id, entry.job) == "done"
+    assert run_entry(ctx, entry) == "failed"
     task = ctx.store.get_task("acme", accepted["task_id"])
     assert task.state == TaskState.FAILED
     assert task.stage == "parsing" and "PDF" in (task.error or "")
+    assert task.attempts == 1  # bad in itself: never retried
     assert ctx.queue.pending_count() == 0
+    ((_, letter),) = ctx.queue.client.xrange(ctx.queue.dead_stream)
+    assert letter["document_id"] == accepted["document_id"]
+    assert letter["original_entry_id"] == entry.entry_id
+    assert letter["stage"] == "parsing" and letter["attempts"] == "1"

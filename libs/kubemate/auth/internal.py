@@ -13,7 +13,7 @@ import time
 from collections.abc import Mapping
 
 from kubemate.auth.identity import Identity, Role
-from kubemate.auth.tokens import TENANT_ID_PATTERN
+from kubemate.auth.tokens import TENANT_ID_PATTERN, USER_ID_PATTERN
 from kubemate.errors import Unauthenticated
 from kubemate.settings import AuthConfig
 
@@ -33,6 +33,11 @@ def _mac(secret: str, tenant: str, user: str, roles: str, ts: str) -> str:
 def sign_identity(
     config: AuthConfig, identity: Identity, now: float | None = None
 ) -> dict[str, str]:
+    # The fields are joined with newlines before signing: none may contain one.
+    if not TENANT_ID_PATTERN.match(identity.tenant_id) or not USER_ID_PATTERN.match(
+        identity.user_id
+    ):
+        raise ValueError("refusing to sign an identity with an unsafe tenant or user id")
     roles = ",".join(sorted(r.value for r in identity.roles))
     ts = str(int(now if now is not None else time.time()))
     secret = config.internal_secret.get_secret_value()
@@ -64,8 +69,8 @@ def verify_identity(
         raise Unauthenticated("invalid identity timestamp") from None
     if age > config.internal_max_age_s:
         raise Unauthenticated("identity signature expired")
-    if not TENANT_ID_PATTERN.match(tenant):
-        raise Unauthenticated("invalid tenant id")
+    if not TENANT_ID_PATTERN.match(tenant) or not USER_ID_PATTERN.match(user):
+        raise Unauthenticated("invalid tenant or user id")
     try:
         parsed = frozenset(Role(r) for r in roles.split(",") if r)
     except ValueError:

@@ -1,9 +1,15 @@
-"""JWT bearer tokens (HS256 with the shared secret) carrying ``tenant_id`` and ``roles``."""
+"""JWT bearer tokens (HS256 with the shared secret) carrying ``tenant_id`` and ``roles``.
+
+Tokens of an identity provider (RS256/ES256, keys from a JWKS) are checked by
+:class:`kubemate.auth.verifier.TokenVerifier`; both end in :func:`identity_from_claims`.
+"""
 
 from __future__ import annotations
 
 import re
 import time
+from collections.abc import Mapping
+from typing import Any
 
 import jwt
 
@@ -12,7 +18,14 @@ from kubemate.errors import Unauthenticated
 from kubemate.settings import AuthConfig
 
 # Tenant ids end up in object keys, Milvus filters and cache keys: keep them to a safe alphabet.
-TENANT_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,62}$")
+# \Z, not $: "$" also matches before a final newline, which would let "acme\n" through.
+TENANT_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,62}\Z")
+# User ids travel in an HTTP header and in the newline-joined message the gateway signs: printable
+# ASCII only, so that a crafted ``sub`` can neither break the header nor shift signed fields.
+USER_ID_PATTERN = re.compile(r"^[\x20-\x7e]{1,255}\Z")
+
+# Claims a token must carry, whoever signed it. nbf is checked whenever it is present.
+REQUIRED_CLAIMS = ["exp", "sub", "iss", "aud"]
 
 
 def issue_token(
@@ -37,6 +50,7 @@ def issue_token(
 
 
 def verify_token(config: AuthConfig, token: str) -> Identity:
+    """An HS256 token signed with the shared secret, or :class:`Unauthenticated`."""
     try:
         claims = jwt.decode(
             token,
@@ -45,17 +59,33 @@ def verify_token(config: AuthConfig, token: str) -> Identity:
             audience=config.audience,
             issuer=config.issuer,
             leeway=config.leeway_s,
-            options={"require": ["exp", "sub", "iss", "aud"]},
+            options={"require": REQUIRED_CLAIMS},
         )
     except jwt.ExpiredSignatureError:
         raise Unauthenticated("token expired") from None
     except jwt.InvalidTokenError as exc:
         raise Unauthenticated(f"invalid token: {exc}") from None
-    tenant_id = claims.get("tenant_id")
+    return identity_from_claims(claims)
+
+
+def identity_from_claims(
+    claims: Mapping[str, Any], *, tenant_claim: str = "tenant_id", roles_claim: str = "roles"
+) -> Identity:
+    """The identity in verified claims. Roles are a list (or a space-separated string, as some
+    identity providers write scopes); one unknown role rejects the token rather than guessing."""
+    tenant_id = claims.get(tenant_claim)
     if not isinstance(tenant_id, str) or not TENANT_ID_PATTERN.match(tenant_id):
-        raise Unauthenticated("token has no valid tenant_id claim")
+        raise Unauthenticated(f"token has no valid {tenant_claim} claim")
+    raw_roles = claims.get(roles_claim, [])
+    if isinstance(raw_roles, str):
+        raw_roles = raw_roles.split()
+    if not isinstance(raw_roles, list) or not all(isinstance(r, str) for r in raw_roles):
+        raise Unauthenticated(f"token has a malformed {roles_claim} claim")
     try:
-        roles = frozenset(Role(r) for r in claims.get("roles", []))
+        roles = frozenset(Role(r) for r in raw_roles)
     except ValueError:
         raise Unauthenticated("token names an unknown role") from None
-    return Identity(tenant_id=tenant_id, user_id=str(claims["sub"]), roles=roles)
+    user_id = claims.get("sub")
+    if not isinstance(user_id, str) or not USER_ID_PATTERN.match(user_id):
+        raise Unauthenticated("token has no usable sub claim")
+    return Identity(tenant_id=tenant_id, user_id=user_id, roles=roles)

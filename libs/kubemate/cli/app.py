@@ -11,6 +11,7 @@ from kubemate.auth.tokens import TENANT_ID_PATTERN
 from kubemate.cli.ask import ask
 from kubemate.cli.common import DEFAULT_TENANT, clean_errors, settings
 from kubemate.cli.ingest import ingest
+from kubemate.cli.models import app as models_app
 from kubemate.cli.up import up
 
 app = typer.Typer(
@@ -23,6 +24,7 @@ app = typer.Typer(
 app.command()(up)
 app.command()(ingest)
 app.command()(ask)
+app.add_typer(models_app, name="models")
 
 
 def _tenant(value: str) -> str:

@@ -8,6 +8,9 @@ The transport is injectable (``httpx.MockTransport`` in tests). Errors come out 
 from __future__ import annotations
 
 import contextlib
+import json
+import queue
+import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
@@ -15,7 +18,8 @@ from types import TracebackType
 from typing import Any, Protocol, Self
 
 import httpx
-from pydantic import BaseModel, ConfigDict, Field
+from httpx_sse import SSEError, connect_sse
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 TERMINAL_STATES = frozenset({"COMPLETED", "FAILED"})
 
@@ -104,6 +108,10 @@ class ApiError(Exception):
         )
 
 
+class EventsUnavailable(Exception):
+    """The server does not stream this task's events (an older server, or a proxy in the way)."""
+
+
 class GatewayUnreachable(Exception):
     def __init__(self, url: str, reason: str) -> None:
         super().__init__(f"cannot reach {url}: {reason}")
@@ -156,6 +164,34 @@ class KubemateClient:
     def task(self, task_id: str) -> TaskStatus:
         return TaskStatus.model_validate(self._request("GET", f"/v1/tasks/{task_id}"))
 
+    def task_events(self, task_id: str, read_timeout_s: float = 60.0) -> Iterator[TaskStatus]:
+        """The task's states from ``/v1/tasks/{id}/events`` (Server-Sent Events) until the
+        server ends the stream, normally right after the terminal state.
+
+        Raises :class:`ApiError` for an error answer (an unknown task: 404, or an ``error`` event
+        when the task is deleted meanwhile), :class:`EventsUnavailable` when the answer is not an
+        event stream, :class:`GatewayUnreachable` when the connection fails. ``read_timeout_s``
+        must exceed the server's ping interval."""
+        timeout = httpx.Timeout(self._http.timeout.connect, read=read_timeout_s)
+        try:
+            with connect_sse(
+                self._http, "GET", f"/v1/tasks/{task_id}/events", timeout=timeout
+            ) as source:
+                response = source.response
+                if response.is_error:
+                    response.read()
+                    raise ApiError.from_response(response)
+                try:
+                    for event in source.iter_sse():
+                        if event.event == "task":
+                            yield TaskStatus.model_validate_json(event.data)
+                        elif event.event == "error":
+                            raise _event_error(event.data)
+                except (SSEError, ValidationError) as exc:
+                    raise EventsUnavailable(str(exc)) from None
+        except httpx.TransportError as exc:
+            raise GatewayUnreachable(self.base_url, str(exc) or type(exc).__name__) from None
+
     def chat(self, question: str, collection: str = "default", top_k: int = 5) -> ChatAnswer:
         body = self._request(
             "POST",
@@ -181,14 +217,28 @@ class KubemateClient:
         self.close()
 
 
+def _event_error(data: str) -> ApiError:
+    body: Any = None
+    with contextlib.suppress(ValueError):
+        body = json.loads(data)
+    if not isinstance(body, dict):
+        return ApiError(500, "Task events failed", data[:200])
+    return ApiError(
+        status=int(body.get("status") or 500),
+        title=str(body.get("title") or "Task events failed"),
+        detail=str(body.get("detail") or ""),
+        type_uri=str(body.get("type") or ""),
+    )
+
+
 # ---- following tasks ---------------------------------------------------------------------------
 
 
 class TaskWatcher(Protocol):
     """Yields task updates until every task is terminal or ``timeout_s`` has passed.
 
-    Polling today; an SSE watcher (``/v1/tasks/{id}/events``) can replace it without touching
-    the CLI, which only consumes these updates.
+    :class:`SseWatcher` follows the server's event streams, :class:`PollingWatcher` asks again
+    and again; the CLI only consumes the updates, whichever produced them.
     """
 
     def watch(
@@ -230,3 +280,109 @@ class PollingWatcher:
             if not pending or self._clock() >= deadline:
                 return
             self._sleep(self.interval_s)
+
+
+def _gone(task_id: str, exc: ApiError) -> TaskStatus:
+    """What a task that is not there (deleted, or not the caller's) looks like to a watcher."""
+    return TaskStatus(task_id=task_id, state="FAILED", error=f"{exc.title}: {exc.detail}")
+
+
+class SseWatcher:
+    """Follows each task over its event stream (``GET /v1/tasks/{id}/events``), at most
+    ``max_streams`` at once, in daemon threads so a timed-out stream never holds up the exit.
+
+    A stream that ends before the task is terminal (a proxy's idle timeout, the server's stream
+    limit) is opened again; a task whose stream is unavailable (an older server, a proxy that
+    does not pass event streams, repeated failures) is followed by the ``fallback`` watcher
+    (polling) instead."""
+
+    def __init__(
+        self,
+        fallback: TaskWatcher | None = None,
+        *,
+        max_streams: int = 8,
+        max_failures: int = 3,
+        retry_delay_s: float = 1.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.fallback: TaskWatcher = fallback or PollingWatcher()
+        self.max_streams = max_streams
+        self.max_failures = max_failures
+        self.retry_delay_s = retry_delay_s
+        self._clock = clock
+
+    def watch(
+        self, client: KubemateClient, task_ids: Sequence[str], timeout_s: float
+    ) -> Iterator[TaskStatus]:
+        deadline = self._clock() + timeout_s
+        updates: queue.Queue[TaskStatus | str] = queue.Queue()  # a str: that task's follower ended
+        stop = threading.Event()
+        slots = threading.Semaphore(self.max_streams)
+
+        def follow(task_id: str) -> None:
+            with slots:
+                try:
+                    self._follow(client, task_id, deadline, stop, updates.put)
+                except Exception as exc:  # never lose the end of a follower
+                    updates.put(TaskStatus(task_id=task_id, state="FAILED", error=str(exc)))
+                finally:
+                    updates.put(task_id)
+
+        for task_id in dict.fromkeys(task_ids):
+            threading.Thread(target=follow, args=(task_id,), daemon=True).start()
+        following = set(task_ids)
+        try:
+            while following:
+                remaining = deadline - self._clock()
+                if remaining <= 0:
+                    return
+                try:
+                    item = updates.get(timeout=remaining)
+                except queue.Empty:
+                    return
+                if isinstance(item, str):
+                    following.discard(item)
+                else:
+                    yield item
+        finally:
+            stop.set()
+
+    def _follow(
+        self,
+        client: KubemateClient,
+        task_id: str,
+        deadline: float,
+        stop: threading.Event,
+        emit: Callable[[TaskStatus], None],
+    ) -> None:
+        failures = 0
+        while not stop.is_set() and self._clock() < deadline:
+            try:
+                for status in client.task_events(task_id):
+                    failures = 0
+                    emit(status)
+                    if status.terminal or stop.is_set():
+                        return
+            except ApiError as exc:
+                if exc.status in (401, 403) or exc.type_uri.endswith("/task-not-found"):
+                    emit(_gone(task_id, exc))
+                    return
+                if exc.status < 500:  # no such route here: an older server
+                    break
+                failures += 1
+            except EventsUnavailable:
+                break
+            except GatewayUnreachable:
+                failures += 1
+            else:
+                failures += 1  # the stream ended before the task did: open it again
+            if failures >= self.max_failures:
+                break
+            stop.wait(self.retry_delay_s)
+        remaining = deadline - self._clock()
+        if stop.is_set() or remaining <= 0:
+            return
+        for status in self.fallback.watch(client, [task_id], remaining):
+            emit(status)
+            if stop.is_set():
+                return

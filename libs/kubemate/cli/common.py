@@ -16,7 +16,13 @@ from rich.console import Console
 from rich.markup import escape
 
 from kubemate.auth import issue_token
-from kubemate.cli.client import ApiError, GatewayUnreachable, KubemateClient, PollingWatcher
+from kubemate.cli.client import (
+    ApiError,
+    GatewayUnreachable,
+    KubemateClient,
+    SseWatcher,
+    TaskWatcher,
+)
 from kubemate.settings import KubemateSettings
 
 DEFAULT_URL = "http://127.0.0.1:8000"
@@ -29,7 +35,8 @@ class CliState:
     """Handed to commands through Typer's context object; tests inject a mock transport."""
 
     transport: httpx.BaseTransport | None = None
-    watcher: PollingWatcher = field(default_factory=PollingWatcher)
+    # Event streams, with polling for servers or proxies that do not pass them.
+    watcher: TaskWatcher = field(default_factory=SseWatcher)
 
 
 def state(ctx: typer.Context) -> CliState:

@@ -68,6 +68,12 @@ def up(
         float,
         typer.Option("--grace", min=0, help="Seconds a service may take to stop before SIGKILL."),
     ] = 10.0,
+    workers: Annotated[
+        int,
+        typer.Option(
+            "--workers", min=1, max=16, help="Worker processes indexing uploads side by side."
+        ),
+    ] = 1,
 ) -> None:
     """Start Redis, Milvus Lite and the five services; stop them all on Ctrl-C."""
     console = Console()
@@ -90,6 +96,7 @@ def up(
             redis_url=redis_url,
             start_timeout_s=start_timeout,
             grace_s=grace,
+            workers=workers,
         )
     )
     failure: StackError | None = None

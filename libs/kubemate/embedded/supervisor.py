@@ -514,6 +514,7 @@ DEFAULT_PORTS: dict[str, int] = {
     "model_manager": 8003,
     "milvus": 19530,
 }
+DEFAULT_WORKER_METRICS_PORT = 9101
 LOOPBACK = "127.0.0.1"
 _WILDCARD_HOSTS = {"0.0.0.0", "::", ""}
 
@@ -533,6 +534,7 @@ class StackConfig:
     preferred_ports: Mapping[str, int] = field(default_factory=lambda: dict(DEFAULT_PORTS))
     start_timeout_s: float = 300.0  # the first start loads models
     grace_s: float = 10.0
+    workers: int = 1  # worker processes, each a consumer of the ingest stream
 
 
 @dataclass(frozen=True)
@@ -584,7 +586,8 @@ def stack_environment(
 
 
 class EmbeddedStack:
-    """Redis -> Milvus Lite -> migrations -> ingest, retrieval, model_manager -> gateway -> worker.
+    """Redis -> Milvus Lite -> migrations -> ingest, retrieval, model_manager -> gateway -> worker
+    (``config.workers`` of them: ``worker``, or ``worker-1`` ... ``worker-N``).
 
     The backends are injectable for tests; by default the real ones are imported on start.
     """
@@ -686,7 +689,7 @@ class EmbeddedStack:
             [spec(n, LOOPBACK) for n in ("ingest", "retrieval", "model_manager")], timeout
         )
         sup.start_processes([spec("gateway", cfg.host)], timeout)
-        sup.start_processes([ProcessSpec("worker", self.worker_argv(), env=env)], timeout)
+        sup.start_processes(self._worker_specs(env, taken=set(ports.values())), timeout)
 
         return StackInfo(
             url=http_url(cfg.host, ports["gateway"]),
@@ -697,6 +700,23 @@ class EmbeddedStack:
             ports=ports,
             pids=sup.pids(),
         )
+
+    def _worker_specs(self, env: Mapping[str, str], taken: set[int]) -> list[ProcessSpec]:
+        count = self.config.workers
+        if count < 1:
+            raise StackError("the stack needs at least one worker")
+        specs = []
+        metrics = env.get("KUBEMATE_WORKER__METRICS_PORT", str(DEFAULT_WORKER_METRICS_PORT))
+        for i in range(count):
+            worker_env = dict(env)
+            if metrics != "0":  # 0: no metrics endpoint; otherwise each needs a port of its own
+                preferred = int(metrics) + i if metrics.isdigit() else None
+                port = pick_port(LOOPBACK, preferred, taken)
+                worker_env["KUBEMATE_WORKER__METRICS_PORT"] = str(port)
+            # The metrics port too is picked free: 9101 may belong to another stack on the host.
+            name = "worker" if count == 1 else f"worker-{i + 1}"
+            specs.append(ProcessSpec(name, self.worker_argv(), env=worker_env))
+        return specs
 
     def _make_redis(self) -> Any:
         if self._redis_factory is not None:

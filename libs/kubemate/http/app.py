@@ -13,8 +13,12 @@ from fastapi import FastAPI, Request, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.middleware.base import BaseHTTPMiddleware, RequestResponseEndpoint
+from starlette.middleware.cors import CORSMiddleware
 
-from kubemate.http.problems import install_problem_handlers, problem_response
+from kubemate.http.body_guard import RequestBodyGuard
+from kubemate.http.config import HttpConfig
+from kubemate.http.problems import document_problems, install_problem_handlers, problem_response
+from kubemate.http.security_headers import SecurityHeaders
 from kubemate.metrics import HTTP_REQUEST_DURATION, HTTP_REQUESTS
 
 ReadinessCheck = Callable[[], Awaitable[dict[str, str]]]
@@ -55,10 +59,36 @@ def build_app(
     lifespan: Callable[[FastAPI], AbstractAsyncContextManager[None]],
     readiness: Callable[[FastAPI], ReadinessCheck],
     version: str = "0.1.0",
+    http: HttpConfig | None = None,
 ) -> FastAPI:
+    http = http or HttpConfig()
     app = FastAPI(title=f"Kubemate {service}", version=version, lifespan=lifespan)
     install_problem_handlers(app)
+    document_problems(app)
+    # Added innermost first. The body guard sits right outside the routes, so that its 413 raised
+    # mid-stream reaches the problem handlers unwrapped (BaseHTTPMiddleware would wrap it in an
+    # ExceptionGroup); security headers wrap everything, so 413/415 answers and CORS preflights
+    # carry them too.
+    app.add_middleware(RequestBodyGuard, config=http)
     app.add_middleware(RequestContextMiddleware, service=service)
+    if http.cors_allow_origins:  # closed by default: no CORS headers, browsers refuse
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=http.cors_allow_origins,
+            allow_credentials=http.cors_allow_credentials,
+            allow_methods=http.cors_allow_methods,
+            allow_headers=http.cors_allow_headers,
+            expose_headers=[
+                "Retry-After",
+                "RateLimit-Limit",
+                "RateLimit-Remaining",
+                "RateLimit-Reset",
+                "RateLimit-Policy",
+                "X-Request-Id",
+            ],
+            max_age=http.cors_max_age_s,
+        )
+    app.add_middleware(SecurityHeaders, config=http)
 
     @app.get("/healthz", include_in_schema=False)
     async def healthz() -> dict[str, str]:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Annotated
+from typing import Annotated, Any
 
 import structlog
 from fastapi import Depends, Request
@@ -12,6 +12,9 @@ from kubemate.auth.identity import Identity, Role
 from kubemate.auth.internal import verify_identity
 from kubemate.errors import Forbidden
 from kubemate.settings import KubemateSettings
+
+# Set on every role-checking dependency, so that a test can list the routes that declare none.
+_REQUIRED_ROLE_ATTR = "kubemate_required_role"
 
 
 def current_identity(request: Request) -> Identity:
@@ -24,18 +27,28 @@ def current_identity(request: Request) -> Identity:
 CurrentIdentity = Annotated[Identity, Depends(current_identity)]
 
 
+def declare_role(dependency: Callable[..., Any], role: Role) -> None:
+    """Mark ``dependency`` as the check that admits callers holding ``role``."""
+    setattr(dependency, _REQUIRED_ROLE_ATTR, role)
+
+
+def declared_role(dependency: Any) -> Role | None:
+    role = getattr(dependency, _REQUIRED_ROLE_ATTR, None)
+    return role if isinstance(role, Role) else None
+
+
 def require(role: Role) -> Callable[[Identity], Identity]:
     """A dependency that admits callers holding ``role`` (or a role that includes it).
 
-    Routes declare it as ``Annotated[Identity, Depends(require(Role.EDITOR))]``; a route-listing
-    test checks that every route declares one."""
+    Routes declare it as ``Annotated[Identity, Depends(require(Role.EDITOR))]`` (or the aliases
+    below); tests/unit/test_route_roles.py fails for a route that declares none."""
 
     def dependency(identity: CurrentIdentity) -> Identity:
         if not identity.has(role):
             raise Forbidden(f"this action needs the {role.value} role")
         return identity
 
-    dependency.required_role = role  # type: ignore[attr-defined]
+    declare_role(dependency, role)
     return dependency
 
 

@@ -7,6 +7,7 @@ whose details go to the log only: a stack trace never reaches a client.
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -62,17 +63,18 @@ async def _kubemate_error(request: Request, exc: Exception) -> JSONResponse:
         log.warning(
             "request.failed", error_type=exc.type_slug, detail=exc.detail, path=request.url.path
         )
-    headers = None
+    # Errors may carry response headers (RateLimitExceeded: the RateLimit-* fields).
+    headers: dict[str, str] = dict(getattr(exc, "headers", None) or {})
     retry_after = getattr(exc, "retry_after", None)
     if retry_after is not None:
-        headers = {"Retry-After": str(max(1, int(retry_after)))}
+        headers["Retry-After"] = str(max(1, math.ceil(retry_after)))
     return problem_response(
         exc.status,
         exc.type_slug,
         exc.title,
         exc.detail,
         instance=request.url.path,
-        headers=headers,
+        headers=headers or None,
         **exc.extra,
     )
 
@@ -122,3 +124,61 @@ def install_problem_handlers(app: FastAPI) -> None:
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_exception)
     app.add_exception_handler(Exception, _unhandled)
+
+
+# ---- the OpenAPI document tells the truth about errors ------------------------------------------
+
+PROBLEM_SCHEMA: dict[str, Any] = {
+    "title": "Problem",
+    "description": "RFC 9457 problem details; ``type`` is stable, clients may switch on it.",
+    "type": "object",
+    "required": ["type", "title", "status", "detail"],
+    "properties": {
+        "type": {"type": "string", "format": "uri"},
+        "title": {"type": "string"},
+        "status": {"type": "integer"},
+        "detail": {"type": "string"},
+        "instance": {"type": "string"},
+    },
+    "additionalProperties": True,
+}
+# Any route may answer these (identity, limits, bad input, a backend down).
+COMMON_PROBLEMS = {
+    "400": "Bad request",
+    "401": "No or invalid credential",
+    "403": "The caller's role does not allow this",
+    "404": "No such resource for this tenant",
+    "413": "Request body too large",
+    "415": "Unsupported media type",
+    "422": "The request does not validate",
+    "429": "Rate or concurrency limit reached",
+    "500": "Internal error",
+    "503": "A backend is unavailable",
+}
+
+
+def document_problems(app: FastAPI) -> None:
+    """Declares the problem+json answers in the app's OpenAPI document: FastAPI's default 422
+    (``HTTPValidationError``, plain JSON) is not what these handlers send."""
+    generate = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema:
+            return app.openapi_schema
+        schema = generate()
+        schema.setdefault("components", {}).setdefault("schemas", {})["Problem"] = PROBLEM_SCHEMA
+        problem = {PROBLEM_JSON: {"schema": {"$ref": "#/components/schemas/Problem"}}}
+        for path_item in schema.get("paths", {}).values():
+            for operation in path_item.values():
+                if not isinstance(operation, dict) or "responses" not in operation:
+                    continue
+                responses = operation["responses"]
+                for code, description in COMMON_PROBLEMS.items():
+                    if code == "422" or code not in responses:
+                        responses[code] = {"description": description, "content": problem}
+        for unused in ("HTTPValidationError", "ValidationError"):
+            schema["components"]["schemas"].pop(unused, None)
+        app.openapi_schema = schema
+        return schema
+
+    app.openapi = openapi  # type: ignore[method-assign]

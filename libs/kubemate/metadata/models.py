@@ -159,3 +159,19 @@ class Usage(Base):
     chunks: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     latency_ms: Mapped[float] = mapped_column(Float, default=0.0, server_default="0")
     created_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
+
+
+class ApiKey(Base):
+    """A tenant's API key for machine clients. Only the secret's SHA-256 is kept; revoked keys
+    stay (with ``revoked_at``) so that audits can still name them."""
+
+    __tablename__ = "api_keys"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)  # the public part of the key
+    tenant_id: Mapped[str] = mapped_column(String(64), ForeignKey("tenants.id"), index=True)
+    name: Mapped[str] = mapped_column(String(128))
+    roles: Mapped[str] = mapped_column(String(64))  # comma-separated Role values
+    secret_sha256: Mapped[str] = mapped_column(CHAR(64))
+    created_by: Mapped[str] = mapped_column(String(255))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    revoked_at: Mapped[datetime | None] = mapped_column()

@@ -8,7 +8,7 @@ query filters on the tenant: another tenant's id is reported exactly like a miss
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
@@ -21,10 +21,17 @@ from sqlalchemy.engine import URL, Connection, make_url
 from sqlalchemy.exc import DBAPIError, IntegrityError, InterfaceError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
-from kubemate.errors import BackendUnavailable, DocumentNotFound, ServiceError, TaskNotFound
+from kubemate.errors import (
+    ApiKeyNotFound,
+    BackendUnavailable,
+    DocumentNotFound,
+    ServiceError,
+    TaskNotFound,
+)
 from kubemate.logs import get_logger
 from kubemate.metadata.models import (
     USAGE_KINDS,
+    ApiKey,
     Document,
     Task,
     TaskState,
@@ -185,6 +192,38 @@ class UsageTotals:
     @property
     def latency_ms_avg(self) -> float:
         return self.latency_ms_total / self.requests if self.requests else 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class ApiKeyView:
+    id: str
+    tenant_id: str
+    name: str
+    roles: tuple[str, ...]
+    secret_sha256: str  # for the constant-time check; never rendered
+    created_by: str
+    created_at: datetime
+    revoked_at: datetime | None
+
+    @property
+    def revoked(self) -> bool:
+        return self.revoked_at is not None
+
+    @classmethod
+    def of(cls, row: ApiKey) -> ApiKeyView:
+        return cls(
+            id=row.id,
+            tenant_id=row.tenant_id,
+            name=row.name,
+            roles=tuple(r for r in row.roles.split(",") if r),
+            secret_sha256=row.secret_sha256,
+            created_by=row.created_by,
+            created_at=row.created_at,
+            revoked_at=row.revoked_at,
+        )
+
+    def __repr__(self) -> str:  # the hash stays out of logs too
+        return f"ApiKeyView(id={self.id!r}, tenant_id={self.tenant_id!r}, name={self.name!r})"
 
 
 # ---- the store ----------------------------------------------------------------------------------
@@ -532,6 +571,84 @@ class MetadataStore:
         )
         log.warning("metadata.task_failed", tenant_id=tenant_id, task_id=task_id, stage=stage)
         return view
+
+    def reset_task(self, tenant_id: str, task_id: str) -> TaskView:
+        """Back to PENDING as if never tried: attempts 0, no stage, progress or error. For a
+        retry from the dead-letter stream, whose attempt budget starts afresh."""
+        with self._tx(write=True) as session:
+            task = self._task_row(session, tenant_id, task_id, lock=True)
+            self._apply(session, task, state=TaskState.PENDING, progress_done=0, progress_total=0)
+            task.stage = None
+            task.attempts = 0
+            session.flush()
+            view = TaskView.of(task)
+        log.info("metadata.task_reset", tenant_id=tenant_id, task_id=task_id)
+        return view
+
+    # ---- API keys -------------------------------------------------------------------------------
+
+    def create_api_key(
+        self,
+        tenant_id: str,
+        *,
+        key_id: str,
+        name: str,
+        roles: Sequence[str],
+        secret_sha256: str,
+        created_by: str,
+    ) -> ApiKeyView:
+        if not _SHA256_HEX.fullmatch(secret_sha256):
+            raise ValueError("secret_sha256 must be 64 lowercase hex digits")
+        with self._tx(write=True) as session:
+            self._insert_tenant(session, tenant_id)
+            row = ApiKey(
+                id=key_id,
+                tenant_id=tenant_id,
+                name=name,
+                roles=",".join(sorted(set(roles))),
+                secret_sha256=secret_sha256,
+                created_by=created_by,
+                created_at=utcnow(),
+                revoked_at=None,
+            )
+            session.add(row)
+            session.flush()
+            view = ApiKeyView.of(row)
+        log.info("metadata.api_key_created", tenant_id=tenant_id, key_id=key_id)
+        return view
+
+    def list_api_keys(self, tenant_id: str) -> list[ApiKeyView]:
+        """Newest first, revoked ones included."""
+        query = (
+            select(ApiKey)
+            .where(ApiKey.tenant_id == tenant_id)
+            .order_by(ApiKey.created_at.desc(), ApiKey.id)
+        )
+        with self._tx() as session:
+            return [ApiKeyView.of(row) for row in session.scalars(query)]
+
+    def revoke_api_key(self, tenant_id: str, key_id: str) -> ApiKeyView:
+        """Revoked from now on; revoking twice keeps the first time. Another tenant's key is
+        :class:`ApiKeyNotFound`, exactly like a missing one."""
+        with self._tx(write=True) as session:
+            row = session.scalars(
+                select(ApiKey).where(ApiKey.id == key_id, ApiKey.tenant_id == tenant_id)
+            ).one_or_none()
+            if row is None:
+                raise ApiKeyNotFound(f"API key {key_id} not found")
+            if row.revoked_at is None:
+                row.revoked_at = utcnow()
+                session.flush()
+            view = ApiKeyView.of(row)
+        log.info("metadata.api_key_revoked", tenant_id=tenant_id, key_id=key_id)
+        return view
+
+    def find_api_key(self, key_id: str) -> ApiKeyView | None:
+        """The one lookup not scoped by a tenant: a presented key names its tenant itself, and
+        the caller must still check the secret against ``secret_sha256``."""
+        with self._tx() as session:
+            row = session.get(ApiKey, key_id)
+            return None if row is None else ApiKeyView.of(row)
 
     # ---- usage ----------------------------------------------------------------------------------
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import timedelta
 from typing import BinaryIO, NoReturn, cast
 
 import certifi
@@ -27,6 +28,8 @@ log = get_logger(__name__)
 # Multipart part size for streams of unknown length. Each part is held in memory while it is
 # sent, so this bounds an upload's memory; 8 MiB x 10,000 parts allows objects up to ~80 GB.
 DEFAULT_PART_SIZE = 8 * 1024 * 1024
+# S3 refuses presigned URLs valid for longer than 7 days.
+MAX_PRESIGN_EXPIRY_S = 7 * 24 * 3600
 _MISSING_KEY_CODES = frozenset({"NoSuchKey", "NoSuchObject", "NoSuchVersion"})
 _BUCKET_RACE_CODES = frozenset({"BucketAlreadyOwnedByYou", "BucketAlreadyExists"})
 
@@ -196,6 +199,21 @@ class S3ObjectStore:
         # S3 answers 204 for a missing key too, which is the idempotence the port asks for.
         with self._mapped(key):
             self._client.remove_object(self._bucket, key)
+
+    def presigned_put_url(self, key: str, expires_s: int) -> str:
+        """A URL that lets whoever holds it PUT the object ``key`` for ``expires_s`` seconds,
+        without credentials: large uploads go to the store directly, not through the API.
+
+        Signed locally (no request to the server when a region is configured). The URL names the
+        configured endpoint, so clients must be able to reach that address."""
+        if not 1 <= expires_s <= MAX_PRESIGN_EXPIRY_S:
+            raise ValueError(f"expires_s must be between 1 and {MAX_PRESIGN_EXPIRY_S}")
+        validate_key(key)
+        self._ensure_bucket()
+        with self._mapped(key):
+            return self._client.presigned_put_object(
+                self._bucket, key, expires=timedelta(seconds=expires_s)
+            )
 
     def list(self, prefix: str) -> Iterator[ObjectInfo]:
         """Objects under ``prefix`` in key order (S3 lists in UTF-8 byte order)."""

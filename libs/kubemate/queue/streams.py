@@ -3,16 +3,55 @@
 An entry is acknowledged only when its document reached a final state, so a worker that dies
 mid-document leaves its entry pending; after ``claim_idle_ms`` without a heartbeat another
 consumer takes it over with XAUTOCLAIM. Processing is idempotent, so a second run is harmless.
+
+A document that fails for good is written to the dead-letter stream ``<ingest_stream>:dead``
+and acknowledged in one MULTI transaction, so an entry is either still owed or dead-lettered,
+never lost in between. The fields of a dead letter are a contract with the ingest service
+(:mod:`kubemate.queue.dead_letters` reads them).
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from enum import IntEnum
+from typing import Any, cast
 
 import redis
 
 from kubemate.errors import BackendUnavailable
 from kubemate.settings import RedisConfig
+
+DEAD_LETTER_SUFFIX = ":dead"
+
+# Refreshes the idle time of entries this consumer still owns, and says which it lost. XCLAIM
+# with JUSTID leaves the delivery counter alone, so it keeps counting real deliveries.
+# KEYS: stream. ARGV: group, consumer, entry ids. Returns one Lease code per id.
+_HEARTBEAT = """
+local out = {}
+for i = 3, #ARGV do
+  local p = redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[i], ARGV[i], 1)
+  if #p == 0 then
+    out[#out + 1] = -1
+  elseif p[1][2] ~= ARGV[2] then
+    out[#out + 1] = 0
+  else
+    redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[2], 0, ARGV[i], 'JUSTID')
+    out[#out + 1] = 1
+  end
+end
+return out
+"""
+
+
+class Lease(IntEnum):
+    """Where a pending entry stands for the consumer asking."""
+
+    GONE = -1  # acknowledged: nothing is owed any more
+    LOST = 0  # pending, but another consumer took it over
+    HELD = 1  # pending and owned by the caller
 
 
 @dataclass(frozen=True, slots=True)
@@ -21,6 +60,9 @@ class IngestJob:
     document_id: str
     task_id: str
     collection: str
+    # The upload's splitter choice as SplitterSpec JSON (kubemate.text.split.build_splitter);
+    # "" means the worker's settings. Optional, so entries written before it still read.
+    splitter: str = ""
 
     def to_fields(self) -> dict[str, str]:
         return asdict(self)
@@ -32,6 +74,7 @@ class IngestJob:
             document_id=fields["document_id"],
             task_id=fields["task_id"],
             collection=fields["collection"],
+            splitter=fields.get("splitter", ""),
         )
 
 
@@ -41,72 +84,157 @@ class StreamEntry:
     job: IngestJob
 
 
+@dataclass(frozen=True, slots=True)
+class PendingEntry:
+    consumer: str
+    idle_ms: int
+    deliveries: int  # XREADGROUP and XAUTOCLAIM count; heartbeats do not
+
+
+def dead_letter_fields(
+    entry_id: str,
+    job: IngestJob,
+    *,
+    reason: str,
+    stage: str,
+    attempts: int,
+    failed_at: datetime | None = None,
+) -> dict[str, str]:
+    """A dead letter in the contract's format: the job's fields plus why, where and when."""
+    return {
+        **job.to_fields(),
+        "reason": reason,
+        "stage": stage,
+        "attempts": str(attempts),
+        "failed_at": (failed_at or datetime.now(UTC)).isoformat(),
+        "original_entry_id": entry_id,
+    }
+
+
+@contextmanager
+def _redis_errors() -> Iterator[None]:
+    try:
+        yield
+    except redis.RedisError as exc:
+        # Retryable for callers: the stream is still the record of what is owed.
+        raise BackendUnavailable(f"redis: {exc}") from exc
+
+
 class IngestQueue:
+    """The ingest stream and its consumer group. Every method raises
+    :class:`~kubemate.errors.BackendUnavailable` when Redis cannot be reached."""
+
     def __init__(
         self, client: redis.Redis, config: RedisConfig, *, claim_idle_ms: int = 60_000
     ) -> None:
         # decode_responses=True is expected: ids and fields are str.
         self._r = client
         self.stream = config.ingest_stream
+        self.dead_stream = config.ingest_stream + DEAD_LETTER_SUFFIX
         self.group = config.consumer_group
         self.claim_idle_ms = claim_idle_ms
+        self._heartbeat = client.register_script(_HEARTBEAT)
 
     @classmethod
     def from_config(cls, config: RedisConfig, **kwargs: int) -> IngestQueue:
         return cls(redis.Redis.from_url(config.url, decode_responses=True), config, **kwargs)
+
+    @property
+    def client(self) -> redis.Redis:
+        return self._r
 
     def ensure_group(self) -> None:
         try:
             self._r.xgroup_create(self.stream, self.group, id="0", mkstream=True)
         except redis.ResponseError as exc:
             if "BUSYGROUP" not in str(exc):
-                raise
+                raise BackendUnavailable(f"redis: {exc}") from exc
         except redis.RedisError as exc:
             raise BackendUnavailable(f"redis: {exc}") from exc
 
     def enqueue(self, job: IngestJob) -> str:
-        try:
+        with _redis_errors():
             return str(self._r.xadd(self.stream, job.to_fields()))  # type: ignore[arg-type]
-        except redis.RedisError as exc:
-            raise BackendUnavailable(f"redis: {exc}") from exc
 
     def claim_stale(self, consumer: str, count: int) -> list[StreamEntry]:
         """Entries of dead consumers: pending and idle longer than ``claim_idle_ms``."""
-        _next, claimed, _deleted = self._r.xautoclaim(
-            self.stream, self.group, consumer, self.claim_idle_ms, "0-0", count=count
-        )
+        with _redis_errors():
+            _next, claimed, _deleted = self._r.xautoclaim(
+                self.stream, self.group, consumer, self.claim_idle_ms, "0-0", count=count
+            )
         return [StreamEntry(eid, IngestJob.from_fields(f)) for eid, f in claimed if f]
 
     def read_new(self, consumer: str, count: int, block_ms: int) -> list[StreamEntry]:
-        reply: list[tuple[str, list[tuple[str, dict[str, str]]]]] | None = self._r.xreadgroup(  # type: ignore[assignment]
-            self.group, consumer, {self.stream: ">"}, count=count, block=block_ms
-        )
+        with _redis_errors():
+            reply: list[tuple[str, list[tuple[str, dict[str, str]]]]] | None = self._r.xreadgroup(  # type: ignore[assignment]
+                self.group, consumer, {self.stream: ">"}, count=count, block=block_ms
+            )
         entries: list[StreamEntry] = []
         for _stream, items in reply or []:
             entries.extend(StreamEntry(eid, IngestJob.from_fields(f)) for eid, f in items)
         return entries
 
-    def heartbeat(self, consumer: str, entry_id: str) -> bool:
-        """Reset the entry's idle time so it is not reclaimed while still being worked on.
-        False when the entry is no longer pending (acknowledged by a previous run)."""
-        claimed = self._r.xclaim(self.stream, self.group, consumer, 0, [entry_id], justid=True)
-        return bool(claimed)
+    def heartbeat(self, consumer: str, entry_ids: Sequence[str]) -> dict[str, Lease]:
+        """Reset the idle time of the entries ``consumer`` still owns, so they are not
+        reclaimed while being worked on; says for each whether it is still held."""
+        if not entry_ids:
+            return {}
+        with _redis_errors():
+            codes = self._heartbeat(keys=[self.stream], args=[self.group, consumer, *entry_ids])
+        return {eid: Lease(int(code)) for eid, code in zip(entry_ids, codes, strict=True)}
+
+    def lease(self, consumer: str, entry_id: str) -> Lease:
+        return self.heartbeat(consumer, [entry_id])[entry_id]
+
+    def pending(self, entry_id: str) -> PendingEntry | None:
+        """Who holds the entry, for how long it has been idle, how often it was delivered;
+        None once it is acknowledged."""
+        with _redis_errors():
+            rows = self._r.xpending_range(self.stream, self.group, entry_id, entry_id, 1)
+        if not rows:
+            return None
+        row = cast(dict[str, Any], rows[0])
+        return PendingEntry(
+            consumer=str(row["consumer"]),
+            idle_ms=int(row["time_since_delivered"]),
+            deliveries=int(row["times_delivered"]),
+        )
 
     def is_pending(self, entry_id: str) -> bool:
-        rows = self._r.xpending_range(self.stream, self.group, entry_id, entry_id, 1)
-        return bool(rows)
+        return self.pending(entry_id) is not None
 
     def ack(self, entry_id: str) -> None:
         # Delete as well: acknowledged entries are history, and the stream's length is then
         # exactly the backlog a scaler (KEDA) should look at.
-        pipe = self._r.pipeline(transaction=True)
-        pipe.xack(self.stream, self.group, entry_id)
-        pipe.xdel(self.stream, entry_id)
-        pipe.execute()
+        with _redis_errors():
+            pipe = self._r.pipeline(transaction=True)
+            pipe.xack(self.stream, self.group, entry_id)
+            pipe.xdel(self.stream, entry_id)
+            pipe.execute()
+
+    def dead_letter(
+        self, entry_id: str, job: IngestJob, *, reason: str, stage: str, attempts: int
+    ) -> str:
+        """Move the entry to the dead-letter stream: XADD there, XACK and XDEL here, in one
+        transaction. Returns the dead letter's id."""
+        fields = dead_letter_fields(entry_id, job, reason=reason, stage=stage, attempts=attempts)
+        with _redis_errors():
+            pipe = self._r.pipeline(transaction=True)
+            pipe.xadd(self.dead_stream, fields)  # type: ignore[arg-type]
+            pipe.xack(self.stream, self.group, entry_id)
+            pipe.xdel(self.stream, entry_id)
+            dead_id, _acked, _deleted = pipe.execute()
+        return str(dead_id)
 
     def close(self) -> None:
         self._r.close()
 
     def pending_count(self) -> int:
-        info = self._r.xpending(self.stream, self.group)
+        with _redis_errors():
+            info = self._r.xpending(self.stream, self.group)
         return int(info["pending"])
+
+    def backlog(self) -> int:
+        """Entries not yet acknowledged (pending or never read): acknowledged ones are deleted."""
+        with _redis_errors():
+            return int(self._r.xlen(self.stream))

@@ -1,5 +1,22 @@
 """VectorStore port and its Milvus adapter (Milvus server, distributed Milvus or Milvus Lite)."""
 
-from kubemate.vectorstore.base import ChunkRecord, SearchHit, VectorStore
+from kubemate.vectorstore.base import (
+    SEARCH_MODES,
+    ChunkRecord,
+    SearchHit,
+    SearchMode,
+    SearchResult,
+    VectorStore,
+)
+from kubemate.vectorstore.index import IndexSpec, resolve_index
 
-__all__ = ["ChunkRecord", "SearchHit", "VectorStore"]
+__all__ = [
+    "SEARCH_MODES",
+    "ChunkRecord",
+    "IndexSpec",
+    "SearchHit",
+    "SearchMode",
+    "SearchResult",
+    "VectorStore",
+    "resolve_index",
+]

@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Literal, Protocol
+
+from kubemate.vectorstore.index import IndexSpec
+
+SearchMode = Literal["dense", "hybrid", "bm25"]
+SEARCH_MODES: tuple[SearchMode, ...] = ("dense", "hybrid", "bm25")
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,7 +34,20 @@ class SearchHit:
     title: str
     position: int
     page: int
-    score: float  # higher is more similar (cosine similarity for the default metric)
+    # Higher is better: cosine similarity (dense), the BM25 score (bm25), or the reciprocal rank
+    # fusion score, a sum of 1 / (60 + rank) over both searches (hybrid).
+    score: float
+
+
+class SearchResult(list[SearchHit]):
+    """The hits, best first, and the search that produced them: ``mode`` is "dense" when a
+    hybrid or BM25 search was asked of an engine or a collection without BM25."""
+
+    __slots__ = ("mode",)
+
+    def __init__(self, hits: Iterable[SearchHit] = (), mode: SearchMode = "dense") -> None:
+        super().__init__(hits)
+        self.mode: SearchMode = mode
 
 
 class VectorStore(Protocol):
@@ -39,8 +57,23 @@ class VectorStore(Protocol):
         """Raise BackendUnavailable unless the engine answers (readiness probes)."""
         ...
 
-    def ensure_collection(self, name: str, dimension: int) -> None:
-        """Create the collection with its index if it does not exist; load it for search."""
+    def ensure_collection(
+        self,
+        name: str,
+        dimension: int,
+        *,
+        language: str = "en",
+        index: IndexSpec | None = None,
+    ) -> None:
+        """Create the collection with its index if it does not exist; load it for search.
+
+        ``index`` (see :func:`kubemate.vectorstore.index.resolve_index`) applies to a new
+        collection; an existing one keeps its index. ``language`` picks the BM25 analyzer where
+        the engine has full-text search. Raises ValueError for a language without one."""
+        ...
+
+    def supports_bm25(self, collection: str) -> bool:
+        """Whether hybrid and BM25 searches of ``collection`` run as asked (else: dense)."""
         ...
 
     def upsert(self, collection: str, records: Sequence[ChunkRecord]) -> None:
@@ -60,8 +93,15 @@ class VectorStore(Protocol):
         *,
         ef: int | None = None,
         document_ids: Sequence[str] | None = None,
-    ) -> list[SearchHit]:
-        """The ``top_k`` nearest chunks of ``tenant_id`` only, best first."""
+        query_text: str | None = None,
+        mode: SearchMode = "dense",
+    ) -> SearchResult:
+        """The ``top_k`` best chunks of ``tenant_id`` only, best first.
+
+        ``mode`` "dense" ranks by ``vector``; "bm25" by ``query_text`` alone; "hybrid" fuses
+        both rankings by reciprocal rank. Both need ``query_text`` (else ValidationFailed). Where
+        the engine or collection has no BM25 they run dense, and the result's ``mode`` says so.
+        ``ef`` is the search width (HNSW ``ef``, IVF ``nprobe``), bounded by the adapter."""
         ...
 
     def count(self, collection: str, tenant_id: str, document_id: str | None = None) -> int: ...

@@ -12,6 +12,15 @@ which speak the same protocol with a few differences this module absorbs:
   values are quoted and escaped here (:func:`quote`), for the grammar both parsers share.
 * Milvus 2.3 names the primary key ``id`` in a hit, Milvus Lite by its field name; the key is
   read from the requested output fields instead.
+* Full-text search: on Milvus 2.5+ and Milvus Lite 3.x a new collection gets a ``sparse`` field
+  filled from ``chunk_text`` by a BM25 function (analyzer from the collection's language), and
+  hybrid search fuses dense and BM25 results with Milvus's RRFRanker, by rank: Milvus Lite's
+  BM25 distances are negative, Milvus's positive, so raw scores cannot be compared. Milvus 2.3
+  has no BM25: that is detected once per client from the server version, logged, and hybrid and
+  BM25 searches run dense (the result's ``mode`` says so).
+* Index templates (:mod:`kubemate.vectorstore.index`) pick HNSW, IVF_FLAT or FLAT; searches
+  read the index a collection really has from the server, so the search width is ``ef`` or
+  ``nprobe`` as it needs, bounded either way.
 
 Every search, count and delete is scoped by ``tenant_id``, the collection's partition key, so a
 tenant's query only touches its own partition. Vendor errors never leave this module: an
@@ -23,21 +32,42 @@ from __future__ import annotations
 
 import re
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from typing import Any, NoReturn
+from dataclasses import dataclass, replace
+from typing import Any, NoReturn, cast, get_args
 from urllib.parse import urlsplit, urlunsplit
 
 import grpc
-from annotated_types import Ge, Le
-from pymilvus import DataType, MilvusClient
+from pymilvus import AnnSearchRequest, DataType, Function, FunctionType, MilvusClient, RRFRanker
 from pymilvus.client.types import LoadState
 from pymilvus.exceptions import ConnectError, MilvusException, MilvusUnavailableException
 
 from kubemate.errors import BackendUnavailable, ServiceError, ValidationFailed
 from kubemate.logs import get_logger
-from kubemate.settings import HnswConfig, MilvusConfig
-from kubemate.vectorstore.base import ChunkRecord, SearchHit
+from kubemate.settings import MilvusConfig
+from kubemate.vectorstore.base import (
+    SEARCH_MODES,
+    ChunkRecord,
+    SearchHit,
+    SearchMode,
+    SearchResult,
+)
+from kubemate.vectorstore.fulltext import (
+    BM25_FUNCTION,
+    SPARSE_FIELD,
+    TEXT_FIELD,
+    analyzer_params,
+    engine_supports_bm25,
+    has_bm25,
+)
+from kubemate.vectorstore.index import (
+    IndexKind,
+    IndexSpec,
+    default_nprobe,
+    hnsw_index,
+    search_params,
+)
 
 log = get_logger(__name__)
 
@@ -56,6 +86,12 @@ PING_TIMEOUT_S = 5.0
 
 METRIC = "COSINE"
 VECTOR_FIELD = "vector"
+SPARSE_INDEX = "SPARSE_INVERTED_INDEX"
+# Reciprocal rank fusion's constant, as in the original paper and Milvus's default.
+RRF_K = 60
+# Candidates each search of a hybrid search contributes at least: a chunk ranked 30th by BM25
+# and 5th by dense search must be in both lists to be fused.
+HYBRID_MIN_CANDIDATES = 50
 _OUTPUT_FIELDS = ["chunk_id", "document_id", "chunk_text", "source", "title", "position", "page"]
 _COLLECTION_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _MAX_COLLECTION_NAME = 255
@@ -120,25 +156,8 @@ def truncate_utf8(text: str, max_bytes: int) -> str:
     return data[:max_bytes].decode("utf-8", errors="ignore")
 
 
-def _field_bounds(model: type[HnswConfig], field: str) -> tuple[int, int]:
-    low, high = 1, MAX_TOP_K
-    for meta in model.model_fields[field].metadata:
-        if isinstance(meta, Ge):
-            low = int(meta.ge)  # type: ignore[call-overload]
-        elif isinstance(meta, Le):
-            high = int(meta.le)  # type: ignore[call-overload]
-    return low, high
-
-
-EF_MIN, EF_MAX = _field_bounds(HnswConfig, "ef")
-
-
-def search_ef(top_k: int, requested: int | None, index: HnswConfig) -> int:
-    """HNSW ``ef`` for a search: the caller's value clamped to HnswConfig's bounds (the
-    configured default when absent), and never below ``top_k``, which HNSW cannot return with a
-    narrower beam."""
-    ef = index.ef if requested is None else min(max(requested, EF_MIN), EF_MAX)
-    return max(ef, top_k)
+def is_milvus_lite(server_version: str) -> bool:
+    return server_version.strip().startswith("milvus_lite")
 
 
 def needs_upsert_fallback(server_version: str) -> bool:
@@ -147,7 +166,7 @@ def needs_upsert_fallback(server_version: str) -> bool:
     Milvus Lite reports ``milvus_lite-X.Y.Z`` and has no such bug; the embedded Milvus 2.3.5
     reports ``v2.3.5-lite``, so the two are told apart by prefix, not by "lite"."""
     version = server_version.strip()
-    if version.startswith("milvus_lite"):
+    if is_milvus_lite(version):
         return False
     match = _VERSION.match(version)
     if match is None:
@@ -196,6 +215,47 @@ def _is_retryable(exc: BaseException) -> bool:
 # ---- the adapter --------------------------------------------------------------------------------
 
 
+@dataclass(slots=True)
+class _Layout:
+    """What a collection really is on the server, as far as searching it needs to know."""
+
+    dimension: int
+    index: IndexSpec | None  # None: an index type this adapter does not tune (search defaults)
+    bm25: bool
+
+
+_INDEX_KINDS: frozenset[str] = frozenset(get_args(IndexKind))
+
+
+def _int_param(info: Mapping[str, Any], name: str) -> int | None:
+    # Milvus 2.3 flattens index params into describe_index's answer (as strings); others nest.
+    nested = info.get("params")
+    value = info.get(name, nested.get(name) if isinstance(nested, Mapping) else None)
+    try:
+        return int(value) if value is not None else None
+    except (TypeError, ValueError):
+        return None
+
+
+def _index_on_server(info: Mapping[str, Any], requested: IndexSpec) -> IndexSpec | None:
+    """The spec of the vector index described by ``info``; the requested spec's defaults fill in
+    what the server does not report (Milvus Lite reports no build parameters)."""
+    kind = str(info.get("index_type", "")).upper()
+    if kind not in _INDEX_KINDS:
+        return None
+    if kind != requested.kind:
+        requested = IndexSpec(kind=cast(IndexKind, kind), template="existing")
+    build = dict(requested.build)
+    for name in ("M", "efConstruction", "nlist"):
+        value = _int_param(info, name)
+        if value is not None:
+            build[name] = value
+    spec = replace(requested, build=build)
+    if spec.kind == "IVF_FLAT" and spec.search_width is None and spec.nlist:
+        spec = replace(spec, search_width=default_nprobe(spec.nlist))
+    return spec
+
+
 class MilvusVectorStore:
     """Implements :class:`kubemate.vectorstore.VectorStore` on one Milvus endpoint.
 
@@ -206,18 +266,22 @@ class MilvusVectorStore:
         if batch_size < 1:
             raise ValueError("batch_size must be at least 1")
         self._config = config
-        self._index = config.index
+        self._default_index = hnsw_index(config.index)
         self._timeout = config.timeout_s
         self._consistency = config.consistency_level
         self._batch_size = batch_size
         self._client: MilvusClient | None = None
         self._native_upsert = True
+        self._bm25_engine = False
+        self._flush_writes = False
         # Re-entrant: ensure_collection holds it while describing through _connection.
         self._lock = threading.RLock()
-        # physical collection name -> vector dimension, for collections known to exist (and,
-        # for those in _ready, to be indexed and loaded by this instance).
-        self._dimensions: dict[str, int] = {}
+        self._flush_lock = threading.Lock()
+        # physical collection name -> its layout, for collections known to exist (and, for
+        # those in _ready, to be indexed and loaded by this instance).
+        self._layouts: dict[str, _Layout] = {}
         self._ready: set[str] = set()
+        self._fallback_logged: set[str] = set()
 
     # ---- plumbing -------------------------------------------------------------------------------
 
@@ -252,21 +316,15 @@ class MilvusVectorStore:
                 return self._client
             token = self._config.token.get_secret_value() if self._config.token else ""
             with self._mapped("connect"):
-                client = MilvusClient(
-                    uri=self._config.uri,
-                    token=token,
-                    timeout=self._timeout,
-                    # pymilvus pings every 10 s even on an idle channel; gRPC's Python server (the
-                    # Milvus Lite server) answers that with GOAWAY "too many pings" after ~30 s
-                    # idle, which breaks the next call. Ping only while a call is in flight.
-                    grpc_options={"grpc.keepalive_permit_without_calls": False},
-                )
+                client = MilvusClient(uri=self._config.uri, token=token, timeout=self._timeout)
                 try:
                     version = str(client.get_server_version(timeout=self._timeout))
                 except BaseException:
                     client.close()
                     raise
             self._native_upsert = not needs_upsert_fallback(version)
+            self._bm25_engine = engine_supports_bm25(version)
+            self._flush_writes = self._bm25_engine and is_milvus_lite(version)
             if not _VERSION.search(version):
                 log.warning("milvus.unknown_server_version", server_version=version)
             log.info(
@@ -274,7 +332,16 @@ class MilvusVectorStore:
                 uri=_redacted(self._config.uri),
                 server_version=version,
                 native_upsert=self._native_upsert,
+                bm25=self._bm25_engine,
             )
+            if not self._bm25_engine:
+                # Once per client: every hybrid or BM25 search will quietly run dense.
+                log.warning(
+                    "milvus.bm25_unsupported",
+                    server_version=version,
+                    fallback="dense",
+                    hint="full-text (BM25) search needs Milvus 2.5+ or Milvus Lite 3.x",
+                )
             self._client = client
             return client
 
@@ -283,8 +350,9 @@ class MilvusVectorStore:
             if self._client is not None:
                 self._client.close()
                 self._client = None
-            self._dimensions.clear()
+            self._layouts.clear()
             self._ready.clear()
+            self._fallback_logged.clear()
 
     def physical_name(self, name: str) -> str:
         """The Milvus collection behind the logical collection ``name``."""
@@ -301,16 +369,18 @@ class MilvusVectorStore:
         return physical
 
     def _forget(self, physical: str) -> None:
-        self._dimensions.pop(physical, None)
+        self._layouts.pop(physical, None)
         self._ready.discard(physical)
+        self._fallback_logged.discard(physical)
 
-    def _dimension(self, physical: str) -> int:
-        dimension = self._dimensions.get(physical)
-        if dimension is not None:
-            return dimension
+    def _describe(self, physical: str, requested: IndexSpec) -> _Layout:
+        """Read the collection's dimension, full-text capability and vector index."""
         client = self._connection()
         with self._mapped("describe_collection", physical):
             description = client.describe_collection(physical, timeout=self._timeout)
+            names = client.list_indexes(physical, field_name=VECTOR_FIELD, timeout=self._timeout)
+            info = client.describe_index(physical, names[0], timeout=self._timeout) if names else {}
+        dimension = 0
         for field in description.get("fields", []):
             if field.get("name") == VECTOR_FIELD:
                 dimension = int(field.get("params", {}).get("dim", 0))
@@ -319,11 +389,18 @@ class MilvusVectorStore:
             raise ServiceError(
                 f"vector collection {physical!r} has no {VECTOR_FIELD!r} field", collection=physical
             )
-        self._dimensions[physical] = dimension
-        return dimension
+        index = _index_on_server(info, requested) if info else None
+        return _Layout(dimension=dimension, index=index, bm25=has_bm25(description))
+
+    def _layout(self, physical: str) -> _Layout:
+        layout = self._layouts.get(physical)
+        if layout is None:
+            layout = self._describe(physical, self._default_index)
+            self._layouts[physical] = layout
+        return layout
 
     def _check_vector(self, physical: str, vector: Sequence[float]) -> list[float]:
-        expected = self._dimension(physical)
+        expected = self._layout(physical).dimension
         if len(vector) != expected:
             # Our embedder and the collection disagree: a configuration error, not the caller's.
             raise ServiceError(
@@ -332,11 +409,29 @@ class MilvusVectorStore:
             )
         return [float(x) for x in vector]
 
-    def _schema(self, dimension: int) -> Any:
+    def _schema(self, dimension: int, analyzer: dict[str, Any] | None) -> Any:
         schema = MilvusClient.create_schema(auto_id=False, enable_dynamic_field=False)
         schema.add_field("chunk_id", DataType.VARCHAR, max_length=ID_MAX_BYTES, is_primary=True)
         schema.add_field(VECTOR_FIELD, DataType.FLOAT_VECTOR, dim=dimension)
-        schema.add_field("chunk_text", DataType.VARCHAR, max_length=CHUNK_TEXT_MAX_BYTES)
+        if analyzer is None:
+            schema.add_field(TEXT_FIELD, DataType.VARCHAR, max_length=CHUNK_TEXT_MAX_BYTES)
+        else:
+            schema.add_field(
+                TEXT_FIELD,
+                DataType.VARCHAR,
+                max_length=CHUNK_TEXT_MAX_BYTES,
+                enable_analyzer=True,
+                analyzer_params=analyzer,
+            )
+            schema.add_field(SPARSE_FIELD, DataType.SPARSE_FLOAT_VECTOR)
+            schema.add_function(
+                Function(
+                    name=BM25_FUNCTION,
+                    function_type=FunctionType.BM25,
+                    input_field_names=[TEXT_FIELD],
+                    output_field_names=[SPARSE_FIELD],
+                )
+            )
         schema.add_field("document_id", DataType.VARCHAR, max_length=ID_MAX_BYTES)
         schema.add_field(
             "tenant_id", DataType.VARCHAR, max_length=ID_MAX_BYTES, is_partition_key=True
@@ -347,14 +442,18 @@ class MilvusVectorStore:
         schema.add_field("page", DataType.INT64)
         return schema
 
-    def _index_params(self) -> Any:
+    @staticmethod
+    def _index_params(vector: IndexSpec | None, sparse: bool) -> Any:
         params = MilvusClient.prepare_index_params()
-        params.add_index(
-            field_name=VECTOR_FIELD,
-            index_type="HNSW",
-            metric_type=METRIC,
-            params={"M": self._index.m, "efConstruction": self._index.ef_construction},
-        )
+        if vector is not None:
+            params.add_index(
+                field_name=VECTOR_FIELD,
+                index_type=vector.kind,
+                metric_type=METRIC,
+                params=dict(vector.build),
+            )
+        if sparse:
+            params.add_index(field_name=SPARSE_FIELD, index_type=SPARSE_INDEX, metric_type="BM25")
         return params
 
     def _row(self, record: ChunkRecord, physical: str) -> dict[str, Any]:
@@ -370,7 +469,7 @@ class MilvusVectorStore:
             "page": int(record.page),
         }
         for field, value, limit in (
-            ("chunk_text", record.chunk_text, CHUNK_TEXT_MAX_BYTES),
+            (TEXT_FIELD, record.chunk_text, CHUNK_TEXT_MAX_BYTES),
             ("source", record.source, SOURCE_MAX_BYTES),
             ("title", record.title, TITLE_MAX_BYTES),
         ):
@@ -393,45 +492,92 @@ class MilvusVectorStore:
             # An engine that answers with an error is not ready either.
             raise BackendUnavailable("vector store did not answer", op="ping") from exc
 
-    def ensure_collection(self, name: str, dimension: int) -> None:
+    def ensure_collection(
+        self,
+        name: str,
+        dimension: int,
+        *,
+        language: str = "en",
+        index: IndexSpec | None = None,
+    ) -> None:
         physical = self.physical_name(name)
-        if physical in self._ready and self._dimensions.get(physical) == dimension:
+        known = self._layouts.get(physical)
+        if physical in self._ready and known is not None and known.dimension == dimension:
             return
         if not 1 <= dimension <= MAX_DIMENSION:
             raise ValueError(f"dimension must be between 1 and {MAX_DIMENSION}")
+        analyzer = analyzer_params(language)  # an unknown language fails before any change
+        spec = index or self._default_index
         client = self._connection()
         with self._lock, self._mapped("ensure_collection", physical):
             if not client.has_collection(physical, timeout=self._timeout):
+                bm25 = self._bm25_engine
                 try:
                     client.create_collection(
                         physical,
-                        schema=self._schema(dimension),
-                        index_params=self._index_params(),
+                        schema=self._schema(dimension, analyzer if bm25 else None),
+                        index_params=self._index_params(spec, sparse=bm25),
                         consistency_level=self._consistency,
                         timeout=self._timeout,
                     )
-                    log.info("milvus.collection_created", name=physical, dimension=dimension)
+                    log.info(
+                        "milvus.collection_created",
+                        name=physical,
+                        dimension=dimension,
+                        index=spec.kind,
+                        template=spec.template,
+                        index_params=spec.build,
+                        bm25=bm25,
+                        language=language,
+                    )
                 except MilvusException:
                     # Another process created it between our check and our create.
                     if not client.has_collection(physical, timeout=self._timeout):
                         raise
-            self._dimensions.pop(physical, None)
-            existing = self._dimension(physical)
-            if existing != dimension:
+            self._layouts.pop(physical, None)
+            layout = self._describe(physical, spec)
+            if layout.dimension != dimension:
                 raise ServiceError(
-                    f"vector collection {physical!r} holds vectors of dimension {existing}, "
-                    f"not {dimension}: drop it or configure a new collection",
+                    f"vector collection {physical!r} holds vectors of dimension "
+                    f"{layout.dimension}, not {dimension}: drop it or configure a new collection",
                     collection=physical,
                 )
             # A creator that died between create and index leaves an unindexed collection.
             if not client.list_indexes(physical, field_name=VECTOR_FIELD, timeout=self._timeout):
-                client.create_index(physical, self._index_params(), timeout=self._timeout)
-                log.info("milvus.index_created", name=physical)
+                client.create_index(
+                    physical, self._index_params(spec, False), timeout=self._timeout
+                )
+                layout.index = spec
+                log.info("milvus.index_created", name=physical, index=spec.kind)
+            elif layout.index is None or layout.index.kind != spec.kind:
+                # Changing a template does not rebuild an existing index: say which one serves.
+                log.warning(
+                    "milvus.index_differs",
+                    name=physical,
+                    existing=layout.index.kind if layout.index else "unknown",
+                    requested=spec.kind,
+                )
+            if layout.bm25 and not client.list_indexes(
+                physical, field_name=SPARSE_FIELD, timeout=self._timeout
+            ):
+                client.create_index(physical, self._index_params(None, True), timeout=self._timeout)
             state = client.get_load_state(physical, timeout=self._timeout).get("state")
             if state != LoadState.Loaded:
                 client.load_collection(physical, timeout=self._timeout)
                 log.info("milvus.collection_loaded", name=physical)
+            if self._bm25_engine and not layout.bm25:
+                log.warning(
+                    "milvus.collection_without_bm25",
+                    name=physical,
+                    fallback="dense",
+                    hint="created before full-text search: re-index into a new collection",
+                )
+            self._layouts[physical] = layout
             self._ready.add(physical)
+
+    def supports_bm25(self, collection: str) -> bool:
+        layout = self._layout(self.physical_name(collection))  # connects: learns the engine
+        return self._bm25_engine and layout.bm25
 
     def upsert(self, collection: str, records: Sequence[ChunkRecord]) -> None:
         if not records:
@@ -454,7 +600,27 @@ class MilvusVectorStore:
                     ids = _membership("chunk_id", [row["chunk_id"] for row in batch])
                     client.delete(physical, filter=ids, timeout=self._timeout)
                     client.insert(physical, batch, timeout=self._timeout)
+        if self._flush_writes and self._layout(physical).bm25:
+            self._flush_lite(client, physical)
         log.debug("milvus.upserted", collection=physical, rows=len(rows))
+
+    def _flush_lite(self, client: MilvusClient, physical: str) -> None:
+        """Milvus Lite rebuilds the BM25 index of its unflushed rows on every search, in Python
+        (~0.7 ms a row: 3.6 s per query at 5k chunks); flushed segments keep theirs (0.1 s).
+        (Milvus proper must not be flushed this often: it would make tiny segments.)
+
+        The rows are written whether or not this succeeds, so a failed flush is only logged:
+        Milvus Lite 3.2 can refuse one that overlaps another client's ("current_seq is
+        monotonic"); the next write flushes them. Flushes of this process take turns."""
+        with self._flush_lock:
+            try:
+                client.flush(physical, timeout=self._timeout)
+            except (MilvusException, grpc.RpcError) as exc:
+                log.warning(
+                    "milvus.flush_failed",
+                    collection=physical,
+                    error=getattr(exc, "message", None) or str(exc),
+                )
 
     def delete_document(self, collection: str, tenant_id: str, document_id: str) -> None:
         _check_id("tenant_id", tenant_id)
@@ -493,34 +659,89 @@ class MilvusVectorStore:
         *,
         ef: int | None = None,
         document_ids: Sequence[str] | None = None,
-    ) -> list[SearchHit]:
+        query_text: str | None = None,
+        mode: SearchMode = "dense",
+    ) -> SearchResult:
         _check_id("tenant_id", tenant_id)
         if not 1 <= top_k <= MAX_TOP_K:
             raise ValidationFailed(f"top_k must be between 1 and {MAX_TOP_K}", field="top_k")
+        if mode not in SEARCH_MODES:
+            raise ValidationFailed(f"mode must be one of {', '.join(SEARCH_MODES)}", field="mode")
+        text = (query_text or "").strip()
+        if mode != "dense" and not text:
+            raise ValidationFailed(f"a {mode} search needs the query text", field="query_text")
         if document_ids is not None and not document_ids:
-            return []  # restricted to no documents
+            return SearchResult(mode=mode)  # restricted to no documents
         physical = self.physical_name(collection)
-        query = self._check_vector(physical, vector)
-        expr = build_filter(tenant_id, document_ids=document_ids)
         client = self._connection()
-        with self._mapped("search", physical):
-            results = client.search(
-                physical,
-                data=[query],
-                filter=expr,
-                limit=top_k,
-                output_fields=_OUTPUT_FIELDS,
-                search_params={
-                    "metric_type": METRIC,
-                    "params": {"ef": search_ef(top_k, ef, self._index)},
-                },
-                anns_field=VECTOR_FIELD,
-                consistency_level=self._consistency,
-                timeout=self._timeout,
+        layout = self._layout(physical)
+        used = mode if mode == "dense" or (self._bm25_engine and layout.bm25) else "dense"
+        if used != mode and physical not in self._fallback_logged:
+            self._fallback_logged.add(physical)
+            log.warning(
+                "milvus.search_fallback",
+                collection=physical,
+                requested=mode,
+                used=used,
+                reason="engine has no BM25" if not self._bm25_engine else "collection has no BM25",
             )
-        hits = [_to_hit(hit) for hit in results[0]] if results else []
+        expr = build_filter(tenant_id, document_ids=document_ids)
+        common: dict[str, Any] = {
+            "output_fields": _OUTPUT_FIELDS,
+            "consistency_level": self._consistency,
+            "timeout": self._timeout,
+        }
+        with self._mapped("search", physical):
+            if used == "bm25":
+                results = client.search(
+                    physical,
+                    data=[text],
+                    filter=expr,
+                    limit=top_k,
+                    anns_field=SPARSE_FIELD,
+                    search_params={"metric_type": "BM25"},
+                    **common,
+                )
+            elif used == "hybrid":
+                depth = min(MAX_TOP_K, max(top_k, HYBRID_MIN_CANDIDATES))
+                requests = [
+                    AnnSearchRequest(
+                        data=[self._check_vector(physical, vector)],
+                        anns_field=VECTOR_FIELD,
+                        param=self._dense_params(layout, depth, ef),
+                        limit=depth,
+                        filter=expr,
+                    ),
+                    AnnSearchRequest(
+                        data=[text],
+                        anns_field=SPARSE_FIELD,
+                        param={"metric_type": "BM25"},
+                        limit=depth,
+                        filter=expr,
+                    ),
+                ]
+                results = client.hybrid_search(
+                    physical, requests, RRFRanker(RRF_K), limit=top_k, **common
+                )
+            else:
+                results = client.search(
+                    physical,
+                    data=[self._check_vector(physical, vector)],
+                    filter=expr,
+                    limit=top_k,
+                    anns_field=VECTOR_FIELD,
+                    search_params=self._dense_params(layout, top_k, ef),
+                    **common,
+                )
+        hits = [_to_hit(hit, bm25=used == "bm25") for hit in results[0]] if results else []
+        # Stable: ties keep the engine's order.
         hits.sort(key=lambda hit: hit.score, reverse=True)
-        return hits
+        return SearchResult(hits, mode=used)
+
+    @staticmethod
+    def _dense_params(layout: _Layout, top_k: int, ef: int | None) -> dict[str, Any]:
+        params = search_params(layout.index, top_k, ef) if layout.index is not None else {}
+        return {"metric_type": METRIC, "params": params}
 
     def count(self, collection: str, tenant_id: str, document_id: str | None = None) -> int:
         _check_id("tenant_id", tenant_id)
@@ -548,17 +769,20 @@ class MilvusVectorStore:
         log.info("milvus.collection_dropped", name=physical)
 
 
-def _to_hit(hit: Any) -> SearchHit:
+def _to_hit(hit: Any, *, bm25: bool = False) -> SearchHit:
     entity = hit.get("entity") or {}
     # Milvus 2.3 calls the primary key "id" in a hit; Milvus Lite uses the field's name.
     chunk_id = entity.get("chunk_id") or hit.get("chunk_id") or hit.get("id")
+    distance = float(hit.get("distance", 0.0))
+    # A BM25 score is never negative: Milvus Lite reports it negated (best first, as the most
+    # negative), Milvus as it is. Cosine (which can be negative) and RRF scores pass unchanged.
     return SearchHit(
         chunk_id=str(chunk_id),
         document_id=entity.get("document_id", ""),
-        chunk_text=entity.get("chunk_text", ""),
+        chunk_text=entity.get(TEXT_FIELD, ""),
         source=entity.get("source", ""),
         title=entity.get("title", ""),
         position=int(entity.get("position", 0)),
         page=int(entity.get("page", 0)),
-        score=float(hit.get("distance", 0.0)),
+        score=abs(distance) if bm25 else distance,
     )

@@ -1,17 +1,37 @@
-"""Routes of the gateway: forwardAuth for Traefik and the /v1 reverse proxy."""
+"""Routes of the gateway: forwardAuth for Traefik, the tenant's API keys, and the /v1 proxy."""
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from datetime import datetime
+from typing import Annotated
+
+import anyio
 import httpx
-from fastapi import APIRouter, Request, Response
+from fastapi import APIRouter, Path, Request, Response, status
 from fastapi.responses import StreamingResponse
+from pydantic import BaseModel, Field
 from starlette.background import BackgroundTask
 
+from kubemate.auth.identity import Role
 from kubemate.auth.internal import IDENTITY_HEADERS, sign_identity
-from kubemate.errors import BackendUnavailable
+from kubemate.errors import BackendUnavailable, RateLimitExceeded
+from kubemate.http.body_guard import BodyTooLarge
 from kubemate.logs import get_logger
-from kubemate_gateway.deps import Authenticated, ClientDep, SettingsDep
-from kubemate_gateway.routing import upstream_for
+from kubemate.metadata.store import ApiKeyView
+from kubemate_gateway.credentials import create_api_key
+from kubemate_gateway.deps import (
+    Admitted,
+    ClientDep,
+    GatewayAdmin,
+    GatewayViewer,
+    LlmSlotsDep,
+    SettingsDep,
+    StoreDep,
+)
+from kubemate_gateway.forwarding import upstream_path
+from kubemate_gateway.limits import Slot
+from kubemate_gateway.routing import holds_llm, upstream_for
 
 router = APIRouter()
 log = get_logger(__name__)
@@ -29,43 +49,201 @@ _HOP_BY_HOP = frozenset(
         "upgrade",
         "host",
         "content-length",
-        "authorization",
     }
 )
-_STRIPPED = _HOP_BY_HOP | {h.lower() for h in IDENTITY_HEADERS}
+# The client's credentials stop here; identity headers a client sent are dropped, so that only
+# the signed ones set below reach a service.
+_STRIPPED = (
+    _HOP_BY_HOP | {"authorization", "x-api-key", "cookie"} | {h.lower() for h in IDENTITY_HEADERS}
+)
 
 
-@router.get("/auth/verify", status_code=200)
-async def verify(identity: Authenticated, settings: SettingsDep) -> Response:
-    """Traefik forwardAuth: 200 with the identity headers (copied to the upstream request)."""
-    return Response(status_code=200, headers=sign_identity(settings.auth, identity))
+@router.get(
+    "/auth/verify",
+    status_code=200,
+    response_class=Response,
+    responses={
+        200: {
+            "description": "Authenticated: the signed identity headers, no body",
+            "headers": {
+                name: {"schema": {"type": "string"}}
+                for name in (*IDENTITY_HEADERS, "RateLimit-Limit", "RateLimit-Remaining")
+            },
+        }
+    },
+)
+async def verify(admission: Admitted, settings: SettingsDep) -> Response:
+    """Traefik forwardAuth: 200 with the signed identity headers (copied to the upstream request
+    by ``authResponseHeaders``); 401, 403 or 429 problems otherwise."""
+    headers = sign_identity(settings.auth, admission.identity) | admission.headers()
+    return Response(status_code=200, headers=headers)
+
+
+# ---- API keys ------------------------------------------------------------------------------------
+
+
+class ApiKeyIn(BaseModel):
+    name: str = Field(min_length=1, max_length=128, pattern=r"^[^\x00-\x1f\x7f]+$")
+    roles: list[Role] = Field(default_factory=lambda: [Role.VIEWER], min_length=1, max_length=3)
+
+
+class ApiKeyOut(BaseModel):
+    id: str
+    name: str
+    roles: list[Role]
+    created_by: str
+    created_at: datetime
+    revoked_at: datetime | None
+
+    @classmethod
+    def of(cls, key: ApiKeyView) -> ApiKeyOut:
+        return cls(
+            id=key.id,
+            name=key.name,
+            roles=[Role(r) for r in key.roles],
+            created_by=key.created_by,
+            created_at=key.created_at,
+            revoked_at=key.revoked_at,
+        )
+
+
+class ApiKeyCreated(ApiKeyOut):
+    key: str = Field(description="the whole key: shown this once, never again")
+
+
+KeyId = Annotated[str, Path(max_length=64)]
+
+
+@router.post("/v1/api-keys", status_code=status.HTTP_201_CREATED, response_model=ApiKeyCreated)
+async def create_key(
+    body: ApiKeyIn,
+    admission: GatewayAdmin,
+    settings: SettingsDep,
+    store: StoreDep,
+    response: Response,
+) -> ApiKeyCreated:
+    created = await anyio.to_thread.run_sync(
+        lambda: create_api_key(
+            store,
+            admission.identity,
+            name=body.name,
+            roles=sorted(set(body.roles)),
+            max_per_tenant=settings.gateway.api_key_max_per_tenant,
+        )
+    )
+    response.headers.update(admission.headers())
+    log.info("gateway.api_key_created", key_id=created.key.id)
+    return ApiKeyCreated(**ApiKeyOut.of(created.key).model_dump(), key=created.token)
+
+
+@router.get("/v1/api-keys", response_model=list[ApiKeyOut])
+async def list_keys(
+    admission: GatewayAdmin, store: StoreDep, response: Response
+) -> list[ApiKeyOut]:
+    keys = await anyio.to_thread.run_sync(store.list_api_keys, admission.identity.tenant_id)
+    response.headers.update(admission.headers())
+    return [ApiKeyOut.of(k) for k in keys]
+
+
+@router.delete(
+    "/v1/api-keys/{key_id}", status_code=status.HTTP_204_NO_CONTENT, response_class=Response
+)
+async def revoke_key(key_id: KeyId, admission: GatewayAdmin, store: StoreDep) -> Response:
+    await anyio.to_thread.run_sync(store.revoke_api_key, admission.identity.tenant_id, key_id)
+    log.info("gateway.api_key_revoked", key_id=key_id)
+    return Response(status_code=status.HTTP_204_NO_CONTENT, headers=admission.headers())
+
+
+# ---- the /v1 proxy -------------------------------------------------------------------------------
 
 
 @router.api_route(
     "/v1/{path:path}", methods=["GET", "POST", "PUT", "PATCH", "DELETE"], include_in_schema=False
 )
 async def proxy(
-    path: str, request: Request, identity: Authenticated, settings: SettingsDep, client: ClientDep
+    path: str,
+    request: Request,
+    admission: GatewayViewer,
+    settings: SettingsDep,
+    client: ClientDep,
+    llm_slots: LlmSlotsDep,
 ) -> Response:
+    """Forwards to the owning service, which checks the finer role (editor, admin) itself."""
     base = upstream_for(path, settings.gateway)
-    # Identity headers a client sent are dropped: only the signed ones below reach a service.
+    target = base + upstream_path(request.scope.get("raw_path") or request.url.path.encode())
+    slot: Slot | None = None
+    if settings.gateway.rate_limits.enabled and holds_llm(request.method, path):
+        slot = await llm_slots.acquire(admission.identity.tenant_id)
+        if slot is None:
+            raise RateLimitExceeded(
+                f"this tenant already has {llm_slots.limit} answers in progress: retry when one "
+                "finishes",
+                retry_after=1,
+            )
+
+    async def release_slot() -> None:  # idempotent; several paths below may end the call
+        if slot is not None:
+            await slot.release()
+
     headers = {k: v for k, v in request.headers.items() if k.lower() not in _STRIPPED}
-    headers.update(sign_identity(settings.auth, identity))
+    headers.update(sign_identity(settings.auth, admission.identity))
+    # Stream the body on, with its declared length when it had one (so the service can refuse
+    # an oversized body before reading it); a request without a body is sent without one.
+    length = request.headers.get("content-length")
+    has_body = (length or "0") != "0" or "transfer-encoding" in request.headers
+    if length is not None and has_body:
+        headers["Content-Length"] = length
+    overflow: list[BodyTooLarge] = []
+
+    async def forwarded_body() -> AsyncIterator[bytes]:
+        try:
+            async for chunk in request.stream():
+                yield chunk
+        except BodyTooLarge as exc:
+            # Raising breaks the upstream request off mid-body, so the service never takes a
+            # truncated body for a whole one; the 413 is answered here, whatever it answered.
+            overflow.append(exc)
+            raise
+
     upstream = client.build_request(
         request.method,
-        f"{base}/v1/{path}",
+        target,
         params=request.query_params,
         headers=headers,
-        content=request.stream(),
+        content=forwarded_body() if has_body else None,
     )
     try:
         response = await client.send(upstream, stream=True)
     except httpx.TransportError as exc:
+        await release_slot()
+        if overflow:  # the upstream went away because the body was cut off
+            raise overflow[0] from exc
         log.warning("gateway.upstream_unavailable", upstream=base, error=str(exc))
         raise BackendUnavailable("the service for this path is unavailable") from exc
+    except BaseException:
+        await release_slot()
+        raise
+    if overflow:
+        await response.aclose()
+        await release_slot()
+        raise overflow[0]
+
+    async def body() -> AsyncIterator[bytes]:
+        try:
+            async for chunk in response.aiter_raw():
+                yield chunk
+        finally:
+            await release_slot()
+
+    async def cleanup() -> None:
+        await response.aclose()
+        await release_slot()  # the body may never have started (client gone)
+
+    out_headers = {k: v for k, v in response.headers.items() if k.lower() not in _HOP_BY_HOP}
+    out_headers.update(admission.headers())
     return StreamingResponse(
-        response.aiter_raw(),
+        body(),
         status_code=response.status_code,
-        headers={k: v for k, v in response.headers.items() if k.lower() not in _HOP_BY_HOP},
-        background=BackgroundTask(response.aclose),
+        headers=out_headers,
+        background=BackgroundTask(cleanup),
     )

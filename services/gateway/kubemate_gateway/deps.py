@@ -1,14 +1,28 @@
-"""Annotated dependencies of the gateway routes, declared once."""
+"""Annotated dependencies of the gateway routes, declared once.
+
+Every request that reaches a route passes :func:`admit`: the client address's rate limit first
+(so that guessing credentials is throttled too), then the credential, then the tenant's rate
+limit, each for the route's class (upload, query, admin, read).
+"""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Annotated
 
 import httpx
+import structlog
 from fastapi import Depends, Request
 
-from kubemate.auth import Identity, verify_token
-from kubemate.errors import Unauthenticated
+from kubemate.auth.identity import Identity, Role
+from kubemate.errors import Forbidden, RateLimitExceeded
+from kubemate.http.identity import declare_role
+from kubemate.metadata.store import MetadataStore
+from kubemate_gateway.credentials import Authenticator
+from kubemate_gateway.forwarding import client_address
+from kubemate_gateway.limits import ConcurrencyLimiter, Decision, RateLimiter, tighter
+from kubemate_gateway.routing import RouteClass, route_class
 from kubemate_gateway.settings import GatewaySettings
 
 
@@ -20,16 +34,102 @@ def _client(request: Request) -> httpx.AsyncClient:
     return request.app.state.http  # type: ignore[no-any-return]
 
 
+def _store(request: Request) -> MetadataStore:
+    return request.app.state.store  # type: ignore[no-any-return]
+
+
+def _authenticator(request: Request) -> Authenticator:
+    return request.app.state.authenticator  # type: ignore[no-any-return]
+
+
+def _rate_limiter(request: Request) -> RateLimiter:
+    return request.app.state.rate_limiter  # type: ignore[no-any-return]
+
+
+def _llm_slots(request: Request) -> ConcurrencyLimiter:
+    return request.app.state.llm_slots  # type: ignore[no-any-return]
+
+
 SettingsDep = Annotated[GatewaySettings, Depends(_settings)]
 ClientDep = Annotated[httpx.AsyncClient, Depends(_client)]
+StoreDep = Annotated[MetadataStore, Depends(_store)]
+AuthenticatorDep = Annotated[Authenticator, Depends(_authenticator)]
+RateLimiterDep = Annotated[RateLimiter, Depends(_rate_limiter)]
+LlmSlotsDep = Annotated[ConcurrencyLimiter, Depends(_llm_slots)]
 
 
-def authenticated(request: Request, settings: SettingsDep) -> Identity:
-    header = request.headers.get("Authorization", "")
-    scheme, _, token = header.partition(" ")
-    if scheme.lower() != "bearer" or not token:
-        raise Unauthenticated("send a bearer token: Authorization: Bearer <token>")
-    return verify_token(settings.auth, token.strip())
+@dataclass(frozen=True, slots=True)
+class Admission:
+    identity: Identity
+    route_class: RouteClass
+    rate: Decision | None
+
+    def headers(self) -> dict[str, str]:
+        return self.rate.headers() if self.rate is not None else {}
 
 
-Authenticated = Annotated[Identity, Depends(authenticated)]
+def _limited_request(request: Request) -> tuple[str, str]:
+    """Method and path the limits are for. Traefik's forwardAuth call names the request it
+    authorises in X-Forwarded-Method / X-Forwarded-Uri."""
+    if request.url.path == "/auth/verify":
+        method = request.headers.get("x-forwarded-method", "GET")
+        uri = request.headers.get("x-forwarded-uri", "/")
+        return method, uri.split("?", 1)[0]
+    return request.method, request.url.path
+
+
+def _refuse(decision: Decision, who: str) -> RateLimitExceeded:
+    return RateLimitExceeded(
+        f"too many requests from this {who}: retry later",
+        retry_after=decision.retry_after_s,
+        headers=decision.headers(),
+    )
+
+
+async def admit(
+    request: Request,
+    settings: SettingsDep,
+    authenticator: AuthenticatorDep,
+    limiter: RateLimiterDep,
+) -> Admission:
+    limits = settings.gateway.rate_limits
+    method, path = _limited_request(request)
+    cls = route_class(method, path)
+    ip_decision: Decision | None = None
+    if limits.enabled:
+        peer = request.client.host if request.client else None
+        address = client_address(
+            peer, request.headers.get("x-forwarded-for"), limits.trusted_proxies
+        )
+        ip_decision = await limiter.hit(f"ip:{cls}", address, getattr(limits.client_ip, cls))
+        if ip_decision is not None and not ip_decision.allowed:
+            raise _refuse(ip_decision, "address")
+    identity = await authenticator.authenticate(request.headers)
+    structlog.contextvars.bind_contextvars(tenant_id=identity.tenant_id)
+    tenant_decision: Decision | None = None
+    if limits.enabled:
+        tenant_decision = await limiter.hit(
+            f"tenant:{cls}", identity.tenant_id, getattr(limits.tenant, cls)
+        )
+        if tenant_decision is not None and not tenant_decision.allowed:
+            raise _refuse(tenant_decision, "tenant")
+    return Admission(identity, cls, tighter(ip_decision, tenant_decision))
+
+
+Admitted = Annotated[Admission, Depends(admit)]
+
+
+def require_role(role: Role) -> Callable[[Admission], Admission]:
+    """Like :func:`kubemate.http.identity.require`, for the gateway's own credential check."""
+
+    def dependency(admission: Admitted) -> Admission:
+        if not admission.identity.has(role):
+            raise Forbidden(f"this action needs the {role.value} role")
+        return admission
+
+    declare_role(dependency, role)
+    return dependency
+
+
+GatewayViewer = Annotated[Admission, Depends(require_role(Role.VIEWER))]
+GatewayAdmin = Annotated[Admission, Depends(require_role(Role.ADMIN))]

@@ -1,32 +1,71 @@
-"""Builds the gateway app; the upstream HTTP client is created in the lifespan."""
+"""Builds the gateway app; its clients (upstream HTTP, Redis, metadata DB, JWKS) are created in
+the lifespan, never at import."""
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
+import anyio
 import httpx
+import redis.asyncio as aioredis
 from fastapi import FastAPI
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
 
+from kubemate.auth.verifier import TokenVerifier
 from kubemate.http.app import ReadinessCheck, build_app
 from kubemate.logs import configure_logging
+from kubemate.metadata.store import MetadataStore
 from kubemate_gateway.api import router
+from kubemate_gateway.credentials import Authenticator
+from kubemate_gateway.limits import ConcurrencyLimiter, RateLimiter
 from kubemate_gateway.settings import GatewaySettings
 
 
 def create_app(settings: GatewaySettings | None = None) -> FastAPI:
     settings = settings or GatewaySettings()
     configure_logging(settings.observability, service="gateway")
+    config = settings.gateway
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         app.state.settings = settings
-        timeout = httpx.Timeout(settings.gateway.upstream_timeout_s, connect=5.0)
-        async with httpx.AsyncClient(timeout=timeout) as client:
-            app.state.http = client
-            yield
+        timeout = httpx.Timeout(config.upstream_timeout_s, connect=5.0)
+        store = MetadataStore.from_config(settings.database)
+        # Limits sit on every request's path: with Redis down, fail (open or closed) within a
+        # second or two, instead of redis-py's default of several retries with backoff.
+        redis_client = aioredis.Redis.from_url(
+            settings.redis.url,
+            socket_connect_timeout=1.0,
+            socket_timeout=2.0,
+            retry=Retry(NoBackoff(), 1),
+        )
+        verifier = TokenVerifier(settings.auth, config.jwks, accept_hs256=config.accept_hs256)
+        limits = config.rate_limits
+        app.state.store = store
+        app.state.redis = redis_client
+        app.state.authenticator = Authenticator(verifier, store)
+        app.state.rate_limiter = RateLimiter(
+            redis_client, prefix=limits.key_prefix, fail_open=limits.fail_open
+        )
+        app.state.llm_slots = ConcurrencyLimiter(
+            redis_client,
+            prefix=limits.key_prefix,
+            limit=limits.llm_concurrency,
+            ttl_s=limits.llm_slot_ttl_s,
+            fail_open=limits.fail_open,
+        )
+        try:
+            async with httpx.AsyncClient(timeout=timeout) as client:
+                app.state.http = client
+                yield
+        finally:
+            await verifier.aclose()
+            await redis_client.aclose()
+            store.dispose()
 
-    app = build_app("gateway", lifespan=lifespan, readiness=_readiness)
+    app = build_app("gateway", lifespan=lifespan, readiness=_readiness, http=config.http)
     app.include_router(router)
     return app
 
@@ -42,6 +81,20 @@ def _readiness(app: FastAPI) -> ReadinessCheck:
                 results[name] = "ok" if response.status_code == 200 else str(response.status_code)
             except httpx.HTTPError as exc:
                 results[name] = type(exc).__name__
+        try:
+            await app.state.redis.ping()
+            results["redis"] = "ok"
+        except Exception as exc:  # readiness reports any failure as text
+            results["redis"] = type(exc).__name__
+
+        def probe_db() -> str:
+            try:
+                app.state.store.list_api_keys("readiness-probe")
+                return "ok"
+            except Exception as exc:  # readiness reports any failure as text
+                return type(exc).__name__
+
+        results["database"] = await anyio.to_thread.run_sync(probe_db)
         return results
 
     return check

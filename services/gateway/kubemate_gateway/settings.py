@@ -1,10 +1,63 @@
-"""Settings of the gateway: the shared sections plus ``gateway``."""
+"""Settings of the gateway: the shared sections plus ``gateway``.
+
+Rate limits are set per route class, for example
+``KUBEMATE_GATEWAY__RATE_LIMITS__TENANT__UPLOAD='{"rate_per_s": 1, "burst": 10}'``.
+"""
 
 from __future__ import annotations
 
-from pydantic import BaseModel, Field
+from ipaddress import IPv4Network, IPv6Network
+from typing import Self
 
+from pydantic import BaseModel, Field, model_validator
+
+from kubemate.auth.jwks import JwksConfig
+from kubemate.http.config import HttpConfig
 from kubemate.settings import KubemateSettings
+
+# HS256 with a secret shorter than its hash output can be brute-forced offline from one token.
+MIN_PRODUCTION_SECRET_CHARS = 32
+
+
+class Bucket(BaseModel):
+    """A token bucket: ``burst`` requests at once, refilled at ``rate_per_s``."""
+
+    rate_per_s: float = Field(gt=0)
+    burst: int = Field(ge=1)
+
+
+class TenantLimits(BaseModel):
+    """Per tenant, across every gateway replica. Each class can be set on its own; the others
+    keep their defaults."""
+
+    upload: Bucket = Bucket(rate_per_s=5, burst=50)  # POST /v1/documents and other file writes
+    query: Bucket = Bucket(rate_per_s=10, burst=50)  # /v1/query, /v1/chat
+    admin: Bucket = Bucket(rate_per_s=2, burst=20)  # models, API keys, usage
+    read: Bucket = Bucket(rate_per_s=20, burst=100)  # everything else (listings, task status)
+
+
+class ClientIpLimits(BaseModel):
+    """Per client address, before authentication (so that guessing credentials is throttled)."""
+
+    upload: Bucket = Bucket(rate_per_s=10, burst=100)
+    query: Bucket = Bucket(rate_per_s=20, burst=100)
+    admin: Bucket = Bucket(rate_per_s=5, burst=50)
+    read: Bucket = Bucket(rate_per_s=50, burst=200)
+
+
+class RateLimitConfig(BaseModel):
+    enabled: bool = True
+    key_prefix: str = "kubemate:rl"
+    tenant: TenantLimits = TenantLimits()
+    client_ip: ClientIpLimits = ClientIpLimits()
+    # LLM calls (chat) in flight per tenant, across every gateway replica. A slot of a replica
+    # that died is freed after llm_slot_ttl_s (longer than any answer may take).
+    llm_concurrency: int = Field(4, ge=1)
+    llm_slot_ttl_s: float = Field(330.0, gt=0)
+    # Redis down: admit requests (rate limits protect capacity, not data) or refuse with 503.
+    fail_open: bool = True
+    # Proxies (Traefik) whose X-Forwarded-For names the client; no one else's is believed.
+    trusted_proxies: list[IPv4Network | IPv6Network] = Field(default_factory=list)
 
 
 class GatewayConfig(BaseModel):
@@ -12,7 +65,35 @@ class GatewayConfig(BaseModel):
     retrieval_url: str = "http://127.0.0.1:8002"
     model_manager_url: str = "http://127.0.0.1:8003"
     upstream_timeout_s: float = Field(300.0, gt=0)  # generation on CPU can take a while
+    # Bearer JWTs: HS256 with auth.jwt_secret (the `kubemate token` CLI), and RS256/ES256 from an
+    # identity provider when jwks.url or jwks.path is set.
+    accept_hs256: bool = True
+    jwks: JwksConfig = JwksConfig()
+    rate_limits: RateLimitConfig = RateLimitConfig()
+    http: HttpConfig = HttpConfig()
+    api_key_max_per_tenant: int = Field(100, ge=1)
 
 
 class GatewaySettings(KubemateSettings):
     gateway: GatewayConfig = GatewayConfig()
+
+    @model_validator(mode="after")
+    def _strong_secrets_in_production(self) -> Self:
+        if self.mode != "production":
+            return self
+        short = [
+            name
+            for name, secret in (
+                ("auth.jwt_secret", self.auth.jwt_secret if self.gateway.accept_hs256 else None),
+                ("auth.internal_secret", self.auth.internal_secret),
+            )
+            if secret is not None and len(secret.get_secret_value()) < MIN_PRODUCTION_SECRET_CHARS
+        ]
+        if short:
+            raise ValueError(
+                f"production mode needs secrets of at least {MIN_PRODUCTION_SECRET_CHARS} "
+                "characters: " + ", ".join(short)
+            )
+        if not self.gateway.accept_hs256 and not self.gateway.jwks.enabled:
+            raise ValueError("no way to authenticate: enable HS256 or configure gateway.jwks")
+        return self

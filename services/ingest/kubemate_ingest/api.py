@@ -2,20 +2,55 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from collections.abc import AsyncIterator
+from datetime import datetime
+from typing import Annotated, Any
 
 import anyio
-from fastapi import APIRouter, Form, Query, UploadFile, status
-from pydantic import BaseModel, Field
+from fastapi import APIRouter, Query, Request, Response, status
+from pydantic import BaseModel, ConfigDict, Field
+from sse_starlette import EventSourceResponse, ServerSentEvent
 
-from kubemate.errors import PayloadTooLarge, ValidationFailed
+from kubemate.cache_generation import bump_generation
+from kubemate.collections import vector_collection
+from kubemate.errors import KubemateError, TaskNotFound
 from kubemate.http.identity import Editor, Viewer
 from kubemate.metadata.models import TaskState
 from kubemate.metadata.store import DocumentView, TaskView
-from kubemate_ingest.deps import ObjectsDep, QueueDep, SettingsDep, StoreDep
-from kubemate_ingest.uploads import accept_upload
+from kubemate.queue.dead_letters import DeadLetter
+from kubemate.text.split import STRATEGIES
+from kubemate_ingest.deletion import delete_document as delete_document_everywhere
+from kubemate_ingest.deps import (
+    DeadLettersDep,
+    ObjectsDep,
+    PendingUploadsDep,
+    QueueDep,
+    RedisDep,
+    SettingsDep,
+    StoreDep,
+    VectorsDep,
+)
+from kubemate_ingest.events import task_changes
+from kubemate_ingest.forms import FORM_OVERHEAD_BYTES, form_files, form_options, read_form
+from kubemate_ingest.options import UploadOptions, collection_of, splitter_of
+from kubemate_ingest.presigned import complete_upload, start_upload
+from kubemate_ingest.retries import retry_dead_letter
+from kubemate_ingest.settings import IngestSettings
+from kubemate_ingest.uploads import (
+    Accepted,
+    IncomingFile,
+    Refused,
+    accept_batch,
+    accept_file,
+    clean_filename,
+)
 
 router = APIRouter(prefix="/v1")
+
+SHA256_PATTERN = r"^[0-9a-fA-F]{64}$"
+
+
+# ---- response models ---------------------------------------------------------------------------
 
 
 class Progress(BaseModel):
@@ -75,45 +110,226 @@ class UploadAccepted(BaseModel):
     state: str
     duplicate: bool = Field(description="identical content was uploaded before; nothing re-queued")
 
+    @classmethod
+    def of(cls, accepted: Accepted) -> UploadAccepted:
+        return cls(
+            document_id=accepted.document.id,
+            task_id=accepted.task.id,
+            state=str(accepted.task.state),
+            duplicate=accepted.duplicate,
+        )
 
-@router.post("/documents", status_code=status.HTTP_202_ACCEPTED, response_model=UploadAccepted)
+
+class Problem(BaseModel):
+    """RFC 9457 problem details, as one file of a batch got them."""
+
+    type: str
+    title: str
+    status: int
+    detail: str
+
+    @classmethod
+    def of(cls, error: KubemateError) -> Problem:
+        return cls(type=error.type_uri, title=error.title, status=error.status, detail=error.detail)
+
+
+class BatchItem(BaseModel):
+    filename: str
+    status: int = Field(description="202 when accepted, else the problem's status")
+    document_id: str | None = None
+    task_id: str | None = None
+    state: str | None = None
+    duplicate: bool | None = None
+    problem: Problem | None = None
+
+
+class BatchAccepted(BaseModel):
+    accepted: int
+    refused: int
+    results: list[BatchItem] = Field(description="one per file, in the order of the form")
+
+
+class DeadLetterOut(BaseModel):
+    entry_id: str
+    document_id: str
+    task_id: str
+    collection: str
+    reason: str
+    stage: str
+    attempts: int
+    failed_at: datetime | None
+    original_entry_id: str
+
+    @classmethod
+    def of(cls, letter: DeadLetter) -> DeadLetterOut:
+        return cls(
+            entry_id=letter.entry_id,
+            document_id=letter.document_id,
+            task_id=letter.task_id,
+            collection=letter.collection,
+            reason=letter.reason,
+            stage=letter.stage,
+            attempts=letter.attempts,
+            failed_at=letter.failed_at,
+            original_entry_id=letter.original_entry_id,
+        )
+
+
+class DeadLetterPageOut(BaseModel):
+    items: list[DeadLetterOut]
+    next_cursor: str | None = Field(description="pass as `cursor` for the next page; null: no more")
+
+
+class RetryAccepted(BaseModel):
+    document_id: str
+    task_id: str
+    state: str
+    entry_id: str = Field(description="the job's new entry on the ingest stream")
+
+
+class UploadRequest(UploadOptions):
+    model_config = ConfigDict(extra="forbid")
+
+    filename: str = Field(min_length=1, max_length=255)
+    size_bytes: int | None = Field(None, ge=1, description="checked when the upload completes")
+    sha256: str | None = Field(
+        None, pattern=SHA256_PATTERN, description="hex; checked when the upload completes"
+    )
+
+
+class UploadTicket(BaseModel):
+    upload_id: str
+    url: str = Field(description="PUT the file's bytes here, then POST the complete URL")
+    method: str = "PUT"
+    expires_at: datetime
+    max_bytes: int
+    complete_url: str
+
+
+def _multipart(file_field: str, *, many: bool) -> dict[str, Any]:
+    """The OpenAPI request body of the upload routes, which read their form themselves."""
+    binary = {"type": "string", "format": "binary"}
+    return {
+        "requestBody": {
+            "required": True,
+            "content": {
+                "multipart/form-data": {
+                    "schema": {
+                        "type": "object",
+                        "required": [file_field],
+                        "properties": {
+                            file_field: {"type": "array", "items": binary} if many else binary,
+                            "collection": {"type": "string", "minLength": 1, "maxLength": 64},
+                            "strategy": {"type": "string", "enum": list(STRATEGIES)},
+                            "chunk_size": {"type": "integer"},
+                            "chunk_overlap": {"type": "integer"},
+                        },
+                    }
+                }
+            },
+        }
+    }
+
+
+# ---- documents -----------------------------------------------------------------------------------
+
+
+@router.post(
+    "/documents",
+    status_code=status.HTTP_202_ACCEPTED,
+    response_model=UploadAccepted,
+    openapi_extra=_multipart("file", many=False),
+)
 async def upload_document(
+    request: Request,
     identity: Editor,
-    file: UploadFile,
     settings: SettingsDep,
     store: StoreDep,
     objects: ObjectsDep,
     queue: QueueDep,
-    collection: Annotated[str | None, Form(max_length=64)] = None,
 ) -> UploadAccepted:
-    name = collection or settings.ingest.default_collection
-    settings.collection(name)  # unknown collection -> 404 problem before anything is stored
-    filename = (file.filename or "upload").replace("\x00", "")
-    if "/" in filename or "\\" in filename:
-        filename = filename.replace("\\", "/").rsplit("/", 1)[-1]
-    if not filename or len(filename) > 255:
-        raise ValidationFailed("the file name must be 1 to 255 characters")
-    if file.size is not None and file.size > settings.ingest.max_upload_bytes:
-        raise PayloadTooLarge(
-            f"the file is larger than the limit of {settings.ingest.max_upload_bytes} bytes"
+    tenant = identity.tenant_id
+    limit = settings.ingest.max_upload_for(tenant)
+    form = await read_form(request, body_limit=limit + FORM_OVERHEAD_BYTES, max_files=1)
+    try:
+        options = form_options(form)
+        name = collection_of(settings, options)
+        splitter = splitter_of(settings, tenant, options)
+        (file,) = form_files(form, "file")
+        accepted = await anyio.to_thread.run_sync(
+            lambda: accept_file(
+                IncomingFile(file.filename, file.file, file.size),
+                tenant_id=tenant,
+                collection=name,
+                max_bytes=limit,
+                store=store,
+                objects=objects,
+                queue=queue,
+                splitter=splitter,
+            )
         )
-    accepted = await anyio.to_thread.run_sync(
-        lambda: accept_upload(
-            tenant_id=identity.tenant_id,
-            collection=name,
-            filename=filename,
-            stream=file.file,
-            max_bytes=settings.ingest.max_upload_bytes,
-            store=store,
-            objects=objects,
-            queue=queue,
-        )
+    finally:
+        await form.close()
+    return UploadAccepted.of(accepted)
+
+
+@router.post(
+    "/documents/batch",
+    status_code=status.HTTP_202_ACCEPTED,
+    response_model=BatchAccepted,
+    openapi_extra=_multipart("files", many=True),
+)
+async def upload_batch(
+    request: Request,
+    identity: Editor,
+    settings: SettingsDep,
+    store: StoreDep,
+    objects: ObjectsDep,
+    queue: QueueDep,
+) -> BatchAccepted:
+    """Several files in the ``files`` field; each gets its own result, accepted or a problem."""
+    tenant = identity.tenant_id
+    limit = settings.ingest.max_upload_for(tenant)
+    form = await read_form(
+        request,
+        body_limit=settings.ingest.max_batch_bytes,
+        max_files=settings.ingest.max_batch_files,
     )
-    return UploadAccepted(
-        document_id=accepted.document.id,
-        task_id=accepted.task.id,
-        state=str(accepted.task.state),
-        duplicate=accepted.duplicate,
+    try:
+        options = form_options(form)
+        name = collection_of(settings, options)
+        splitter = splitter_of(settings, tenant, options)
+        incoming = [IncomingFile(f.filename, f.file, f.size) for f in form_files(form, "files")]
+        results = await anyio.to_thread.run_sync(
+            lambda: accept_batch(
+                incoming,
+                tenant_id=tenant,
+                collection=name,
+                max_bytes=limit,
+                store=store,
+                objects=objects,
+                queue=queue,
+                splitter=splitter,
+            )
+        )
+    finally:
+        await form.close()
+    items = [_batch_item(f.filename or "", r) for f, r in zip(incoming, results, strict=True)]
+    accepted = sum(item.problem is None for item in items)
+    return BatchAccepted(accepted=accepted, refused=len(items) - accepted, results=items)
+
+
+def _batch_item(filename: str, result: Accepted | Refused) -> BatchItem:
+    if isinstance(result, Refused):
+        problem = Problem.of(result.error)
+        return BatchItem(filename=filename, status=problem.status, problem=problem)
+    return BatchItem(
+        filename=filename,
+        status=status.HTTP_202_ACCEPTED,
+        document_id=result.document.id,
+        task_id=result.task.id,
+        state=str(result.task.state),
+        duplicate=result.duplicate,
     )
 
 
@@ -139,10 +355,149 @@ async def get_document(document_id: str, identity: Viewer, store: StoreDep) -> D
     return DocumentOut.of(doc)
 
 
+@router.delete("/documents/{document_id}", status_code=status.HTTP_204_NO_CONTENT)
+async def delete_document(
+    document_id: str,
+    identity: Editor,
+    settings: SettingsDep,
+    store: StoreDep,
+    objects: ObjectsDep,
+    vectors: VectorsDep,
+    redis_client: RedisDep,
+) -> Response:
+    """Removes the document's chunks, its stored file and its rows; then it is a 404."""
+    await anyio.to_thread.run_sync(
+        lambda: delete_document_everywhere(
+            identity.tenant_id,
+            document_id,
+            store=store,
+            objects=objects,
+            vectors=vectors,
+            vector_collection_of=lambda name: _vector_collection(settings, name),
+        )
+    )
+    # Cached answers may cite the deleted document: orphan them all for this tenant.
+    await anyio.to_thread.run_sync(bump_generation, redis_client, identity.tenant_id)
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+def _vector_collection(settings: IngestSettings, name: str) -> str | None:
+    config = settings.collections.get(name)
+    return None if config is None else vector_collection(name, config.embedder)
+
+
+# ---- uploads by presigned URL ------------------------------------------------------------------
+
+
+@router.post("/uploads", status_code=status.HTTP_201_CREATED, response_model=UploadTicket)
+async def create_upload(
+    body: UploadRequest,
+    identity: Editor,
+    settings: SettingsDep,
+    objects: ObjectsDep,
+    pending: PendingUploadsDep,
+) -> UploadTicket:
+    """A URL to PUT a large file to the object store directly (S3 stores only)."""
+    tenant = identity.tenant_id
+    limit = settings.ingest.max_upload_for(tenant)
+    name = collection_of(settings, body)
+    splitter = splitter_of(settings, tenant, body)
+    filename = clean_filename(body.filename)
+    upload, url = await anyio.to_thread.run_sync(
+        lambda: start_upload(
+            tenant_id=tenant,
+            collection=name,
+            filename=filename,
+            splitter=splitter,
+            size_bytes=body.size_bytes,
+            sha256=body.sha256,
+            max_bytes=limit,
+            expires_s=settings.ingest.presign_expiry_s,
+            objects=objects,
+            pending=pending,
+        )
+    )
+    return UploadTicket(
+        upload_id=upload.upload_id,
+        url=url,
+        expires_at=datetime.fromisoformat(upload.expires_at),
+        max_bytes=limit,
+        complete_url=f"/v1/uploads/{upload.upload_id}/complete",
+    )
+
+
+@router.post(
+    "/uploads/{upload_id}/complete",
+    status_code=status.HTTP_202_ACCEPTED,
+    response_model=UploadAccepted,
+)
+async def finish_upload(
+    upload_id: str,
+    identity: Editor,
+    settings: SettingsDep,
+    store: StoreDep,
+    objects: ObjectsDep,
+    queue: QueueDep,
+    pending: PendingUploadsDep,
+) -> UploadAccepted:
+    """Verifies the uploaded object (size, type, SHA-256) and queues it like a form upload."""
+    tenant = identity.tenant_id
+    accepted = await anyio.to_thread.run_sync(
+        lambda: complete_upload(
+            tenant,
+            upload_id,
+            max_bytes=settings.ingest.max_upload_for(tenant),
+            pending=pending,
+            objects=objects,
+            store=store,
+            queue=queue,
+        )
+    )
+    return UploadAccepted.of(accepted)
+
+
+# ---- tasks ---------------------------------------------------------------------------------------
+
+
 @router.get("/tasks/{task_id}", response_model=TaskOut)
 async def get_task(task_id: str, identity: Viewer, store: StoreDep) -> TaskOut:
     task = await anyio.to_thread.run_sync(store.get_task, identity.tenant_id, task_id)
     return TaskOut.of(task)
+
+
+@router.get(
+    "/tasks/{task_id}/events",
+    response_class=EventSourceResponse,
+    responses={200: {"content": {"text/event-stream": {}}, "description": "task events"}},
+)
+async def task_events(
+    task_id: str, identity: Viewer, store: StoreDep, settings: SettingsDep
+) -> EventSourceResponse:
+    """Server-Sent Events: a ``task`` event (a TaskOut) for the current state and for every
+    change, ending with the terminal state; an ``error`` event (a problem) if the task is
+    deleted meanwhile. Idle streams get comment pings."""
+    tenant = identity.tenant_id
+    first = await anyio.to_thread.run_sync(store.get_task, tenant, task_id)  # 404 before streaming
+
+    async def load() -> TaskView:
+        return await anyio.to_thread.run_sync(store.get_task, tenant, task_id)
+
+    async def events() -> AsyncIterator[ServerSentEvent]:
+        sequence = 0
+        try:
+            async for task in task_changes(
+                load,
+                first=first,
+                poll_s=settings.ingest.events_poll_s,
+                max_s=settings.ingest.events_max_s,
+            ):
+                sequence += 1
+                data = TaskOut.of(task).model_dump_json()
+                yield ServerSentEvent(data=data, event="task", id=str(sequence))
+        except TaskNotFound as exc:
+            yield ServerSentEvent(data=Problem.of(exc).model_dump_json(), event="error")
+
+    return EventSourceResponse(events(), ping=settings.ingest.events_ping_s)
 
 
 @router.get("/tasks", response_model=list[TaskOut])
@@ -156,3 +511,46 @@ async def list_tasks(
         lambda: store.list_tasks(identity.tenant_id, state=state, limit=limit)
     )
     return [TaskOut.of(t) for t in tasks]
+
+
+# ---- dead letters --------------------------------------------------------------------------------
+
+
+@router.get("/dead-letters", response_model=DeadLetterPageOut)
+async def list_dead_letters(
+    identity: Viewer,
+    dead_letters: DeadLettersDep,
+    settings: SettingsDep,
+    cursor: Annotated[str | None, Query(max_length=48)] = None,
+    limit: Annotated[int, Query(ge=1)] = 50,
+) -> DeadLetterPageOut:
+    """The tenant's documents that failed for good, oldest first."""
+    limit = min(limit, settings.ingest.dead_letters_max_page)
+    page = await anyio.to_thread.run_sync(
+        lambda: dead_letters.list(identity.tenant_id, cursor=cursor, limit=limit)
+    )
+    return DeadLetterPageOut(
+        items=[DeadLetterOut.of(d) for d in page.items], next_cursor=page.next_cursor
+    )
+
+
+@router.post(
+    "/dead-letters/{entry_id}/retry",
+    status_code=status.HTTP_202_ACCEPTED,
+    response_model=RetryAccepted,
+)
+async def retry(
+    entry_id: str, identity: Editor, dead_letters: DeadLettersDep, store: StoreDep
+) -> RetryAccepted:
+    """Queues the document again with a fresh attempt budget and removes the dead letter."""
+    requeued = await anyio.to_thread.run_sync(
+        lambda: retry_dead_letter(
+            identity.tenant_id, entry_id, dead_letters=dead_letters, store=store
+        )
+    )
+    return RetryAccepted(
+        document_id=requeued.letter.document_id,
+        task_id=requeued.task.id,
+        state=str(requeued.task.state),
+        entry_id=requeued.entry_id,
+    )

@@ -4,11 +4,15 @@ from __future__ import annotations
 
 from typing import Annotated
 
+import redis
 from fastapi import Depends, Request
 
 from kubemate.metadata.store import MetadataStore
 from kubemate.objectstore import ObjectStore
 from kubemate.queue import IngestQueue
+from kubemate.queue.dead_letters import DeadLetters
+from kubemate.vectorstore import VectorStore
+from kubemate_ingest.presigned import PendingUploads
 from kubemate_ingest.settings import IngestSettings
 
 
@@ -28,7 +32,27 @@ def _queue(request: Request) -> IngestQueue:
     return request.app.state.queue  # type: ignore[no-any-return]
 
 
+def _vectors(request: Request) -> VectorStore:
+    return request.app.state.vectors  # type: ignore[no-any-return]
+
+
+def _dead_letters(request: Request) -> DeadLetters:
+    return request.app.state.dead_letters  # type: ignore[no-any-return]
+
+
+def _redis(request: Request) -> redis.Redis:
+    return request.app.state.redis  # type: ignore[no-any-return]
+
+
+def _pending_uploads(request: Request) -> PendingUploads:
+    return request.app.state.pending_uploads  # type: ignore[no-any-return]
+
+
 SettingsDep = Annotated[IngestSettings, Depends(_settings)]
 StoreDep = Annotated[MetadataStore, Depends(_store)]
 ObjectsDep = Annotated[ObjectStore, Depends(_objects)]
 QueueDep = Annotated[IngestQueue, Depends(_queue)]
+VectorsDep = Annotated[VectorStore, Depends(_vectors)]
+DeadLettersDep = Annotated[DeadLetters, Depends(_dead_letters)]
+PendingUploadsDep = Annotated[PendingUploads, Depends(_pending_uploads)]
+RedisDep = Annotated[redis.Redis, Depends(_redis)]

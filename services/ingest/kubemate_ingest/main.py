@@ -6,6 +6,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 import anyio
+import redis
 from fastapi import FastAPI
 
 from kubemate.http.app import ReadinessCheck, build_app
@@ -13,7 +14,10 @@ from kubemate.logs import configure_logging
 from kubemate.metadata.store import MetadataStore
 from kubemate.objectstore import build_object_store
 from kubemate.queue import IngestQueue
+from kubemate.queue.dead_letters import DeadLetters
+from kubemate.vectorstore.milvus import MilvusVectorStore
 from kubemate_ingest.api import router
+from kubemate_ingest.presigned import PendingUploads
 from kubemate_ingest.settings import IngestSettings
 
 
@@ -27,9 +31,17 @@ def create_app(settings: IngestSettings | None = None) -> FastAPI:
         app.state.store = MetadataStore.from_config(settings.database)
         app.state.objects = build_object_store(settings.object_store)
         app.state.queue = IngestQueue.from_config(settings.redis)
+        # Deletes only; it connects on first use, so the API starts without Milvus.
+        app.state.vectors = MilvusVectorStore(settings.milvus)
+        client = redis.Redis.from_url(settings.redis.url, decode_responses=True)
+        app.state.dead_letters = DeadLetters(client, settings.redis)
+        app.state.pending_uploads = PendingUploads(client, settings.redis)
+        app.state.redis = client
         try:
             yield
         finally:
+            client.close()
+            app.state.vectors.close()
             app.state.queue.close()
             app.state.store.dispose()
 

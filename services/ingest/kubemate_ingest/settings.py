@@ -2,14 +2,40 @@
 
 from __future__ import annotations
 
+from typing import Annotated
+
 from pydantic import BaseModel, Field
 
 from kubemate.settings import KubemateSettings
+from kubemate.text.split import SplitterSpec, Strategy
+
+PositiveBytes = Annotated[int, Field(ge=1)]
 
 
 class IngestConfig(BaseModel):
     max_upload_bytes: int = Field(100 * 1024 * 1024, ge=1)  # per file
+    # Per-tenant overrides of max_upload_bytes, e.g.
+    # KUBEMATE_INGEST__TENANT_MAX_UPLOAD_BYTES='{"acme": 1073741824}'.
+    tenant_max_upload_bytes: dict[str, PositiveBytes] = Field(default_factory=dict)
     default_collection: str = "default"
+    # Splitting when an upload does not choose: this strategy with the sizes of the shared
+    # ``splitter`` section, unless the tenant has its own spec here.
+    splitter_strategy: Strategy = "recursive"
+    tenant_splitter: dict[str, SplitterSpec] = Field(default_factory=dict)
+    # Batch uploads: files per request, and the whole request body.
+    max_batch_files: int = Field(20, ge=1, le=1000)
+    max_batch_bytes: int = Field(512 * 1024 * 1024, ge=1)
+    # Presigned uploads (S3 object store only): how long the PUT URL is valid.
+    presign_expiry_s: int = Field(3600, ge=60, le=7 * 24 * 3600)
+    # Task events (SSE): how often the task is read, how often an idle stream sends a comment
+    # (proxies close silent connections), and when a stream ends (clients reconnect).
+    events_poll_s: float = Field(0.5, ge=0.05, le=10.0)
+    events_ping_s: float = Field(10.0, ge=1.0, le=300.0)
+    events_max_s: float = Field(3600.0, ge=1.0)
+    dead_letters_max_page: int = Field(500, ge=1, le=10_000)
+
+    def max_upload_for(self, tenant_id: str) -> int:
+        return self.tenant_max_upload_bytes.get(tenant_id, self.max_upload_bytes)
 
 
 class IngestSettings(KubemateSettings):

@@ -8,15 +8,17 @@ row is removed again and the caller gets a retryable error instead of a document
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import BinaryIO
 
-from kubemate.errors import EmptyDocument, KubemateError, PayloadTooLarge
+from kubemate.errors import EmptyDocument, KubemateError, PayloadTooLarge, ValidationFailed
 from kubemate.logs import get_logger
 from kubemate.metadata.store import DocumentView, MetadataStore, TaskView
 from kubemate.objectstore import ObjectStore, tenant_key
 from kubemate.queue import IngestJob, IngestQueue
-from kubemate.text.parse import SNIFF_BYTES, detect_content_type
+from kubemate.text.parse import sniff_content_type
+from kubemate.text.split import SplitterSpec
 
 log = get_logger(__name__)
 
@@ -28,6 +30,30 @@ class Accepted:
     document: DocumentView
     task: TaskView
     duplicate: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Refused:
+    """One file of a batch that was not accepted, and why."""
+
+    error: KubemateError
+
+
+@dataclass(frozen=True, slots=True)
+class IncomingFile:
+    filename: str | None  # as the client sent it
+    stream: BinaryIO  # seekable: a spooled temporary file
+    size: int | None = None  # when the form parser knows it
+
+
+def clean_filename(raw: str | None) -> str:
+    """The last path component of a client's file name, without NULs; 1 to 255 characters."""
+    filename = (raw or "upload").replace("\x00", "")
+    if "/" in filename or "\\" in filename:
+        filename = filename.replace("\\", "/").rsplit("/", 1)[-1]
+    if not filename or len(filename) > 255:
+        raise ValidationFailed("the file name must be 1 to 255 characters")
+    return filename
 
 
 def hash_and_measure(stream: BinaryIO, limit: int) -> tuple[str, int]:
@@ -54,9 +80,11 @@ def accept_upload(
     store: MetadataStore,
     objects: ObjectStore,
     queue: IngestQueue,
+    splitter: SplitterSpec | None = None,
 ) -> Accepted:
-    stream.seek(0)
-    content_type = detect_content_type(stream.read(SNIFF_BYTES), filename)
+    # The type first: it reads a few KiB (or a zip's directory), so a wrong type is refused
+    # before the whole file is hashed.
+    content_type = sniff_content_type(stream, filename)
     sha256, size = hash_and_measure(stream, max_bytes)
     if size == 0:
         raise EmptyDocument("the file is empty")
@@ -77,12 +105,15 @@ def accept_upload(
         log.info("document.duplicate", document_id=document.id, sha256=sha256)
         return Accepted(document, task, duplicate=True)
 
+    job = IngestJob(
+        tenant_id=tenant_id,
+        document_id=document.id,
+        task_id=task.id,
+        collection=collection,
+        splitter=splitter.to_json() if splitter is not None else "",
+    )
     try:
-        queue.enqueue(
-            IngestJob(
-                tenant_id=tenant_id, document_id=document.id, task_id=task.id, collection=collection
-            )
-        )
+        queue.enqueue(job)
     except KubemateError:
         store.delete_document(tenant_id, document.id)
         raise
@@ -92,5 +123,70 @@ def accept_upload(
         task_id=task.id,
         content_type=content_type,
         size_bytes=size,
+        strategy=splitter.strategy if splitter is not None else None,
     )
     return Accepted(document, task, duplicate=False)
+
+
+def accept_file(
+    incoming: IncomingFile,
+    *,
+    tenant_id: str,
+    collection: str,
+    max_bytes: int,
+    store: MetadataStore,
+    objects: ObjectStore,
+    queue: IngestQueue,
+    splitter: SplitterSpec | None = None,
+) -> Accepted:
+    """A file of an upload form: its name cleaned, its size checked, then accepted."""
+    filename = clean_filename(incoming.filename)
+    if incoming.size is not None and incoming.size > max_bytes:
+        raise PayloadTooLarge(f"the file is larger than the limit of {max_bytes} bytes")
+    return accept_upload(
+        tenant_id=tenant_id,
+        collection=collection,
+        filename=filename,
+        stream=incoming.stream,
+        max_bytes=max_bytes,
+        store=store,
+        objects=objects,
+        queue=queue,
+        splitter=splitter,
+    )
+
+
+def accept_batch(
+    files: Sequence[IncomingFile],
+    *,
+    tenant_id: str,
+    collection: str,
+    max_bytes: int,
+    store: MetadataStore,
+    objects: ObjectStore,
+    queue: IngestQueue,
+    splitter: SplitterSpec | None = None,
+) -> list[Accepted | Refused]:
+    """Each file on its own, in order: one refused or failing file never fails the others."""
+    results: list[Accepted | Refused] = []
+    for incoming in files:
+        try:
+            results.append(
+                accept_file(
+                    incoming,
+                    tenant_id=tenant_id,
+                    collection=collection,
+                    max_bytes=max_bytes,
+                    store=store,
+                    objects=objects,
+                    queue=queue,
+                    splitter=splitter,
+                )
+            )
+        except KubemateError as exc:
+            log.info("document.refused", filename=incoming.filename, error_type=exc.type_slug)
+            results.append(Refused(exc))
+        except Exception as exc:  # reported for this file only; the details go to the log
+            log.error("document.upload_failed", filename=incoming.filename, exc_info=exc)
+            results.append(Refused(KubemateError("the file could not be stored")))
+    return results

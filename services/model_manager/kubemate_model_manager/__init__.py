@@ -1,1 +1,2 @@
-"""Model manager: which models serve chat and embeddings, and (later) pulling and deploying them."""
+"""Model manager: pulls, lists, loads and deploys models on Ollama, llama.cpp and Kubernetes;
+assigns the models that serve chat, embeddings and rerank; reports metered usage."""

@@ -1,25 +1,369 @@
-"""Routes of the model manager."""
+"""Routes of the model manager: models, pulls, uploads and model settings.
+
+``GET /v1/models`` is viewer-readable (the OpenAI client lists models with an ordinary key);
+everything else needs the admin role. Models are platform-wide (a runtime's store is shared), so
+pull tasks are visible to every admin; assignments are per tenant or global.
+"""
 
 from __future__ import annotations
 
-from fastapi import APIRouter
-from pydantic import BaseModel
+import json
+from datetime import datetime
+from typing import Annotated, Any, Literal
 
-from kubemate.http.identity import Admin
-from kubemate_model_manager.catalog import configured_models
-from kubemate_model_manager.deps import SettingsDep
+import anyio
+import anyio.from_thread
+from fastapi import APIRouter, Query, Request, Response, status
+from pydantic import BaseModel, Field
+from sse_starlette import EventSourceResponse, ServerSentEvent
+
+from kubemate.errors import Forbidden, UnknownModel, UnsupportedMediaType
+from kubemate.http.identity import Admin, Viewer
+from kubemate.models.assignments import AssignmentDoc, Effective, ModelRef
+from kubemate.models.base import RunningModel
+from kubemate.models.registry import RegistryEntry, check_model_name
+from kubemate_model_manager.catalog import model_list
+from kubemate_model_manager.deployments_api import router as deployments_router
+from kubemate_model_manager.deps import (
+    AssignmentsDep,
+    ManagerDep,
+    PullsDep,
+    RegistryDep,
+    SettingsDep,
+)
+from kubemate_model_manager.model_settings import check_assignments
+from kubemate_model_manager.pulls import PullState, PullTask
+from kubemate_model_manager.usage_api import router as usage_router
 
 router = APIRouter(prefix="/v1")
+router.include_router(deployments_router)
+router.include_router(usage_router)
+
+SHA256 = r"^[0-9a-fA-F]{64}$"
+# How long POST /pull waits for bytes to flow, so an unknown name fails the request with a 404.
+PULL_START_WAIT_S = 10.0
 
 
-class ModelOut(BaseModel):
+# ---- listing -------------------------------------------------------------------------------------
+
+
+@router.get("/models")
+async def list_models(
+    identity: Viewer, manager: ManagerDep, settings: SettingsDep
+) -> dict[str, Any]:
+    listing = await manager.installed()
+    effective = await manager.assignments.effective(identity.tenant_id)
+
+    def canonical(runtime: str, name: str) -> str:
+        found = manager.runtimes.get(runtime)
+        return found.canonical(name) if found else name
+
+    body = model_list(listing.models, effective, canonical, sorted(settings.collections))
+    body["unavailable"] = listing.unavailable
+    return body
+
+
+@router.get("/runtimes")
+async def list_runtimes(identity: Admin, manager: ManagerDep) -> dict[str, Any]:
+    """The runtimes behind the model routes, with the models each holds now."""
+    listing = await manager.installed()
+    runtimes = []
+    for runtime_id, runtime in sorted(manager.runtimes.items()):
+        runtimes.append(
+            {
+                "id": runtime_id,
+                "kind": runtime.kind,
+                "base_url": getattr(runtime, "base_url", None),
+                "available": runtime_id not in listing.unavailable,
+                "error": listing.unavailable.get(runtime_id),
+                "models": sorted(m.name for m in listing.models if m.runtime == runtime_id),
+            }
+        )
+    return {"runtimes": runtimes}
+
+
+class RunningOut(BaseModel):
     name: str
-    role: str
-    provider: str
-    collection: str | None
-    milvus_collection: str | None
+    runtime: str
+    size: int
+    size_vram: int
+    expires_at: datetime | None
+    loaded_at: datetime | None
+
+    @classmethod
+    def of(cls, model: RunningModel) -> RunningOut:
+        return cls(
+            name=model.name,
+            runtime=model.runtime,
+            size=model.size,
+            size_vram=model.size_vram,
+            expires_at=model.expires_at,
+            loaded_at=model.loaded_at,
+        )
 
 
-@router.get("/models", response_model=list[ModelOut])
-async def list_models(identity: Admin, settings: SettingsDep) -> list[ModelOut]:
-    return [ModelOut(**vars(m)) for m in configured_models(settings)]
+class RunningListOut(BaseModel):
+    models: list[RunningOut]
+    unavailable: dict[str, str]
+
+
+@router.get("/models/running", response_model=RunningListOut)
+async def running_models(identity: Admin, manager: ManagerDep) -> RunningListOut:
+    listing = await manager.running()
+    return RunningListOut(
+        models=[RunningOut.of(m) for m in listing.models], unavailable=listing.unavailable
+    )
+
+
+class LoadIn(BaseModel):
+    model: str = Field(min_length=1, max_length=256)
+    runtime: str | None = Field(None, max_length=128)
+    # Seconds to keep the model loaded while idle; negative: until unloaded.
+    keep_alive_s: float | None = Field(None, ge=-1, le=7 * 86400)
+
+
+@router.post("/models/running", response_model=RunningOut)
+async def load_model(body: LoadIn, identity: Admin, manager: ManagerDep) -> RunningOut:
+    runtime_id = body.runtime or await _single_holder(manager, body.model)
+    loaded = await manager.runtime(runtime_id).load(body.model, body.keep_alive_s)
+    return RunningOut.of(loaded)
+
+
+@router.delete("/models/running/{name:path}", status_code=status.HTTP_204_NO_CONTENT)
+async def unload_model(
+    name: str, identity: Admin, manager: ManagerDep, runtime: str | None = None
+) -> Response:
+    runtime_id = runtime or await _single_holder(manager, name)
+    await manager.runtime(runtime_id).unload(name)
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+async def _single_holder(manager: ManagerDep, name: str) -> str:
+    found = [r for r in await manager.holders(name) if r in manager.runtimes]
+    if not found:
+        raise UnknownModel(f"no runtime has a model named {name!r}")
+    return found[0]
+
+
+# ---- pulls ---------------------------------------------------------------------------------------
+
+
+class PullIn(BaseModel):
+    model: str = Field(min_length=1, max_length=256)
+    runtime: str | None = Field(None, max_length=128)
+
+
+class PullOut(BaseModel):
+    task_id: str
+    model: str
+    runtime: str
+    state: str
+    status: str
+    completed: int
+    total: int
+    error: str | None
+    error_type: str | None
+    created_at: str
+    updated_at: str
+    finished_at: str | None
+    shared: bool = False
+    events: str = ""
+
+    @classmethod
+    def of(cls, task: PullTask, *, shared: bool = False) -> PullOut:
+        return cls(**task.snapshot(), shared=shared, events=f"/v1/models/pulls/{task.id}/events")
+
+
+@router.post("/models/pull", response_model=PullOut, status_code=status.HTTP_202_ACCEPTED)
+async def pull_model(
+    body: PullIn, identity: Admin, manager: ManagerDep, pulls: PullsDep, response: Response
+) -> PullOut:
+    runtime = await manager.pull_runtime(body.model, body.runtime)
+    task, created = pulls.start(runtime, body.model, f"{identity.tenant_id}/{identity.user_id}")
+    await pulls.wait_started(task, PULL_START_WAIT_S)
+    if task.state == PullState.FAILED and isinstance(task.failure, UnknownModel):
+        raise task.failure
+    response.headers["Location"] = f"/v1/models/pulls/{task.id}"
+    return PullOut.of(task, shared=not created)
+
+
+@router.get("/models/pulls", response_model=list[PullOut])
+async def list_pulls(identity: Admin, pulls: PullsDep) -> list[PullOut]:
+    return [PullOut.of(t) for t in pulls.all()]
+
+
+@router.get("/models/pulls/{task_id}", response_model=PullOut)
+async def get_pull(task_id: str, identity: Admin, pulls: PullsDep) -> PullOut:
+    return PullOut.of(pulls.get(task_id))
+
+
+@router.get("/models/pulls/{task_id}/events", response_class=EventSourceResponse)
+async def pull_events(task_id: str, identity: Admin, pulls: PullsDep) -> EventSourceResponse:
+    """Server-Sent Events: ``progress`` with the task (bytes ``completed``/``total``) on every
+    change, then one ``completed`` or ``failed`` event, and the stream ends."""
+    pulls.get(task_id)  # 404 before the stream starts
+
+    async def events() -> Any:
+        async for snapshot in pulls.follow(task_id):
+            state = snapshot["state"]
+            kind = {"COMPLETED": "completed", "FAILED": "failed"}.get(state, "progress")
+            yield ServerSentEvent(data=json.dumps(snapshot), event=kind)
+
+    return EventSourceResponse(events(), ping=15)
+
+
+# ---- upload into the registry --------------------------------------------------------------------
+
+
+class RegistryOut(BaseModel):
+    name: str
+    format: str
+    size: int
+    sha256: str
+    family: str | None
+    quantization: str | None
+    parameter_size: str | None
+    context_length: int | None
+    uploaded_at: str
+
+    @classmethod
+    def of(cls, entry: RegistryEntry) -> RegistryOut:
+        return cls(
+            name=entry.name,
+            format=entry.format,
+            size=entry.size,
+            sha256=entry.sha256,
+            family=entry.family,
+            quantization=entry.quantization,
+            parameter_size=entry.parameter_size,
+            context_length=entry.context_length,
+            uploaded_at=entry.uploaded_at,
+        )
+
+
+@router.post("/models/upload", response_model=RegistryOut, status_code=status.HTTP_201_CREATED)
+async def upload_model(
+    request: Request,
+    identity: Admin,
+    registry: RegistryDep,
+    name: Annotated[str, Query(min_length=1, max_length=128, description="registry name")],
+    sha256: Annotated[str | None, Query(pattern=SHA256)] = None,
+) -> RegistryOut:
+    """The request body is the file itself (``application/octet-stream``), streamed into the
+    object store: checked by magic bytes (GGUF or ONNX), GGUF header and size, and SHA-256
+    (when ``sha256`` is given), with nothing stored when a check fails."""
+    check_model_name(name)
+    content_type = request.headers.get("content-type", "application/octet-stream")
+    if content_type.startswith("multipart/"):
+        raise UnsupportedMediaType(
+            "send the file itself as the body (application/octet-stream), not a form"
+        )
+    length = int(request.headers.get("content-length") or -1)
+    chunks = request.stream().__aiter__()
+    pending = bytearray()
+
+    async def next_chunk() -> bytes:
+        return await chunks.__anext__()
+
+    def read(size: int) -> bytes:
+        # In the worker thread: pull the next request chunks from the event loop as needed.
+        while size < 0 or len(pending) < size:
+            try:
+                pending.extend(anyio.from_thread.run(next_chunk))
+            except StopAsyncIteration:
+                break
+        take = len(pending) if size < 0 else min(size, len(pending))
+        out = bytes(pending[:take])
+        del pending[:take]
+        return out
+
+    entry = await anyio.to_thread.run_sync(
+        lambda: registry.upload(
+            name,
+            read,
+            length=length,
+            expected_sha256=sha256,
+            uploaded_by=f"{identity.tenant_id}/{identity.user_id}",
+        )
+    )
+    return RegistryOut.of(entry)
+
+
+# ---- model settings ------------------------------------------------------------------------------
+
+
+class ModelSettingsIn(BaseModel):
+    scope: Literal["global", "tenant"] = "tenant"
+    chat: ModelRef | None = None
+    embeddings: dict[str, ModelRef] = Field(default_factory=dict)
+    rerank: ModelRef | None = None
+
+
+def _effective(effective: Effective) -> dict[str, Any]:
+    return {
+        "chat": effective.chat.model_dump(),
+        "embeddings": {k: v.model_dump() for k, v in effective.embeddings.items()},
+        "rerank": effective.rerank.model_dump() if effective.rerank else None,
+        "sources": effective.sources,
+    }
+
+
+@router.get("/settings/models")
+async def get_model_settings(identity: Admin, assignments: AssignmentsDep) -> dict[str, Any]:
+    return {
+        "tenant": identity.tenant_id,
+        "global": (await assignments.get("global", identity.tenant_id)).model_dump(),
+        "tenant_assignments": (await assignments.get("tenant", identity.tenant_id)).model_dump(),
+        "effective": _effective(await assignments.effective(identity.tenant_id)),
+    }
+
+
+@router.put("/settings/models")
+async def put_model_settings(
+    body: ModelSettingsIn, identity: Admin, manager: ManagerDep, settings: SettingsDep
+) -> dict[str, Any]:
+    """Replace the assignments of one scope (the caller's tenant, or global for admins of a
+    platform tenant). A changed embedder publishes re-index events (see ``reindex``)."""
+    if body.scope == "global" and identity.tenant_id not in settings.models.platform_tenants:
+        raise Forbidden("only admins of a platform tenant may change the global model settings")
+    doc = AssignmentDoc(chat=body.chat, embeddings=body.embeddings, rerank=body.rerank)
+    await check_assignments(manager, doc)
+    stored, events = await manager.assignments.put(
+        body.scope, identity.tenant_id, doc, updated_by=f"{identity.tenant_id}/{identity.user_id}"
+    )
+    return {
+        "scope": body.scope,
+        "assignments": stored.model_dump(),
+        "effective": _effective(await manager.assignments.effective(identity.tenant_id)),
+        "reindex": events,
+    }
+
+
+# ---- one model (last: the name may contain '/') --------------------------------------------------
+
+
+@router.get("/models/{name:path}")
+async def show_model(
+    name: str, identity: Admin, manager: ManagerDep, runtime: str | None = None
+) -> dict[str, Any]:
+    info = await manager.show(name, runtime)
+    return {
+        "name": info.name,
+        "runtime": info.runtime,
+        "size": info.size,
+        "digest": info.digest,
+        "family": info.family,
+        "quantization": info.quantization,
+        "parameter_size": info.parameter_size,
+        "format": info.format,
+        "modified_at": info.modified_at.isoformat() if info.modified_at else None,
+        "details": info.details,
+    }
+
+
+@router.delete("/models/{name:path}")
+async def delete_model(
+    name: str, identity: Admin, manager: ManagerDep, runtime: str | None = None
+) -> dict[str, str]:
+    runtime_id = await manager.delete(name, runtime)
+    return {"deleted": name, "runtime": runtime_id}

@@ -6,6 +6,12 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
+from kubemate.k8s.deployer import KubernetesDeployer
+from kubemate.metadata.store import MetadataStore
+from kubemate.models.assignments import ModelAssignments
+from kubemate.models.registry import ModelRegistry
+from kubemate_model_manager.manager import ModelManager
+from kubemate_model_manager.pulls import PullTasks
 from kubemate_model_manager.settings import ModelManagerSettings
 
 
@@ -13,4 +19,34 @@ def _settings(request: Request) -> ModelManagerSettings:
     return request.app.state.settings  # type: ignore[no-any-return]
 
 
+def _manager(request: Request) -> ModelManager:
+    return request.app.state.manager  # type: ignore[no-any-return]
+
+
+def _pulls(request: Request) -> PullTasks:
+    return request.app.state.pulls  # type: ignore[no-any-return]
+
+
+def _assignments(request: Request) -> ModelAssignments:
+    return request.app.state.manager.assignments  # type: ignore[no-any-return]
+
+
+def _registry(request: Request) -> ModelRegistry:
+    return request.app.state.manager.registry  # type: ignore[no-any-return]
+
+
+def _store(request: Request) -> MetadataStore:
+    return request.app.state.store  # type: ignore[no-any-return]
+
+
+def _deployer(request: Request) -> KubernetesDeployer:
+    return request.app.state.deployer  # type: ignore[no-any-return]
+
+
 SettingsDep = Annotated[ModelManagerSettings, Depends(_settings)]
+ManagerDep = Annotated[ModelManager, Depends(_manager)]
+PullsDep = Annotated[PullTasks, Depends(_pulls)]
+AssignmentsDep = Annotated[ModelAssignments, Depends(_assignments)]
+RegistryDep = Annotated[ModelRegistry, Depends(_registry)]
+StoreDep = Annotated[MetadataStore, Depends(_store)]
+DeployerDep = Annotated[KubernetesDeployer, Depends(_deployer)]

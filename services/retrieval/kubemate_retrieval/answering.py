@@ -1,159 +1,109 @@
-"""Retrieval and grounded answers. No FastAPI here: routes call these functions.
+"""From retrieved chunks to the answer prompt, and citations from the answer. No FastAPI here.
 
-Question -> query embedding (the collection's embedder) -> vector search scoped to the tenant ->
-context packed within the token budget, best first -> the product's prompt -> the LLM -> answer
-with numbered citations.
+The context is packed into what the LLM's window leaves after the template, the question, the
+history and the answer's tokens, counted with the LLM's own tokenizer: best-ranked chunks first,
+each labelled ``[n]`` so the answer can cite it; a chunk that does not fit is cut (the first)
+or left out (the others).
 """
 
 from __future__ import annotations
 
-import time
-from collections.abc import Sequence
-from dataclasses import dataclass, field
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
-import anyio
+from kubemate.errors import ValidationFailed
+from kubemate.inference import LLM, GenerateOptions
+from kubemate.text.prompt import CONTEXT_SEPARATOR, Language, PromptConfig, build_prompt
+from kubemate.vectorstore import SearchHit
 
-from kubemate.collections import vector_collection
-from kubemate.inference import LLM, Embedder, GenerateOptions
-from kubemate.logs import get_logger
-from kubemate.metrics import RAG_REQUESTS, VECTOR_SEARCH_DURATION
-from kubemate.text.prompt import build_prompt
-from kubemate.text.tokens import count_tokens
-from kubemate.vectorstore import SearchHit, VectorStore
-from kubemate_retrieval.settings import RetrievalSettings
-
-log = get_logger(__name__)
+# Tokens kept free besides the answer: tokenizers count a joined text slightly differently
+# from the sum of its parts.
+SAFETY_TOKENS = 16
+MIN_CONTEXT_TOKENS = 32
+_CITATION = re.compile(r"\[(\d{1,3})\]")
 
 
 @dataclass(frozen=True, slots=True)
-class Retrieved:
+class PackedContext:
     hits: list[SearchHit]
-    timings_ms: dict[str, float]
+    texts: list[str]  # as they go into the prompt (the last may be cut)
 
 
 @dataclass(frozen=True, slots=True)
-class Answer:
-    text: str
-    model: str
+class PreparedPrompt:
+    prompt: str
     used: list[SearchHit]
-    timings_ms: dict[str, float] = field(default_factory=dict)
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
+    options: GenerateOptions
 
 
-class Timer:
-    def __init__(self) -> None:
-        self.timings: dict[str, float] = {}
-
-    def stage(self, name: str) -> _Stage:
-        return _Stage(self.timings, name)
-
-
-class _Stage:
-    def __init__(self, timings: dict[str, float], name: str) -> None:
-        self._timings, self._name = timings, name
-
-    def __enter__(self) -> None:
-        self._started = time.perf_counter()
-
-    def __exit__(self, *exc: object) -> None:
-        self._timings[self._name] = round((time.perf_counter() - self._started) * 1000, 3)
+def cut_to_tokens(text: str, budget: int, count_tokens: Callable[[str], int]) -> str:
+    """The longest prefix of ``text`` within ``budget`` tokens (binary search on characters)."""
+    if count_tokens(text) <= budget:
+        return text
+    low, high = 0, len(text)
+    while low < high:
+        middle = (low + high + 1) // 2
+        if count_tokens(text[:middle]) <= budget:
+            low = middle
+        else:
+            high = middle - 1
+    return text[:low]
 
 
-async def retrieve(
-    *,
-    settings: RetrievalSettings,
-    embedder: Embedder,
-    vectors: VectorStore,
-    tenant_id: str,
-    collection: str,
-    question: str,
-    top_k: int,
-    ef: int | None = None,
-    document_ids: Sequence[str] | None = None,
-) -> Retrieved:
-    timer = Timer()
-    with timer.stage("embed"):
-        query_vector = await embedder.embed_query(question)
-    name = vector_collection(collection, settings.collection(collection).embedder)
-    with timer.stage("search"):
-        started = time.perf_counter()
-        hits = await anyio.to_thread.run_sync(
-            lambda: _search(
-                vectors, name, embedder.dimension, tenant_id, query_vector, top_k, ef, document_ids
-            )
-        )
-        VECTOR_SEARCH_DURATION.observe(time.perf_counter() - started)
-    return Retrieved(hits=hits, timings_ms=timer.timings)
-
-
-def _search(
-    vectors: VectorStore,
-    name: str,
-    dimension: int,
-    tenant_id: str,
-    query_vector: list[float],
-    top_k: int,
-    ef: int | None,
-    document_ids: Sequence[str] | None,
-) -> list[SearchHit]:
-    # A tenant's first question may come before any document was indexed into this collection.
-    vectors.ensure_collection(name, dimension)
-    return vectors.search(name, tenant_id, query_vector, top_k, ef=ef, document_ids=document_ids)
-
-
-def pack_context(hits: Sequence[SearchHit], budget_tokens: int) -> list[SearchHit]:
-    """Best-scored chunks first, as many as fit the budget (at least one, truncated by the LLM)."""
+def pack_context(
+    hits: Sequence[SearchHit], budget_tokens: int, count_tokens: Callable[[str], int]
+) -> PackedContext:
+    """Chunks in the given (best-first) order while they fit; the first is cut to fit rather
+    than dropped, so a question with any hit gets some context."""
     packed: list[SearchHit] = []
+    texts: list[str] = []
     used = 0
-    for hit in sorted(hits, key=lambda h: h.score, reverse=True):
-        tokens = count_tokens(hit.chunk_text)
-        if packed and used + tokens > budget_tokens:
-            break
-        packed.append(hit)
-        used += tokens
-    return packed
+    for hit in hits:
+        label = f"[{len(packed) + 1}] "
+        separator = count_tokens(CONTEXT_SEPARATOR) if packed else 0
+        cost = count_tokens(label + hit.chunk_text.strip()) + separator
+        if used + cost <= budget_tokens:
+            packed.append(hit)
+            texts.append(hit.chunk_text)
+            used += cost
+            continue
+        if not packed:
+            room = budget_tokens - count_tokens(label)
+            text = cut_to_tokens(hit.chunk_text.strip(), room, count_tokens).rstrip()
+            if text:
+                packed.append(hit)
+                texts.append(text)
+        break
+    return PackedContext(hits=packed, texts=texts)
 
 
-async def answer(
+def prepare_prompt(
     *,
-    settings: RetrievalSettings,
     llm: LLM,
-    retrieved: Retrieved,
-    tenant_id: str,
-    collection: str,
+    prompts: PromptConfig,
     question: str,
-) -> Answer:
-    timings = dict(retrieved.timings_ms)
-    language = settings.collection(collection).language
-    if not retrieved.hits:
-        # Nothing to ground an answer on: say so instead of letting the model make one up.
-        text = (
-            settings.retrieval.no_answer_zh if language == "zh" else settings.retrieval.no_answer_en
+    hits: Sequence[SearchHit],
+    history: str,
+    language: Language,
+    context_window: int,
+    context_budget: int,
+    options: GenerateOptions,
+) -> PreparedPrompt:
+    """The answer prompt, with as much context as fits the LLM's window and our budget."""
+    skeleton = llm.count_tokens(build_prompt(prompts, question, [], language, history))
+    room = context_window - options.max_tokens - skeleton - SAFETY_TOKENS
+    budget = min(context_budget, room)
+    if budget < MIN_CONTEXT_TOKENS:
+        raise ValidationFailed(
+            "the question and conversation leave no room for context in the model's window; "
+            "ask a shorter question or start a new conversation"
         )
-        return Answer(text=text, model=llm.model, used=[], timings_ms=timings)
-    used = pack_context(retrieved.hits, settings.retrieval.context_token_budget)
-    prompt = build_prompt(settings.prompt, question, [h.chunk_text for h in used], language)
-    options = GenerateOptions(
-        max_tokens=settings.llm.max_tokens, temperature=settings.llm.temperature
-    )
-    timer = Timer()
-    with timer.stage("generate"):
-        completion = await llm.generate(prompt, options)
-    timings.update(timer.timings)
-    RAG_REQUESTS.labels(completion.model, tenant_id).inc()
-    log.info(
-        "chat.answered",
-        collection=collection,
-        chunks=len(used),
-        prompt_tokens=completion.prompt_tokens,
-        completion_tokens=completion.completion_tokens,
-    )
-    return Answer(
-        text=completion.text.strip(),
-        model=completion.model,
-        used=used,
-        timings_ms=timings,
-        prompt_tokens=completion.prompt_tokens,
-        completion_tokens=completion.completion_tokens,
-    )
+    packed = pack_context(hits, budget, llm.count_tokens)
+    prompt = build_prompt(prompts, question, packed.texts, language, history)
+    return PreparedPrompt(prompt=prompt, used=packed.hits, options=options)
+
+
+def cited_labels(answer: str) -> set[int]:
+    """The ``[n]`` labels an answer cites."""
+    return {int(n) for n in _CITATION.findall(answer)}

@@ -6,9 +6,9 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
-from kubemate.metadata.store import MetadataStore
-from kubemate.vectorstore import VectorStore
-from kubemate_retrieval.models import LoadedModels
+from kubemate_retrieval.chat import ChatService
+from kubemate_retrieval.conversations import ConversationStore
+from kubemate_retrieval.pipeline import RetrievalPipeline
 from kubemate_retrieval.settings import RetrievalSettings
 
 
@@ -16,19 +16,19 @@ def _settings(request: Request) -> RetrievalSettings:
     return request.app.state.settings  # type: ignore[no-any-return]
 
 
-def _vectors(request: Request) -> VectorStore:
-    return request.app.state.vectors  # type: ignore[no-any-return]
+def _pipeline(request: Request) -> RetrievalPipeline:
+    return request.app.state.pipeline  # type: ignore[no-any-return]
 
 
-def _models(request: Request) -> LoadedModels:
-    return request.app.state.models  # type: ignore[no-any-return]
+def _chat(request: Request) -> ChatService:
+    return request.app.state.chat  # type: ignore[no-any-return]
 
 
-def _store(request: Request) -> MetadataStore:
-    return request.app.state.store  # type: ignore[no-any-return]
+def _conversations(request: Request) -> ConversationStore:
+    return request.app.state.conversations  # type: ignore[no-any-return]
 
 
 SettingsDep = Annotated[RetrievalSettings, Depends(_settings)]
-VectorsDep = Annotated[VectorStore, Depends(_vectors)]
-ModelsDep = Annotated[LoadedModels, Depends(_models)]
-StoreDep = Annotated[MetadataStore, Depends(_store)]
+PipelineDep = Annotated[RetrievalPipeline, Depends(_pipeline)]
+ChatDep = Annotated[ChatService, Depends(_chat)]
+ConversationsDep = Annotated[ConversationStore, Depends(_conversations)]

@@ -6,15 +6,25 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 import anyio
+import redis.asyncio
 from fastapi import FastAPI
+from redis.exceptions import RedisError
 
 from kubemate.http.app import ReadinessCheck, build_app
 from kubemate.logs import configure_logging
 from kubemate.metadata.store import MetadataStore
 from kubemate.vectorstore.milvus import MilvusVectorStore
-from kubemate_retrieval.api import router
+from kubemate_retrieval import api, openai_api
+from kubemate_retrieval.caches import Caches
+from kubemate_retrieval.chat import ChatService
+from kubemate_retrieval.conversations import ConversationStore
+from kubemate_retrieval.jobs import BackgroundJobs
 from kubemate_retrieval.models import LoadedModels
+from kubemate_retrieval.pipeline import RetrievalPipeline
 from kubemate_retrieval.settings import RetrievalSettings
+
+# Conversations need Redis; a cache lookup is bounded separately (cache.timeout_s).
+REDIS_TIMEOUT_S = 5.0
 
 
 def create_app(settings: RetrievalSettings | None = None) -> FastAPI:
@@ -23,30 +33,59 @@ def create_app(settings: RetrievalSettings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        app.state.settings = settings
-        app.state.store = MetadataStore.from_config(settings.database)
-        app.state.vectors = MilvusVectorStore(settings.milvus)
-        app.state.models = LoadedModels(settings)
+        state = app.state
+        state.settings = settings
+        state.store = MetadataStore.from_config(settings.database)
+        state.vectors = MilvusVectorStore(settings.milvus)
+        state.models = LoadedModels(settings)
+        state.redis = redis.asyncio.Redis.from_url(
+            settings.redis.url,
+            socket_timeout=REDIS_TIMEOUT_S,
+            socket_connect_timeout=REDIS_TIMEOUT_S,
+        )
+        state.caches = Caches(state.redis, settings.cache)
+        state.conversations = ConversationStore(state.redis, settings.conversations)
+        state.jobs = BackgroundJobs()
+        state.pipeline = RetrievalPipeline(
+            settings, state.vectors, state.store, state.models, state.caches
+        )
+        state.chat = ChatService(
+            settings=settings,
+            pipeline=state.pipeline,
+            models=state.models,
+            caches=state.caches,
+            conversations=state.conversations,
+            jobs=state.jobs,
+            store=state.store,
+        )
         try:
             yield
         finally:
-            await app.state.models.aclose()
-            app.state.store.dispose()
+            await state.jobs.aclose()
+            await state.models.aclose()
+            await state.redis.aclose()
+            state.store.dispose()
 
     app = build_app("retrieval", lifespan=lifespan, readiness=_readiness)
-    app.include_router(router)
+    app.include_router(api.router)
+    app.include_router(openai_api.router)
     return app
 
 
 def _readiness(app: FastAPI) -> ReadinessCheck:
     async def check() -> dict[str, str]:
-        def probe() -> str:
+        def probe_milvus() -> str:
             try:
                 app.state.vectors.ping()
                 return "ok"
             except Exception as exc:  # readiness reports any failure as text
                 return type(exc).__name__
 
-        return {"milvus": await anyio.to_thread.run_sync(probe)}
+        try:
+            await app.state.redis.ping()
+            redis_state = "ok"
+        except RedisError as exc:
+            redis_state = type(exc).__name__
+        return {"milvus": await anyio.to_thread.run_sync(probe_milvus), "redis": redis_state}
 
     return check

@@ -1,9 +1,14 @@
-"""Settings of the retrieval service: the shared sections plus ``retrieval``."""
+"""Settings of the retrieval service: the shared sections plus ``retrieval``, ``reranker``,
+``cache`` and ``conversations`` (env: ``KUBEMATE_RETRIEVAL__DEFAULT_TOP_K``,
+``KUBEMATE_RERANKER__PROVIDER=cross_encoder``, ``KUBEMATE_CACHE__ANSWER_TTL_S``, ...)."""
 
 from __future__ import annotations
 
-from pydantic import BaseModel, Field
+from typing import Self
 
+from pydantic import BaseModel, Field, model_validator
+
+from kubemate.rerank import RerankerConfig
 from kubemate.settings import KubemateSettings
 
 
@@ -12,11 +17,67 @@ class RetrievalConfig(BaseModel):
     max_top_k: int = Field(100, ge=1, le=1000)
     max_question_chars: int = Field(4000, ge=1)
     snippet_chars: int = Field(300, ge=20)
-    # Tokens left for the context after the template, the question and the answer.
+    # Tokens of the LLM's own tokenizer left for the context, at most; the real budget also
+    # subtracts the template, the question, the history and the answer from the LLM's window.
     context_token_budget: int = Field(2800, ge=128)
     no_answer_en: str = "Based on the known information, I cannot answer this question."
     no_answer_zh: str = "根据已知信息无法回答该问题。"
+    no_documents_en: str = (
+        "There are no documents in this knowledge base yet. Upload documents, then ask again."
+    )
+    no_documents_zh: str = "该知识库中还没有文档。请先上传文档，然后再提问。"
+    # Defaults of the per-request switches.
+    hybrid_by_default: bool = True
+    rerank_by_default: bool = False  # the embedded fallback reranker costs seconds per query
+    # Candidates recalled for the reranker; the best top_k of them are kept.
+    rerank_recall_k: int = Field(30, ge=1, le=200)
+    # A document filter (source, metadata) resolves to at most this many document ids.
+    max_filter_documents: int = Field(10_000, ge=1, le=100_000)
+    # Seconds a client is told to wait (Retry-After) when the answer model is unavailable.
+    model_retry_after_s: int = Field(10, ge=1)
+
+
+class RewriteConfig(BaseModel):
+    # None: rewrite only questions that come with a conversation (where "it" needs resolving).
+    by_default: bool | None = None
+    max_tokens: int = Field(48, ge=4, le=256)
+    # A rewrite longer than this many times the question (plus the slack) is refused as absurd.
+    max_growth: float = Field(4.0, ge=1.0)
+    slack_chars: int = Field(80, ge=0)
+
+
+class CacheConfig(BaseModel):
+    enabled: bool = True
+    answer_ttl_s: int = Field(3600, ge=1)
+    retrieval_ttl_s: int = Field(86_400, ge=1)
+    key_prefix: str = "kubemate:cache"
+    # Query embeddings kept in this process (text -> vector): a cache hit then skips the model.
+    embedding_lru_size: int = Field(4096, ge=0)
+    # A cache that does not answer within this time is skipped, never waited for.
+    timeout_s: float = Field(0.5, gt=0)
+
+
+class ConversationConfig(BaseModel):
+    ttl_s: int = Field(7 * 86_400, ge=60)
+    key_prefix: str = "kubemate:conv"
+    # LLM tokens of the history (summary + recent turns) in the answer prompt.
+    history_token_budget: int = Field(600, ge=32)
+    # When summary + turns exceed the budget, old turns are folded into the summary until the
+    # rest fits in this share of it (so it is not summarised again after every turn).
+    keep_after_summary: float = Field(0.5, gt=0.0, le=1.0)
+    summary_max_tokens: int = Field(160, ge=16, le=1024)
+    max_turns_kept: int = Field(50, ge=1)  # hard bound on stored turns, whatever happens
 
 
 class RetrievalSettings(KubemateSettings):
     retrieval: RetrievalConfig = RetrievalConfig()
+    rewrite: RewriteConfig = RewriteConfig()
+    reranker: RerankerConfig = RerankerConfig()
+    cache: CacheConfig = CacheConfig()
+    conversations: ConversationConfig = ConversationConfig()
+
+    @model_validator(mode="after")
+    def _top_k_bounds(self) -> Self:
+        if self.retrieval.default_top_k > self.retrieval.max_top_k:
+            raise ValueError("retrieval.default_top_k must not exceed retrieval.max_top_k")
+        return self

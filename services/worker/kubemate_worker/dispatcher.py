@@ -1,55 +1,89 @@
 """Reads the ingest stream through the consumer group and hands entries to Celery.
 
-Runs as a Celery bootstep inside every worker process. It only reads as much as the Celery queue
-can take right now (backpressure), so entries stay in the stream (the durable record) instead of
-piling up in the broker, and it takes over entries whose worker stopped heart-beating.
+Runs as a Celery bootstep inside every worker process. It reads only as many entries as this
+worker has free slots (``concurrency`` minus the documents in flight), so entries wait in the
+stream (the durable record, which any worker may take) rather than behind a busy worker, and it
+takes over entries whose worker stopped heart-beating (XAUTOCLAIM). Each entry goes to this
+worker's own Celery queue (``worker_direct``): the worker that holds an entry in the consumer
+group is the one that processes it.
+
+A second thread, the lease keeper, heart-beats every entry in flight and tells the tasks when one
+was taken over by another consumer.
 """
 
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from typing import Any
 
 from celery import Celery, bootsteps
+from celery.utils import worker_direct
 
 from kubemate.logs import get_logger
 from kubemate.queue import StreamEntry
+from kubemate_worker.context import WorkerContext
 from kubemate_worker.tasks import PROCESS_DOCUMENT
 
 log = get_logger(__name__)
 
+IDLE_WAIT_S = 0.05
+ERROR_WAIT_S = 1.0
+PROBE_WAIT_S = 0.5
+
 
 class StreamDispatcher:
-    def __init__(self, app: Celery, ctx_getter: Any) -> None:
+    def __init__(self, app: Celery, ctx_getter: Callable[[], WorkerContext], hostname: str) -> None:
         self._app = app
         self._ctx_getter = ctx_getter
+        self._queue = worker_direct(hostname).name
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="stream-dispatcher", daemon=True)
+        self._threads = [
+            threading.Thread(target=self._run, name="stream-dispatcher", daemon=True),
+            threading.Thread(target=self._keep_leases, name="lease-keeper", daemon=True),
+        ]
 
     def start(self) -> None:
-        self._thread.start()
+        for thread in self._threads:
+            thread.start()
 
     def stop(self) -> None:
         self._stop.set()
-        self._thread.join(timeout=10)
+        for thread in self._threads:
+            thread.join(timeout=10)
 
-    def _capacity(self) -> int:
-        ctx = self._ctx_getter()
-        with self._app.connection_for_write() as conn:
-            queued = conn.default_channel.client.llen(self._app.conf.task_default_queue)
-        free: int = ctx.settings.worker.concurrency - int(queued)
-        return max(0, free)
+    def _capacity(self, ctx: WorkerContext) -> int:
+        in_flight = len(ctx.inflight)
+        if ctx.gate.degraded:
+            # A backend is failing: documents wait in the stream rather than fail one after
+            # another. A backend with a probe is probed; one without gets one document at a
+            # time, whose retries probe it.
+            if ctx.gate.probe():
+                return 0
+            if ctx.gate.degraded:
+                return 0 if in_flight else 1
+        return max(0, ctx.settings.worker.concurrency - in_flight)
 
     def _run(self) -> None:
         ctx = self._ctx_getter()
-        consumer = ctx.settings.worker.consumer_name
-        ctx.queue.ensure_group()
-        log.info("stream.dispatcher_started", consumer=consumer, stream=ctx.queue.stream)
+        consumer = ctx.consumer
         while not self._stop.is_set():
             try:
-                free = self._capacity()
+                ctx.queue.ensure_group()
+                break
+            except Exception as exc:  # Redis not up yet: the stream will be there
+                log.warning("stream.group_failed", error=str(exc))
+                self._stop.wait(ERROR_WAIT_S)
+        log.info("stream.dispatcher_started", consumer=consumer, stream=ctx.queue.stream)
+        was_degraded = False
+        while not self._stop.is_set():
+            try:
+                free = self._capacity(ctx)
+                if ctx.gate.degraded != was_degraded:
+                    was_degraded = not was_degraded
+                    log.warning("stream.gate", degraded=was_degraded, reasons=ctx.gate.reasons())
                 if free == 0:
-                    self._stop.wait(0.2)
+                    self._stop.wait(PROBE_WAIT_S if was_degraded else IDLE_WAIT_S)
                     continue
                 entries = ctx.queue.claim_stale(consumer, free)
                 for entry in entries:
@@ -57,16 +91,43 @@ class StreamDispatcher:
                 if not entries:
                     entries = ctx.queue.read_new(consumer, free, ctx.settings.worker.read_block_ms)
                 for entry in entries:
-                    self._dispatch(entry)
+                    self._dispatch(ctx, entry)
             except Exception as exc:  # Redis down: keep trying, the stream holds the work
                 log.warning("stream.read_failed", error=str(exc))
-                self._stop.wait(2.0)
+                self._stop.wait(ERROR_WAIT_S)
 
-    def _dispatch(self, entry: StreamEntry) -> None:
-        self._app.send_task(
-            PROCESS_DOCUMENT, kwargs={"entry_id": entry.entry_id, "job": entry.job.to_fields()}
-        )
+    def _dispatch(self, ctx: WorkerContext, entry: StreamEntry) -> None:
+        if ctx.inflight.add(entry.entry_id, entry.job) is None:
+            return  # reclaimed from ourselves after missed heartbeats: already being worked on
+        try:
+            self._app.send_task(
+                PROCESS_DOCUMENT,
+                kwargs={"entry_id": entry.entry_id, "job": entry.job.to_fields()},
+                queue=self._queue,
+            )
+        except Exception:
+            # Not sent: forget it here, so it turns idle and is reclaimed through the stream.
+            ctx.inflight.finish(entry.entry_id)
+            raise
         log.info("stream.entry_dispatched", entry_id=entry.entry_id, task_id=entry.job.task_id)
+
+    def _keep_leases(self) -> None:
+        ctx = self._ctx_getter()
+        worker = ctx.settings.worker
+        while not self._stop.wait(worker.heartbeat_s):
+            released = ctx.inflight.release_unstarted(worker.start_timeout_s)
+            for entry_id in released:
+                log.warning("stream.entry_not_started", entry_id=entry_id)
+            ids = ctx.inflight.ids()
+            if not ids:
+                continue
+            try:
+                leases = ctx.queue.heartbeat(ctx.consumer, ids)
+            except Exception as exc:  # a missed beat is not fatal; the next one may succeed
+                log.warning("stream.heartbeat_failed", entries=len(ids), error=str(exc))
+                continue
+            for entry_id in ctx.inflight.apply(leases):
+                log.warning("stream.entry_taken_over", entry_id=entry_id)
 
 
 class DispatcherStep(bootsteps.StartStopStep):  # type: ignore[misc]
@@ -80,7 +141,7 @@ class DispatcherStep(bootsteps.StartStopStep):  # type: ignore[misc]
 
     def start(self, worker: Any) -> None:
         app = worker.app
-        self.dispatcher = StreamDispatcher(app, app.kubemate_context)
+        self.dispatcher = StreamDispatcher(app, app.kubemate_context, worker.hostname)
         self.dispatcher.start()
 
     def stop(self, worker: Any) -> None:

@@ -1,0 +1,74 @@
+"""The per-tenant cache generation: a number every cache key of a tenant's answers includes.
+
+Whoever changes a tenant's documents (the worker when a document completes, ingest when one is
+deleted) calls :func:`bump_generation`; readers put :func:`current_generation` into their cache
+keys. Bumping the number orphans every cached answer and retrieval result of that tenant at
+once, so a new upload is never hidden by a stale answer; the orphans expire by their TTL (or
+earlier under an LRU ``maxmemory-policy``). Nothing is scanned or deleted.
+
+A counter starting at 0 would be unsafe if Redis evicted it (``allkeys-lru``) or lost it: it
+would start again at 0 or 1 and make old entries, still within their TTL, reachable again. So a
+missing counter is (re)created at the current time in nanoseconds, larger than any value it held
+before, and increments from there.
+
+Both a synchronous (``redis.Redis``, the Celery worker) and an asyncio (``redis.asyncio.Redis``,
+the services) flavour are here; they share the key.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import redis
+import redis.asyncio
+
+KEY_PREFIX = "kubemate:gen:"
+
+
+def generation_key(tenant_id: str) -> str:
+    if not tenant_id:
+        raise ValueError("tenant_id must not be empty")
+    return KEY_PREFIX + tenant_id
+
+
+def _seed() -> int:
+    return time.time_ns()
+
+
+def bump_generation(client: redis.Redis, tenant_id: str) -> int:
+    """Invalidate every cached answer of ``tenant_id``; returns the new generation."""
+    key = generation_key(tenant_id)
+    pipe = client.pipeline(transaction=True)
+    pipe.set(key, _seed(), nx=True)
+    pipe.incr(key)
+    _, value = pipe.execute()
+    return int(value)
+
+
+def current_generation(client: redis.Redis, tenant_id: str) -> int:
+    """The tenant's generation (created on first use)."""
+    key = generation_key(tenant_id)
+    value: Any = client.get(key)
+    if value is None:
+        client.set(key, _seed(), nx=True)
+        value = client.get(key)
+    return int(value)
+
+
+async def bump_generation_async(client: redis.asyncio.Redis, tenant_id: str) -> int:
+    key = generation_key(tenant_id)
+    async with client.pipeline(transaction=True) as pipe:
+        pipe.set(key, _seed(), nx=True)
+        pipe.incr(key)
+        _, value = await pipe.execute()
+    return int(value)
+
+
+async def current_generation_async(client: redis.asyncio.Redis, tenant_id: str) -> int:
+    key = generation_key(tenant_id)
+    value: Any = await client.get(key)
+    if value is None:
+        await client.set(key, _seed(), nx=True)
+        value = await client.get(key)
+    return int(value)

@@ -1,0 +1,50 @@
+"""Configuration of model management: the runtimes, the registry, the assignment store.
+
+A section of the model manager's settings (``KUBEMATE_MODELS__...``); clients take it as an
+object and never read the environment themselves.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import BaseModel, Field
+
+
+class OllamaInstanceConfig(BaseModel):
+    base_url: str
+    timeout_s: float = Field(60.0, gt=0)
+    # A pull's stream can stay silent while Ollama verifies a multi-GB blob.
+    pull_timeout_s: float = Field(900.0, gt=0)
+    max_concurrency: int = Field(4, ge=1, le=64)
+
+
+class LocalRuntimeConfig(BaseModel):
+    """The embedded default: GGUF files in a directory, run by llama.cpp in this process."""
+
+    enabled: bool = True
+    directory: Path | None = None  # default: <data_dir>/models
+    keep_alive_s: float = Field(300.0, ge=0)  # idle time before a loaded model is unloaded
+    max_loaded: int = Field(1, ge=1, le=16)
+    context_tokens: int = Field(2048, ge=256)
+    threads: int | None = None
+
+
+class RegistryConfig(BaseModel):
+    """Model files uploaded into the object store (the air-gapped path)."""
+
+    prefix: str = "models"
+    max_upload_bytes: int = Field(64 * 1024**3, ge=1)
+    # GGUF headers (the vocabulary is most of one) are parsed from a prefix kept in memory.
+    header_limit_bytes: int = Field(64 * 1024**2, ge=1024)
+
+
+class ModelsConfig(BaseModel):
+    ollama: dict[str, OllamaInstanceConfig] = Field(default_factory=dict)
+    local: LocalRuntimeConfig = LocalRuntimeConfig()
+    registry: RegistryConfig = RegistryConfig()
+    assignments_key: str = "kubemate:model-assignments"
+    reindex_stream: str = "kubemate:reindex"
+    # Admins of these tenants may change the global assignments (there is no platform role yet).
+    platform_tenants: list[str] = Field(default_factory=lambda: ["default"])
+    reaper_interval_s: float = Field(15.0, gt=0)

@@ -1,0 +1,91 @@
+"""Who is calling: a bearer JWT or a tenant's API key, verified. No FastAPI here.
+
+Accepted forms: ``Authorization: Bearer <jwt>``, ``Authorization: Bearer km_...`` and
+``X-API-Key: km_...``. Two credentials at once are refused rather than one silently preferred.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import anyio
+
+from kubemate.auth.api_keys import issue_api_key, looks_like_api_key, parse_api_key, secret_matches
+from kubemate.auth.identity import Identity, Role
+from kubemate.auth.verifier import TokenVerifier
+from kubemate.errors import Conflict, Forbidden, Unauthenticated
+from kubemate.logs import get_logger
+from kubemate.metadata.store import ApiKeyView, MetadataStore
+
+log = get_logger(__name__)
+
+API_KEY_USER_PREFIX = "apikey:"
+
+
+class Authenticator:
+    def __init__(self, verifier: TokenVerifier, store: MetadataStore) -> None:
+        self._verifier = verifier
+        self._store = store
+
+    async def authenticate(self, headers: Mapping[str, str]) -> Identity:
+        api_key = headers.get("x-api-key", "").strip()
+        authorization = headers.get("authorization", "").strip()
+        if api_key and authorization:
+            raise Unauthenticated("send one credential: Authorization or X-API-Key, not both")
+        if api_key:
+            return await self._api_key(api_key)
+        scheme, _, token = authorization.partition(" ")
+        token = token.strip()
+        if scheme.lower() != "bearer" or not token:
+            raise Unauthenticated(
+                "send a bearer token (Authorization: Bearer <token>) or an API key (X-API-Key)"
+            )
+        if looks_like_api_key(token):
+            return await self._api_key(token)
+        return await self._verifier.verify(token)
+
+    async def _api_key(self, token: str) -> Identity:
+        key_id, secret = parse_api_key(token)
+        key = await anyio.to_thread.run_sync(self._store.find_api_key, key_id)
+        if key is None or key.revoked or not secret_matches(secret, key.secret_sha256):
+            log.info("gateway.api_key_refused", key_id=key_id)
+            raise Unauthenticated("invalid or revoked API key")
+        return Identity(
+            tenant_id=key.tenant_id,
+            user_id=API_KEY_USER_PREFIX + key.id,
+            roles=frozenset(Role(r) for r in key.roles),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class CreatedKey:
+    key: ApiKeyView
+    token: str  # shown to the client once
+
+
+def create_api_key(
+    store: MetadataStore,
+    creator: Identity,
+    *,
+    name: str,
+    roles: Sequence[Role],
+    max_per_tenant: int,
+) -> CreatedKey:
+    """A new key of the creator's tenant, with no role the creator lacks."""
+    missing = [r.value for r in roles if not creator.has(r)]
+    if missing:
+        raise Forbidden(f"a key cannot get roles its creator lacks: {', '.join(missing)}")
+    active = [k for k in store.list_api_keys(creator.tenant_id) if not k.revoked]
+    if len(active) >= max_per_tenant:
+        raise Conflict(f"the tenant has {len(active)} active API keys: revoke one first")
+    issued = issue_api_key()
+    key = store.create_api_key(
+        creator.tenant_id,
+        key_id=issued.key_id,
+        name=name,
+        roles=[r.value for r in roles],
+        secret_sha256=issued.secret_sha256,
+        created_by=creator.user_id,
+    )
+    return CreatedKey(key, issued.token)

@@ -1,0 +1,68 @@
+"""What an upload may choose: its collection and how it is split, within the settings' bounds."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from kubemate.errors import ValidationFailed
+from kubemate.text.split import SplitterSpec, Strategy
+from kubemate_ingest.settings import IngestSettings
+
+
+class UploadOptions(BaseModel):
+    """The text fields of an upload form, and of a presigned upload's request."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    collection: str | None = Field(None, min_length=1, max_length=64)
+    strategy: Strategy | None = None
+    chunk_size: int | None = None
+    chunk_overlap: int | None = None
+
+
+def validation_failed(exc: ValidationError, where: str = "body") -> ValidationFailed:
+    errors = [
+        {"loc": [where, *map(str, e["loc"])], "msg": e["msg"], "type": e["type"]}
+        for e in exc.errors()
+    ]
+    detail = "; ".join(f"{'.'.join(e['loc'])}: {e['msg']}" for e in errors)[:2000]
+    return ValidationFailed(detail, errors=errors)
+
+
+def collection_of(settings: IngestSettings, options: UploadOptions) -> str:
+    """The upload's collection; unknown ones are a 404 problem before anything is stored."""
+    name = options.collection or settings.ingest.default_collection
+    settings.collection(name)
+    return name
+
+
+def default_splitter(settings: IngestSettings, tenant_id: str) -> SplitterSpec:
+    tenant_spec = settings.ingest.tenant_splitter.get(tenant_id)
+    if tenant_spec is not None:
+        return tenant_spec
+    return SplitterSpec(
+        strategy=settings.ingest.splitter_strategy,
+        chunk_size=settings.splitter.chunk_size,
+        chunk_overlap=settings.splitter.chunk_overlap,
+    )
+
+
+def splitter_of(settings: IngestSettings, tenant_id: str, options: UploadOptions) -> SplitterSpec:
+    """The upload's choices over the tenant's defaults over the settings'.
+
+    A smaller ``chunk_size`` given alone would often sit below the default overlap; the overlap
+    then shrinks to an eighth of the size instead of refusing the upload."""
+    base = default_splitter(settings, tenant_id)
+    values = base.model_dump()
+    chosen = options.model_dump(include={"strategy", "chunk_size", "chunk_overlap"})
+    values.update({k: v for k, v in chosen.items() if v is not None})
+    if (
+        options.chunk_size is not None
+        and options.chunk_overlap is None
+        and base.chunk_overlap >= options.chunk_size
+    ):
+        values["chunk_overlap"] = options.chunk_size // 8
+    try:
+        return SplitterSpec.model_validate(values)
+    except ValidationError as exc:
+        raise validation_failed(exc) from None

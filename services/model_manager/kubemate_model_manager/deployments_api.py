@@ -1,0 +1,87 @@
+"""Routes for inference runtimes on Kubernetes (admin only)."""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from typing import Any, Literal
+
+import anyio
+from fastapi import APIRouter, Response, status
+from pydantic import BaseModel, Field
+
+from kubemate.http.identity import Admin
+from kubemate.k8s.deployer import DeploymentStatus
+from kubemate_model_manager.deployments import DeploymentRequest, manifests_for
+from kubemate_model_manager.deps import DeployerDep, RegistryDep, SettingsDep
+
+router = APIRouter()
+
+
+class DeploymentIn(BaseModel):
+    name: str = Field(min_length=1, max_length=63, description="DNS label of the Deployment")
+    runtime: Literal["ollama", "vllm"]
+    model: str = Field(min_length=1, max_length=200, description="the name it is served as")
+    registry_model: str | None = Field(None, description="registry file; default: model")
+    source_prefix: str | None = Field(
+        None, max_length=512, description="object-store prefix of a model directory instead"
+    )
+    replicas: int = Field(1, ge=0, le=100)
+    gpus: int = Field(1, ge=0, le=16)
+    cpu: str = "2"
+    memory: str = "8Gi"
+    node_selector: dict[str, str] | None = None
+    tolerations: list[dict[str, str]] | None = None
+    extra_args: list[str] = Field(default_factory=list, max_length=64)
+
+
+class ScaleIn(BaseModel):
+    replicas: int = Field(ge=0, le=100)
+
+
+def _out(found: DeploymentStatus) -> dict[str, Any]:
+    return asdict(found)
+
+
+@router.post("/deployments", status_code=status.HTTP_202_ACCEPTED)
+async def create_deployment(
+    body: DeploymentIn,
+    identity: Admin,
+    registry: RegistryDep,
+    deployer: DeployerDep,
+    settings: SettingsDep,
+    dry_run: bool = False,
+) -> dict[str, Any]:
+    """Render the Deployment and Service and server-side apply them. ``dry_run=true`` returns
+    the manifests without touching the cluster (for ``kubectl apply`` by hand)."""
+    request = DeploymentRequest(**body.model_dump())
+    manifests = await anyio.to_thread.run_sync(
+        manifests_for, request, registry, settings.kubernetes
+    )
+    if dry_run:
+        return {"dry_run": True, "manifests": manifests}
+    applied = await anyio.to_thread.run_sync(deployer.apply, manifests)
+    return _out(applied)
+
+
+@router.get("/deployments")
+async def list_deployments(identity: Admin, deployer: DeployerDep) -> dict[str, Any]:
+    found = await anyio.to_thread.run_sync(deployer.list)
+    return {"deployments": [_out(d) for d in found]}
+
+
+@router.get("/deployments/{name}")
+async def get_deployment(name: str, identity: Admin, deployer: DeployerDep) -> dict[str, Any]:
+    return _out(await anyio.to_thread.run_sync(deployer.status, name))
+
+
+@router.patch("/deployments/{name}/scale")
+async def scale_deployment(
+    name: str, body: ScaleIn, identity: Admin, deployer: DeployerDep
+) -> dict[str, Any]:
+    return _out(await anyio.to_thread.run_sync(deployer.scale, name, body.replicas))
+
+
+@router.delete("/deployments/{name}", status_code=status.HTTP_204_NO_CONTENT)
+async def delete_deployment(name: str, identity: Admin, deployer: DeployerDep) -> Response:
+    await anyio.to_thread.run_sync(deployer.delete, name)
+    return Response(status_code=status.HTTP_204_NO_CONTENT)

@@ -1,0 +1,447 @@
+"""Grounded answers: conversation -> answer cache -> retrieval -> prompt -> LLM -> citations.
+No FastAPI here; the routes of ``/v1/chat`` and ``/v1/chat/completions`` both call
+:class:`ChatService`, for a whole answer (:meth:`ChatService.answer`) or a stream of pieces
+(:meth:`ChatService.stream`).
+
+A stream is opened before the response starts: validation, retrieval and the LLM's first token
+all happen first, so an unavailable model is still a 503 problem, not an error event halfway
+through a 200.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncGenerator, Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import anyio
+
+from kubemate.errors import BackendUnavailable, KubemateError
+from kubemate.inference import LLM, GenerateOptions
+from kubemate.logs import get_logger
+from kubemate.metadata.store import MetadataStore
+from kubemate.metrics import RAG_REQUESTS
+from kubemate.text.prompt import Language, format_history
+from kubemate.text.tokens import count_tokens as estimate_tokens
+from kubemate.vectorstore import SearchHit
+from kubemate_retrieval.answering import PreparedPrompt, cited_labels, prepare_prompt
+from kubemate_retrieval.caches import (
+    Caches,
+    digest,
+    hits_from_json,
+    hits_to_json,
+    normalize_question,
+)
+from kubemate_retrieval.conversations import (
+    Conversation,
+    ConversationStore,
+    Turn,
+    fit_history,
+    summarise,
+)
+from kubemate_retrieval.jobs import BackgroundJobs
+from kubemate_retrieval.models import LoadedModels
+from kubemate_retrieval.pipeline import QueryRequest, Retrieval, RetrievalPipeline
+from kubemate_retrieval.settings import RetrievalSettings
+from kubemate_retrieval.timing import Timer
+
+log = get_logger(__name__)
+
+# Tokenizers disagree by up to ~30%: summarise-checks start below the budget by that margin.
+SUMMARY_PRECHECK_SHARE = 0.7
+
+
+@dataclass(frozen=True, slots=True)
+class ChatRequest:
+    query: QueryRequest
+    conversation_id: str | None = None  # stored conversation to continue
+    start_conversation: bool = False  # store this turn in a new conversation
+    inline_history: list[Turn] = field(default_factory=list)  # history sent with the request
+    max_tokens: int | None = None
+    temperature: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Citation:
+    index: int  # the [n] label of the chunk in the prompt
+    hit: SearchHit
+    cited: bool  # whether the answer refers to [n]
+
+
+@dataclass(slots=True)
+class ChatResult:
+    answer: str
+    citations: list[Citation]
+    model: str
+    timings: dict[str, float]
+    query: str
+    conversation_id: str | None = None
+    rewritten: bool = False
+    search_mode: str = "dense"
+    reranked: bool = False
+    cached: bool = False
+    no_documents: bool = False
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    finish_reason: str = "stop"
+    warnings: list[str] = field(default_factory=list)
+
+
+@dataclass(slots=True)
+class ChatStream:
+    """Pieces of the answer (the first one already received), then :attr:`result`, complete
+    once :meth:`pieces` is exhausted. A consumer that stops early must :meth:`aclose`."""
+
+    result: ChatResult
+    first: str | None
+    rest: AsyncGenerator[str, None] | None
+    finish: Callable[[str], Awaitable[None]]  # runs with the whole text after the last piece
+
+    async def pieces(self) -> AsyncGenerator[str, None]:
+        parts: list[str] = []
+        if self.first is not None:
+            parts.append(self.first)
+            yield self.first
+        if self.rest is not None:
+            async for piece in self.rest:
+                parts.append(piece)
+                yield piece
+        # Not reached when the client went away: a partial answer is neither cached nor kept.
+        await self.finish("".join(parts))
+
+    async def aclose(self) -> None:
+        if self.rest is not None:
+            await self.rest.aclose()
+
+
+async def _stream_pieces(
+    llm: LLM, prompt: str, options: GenerateOptions
+) -> AsyncGenerator[str, None]:
+    """The LLM's stream as an async generator we own, closed (which stops generation) with us."""
+    inner = llm.stream(prompt, options)
+    try:
+        async for piece in inner:
+            yield piece
+    finally:
+        close = getattr(inner, "aclose", None)
+        if close is not None:
+            await close()
+
+
+class ChatService:
+    def __init__(
+        self,
+        *,
+        settings: RetrievalSettings,
+        pipeline: RetrievalPipeline,
+        models: LoadedModels,
+        caches: Caches,
+        conversations: ConversationStore,
+        jobs: BackgroundJobs,
+        store: MetadataStore,
+    ) -> None:
+        self._settings = settings
+        self._pipeline = pipeline
+        self._models = models
+        self._caches = caches
+        self._conversations = conversations
+        self._jobs = jobs
+        self._store = store
+
+    # ---- the two entry points -----------------------------------------------------------------
+
+    async def answer(self, tenant_id: str, request: ChatRequest) -> ChatResult:
+        timer = Timer()
+        plan = await self._plan(tenant_id, request, timer)
+        if plan.prepared is None:
+            result = plan.result
+        else:
+            llm = await self._models.llm()
+            with timer.stage("generate"):
+                async with self._models.unavailable_as_503("answer model"):
+                    completion = await llm.generate(plan.prepared.prompt, plan.prepared.options)
+            result = plan.result
+            result.answer = completion.text.strip()
+            result.model = completion.model
+            result.prompt_tokens = completion.prompt_tokens
+            result.completion_tokens = completion.completion_tokens
+            result.finish_reason = completion.finish_reason
+        await self._finish(tenant_id, request, plan, result, timer)
+        return result
+
+    async def stream(self, tenant_id: str, request: ChatRequest) -> ChatStream:
+        timer = Timer()
+        plan = await self._plan(tenant_id, request, timer)
+        result = plan.result
+        generate_started = 0.0
+
+        async def finish(text: str) -> None:
+            if plan.prepared is not None:
+                result.answer = text.strip()
+                timer.timings["generate"] = round(timer.total()["total"] - generate_started, 3)
+                # A stream reports no usage: count it with the model's tokenizer.
+                result.prompt_tokens = llm.count_tokens(plan.prepared.prompt)
+                result.completion_tokens = llm.count_tokens(text)
+            await self._finish(tenant_id, request, plan, result, timer)
+
+        if plan.prepared is None:
+            return ChatStream(result=result, first=result.answer, rest=None, finish=finish)
+        llm = await self._models.llm()
+        generate_started = timer.total()["total"]
+        pieces = _stream_pieces(llm, plan.prepared.prompt, plan.prepared.options)
+        try:
+            async with self._models.unavailable_as_503("answer model"):
+                first = await anext(pieces, None)
+        except BaseException:
+            await pieces.aclose()
+            raise
+        result.model = llm.model
+        return ChatStream(result=result, first=first, rest=pieces, finish=finish)
+
+    # ---- steps --------------------------------------------------------------------------------
+
+    async def _plan(self, tenant_id: str, request: ChatRequest, timer: Timer) -> _Plan:
+        settings = self._settings
+        query = request.query
+        language: Language = settings.collection(query.collection).language
+        conversation = Conversation(id=None, turns=list(request.inline_history))
+        if request.conversation_id is not None:
+            with timer.stage("conversation"):
+                conversation = await self._conversations.get(tenant_id, request.conversation_id)
+        options = GenerateOptions(
+            max_tokens=min(request.max_tokens or settings.llm.max_tokens, settings.llm.max_tokens),
+            temperature=(
+                settings.llm.temperature if request.temperature is None else request.temperature
+            ),
+        )
+        plan = _Plan(conversation=conversation, language=language, options=options)
+
+        # Answers that depend on earlier turns are not reused: the history is part of them.
+        if conversation.empty:
+            with timer.stage("cache"):
+                plan.generation = await self._caches.generation(tenant_id)
+                plan.answer_key = digest(
+                    "answer",
+                    normalize_question(query.question),
+                    query.cache_params(),
+                    query.rewrite,
+                    settings.llm.provider,
+                    settings.llm.model,
+                    options.max_tokens,
+                    options.temperature,
+                    settings.prompt.model_dump(),
+                    settings.reranker.model_dump(mode="json") if query.rerank else None,
+                )
+                cached = None
+                if plan.generation is not None:
+                    cached = await self._caches.get_answer(
+                        tenant_id, plan.generation, plan.answer_key
+                    )
+            if cached is not None:
+                plan.result = _result_from_cache(cached, timer)
+                return plan
+
+        history = ""
+        if not conversation.empty:
+            llm = await self._models.llm()
+            with timer.stage("history"):
+                history = fit_history(
+                    conversation,
+                    settings.conversations.history_token_budget,
+                    llm.count_tokens,
+                    language,
+                )
+        retrieval = await self._pipeline.retrieve(tenant_id, query, timer, history=history)
+        plan.result = _result_from_retrieval(retrieval, self._settings.llm.model)
+        if not retrieval.hits:
+            # Nothing to ground an answer on: say so instead of letting the model make one up.
+            plan.result.answer = self._fallback(retrieval.no_documents, language)
+            return plan
+
+        llm = await self._models.llm()
+        with timer.stage("prompt"):
+            plan.prepared = prepare_prompt(
+                llm=llm,
+                prompts=settings.prompt,
+                question=query.question,
+                hits=retrieval.hits,
+                history=history,
+                language=language,
+                context_window=settings.llm.context_tokens,
+                context_budget=settings.retrieval.context_token_budget,
+                options=options,
+            )
+        plan.result.citations = [
+            Citation(index=i, hit=hit, cited=False) for i, hit in enumerate(plan.prepared.used, 1)
+        ]
+        return plan
+
+    def _fallback(self, no_documents: bool, language: Language) -> str:
+        config = self._settings.retrieval
+        if no_documents:
+            return config.no_documents_zh if language == "zh" else config.no_documents_en
+        return config.no_answer_zh if language == "zh" else config.no_answer_en
+
+    async def _finish(
+        self,
+        tenant_id: str,
+        request: ChatRequest,
+        plan: _Plan,
+        result: ChatResult,
+        timer: Timer,
+    ) -> None:
+        cited = cited_labels(result.answer)
+        result.citations = [
+            Citation(index=c.index, hit=c.hit, cited=c.index in cited) for c in result.citations
+        ]
+        result.timings = timer.total()
+        if (
+            not result.cached
+            and plan.answer_key is not None
+            and plan.generation is not None
+            and not result.warnings
+            and result.answer
+        ):
+            await self._caches.put_answer(
+                tenant_id, plan.generation, plan.answer_key, _result_to_cache(result)
+            )
+        await self._remember(tenant_id, request, plan, result)
+        if plan.prepared is not None:
+            RAG_REQUESTS.labels(result.model, tenant_id).inc()
+            await anyio.to_thread.run_sync(
+                lambda: self._store.record_usage(
+                    tenant_id,
+                    kind="generate",
+                    model=result.model,
+                    prompt_tokens=result.prompt_tokens,
+                    completion_tokens=result.completion_tokens,
+                    latency_ms=result.timings.get("generate", 0.0),
+                )
+            )
+        log.info(
+            "chat.answered",
+            collection=request.query.collection,
+            chunks=len(result.citations),
+            cached=result.cached,
+            rewritten=result.rewritten,
+            search_mode=result.search_mode,
+            reranked=result.reranked,
+            total_ms=result.timings.get("total"),
+        )
+
+    async def _remember(
+        self, tenant_id: str, request: ChatRequest, plan: _Plan, result: ChatResult
+    ) -> None:
+        conversation_id = request.conversation_id
+        if conversation_id is None and request.start_conversation:
+            try:
+                conversation_id = await self._conversations.create(
+                    tenant_id, request.query.collection
+                )
+            except BackendUnavailable:
+                # The answer stands on its own; only continuing it needs the store.
+                result.warnings.append("no conversation_id: the conversation store is down")
+                return
+        if conversation_id is None:
+            return
+        result.conversation_id = conversation_id
+        turn = Turn(question=request.query.question, answer=result.answer)
+        await self._conversations.append(tenant_id, conversation_id, turn)
+        grown = Conversation(
+            id=conversation_id,
+            summary=plan.conversation.summary,
+            turns=[*plan.conversation.turns, turn],
+        )
+        if self._may_need_summary(grown, plan.language):
+            self._jobs.spawn(
+                "conversation.summarise",
+                self._summarise(tenant_id, conversation_id, plan.language),
+            )
+
+    def _may_need_summary(self, conversation: Conversation, language: Language) -> bool:
+        """A cheap pre-check with tiktoken (the LLM's tokenizer may not be loaded, and loading
+        it for a short conversation would be waste); the summariser counts exactly."""
+        config = self._settings.conversations
+        whole = format_history(
+            conversation.summary, [t.pair() for t in conversation.turns], language
+        )
+        return estimate_tokens(whole) >= SUMMARY_PRECHECK_SHARE * config.history_token_budget
+
+    async def _summarise(self, tenant_id: str, conversation_id: str, language: Language) -> None:
+        try:
+            llm = await self._models.llm()
+            await summarise(
+                llm=llm,
+                store=self._conversations,
+                prompts=self._settings.prompt,
+                config=self._settings.conversations,
+                tenant_id=tenant_id,
+                conversation_id=conversation_id,
+                language=language,
+            )
+        except KubemateError as exc:
+            # The turns stay; the next prompt keeps only the most recent that fit.
+            log.warning("conversation.summary_failed", error=exc.detail)
+
+
+@dataclass(slots=True)
+class _Plan:
+    conversation: Conversation
+    language: Language
+    options: GenerateOptions
+    result: ChatResult = field(
+        default_factory=lambda: ChatResult(answer="", citations=[], model="", timings={}, query="")
+    )
+    prepared: PreparedPrompt | None = None
+    generation: int | None = None
+    answer_key: str | None = None
+
+
+def _result_from_retrieval(retrieval: Retrieval, model: str) -> ChatResult:
+    return ChatResult(
+        answer="",
+        citations=[],
+        model=model,
+        timings={},
+        query=retrieval.query,
+        rewritten=retrieval.rewritten,
+        search_mode=retrieval.search_mode,
+        reranked=retrieval.reranked,
+        cached=False,
+        no_documents=retrieval.no_documents,
+        warnings=list(retrieval.warnings),
+    )
+
+
+def _result_to_cache(result: ChatResult) -> dict[str, Any]:
+    return {
+        "answer": result.answer,
+        "model": result.model,
+        "query": result.query,
+        "rewritten": result.rewritten,
+        "search_mode": result.search_mode,
+        "reranked": result.reranked,
+        "no_documents": result.no_documents,
+        "citations": [
+            {"index": c.index, "cited": c.cited, "hit": hits_to_json([c.hit])[0]}
+            for c in result.citations
+        ],
+    }
+
+
+def _result_from_cache(cached: dict[str, Any], timer: Timer) -> ChatResult:
+    return ChatResult(
+        answer=cached["answer"],
+        citations=[
+            Citation(index=c["index"], hit=hits_from_json([c["hit"]])[0], cited=c["cited"])
+            for c in cached["citations"]
+        ],
+        model=cached["model"],
+        timings=timer.total(),
+        query=cached["query"],
+        rewritten=cached["rewritten"],
+        search_mode=cached["search_mode"],
+        reranked=cached["reranked"],
+        cached=True,
+        no_documents=cached["no_documents"],
+    )

@@ -1,0 +1,254 @@
+"""The retrieval pipeline, each stage switchable and timed. No FastAPI here.
+
+question -> [rewrite] -> embed (query-vector LRU) -> retrieval cache -> filters -> search
+(dense or hybrid, scoped to the tenant) -> [rerank: recall ``rerank_recall_k``, keep ``top_k``]
+-> hits, best first.
+
+Optional stages degrade instead of failing the request: an unavailable LLM leaves the question
+unrewritten, a failing reranker leaves the search order; the result says what ran.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+
+import anyio
+
+from kubemate.collections import vector_collection
+from kubemate.errors import ServiceError, UnknownModel
+from kubemate.logs import get_logger
+from kubemate.metadata.store import MetadataStore
+from kubemate.metrics import VECTOR_SEARCH_DURATION
+from kubemate.vectorstore import SearchHit, VectorStore
+from kubemate_retrieval.caches import Caches, digest, hits_from_json, hits_to_json, vector_digest
+from kubemate_retrieval.filters import Filters, resolve_document_ids
+from kubemate_retrieval.models import LoadedModels
+from kubemate_retrieval.rewriting import rewrite_query
+from kubemate_retrieval.settings import RetrievalSettings
+from kubemate_retrieval.timing import Timer
+from kubemate_retrieval.vector_search import SearchMode, search_chunks
+
+log = get_logger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class QueryRequest:
+    """A retrieval request with every switch resolved (no None left for defaults)."""
+
+    collection: str
+    question: str
+    top_k: int
+    hybrid: bool
+    rerank: bool
+    rewrite: bool
+    ef: int | None = None
+    filters: Filters | None = None
+
+    def cache_params(self) -> dict[str, object]:
+        return {
+            "collection": self.collection,
+            "top_k": self.top_k,
+            "ef": self.ef,
+            "hybrid": self.hybrid,
+            "rerank": self.rerank,
+            "filters": self.filters.cache_key() if self.filters else None,
+        }
+
+
+@dataclass(slots=True)
+class Retrieval:
+    hits: list[SearchHit]
+    query: str  # what was searched: the rewrite, or the question as asked
+    rewritten: bool = False
+    search_mode: SearchMode = "dense"
+    reranked: bool = False
+    cached: bool = False
+    no_documents: bool = False
+    warnings: list[str] = field(default_factory=list)
+
+
+class RetrievalPipeline:
+    def __init__(
+        self,
+        settings: RetrievalSettings,
+        vectors: VectorStore,
+        store: MetadataStore,
+        models: LoadedModels,
+        caches: Caches,
+    ) -> None:
+        self._settings = settings
+        self._vectors = vectors
+        self._store = store
+        self._models = models
+        self._caches = caches
+
+    async def retrieve(
+        self, tenant_id: str, request: QueryRequest, timer: Timer, *, history: str = ""
+    ) -> Retrieval:
+        warnings: list[str] = []
+        query, rewritten = request.question, False
+        if request.rewrite:
+            with timer.stage("rewrite"):
+                rewrite = await self._rewrite(request, history, warnings)
+            if rewrite is not None:
+                query, rewritten = rewrite, True
+
+        embedder = await self._models.embedder(request.collection)
+        with timer.stage("embed"):
+            vector = self._caches.vectors.get(request.collection, query)
+            if vector is None:
+                async with self._models.unavailable_as_503("embedding model"):
+                    vector = await embedder.embed_query(query)
+                self._caches.vectors.put(request.collection, query, vector)
+
+        with timer.stage("cache"):
+            generation = await self._caches.generation(tenant_id)
+            # Hybrid search and reranking read the text too, not only its vector.
+            text_matters = request.hybrid or request.rerank
+            key = digest(
+                "retrieval",
+                vector_digest(vector),
+                query if text_matters else None,
+                request.cache_params(),
+                self._reranker_id() if request.rerank else None,
+            )
+            cached = None
+            if generation is not None:
+                cached = await self._caches.get_retrieval(tenant_id, generation, key)
+        if cached is not None:
+            return Retrieval(
+                hits=hits_from_json(cached["hits"]),
+                query=query,
+                rewritten=rewritten,
+                search_mode=cached["search_mode"],
+                reranked=cached["reranked"],
+                cached=True,
+                no_documents=cached["no_documents"],
+                warnings=warnings,
+            )
+
+        result = await self._search(tenant_id, request, query, vector, embedder.dimension, timer)
+        result.rewritten = rewritten
+        result.warnings = warnings + result.warnings
+        if generation is not None and not result.warnings:
+            await self._caches.put_retrieval(
+                tenant_id,
+                generation,
+                key,
+                {
+                    "hits": hits_to_json(result.hits),
+                    "search_mode": result.search_mode,
+                    "reranked": result.reranked,
+                    "no_documents": result.no_documents,
+                },
+            )
+        return result
+
+    def _reranker_id(self) -> str:
+        config = self._settings.reranker
+        return f"{config.provider}:{config.model}:{config.model_path}:{config.base_url}"
+
+    async def _rewrite(
+        self, request: QueryRequest, history: str, warnings: list[str]
+    ) -> str | None:
+        language = self._settings.collection(request.collection).language
+        try:
+            llm = await self._models.llm()
+            async with self._models.unavailable_as_503("answer model"):
+                return await rewrite_query(
+                    llm,
+                    self._settings.prompt,
+                    self._settings.rewrite,
+                    request.question,
+                    history,
+                    language,
+                )
+        except ServiceError as exc:
+            log.warning("query.rewrite_skipped", error=exc.detail)
+            warnings.append("rewrite skipped: the answer model is unavailable")
+            return None
+
+    async def _search(
+        self,
+        tenant_id: str,
+        request: QueryRequest,
+        query: str,
+        vector: list[float],
+        dimension: int,
+        timer: Timer,
+    ) -> Retrieval:
+        settings = self._settings
+        name = vector_collection(
+            request.collection, settings.collection(request.collection).embedder
+        )
+        document_ids: list[str] | None = None
+        if request.filters is not None:
+            filters = request.filters
+            with timer.stage("filter"):
+                document_ids = await anyio.to_thread.run_sync(
+                    lambda: resolve_document_ids(
+                        self._store,
+                        tenant_id,
+                        request.collection,
+                        filters,
+                        settings.retrieval.max_filter_documents,
+                    )
+                )
+            if not document_ids:
+                return Retrieval(hits=[], query=query)
+
+        recall_k = (
+            max(request.top_k, settings.retrieval.rerank_recall_k)
+            if request.rerank
+            else request.top_k
+        )
+
+        def search() -> tuple[list[SearchHit], SearchMode, bool]:
+            # A tenant's first question may come before any document was indexed here.
+            self._vectors.ensure_collection(name, dimension)
+            found = search_chunks(
+                self._vectors,
+                name,
+                tenant_id,
+                vector,
+                recall_k,
+                query_text=query,
+                hybrid=request.hybrid,
+                ef=request.ef,
+                document_ids=document_ids,
+            )
+            # Nothing found and no filter: tell "no documents at all" from "nothing relevant".
+            empty = (
+                not found.hits
+                and document_ids is None
+                and self._vectors.count(name, tenant_id) == 0
+            )
+            return found.hits, found.mode, empty
+
+        with timer.stage("search"), VECTOR_SEARCH_DURATION.time():
+            hits, mode, no_documents = await anyio.to_thread.run_sync(search)
+        result = Retrieval(hits=hits, query=query, search_mode=mode, no_documents=no_documents)
+        if request.rerank and len(hits) > 1:
+            with timer.stage("rerank"):
+                await self._rerank(result, request.top_k)
+        result.hits = result.hits[: request.top_k]
+        return result
+
+    async def _rerank(self, result: Retrieval, keep: int) -> None:
+        try:
+            reranker = await self._models.reranker()
+            if reranker is None:
+                result.warnings.append("rerank skipped: no reranker is configured")
+                return
+            scores = await reranker.rerank(result.query, [h.chunk_text for h in result.hits])
+        except (ServiceError, UnknownModel) as exc:
+            log.warning("query.rerank_skipped", error=exc.detail)
+            result.warnings.append("rerank skipped: the reranker is unavailable")
+            return
+        if len(scores) != len(result.hits):
+            log.warning("query.rerank_skipped", error="one score per passage expected")
+            result.warnings.append("rerank skipped: the reranker answered nonsense")
+            return
+        ranked = sorted(zip(scores, result.hits, strict=True), key=lambda p: p[0], reverse=True)
+        result.hits = [replace(hit, score=score) for score, hit in ranked[:keep]]
+        result.reranked = True

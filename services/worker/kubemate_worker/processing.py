@@ -1,0 +1,198 @@
+"""One stream entry from delivery to its end. No Celery here (tasks.py is the thin wrapper).
+
+Every entry ends one of these ways:
+
+* COMPLETED and acknowledged;
+* FAILED with a reason and the stage it failed in, written to the dead-letter stream and
+  acknowledged in one transaction: at once for a document that is bad in itself
+  (:class:`DocumentProcessingError`, a :class:`ClientError`), when a backend stayed down past the
+  retry budget, or after ``max_attempts`` runs for anything else. A run that never finished (the
+  worker crashed, was killed, ran out of memory) counts too: the attempt is recorded in the
+  metadata store before the work starts, so a document that kills every worker that touches it
+  is failed on its next delivery instead of taking them all down in turn;
+* left pending for another consumer: this one lost its lease (it stalled past the idle
+  timeout and the entry was reclaimed), or could not record any outcome because the database or
+  Redis stayed down. The stream still holds the entry, so nothing is lost.
+
+A task that finds its document finished already (the acknowledgement of an earlier run was lost)
+only acknowledges it, or dead-letters it if it had failed.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+from kubemate.errors import (
+    ClientError,
+    DocumentNotFound,
+    DocumentProcessingError,
+    KubemateError,
+    TaskNotFound,
+)
+from kubemate.logs import get_logger
+from kubemate.metadata.models import TaskState
+from kubemate.metrics import DOCUMENT_PROCESSING_STATUS
+from kubemate.queue.streams import Lease
+from kubemate.retry import backoff_delay
+from kubemate_worker.context import WorkerContext
+from kubemate_worker.inflight import Held, LeaseLost
+from kubemate_worker.pipeline import index_document
+from kubemate_worker.progress import TaskReporter
+from kubemate_worker.retrying import BackendGaveUp
+
+log = get_logger(__name__)
+
+
+class Outcome(StrEnum):
+    DONE = "done"  # completed (now or before) and acknowledged
+    FAILED = "failed"  # failed and dead-lettered
+    GONE = "gone"  # the document was deleted meanwhile; acknowledged
+    SKIPPED = "skipped"  # not this worker's (finished or taken over before it started)
+    LOST = "lost"  # taken over by another consumer while working on it
+    RELEASED = "released"  # no outcome could be recorded; left pending for a later delivery
+
+
+def process_entry(ctx: WorkerContext, entry_id: str) -> Outcome:
+    held = ctx.inflight.start(entry_id)
+    if held is None:
+        log.info("stream.entry_not_held", entry_id=entry_id)
+        return Outcome.SKIPPED
+    try:
+        return _process(ctx, held)
+    except LeaseLost:
+        log.warning("stream.lease_lost", entry_id=entry_id)
+        return Outcome.LOST
+    except BackendGaveUp as exc:
+        # Not even the failure could be recorded. Without heartbeats the entry turns idle and
+        # is delivered again (here or elsewhere) after the idle timeout.
+        log.error("stream.entry_released", entry_id=entry_id, error=exc.detail)
+        return Outcome.RELEASED
+    finally:
+        ctx.inflight.finish(entry_id)
+
+
+def _process(ctx: WorkerContext, held: Held) -> Outcome:
+    job = held.job
+    call = ctx.retrier.call
+    lease = call("stream.lease", lambda: ctx.queue.lease(ctx.consumer, held.entry_id))
+    if lease != Lease.HELD:
+        # Acknowledged by an earlier run, or taken over since it was read.
+        log.info("stream.entry_already_taken", entry_id=held.entry_id, lease=lease.name)
+        return Outcome.SKIPPED
+    try:
+        task = call("metadata.get_task", lambda: ctx.store.get_task(job.tenant_id, job.task_id))
+    except (TaskNotFound, DocumentNotFound):
+        return _gone(ctx, held)
+    if task.state == TaskState.COMPLETED:
+        call("stream.ack", lambda: ctx.queue.ack(held.entry_id))
+        return Outcome.DONE
+    if task.state == TaskState.FAILED:
+        # Failed, but the dead letter and the acknowledgement (one transaction) never happened.
+        return _dead_letter(ctx, held, task.error or "failed", task.stage or "", task.attempts)
+
+    worker = ctx.settings.worker
+    if task.state != TaskState.PENDING and task.attempts >= worker.max_attempts:
+        # Every earlier run ended without an outcome (a run that ends in one leaves a final
+        # state, and a retry resets the task to PENDING): the worker crashed or was killed.
+        reason = (
+            f"gave up after {task.attempts} attempts: the worker processing this document "
+            "stopped each time (crashed or ran out of memory)"
+        )
+        return _fail(ctx, held, reason, task.stage or "pending", task.attempts)
+
+    reporter = TaskReporter(ctx.store, job, interval_s=worker.progress_interval_s)
+    while True:
+        try:
+            task = call("metadata.begin", reporter.begin_attempt)
+        except (TaskNotFound, DocumentNotFound):
+            return _gone(ctx, held)
+        try:
+            chunks = index_document(ctx, job, held=held, reporter=reporter)
+        except LeaseLost:
+            raise
+        except (TaskNotFound, DocumentNotFound):
+            return _gone(ctx, held)
+        except BackendGaveUp as exc:
+            if exc.records_outcomes:
+                raise  # nothing can be recorded now: released, and delivered again later
+            # A backend stayed down past the budget: the reason names it; the dead letter
+            # lets someone retry the document once it is back.
+            return _fail(ctx, held, exc.detail, reporter.stage, task.attempts)
+        except (DocumentProcessingError, ClientError) as exc:
+            # Bad in itself: another run would end the same way.
+            stage = str(exc.extra.get("stage") or reporter.stage)
+            return _fail(ctx, held, exc.detail, stage, task.attempts)
+        except Exception as exc:
+            detail = exc.detail if isinstance(exc, KubemateError) else "internal error"
+            log.error(
+                "document.attempt_failed",
+                document_id=job.document_id,
+                attempt=task.attempts,
+                stage=reporter.stage,
+                exc_info=exc,
+            )
+            if task.attempts >= worker.max_attempts:
+                reason = f"{detail} (after {task.attempts} attempts; see the worker log)"
+                return _fail(ctx, held, reason, reporter.stage, task.attempts)
+            delay = backoff_delay(
+                task.attempts,
+                exc,
+                base_delay=worker.retry_base_delay_s,
+                max_delay=worker.retry_max_delay_s,
+            )
+            reporter.retrying(f"{detail}; attempt {task.attempts + 1} in {delay:.1f} s")
+            held.wait_lost(delay)
+            held.check()
+            continue
+        call("stream.ack", lambda: ctx.queue.ack(held.entry_id))
+        log.info("document.completed", document_id=job.document_id, chunks=chunks)
+        return Outcome.DONE
+
+
+def _gone(ctx: WorkerContext, held: Held) -> Outcome:
+    """The document was deleted. Its deletion removed the chunks there were then; a run that
+    was writing meanwhile (this one, or one that crashed) may have added some since."""
+    job = held.job
+    log.info("document.gone", document_id=job.document_id)
+    collection = ctx.vector_collection(job.collection)
+    try:
+        ctx.retrier.call(
+            "vectors.delete",
+            lambda: ctx.vectors.delete_document(collection, job.tenant_id, job.document_id),
+        )
+        ctx.ledger.forget(collection, job.tenant_id, job.document_id)
+    except KubemateError as exc:
+        log.warning("document.gone_cleanup_failed", document_id=job.document_id, error=exc.detail)
+    ctx.retrier.call("stream.ack", lambda: ctx.queue.ack(held.entry_id))
+    return Outcome.GONE
+
+
+def _fail(ctx: WorkerContext, held: Held, reason: str, stage: str, attempts: int) -> Outcome:
+    job = held.job
+    try:
+        ctx.retrier.call(
+            "metadata.fail",
+            lambda: ctx.store.fail_task(job.tenant_id, job.task_id, stage=stage, error=reason),
+        )
+    except (TaskNotFound, DocumentNotFound):
+        return _gone(ctx, held)
+    DOCUMENT_PROCESSING_STATUS.labels(TaskState.FAILED.value).inc()
+    log.warning(
+        "document.failed",
+        document_id=job.document_id,
+        stage=stage,
+        attempts=attempts,
+        reason=reason,
+    )
+    return _dead_letter(ctx, held, reason, stage, attempts)
+
+
+def _dead_letter(ctx: WorkerContext, held: Held, reason: str, stage: str, attempts: int) -> Outcome:
+    dead_id = ctx.retrier.call(
+        "stream.dead_letter",
+        lambda: ctx.queue.dead_letter(
+            held.entry_id, held.job, reason=reason, stage=stage, attempts=attempts
+        ),
+    )
+    log.info("stream.dead_lettered", entry_id=held.entry_id, dead_letter_id=dead_id)
+    return Outcome.FAILED

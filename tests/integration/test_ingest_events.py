@@ -1,0 +1,193 @@
+"""Task events over Server-Sent Events: the ingest app against real Redis and SQLite, served by
+uvicorn on a local port, so the stream goes through a real HTTP connection. The CLI's watcher
+reads it with a transport that adds the signed identity headers the gateway would add (a
+stand-in for the gateway, whose JWT checks are tested elsewhere)."""
+
+from __future__ import annotations
+
+import io
+import json
+import threading
+import time
+from collections.abc import Iterator
+
+import httpx
+import pytest
+import uvicorn
+from fastapi.testclient import TestClient
+
+from kubemate.auth import Role
+from kubemate.cli.client import KubemateClient, PollingWatcher, SseWatcher, TaskStatus
+from kubemate.embedded.supervisor import free_port
+from kubemate.metadata.models import TaskState
+from kubemate.metadata.store import MetadataStore
+from kubemate_ingest.main import create_app
+from kubemate_ingest.settings import IngestSettings
+from tests.fixtures.services import identity_headers
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def settings(backend_env: dict[str, object]) -> IngestSettings:
+    return IngestSettings(**backend_env, ingest={"events_poll_s": 0.05, "events_ping_s": 1})
+
+
+@pytest.fixture
+def server(settings: IngestSettings) -> Iterator[str]:
+    config = uvicorn.Config(
+        create_app(settings), host="127.0.0.1", port=free_port(), log_level="warning"
+    )
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started:
+        assert thread.is_alive() and time.monotonic() < deadline, "uvicorn did not start"
+        time.sleep(0.02)
+    try:
+        yield f"http://127.0.0.1:{config.port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+
+
+@pytest.fixture
+def store(settings: IngestSettings) -> Iterator[MetadataStore]:
+    """The worker's view of the database: it writes the progress the events report."""
+    store = MetadataStore.from_config(settings.database)
+    yield store
+    store.dispose()
+
+
+class AsGateway(httpx.HTTPTransport):
+    """Adds the signed identity headers, as the gateway does after checking a JWT."""
+
+    def __init__(self, tenant: str) -> None:
+        super().__init__()
+        self.tenant = tenant
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        request.headers.update(identity_headers(self.tenant, Role.EDITOR))
+        return super().handle_request(request)
+
+
+def upload(base_url: str, tenant: str, data: bytes) -> dict[str, str]:
+    with httpx.Client(base_url=base_url, headers=identity_headers(tenant, Role.EDITOR)) as c:
+        r = c.post("/v1/documents", files={"file": ("a.txt", io.BytesIO(data))})
+    assert r.status_code == 202, r.text
+    return r.json()  # type: ignore[no-any-return]
+
+
+def work(store: MetadataStore, tenant: str, task_id: str, *, fail: bool = False) -> None:
+    """What the worker writes, a little at a time."""
+    time.sleep(0.3)
+    store.update_task(tenant, task_id, state=TaskState.PARSING, stage="parsing")
+    time.sleep(0.2)
+    store.update_task(
+        tenant, task_id, state=TaskState.EMBEDDING, stage="embedding", progress_total=3
+    )
+    for done in (1, 2, 3):
+        time.sleep(0.15)
+        store.update_task(tenant, task_id, progress_done=done)
+    if fail:
+        store.fail_task(tenant, task_id, stage="indexing", error="vector store is unavailable")
+    else:
+        store.update_task(tenant, task_id, state=TaskState.COMPLETED, stage="indexing")
+
+
+def read_events(response: httpx.Response) -> Iterator[tuple[str, dict[str, object]]]:
+    event = ""
+    for line in response.iter_lines():
+        if line.startswith("event: "):
+            event = line.removeprefix("event: ")
+        elif line.startswith("data: "):
+            yield event, json.loads(line.removeprefix("data: "))
+
+
+def test_events_stream_each_state_and_progress_step_then_end(
+    server: str, store: MetadataStore
+) -> None:
+    accepted = upload(server, "acme", b"stream me")
+    worker = threading.Thread(target=work, args=(store, "acme", accepted["task_id"]))
+    worker.start()
+    headers = identity_headers("acme", Role.VIEWER)
+    with httpx.stream(
+        "GET", f"{server}/v1/tasks/{accepted['task_id']}/events", headers=headers, timeout=30
+    ) as r:
+        assert r.status_code == 200
+        assert r.headers["content-type"].startswith("text/event-stream")
+        events = list(read_events(r))  # returns: the server ends the stream itself
+    worker.join()
+    assert {name for name, _ in events} == {"task"}
+    seen = [(e["state"], e["progress"]["done"]) for _, e in events]  # type: ignore[index]
+    assert seen[0] == ("PENDING", 0) and seen[-1] == ("COMPLETED", 3)
+    # Every change once, in order, and nothing repeated while nothing changed.
+    assert ("PARSING", 0) in seen and ("EMBEDDING", 2) in seen
+    assert len(seen) == len(set(seen))
+    assert [done for state, done in seen if state == "EMBEDDING"] == sorted(
+        done for state, done in seen if state == "EMBEDDING"
+    )
+
+
+def test_another_tenants_task_and_unknown_ids_are_404_before_streaming(server: str) -> None:
+    accepted = upload(server, "acme", b"private progress")
+    for tenant, task_id in (("globex", accepted["task_id"]), ("acme", "no-such-task")):
+        r = httpx.get(
+            f"{server}/v1/tasks/{task_id}/events",
+            headers=identity_headers(tenant, Role.ADMIN),
+            timeout=10,
+        )
+        assert r.status_code == 404
+        assert r.headers["content-type"] == "application/problem+json"
+        assert r.json()["type"].endswith("/task-not-found")
+    r = httpx.get(f"{server}/v1/tasks/{accepted['task_id']}/events", timeout=10)
+    assert r.status_code == 401
+
+
+def test_a_task_deleted_mid_stream_ends_with_an_error_event(
+    server: str, store: MetadataStore
+) -> None:
+    accepted = upload(server, "acme", b"deleted while followed")
+    headers = identity_headers("acme", Role.VIEWER)
+    with httpx.stream(
+        "GET", f"{server}/v1/tasks/{accepted['task_id']}/events", headers=headers, timeout=30
+    ) as r:
+        events = read_events(r)
+        assert next(events)[1]["state"] == "PENDING"
+        store.delete_document("acme", accepted["document_id"])
+        name, problem = next(events)
+        assert name == "error" and str(problem["type"]).endswith("/task-not-found")
+        assert list(events) == []
+
+
+def test_the_cli_watcher_follows_several_tasks_live(server: str, store: MetadataStore) -> None:
+    tasks = [upload(server, "acme", f"document {i}".encode())["task_id"] for i in range(3)]
+    workers = [
+        threading.Thread(target=work, args=(store, "acme", t), kwargs={"fail": i == 2})
+        for i, t in enumerate(tasks)
+    ]
+    for w in workers:
+        w.start()
+    # Polling that would take far too long: if the events fail, the test times out instead.
+    watcher = SseWatcher(PollingWatcher(interval_s=600))
+    with KubemateClient(server, "unused", transport=AsGateway("acme")) as client:
+        seen: list[TaskStatus] = list(watcher.watch(client, tasks, timeout_s=60))
+    for w in workers:
+        w.join()
+    last = {s.task_id: s for s in seen}
+    assert [last[t].state for t in tasks] == ["COMPLETED", "COMPLETED", "FAILED"]
+    assert last[tasks[2]].error == "vector store is unavailable"
+    assert any(s.state == "EMBEDDING" and s.progress.total == 3 for s in seen)
+
+
+def test_the_events_route_with_the_test_client(settings: IngestSettings) -> None:
+    with TestClient(create_app(settings)) as client:
+        client.headers.update(identity_headers("acme", Role.EDITOR))
+        r = client.post("/v1/documents", files={"file": ("a.txt", b"done already")}).json()
+        client.app.state.store.update_task(  # type: ignore[attr-defined]
+            "acme", r["task_id"], state=TaskState.COMPLETED
+        )
+        with client.stream("GET", f"/v1/tasks/{r['task_id']}/events") as response:
+            events = list(read_events(response))
+    assert [(n, e["state"]) for n, e in events] == [("task", "COMPLETED")]

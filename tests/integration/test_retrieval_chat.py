@@ -1,0 +1,218 @@
+"""``/v1/chat``: conversations in Redis (multi-turn, summary, tenancy, 404s), streaming as
+server-sent events, query rewriting with its guard, and an unavailable answer model (503).
+
+The answer model is the Ollama STAND-IN of tests/fixtures/inference.py: it echoes the prompt
+("The stand-in answers: <prompt>"), cut to ``max_tokens`` words, so tests can read what the
+prompt contained. The real llama.cpp model answers in test_retrieval_api and test_openai_api.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+
+from tests.fixtures.inference import OllamaStandIn, free_port
+from tests.integration.test_retrieval_fixtures import (  # noqa: F401 (fixtures)
+    FACTS,
+    RetrievalEnv,
+    retrieval_env,
+    stand_in_llm,
+)
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def chat(
+    retrieval_env: RetrievalEnv,  # noqa: F811
+    ollama_standin: OllamaStandIn,
+) -> Iterator[TestClient]:
+    retrieval_env.index(FACTS)
+    llm = stand_in_llm(ollama_standin.base_url, max_tokens=24)
+    with retrieval_env.client(llm=llm) as client:
+        yield client
+
+
+def _prompts(standin: OllamaStandIn) -> list[str]:
+    return [
+        str(body["prompt"])
+        for _, path, body in standin.requests
+        if path == "/api/generate" and isinstance(body, dict)
+    ]
+
+
+def _events(lines: Iterator[str]) -> list[tuple[str, Any]]:
+    """Server-sent events as (event, decoded data)."""
+    events: list[tuple[str, Any]] = []
+    name, data = "message", []
+    for line in lines:
+        if line == "":
+            if data:
+                events.append((name, json.loads("\n".join(data))))
+            name, data = "message", []
+        elif line.startswith("event:"):
+            name = line[6:].strip()
+        elif line.startswith("data:"):
+            data.append(line[5:].removeprefix(" "))
+    return events
+
+
+def test_conversation_carries_earlier_turns_into_the_prompt(
+    chat: TestClient, ollama_standin: OllamaStandIn
+) -> None:
+    first = chat.post("/v1/chat", json={"question": "How long do cats sleep?"})
+    assert first.status_code == 200, first.text
+    conversation_id = first.json()["conversation_id"]
+    assert conversation_id
+
+    second = chat.post(
+        "/v1/chat",
+        json={"question": "And what about the bank?", "conversation_id": conversation_id},
+    )
+    assert second.status_code == 200, second.text
+    assert second.json()["conversation_id"] == conversation_id
+    answer_prompt = _prompts(ollama_standin)[-1]
+    assert "Conversation so far:" in answer_prompt
+    assert "User: How long do cats sleep?" in answer_prompt
+    assert answer_prompt.rstrip().endswith("Question: And what about the bank?\nAnswer:")
+
+    stored = chat.get(f"/v1/chat/conversations/{conversation_id}").json()
+    assert [t["question"] for t in stored["turns"]] == [
+        "How long do cats sleep?",
+        "And what about the bank?",
+    ]
+
+
+def test_a_follow_up_is_rewritten_unless_the_rewrite_is_absurd(
+    chat: TestClient, ollama_standin: OllamaStandIn
+) -> None:
+    first = chat.post("/v1/chat", json={"question": "How long do cats sleep?"}).json()
+    ollama_standin.requests.clear()
+    r = chat.post(
+        "/v1/chat",
+        json={"question": "Why so long?", "conversation_id": first["conversation_id"]},
+    )
+    assert r.status_code == 200, r.text
+    # Rewriting is on by default for a follow-up, and the LLM was asked for a search query...
+    rewrite_prompt = _prompts(ollama_standin)[0]
+    assert rewrite_prompt.rstrip().endswith("Search query:")
+    assert "User: How long do cats sleep?" in rewrite_prompt
+    # ...but the stand-in echoes the instructions, which the guard refuses: the question stays.
+    assert r.json()["rewritten"] is False
+    assert r.json()["query"] == "Why so long?"
+    assert "rewrite" in r.json()["timings"]
+
+    # Without a conversation, no rewrite unless asked for.
+    ollama_standin.requests.clear()
+    r = chat.post("/v1/chat", json={"question": "cats"})
+    assert len(_prompts(ollama_standin)) == 1
+
+
+def test_old_turns_are_folded_into_a_summary(
+    retrieval_env: RetrievalEnv,  # noqa: F811
+    ollama_standin: OllamaStandIn,
+) -> None:
+    retrieval_env.index(FACTS)
+    llm = stand_in_llm(ollama_standin.base_url, max_tokens=24)
+    small = {"history_token_budget": 48, "summary_max_tokens": 16}
+    with retrieval_env.client(llm=llm, conversations=small) as client:
+        first = client.post("/v1/chat", json={"question": "How long do cats sleep?"}).json()
+        conversation_id = first["conversation_id"]
+        deadline = time.monotonic() + 30
+        stored = client.get(f"/v1/chat/conversations/{conversation_id}").json()
+        while not stored["summary"] and time.monotonic() < deadline:
+            time.sleep(0.1)
+            stored = client.get(f"/v1/chat/conversations/{conversation_id}").json()
+        assert stored["summary"].startswith("The stand-in answers: Summarise the conversation")
+        assert stored["turns"] == []
+
+        r = client.post(
+            "/v1/chat",
+            json={"question": "and dogs?", "conversation_id": conversation_id, "rewrite": False},
+        )
+        assert r.status_code == 200, r.text
+        assert "Summary of earlier turns: The stand-in answers" in _prompts(ollama_standin)[-1]
+
+
+def test_unknown_and_foreign_conversations_are_404(
+    retrieval_env: RetrievalEnv,  # noqa: F811
+    chat: TestClient,
+) -> None:
+    mine = chat.post("/v1/chat", json={"question": "cats"}).json()["conversation_id"]
+    other = retrieval_env.headers(f"globex-{retrieval_env.suffix}")
+    for conversation_id, headers in (
+        ("0" * 32, None),  # well-formed, never created
+        ("not-an-id", None),
+        (mine, other),  # another tenant's
+    ):
+        r = chat.post(
+            "/v1/chat",
+            json={"question": "cats", "conversation_id": conversation_id},
+            headers=headers,
+        )
+        assert r.status_code == 404, r.text
+        assert r.headers["content-type"] == "application/problem+json"
+        assert r.json()["type"].endswith("conversation-not-found")
+        r = chat.get(f"/v1/chat/conversations/{conversation_id}", headers=headers)
+        assert r.status_code == 404
+    assert chat.delete(f"/v1/chat/conversations/{mine}", headers=other).status_code == 404
+    assert chat.delete(f"/v1/chat/conversations/{mine}").status_code == 204
+    assert chat.get(f"/v1/chat/conversations/{mine}").status_code == 404
+
+
+def test_streamed_answer_then_citations_and_timings(chat: TestClient) -> None:
+    with chat.stream("POST", "/v1/chat", json={"question": FACTS["cats.txt"], "stream": True}) as r:
+        assert r.status_code == 200
+        assert r.headers["content-type"].startswith("text/event-stream")
+        events = _events(r.iter_lines())
+    names = [name for name, _ in events]
+    assert names[-1] == "done" and set(names[:-1]) == {"token"} and len(names) > 2
+    text = "".join(data["text"] for name, data in events if name == "token")
+    done = events[-1][1]
+    assert done["answer"] == text.strip()
+    assert done["citations"][0]["source"] == "cats.txt"
+    assert {"search", "prompt", "generate", "total"} <= set(done["timings"])
+    assert done["conversation_id"]
+
+
+def test_stream_without_documents_is_one_piece(
+    retrieval_env: RetrievalEnv,  # noqa: F811
+    chat: TestClient,
+) -> None:
+    empty = retrieval_env.headers(f"empty-{retrieval_env.suffix}")
+    with chat.stream(
+        "POST", "/v1/chat", json={"question": "q", "stream": True}, headers=empty
+    ) as r:
+        events = _events(r.iter_lines())
+    assert [name for name, _ in events] == ["token", "done"]
+    assert events[-1][1]["no_documents"] is True
+
+
+@pytest.mark.parametrize("broken", ["runtime_down", "model_missing"])
+def test_an_unavailable_model_is_503_with_retry_after(
+    retrieval_env: RetrievalEnv,  # noqa: F811
+    ollama_standin: OllamaStandIn,
+    broken: str,
+) -> None:
+    retrieval_env.index(FACTS)
+    if broken == "runtime_down":
+        llm = stand_in_llm(f"http://127.0.0.1:{free_port()}")
+    else:
+        llm = stand_in_llm(ollama_standin.base_url, model="llama3.2:latest")  # never pulled
+    with retrieval_env.client(llm=llm, retrieval={"model_retry_after_s": 7}) as client:
+        for body in ({"question": "cats"}, {"question": "cats", "stream": True}):
+            r = client.post("/v1/chat", json=body)
+            assert r.status_code == 503, r.text
+            assert r.headers["content-type"] == "application/problem+json"
+            assert r.json()["type"].endswith("model-unavailable")
+            assert int(r.headers["Retry-After"]) >= 1
+        # Retrieval alone still works; the rewrite it asked for is skipped and says so.
+        r = client.post("/v1/query", json={"question": "cats", "rewrite": True})
+        assert r.status_code == 200, r.text
+        assert r.json()["hits"] and r.json()["rewritten"] is False
+        assert any("rewrite" in w for w in r.json()["warnings"])
