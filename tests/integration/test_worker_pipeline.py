@@ -12,6 +12,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from kubemate.auth import Role
+from kubemate.cache_generation import current_generation
 from kubemate.metadata.models import TaskState
 from kubemate.queue import StreamEntry
 from kubemate_ingest.main import create_app
@@ -66,8 +67,11 @@ def upload(client: TestClient, data: bytes, name: str = "report.txt") -> dict[st
 
 def test_document_is_indexed_once_and_acknowledged(ingest: TestClient, ctx: WorkerContext) -> None:
     accepted = upload(ingest, TEXT)
+    generation = current_generation(ctx.queue.client, "acme")
     (entry,) = ctx.queue.read_new("test-consumer", 10, 100)
     assert run_entry(ctx, entry) == "done"
+    # Cached answers of the tenant are orphaned by the new document.
+    assert current_generation(ctx.queue.client, "acme") > generation
 
     task = ctx.store.get_task("acme", accepted["task_id"])
     assert task.state == TaskState.COMPLETED

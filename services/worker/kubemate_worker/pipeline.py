@@ -20,6 +20,9 @@ from collections.abc import Callable, Iterator
 from itertools import islice
 from typing import BinaryIO, cast
 
+import redis
+
+from kubemate.cache_generation import bump_generation
 from kubemate.errors import BackendUnavailable, ClientError, DocumentProcessingError
 from kubemate.logs import get_logger
 from kubemate.metadata.models import TaskState
@@ -190,6 +193,11 @@ def index_document(
         lambda: ctx.store.complete_document(tenant, document.id, job.task_id, chunk_count=done),
     )
     DOCUMENT_PROCESSING_STATUS.labels(TaskState.COMPLETED.value).inc()
+    try:
+        # Cached answers of this tenant predate the new document: orphan them all at once.
+        bump_generation(ctx.queue.client, tenant)
+    except redis.RedisError as exc:  # the caches expire by TTL; the document is finished
+        log.warning("cache.generation_bump_failed", error=str(exc))
     try:
         ctx.store.record_usage(
             tenant,
