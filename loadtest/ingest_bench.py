@@ -96,10 +96,15 @@ def machine() -> dict[str, str]:
 class RawResult:
     chunks: int
     seconds: float
+    cpu_seconds: float  # of this process, the model's threads included
 
     @property
     def chunks_per_s(self) -> float:
         return self.chunks / self.seconds
+
+    @property
+    def cpu_ms_per_chunk(self) -> float:
+        return 1000 * self.cpu_seconds / self.chunks
 
 
 def split_all(texts: list[str]) -> list[str]:
@@ -113,17 +118,22 @@ def measure_raw(chunks: list[str]) -> RawResult:
     config = EmbedderConfig()  # the embedded default, as the stack's worker builds it
     embedder = SentenceTransformerEmbedder(config)
 
-    async def run() -> float:
+    async def run() -> tuple[float, float]:
         await embedder.load()
         await embedder.embed(chunks[: config.batch_size])  # warm: first calls are slower
-        started = time.perf_counter()
+        cpu, started = process_cpu(), time.perf_counter()
         for i in range(0, len(chunks), config.batch_size):
             await embedder.embed(chunks[i : i + config.batch_size])
-        return time.perf_counter() - started
+        return time.perf_counter() - started, process_cpu() - cpu
 
-    seconds = asyncio.run(run())
+    seconds, cpu = asyncio.run(run())
     asyncio.run(embedder.aclose())
-    return RawResult(len(chunks), seconds)
+    return RawResult(len(chunks), seconds, cpu)
+
+
+def process_cpu() -> float:
+    times = psutil.Process().cpu_times()
+    return float(times.user + times.system)
 
 
 # ---- the stack -------------------------------------------------------------------------------
@@ -289,6 +299,11 @@ class EndToEnd:
     seconds: float
     upload_seconds: float
     peak_rss_mb: float
+    cpu_seconds: dict[str, float]  # per component of the stack
+
+    @property
+    def cpu_ms_per_chunk(self) -> float:
+        return 1000 * sum(self.cpu_seconds.values()) / self.chunks
 
     @property
     def chunks_per_s(self) -> float:
@@ -297,6 +312,41 @@ class EndToEnd:
     @property
     def docs_per_s(self) -> float:
         return self.docs / self.seconds
+
+
+class StackCpu:
+    """CPU time used by every process of a stack (all are children of `kubemate up`), by
+    component: on a machine shared with other work, wall-clock figures move with the load,
+    CPU seconds per chunk much less."""
+
+    def __init__(self, stack: Stack) -> None:
+        self._up = psutil.Process(stack.process.pid)
+        self._names = {pid: name for name, pid in stack.pids.items()}
+
+    def _component(self, proc: psutil.Process) -> str:
+        try:
+            line = " ".join(proc.cmdline())
+        except psutil.Error:
+            return "other"
+        for pid, name in self._names.items():
+            if proc.pid == pid:
+                return name.split("-")[0]
+        if "milvus" in line:
+            return "milvus"
+        if "redis-server" in line:
+            return "redis"
+        return "other"
+
+    def sample(self) -> dict[str, float]:
+        totals: dict[str, float] = {}
+        for proc in [self._up, *self._up.children(recursive=True)]:
+            try:
+                times = proc.cpu_times()
+            except psutil.Error:
+                continue
+            name = "supervisor" if proc.pid == self._up.pid else self._component(proc)
+            totals[name] = totals.get(name, 0.0) + times.user + times.system
+        return totals
 
 
 class RssSampler:
@@ -338,6 +388,8 @@ def measure_end_to_end(
 ) -> EndToEnd:
     warm_up(stack)
     task_ids: list[str] = []
+    cpu = StackCpu(stack)
+    cpu_before = cpu.sample()
     with (
         RssSampler(stack.worker_pids()) as rss,
         httpx.Client(
@@ -354,6 +406,7 @@ def measure_end_to_end(
             task_ids = list(pool.map(send, enumerate(texts)))
         uploaded = time.time()
         finished = wait_done(stack, task_ids, timeout_s=6 * 3600)
+    cpu_after = cpu.sample()
     with stack.db() as db:
         marks = ",".join("?" * len(task_ids))
         chunks = db.execute(
@@ -370,6 +423,11 @@ def measure_end_to_end(
         seconds=finished - started,
         upload_seconds=uploaded - started,
         peak_rss_mb=max(rss.peak.values()) / 1024**2,
+        cpu_seconds={
+            name: seconds - cpu_before.get(name, 0.0)
+            for name, seconds in sorted(cpu_after.items())
+            if seconds - cpu_before.get(name, 0.0) >= 0.05
+        },
     )
 
 
@@ -435,21 +493,31 @@ def table(
     raw: RawResult | None, runs: list[EndToEnd], memory: list[Memory], docs: int
 ) -> list[str]:
     lines = [
-        "| measurement | docs | chunks | seconds | chunks/s | docs/s | vs raw |",
-        "|---|---|---|---|---|---|---|",
+        "| measurement | docs | chunks | seconds | chunks/s | docs/s | vs raw | CPU ms/chunk "
+        "| vs raw, CPU |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     if raw is not None:
         lines.append(
             f"| (a) raw embedder (MiniLM, batch 32) | {docs} | {raw.chunks} | "
-            f"{raw.seconds:.1f} | {raw.chunks_per_s:.1f} | | 100% |"
+            f"{raw.seconds:.1f} | {raw.chunks_per_s:.1f} | | 100% | "
+            f"{raw.cpu_ms_per_chunk:.0f} | 100% |"
         )
     for run in runs:
         ratio = f"{100 * run.chunks_per_s / raw.chunks_per_s:.0f}%" if raw else ""
+        cpu_ratio = f"{100 * raw.cpu_ms_per_chunk / run.cpu_ms_per_chunk:.0f}%" if raw else ""
         lines.append(
             f"| (b) end to end, {run.workers} worker{'s' if run.workers > 1 else ''} | "
             f"{run.docs} | {run.chunks} | {run.seconds:.1f} | {run.chunks_per_s:.1f} | "
-            f"{run.docs_per_s:.1f} | {ratio} |"
+            f"{run.docs_per_s:.1f} | {ratio} | {run.cpu_ms_per_chunk:.0f} | {cpu_ratio} |"
         )
+    lines.append("")
+    for run in runs:
+        parts = ", ".join(
+            f"{name} {1000 * seconds / run.chunks:.0f}"
+            for name, seconds in sorted(run.cpu_seconds.items(), key=lambda kv: -kv[1])
+        )
+        lines.append(f"CPU ms per chunk, {run.workers} worker(s), by process: {parts}.")
     lines.append("")
     if memory:
         lines += [
@@ -570,6 +638,20 @@ def main(argv: list[str] | None = None) -> None:
                     )
         finally:
             stop_stack(stack)
+
+    if raw is not None and runs:
+        # Once more after the stacks, so that a change of the machine's load during the run
+        # shows, and the ratios compare with the mean of the two.
+        again = measure_raw(chunks)
+        print(f"(a) raw, again: {again.chunks_per_s:.1f} chunks/s")
+        notes.append(
+            f"Raw embedder before the end-to-end runs: {raw.chunks_per_s:.1f} chunks/s "
+            f"({raw.cpu_ms_per_chunk:.0f} CPU ms/chunk); after: {again.chunks_per_s:.1f} "
+            f"chunks/s ({again.cpu_ms_per_chunk:.0f} CPU ms/chunk); the table shows the mean."
+        )
+        raw = RawResult(
+            raw.chunks, (raw.seconds + again.seconds) / 2, (raw.cpu_seconds + again.cpu_seconds) / 2
+        )
 
     lines = table(raw, runs, memory, len(texts))
     print("\n".join(lines))

@@ -9,6 +9,7 @@ import io
 from collections.abc import Iterator
 
 import pytest
+import redis
 from fastapi.testclient import TestClient
 
 from kubemate.auth import Role
@@ -23,7 +24,7 @@ from kubemate_worker.pipeline import index_document
 from kubemate_worker.processing import process_entry
 from kubemate_worker.progress import TaskReporter
 from kubemate_worker.settings import WorkerSettings
-from tests.fixtures.services import identity_headers
+from tests.fixtures.services import MACHINE_REDIS, identity_headers
 
 pytestmark = pytest.mark.integration
 
@@ -50,7 +51,14 @@ def ctx(backend_env: dict[str, object], milvus_lite_uri: str) -> Iterator[Worker
     context = WorkerContext(settings)
     context.queue.ensure_group()
     yield context
+    stream = context.queue.stream
     context.close()
+    # The dead letters and the chunk ledger live beside the stream, under its name.
+    client = redis.Redis.from_url(MACHINE_REDIS)
+    keys = list(client.scan_iter(f"{stream}*"))
+    if keys:
+        client.delete(*keys)
+    client.close()
 
 
 def run_entry(ctx: WorkerContext, entry: StreamEntry) -> str:

@@ -12,6 +12,7 @@ import base64
 import json
 import os
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -158,11 +159,19 @@ def test_unknown_kids_refetch_at_most_once_per_interval(tmp_path: Path, provider
     asyncio.run(scenario())
 
 
+@dataclass(frozen=True)
+class FromNow:
+    """A time claim resolved when the test runs, not when pytest collects it (the suite
+    runs for minutes, so a timestamp taken at collection would be stale)."""
+
+    seconds: int
+
+
 @pytest.mark.parametrize(
     "claims, match",
     [
-        ({"exp": int(time.time()) - 120}, "expired"),
-        ({"nbf": int(time.time()) + 120}, "not yet valid"),
+        ({"exp": FromNow(-120)}, "expired"),
+        ({"nbf": FromNow(120)}, "not yet valid"),
         ({"iss": "https://evil.example"}, "(?i)issuer"),
         ({"aud": "another-app"}, "(?i)audience"),
         ({"exp": None}, "exp"),
@@ -180,8 +189,10 @@ def test_claims_are_checked(
 ) -> None:
     path = tmp_path / "jwks.json"
     write_jwks(path, provider.jwks())
+    now = int(time.time())
+    resolved = {k: now + v.seconds if isinstance(v, FromNow) else v for k, v in claims.items()}
     with pytest.raises(Unauthenticated, match=match):
-        verify(verifier_for(path), provider.token("rsa-1", **claims))
+        verify(verifier_for(path), provider.token("rsa-1", **resolved))
 
 
 def test_small_clock_skew_is_tolerated(tmp_path: Path, provider: Provider) -> None:

