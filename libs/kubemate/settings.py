@@ -15,12 +15,26 @@ from typing import Literal, Self
 from pydantic import BaseModel, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from kubemate.http.config import HttpConfig
 from kubemate.text.prompt import PromptConfig
 
 # Development defaults. Production mode refuses to start with any of them (see check below).
 DEV_JWT_SECRET = "kubemate-dev-jwt-secret-change-me"
 DEV_INTERNAL_SECRET = "kubemate-dev-internal-secret-change-me"
 DEV_S3_SECRET = "minioadmin"
+# HS256 keys (user JWTs, the gateway's signed identities) shorter than the hash output can be
+# brute-forced offline from a single token.
+MIN_PRODUCTION_SECRET_CHARS = 32
+
+
+def _signing_secret_problem(value: str, default: str) -> str | None:
+    if not value.strip():
+        return "empty"
+    if value == default:
+        return "the development default"
+    if len(value) < MIN_PRODUCTION_SECRET_CHARS:
+        return f"shorter than {MIN_PRODUCTION_SECRET_CHARS} characters"
+    return None
 
 
 class RedisConfig(BaseModel):
@@ -155,8 +169,13 @@ class ObservabilityConfig(BaseModel):
 class KubemateSettings(BaseSettings):
     """Sections every service shares. Subclass per service; never instantiate at import."""
 
+    # hide_input_in_errors: a refused configuration is logged at start-up, and pydantic would
+    # print every input value with it (secrets, database passwords in URLs).
     model_config = SettingsConfigDict(
-        env_prefix="KUBEMATE_", env_nested_delimiter="__", extra="ignore"
+        env_prefix="KUBEMATE_",
+        env_nested_delimiter="__",
+        extra="ignore",
+        hide_input_in_errors=True,
     )
 
     mode: Literal["development", "production"] = "development"
@@ -171,27 +190,34 @@ class KubemateSettings(BaseSettings):
     prompt: PromptConfig = PromptConfig()
     auth: AuthConfig = AuthConfig()
     observability: ObservabilityConfig = ObservabilityConfig()
+    # This service's HTTP layer (body limits, media types, security headers, CORS), e.g.
+    # KUBEMATE_HTTP__MAX_JSON_BYTES; each Deployment sets its own.
+    http: HttpConfig = HttpConfig()
 
     @model_validator(mode="after")
-    def _refuse_default_secrets_in_production(self) -> Self:
+    def _refuse_weak_secrets_in_production(self) -> Self:
+        # Here, not in one service's settings, so that every service refuses to start: a
+        # service started with a weak internal secret accepts identities anyone can forge.
         if self.mode != "production":
             return self
-        weak = []
-        if self.auth.jwt_secret.get_secret_value() in ("", DEV_JWT_SECRET):
-            weak.append("auth.jwt_secret")
-        if self.auth.internal_secret.get_secret_value() in ("", DEV_INTERNAL_SECRET):
-            weak.append("auth.internal_secret")
-        if (
-            self.object_store.provider == "s3"
-            and self.object_store.secret_key.get_secret_value()
-            in (
-                "",
-                DEV_S3_SECRET,
+        weak = [
+            f"{name} ({problem})"
+            for name, secret, default in (
+                ("auth.jwt_secret", self.auth.jwt_secret, DEV_JWT_SECRET),
+                ("auth.internal_secret", self.auth.internal_secret, DEV_INTERNAL_SECRET),
             )
-        ):
-            weak.append("object_store.secret_key")
+            if (problem := _signing_secret_problem(secret.get_secret_value(), default))
+        ]
+        # Chosen by the object store's operator (MinIO takes 8 characters): only the
+        # development default and emptiness are refused.
+        s3_secret = self.object_store.secret_key.get_secret_value()
+        if self.object_store.provider == "s3" and s3_secret in ("", DEV_S3_SECRET):
+            weak.append("object_store.secret_key (empty or the development default)")
         if weak:
-            raise ValueError("production mode refuses default or empty secrets: " + ", ".join(weak))
+            raise ValueError(
+                "production mode refuses default or empty secrets and needs at least "
+                f"{MIN_PRODUCTION_SECRET_CHARS} characters for signing keys: " + ", ".join(weak)
+            )
         return self
 
     def collection(self, name: str) -> CollectionConfig:

@@ -45,7 +45,7 @@ def create_app(settings: IngestSettings | None = None) -> FastAPI:
             app.state.queue.close()
             app.state.store.dispose()
 
-    app = build_app("ingest", lifespan=lifespan, readiness=_readiness)
+    app = build_app("ingest", lifespan=lifespan, readiness=_readiness, http=settings.http)
     app.include_router(router)
     return app
 

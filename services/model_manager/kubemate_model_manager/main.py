@@ -95,7 +95,7 @@ def create_app(settings: ModelManagerSettings | None = None) -> FastAPI:
             app.state.deployer.close()
             app.state.store.dispose()
 
-    app = build_app("model_manager", lifespan=lifespan, readiness=_readiness)
+    app = build_app("model_manager", lifespan=lifespan, readiness=_readiness, http=settings.http)
     app.include_router(router)
     return app
 
