@@ -8,8 +8,8 @@ from collections.abc import Iterator
 import pytest
 from fastapi.testclient import TestClient
 
+from kubemate.collections import vector_collection
 from kubemate.vectorstore.milvus import MilvusVectorStore
-from kubemate_retrieval.vector_search import supports_hybrid
 from tests.integration.test_retrieval_fixtures import (  # noqa: F401 (fixtures)
     FACTS,
     RetrievalEnv,
@@ -46,9 +46,18 @@ def test_query_finds_the_matching_document(retrieval: TestClient, indexed: dict[
 
 
 def test_hybrid_runs_where_the_store_supports_it(
-    retrieval: TestClient, indexed: dict[str, str]
+    retrieval: TestClient,
+    indexed: dict[str, str],
+    retrieval_env: RetrievalEnv,  # noqa: F811
 ) -> None:
-    expected = "hybrid" if supports_hybrid(MilvusVectorStore) else "dense"
+    settings = retrieval_env.settings()
+    store = MilvusVectorStore(settings.milvus)
+    try:
+        name = vector_collection("default", settings.collection("default").embedder)
+        expected = "hybrid" if store.supports_bm25(name) else "dense"
+    finally:
+        store.close()
+    assert expected == "hybrid"  # Milvus Lite 3.x has BM25
     r = retrieval.post("/v1/query", json={"question": "cats sleep", "hybrid": True})
     assert r.json()["search_mode"] == expected
     r = retrieval.post("/v1/query", json={"question": "cats sleep", "hybrid": False})

@@ -10,13 +10,13 @@ from pydantic import ValidationError
 
 from kubemate.errors import UnknownModel, ValidationFailed
 from kubemate.settings import EmbedderConfig
-from kubemate.vectorstore import SearchHit
+from kubemate.vectorstore import SearchMode, SearchResult
 from kubemate_retrieval.caches import QueryVectorCache, digest, normalize_question, vector_digest
 from kubemate_retrieval.filters import Filters
 from kubemate_retrieval.openai_api import Message, collection_of, split_messages
 from kubemate_retrieval.schemas import QueryIn
 from kubemate_retrieval.settings import RetrievalSettings
-from kubemate_retrieval.vector_search import search_chunks
+from kubemate_retrieval.vector_search import expected_mode, mode_of, search_chunks
 
 
 @pytest.fixture
@@ -121,9 +121,16 @@ def test_query_vector_lru_evicts_the_oldest() -> None:
     assert disabled.get("c", "a") is None
 
 
-class _DenseOnly:
-    def __init__(self) -> None:
+class _Store:
+    """A vector store with or without BM25 for the collection: hybrid falls back to dense, as
+    MilvusVectorStore does, and the result says which search ran."""
+
+    def __init__(self, *, bm25: bool) -> None:
+        self.bm25 = bm25
         self.calls: list[dict[str, object]] = []
+
+    def supports_bm25(self, collection: str) -> bool:
+        return self.bm25
 
     def search(
         self,
@@ -134,34 +141,29 @@ class _DenseOnly:
         *,
         ef: int | None = None,
         document_ids: Sequence[str] | None = None,
-    ) -> list[SearchHit]:
-        self.calls.append({"top_k": top_k, "ef": ef})
-        return []
-
-
-class _Hybrid(_DenseOnly):
-    def search(  # type: ignore[override]
-        self,
-        collection: str,
-        tenant_id: str,
-        vector: Sequence[float],
-        top_k: int,
-        *,
-        ef: int | None = None,
-        document_ids: Sequence[str] | None = None,
         query_text: str | None = None,
-        mode: str = "dense",
-    ) -> list[SearchHit]:
-        self.calls.append({"top_k": top_k, "mode": mode, "query_text": query_text})
-        return []
+        mode: SearchMode = "dense",
+    ) -> SearchResult:
+        self.calls.append({"top_k": top_k, "ef": ef, "mode": mode, "query_text": query_text})
+        ran: SearchMode = mode if mode == "dense" or self.bm25 else "dense"
+        return SearchResult([], mode=ran)
 
 
-def test_hybrid_search_where_the_store_has_it_dense_elsewhere() -> None:
-    hybrid = _Hybrid()
+def test_the_response_reports_the_search_that_really_ran() -> None:
+    hybrid = _Store(bm25=True)
     result = search_chunks(hybrid, "c", "t", [0.0], 5, query_text="q", hybrid=True)  # type: ignore[arg-type]
-    assert result.mode == "hybrid" and hybrid.calls[-1]["query_text"] == "q"
+    assert mode_of(result) == "hybrid" and hybrid.calls[-1]["query_text"] == "q"
+    assert hybrid.calls[-1]["mode"] == "hybrid"
     result = search_chunks(hybrid, "c", "t", [0.0], 5, query_text="q", hybrid=False)  # type: ignore[arg-type]
-    assert result.mode == "dense" and hybrid.calls[-1]["query_text"] is None
-    dense = _DenseOnly()
+    assert mode_of(result) == "dense" and hybrid.calls[-1]["mode"] == "dense"
+    # No BM25 for the collection: asked for hybrid, the store ran dense, and says so.
+    dense = _Store(bm25=False)
     result = search_chunks(dense, "c", "t", [0.0], 5, query_text="q", hybrid=True, ef=32)  # type: ignore[arg-type]
-    assert result.mode == "dense" and dense.calls == [{"top_k": 5, "ef": 32}]
+    assert mode_of(result) == "dense"
+    assert dense.calls == [{"top_k": 5, "ef": 32, "mode": "hybrid", "query_text": "q"}]
+
+
+def test_the_expected_mode_follows_the_collection() -> None:
+    assert expected_mode(_Store(bm25=True), "c", hybrid=True) == "hybrid"  # type: ignore[arg-type]
+    assert expected_mode(_Store(bm25=True), "c", hybrid=False) == "dense"  # type: ignore[arg-type]
+    assert expected_mode(_Store(bm25=False), "c", hybrid=True) == "dense"  # type: ignore[arg-type]

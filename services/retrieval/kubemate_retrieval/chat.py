@@ -14,12 +14,9 @@ from collections.abc import AsyncGenerator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-import anyio
-
 from kubemate.errors import BackendUnavailable, KubemateError
 from kubemate.inference import LLM, GenerateOptions
 from kubemate.logs import get_logger
-from kubemate.metadata.store import MetadataStore
 from kubemate.metrics import RAG_REQUESTS
 from kubemate.text.prompt import Language, format_history
 from kubemate.text.tokens import count_tokens as estimate_tokens
@@ -40,7 +37,7 @@ from kubemate_retrieval.conversations import (
     summarise,
 )
 from kubemate_retrieval.jobs import BackgroundJobs
-from kubemate_retrieval.models import LoadedModels
+from kubemate_retrieval.models import LoadedModels, TenantModels
 from kubemate_retrieval.pipeline import QueryRequest, Retrieval, RetrievalPipeline
 from kubemate_retrieval.settings import RetrievalSettings
 from kubemate_retrieval.timing import Timer
@@ -138,7 +135,6 @@ class ChatService:
         caches: Caches,
         conversations: ConversationStore,
         jobs: BackgroundJobs,
-        store: MetadataStore,
     ) -> None:
         self._settings = settings
         self._pipeline = pipeline
@@ -146,7 +142,6 @@ class ChatService:
         self._caches = caches
         self._conversations = conversations
         self._jobs = jobs
-        self._store = store
 
     # ---- the two entry points -----------------------------------------------------------------
 
@@ -156,7 +151,7 @@ class ChatService:
         if plan.prepared is None:
             result = plan.result
         else:
-            llm = await self._models.llm()
+            llm = await plan.models.llm()
             with timer.stage("generate"):
                 async with self._models.unavailable_as_503("answer model"):
                     completion = await llm.generate(plan.prepared.prompt, plan.prepared.options)
@@ -186,7 +181,7 @@ class ChatService:
 
         if plan.prepared is None:
             return ChatStream(result=result, first=result.answer, rest=None, finish=finish)
-        llm = await self._models.llm()
+        llm = await plan.models.llm()
         generate_started = timer.total()["total"]
         pieces = _stream_pieces(llm, plan.prepared.prompt, plan.prepared.options)
         try:
@@ -208,16 +203,16 @@ class ChatService:
         if request.conversation_id is not None:
             with timer.stage("conversation"):
                 conversation = await self._conversations.get(tenant_id, request.conversation_id)
+        models = await self._models.for_tenant(tenant_id)
+        chat = models.chat_config  # the tenant's assigned answer model, else the settings'
         options = GenerateOptions(
-            max_tokens=min(request.max_tokens or settings.llm.max_tokens, settings.llm.max_tokens),
-            temperature=(
-                settings.llm.temperature if request.temperature is None else request.temperature
-            ),
+            max_tokens=min(request.max_tokens or chat.max_tokens, chat.max_tokens),
+            temperature=chat.temperature if request.temperature is None else request.temperature,
         )
-        plan = _Plan(conversation=conversation, language=language, options=options)
+        plan = _Plan(conversation=conversation, language=language, options=options, models=models)
 
         # Answers that depend on earlier turns are not reused: the history is part of them.
-        if conversation.empty:
+        if conversation.empty and query.cache:
             with timer.stage("cache"):
                 plan.generation = await self._caches.generation(tenant_id)
                 plan.answer_key = digest(
@@ -225,12 +220,15 @@ class ChatService:
                     normalize_question(query.question),
                     query.cache_params(),
                     query.rewrite,
-                    settings.llm.provider,
-                    settings.llm.model,
+                    await self._pipeline.search_mode(query),
+                    chat.provider,
+                    chat.model,
+                    str(chat.model_path),
+                    chat.base_url,
                     options.max_tokens,
                     options.temperature,
                     settings.prompt.model_dump(),
-                    settings.reranker.model_dump(mode="json") if query.rerank else None,
+                    self._pipeline.reranker_id(models) if query.rerank else None,
                 )
                 cached = None
                 if plan.generation is not None:
@@ -243,7 +241,7 @@ class ChatService:
 
         history = ""
         if not conversation.empty:
-            llm = await self._models.llm()
+            llm = await models.llm()
             with timer.stage("history"):
                 history = fit_history(
                     conversation,
@@ -251,14 +249,16 @@ class ChatService:
                     llm.count_tokens,
                     language,
                 )
-        retrieval = await self._pipeline.retrieve(tenant_id, query, timer, history=history)
-        plan.result = _result_from_retrieval(retrieval, self._settings.llm.model)
+        retrieval = await self._pipeline.retrieve(
+            tenant_id, query, timer, history=history, models=models
+        )
+        plan.result = _result_from_retrieval(retrieval, chat.model)
         if not retrieval.hits:
             # Nothing to ground an answer on: say so instead of letting the model make one up.
             plan.result.answer = self._fallback(retrieval.no_documents, language)
             return plan
 
-        llm = await self._models.llm()
+        llm = await models.llm()
         with timer.stage("prompt"):
             plan.prepared = prepare_prompt(
                 llm=llm,
@@ -267,7 +267,7 @@ class ChatService:
                 hits=retrieval.hits,
                 history=history,
                 language=language,
-                context_window=settings.llm.context_tokens,
+                context_window=chat.context_tokens,
                 context_budget=settings.retrieval.context_token_budget,
                 options=options,
             )
@@ -307,17 +307,8 @@ class ChatService:
             )
         await self._remember(tenant_id, request, plan, result)
         if plan.prepared is not None:
+            # Its usage row was written by the metered LLM (kubemate.models.metering).
             RAG_REQUESTS.labels(result.model, tenant_id).inc()
-            await anyio.to_thread.run_sync(
-                lambda: self._store.record_usage(
-                    tenant_id,
-                    kind="generate",
-                    model=result.model,
-                    prompt_tokens=result.prompt_tokens,
-                    completion_tokens=result.completion_tokens,
-                    latency_ms=result.timings.get("generate", 0.0),
-                )
-            )
         log.info(
             "chat.answered",
             collection=request.query.collection,
@@ -369,7 +360,7 @@ class ChatService:
 
     async def _summarise(self, tenant_id: str, conversation_id: str, language: Language) -> None:
         try:
-            llm = await self._models.llm()
+            llm = await (await self._models.for_tenant(tenant_id)).llm()
             await summarise(
                 llm=llm,
                 store=self._conversations,
@@ -389,6 +380,7 @@ class _Plan:
     conversation: Conversation
     language: Language
     options: GenerateOptions
+    models: TenantModels
     result: ChatResult = field(
         default_factory=lambda: ChatResult(answer="", citations=[], model="", timings={}, query="")
     )

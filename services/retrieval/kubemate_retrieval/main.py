@@ -13,12 +13,14 @@ from redis.exceptions import RedisError
 from kubemate.http.app import ReadinessCheck, build_app
 from kubemate.logs import configure_logging
 from kubemate.metadata.store import MetadataStore
+from kubemate.models.assignments import ModelAssignments
 from kubemate.vectorstore.milvus import MilvusVectorStore
 from kubemate_retrieval import api, openai_api
 from kubemate_retrieval.caches import Caches
 from kubemate_retrieval.chat import ChatService
 from kubemate_retrieval.conversations import ConversationStore
 from kubemate_retrieval.jobs import BackgroundJobs
+from kubemate_retrieval.metering import DeferredUsageMeter
 from kubemate_retrieval.models import LoadedModels
 from kubemate_retrieval.pipeline import RetrievalPipeline
 from kubemate_retrieval.settings import RetrievalSettings
@@ -37,11 +39,18 @@ def create_app(settings: RetrievalSettings | None = None) -> FastAPI:
         state.settings = settings
         state.store = MetadataStore.from_config(settings.database)
         state.vectors = MilvusVectorStore(settings.milvus)
-        state.models = LoadedModels(settings)
         state.redis = redis.asyncio.Redis.from_url(
             settings.redis.url,
             socket_timeout=REDIS_TIMEOUT_S,
             socket_connect_timeout=REDIS_TIMEOUT_S,
+        )
+        state.meter = DeferredUsageMeter(state.store)
+        state.models = LoadedModels(
+            settings,
+            meter=state.meter,
+            assignments=ModelAssignments(
+                state.redis, settings.models, settings, settings.ollama_urls()
+            ),
         )
         state.caches = Caches(state.redis, settings.cache)
         state.conversations = ConversationStore(state.redis, settings.conversations)
@@ -56,12 +65,12 @@ def create_app(settings: RetrievalSettings | None = None) -> FastAPI:
             caches=state.caches,
             conversations=state.conversations,
             jobs=state.jobs,
-            store=state.store,
         )
         try:
             yield
         finally:
             await state.jobs.aclose()
+            await state.meter.drain()  # usage rows of the last answers, before the store goes
             await state.models.aclose()
             await state.redis.aclose()
             state.store.dispose()

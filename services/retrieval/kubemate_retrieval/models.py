@@ -1,43 +1,85 @@
-"""The models this process serves, loaded on first use (loading takes seconds) and then kept.
+"""The models serving each tenant: built and loaded on first use, kept per model, metered per call.
 
-Failing to build or load the answer model is the operator's problem, not the caller's: it
-becomes :class:`ModelUnavailable` (503 with Retry-After), and the next request tries again.
+Which chat and rerank model serves a tenant is the model manager's assignment
+(:class:`~kubemate.models.assignments.ModelAssignments`, set by ``PUT /v1/settings/models``),
+read once per request; without one, the settings (``llm``, ``reranker``). An adapter is built and
+loaded once per model and shared by every tenant it serves; each request wraps it in
+:class:`MeteredLLM` / :class:`MeteredEmbedder` for its tenant, so every generation and
+embedding lands in the usage ledger that ``GET /v1/usage`` reads.
+
+Query embeddings stay with the collection's embedder from the settings: the query vector must
+come from the model that made the stored vectors. An assigned embedder is used only when it
+writes the same vector collection (same provider and model, e.g. from another Ollama instance);
+moving a collection to another embedder is a re-index's job, not a query's.
+
+Failing to build or load a model is the operator's problem, not the caller's: it becomes
+:class:`ModelUnavailable` (503 with Retry-After), and the next request tries again.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Coroutine
 from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
 from typing import Any
 
 import anyio
 
+from kubemate.collections import vector_collection
 from kubemate.errors import (
     BackendUnavailable,
     InferenceError,
     ModelUnavailable,
     UnknownModel,
+    ValidationFailed,
 )
 from kubemate.inference import LLM, Embedder, build_embedder, build_llm
 from kubemate.inference.registry import MissingExtra, UnknownProvider
 from kubemate.logs import get_logger
-from kubemate.rerank import Reranker, build_reranker
+from kubemate.models.assignments import Effective, ModelAssignments, ModelRef
+from kubemate.models.local import LOCAL_RUNTIME
+from kubemate.models.metering import MeteredEmbedder, MeteredLLM, UsageMeter
+from kubemate.rerank import Reranker, RerankerConfig, build_reranker
+from kubemate.settings import EmbedderConfig, LLMConfig
 from kubemate_retrieval.settings import RetrievalSettings
 
 log = get_logger(__name__)
 
 
+def _llm_key(config: LLMConfig) -> tuple[object, ...]:
+    return (config.provider, config.model, str(config.model_path), config.base_url)
+
+
+def _embedder_key(config: EmbedderConfig) -> tuple[object, ...]:
+    return (config.provider, config.model, config.base_url, config.dimension)
+
+
+def _reranker_key(config: RerankerConfig) -> tuple[object, ...]:
+    return (config.provider, config.model, str(config.model_path), config.base_url, config.api)
+
+
+@dataclass(slots=True)
+class _Slot:
+    """One model: built once, under its own lock (loading one model never waits for another)."""
+
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    built: bool = False
+    model: Any = None
+
+
 class LoadedModels:
-    def __init__(self, settings: RetrievalSettings) -> None:
+    def __init__(
+        self,
+        settings: RetrievalSettings,
+        *,
+        meter: UsageMeter | None = None,
+        assignments: ModelAssignments | None = None,
+    ) -> None:
         self._settings = settings
-        self._llm: LLM | None = None
-        self._embedders: dict[str, Embedder] = {}
-        self._reranker: Reranker | None = None
-        self._reranker_built = False
-        self._llm_lock = asyncio.Lock()
-        self._embedder_lock = asyncio.Lock()
-        self._reranker_lock = asyncio.Lock()
+        self._meter = meter
+        self._assignments = assignments
+        self._slots: dict[tuple[object, ...], _Slot] = {}
 
     @property
     def retry_after_s(self) -> int:
@@ -57,32 +99,123 @@ class LoadedModels:
                 f"the {what} is unavailable: {exc.detail}", retry_after=retry_after
             ) from exc
 
-    async def llm(self) -> LLM:
-        async with self._llm_lock:
-            if self._llm is None:
-                llm = await self._build("answer model", build_llm, self._settings.llm)
-                await self._load(llm, "answer model")
-                self._llm = llm
-            return self._llm
+    # ---- per tenant ---------------------------------------------------------------------------
 
-    async def embedder(self, collection: str) -> Embedder:
-        config = self._settings.collection(collection).embedder
-        async with self._embedder_lock:
-            if collection not in self._embedders:
-                embedder = await self._build("embedding model", build_embedder, config)
-                await self._load(embedder, "embedding model")
-                self._embedders[collection] = embedder
-            return self._embedders[collection]
+    async def for_tenant(self, tenant_id: str) -> TenantModels:
+        """The models serving ``tenant_id`` now (one read of the assignments)."""
+        effective: Effective | None = None
+        if self._assignments is not None:
+            try:
+                effective = await self._assignments.effective(tenant_id)
+            except BackendUnavailable as exc:
+                # The conversation store and the caches share this Redis; the settings' models
+                # still answer, which beats failing every question while it is away.
+                log.warning("models.assignments_unavailable", error=exc.detail)
+        return TenantModels(self, tenant_id, effective)
 
-    async def reranker(self) -> Reranker | None:
-        """The configured reranker, or None when the provider is ``none``."""
-        async with self._reranker_lock:
-            if not self._reranker_built:
-                self._reranker = await self._build(
-                    "reranker", build_reranker, self._settings.reranker
-                )
-                self._reranker_built = True
-            return self._reranker
+    def _local_path(self, ref: ModelRef) -> str | None:
+        if ref.runtime != LOCAL_RUNTIME:
+            return None
+        return str(self._settings.local_models_dir() / f"{ref.model.removesuffix('.gguf')}.gguf")
+
+    def chat_config(self, effective: Effective | None) -> LLMConfig:
+        if effective is None or self._assignments is None:
+            return self._settings.llm
+        try:
+            return self._assignments.llm_config(effective.chat, self._local_path(effective.chat))
+        except ValidationFailed as exc:
+            # The model manager accepted it, so this service's runtimes are configured apart.
+            log.error("models.chat_unservable", runtime=effective.chat.runtime, error=exc.detail)
+            raise ModelUnavailable(
+                f"the assigned answer model cannot be served here: {exc.detail}",
+                retry_after=self.retry_after_s,
+            ) from exc
+
+    def reranker_config(self, effective: Effective | None) -> RerankerConfig:
+        base = self._settings.reranker
+        ref = effective.rerank if effective is not None else None
+        if ref is None:
+            return base
+        if ref.runtime == LOCAL_RUNTIME:
+            return base.model_copy(
+                update={
+                    "provider": "llm_likelihood",
+                    "model": ref.model,
+                    "model_path": self._local_path(ref),
+                }
+            )
+        if base.provider == "http":  # the configured rerank server, asked for the named model
+            return base.model_copy(update={"model": ref.model})
+        raise ModelUnavailable(
+            f"the assigned reranker runtime {ref.runtime!r} cannot rerank here",
+            retry_after=self.retry_after_s,
+        )
+
+    def embedder_config(self, collection: str, effective: Effective | None) -> EmbedderConfig:
+        base = self._settings.collection(collection).embedder
+        ref = effective.embeddings.get(collection) if effective is not None else None
+        if ref is None or self._assignments is None:
+            return base
+        try:
+            assigned = self._assignments.embedder_config(collection, ref)
+        except ValidationFailed:
+            return base
+        if vector_collection(collection, assigned) != vector_collection(collection, base):
+            return base  # another model: its vectors are not the stored ones until a re-index
+        return assigned
+
+    # ---- adapters, one per model --------------------------------------------------------------
+
+    async def _slot_model(
+        self, key: tuple[object, ...], make: Callable[[], Coroutine[Any, Any, Any]]
+    ) -> Any:
+        slot = self._slots.setdefault(key, _Slot())
+        if slot.built:
+            return slot.model
+        async with slot.lock:
+            if not slot.built:
+                slot.model = await make()
+                slot.built = True
+            return slot.model
+
+    async def llm(self, config: LLMConfig | None = None) -> LLM:
+        """The adapter (unmetered) for ``config``, default the settings' answer model."""
+        config = config or self._settings.llm
+
+        async def make() -> LLM:
+            llm: LLM = await self._build("answer model", build_llm, config)
+            await self._load(llm, "answer model")
+            return llm
+
+        model: LLM = await self._slot_model(("llm", *_llm_key(config)), make)
+        return model
+
+    async def embedder(self, config: EmbedderConfig) -> Embedder:
+        async def make() -> Embedder:
+            embedder: Embedder = await self._build("embedding model", build_embedder, config)
+            await self._load(embedder, "embedding model")
+            return embedder
+
+        model: Embedder = await self._slot_model(("embedder", *_embedder_key(config)), make)
+        return model
+
+    async def reranker(self, config: RerankerConfig) -> Reranker | None:
+        """The reranker for ``config``, or None when its provider is ``none``."""
+
+        async def make() -> Reranker | None:
+            reranker: Reranker | None = await self._build("reranker", build_reranker, config)
+            return reranker
+
+        model: Reranker | None = await self._slot_model(("reranker", *_reranker_key(config)), make)
+        return model
+
+    def metered_llm(self, llm: LLM, tenant_id: str) -> LLM:
+        return llm if self._meter is None else MeteredLLM(llm, self._meter, tenant_id)
+
+    def metered_embedder(self, embedder: Embedder, tenant_id: str) -> Embedder:
+        if self._meter is None:
+            return embedder
+        return MeteredEmbedder(embedder, self._meter, tenant_id)
 
     async def _build(self, what: str, build: Any, config: Any) -> Any:
         try:
@@ -108,9 +241,41 @@ class LoadedModels:
                 ) from exc
 
     async def aclose(self) -> None:
-        for embedder in self._embedders.values():
-            await embedder.aclose()
-        if self._llm is not None:
-            await self._llm.aclose()
-        if self._reranker is not None:
-            await self._reranker.aclose()
+        for slot in self._slots.values():
+            if slot.model is not None:
+                await slot.model.aclose()
+        self._slots.clear()
+
+
+class TenantModels:
+    """The models of one tenant for one request, each call metered for that tenant."""
+
+    def __init__(self, loaded: LoadedModels, tenant_id: str, effective: Effective | None) -> None:
+        self._loaded = loaded
+        self._effective = effective
+        self.tenant_id = tenant_id
+        self._chat: LLMConfig | None = None
+
+    @property
+    def chat_config(self) -> LLMConfig:
+        """The answer model's settings (raises ModelUnavailable for an unservable assignment)."""
+        if self._chat is None:
+            self._chat = self._loaded.chat_config(self._effective)
+        return self._chat
+
+    @property
+    def reranker_config(self) -> RerankerConfig:
+        return self._loaded.reranker_config(self._effective)
+
+    def embedder_config(self, collection: str) -> EmbedderConfig:
+        return self._loaded.embedder_config(collection, self._effective)
+
+    async def llm(self) -> LLM:
+        return self._loaded.metered_llm(await self._loaded.llm(self.chat_config), self.tenant_id)
+
+    async def embedder(self, collection: str) -> Embedder:
+        embedder = await self._loaded.embedder(self.embedder_config(collection))
+        return self._loaded.metered_embedder(embedder, self.tenant_id)
+
+    async def reranker(self) -> Reranker | None:
+        return await self._loaded.reranker(self.reranker_config)

@@ -14,19 +14,19 @@ from dataclasses import dataclass, field, replace
 
 import anyio
 
-from kubemate.collections import vector_collection
-from kubemate.errors import ServiceError, UnknownModel
+from kubemate.collections import ensure_vector_collection
+from kubemate.errors import ModelUnavailable, ServiceError, UnknownModel
 from kubemate.logs import get_logger
 from kubemate.metadata.store import MetadataStore
 from kubemate.metrics import VECTOR_SEARCH_DURATION
 from kubemate.vectorstore import SearchHit, VectorStore
 from kubemate_retrieval.caches import Caches, digest, hits_from_json, hits_to_json, vector_digest
 from kubemate_retrieval.filters import Filters, resolve_document_ids
-from kubemate_retrieval.models import LoadedModels
+from kubemate_retrieval.models import LoadedModels, TenantModels
 from kubemate_retrieval.rewriting import rewrite_query
 from kubemate_retrieval.settings import RetrievalSettings
 from kubemate_retrieval.timing import Timer
-from kubemate_retrieval.vector_search import SearchMode, search_chunks
+from kubemate_retrieval.vector_search import SearchMode, expected_mode, mode_of, search_chunks
 
 log = get_logger(__name__)
 
@@ -43,6 +43,7 @@ class QueryRequest:
     rewrite: bool
     ef: int | None = None
     filters: Filters | None = None
+    cache: bool = True  # read and fill the caches (off: every stage runs, for benchmarks)
 
     def cache_params(self) -> dict[str, object]:
         return {
@@ -83,38 +84,42 @@ class RetrievalPipeline:
         self._caches = caches
 
     async def retrieve(
-        self, tenant_id: str, request: QueryRequest, timer: Timer, *, history: str = ""
+        self,
+        tenant_id: str,
+        request: QueryRequest,
+        timer: Timer,
+        *,
+        history: str = "",
+        models: TenantModels | None = None,
     ) -> Retrieval:
+        models = models or await self._models.for_tenant(tenant_id)
         warnings: list[str] = []
         query, rewritten = request.question, False
         if request.rewrite:
             with timer.stage("rewrite"):
-                rewrite = await self._rewrite(request, history, warnings)
+                rewrite = await self._rewrite(request, history, warnings, models)
             if rewrite is not None:
                 query, rewritten = rewrite, True
 
-        embedder = await self._models.embedder(request.collection)
+        embedder = await models.embedder(request.collection)
+        vectors = self._caches.vectors if request.cache else None
         with timer.stage("embed"):
-            vector = self._caches.vectors.get(request.collection, query)
+            vector = vectors.get(request.collection, query) if vectors else None
             if vector is None:
                 async with self._models.unavailable_as_503("embedding model"):
                     vector = await embedder.embed_query(query)
-                self._caches.vectors.put(request.collection, query, vector)
+                if vectors:
+                    vectors.put(request.collection, query, vector)
 
-        with timer.stage("cache"):
-            generation = await self._caches.generation(tenant_id)
-            # Hybrid search and reranking read the text too, not only its vector.
-            text_matters = request.hybrid or request.rerank
-            key = digest(
-                "retrieval",
-                vector_digest(vector),
-                query if text_matters else None,
-                request.cache_params(),
-                self._reranker_id() if request.rerank else None,
-            )
-            cached = None
-            if generation is not None:
-                cached = await self._caches.get_retrieval(tenant_id, generation, key)
+        name, mode = await self._collection(request, embedder.dimension)
+        generation: int | None = None
+        cached = None
+        if request.cache:
+            with timer.stage("cache"):
+                generation = await self._caches.generation(tenant_id)
+                if generation is not None:
+                    key = self._retrieval_key(request, query, vector, mode, models)
+                    cached = await self._caches.get_retrieval(tenant_id, generation, key)
         if cached is not None:
             return Retrieval(
                 hits=hits_from_json(cached["hits"]),
@@ -127,10 +132,12 @@ class RetrievalPipeline:
                 warnings=warnings,
             )
 
-        result = await self._search(tenant_id, request, query, vector, embedder.dimension, timer)
+        result = await self._search(tenant_id, request, name, query, vector, timer, models)
         result.rewritten = rewritten
         result.warnings = warnings + result.warnings
         if generation is not None and not result.warnings:
+            # Keyed by the mode that really ran: the store may have fallen back since the lookup.
+            key = self._retrieval_key(request, query, vector, result.search_mode, models)
             await self._caches.put_retrieval(
                 tenant_id,
                 generation,
@@ -144,16 +151,61 @@ class RetrievalPipeline:
             )
         return result
 
-    def _reranker_id(self) -> str:
-        config = self._settings.reranker
+    async def search_mode(self, request: QueryRequest) -> SearchMode:
+        """The search a request will run: hybrid only where the collection has BM25."""
+        if not request.hybrid:
+            return "dense"
+        config = self._settings.collection(request.collection).embedder
+        embedder = await self._models.embedder(config)
+        return (await self._collection(request, embedder.dimension))[1]
+
+    async def _collection(self, request: QueryRequest, dimension: int) -> tuple[str, SearchMode]:
+        """The vector collection behind the request's collection (created, with its index
+        template and analyser, if a tenant asks before anything was indexed there), and the
+        search the request will run on it. One thread hop: both are cached after the first."""
+
+        def prepare() -> tuple[str, SearchMode]:
+            name = ensure_vector_collection(
+                self._vectors, self._settings, request.collection, dimension
+            )
+            return name, expected_mode(self._vectors, name, hybrid=request.hybrid)
+
+        return await anyio.to_thread.run_sync(prepare)
+
+    def _retrieval_key(
+        self,
+        request: QueryRequest,
+        query: str,
+        vector: list[float],
+        mode: SearchMode,
+        models: TenantModels,
+    ) -> str:
+        # Hybrid search and reranking read the text too, not only its vector.
+        text_matters = request.hybrid or request.rerank
+        return digest(
+            "retrieval",
+            vector_digest(vector),
+            query if text_matters else None,
+            request.cache_params(),
+            mode,
+            self.reranker_id(models) if request.rerank else None,
+        )
+
+    @staticmethod
+    def reranker_id(models: TenantModels) -> str:
+        """The reranker a request of these models would use, for cache keys."""
+        try:
+            config = models.reranker_config
+        except ModelUnavailable:
+            return "unavailable"
         return f"{config.provider}:{config.model}:{config.model_path}:{config.base_url}"
 
     async def _rewrite(
-        self, request: QueryRequest, history: str, warnings: list[str]
+        self, request: QueryRequest, history: str, warnings: list[str], models: TenantModels
     ) -> str | None:
         language = self._settings.collection(request.collection).language
         try:
-            llm = await self._models.llm()
+            llm = await models.llm()
             async with self._models.unavailable_as_503("answer model"):
                 return await rewrite_query(
                     llm,
@@ -172,15 +224,13 @@ class RetrievalPipeline:
         self,
         tenant_id: str,
         request: QueryRequest,
+        name: str,
         query: str,
         vector: list[float],
-        dimension: int,
         timer: Timer,
+        models: TenantModels,
     ) -> Retrieval:
         settings = self._settings
-        name = vector_collection(
-            request.collection, settings.collection(request.collection).embedder
-        )
         document_ids: list[str] | None = None
         if request.filters is not None:
             filters = request.filters
@@ -204,8 +254,6 @@ class RetrievalPipeline:
         )
 
         def search() -> tuple[list[SearchHit], SearchMode, bool]:
-            # A tenant's first question may come before any document was indexed here.
-            self._vectors.ensure_collection(name, dimension)
             found = search_chunks(
                 self._vectors,
                 name,
@@ -218,25 +266,21 @@ class RetrievalPipeline:
                 document_ids=document_ids,
             )
             # Nothing found and no filter: tell "no documents at all" from "nothing relevant".
-            empty = (
-                not found.hits
-                and document_ids is None
-                and self._vectors.count(name, tenant_id) == 0
-            )
-            return found.hits, found.mode, empty
+            empty = not found and document_ids is None and self._vectors.count(name, tenant_id) == 0
+            return list(found), mode_of(found), empty
 
         with timer.stage("search"), VECTOR_SEARCH_DURATION.time():
             hits, mode, no_documents = await anyio.to_thread.run_sync(search)
         result = Retrieval(hits=hits, query=query, search_mode=mode, no_documents=no_documents)
         if request.rerank and len(hits) > 1:
             with timer.stage("rerank"):
-                await self._rerank(result, request.top_k)
+                await self._rerank(result, request.top_k, models)
         result.hits = result.hits[: request.top_k]
         return result
 
-    async def _rerank(self, result: Retrieval, keep: int) -> None:
+    async def _rerank(self, result: Retrieval, keep: int, models: TenantModels) -> None:
         try:
-            reranker = await self._models.reranker()
+            reranker = await models.reranker()
             if reranker is None:
                 result.warnings.append("rerank skipped: no reranker is configured")
                 return

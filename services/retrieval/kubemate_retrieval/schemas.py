@@ -25,6 +25,9 @@ class QueryIn(BaseModel):
         None, description="LLM query rewriting; default: only with a conversation"
     )
     filters: Filters | None = None
+    cache: bool = Field(
+        True, description="read and fill the caches; false runs every stage (benchmarks)"
+    )
     # Shorthand for filters.document_ids, kept for existing clients.
     document_ids: list[str] | None = Field(None, min_length=1, max_length=MAX_LISTED)
 
@@ -69,6 +72,7 @@ class QueryIn(BaseModel):
                 else (has_history if rewrite_default is None else rewrite_default)
             ),
             filters=filters,
+            cache=self.cache,
         )
 
 

@@ -4,10 +4,12 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Self
 
 from pydantic import BaseModel, Field, model_validator
 
+from kubemate.models.config import ModelsConfig
 from kubemate.rerank import RerankerConfig
 from kubemate.settings import KubemateSettings
 
@@ -75,6 +77,20 @@ class RetrievalSettings(KubemateSettings):
     reranker: RerankerConfig = RerankerConfig()
     cache: CacheConfig = CacheConfig()
     conversations: ConversationConfig = ConversationConfig()
+    # The model manager's section (``KUBEMATE_MODELS__...``): where per-tenant model
+    # assignments are stored, the Ollama instances and the local GGUF directory they name.
+    models: ModelsConfig = ModelsConfig()
+
+    def local_models_dir(self) -> Path:
+        return self.models.local.directory or self.data_dir / "models"
+
+    def ollama_urls(self) -> dict[str, str]:
+        """Runtime id -> base URL of the Ollama instances, as the model manager names them."""
+        if self.models.ollama:
+            return {name: config.base_url for name, config in self.models.ollama.items()}
+        if self.llm.provider == "ollama" and self.llm.base_url:
+            return {"default": self.llm.base_url}
+        return {}
 
     @model_validator(mode="after")
     def _top_k_bounds(self) -> Self:

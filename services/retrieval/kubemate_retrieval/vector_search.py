@@ -1,40 +1,28 @@
 """The one place that calls the vector store's search, with hybrid search where it exists.
 
 Hybrid (BM25 full-text fused with dense results) is asked for through
-``search(..., query_text=..., mode="hybrid")``. A store without those parameters (an older
-adapter) gets a dense search instead, and the result says which mode ran. Whether the *engine*
-can do BM25 (Milvus 2.3 cannot) is the store's business: it falls back to dense itself.
+``search(..., query_text=..., mode="hybrid")``. Whether the engine and the collection can do
+BM25 (Milvus 2.3 cannot) is the store's business: it runs dense instead, and the result's
+``mode`` says which search really ran. That mode is what the response reports and what the
+retrieval cache keys on, so a dense result is never served for a hybrid search or vice versa.
 """
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import Sequence
-from dataclasses import dataclass
-from functools import cache
-from typing import Any, Literal
+from typing import Literal, cast
 
-from kubemate.logs import get_logger
-from kubemate.vectorstore import SearchHit, VectorStore
+from kubemate.vectorstore import SearchResult, VectorStore
 
-log = get_logger(__name__)
-
+# What a retrieval request can ask for and get (the API has no BM25-only search).
 SearchMode = Literal["dense", "hybrid"]
 
 
-@dataclass(frozen=True, slots=True)
-class SearchResult:
-    hits: list[SearchHit]
-    mode: SearchMode
+def expected_mode(store: VectorStore, collection: str, *, hybrid: bool) -> SearchMode:
+    """The search that will run for a request: hybrid only where the collection has BM25.
 
-
-@cache
-def supports_hybrid(store_type: type[Any]) -> bool:
-    params = inspect.signature(store_type.search).parameters
-    supported = "mode" in params and "query_text" in params
-    if not supported:
-        log.info("search.hybrid_unsupported", store=store_type.__name__)
-    return supported
+    Blocking (it may ask the server once per collection); call it from a worker thread."""
+    return "hybrid" if hybrid and store.supports_bm25(collection) else "dense"
 
 
 def search_chunks(
@@ -49,18 +37,19 @@ def search_chunks(
     ef: int | None = None,
     document_ids: Sequence[str] | None = None,
 ) -> SearchResult:
-    if hybrid and supports_hybrid(type(store)):
-        search: Any = store.search  # the port may not declare the hybrid parameters yet
-        hits = search(
-            collection,
-            tenant_id,
-            vector,
-            top_k,
-            ef=ef,
-            document_ids=document_ids,
-            query_text=query_text,
-            mode="hybrid",
-        )
-        return SearchResult(hits=hits, mode="hybrid")
-    hits = store.search(collection, tenant_id, vector, top_k, ef=ef, document_ids=document_ids)
-    return SearchResult(hits=hits, mode="dense")
+    """The hits, best first; ``.mode`` is the search that really ran (blocking)."""
+    return store.search(
+        collection,
+        tenant_id,
+        vector,
+        top_k,
+        ef=ef,
+        document_ids=document_ids,
+        query_text=query_text,
+        mode="hybrid" if hybrid else "dense",
+    )
+
+
+def mode_of(result: SearchResult) -> SearchMode:
+    # A hybrid or dense request never runs as BM25 alone.
+    return cast(SearchMode, result.mode)
