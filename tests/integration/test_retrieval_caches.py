@@ -7,7 +7,9 @@ which counts its /api/generate calls: a cache hit must not reach it.
 
 from __future__ import annotations
 
+import asyncio
 import uuid
+from typing import Any
 
 import pytest
 import redis
@@ -164,3 +166,92 @@ async def test_generation_counter_survives_eviction() -> None:
         sync.delete(generation_key(tenant))
         sync.close()
         await aio.aclose()
+
+
+def test_a_request_can_bypass_the_caches(
+    retrieval_env: RetrievalEnv,  # noqa: F811
+) -> None:
+    retrieval_env.index(FACTS)
+    with retrieval_env.client() as client:
+        body = {"question": FACTS["cats.txt"], "top_k": 2, "cache": False}
+        for _ in range(2):
+            r = client.post("/v1/query", json=body).json()
+            assert r["cached"] is False and "cache" not in r["timings"]
+            assert "search" in r["timings"]
+        # Nothing was written for a later cached request to find.
+        assert client.post("/v1/query", json={**body, "cache": True}).json()["cached"] is False
+
+
+class _SwitchableBM25:
+    """The real store, with BM25 switched off on demand the way an engine without it behaves
+    (hybrid asked, dense run, ``mode`` says dense): the same collection can then be asked both
+    ways without a new cache generation."""
+
+    def __init__(self, store: Any) -> None:
+        self._store = store
+        self.bm25 = True
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._store, name)
+
+    def supports_bm25(self, collection: str) -> bool:
+        return self.bm25 and bool(self._store.supports_bm25(collection))
+
+    def search(self, *args: Any, mode: str = "dense", **kwargs: Any) -> Any:
+        return self._store.search(*args, mode=mode if self.bm25 else "dense", **kwargs)
+
+
+def test_the_retrieval_cache_never_serves_one_search_mode_for_another(
+    retrieval_env: RetrievalEnv,  # noqa: F811
+) -> None:
+    import redis.asyncio
+
+    from kubemate.metadata.store import MetadataStore
+    from kubemate.vectorstore.milvus import MilvusVectorStore
+    from kubemate_retrieval.caches import Caches
+    from kubemate_retrieval.models import LoadedModels
+    from kubemate_retrieval.pipeline import QueryRequest, RetrievalPipeline
+    from kubemate_retrieval.timing import Timer
+
+    retrieval_env.index(FACTS)
+    settings = retrieval_env.settings()
+    store = _SwitchableBM25(MilvusVectorStore(settings.milvus))
+    metadata = MetadataStore.from_config(settings.database)
+    aio = redis.asyncio.Redis.from_url(MACHINE_REDIS)
+    models = LoadedModels(settings)
+    pipeline = RetrievalPipeline(
+        settings,
+        store,
+        metadata,
+        models,
+        Caches(aio, settings.cache),  # type: ignore[arg-type]
+    )
+    request = QueryRequest(
+        collection="default", question="cats sleep", top_k=2, hybrid=True, rerank=False,
+        rewrite=False,
+    )  # fmt: skip
+    tenant = retrieval_env.tenant
+
+    async def scenario() -> list[tuple[str, bool]]:
+        seen = []
+        try:
+            for bm25 in (False, False, True, True, False):
+                store.bm25 = bm25
+                result = await pipeline.retrieve(tenant, request, Timer())
+                seen.append((result.search_mode, result.cached))
+        finally:
+            await models.aclose()
+            await aio.aclose()
+        return seen
+
+    try:
+        assert asyncio.run(scenario()) == [
+            ("dense", False),  # hybrid asked, dense ran, and says so
+            ("dense", True),
+            ("hybrid", False),  # the same request, now runnable as hybrid: not the dense hits
+            ("hybrid", True),
+            ("dense", True),
+        ]
+    finally:
+        store.close()
+        metadata.dispose()

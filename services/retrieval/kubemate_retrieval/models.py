@@ -22,6 +22,7 @@ import asyncio
 from collections.abc import AsyncIterator, Callable, Coroutine
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import anyio
@@ -113,16 +114,18 @@ class LoadedModels:
                 log.warning("models.assignments_unavailable", error=exc.detail)
         return TenantModels(self, tenant_id, effective)
 
-    def _local_path(self, ref: ModelRef) -> str | None:
+    def _local_path(self, ref: ModelRef) -> Path | None:
+        """The GGUF file of a model in the local store (the model manager's ``llamacpp``)."""
         if ref.runtime != LOCAL_RUNTIME:
             return None
-        return str(self._settings.local_models_dir() / f"{ref.model.removesuffix('.gguf')}.gguf")
+        return self._settings.local_models_dir() / f"{ref.model.removesuffix('.gguf')}.gguf"
 
     def chat_config(self, effective: Effective | None) -> LLMConfig:
         if effective is None or self._assignments is None:
             return self._settings.llm
         try:
-            return self._assignments.llm_config(effective.chat, self._local_path(effective.chat))
+            path = self._local_path(effective.chat)
+            config = self._assignments.llm_config(effective.chat, str(path) if path else None)
         except ValidationFailed as exc:
             # The model manager accepted it, so this service's runtimes are configured apart.
             log.error("models.chat_unservable", runtime=effective.chat.runtime, error=exc.detail)
@@ -130,6 +133,10 @@ class LoadedModels:
                 f"the assigned answer model cannot be served here: {exc.detail}",
                 retry_after=self.retry_after_s,
             ) from exc
+        if config is self._settings.llm:
+            return config
+        # model_copy does not validate: the local path arrives as a string.
+        return LLMConfig.model_validate(config.model_dump())
 
     def reranker_config(self, effective: Effective | None) -> RerankerConfig:
         base = self._settings.reranker
