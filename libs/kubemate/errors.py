@@ -225,6 +225,40 @@ class PresignedUploadsUnsupported(ClientError):
     status = 400
 
 
+class PdfRefused(ClientError):
+    """An uploaded PDF refused for what it is, before anything is stored
+    (kubemate.text.pdf_inspect)."""
+
+    type_slug = "pdf-refused"
+    title = "PDF refused"
+    status = 422
+
+
+class PdfActiveContent(PdfRefused):
+    """JavaScript or a Launch action (open action, /AA triggers, annotations, form fields,
+    bookmarks, the document-level JavaScript name tree)."""
+
+    type_slug = "pdf-active-content"
+    title = "PDF with active content"
+
+
+class PdfTooManyPages(PdfRefused):
+    type_slug = "pdf-too-many-pages"
+    title = "PDF has too many pages"
+
+
+class PdfEncrypted(PdfRefused):
+    type_slug = "pdf-encrypted"
+    title = "Encrypted PDF"
+
+
+class PdfUninspectable(PdfRefused):
+    """The structure could not be checked within the inspection's bounds."""
+
+    type_slug = "pdf-uninspectable"
+    title = "PDF cannot be checked"
+
+
 # ---- gateway: credentials and limits (gateway service) -----------------------------------------
 
 

@@ -3,8 +3,10 @@ process of its own (so that its peak memory can be measured): a DOCX zip bomb, a
 bomb, an encrypted PDF, a PDF carrying JavaScript, a 10,000-page PDF, text that is not UTF-8.
 
 Each must end as a clear refusal at upload (a problem+json) or a task that is COMPLETED or
-FAILED with a reason; never a crash, a hang, or chunks of a failed document in the index. The
-worker's peak RSS is bounded; the figures are printed (``-s``) for the report.
+FAILED with a reason; never a crash, a hang, or chunks of a failed document in the index. PDFs
+with JavaScript, over the page cap (2,000 by default) or encrypted are refused at upload, with
+nothing stored (REFUSED_AT_UPLOAD). The worker's peak RSS is bounded; the figures are printed
+(``-s``) for the report.
 """
 
 from __future__ import annotations
@@ -18,10 +20,12 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+import redis
 from pypdf import PdfWriter
 
 from kubemate.auth import Role
 from tests.fixtures.inference import OllamaStandIn
+from tests.fixtures.services import MACHINE_REDIS
 from tests.integration.test_isolation_stack import Stack, running_stack
 
 pytestmark = pytest.mark.integration
@@ -202,6 +206,24 @@ HOSTILE: dict[str, tuple[str, bytes]] = {
     "truncated pdf": ("broken.pdf", pdf(3, "cut short")[:400]),
 }
 
+# Refused by the upload's PDF check (kubemate.text.pdf_inspect) before anything is written.
+REFUSED_AT_UPLOAD: dict[str, str] = {
+    "encrypted pdf (password)": "pdf-encrypted",
+    "encrypted pdf (empty password)": "pdf-encrypted",
+    "pdf with JavaScript": "pdf-active-content",
+    "pdf with 10,000 pages": "pdf-too-many-pages",
+}
+
+
+def assert_stored_nothing(stack: Stack, tenant: str) -> None:
+    """No row, no task, no object, no stream entry for the tenant."""
+    assert stack.client.get("/v1/documents", headers=stack.auth(tenant)).json() == []
+    assert stack.client.get("/v1/tasks", headers=stack.auth(tenant)).json() == []
+    objects = stack.tmp / "objects" / "tenants" / tenant
+    assert not objects.exists() or not [p for p in objects.rglob("*") if p.is_file()]
+    entries = redis.Redis.from_url(MACHINE_REDIS).xrange(stack.values["redis"]["ingest_stream"])
+    assert not any(tenant.encode() in repr(fields).encode() for _, fields in entries)
+
 
 @pytest.mark.timeout(900)
 def test_hostile_documents_end_cleanly(docs_stack: Stack) -> None:
@@ -219,12 +241,15 @@ def test_hostile_documents_end_cleanly(docs_stack: Stack) -> None:
             files={"file": (filename, data)},
             headers=stack.auth(tenant, Role.EDITOR),
         )
+        if name in REFUSED_AT_UPLOAD:
+            assert r.status_code == 422, (name, r.status_code, r.text)
+            assert r.json()["type"].endswith("/" + REFUSED_AT_UPLOAD[name]), (name, r.json())
         if r.status_code == 202:
             accepted[name] = (tenant, r.json())
             continue
         assert 400 <= r.status_code < 500, (name, r.status_code, r.text)
         assert r.headers["content-type"] == "application/problem+json"
-        assert stack.client.get("/v1/documents", headers=stack.auth(tenant)).json() == []
+        assert_stored_nothing(stack, tenant)
         report[name] = f"refused at upload: {r.status_code} {r.json()['type'].rsplit('/', 1)[1]}"
 
     runs = run_worker(stack)

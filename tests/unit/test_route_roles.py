@@ -94,3 +94,18 @@ def test_roles_of_known_routes() -> None:
     for key, roles in ingest.items():
         if key.split(" ")[0] in {"POST", "PUT", "PATCH", "DELETE"}:
             assert roles & {Role.EDITOR, Role.ADMIN}, f"ingest {key} changes data as {roles}"
+
+
+def test_reviewed_role_choices() -> None:
+    """Choices made on purpose (issue 5), each with its reason beside the route."""
+    ingest = declared_routes("ingest")
+    # Dead letters quote failure reasons about the tenant's documents: editors, who can retry
+    # them, see them; a query-only viewer does not.
+    assert ingest["GET /v1/dead-letters"] == {Role.EDITOR}
+    assert ingest["POST /v1/dead-letters/{entry_id}/retry"] == {Role.EDITOR}
+    # The OpenAI client lists models (kb-* among them) before it asks anything.
+    assert declared_routes("model_manager")["GET /v1/models"] == {Role.VIEWER}
+    # A viewer may end a conversation; the store is keyed by tenant, so another tenant's id
+    # is a 404 (tests/integration/test_retrieval_chat.py).
+    retrieval = declared_routes("retrieval")
+    assert retrieval["DELETE /v1/chat/conversations/{conversation_id}"] == {Role.VIEWER}

@@ -265,6 +265,7 @@ async def upload_document(
                 store=store,
                 objects=objects,
                 queue=queue,
+                pdf=settings.ingest.pdf,
                 splitter=splitter,
             )
         )
@@ -309,6 +310,7 @@ async def upload_batch(
                 store=store,
                 objects=objects,
                 queue=queue,
+                pdf=settings.ingest.pdf,
                 splitter=splitter,
             )
         )
@@ -451,6 +453,7 @@ async def finish_upload(
             objects=objects,
             store=store,
             queue=queue,
+            pdf=settings.ingest.pdf,
         )
     )
     return UploadAccepted.of(accepted)
@@ -516,9 +519,12 @@ async def list_tasks(
 # ---- dead letters --------------------------------------------------------------------------------
 
 
+# Editor, not viewer: a dead letter's reason quotes parser and backend errors about the tenant's
+# documents (file names, content fragments), which a query-only role has no use for; the editors
+# who can retry them (below) are the ones who need to see them.
 @router.get("/dead-letters", response_model=DeadLetterPageOut)
 async def list_dead_letters(
-    identity: Viewer,
+    identity: Editor,
     dead_letters: DeadLettersDep,
     settings: SettingsDep,
     cursor: Annotated[str | None, Query(max_length=48)] = None,

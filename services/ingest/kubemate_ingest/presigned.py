@@ -4,8 +4,9 @@
    lets the client PUT the file to a staging key, ``tenants/<t>/uploads/<upload id>``.
 2. :func:`complete_upload` streams the staged object back once, to a temporary file, measuring
    and hashing it (and checking what the client declared), then accepts that copy exactly like a
-   form upload: type by magic bytes, content-addressed key, row, stream entry. The staging
-   object is then deleted, so a PUT to the URL after completion cannot change a document.
+   form upload: type by magic bytes, a PDF's structure, content-addressed key, row, stream
+   entry. The staging object is then deleted, so a PUT to the URL after completion cannot
+   change a document; a refused file deletes it too (and the pending upload with it).
 
 Only stores that can sign URLs (S3) support this; they are told apart by :class:`PresignsUploads`.
 """
@@ -38,6 +39,7 @@ from kubemate.metadata.store import MetadataStore
 from kubemate.objectstore import ObjectStore, tenant_key
 from kubemate.queue import IngestQueue
 from kubemate.settings import RedisConfig
+from kubemate.text.pdf_inspect import PdfPolicy
 from kubemate.text.split import SplitterSpec
 from kubemate_ingest.uploads import Accepted, accept_upload
 
@@ -155,6 +157,7 @@ def complete_upload(
     objects: ObjectStore,
     store: MetadataStore,
     queue: IngestQueue,
+    pdf: PdfPolicy,
 ) -> Accepted:
     upload = pending.get(tenant_id, upload_id)
     try:
@@ -178,6 +181,7 @@ def complete_upload(
                 store=store,
                 objects=objects,
                 queue=queue,
+                pdf=pdf,
                 splitter=SplitterSpec.model_validate_json(upload.splitter),
             )
     except (ClientError, DocumentProcessingError):

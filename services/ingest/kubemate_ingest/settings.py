@@ -7,6 +7,7 @@ from typing import Annotated
 from pydantic import BaseModel, Field
 
 from kubemate.settings import KubemateSettings
+from kubemate.text.pdf_inspect import PdfPolicy
 from kubemate.text.split import SplitterSpec, Strategy
 
 PositiveBytes = Annotated[int, Field(ge=1)]
@@ -33,6 +34,8 @@ class IngestConfig(BaseModel):
     events_ping_s: float = Field(10.0, ge=1.0, le=300.0)
     events_max_s: float = Field(3600.0, ge=1.0)
     dead_letters_max_page: int = Field(500, ge=1, le=10_000)
+    # What an uploaded PDF may be (pages, no scripts), checked before anything is stored.
+    pdf: PdfPolicy = PdfPolicy()
 
     def max_upload_for(self, tenant_id: str) -> int:
         return self.tenant_max_upload_bytes.get(tenant_id, self.max_upload_bytes)

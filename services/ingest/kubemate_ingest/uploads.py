@@ -1,7 +1,9 @@
 """Accepting an upload: check it, store it, record it, queue it. No FastAPI here.
 
-Order matters for "never strand a document": the object is written first (content-addressed, so
-a retry overwrites the same key), then the row, then the stream entry. If queueing fails, the new
+Order matters for "never strand a document": every check on the file (type, size, a PDF's
+structure) comes before anything is written, so a refused file leaves nothing behind and never
+touches an object another document shares. Then the object is written (content-addressed, so a
+retry overwrites the same key), then the row, then the stream entry. If queueing fails, the new
 row is removed again and the caller gets a retryable error instead of a document stuck PENDING.
 """
 
@@ -17,7 +19,8 @@ from kubemate.logs import get_logger
 from kubemate.metadata.store import DocumentView, MetadataStore, TaskView
 from kubemate.objectstore import ObjectStore, tenant_key
 from kubemate.queue import IngestJob, IngestQueue
-from kubemate.text.parse import sniff_content_type
+from kubemate.text.parse import PDF, sniff_content_type
+from kubemate.text.pdf_inspect import PdfPolicy, inspect_pdf
 from kubemate.text.split import SplitterSpec
 
 log = get_logger(__name__)
@@ -80,6 +83,7 @@ def accept_upload(
     store: MetadataStore,
     objects: ObjectStore,
     queue: IngestQueue,
+    pdf: PdfPolicy,
     splitter: SplitterSpec | None = None,
 ) -> Accepted:
     # The type first: it reads a few KiB (or a zip's directory), so a wrong type is refused
@@ -88,6 +92,9 @@ def accept_upload(
     sha256, size = hash_and_measure(stream, max_bytes)
     if size == 0:
         raise EmptyDocument("the file is empty")
+    if content_type == PDF:
+        # Reads the spooled file lazily, within the policy's read budget.
+        inspect_pdf(stream, pdf)
 
     store.ensure_tenant(tenant_id)
     key = tenant_key(tenant_id, "documents", collection, sha256)
@@ -137,6 +144,7 @@ def accept_file(
     store: MetadataStore,
     objects: ObjectStore,
     queue: IngestQueue,
+    pdf: PdfPolicy,
     splitter: SplitterSpec | None = None,
 ) -> Accepted:
     """A file of an upload form: its name cleaned, its size checked, then accepted."""
@@ -152,6 +160,7 @@ def accept_file(
         store=store,
         objects=objects,
         queue=queue,
+        pdf=pdf,
         splitter=splitter,
     )
 
@@ -165,6 +174,7 @@ def accept_batch(
     store: MetadataStore,
     objects: ObjectStore,
     queue: IngestQueue,
+    pdf: PdfPolicy,
     splitter: SplitterSpec | None = None,
 ) -> list[Accepted | Refused]:
     """Each file on its own, in order: one refused or failing file never fails the others."""
@@ -180,6 +190,7 @@ def accept_batch(
                     store=store,
                     objects=objects,
                     queue=queue,
+                    pdf=pdf,
                     splitter=splitter,
                 )
             )
