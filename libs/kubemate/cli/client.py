@@ -2,17 +2,21 @@
 
 The transport is injectable (``httpx.MockTransport`` in tests). Errors come out as two kinds:
 :class:`ApiError` (the API answered with an error, usually RFC 9457 problem+json) and
-:class:`GatewayUnreachable` (nothing answered).
+:class:`GatewayUnreachable` (nothing answered). A 429 is retried (:func:`send`) as the gateway's
+``Retry-After`` says, a bounded number of times, before it becomes an :class:`ApiError`.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import queue
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Protocol, Self
@@ -20,6 +24,8 @@ from typing import Any, Protocol, Self
 import httpx
 from httpx_sse import SSEError, connect_sse
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from kubemate.retry import RetryPolicy, retry_sync
 
 TERMINAL_STATES = frozenset({"COMPLETED", "FAILED"})
 
@@ -119,6 +125,114 @@ class GatewayUnreachable(Exception):
         self.reason = reason
 
 
+# ---- 429: wait as told, a few times --------------------------------------------------------------
+
+
+class Throttled(Exception):
+    """A 429 answer. ``retry_after`` (seconds) is what :mod:`kubemate.retry` waits before the
+    next attempt; without a Retry-After it backs off with jitter."""
+
+    def __init__(self, response: httpx.Response) -> None:
+        super().__init__("rate limited")
+        self.response = response
+        self.retry_after = parse_retry_after(response.headers.get("Retry-After"))
+
+
+# Four tries over at most about three minutes: long enough for a token bucket to refill, short
+# enough that a person at the terminal is not left guessing.
+RATE_LIMIT_RETRY = RetryPolicy(
+    max_attempts=4, base_delay=1.0, max_delay=60.0, retry_on=(Throttled,)
+)
+
+Notify = Callable[[str], None]
+
+
+def parse_retry_after(value: str | None, now: Callable[[], datetime] | None = None) -> float | None:
+    """Seconds from a Retry-After header (delta-seconds or an HTTP date); None if absent or
+    unreadable."""
+    if value is None:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return max(0.0, (when - (now or (lambda: datetime.now(UTC)))()).total_seconds())
+
+
+def send(
+    http: httpx.Client,
+    method: str,
+    path: str,
+    *,
+    policy: RetryPolicy = RATE_LIMIT_RETRY,
+    sleep: Callable[[float], None] = time.sleep,
+    notify: Notify | None = None,
+    body: Callable[[], dict[str, Any]] | None = None,
+    **kwargs: Any,
+) -> httpx.Response:
+    """One API call; a 429 is tried again after the wait the answer asks for, at most
+    ``policy.max_attempts`` tries in all (the project's retry helper does the waiting).
+
+    ``body`` builds the request body for each try (a file reopened, a generator made anew),
+    since a streamed body cannot be sent twice. Gives up with an :class:`ApiError` (429) that
+    says so: after the last try, or at once when the wait asked for exceeds ``policy.max_delay``.
+    """
+    base_url = str(http.base_url).rstrip("/")
+    # Only a 429 is tried again here, whatever else the policy names: other errors are the
+    # caller's to judge (a 503 during an upload may have stored the file).
+    policy = dataclasses.replace(policy, retry_on=(Throttled,))
+    tries = 0
+
+    def attempt() -> httpx.Response:
+        nonlocal tries
+        tries += 1
+        try:
+            response = http.request(method, path, **kwargs, **(body() if body else {}))
+        except httpx.TransportError as exc:
+            raise GatewayUnreachable(base_url, str(exc) or type(exc).__name__) from None
+        if response.status_code != 429:
+            return response
+        throttled = Throttled(response)
+        if throttled.retry_after is not None and throttled.retry_after > policy.max_delay:
+            raise _gave_up(
+                throttled,
+                f"Gave up at once: the gateway asks to wait {throttled.retry_after:.0f} s, "
+                f"longer than this command waits ({policy.max_delay:.0f} s). Try again later",
+            )
+        raise throttled
+
+    def wait(seconds: float) -> None:
+        if notify is not None:
+            notify(
+                f"Rate limited by Kubemate; trying again in {seconds:.1f} s "
+                f"(attempt {tries + 1} of {policy.max_attempts})"
+            )
+        sleep(seconds)
+
+    try:
+        return retry_sync(attempt, policy=policy, operation=f"{method} {path}", sleep=wait)
+    except Throttled as exc:
+        asked = (
+            f" The gateway asks to wait {exc.retry_after:.0f} s;"
+            if exc.retry_after is not None
+            else ""
+        )
+        raise _gave_up(exc, f"Gave up after {tries} attempts.{asked} try again later") from None
+
+
+def _gave_up(throttled: Throttled, why: str) -> ApiError:
+    server = ApiError.from_response(throttled.response)
+    detail = f"{why}, or ask an admin about the tenant's rate limits."
+    if server.detail:
+        detail = f"{server.detail}\n{detail}"
+    return ApiError(429, "Rate limited", detail, server.type_uri)
+
+
 # ---- the client --------------------------------------------------------------------------------
 
 
@@ -131,9 +245,15 @@ class KubemateClient:
         transport: httpx.BaseTransport | None = None,
         timeout_s: float = 30.0,
         chat_timeout_s: float = 300.0,
+        retry: RetryPolicy = RATE_LIMIT_RETRY,
+        sleep: Callable[[float], None] = time.sleep,
+        notify: Notify | None = None,
     ) -> None:
         self.base_url = base_url.rstrip("/")
         self.chat_timeout_s = chat_timeout_s
+        self.retry = retry
+        self._sleep = sleep
+        self._notify = notify
         self._http = httpx.Client(
             base_url=self.base_url,
             headers={"Authorization": f"Bearer {token}", "Accept": "application/json"},
@@ -142,20 +262,31 @@ class KubemateClient:
         )
 
     def _request(self, method: str, path: str, **kwargs: Any) -> Any:
-        try:
-            response = self._http.request(method, path, **kwargs)
-        except httpx.TransportError as exc:
-            raise GatewayUnreachable(self.base_url, str(exc) or type(exc).__name__) from None
+        response = send(
+            self._http,
+            method,
+            path,
+            policy=self.retry,
+            sleep=self._sleep,
+            notify=self._notify,
+            **kwargs,
+        )
         if response.is_error:
             raise ApiError.from_response(response)
         return response.json()
 
     def upload(self, path: Path, collection: str = "default") -> Upload:
-        with path.open("rb") as f:
+        with contextlib.ExitStack() as files:
+
+            def form() -> dict[str, Any]:
+                # Opened per try: a retried upload sends the file from its first byte again.
+                f = files.enter_context(path.open("rb"))
+                return {"files": {"file": (path.name, f)}}
+
             body = self._request(
                 "POST",
                 "/v1/documents",
-                files={"file": (path.name, f)},
+                body=form,
                 data={"collection": collection},
                 timeout=max(self._http.timeout.read or 0, 120.0),
             )

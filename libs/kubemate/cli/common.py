@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+import logging
+import sys
+import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated
 
 import httpx
+import structlog
 import typer
 from pydantic import ValidationError
 from rich.console import Console
@@ -17,12 +21,14 @@ from rich.markup import escape
 
 from kubemate.auth import issue_token
 from kubemate.cli.client import (
+    RATE_LIMIT_RETRY,
     ApiError,
     GatewayUnreachable,
     KubemateClient,
     SseWatcher,
     TaskWatcher,
 )
+from kubemate.retry import RetryPolicy
 from kubemate.settings import KubemateSettings
 
 DEFAULT_URL = "http://127.0.0.1:8000"
@@ -37,6 +43,28 @@ class CliState:
     transport: httpx.BaseTransport | None = None
     # Event streams, with polling for servers or proxies that do not pass them.
     watcher: TaskWatcher = field(default_factory=SseWatcher)
+    # How a 429 is waited out (tests pass a sleep that records instead of waiting).
+    retry: RetryPolicy = RATE_LIMIT_RETRY
+    sleep: Callable[[float], None] = time.sleep
+
+
+def notice(message: str) -> None:
+    """A line for the person at the terminal, on stderr: stdout stays the command's output."""
+    err_console().print(f"[yellow]{escape(message)}[/]")
+
+
+def quiet_logs() -> None:
+    """The client commands print messages, not logs: the libraries' log lines (the retry
+    helper's warnings among them) go to stderr, errors only, so stdout stays clean."""
+    structlog.configure(
+        processors=[
+            structlog.processors.add_log_level,
+            structlog.dev.ConsoleRenderer(colors=False),
+        ],
+        wrapper_class=structlog.make_filtering_bound_logger(logging.ERROR),
+        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        cache_logger_on_first_use=False,
+    )
 
 
 def state(ctx: typer.Context) -> CliState:
@@ -153,6 +181,13 @@ def resolve_token(token: str | None) -> str:
 def make_client(
     ctx: typer.Context, url: str | None, token: str | None, data_dir: Path
 ) -> KubemateClient:
+    quiet_logs()
+    cli = state(ctx)
     return KubemateClient(
-        resolve_url(url, data_dir), resolve_token(token), transport=state(ctx).transport
+        resolve_url(url, data_dir),
+        resolve_token(token),
+        transport=cli.transport,
+        retry=cli.retry,
+        sleep=cli.sleep,
+        notify=notice,
     )

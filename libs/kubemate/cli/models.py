@@ -28,13 +28,16 @@ from rich.progress import (
 )
 from rich.table import Table
 
-from kubemate.cli.client import ApiError, GatewayUnreachable
+from kubemate.cli.client import ApiError, GatewayUnreachable, send
 from kubemate.cli.common import (
     CliFailure,
+    CliState,
     DataDirOption,
     TokenOption,
     UrlOption,
     clean_errors,
+    notice,
+    quiet_logs,
     resolve_token,
     resolve_url,
     state,
@@ -56,20 +59,34 @@ UPLOAD_CHUNK = 1024 * 1024
 class ModelsApi:
     """The model manager's routes, through the gateway."""
 
-    def __init__(self, base_url: str, token: str, transport: httpx.BaseTransport | None) -> None:
+    def __init__(self, base_url: str, token: str, cli: CliState) -> None:
         self.base_url = base_url.rstrip("/")
+        self._cli = cli
         self._http = httpx.Client(
             base_url=self.base_url,
             headers={"Authorization": f"Bearer {token}", "Accept": "application/json"},
             timeout=httpx.Timeout(30.0, read=120.0),
-            transport=transport,
+            transport=cli.transport,
         )
 
-    def request(self, method: str, path: str, **kwargs: Any) -> Any:
-        try:
-            response = self._http.request(method, path, **kwargs)
-        except httpx.TransportError as exc:
-            raise GatewayUnreachable(self.base_url, str(exc) or type(exc).__name__) from None
+    def request(
+        self,
+        method: str,
+        path: str,
+        body: Callable[[], dict[str, Any]] | None = None,
+        **kwargs: Any,
+    ) -> Any:
+        """``body`` builds a streamed body anew for each try (a 429 is tried again)."""
+        response = send(
+            self._http,
+            method,
+            path,
+            policy=self._cli.retry,
+            sleep=self._cli.sleep,
+            notify=notice,
+            body=body,
+            **kwargs,
+        )
         if response.is_error:
             raise ApiError.from_response(response)
         return response.json() if response.content else None
@@ -97,7 +114,8 @@ class ModelsApi:
 
 
 def _api(ctx: typer.Context, url: str | None, token: str | None, data_dir: Path) -> ModelsApi:
-    return ModelsApi(resolve_url(url, data_dir), resolve_token(token), state(ctx).transport)
+    quiet_logs()
+    return ModelsApi(resolve_url(url, data_dir), resolve_token(token), state(ctx))
 
 
 def _size(value: Any) -> str:
@@ -305,11 +323,16 @@ def upload(
                 if verify:
                     params["sha256"] = _sha256(path, progress)
                 bar = progress.add_task(escape(f"upload {path.name}"), total=size, status="")
+
+                def content() -> dict[str, Any]:
+                    progress.reset(bar, total=size)  # a retried upload starts over
+                    return {"content": _chunks(path, lambda n: progress.advance(bar, n))}
+
                 body = api.request(
                     "POST",
                     "/v1/models/upload",
+                    body=content,
                     params=params,
-                    content=_chunks(path, lambda n: progress.advance(bar, n)),
                     headers={
                         "Content-Type": "application/octet-stream",
                         "Content-Length": str(size),
