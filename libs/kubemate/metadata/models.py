@@ -175,3 +175,59 @@ class ApiKey(Base):
     created_by: Mapped[str] = mapped_column(String(255))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     revoked_at: Mapped[datetime | None] = mapped_column()
+
+
+class ActiveVectorCollection(Base):
+    """Which vector collection (and so which embedder) serves a tenant's knowledge collection.
+
+    Absent: the collection's embedder from the settings. Written only when a re-index finishes,
+    in the same transaction that marks it COMPLETED (:meth:`MetadataStore.switch_collection`)."""
+
+    __tablename__ = "active_collections"
+
+    tenant_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    collection: Mapped[str] = mapped_column(String(128), primary_key=True)
+    vector_collection: Mapped[str] = mapped_column(String(255))
+    provider: Mapped[str] = mapped_column(String(32))
+    model: Mapped[str] = mapped_column(String(255))
+    base_url: Mapped[str | None] = mapped_column(String(1024))
+    reindex_id: Mapped[str | None] = mapped_column(String(32))
+    switched_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class Reindex(Base):
+    """Re-embedding a tenant's knowledge collection into a new vector collection."""
+
+    __tablename__ = "reindexes"
+    __table_args__ = (Index("ix_reindexes_tenant_id_collection", "tenant_id", "collection"),)
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    tenant_id: Mapped[str] = mapped_column(String(64))
+    collection: Mapped[str] = mapped_column(String(128))
+    state: Mapped[str] = mapped_column(String(16))
+    old_vector_collection: Mapped[str] = mapped_column(String(255))
+    new_vector_collection: Mapped[str] = mapped_column(String(255))
+    provider: Mapped[str] = mapped_column(String(32))
+    model: Mapped[str] = mapped_column(String(255))
+    base_url: Mapped[str | None] = mapped_column(String(1024))
+    progress_done: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    progress_total: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    error: Mapped[str | None] = mapped_column(Text)
+    requested_by: Mapped[str] = mapped_column(String(255))
+    source: Mapped[str] = mapped_column(String(16))  # api | models (the model manager's event)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+    finished_at: Mapped[datetime | None] = mapped_column()
+
+
+class DocumentSplitter(Base):
+    """How a document was split when it was indexed (the upload's SplitterSpec JSON), so that a
+    re-index splits it the same way. Recorded by the worker when the document completes."""
+
+    __tablename__ = "document_splitters"
+
+    document_id: Mapped[str] = mapped_column(
+        String(32), ForeignKey("documents.id", ondelete="CASCADE"), primary_key=True
+    )
+    tenant_id: Mapped[str] = mapped_column(String(64))
+    spec: Mapped[str] = mapped_column(Text)

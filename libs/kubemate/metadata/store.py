@@ -12,6 +12,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
+from enum import StrEnum
 from pathlib import Path
 from typing import Any, Literal
 
@@ -31,8 +32,11 @@ from kubemate.errors import (
 from kubemate.logs import get_logger
 from kubemate.metadata.models import (
     USAGE_KINDS,
+    ActiveVectorCollection,
     ApiKey,
     Document,
+    DocumentSplitter,
+    Reindex,
     Task,
     TaskState,
     Tenant,
@@ -721,3 +725,313 @@ class MetadataStore:
             )
             for kind, model, count, prompt, completion, size, chunks, latency in rows
         ]
+
+    # ---- re-indexing: the active vector collection and the jobs that move it -------------------
+
+    def active_collection(self, tenant_id: str, collection: str) -> ActivePointerView | None:
+        """The tenant's pointer for ``collection``; None: the settings' embedder serves it."""
+        with self._tx() as session:
+            row = session.get(ActiveVectorCollection, (tenant_id, collection))
+            return None if row is None else ActivePointerView.of(row)
+
+    def active_collections(self, tenant_id: str) -> list[ActivePointerView]:
+        query = select(ActiveVectorCollection).where(ActiveVectorCollection.tenant_id == tenant_id)
+        with self._tx() as session:
+            return [ActivePointerView.of(row) for row in session.scalars(query)]
+
+    def create_reindex(
+        self,
+        tenant_id: str,
+        *,
+        collection: str,
+        old_vector_collection: str,
+        new_vector_collection: str,
+        provider: str,
+        model: str,
+        base_url: str | None,
+        requested_by: str,
+        source: str,
+    ) -> tuple[ReindexView, bool]:
+        """A new PENDING re-index, or the tenant's unfinished one for ``collection`` and False
+        (one at a time per collection: two would race for the switch)."""
+        with self._tx(write=True) as session:
+            running = self._unfinished_reindex_row(session, tenant_id, collection, lock=True)
+            if running is not None:
+                return ReindexView.of(running), False
+            now = utcnow()
+            row = Reindex(
+                id=new_id(),
+                tenant_id=tenant_id,
+                collection=collection,
+                state=ReindexState.PENDING.value,
+                old_vector_collection=old_vector_collection,
+                new_vector_collection=new_vector_collection,
+                provider=provider,
+                model=model,
+                base_url=base_url,
+                progress_done=0,
+                progress_total=0,
+                requested_by=requested_by,
+                source=source,
+                created_at=now,
+                updated_at=now,
+            )
+            session.add(row)
+            session.flush()
+            view = ReindexView.of(row)
+        log.info(
+            "metadata.reindex_created",
+            tenant_id=tenant_id,
+            reindex_id=view.id,
+            collection=collection,
+            target=new_vector_collection,
+        )
+        return view, True
+
+    @staticmethod
+    def _unfinished_reindex_row(
+        session: Session, tenant_id: str, collection: str, *, lock: bool = False
+    ) -> Reindex | None:
+        query = select(Reindex).where(
+            Reindex.tenant_id == tenant_id,
+            Reindex.collection == collection,
+            Reindex.state.in_([ReindexState.PENDING.value, ReindexState.RUNNING.value]),
+        )
+        if lock:
+            query = query.with_for_update()
+        return session.scalars(query.order_by(Reindex.created_at.desc()).limit(1)).first()
+
+    def unfinished_reindex(self, tenant_id: str, collection: str) -> ReindexView | None:
+        with self._tx() as session:
+            row = self._unfinished_reindex_row(session, tenant_id, collection)
+            return None if row is None else ReindexView.of(row)
+
+    def find_reindex(self, tenant_id: str, reindex_id: str) -> ReindexView | None:
+        """None when missing or another tenant's."""
+        with self._tx() as session:
+            row = session.scalars(
+                select(Reindex).where(Reindex.id == reindex_id, Reindex.tenant_id == tenant_id)
+            ).one_or_none()
+            return None if row is None else ReindexView.of(row)
+
+    def list_reindexes(
+        self, tenant_id: str, collection: str | None = None, limit: int = 100
+    ) -> list[ReindexView]:
+        """Newest first."""
+        query = select(Reindex).where(Reindex.tenant_id == tenant_id)
+        if collection is not None:
+            query = query.where(Reindex.collection == collection)
+        query = query.order_by(Reindex.created_at.desc(), Reindex.id).limit(limit)
+        with self._tx() as session:
+            return [ReindexView.of(row) for row in session.scalars(query)]
+
+    def update_reindex(
+        self,
+        tenant_id: str,
+        reindex_id: str,
+        *,
+        state: ReindexState | None = None,
+        progress_done: int | None = None,
+        progress_total: int | None = None,
+        error: str | None = None,
+    ) -> ReindexView | None:
+        """Change what is given; None when the re-index does not exist. A finished one (COMPLETED
+        or FAILED) keeps its state: a late writer never revives it."""
+        with self._tx(write=True) as session:
+            row = session.scalars(
+                select(Reindex)
+                .where(Reindex.id == reindex_id, Reindex.tenant_id == tenant_id)
+                .with_for_update()
+            ).one_or_none()
+            if row is None:
+                return None
+            finished = ReindexState(row.state).terminal
+            now = utcnow()
+            if state is not None and not finished:
+                row.state = state.value
+                if state.terminal:
+                    row.finished_at = now
+            if progress_done is not None:
+                row.progress_done = progress_done
+            if progress_total is not None:
+                row.progress_total = progress_total
+            if error is not None:
+                row.error = error[:MAX_ERROR_CHARS]
+            row.updated_at = now
+            session.flush()
+            view = ReindexView.of(row)
+        if state is not None:
+            log.info(
+                "metadata.reindex_state",
+                tenant_id=tenant_id,
+                reindex_id=reindex_id,
+                state=view.state,
+            )
+        return view
+
+    def switch_collection(self, tenant_id: str, reindex_id: str) -> ReindexView:
+        """Point the tenant's collection at the re-index's vector collection and mark it
+        COMPLETED, in one transaction. Raises ValueError unless it is RUNNING (a re-index that
+        failed meanwhile never switches)."""
+        with self._tx(write=True) as session:
+            row = session.scalars(
+                select(Reindex)
+                .where(Reindex.id == reindex_id, Reindex.tenant_id == tenant_id)
+                .with_for_update()
+            ).one_or_none()
+            if row is None or row.state != ReindexState.RUNNING.value:
+                raise ValueError(f"re-index {reindex_id} is not running")
+            now = utcnow()
+            pointer = session.get(ActiveVectorCollection, (tenant_id, row.collection))
+            if pointer is None:
+                pointer = ActiveVectorCollection(tenant_id=tenant_id, collection=row.collection)
+                session.add(pointer)
+            pointer.vector_collection = row.new_vector_collection
+            pointer.provider = row.provider
+            pointer.model = row.model
+            pointer.base_url = row.base_url
+            pointer.reindex_id = row.id
+            pointer.switched_at = now
+            row.state = ReindexState.COMPLETED.value
+            row.finished_at = now
+            row.updated_at = now
+            session.flush()
+            view = ReindexView.of(row)
+        log.info(
+            "metadata.collection_switched",
+            tenant_id=tenant_id,
+            reindex_id=reindex_id,
+            collection=view.collection,
+            vector_collection=view.new_vector_collection,
+        )
+        return view
+
+    def document_ids(
+        self, tenant_id: str, collection: str, status: TaskState | None = None
+    ) -> list[str]:
+        """Ids of the tenant's documents in ``collection`` (all of them: no page)."""
+        query = select(Document.id).where(
+            Document.tenant_id == tenant_id, Document.collection == collection
+        )
+        if status is not None:
+            query = query.where(Document.status == TaskState(status).value)
+        with self._tx() as session:
+            return list(session.scalars(query.order_by(Document.created_at, Document.id)))
+
+    def record_splitter(self, tenant_id: str, document_id: str, spec: str) -> None:
+        """Remember how the document was split (its upload's SplitterSpec JSON). A document
+        deleted meanwhile is ignored."""
+        try:
+            with self._tx(write=True) as session:
+                doc = session.scalars(
+                    select(Document.id).where(
+                        Document.id == document_id, Document.tenant_id == tenant_id
+                    )
+                ).one_or_none()
+                if doc is None:
+                    return
+                insert = _INSERT_OR_IGNORE[session.get_bind().dialect.name]
+                session.execute(
+                    insert(DocumentSplitter)
+                    .values(document_id=document_id, tenant_id=tenant_id, spec=spec)
+                    .on_conflict_do_update(
+                        index_elements=[DocumentSplitter.document_id], set_={"spec": spec}
+                    )
+                )
+        except IntegrityError:
+            return  # deleted between the check and the insert (PostgreSQL)
+
+    def document_splitter(self, tenant_id: str, document_id: str) -> str | None:
+        with self._tx() as session:
+            return session.scalars(
+                select(DocumentSplitter.spec).where(
+                    DocumentSplitter.document_id == document_id,
+                    DocumentSplitter.tenant_id == tenant_id,
+                )
+            ).one_or_none()
+
+    def tenants_with_documents(self, collection: str) -> list[str]:
+        """Tenants with at least one document in ``collection``: a global embedder change
+        re-indexes each of them. The one query across tenants, for that purpose only."""
+        query = select(Document.tenant_id).where(Document.collection == collection).distinct()
+        with self._tx() as session:
+            return sorted(session.scalars(query))
+
+
+class ReindexState(StrEnum):
+    PENDING = "PENDING"
+    RUNNING = "RUNNING"
+    COMPLETED = "COMPLETED"
+    FAILED = "FAILED"
+
+    @property
+    def terminal(self) -> bool:
+        return self in (ReindexState.COMPLETED, ReindexState.FAILED)
+
+
+@dataclass(frozen=True, slots=True)
+class ActivePointerView:
+    tenant_id: str
+    collection: str
+    vector_collection: str
+    provider: str
+    model: str
+    base_url: str | None
+    reindex_id: str | None
+    switched_at: datetime
+
+    @classmethod
+    def of(cls, row: ActiveVectorCollection) -> ActivePointerView:
+        return cls(
+            tenant_id=row.tenant_id,
+            collection=row.collection,
+            vector_collection=row.vector_collection,
+            provider=row.provider,
+            model=row.model,
+            base_url=row.base_url,
+            reindex_id=row.reindex_id,
+            switched_at=row.switched_at,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class ReindexView:
+    id: str
+    tenant_id: str
+    collection: str
+    state: ReindexState
+    old_vector_collection: str
+    new_vector_collection: str
+    provider: str
+    model: str
+    base_url: str | None
+    progress_done: int
+    progress_total: int
+    error: str | None
+    requested_by: str
+    source: str
+    created_at: datetime
+    updated_at: datetime
+    finished_at: datetime | None
+
+    @classmethod
+    def of(cls, row: Reindex) -> ReindexView:
+        return cls(
+            id=row.id,
+            tenant_id=row.tenant_id,
+            collection=row.collection,
+            state=ReindexState(row.state),
+            old_vector_collection=row.old_vector_collection,
+            new_vector_collection=row.new_vector_collection,
+            provider=row.provider,
+            model=row.model,
+            base_url=row.base_url,
+            progress_done=row.progress_done,
+            progress_total=row.progress_total,
+            error=row.error,
+            requested_by=row.requested_by,
+            source=row.source,
+            created_at=row.created_at,
+            updated_at=row.updated_at,
+            finished_at=row.finished_at,
+        )

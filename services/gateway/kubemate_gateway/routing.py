@@ -15,6 +15,7 @@ ROUTES: dict[str, str] = {
     "tasks": "ingest",
     "uploads": "ingest",
     "dead-letters": "ingest",
+    "reindex": "ingest",
     "query": "retrieval",
     "chat": "retrieval",
     "models": "model_manager",

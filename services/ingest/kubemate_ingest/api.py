@@ -12,11 +12,11 @@ from pydantic import BaseModel, ConfigDict, Field
 from sse_starlette import EventSourceResponse, ServerSentEvent
 
 from kubemate.cache_generation import bump_generation
-from kubemate.collections import vector_collection
+from kubemate.collections import active_vector_collection
 from kubemate.errors import KubemateError, TaskNotFound
 from kubemate.http.identity import Editor, Viewer
 from kubemate.metadata.models import TaskState
-from kubemate.metadata.store import DocumentView, TaskView
+from kubemate.metadata.store import DocumentView, MetadataStore, TaskView
 from kubemate.queue.dead_letters import DeadLetter
 from kubemate.text.split import STRATEGIES
 from kubemate_ingest.deletion import delete_document as delete_document_everywhere
@@ -34,6 +34,7 @@ from kubemate_ingest.events import task_changes
 from kubemate_ingest.forms import FORM_OVERHEAD_BYTES, form_files, form_options, read_form
 from kubemate_ingest.options import UploadOptions, collection_of, splitter_of
 from kubemate_ingest.presigned import complete_upload, start_upload
+from kubemate_ingest.reindex import router as reindex_router
 from kubemate_ingest.retries import retry_dead_letter
 from kubemate_ingest.settings import IngestSettings
 from kubemate_ingest.uploads import (
@@ -375,7 +376,9 @@ async def delete_document(
             store=store,
             objects=objects,
             vectors=vectors,
-            vector_collection_of=lambda name: _vector_collection(settings, name),
+            vector_collection_of=lambda name: _vector_collection(
+                settings, store, identity.tenant_id, name
+            ),
         )
     )
     # Cached answers may cite the deleted document: orphan them all for this tenant.
@@ -383,9 +386,13 @@ async def delete_document(
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
-def _vector_collection(settings: IngestSettings, name: str) -> str | None:
-    config = settings.collections.get(name)
-    return None if config is None else vector_collection(name, config.embedder)
+def _vector_collection(
+    settings: IngestSettings, store: MetadataStore, tenant_id: str, name: str
+) -> str | None:
+    if name not in settings.collections:
+        return None
+    # The tenant's active collection: after a re-index it is not the settings' one.
+    return active_vector_collection(store, settings, tenant_id, name).name
 
 
 # ---- uploads by presigned URL ------------------------------------------------------------------
@@ -560,3 +567,6 @@ async def retry(
         state=str(requeued.task.state),
         entry_id=requeued.entry_id,
     )
+
+
+router.include_router(reindex_router)

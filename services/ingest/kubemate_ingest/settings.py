@@ -6,6 +6,7 @@ from typing import Annotated
 
 from pydantic import BaseModel, Field
 
+from kubemate.collections import ReindexConfig
 from kubemate.settings import KubemateSettings
 from kubemate.text.pdf_inspect import PdfPolicy
 from kubemate.text.split import SplitterSpec, Strategy
@@ -43,3 +44,4 @@ class IngestConfig(BaseModel):
 
 class IngestSettings(KubemateSettings):
     ingest: IngestConfig = IngestConfig()
+    reindex: ReindexConfig = ReindexConfig()

@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import copy
 import socket
 import threading
+import time
 from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
 
-from kubemate.collections import vector_collection
+from kubemate.collections import active_embedders, settings_with_embedders, vector_collection
 from kubemate.inference import build_embedder
 from kubemate.metadata.store import MetadataStore
+from kubemate.models.metering import UsageMeter
 from kubemate.objectstore import ObjectStore, build_object_store
 from kubemate.queue import IngestJob, IngestQueue
 from kubemate.settings import EmbedderConfig
@@ -21,6 +24,7 @@ from kubemate.vectorstore.milvus import MilvusVectorStore
 from kubemate_worker.embedding import EmbedService
 from kubemate_worker.inflight import BackendGate, InFlight
 from kubemate_worker.loaded import LoadedCollections
+from kubemate_worker.metering import EmbedUsage, TenantEmbedService
 from kubemate_worker.retrying import Retrier
 from kubemate_worker.settings import WorkerSettings
 from kubemate_worker.slots import RedisSemaphore
@@ -74,6 +78,12 @@ class WorkerContext:
         self._splitters: dict[str, Splitter] = {}
         self._slots: dict[str, RedisSemaphore] = {}
         self._lock = threading.Lock()
+        # Set on the views of for_tenant(): whose work this is, and what it embedded.
+        self.tenant_id: str | None = None
+        self.usage: EmbedUsage | None = None
+        self._meter = UsageMeter(self.store)
+        self._pointers: dict[str, tuple[float, dict[str, EmbedderConfig]]] = {}
+        self._loaded_views: dict[str, LoadedCollections] = {}
         # One event loop for the process: async adapters (HTTP clients) stay bound to it, and the
         # Celery task threads submit coroutines to it.
         self._loop = asyncio.new_event_loop()
@@ -111,10 +121,13 @@ class WorkerContext:
         return splitter, key
 
     def embed_service(self, collection: str) -> EmbedService:
+        """The collection's embedder (in a tenant's view: the one its active vector collection
+        was embedded with), shared by every document in flight; metered for the view's tenant."""
+        config = self.settings.collection(collection).embedder
+        key = f"{collection}/{config.provider}:{config.model}@{config.base_url or ''}"
         with self._lock:
-            if collection not in self._embed:
-                config = self.settings.collection(collection).embedder
-                self._embed[collection] = EmbedService(
+            if key not in self._embed:
+                self._embed[key] = EmbedService(
                     build_embedder(config),
                     batch_size=config.batch_size,
                     # A model computing in this process already uses every core for one batch:
@@ -126,7 +139,48 @@ class WorkerContext:
                     slots=self._global_slots(config),
                     batch_wait_s=self.settings.worker.embed_batch_wait_ms / 1000,
                 )
-            return self._embed[collection]
+            service = self._embed[key]
+        if self.usage is None:
+            return service
+        return TenantEmbedService(service, self.usage)  # type: ignore[return-value]
+
+    def for_tenant(
+        self, tenant_id: str, embedders: dict[str, EmbedderConfig] | None = None
+    ) -> WorkerContext:
+        """This context for one tenant's work: the same clients, its collections resolved to
+        its active vector collections (or to ``embedders``), its embedding tokens counted for
+        it (written by :meth:`flush_usage`). Raises BackendUnavailable when the database is."""
+        if embedders is None:
+            embedders = self._active_embedders(tenant_id)
+        view = copy.copy(self)
+        view.tenant_id = tenant_id
+        view.usage = EmbedUsage(tenant_id)
+        settings = settings_with_embedders(self.settings, embedders)
+        if settings is not self.settings:
+            view.settings = settings  # type: ignore[assignment]
+            key = ",".join(sorted(f"{c}={vector_collection(c, e)}" for c, e in embedders.items()))
+            with self._lock:
+                if key not in self._loaded_views:
+                    self._loaded_views[key] = LoadedCollections(settings)
+                view.loaded = self._loaded_views[key]
+        return view
+
+    def _active_embedders(self, tenant_id: str) -> dict[str, EmbedderConfig]:
+        ttl = self.settings.reindex.pointer_ttl_s
+        now = time.monotonic()
+        cached = self._pointers.get(tenant_id)
+        if cached is not None and now - cached[0] < ttl:
+            return cached[1]
+        embedders = active_embedders(self.settings, self.store.active_collections(tenant_id))
+        if len(self._pointers) > 10_000:
+            self._pointers.clear()
+        self._pointers[tenant_id] = (now, embedders)
+        return embedders
+
+    def flush_usage(self) -> None:
+        """Record the embedding tokens of this view's work so far (one row per model)."""
+        if self.usage is not None:
+            self.usage.flush(self._meter, self.run)
 
     def _global_slots(self, config: EmbedderConfig) -> RedisSemaphore | None:
         limit = self.settings.worker.embed_global_limits.get(config.provider)

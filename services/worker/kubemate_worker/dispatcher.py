@@ -23,6 +23,7 @@ from celery.utils import worker_direct
 from kubemate.logs import get_logger
 from kubemate.queue import StreamEntry
 from kubemate_worker.context import WorkerContext
+from kubemate_worker.reindexing import ReindexRunner
 from kubemate_worker.tasks import PROCESS_DOCUMENT
 
 log = get_logger(__name__)
@@ -138,12 +139,17 @@ class DispatcherStep(bootsteps.StartStopStep):  # type: ignore[misc]
     def __init__(self, worker: Any, **kwargs: Any) -> None:
         super().__init__(worker, **kwargs)
         self.dispatcher: StreamDispatcher | None = None
+        self.reindexer: ReindexRunner | None = None
 
     def start(self, worker: Any) -> None:
         app = worker.app
         self.dispatcher = StreamDispatcher(app, app.kubemate_context, worker.hostname)
         self.dispatcher.start()
+        self.reindexer = ReindexRunner(app.kubemate_context)
+        self.reindexer.start()
 
     def stop(self, worker: Any) -> None:
+        if self.reindexer is not None:
+            self.reindexer.stop()
         if self.dispatcher is not None:
             self.dispatcher.stop()

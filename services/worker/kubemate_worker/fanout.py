@@ -163,6 +163,7 @@ def help_with_unit(ctx: WorkerContext, key: str) -> str:
         return "skipped"
     payload: dict[str, Any] = json.loads(raw)
     target = Target(**payload["target"])
+    ctx = ctx.for_tenant(target.tenant_id)  # its embedder for the collection, metered for it
     unit = [Chunk(position=p, text=t, page=g, title=h) for p, t, g, h in payload["chunks"]]
     try:
         service = ctx.embed_service(target.collection)
@@ -181,5 +182,6 @@ def help_with_unit(ctx: WorkerContext, key: str) -> str:
         with contextlib.suppress(redis.RedisError):  # else the claim expires on its own
             r.delete(_claim_key(key))
         return "released"
+    ctx.flush_usage()
     log.info("fanout.unit_done", unit=key, chunks=len(unit), document_id=target.document_id)
     return "done"

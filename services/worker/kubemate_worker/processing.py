@@ -38,6 +38,7 @@ from kubemate_worker.context import WorkerContext
 from kubemate_worker.inflight import Held, LeaseLost
 from kubemate_worker.pipeline import index_document
 from kubemate_worker.progress import TaskReporter
+from kubemate_worker.reindexing import catch_up
 from kubemate_worker.retrying import BackendGaveUp
 
 log = get_logger(__name__)
@@ -57,8 +58,11 @@ def process_entry(ctx: WorkerContext, entry_id: str) -> Outcome:
     if held is None:
         log.info("stream.entry_not_held", entry_id=entry_id)
         return Outcome.SKIPPED
+    view = ctx
     try:
-        return _process(ctx, held)
+        # The tenant's view: its active vector collections, its embedding tokens metered.
+        view = ctx.retrier.call("metadata.pointers", lambda: ctx.for_tenant(held.job.tenant_id))
+        return _process(view, held)
     except LeaseLost:
         log.warning("stream.lease_lost", entry_id=entry_id)
         return Outcome.LOST
@@ -68,6 +72,7 @@ def process_entry(ctx: WorkerContext, entry_id: str) -> Outcome:
         log.error("stream.entry_released", entry_id=entry_id, error=exc.detail)
         return Outcome.RELEASED
     finally:
+        view.flush_usage()
         ctx.inflight.finish(entry_id)
 
 
@@ -144,6 +149,7 @@ def _process(ctx: WorkerContext, held: Held) -> Outcome:
             held.wait_lost(delay)
             held.check()
             continue
+        catch_up(ctx, job)  # a re-index of the collection running or just switched
         call("stream.ack", lambda: ctx.queue.ack(held.entry_id))
         log.info("document.completed", document_id=job.document_id, chunks=chunks)
         return Outcome.DONE

@@ -7,6 +7,7 @@ import socket
 
 from pydantic import BaseModel, Field
 
+from kubemate.collections import ReindexConfig
 from kubemate.retry import RetryPolicy
 from kubemate.settings import KubemateSettings
 
@@ -95,3 +96,4 @@ class WorkerConfig(BaseModel):
 
 class WorkerSettings(KubemateSettings):
     worker: WorkerConfig = WorkerConfig()
+    reindex: ReindexConfig = ReindexConfig()

@@ -1,0 +1,217 @@
+"""Re-indexing a tenant's knowledge collection with another embedder: the routes.
+
+``POST /v1/reindex`` records a PENDING re-index in the metadata database and puts a
+``reindex_requested`` entry on the re-index stream, the one the model manager's
+``embedder_changed`` events travel on; the worker's re-indexer consumes both. It re-embeds every
+COMPLETED document of the tenant in the collection into the new embedder's vector collection and
+only when all are there switches the tenant's pointer (:func:`kubemate.collections.
+active_vector_collection`); until then queries keep using the old collection. ``GET
+/v1/reindex/{id}`` shows progress, and a failed re-index says why.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Annotated
+
+import anyio
+import redis
+from fastapi import APIRouter, Query, status
+from pydantic import BaseModel, ConfigDict, Field
+
+from kubemate.collections import (
+    ReindexConfig,
+    ReindexConflict,
+    ReindexNotFound,
+    active_vector_collection,
+    embedder_variant,
+    vector_collection,
+)
+from kubemate.errors import BackendUnavailable
+from kubemate.http.identity import Editor, Viewer
+from kubemate.logs import get_logger
+from kubemate.metadata.store import MetadataStore, ReindexState, ReindexView
+from kubemate.settings import EmbedderProvider
+from kubemate_ingest.deps import RedisDep, SettingsDep, StoreDep
+from kubemate_ingest.settings import IngestSettings
+
+log = get_logger(__name__)
+
+# Included by the ingest API router (under its /v1 prefix).
+router = APIRouter()
+
+
+class EmbedderIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    provider: EmbedderProvider
+    model: str = Field(min_length=1, max_length=255)
+    base_url: str | None = Field(None, max_length=1024)
+
+
+class ReindexRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    collection: str | None = Field(
+        None, min_length=1, max_length=64, description="default: the ingest default collection"
+    )
+    embedder: EmbedderIn | None = Field(
+        None, description="default: the embedder the settings configure for the collection"
+    )
+
+
+class EmbedderOut(BaseModel):
+    provider: str
+    model: str
+    base_url: str | None
+
+
+class ReindexProgress(BaseModel):
+    done: int
+    total: int
+
+
+class ReindexOut(BaseModel):
+    reindex_id: str
+    collection: str
+    state: str
+    embedder: EmbedderOut
+    old_vector_collection: str
+    new_vector_collection: str
+    progress: ReindexProgress
+    error: str | None
+    source: str = Field(description="api, or models (an embedder change in the model manager)")
+    requested_by: str
+    created_at: datetime
+    finished_at: datetime | None
+
+    @classmethod
+    def of(cls, view: ReindexView) -> ReindexOut:
+        return cls(
+            reindex_id=view.id,
+            collection=view.collection,
+            state=str(view.state),
+            embedder=EmbedderOut(provider=view.provider, model=view.model, base_url=view.base_url),
+            old_vector_collection=view.old_vector_collection,
+            new_vector_collection=view.new_vector_collection,
+            progress=ReindexProgress(done=view.progress_done, total=view.progress_total),
+            error=view.error,
+            source=view.source,
+            requested_by=view.requested_by,
+            created_at=view.created_at,
+            finished_at=view.finished_at,
+        )
+
+
+def request_reindex(
+    tenant_id: str,
+    body: ReindexRequest,
+    *,
+    requested_by: str,
+    settings: IngestSettings,
+    store: MetadataStore,
+    client: redis.Redis,
+    config: ReindexConfig,
+) -> ReindexView:
+    """Record the re-index and queue it. Raises UnknownCollection, ReindexConflict (another
+    one is unfinished, or the embedder already serves the collection), BackendUnavailable."""
+    name = body.collection or settings.ingest.default_collection
+    base = settings.collection(name).embedder
+    target = (
+        base
+        if body.embedder is None
+        else embedder_variant(
+            base, body.embedder.provider, body.embedder.model, body.embedder.base_url
+        )
+    )
+    active = active_vector_collection(store, settings, tenant_id, name)
+    new_name = vector_collection(name, target)
+    if new_name == active.name:
+        raise ReindexConflict(
+            f"{target.provider}:{target.model} already serves collection {name!r}"
+        )
+    view, created = store.create_reindex(
+        tenant_id,
+        collection=name,
+        old_vector_collection=active.name,
+        new_vector_collection=new_name,
+        provider=target.provider,
+        model=target.model,
+        base_url=target.base_url,
+        requested_by=requested_by,
+        source="api",
+    )
+    if not created:
+        if view.new_vector_collection == new_name:
+            return view  # asked twice: the same re-index
+        raise ReindexConflict(
+            f"re-index {view.id} of collection {name!r} is unfinished ({view.state})"
+        )
+    try:
+        client.xadd(
+            config.stream,
+            {
+                "type": "reindex_requested",
+                "reindex_id": view.id,
+                "tenant_id": tenant_id,
+                "collection": name,
+                "requested_by": requested_by,
+                "requested_at": datetime.now(UTC).isoformat(),
+            },
+        )
+    except redis.RedisError as exc:
+        store.update_reindex(
+            tenant_id,
+            view.id,
+            state=ReindexState.FAILED,
+            error="could not be queued: the re-index stream (Redis) is unavailable",
+        )
+        raise BackendUnavailable("the re-index stream (Redis) is unavailable") from exc
+    log.info("reindex.requested", reindex_id=view.id, collection=name, target=new_name)
+    return view
+
+
+@router.post("/reindex", status_code=status.HTTP_202_ACCEPTED, response_model=ReindexOut)
+async def start_reindex(
+    body: ReindexRequest,
+    identity: Editor,
+    settings: SettingsDep,
+    store: StoreDep,
+    client: RedisDep,
+) -> ReindexOut:
+    """Re-embed the tenant's documents of a collection with another embedder; queries keep
+    using the current one until every document is re-embedded. Poll ``GET /v1/reindex/{id}``."""
+    view = await anyio.to_thread.run_sync(
+        lambda: request_reindex(
+            identity.tenant_id,
+            body,
+            requested_by=identity.user_id,
+            settings=settings,
+            store=store,
+            client=client,
+            config=settings.reindex,
+        )
+    )
+    return ReindexOut.of(view)
+
+
+@router.get("/reindex/{reindex_id}", response_model=ReindexOut)
+async def get_reindex(reindex_id: str, identity: Viewer, store: StoreDep) -> ReindexOut:
+    view = await anyio.to_thread.run_sync(store.find_reindex, identity.tenant_id, reindex_id)
+    if view is None:
+        raise ReindexNotFound(f"re-index {reindex_id} not found")
+    return ReindexOut.of(view)
+
+
+@router.get("/reindex", response_model=list[ReindexOut])
+async def list_reindexes(
+    identity: Viewer,
+    store: StoreDep,
+    collection: Annotated[str | None, Query(max_length=64)] = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+) -> list[ReindexOut]:
+    """The tenant's re-indexes, newest first."""
+    views = await anyio.to_thread.run_sync(
+        lambda: store.list_reindexes(identity.tenant_id, collection=collection, limit=limit)
+    )
+    return [ReindexOut.of(v) for v in views]

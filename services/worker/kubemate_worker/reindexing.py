@@ -1,0 +1,565 @@
+"""Re-indexing: a tenant's documents re-embedded into a new vector collection, then switched.
+
+Requests arrive on one Redis stream, read through a consumer group by a thread of every worker
+(:class:`ReindexRunner`): ``reindex_requested`` entries from ``POST /v1/reindex`` (the re-index
+row already exists) and the model manager's ``embedder_changed`` events (rows are made here,
+one per tenant; ``tenant_id=*`` stands for every tenant with documents in the collection and no
+embedder of its own for it). An entry is acknowledged once its re-indexes are finished; a worker
+that dies leaves it pending, and another takes it over after ``claim_idle_ms`` and resumes
+(documents already re-embedded are remembered in Redis and skipped).
+
+:func:`run_reindex` re-processes every COMPLETED document of the tenant in the collection from
+its stored object (parse, split, embed with the new model, write to the new vector collection)
+while queries keep using the old one, and repeats until no completed document is missing. Then
+one database transaction points the tenant's collection at the new vector collection and marks
+the re-index COMPLETED; after that the tenant's chunks are deleted from the old collection.
+Any failure leaves the old collection active and the re-index FAILED with the reason.
+
+Uploads meanwhile: a document that completes while a re-index of its collection runs is also
+written to the new collection (:func:`catch_up`, called by the ingest pipeline), and one that was
+still being written to the old collection when the switch happened is re-done into the new one.
+Either way the switch loses nothing.
+
+A re-index splits each document as it was split when indexed (the upload's splitter, recorded
+when the document completed); documents indexed before that was recorded get the worker's
+default splitter.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+from collections.abc import Callable
+from itertools import islice
+from typing import TYPE_CHECKING, BinaryIO, cast
+
+import redis
+
+from kubemate.cache_generation import bump_generation
+from kubemate.collections import (
+    configured_collection,
+    embedder_variant,
+    index_of,
+    pointer_collection,
+    vector_collection,
+)
+from kubemate.errors import (
+    BackendUnavailable,
+    ClientError,
+    DocumentNotFound,
+    DocumentProcessingError,
+    KubemateError,
+)
+from kubemate.logs import get_logger
+from kubemate.metadata.models import TaskState
+from kubemate.metadata.store import ReindexState, ReindexView
+from kubemate.models.assignments import AssignmentDoc, decode_event, tenant_field
+from kubemate.queue import IngestJob
+from kubemate.queue.streams import Lease
+from kubemate.settings import EmbedderConfig, RedisConfig
+from kubemate_worker.chunking import document_sections, windows
+from kubemate_worker.versions import stale_chunk_ids, version_tag
+from kubemate_worker.writing import Target, embed_all, units
+
+if TYPE_CHECKING:
+    from kubemate.queue import IngestQueue
+    from kubemate_worker.context import WorkerContext
+
+log = get_logger(__name__)
+
+DELETE_BATCH = 1024
+ERROR_WAIT_S = 1.0
+
+
+def _done_key(ctx: WorkerContext, reindex_id: str) -> str:
+    return f"{ctx.settings.reindex.stream}:done:{reindex_id}"
+
+
+class LeaseLost(Exception):
+    """Another worker took the stream entry over: it finishes the re-index, not this one."""
+
+
+class ReindexFailed(KubemateError):
+    """Why a re-index stopped; its detail becomes the re-index's error."""
+
+    type_slug = "reindex-failed"
+    title = "Re-index failed"
+    status = 500
+
+
+# ---- one document -------------------------------------------------------------------------------
+
+
+def reindex_document(
+    ctx: WorkerContext,
+    tenant_id: str,
+    document_id: str,
+    collection: str,
+    target: str,
+    on_dimension: Callable[[int], None],
+) -> int:
+    """Parse, split and embed the stored document with ``ctx``'s embedder for ``collection``
+    (a view made by :meth:`WorkerContext.for_tenant`) and write it to the vector collection
+    ``target``; returns its chunk count. Idempotent: the chunk ids are those of the version
+    (content, splitter, model), and rows of other versions there are deleted after."""
+    call = ctx.retrier.call
+    document = call("metadata.get_document", lambda: ctx.store.get_document(tenant_id, document_id))
+    # Split as when it was indexed (documents indexed before this was recorded: the default).
+    chosen = call("metadata.splitter", lambda: ctx.store.document_splitter(tenant_id, document_id))
+    splitter, spec = ctx.splitter_for(
+        IngestJob(tenant_id, document_id, "", collection, splitter=chosen or "")
+    )
+    service = ctx.embed_service(collection)
+    where = Target(
+        tenant_id=tenant_id,
+        document_id=document_id,
+        task_id="",
+        collection=collection,
+        vector_collection=target,
+        version=version_tag(document.sha256, spec, service.model),
+        source=document.filename,
+    )
+    versions = call("ledger.load", lambda: ctx.ledger.load(target, tenant_id, document_id))
+    count = 0
+    with contextlib.ExitStack() as stack:
+        raw = call(
+            "objects.open", lambda: stack.enter_context(ctx.objects.open(document.object_key))
+        )
+        sections = document_sections(cast(BinaryIO, raw), document.content_type)
+        chunks = splitter.split(windows(sections, ctx.settings.worker.split_window_chars))
+        for unit in units(chunks, ctx.settings.reindex.unit_chunks):
+            upto = unit[-1].position + 1
+            if upto > versions.written.get(where.version, 0):
+                # Ahead of the rows, as the pipeline does: a crash leaves nothing unknown.
+                versions.written[where.version] = upto
+                call(
+                    "ledger.save", lambda: ctx.ledger.save(target, tenant_id, document_id, versions)
+                )
+            texts = [c.text for c in unit]
+            vectors = call("embed", lambda t=texts: ctx.run(embed_all(service, t)))  # type: ignore[misc]
+            if count == 0:
+                on_dimension(len(vectors[0]))
+            records = where.records(unit, vectors)
+            call("vectors.upsert", lambda r=records: ctx.upserts.upsert(target, r))  # type: ignore[misc]
+            count += len(unit)
+    if count == 0:
+        raise DocumentProcessingError("no text could be extracted from the document")
+    versions.live = where.version
+    stale = stale_chunk_ids(tenant_id, document_id, versions, where.version, count)
+    while batch := list(islice(stale, DELETE_BATCH)):
+        call("vectors.delete", lambda b=batch: ctx.vectors.delete_chunks(target, tenant_id, b))  # type: ignore[misc]
+    versions.written = {where.version: count}
+    call("ledger.save", lambda: ctx.ledger.save(target, tenant_id, document_id, versions))
+    return count
+
+
+def _forget_document(ctx: WorkerContext, collection: str, tenant_id: str, document_id: str) -> None:
+    ctx.retrier.call(
+        "vectors.delete", lambda: ctx.vectors.delete_document(collection, tenant_id, document_id)
+    )
+    ctx.retrier.call("ledger.forget", lambda: ctx.ledger.forget(collection, tenant_id, document_id))
+
+
+class _Ensured:
+    """Creates the target vector collection (indexed like the knowledge collection) once the
+    first vectors tell its dimension."""
+
+    def __init__(self, ctx: WorkerContext, collection: str, target: str) -> None:
+        self._ctx = ctx
+        self._collection = collection
+        self._target = target
+        self._done = False
+
+    def __call__(self, dimension: int) -> None:
+        if self._done:
+            return
+        config = self._ctx.settings.collection(self._collection)
+        self._ctx.retrier.call(
+            "vectors.ensure_collection",
+            lambda: self._ctx.vectors.ensure_collection(
+                self._target, dimension, language=config.language, index=index_of(config)
+            ),
+        )
+        self._done = True
+
+
+# ---- one re-index -------------------------------------------------------------------------------
+
+
+def target_embedder(ctx: WorkerContext, view: ReindexView) -> EmbedderConfig:
+    base = ctx.settings.collection(view.collection).embedder
+    return embedder_variant(base, view.provider, view.model, view.base_url)
+
+
+def run_reindex(
+    ctx: WorkerContext, tenant_id: str, reindex_id: str, *, beat: Callable[[], None] = lambda: None
+) -> ReindexState | None:
+    """Run the re-index to its end (COMPLETED or FAILED); None when there is no such re-index.
+    ``beat`` is called between documents (the stream entry's heartbeat)."""
+    store = ctx.store
+    view = ctx.retrier.call("metadata.reindex", lambda: store.find_reindex(tenant_id, reindex_id))
+    if view is None:
+        log.warning("reindex.missing", reindex_id=reindex_id, tenant_id=tenant_id)
+        return None
+    if view.state.terminal:
+        return view.state
+    log.info(
+        "reindex.started",
+        reindex_id=reindex_id,
+        tenant_id=tenant_id,
+        collection=view.collection,
+        target=view.new_vector_collection,
+    )
+    try:
+        _run(ctx, view, beat)
+    except LeaseLost:
+        raise
+    except Exception as exc:
+        _fail(ctx, view, exc)
+        return ReindexState.FAILED
+    _after_switch(ctx, view)
+    return ReindexState.COMPLETED
+
+
+def _run(ctx: WorkerContext, view: ReindexView, beat: Callable[[], None]) -> None:
+    store = ctx.store
+    tenant, name, target = view.tenant_id, view.collection, view.new_vector_collection
+    call = ctx.retrier.call
+    call(
+        "metadata.reindex",
+        lambda: store.update_reindex(tenant, view.id, state=ReindexState.RUNNING),
+    )
+    work = ctx.for_tenant(tenant, {name: target_embedder(ctx, view)})
+    if work.vector_collection(name) != target:
+        raise ReindexFailed(
+            f"{view.provider}:{view.model} does not write to {target} (settings changed?)"
+        )
+    ensure = _Ensured(work, name, target)
+    done_key = _done_key(ctx, view.id)
+    client = ctx.queue.client
+    done: set[str] = set(call("ledger.done", lambda: client.smembers(done_key)))
+    try:
+        while True:
+            completed = call(
+                "metadata.documents",
+                lambda: store.document_ids(tenant, name, status=TaskState.COMPLETED),
+            )
+            todo = [d for d in completed if d not in done]
+            total, already = len(completed), len(completed) - len(todo)
+            call(
+                "metadata.reindex",
+                lambda t=total, a=already: store.update_reindex(  # type: ignore[misc]
+                    tenant, view.id, progress_done=a, progress_total=t
+                ),
+            )
+            if not todo:
+                break
+            for position, document_id in enumerate(todo, start=1):
+                beat()
+                current = store.find_reindex(tenant, view.id)
+                if current is None or current.state != ReindexState.RUNNING:
+                    raise ReindexFailed("stopped: the re-index is no longer running")
+                try:
+                    reindex_document(work, tenant, document_id, name, target, ensure)
+                except DocumentNotFound:
+                    pass  # deleted meanwhile: nothing to carry over
+                except (DocumentProcessingError, ClientError) as exc:
+                    raise ReindexFailed(f"document {document_id}: {exc.detail}") from exc
+                done.add(document_id)
+                call("ledger.done", lambda d=document_id: client.sadd(done_key, d))  # type: ignore[misc]
+                call(
+                    "metadata.reindex",
+                    lambda p=already + position: store.update_reindex(  # type: ignore[misc]
+                        tenant, view.id, progress_done=p
+                    ),
+                )
+        # Documents deleted while the re-index ran (their delete went to the old collection).
+        existing = set(call("metadata.documents", lambda: store.document_ids(tenant, name)))
+        for gone in sorted(done - existing):
+            _forget_document(ctx, target, tenant, gone)
+        call("metadata.switch", lambda: store.switch_collection(tenant, view.id))
+    finally:
+        work.flush_usage()
+    log.info(
+        "reindex.switched",
+        reindex_id=view.id,
+        collection=name,
+        vector_collection=target,
+        documents=len(done),
+    )
+
+
+def _after_switch(ctx: WorkerContext, view: ReindexView) -> None:
+    """The new collection serves the tenant: its chunks in the old one go."""
+    tenant, name, old = view.tenant_id, view.collection, view.old_vector_collection
+    client = ctx.queue.client
+    try:
+        bump_generation(client, tenant)  # cached answers came from the old collection
+    except redis.RedisError as exc:
+        log.warning("cache.generation_bump_failed", error=str(exc))
+    try:
+        documents = set(ctx.store.document_ids(tenant, name))
+        documents |= set(client.smembers(_done_key(ctx, view.id)))
+        for document_id in sorted(documents):
+            _forget_document(ctx, old, tenant, document_id)
+        client.delete(_done_key(ctx, view.id))
+    except Exception as exc:  # the switch stands; leftovers are invisible to the tenant
+        log.warning("reindex.old_cleanup_failed", reindex_id=view.id, old=old, error=str(exc))
+        return
+    log.info(
+        "reindex.old_collection_cleaned", reindex_id=view.id, old=old, documents=len(documents)
+    )
+
+
+def _fail(ctx: WorkerContext, view: ReindexView, exc: Exception) -> None:
+    reason = exc.detail if isinstance(exc, KubemateError) else "internal error (see the log)"
+    log.error("reindex.failed", reindex_id=view.id, reason=reason, exc_info=exc)
+    try:
+        ctx.retrier.call(
+            "metadata.reindex",
+            lambda: ctx.store.update_reindex(
+                view.tenant_id, view.id, state=ReindexState.FAILED, error=reason
+            ),
+        )
+    except KubemateError as record_error:
+        log.error("reindex.fail_not_recorded", reindex_id=view.id, error=record_error.detail)
+        raise
+    # What was written to the new collection is nobody's now (the old one stays active).
+    try:
+        client = ctx.queue.client
+        for document_id in sorted(client.smembers(_done_key(ctx, view.id))):
+            _forget_document(ctx, view.new_vector_collection, view.tenant_id, document_id)
+        client.delete(_done_key(ctx, view.id))
+    except Exception as cleanup_error:
+        log.warning("reindex.target_cleanup_failed", reindex_id=view.id, error=str(cleanup_error))
+
+
+# ---- documents finished while a re-index runs or switches ----------------------------------------
+
+
+def catch_up(ctx: WorkerContext, job: IngestJob) -> None:
+    """After ``job``'s document completed into ``ctx.vector_collection(job.collection)``: write
+    it to a running re-index's target too, and re-do it into the active collection if the
+    tenant's collection was switched while it was being written. Failures are logged, never
+    raised: the document itself is finished."""
+    tenant, name = job.tenant_id, job.collection
+    written = ctx.vector_collection(name)
+    try:
+        if job.splitter:
+            ctx.store.record_splitter(tenant, job.document_id, job.splitter)
+        pointer = ctx.store.active_collection(tenant, name)
+        active = (
+            configured_collection(ctx.settings, name)
+            if pointer is None
+            else pointer_collection(ctx.settings, pointer)
+        )
+        running = ctx.store.unfinished_reindex(tenant, name)
+        if active.name != written:
+            work = ctx.for_tenant(tenant, {name: active.embedder})
+            try:
+                reindex_document(
+                    work,
+                    tenant,
+                    job.document_id,
+                    name,
+                    active.name,
+                    _Ensured(work, name, active.name),
+                )
+            finally:
+                work.flush_usage()
+            _forget_document(ctx, written, tenant, job.document_id)
+            log.info("reindex.document_caught_up", document_id=job.document_id, target=active.name)
+        if (
+            running is not None
+            and running.state == ReindexState.RUNNING
+            and running.new_vector_collection not in (written, active.name)
+        ):
+            target = running.new_vector_collection
+            work = ctx.for_tenant(tenant, {name: target_embedder(ctx, running)})
+            try:
+                reindex_document(
+                    work, tenant, job.document_id, name, target, _Ensured(work, name, target)
+                )
+            finally:
+                work.flush_usage()
+            ctx.queue.client.sadd(_done_key(ctx, running.id), job.document_id)
+            log.info("reindex.document_dual_written", document_id=job.document_id, target=target)
+    except DocumentNotFound:
+        return
+    except Exception as exc:
+        detail = exc.detail if isinstance(exc, KubemateError) else type(exc).__name__
+        log.error("reindex.catch_up_failed", document_id=job.document_id, error=detail)
+
+
+# ---- the model manager's events ---------------------------------------------------------------
+
+
+def reindexes_of_event(ctx: WorkerContext, event: dict[str, str]) -> list[tuple[str, str]]:
+    """(tenant, re-index id) for an ``embedder_changed`` event: one per tenant it concerns
+    whose active collection is not the new one already."""
+    name = event["collection"]
+    if name not in ctx.settings.collections:
+        log.warning("reindex.event_unknown_collection", collection=name)
+        return []
+    target = embedder_variant(
+        ctx.settings.collection(name).embedder,
+        event["new_provider"],
+        event["new_model"],
+        event.get("new_base_url") or None,
+    )
+    new_name = vector_collection(name, target)
+    if event.get("tenant_id", "*") == "*":
+        tenants = [
+            t for t in ctx.store.tenants_with_documents(name) if not _own_choice(ctx, t, name)
+        ]
+    else:
+        tenants = [event["tenant_id"]]
+    made = []
+    for tenant in tenants:
+        pointer = ctx.store.active_collection(tenant, name)
+        old = (
+            configured_collection(ctx.settings, name)
+            if pointer is None
+            else pointer_collection(ctx.settings, pointer)
+        )
+        if old.name == new_name:
+            continue
+        view, created = ctx.store.create_reindex(
+            tenant,
+            collection=name,
+            old_vector_collection=old.name,
+            new_vector_collection=new_name,
+            provider=target.provider,
+            model=target.model,
+            base_url=target.base_url,
+            requested_by=event.get("requested_by", "model-manager"),
+            source="models",
+        )
+        if not created and view.new_vector_collection != new_name:
+            # The assignment changed again while a re-index runs: this one follows it.
+            log.warning("reindex.event_deferred", tenant_id=tenant, running=view.id)
+        made.append((tenant, view.id))
+    return made
+
+
+def _own_choice(ctx: WorkerContext, tenant: str, collection: str) -> bool:
+    raw = ctx.queue.client.hget(ctx.settings.reindex.assignments_key, tenant_field(tenant))
+    return bool(raw) and collection in AssignmentDoc.model_validate_json(str(raw)).embeddings
+
+
+def handle_entry(
+    ctx: WorkerContext, fields: dict[str, str], beat: Callable[[], None]
+) -> list[ReindexState | None]:
+    kind = fields.get("type")
+    if kind == "reindex_requested":
+        work = [(fields["tenant_id"], fields["reindex_id"])]
+    elif kind == "embedder_changed":
+        work = reindexes_of_event(ctx, fields)
+    else:
+        log.warning("reindex.entry_unknown", type=kind)
+        return []
+    return [run_reindex(ctx, tenant, rid, beat=beat) for tenant, rid in work]
+
+
+# ---- the stream consumer ------------------------------------------------------------------------
+
+
+class ReindexRunner:
+    """A worker thread reading the re-index stream through its consumer group, one entry at a
+    time (a re-index is long and embeds in the same process as ingestion)."""
+
+    def __init__(self, ctx_getter: Callable[[], WorkerContext]) -> None:
+        self._ctx_getter = ctx_getter
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="reindexer", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=10)
+
+    def _run(self) -> None:
+        ctx = self._ctx_getter()
+        while not self._stop.is_set():
+            try:
+                self.poll(ctx)
+            except Exception as exc:  # Redis down: the stream keeps the requests
+                log.warning("reindex.read_failed", error=str(exc))
+                self._stop.wait(ERROR_WAIT_S)
+
+    @staticmethod
+    def queue(ctx: WorkerContext) -> IngestQueue:
+        from kubemate.queue import IngestQueue
+
+        config = ctx.settings.reindex
+        return IngestQueue(
+            ctx.queue.client,
+            RedisConfig(
+                url=ctx.settings.redis.url,
+                ingest_stream=config.stream,
+                consumer_group=config.consumer_group,
+            ),
+            claim_idle_ms=config.claim_idle_ms,
+        )
+
+    def poll(self, ctx: WorkerContext) -> bool:
+        """Take one entry (a stale one first) and finish it; False when there was none."""
+        config = ctx.settings.reindex
+        stream = self.queue(ctx)
+        stream.ensure_group()
+        client = ctx.queue.client
+        _next, claimed, _deleted = client.xautoclaim(
+            config.stream, config.consumer_group, ctx.consumer, config.claim_idle_ms, "0-0", count=1
+        )
+        entries = [(eid, f) for eid, f in claimed if f]
+        if not entries:
+            reply = client.xreadgroup(
+                config.consumer_group,
+                ctx.consumer,
+                {config.stream: ">"},
+                count=1,
+                block=config.read_block_ms,
+            )
+            for _name, items in reply or []:  # type: ignore[union-attr]
+                entries.extend(items)
+        if not entries:
+            return False
+        entry_id, fields = entries[0]
+        self.process(ctx, stream, entry_id, decode_event(fields))
+        return True
+
+    def process(
+        self, ctx: WorkerContext, stream: IngestQueue, entry_id: str, fields: dict[str, str]
+    ) -> None:
+        lost = threading.Event()
+        beating = threading.Event()
+
+        def heartbeat() -> None:
+            while not beating.wait(ctx.settings.reindex.heartbeat_s):
+                try:
+                    if stream.lease(ctx.consumer, entry_id) != Lease.HELD:
+                        lost.set()
+                        return
+                except BackendUnavailable as exc:
+                    log.warning("reindex.heartbeat_failed", error=exc.detail)
+
+        def beat() -> None:
+            if lost.is_set():
+                raise LeaseLost(entry_id)
+
+        keeper = threading.Thread(target=heartbeat, name="reindex-lease", daemon=True)
+        keeper.start()
+        try:
+            outcomes = handle_entry(ctx, fields, beat)
+        except LeaseLost:
+            log.warning("reindex.entry_taken_over", entry_id=entry_id)
+            return
+        finally:
+            beating.set()
+            keeper.join(timeout=5)
+        if lost.is_set():
+            return  # the new owner finishes it
+        ctx.retrier.call("stream.ack", lambda: stream.ack(entry_id))
+        log.info("reindex.entry_done", entry_id=entry_id, outcomes=[str(o) for o in outcomes])
