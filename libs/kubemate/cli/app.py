@@ -12,6 +12,7 @@ from kubemate.cli.ask import ask
 from kubemate.cli.common import DEFAULT_TENANT, clean_errors, settings
 from kubemate.cli.ingest import ingest
 from kubemate.cli.models import app as models_app
+from kubemate.cli.reindex import reindex
 from kubemate.cli.up import up
 
 app = typer.Typer(
@@ -24,6 +25,7 @@ app = typer.Typer(
 app.command()(up)
 app.command()(ingest)
 app.command()(ask)
+app.command()(reindex)
 app.add_typer(models_app, name="models")
 
 

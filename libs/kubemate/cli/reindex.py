@@ -1,0 +1,75 @@
+"""`kubemate reindex`: re-embed a collection's documents with another embedding model.
+
+Starts ``POST /v1/reindex`` and, unless ``--no-wait``, polls ``GET /v1/reindex/{id}`` until it
+ends. Queries keep using the current model until every document is re-embedded.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+
+from kubemate.cli.common import (
+    CollectionOption,
+    DataDirOption,
+    TokenOption,
+    UrlOption,
+    clean_errors,
+    quiet_logs,
+    resolve_token,
+    resolve_url,
+    state,
+)
+from kubemate.cli.models import ModelsApi
+
+POLL_S = 1.0
+
+
+def reindex(
+    ctx: typer.Context,
+    collection: CollectionOption = "default",
+    provider: Annotated[
+        str | None,
+        typer.Option(help="Embedding provider, e.g. sentence_transformers, ollama, openai."),
+    ] = None,
+    model: Annotated[str | None, typer.Option(help="Embedding model name.")] = None,
+    base_url: Annotated[str | None, typer.Option(help="Runtime URL (ollama, openai).")] = None,
+    wait: Annotated[bool, typer.Option(help="Follow the re-index until it ends.")] = True,
+    url: UrlOption = None,
+    token: TokenOption = None,
+    data_dir: DataDirOption = Path(".kubemate"),
+) -> None:
+    """Re-embed a collection with another model (default: the one the settings configure);
+    the switch happens only once every document is done."""
+    if (provider is None) != (model is None):
+        raise typer.BadParameter("give --provider and --model together")
+    body: dict[str, Any] = {"collection": collection}
+    if provider is not None:
+        body["embedder"] = {"provider": provider, "model": model, "base_url": base_url}
+    console = Console()
+    with clean_errors():
+        quiet_logs()
+        cli = state(ctx)
+        # The model manager's small client: plain JSON calls through the gateway.
+        api = ModelsApi(resolve_url(url, data_dir), resolve_token(token), cli)
+        try:
+            job = api.request("POST", "/v1/reindex", json=body)
+            console.print(
+                f"Re-index {job['reindex_id']}: {escape(job['old_vector_collection'])} -> "
+                f"{escape(job['new_vector_collection'])}"
+            )
+            while wait and job["state"] not in ("COMPLETED", "FAILED"):
+                cli.sleep(POLL_S)
+                job = api.request("GET", f"/v1/reindex/{job['reindex_id']}")
+                progress = job["progress"]
+                console.print(f"{job['state']} {progress['done']}/{progress['total']} documents")
+        finally:
+            api.close()
+    if job["state"] == "FAILED":
+        Console(stderr=True).print(f"[bold red]Error:[/] re-index failed: {escape(job['error'])}")
+        raise typer.Exit(1)
+    console.print(f"[green]{escape(job['state'])}[/] {escape(job['collection'])}")

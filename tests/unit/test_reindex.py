@@ -1,0 +1,197 @@
+"""Re-indexing without backends: collection resolution, routes and roles, the CLI, metering."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Coroutine, Sequence
+from typing import Any
+
+import httpx
+import pytest
+from typer.testing import CliRunner
+
+from kubemate.auth.identity import Role
+from kubemate.cli.app import app
+from kubemate.cli.common import CliState
+from kubemate.collections import (
+    active_embedders,
+    configured_collection,
+    embedder_variant,
+    settings_with_embedders,
+    vector_collection,
+)
+from kubemate.inference.hash_embedder import HashEmbedder
+from kubemate.metadata.store import ActivePointerView
+from kubemate.models.metering import UsageMeter
+from kubemate.settings import EmbedderConfig, KubemateSettings
+from kubemate_gateway.routing import route_class, upstream_for
+from kubemate_gateway.settings import GatewayConfig
+from kubemate_worker.embedding import EmbedService
+from kubemate_worker.metering import EmbedUsage, TenantEmbedService
+from tests.unit.test_route_roles import declared_routes
+
+HASH = EmbedderConfig(provider="hash", model="hash-a", dimension=16, batch_size=7)
+
+
+def settings() -> KubemateSettings:
+    return KubemateSettings(collections={"default": {"embedder": HASH}, "zh": {}})
+
+
+def pointer(collection: str, provider: str, model: str) -> ActivePointerView:
+    from datetime import UTC, datetime
+
+    embedder = EmbedderConfig(provider=provider, model=model)  # type: ignore[arg-type]
+    return ActivePointerView(
+        tenant_id="acme",
+        collection=collection,
+        vector_collection=vector_collection(collection, embedder),
+        provider=provider,
+        model=model,
+        base_url=None,
+        reindex_id="r1",
+        switched_at=datetime.now(UTC),
+    )
+
+
+def test_embedder_variant_keeps_the_collection_settings_but_not_the_dimension() -> None:
+    assert embedder_variant(HASH, "hash", "hash-a", None) is HASH
+    other = embedder_variant(HASH, "ollama", "nomic-embed-text", "http://gpu:11434")
+    assert (other.provider, other.model, other.base_url) == (
+        "ollama",
+        "nomic-embed-text",
+        "http://gpu:11434",
+    )
+    assert other.batch_size == 7 and other.dimension is None
+    assert vector_collection("default", other) != vector_collection("default", HASH)
+
+
+def test_settings_with_embedders_points_collections_at_the_active_ones() -> None:
+    base = settings()
+    assert settings_with_embedders(base, {}) is base
+    embedders = active_embedders(
+        base, [pointer("default", "sentence_transformers", "m"), pointer("gone", "hash", "x")]
+    )
+    assert set(embedders) == {"default"}  # a pointer of a collection no longer configured
+    view = settings_with_embedders(base, embedders)
+    assert view.collection("default").embedder.provider == "sentence_transformers"
+    assert view.collection("default").embedder.batch_size == 7
+    assert view.collection("zh") == base.collection("zh")
+    assert base.collection("default").embedder == HASH  # the original is untouched
+    active = configured_collection(view, "default")
+    assert active.name == pointer("default", "sentence_transformers", "m").vector_collection
+
+
+def test_reindex_routes_go_to_ingest_and_declare_roles() -> None:
+    config = GatewayConfig()
+    assert upstream_for("/v1/reindex", config) == str(config.ingest_url).rstrip("/")
+    assert upstream_for("/v1/reindex/abc", config) == str(config.ingest_url).rstrip("/")
+    assert route_class("GET", "/v1/reindex/abc") == "read"
+    ingest = declared_routes("ingest")
+    assert ingest["POST /v1/reindex"] == {Role.EDITOR}
+    assert ingest["GET /v1/reindex/{reindex_id}"] == {Role.VIEWER}
+    assert ingest["GET /v1/reindex"] == {Role.VIEWER}
+
+
+class RecordingMeter(UsageMeter):
+    def __init__(self) -> None:
+        self.rows: list[tuple[str, str, int, int]] = []
+
+    async def embedding(
+        self, tenant_id: str, model: str, tokens: int, latency_s: float, inputs: int = 1
+    ) -> None:
+        self.rows.append((tenant_id, model, tokens, inputs))
+
+
+def test_usage_is_counted_per_tenant_view_of_a_shared_service() -> None:
+    async def scenario() -> tuple[EmbedUsage, EmbedUsage]:
+        shared = EmbedService(HashEmbedder(HASH), batch_size=8, concurrency=1, batch_wait_s=0.01)
+        acme, globex = EmbedUsage("acme", tokens=len), EmbedUsage("globex", tokens=len)
+        # Submitted together: the shared service serves them in one model call.
+        await asyncio.gather(
+            TenantEmbedService(shared, acme).embed(["aaaa", "bb"]),
+            TenantEmbedService(shared, globex).embed(["c"]),
+        )
+        assert TenantEmbedService(shared, acme).batch_size == 8  # the rest is the service's
+        await shared.aclose()
+        return acme, globex
+
+    acme, globex = asyncio.run(scenario())
+    meter = RecordingMeter()
+
+    def run(coro: Coroutine[Any, Any, None]) -> None:
+        asyncio.run(coro)
+
+    acme.flush(meter, run)
+    globex.flush(meter, run)
+    acme.flush(meter, run)  # nothing new: no row
+    assert meter.rows == [("acme", "hash-16", 6, 2), ("globex", "hash-16", 1, 1)]
+
+
+def test_cli_reindex_follows_until_completed() -> None:
+    calls: list[tuple[str, str, Any]] = []
+    states: Sequence[tuple[str, int]] = [("RUNNING", 1), ("COMPLETED", 2)]
+
+    def job(state: str, done: int) -> dict[str, Any]:
+        return {
+            "reindex_id": "r1",
+            "collection": "default",
+            "state": state,
+            "old_vector_collection": "default_old",
+            "new_vector_collection": "default_new",
+            "progress": {"done": done, "total": 2},
+            "error": None,
+        }
+
+    def gateway(request: httpx.Request) -> httpx.Response:
+        body = json.loads(request.content) if request.content else None
+        calls.append((request.method, request.url.path, body))
+        if request.method == "POST":
+            return httpx.Response(202, json=job("PENDING", 0))
+        polls = sum(1 for c in calls if c[0] == "GET")
+        return httpx.Response(200, json=job(*states[polls - 1]))
+
+    state = CliState(transport=httpx.MockTransport(gateway), sleep=lambda _s: None)
+    result = CliRunner().invoke(
+        app,
+        ["reindex", "--provider", "ollama", "--model", "bge-m3", "--url", "http://gw"],
+        obj=state,
+    )
+    assert result.exit_code == 0, result.output
+    assert calls[0] == (
+        "POST",
+        "/v1/reindex",
+        {
+            "collection": "default",
+            "embedder": {"provider": "ollama", "model": "bge-m3", "base_url": None},
+        },
+    )
+    assert [c[1] for c in calls[1:]] == ["/v1/reindex/r1", "/v1/reindex/r1"]
+    assert "COMPLETED" in result.output and "default_old -> default_new" in result.output
+
+
+def test_cli_reindex_failure_exits_non_zero_with_the_reason() -> None:
+    def gateway(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(
+            202,
+            json={
+                "reindex_id": "r1",
+                "collection": "default",
+                "state": "FAILED",
+                "old_vector_collection": "a",
+                "new_vector_collection": "b",
+                "progress": {"done": 0, "total": 1},
+                "error": "document d1: no text could be extracted",
+            },
+        )
+
+    state = CliState(transport=httpx.MockTransport(gateway), sleep=lambda _s: None)
+    result = CliRunner().invoke(app, ["reindex", "--url", "http://gw"], obj=state)
+    assert result.exit_code == 1
+    assert "no text could be extracted" in result.output
+
+
+@pytest.mark.parametrize("args", [["--provider", "hash"], ["--model", "m"]])
+def test_cli_reindex_wants_provider_and_model_together(args: list[str]) -> None:
+    result = CliRunner().invoke(app, ["reindex", *args, "--url", "http://gw"], obj=CliState())
+    assert result.exit_code == 2
