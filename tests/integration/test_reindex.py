@@ -17,11 +17,16 @@ import redis
 from fastapi.testclient import TestClient
 
 from kubemate.auth import Role
-from kubemate.collections import active_vector_collection, configured_collection
+from kubemate.collections import (
+    active_vector_collection,
+    configured_collection,
+    vector_collection,
+)
 from kubemate.inference import build_embedder
 from kubemate.metadata.models import TaskState
 from kubemate.metadata.store import ReindexState
 from kubemate.queue import StreamEntry
+from kubemate.settings import EmbedderConfig
 from kubemate_ingest.main import create_app
 from kubemate_ingest.settings import IngestSettings
 from kubemate_worker.context import WorkerContext
@@ -357,3 +362,49 @@ def test_embedding_tokens_are_metered_per_document_tenant(
     acme = next(t for t in ctx.store.usage_totals("acme") if t.kind == "embed")
     globex = next(t for t in ctx.store.usage_totals("globex") if t.kind == "embed")
     assert acme.prompt_tokens > globex.prompt_tokens
+
+
+def test_an_embedder_change_during_an_unstarted_reindex_follows_it(
+    ingest: TestClient, ctx: WorkerContext
+) -> None:
+    doc = upload(ingest, text("bank"), "bank.txt")
+    process_all(ctx)
+    first = configured_collection(ctx.settings, "default").name
+    count = ctx.vectors.count(first, "acme", doc["document_id"])
+    # A re-index recorded but not started (its stream entry would come later), then the model
+    # manager assigns yet another embedder to the tenant.
+    pending, _ = ctx.store.create_reindex(
+        "acme",
+        collection="default",
+        old_vector_collection=first,
+        new_vector_collection=vector_collection(
+            "default", EmbedderConfig(provider="hash", model="b")
+        ),
+        provider="hash",
+        model="b",
+        base_url=None,
+        requested_by="tester",
+        source="api",
+    )
+    ctx.queue.client.xadd(
+        ctx.settings.reindex.stream,
+        {
+            "type": "embedder_changed",
+            "scope": "tenant",
+            "tenant_id": "acme",
+            "collection": "default",
+            "new_provider": "hash",
+            "new_model": "c",
+            "new_base_url": "",
+            "requested_by": "admin",
+        },
+    )
+    assert ReindexRunner(lambda: ctx).poll(ctx) is True
+
+    states = {r.model: r.state for r in ctx.store.list_reindexes("acme")}
+    assert states == {"b": ReindexState.COMPLETED, "c": ReindexState.COMPLETED}
+    active = active_vector_collection(ctx.store, ctx.settings, "acme", "default")
+    assert active.embedder.model == "c"
+    assert ctx.vectors.count(active.name, "acme", doc["document_id"]) == count
+    assert ctx.vectors.count(first, "acme") == 0
+    assert ctx.vectors.count(pending.new_vector_collection, "acme") == 0

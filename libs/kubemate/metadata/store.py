@@ -836,7 +836,7 @@ class MetadataStore:
         error: str | None = None,
     ) -> ReindexView | None:
         """Change what is given; None when the re-index does not exist. A finished one (COMPLETED
-        or FAILED) keeps its state: a late writer never revives it."""
+        or FAILED) keeps its state and error: a late writer never revives or blames it."""
         with self._tx(write=True) as session:
             row = session.scalars(
                 select(Reindex)
@@ -855,7 +855,7 @@ class MetadataStore:
                 row.progress_done = progress_done
             if progress_total is not None:
                 row.progress_total = progress_total
-            if error is not None:
+            if error is not None and not finished:
                 row.error = error[:MAX_ERROR_CHARS]
             row.updated_at = now
             session.flush()

@@ -29,7 +29,9 @@ from __future__ import annotations
 
 import contextlib
 import threading
+import time
 from collections.abc import Callable
+from datetime import UTC, datetime
 from itertools import islice
 from typing import TYPE_CHECKING, BinaryIO, cast
 
@@ -69,6 +71,7 @@ log = get_logger(__name__)
 
 DELETE_BATCH = 1024
 ERROR_WAIT_S = 1.0
+WAIT_TURN_S = 2.0
 
 
 def _done_key(ctx: WorkerContext, reindex_id: str) -> str:
@@ -140,7 +143,7 @@ def reindex_document(
             if count == 0:
                 on_dimension(len(vectors[0]))
             records = where.records(unit, vectors)
-            call("vectors.upsert", lambda r=records: ctx.upserts.upsert(target, r))  # type: ignore[misc]
+            call("vectors.upsert", lambda r=records: ctx.vectors.upsert(target, r))  # type: ignore[misc]
             count += len(unit)
     if count == 0:
         raise DocumentProcessingError("no text could be extracted from the document")
@@ -215,8 +218,7 @@ def run_reindex(
     except LeaseLost:
         raise
     except Exception as exc:
-        _fail(ctx, view, exc)
-        return ReindexState.FAILED
+        return _fail(ctx, view, exc)
     _after_switch(ctx, view)
     return ReindexState.COMPLETED
 
@@ -311,11 +313,10 @@ def _after_switch(ctx: WorkerContext, view: ReindexView) -> None:
     )
 
 
-def _fail(ctx: WorkerContext, view: ReindexView, exc: Exception) -> None:
+def _fail(ctx: WorkerContext, view: ReindexView, exc: Exception) -> ReindexState | None:
     reason = exc.detail if isinstance(exc, KubemateError) else "internal error (see the log)"
-    log.error("reindex.failed", reindex_id=view.id, reason=reason, exc_info=exc)
     try:
-        ctx.retrier.call(
+        recorded = ctx.retrier.call(
             "metadata.reindex",
             lambda: ctx.store.update_reindex(
                 view.tenant_id, view.id, state=ReindexState.FAILED, error=reason
@@ -324,6 +325,12 @@ def _fail(ctx: WorkerContext, view: ReindexView, exc: Exception) -> None:
     except KubemateError as record_error:
         log.error("reindex.fail_not_recorded", reindex_id=view.id, error=record_error.detail)
         raise
+    if recorded is None or recorded.state != ReindexState.FAILED:
+        # Another worker ran the same re-index (its entry and an event's) and finished it: the
+        # new collection is in use, nothing here to undo.
+        log.info("reindex.finished_elsewhere", reindex_id=view.id)
+        return None if recorded is None else recorded.state
+    log.error("reindex.failed", reindex_id=view.id, reason=reason, exc_info=exc)
     # What was written to the new collection is nobody's now (the old one stays active).
     try:
         client = ctx.queue.client
@@ -332,6 +339,7 @@ def _fail(ctx: WorkerContext, view: ReindexView, exc: Exception) -> None:
         client.delete(_done_key(ctx, view.id))
     except Exception as cleanup_error:
         log.warning("reindex.target_cleanup_failed", reindex_id=view.id, error=str(cleanup_error))
+    return ReindexState.FAILED
 
 
 # ---- documents finished while a re-index runs or switches ----------------------------------------
@@ -394,7 +402,9 @@ def catch_up(ctx: WorkerContext, job: IngestJob) -> None:
 # ---- the model manager's events ---------------------------------------------------------------
 
 
-def reindexes_of_event(ctx: WorkerContext, event: dict[str, str]) -> list[tuple[str, str]]:
+def reindexes_of_event(
+    ctx: WorkerContext, event: dict[str, str], beat: Callable[[], None] = lambda: None
+) -> list[tuple[str, str]]:
     """(tenant, re-index id) for an ``embedder_changed`` event: one per tenant it concerns
     whose active collection is not the new one already."""
     name = event["collection"]
@@ -416,30 +426,45 @@ def reindexes_of_event(ctx: WorkerContext, event: dict[str, str]) -> list[tuple[
         tenants = [event["tenant_id"]]
     made = []
     for tenant in tenants:
-        pointer = ctx.store.active_collection(tenant, name)
-        old = (
-            configured_collection(ctx.settings, name)
-            if pointer is None
-            else pointer_collection(ctx.settings, pointer)
-        )
-        if old.name == new_name:
-            continue
-        view, created = ctx.store.create_reindex(
-            tenant,
-            collection=name,
-            old_vector_collection=old.name,
-            new_vector_collection=new_name,
-            provider=target.provider,
-            model=target.model,
-            base_url=target.base_url,
-            requested_by=event.get("requested_by", "model-manager"),
-            source="models",
-        )
-        if not created and view.new_vector_collection != new_name:
-            # The assignment changed again while a re-index runs: this one follows it.
-            log.warning("reindex.event_deferred", tenant_id=tenant, running=view.id)
-        made.append((tenant, view.id))
+        while True:
+            pointer = ctx.store.active_collection(tenant, name)
+            old = (
+                configured_collection(ctx.settings, name)
+                if pointer is None
+                else pointer_collection(ctx.settings, pointer)
+            )
+            if old.name == new_name:
+                break
+            view, created = ctx.store.create_reindex(
+                tenant,
+                collection=name,
+                old_vector_collection=old.name,
+                new_vector_collection=new_name,
+                provider=target.provider,
+                model=target.model,
+                base_url=target.base_url,
+                requested_by=event.get("requested_by", "model-manager"),
+                source="models",
+            )
+            if created or view.new_vector_collection == new_name:
+                made.append((tenant, view.id))
+                break
+            # Another re-index of the collection is unfinished: this change follows it. One not
+            # started yet, or whose worker stopped, is finished here (a duplicate run is safe).
+            idle = (datetime.now(UTC) - view.updated_at).total_seconds()
+            if view.state == ReindexState.PENDING or idle > stale_s(ctx):
+                run_reindex(ctx, tenant, view.id, beat=beat)
+            else:
+                log.info("reindex.event_waiting", tenant_id=tenant, running=view.id)
+                beat()
+                time.sleep(WAIT_TURN_S)
     return made
+
+
+def stale_s(ctx: WorkerContext) -> float:
+    """A RUNNING re-index without progress for this long lost its worker."""
+    config = ctx.settings.reindex
+    return max(2 * config.claim_idle_ms / 1000, 4 * config.heartbeat_s)
 
 
 def _own_choice(ctx: WorkerContext, tenant: str, collection: str) -> bool:
@@ -454,7 +479,7 @@ def handle_entry(
     if kind == "reindex_requested":
         work = [(fields["tenant_id"], fields["reindex_id"])]
     elif kind == "embedder_changed":
-        work = reindexes_of_event(ctx, fields)
+        work = reindexes_of_event(ctx, fields, beat)
     else:
         log.warning("reindex.entry_unknown", type=kind)
         return []
@@ -472,6 +497,7 @@ class ReindexRunner:
         self._ctx_getter = ctx_getter
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="reindexer", daemon=True)
+        self._grouped = False
 
     def start(self) -> None:
         self._thread.start()
@@ -508,7 +534,9 @@ class ReindexRunner:
         """Take one entry (a stale one first) and finish it; False when there was none."""
         config = ctx.settings.reindex
         stream = self.queue(ctx)
-        stream.ensure_group()
+        if not self._grouped:
+            stream.ensure_group()
+            self._grouped = True
         client = ctx.queue.client
         _next, claimed, _deleted = client.xautoclaim(
             config.stream, config.consumer_group, ctx.consumer, config.claim_idle_ms, "0-0", count=1
