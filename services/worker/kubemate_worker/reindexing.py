@@ -33,7 +33,7 @@ import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 from itertools import islice
-from typing import TYPE_CHECKING, BinaryIO, cast
+from typing import TYPE_CHECKING, Any, cast
 
 import redis
 
@@ -76,6 +76,13 @@ WAIT_TURN_S = 2.0
 
 def _done_key(ctx: WorkerContext, reindex_id: str) -> str:
     return f"{ctx.settings.reindex.stream}:done:{reindex_id}"
+
+
+def _done(ctx: WorkerContext, reindex_id: str) -> set[str]:
+    """Documents of the re-index already in its new collection (kept in Redis, so a worker
+    that takes the re-index over resumes rather than starts again)."""
+    members: Any = ctx.queue.client.smembers(_done_key(ctx, reindex_id))
+    return {m.decode() if isinstance(m, bytes) else str(m) for m in members}
 
 
 class LeaseLost(Exception):
@@ -128,7 +135,7 @@ def reindex_document(
         raw = call(
             "objects.open", lambda: stack.enter_context(ctx.objects.open(document.object_key))
         )
-        sections = document_sections(cast(BinaryIO, raw), document.content_type)
+        sections = document_sections(raw, document.content_type)
         chunks = splitter.split(windows(sections, ctx.settings.worker.split_window_chars))
         for unit in units(chunks, ctx.settings.reindex.unit_chunks):
             upto = unit[-1].position + 1
@@ -239,7 +246,7 @@ def _run(ctx: WorkerContext, view: ReindexView, beat: Callable[[], None]) -> Non
     ensure = _Ensured(work, name, target)
     done_key = _done_key(ctx, view.id)
     client = ctx.queue.client
-    done: set[str] = set(call("ledger.done", lambda: client.smembers(done_key)))
+    done = call("ledger.done", lambda: _done(ctx, view.id))
     try:
         while True:
             completed = call(
@@ -301,7 +308,7 @@ def _after_switch(ctx: WorkerContext, view: ReindexView) -> None:
         log.warning("cache.generation_bump_failed", error=str(exc))
     try:
         documents = set(ctx.store.document_ids(tenant, name))
-        documents |= set(client.smembers(_done_key(ctx, view.id)))
+        documents |= _done(ctx, view.id)
         for document_id in sorted(documents):
             _forget_document(ctx, old, tenant, document_id)
         client.delete(_done_key(ctx, view.id))
@@ -334,7 +341,7 @@ def _fail(ctx: WorkerContext, view: ReindexView, exc: Exception) -> ReindexState
     # What was written to the new collection is nobody's now (the old one stays active).
     try:
         client = ctx.queue.client
-        for document_id in sorted(client.smembers(_done_key(ctx, view.id))):
+        for document_id in sorted(_done(ctx, view.id)):
             _forget_document(ctx, view.new_vector_collection, view.tenant_id, document_id)
         client.delete(_done_key(ctx, view.id))
     except Exception as cleanup_error:
@@ -543,14 +550,17 @@ class ReindexRunner:
         )
         entries = [(eid, f) for eid, f in claimed if f]
         if not entries:
-            reply = client.xreadgroup(
-                config.consumer_group,
-                ctx.consumer,
-                {config.stream: ">"},
-                count=1,
-                block=config.read_block_ms,
+            reply = cast(
+                list[tuple[str, list[tuple[str, dict[str, str]]]]] | None,
+                client.xreadgroup(
+                    config.consumer_group,
+                    ctx.consumer,
+                    {config.stream: ">"},
+                    count=1,
+                    block=config.read_block_ms,
+                ),
             )
-            for _name, items in reply or []:  # type: ignore[union-attr]
+            for _name, items in reply or []:
                 entries.extend(items)
         if not entries:
             return False
