@@ -15,6 +15,7 @@ import json
 import time
 import uuid
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import httpx
@@ -107,12 +108,17 @@ def settings(backend_env: dict[str, object], ollama: BreakingOllama) -> Iterator
             "ollama": {"gpu": {"base_url": ollama.base_url, "timeout_s": 10}},
             "assignments_key": f"test:assignments:{suffix}",
             "reindex_stream": f"test:reindex:{suffix}",
+            # Pull tasks of this test only (and of both replicas in the multi-replica test).
+            "pulls": {"key_prefix": f"test:pulls:{suffix}", "follow_block_s": 0.5},
         },
         "kubernetes": {"mode": "off"},
     }
     yield ModelManagerSettings(**values)  # type: ignore[arg-type]
     client = redis.Redis.from_url(MACHINE_REDIS)
     client.delete(f"test:assignments:{suffix}", f"test:reindex:{suffix}")
+    pull_keys = list(client.scan_iter(match=f"test:pulls:{suffix}:*"))
+    if pull_keys:
+        client.delete(*pull_keys)
     client.close()
 
 
@@ -241,6 +247,44 @@ def test_concurrent_pulls_share_one_task(client: TestClient, ollama: BreakingOll
     assert first.json()["task_id"] == second.json()["task_id"]
     assert sorted([first.json()["shared"], second.json()["shared"]]) == [False, True]
     assert wait_pull(client, first.json()["task_id"])["state"] == "COMPLETED"
+    assert ollama.calls("/api/pull") == 1
+
+
+def test_pulls_are_shared_by_replicas(
+    client: TestClient, settings: ModelManagerSettings, ollama: BreakingOllama
+) -> None:
+    """Two model manager apps on one Redis are two replicas: requests to pull the same model on
+    both share one task and one download, and either replica reports and streams it."""
+    ollama.stream_delay_s = 0.2  # a slow download, so both requests come while it runs
+    with TestClient(create_app(settings), raise_server_exceptions=False) as other:
+        other.headers.update(identity_headers("default", ADMIN))
+        body = {"model": "nomic-embed-text"}
+        with ThreadPoolExecutor(2) as pool:
+            on_a, on_b = pool.map(lambda c: c.post("/v1/models/pull", json=body), (client, other))
+        assert on_a.status_code == on_b.status_code == 202, (on_a.text, on_b.text)
+        task_id = on_a.json()["task_id"]
+        assert on_b.json()["task_id"] == task_id
+        assert sorted([on_a.json()["shared"], on_b.json()["shared"]]) == [False, True]
+        assert [t["task_id"] for t in other.get("/v1/models/pulls").json()] == [task_id]
+        assert wait_pull(other, task_id)["state"] == "COMPLETED"
+        assert wait_pull(client, task_id)["completed"] == 291_000_000
+    assert ollama.calls("/api/pull") == 1
+
+
+def test_sse_on_one_replica_follows_a_pull_running_on_another(
+    client: TestClient, settings: ModelManagerSettings, ollama: BreakingOllama
+) -> None:
+    ollama.stream_delay_s = 0.2
+    r = client.post("/v1/models/pull", json={"model": "llama3.2"})
+    assert r.status_code == 202 and r.json()["state"] == "PULLING"
+    with TestClient(create_app(settings), raise_server_exceptions=False) as other:
+        other.headers.update(identity_headers("default", ADMIN))
+        events = sse_events(other, r.json()["events"])
+    kinds = [k for k, _ in events]
+    assert kinds[-1] == "completed" and kinds.count("progress") >= 2
+    progress = [e["completed"] for k, e in events if k == "progress"]
+    assert progress == sorted(progress) and progress[0] < 291_000_000
+    assert events[-1][1]["completed"] == events[-1][1]["total"] == 291_000_000
     assert ollama.calls("/api/pull") == 1
 
 

@@ -31,6 +31,11 @@ def settings(backend_env: dict[str, object], gemma_path: Path) -> ModelManagerSe
             "models": {
                 "assignments_key": f"test:assignments:{uuid.uuid4().hex[:8]}",
                 "local": {"context_tokens": 512, "keep_alive_s": 300},
+                # This test's pull tasks only; they expire soon after the test.
+                "pulls": {
+                    "key_prefix": f"test:pulls:{uuid.uuid4().hex[:8]}",
+                    "keep_finished_s": 120,
+                },
             },
         }
     )

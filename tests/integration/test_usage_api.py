@@ -48,7 +48,14 @@ def client(backend_env: dict[str, object]) -> Iterator[TestClient]:
     settings = ModelManagerSettings(
         **{  # type: ignore[arg-type]
             **backend_env,
-            "models": {"assignments_key": f"test:assignments:{uuid.uuid4().hex[:8]}"},
+            "models": {
+                "assignments_key": f"test:assignments:{uuid.uuid4().hex[:8]}",
+                # This test's pull tasks only; they expire soon after the test.
+                "pulls": {
+                    "key_prefix": f"test:pulls:{uuid.uuid4().hex[:8]}",
+                    "keep_finished_s": 120,
+                },
+            },
         }
     )
     with TestClient(create_app(settings), raise_server_exceptions=False) as c:

@@ -39,6 +39,22 @@ class RegistryConfig(BaseModel):
     header_limit_bytes: int = Field(64 * 1024**2, ge=1024)
 
 
+class PullsConfig(BaseModel):
+    """Pull tasks in Redis, shared by every model manager replica (see the service's pulls.py)."""
+
+    key_prefix: str = "kubemate:pulls"
+    # The owner renews its per-model lock every third of this; a replica that dies mid-pull
+    # stops renewing, and after this long its task is marked FAILED by whoever looks next.
+    lock_ttl_s: float = Field(15.0, ge=0.5, le=600)
+    keep_finished_s: float = Field(3600.0, gt=0)
+    # Ollama sends many progress lines a second: the task is written at most this often
+    # (and on every status change), which is what followers can usefully see anyway.
+    progress_interval_s: float = Field(0.25, ge=0)
+    # How long a follower blocks on the event stream before it re-checks the owner's lock.
+    follow_block_s: float = Field(5.0, gt=0, le=60)
+    max_listed: int = Field(200, ge=1, le=10_000)
+
+
 class ModelsConfig(BaseModel):
     ollama: dict[str, OllamaInstanceConfig] = Field(default_factory=dict)
     local: LocalRuntimeConfig = LocalRuntimeConfig()
@@ -48,3 +64,4 @@ class ModelsConfig(BaseModel):
     # Admins of these tenants may change the global assignments (there is no platform role yet).
     platform_tenants: list[str] = Field(default_factory=lambda: ["default"])
     reaper_interval_s: float = Field(15.0, gt=0)
+    pulls: PullsConfig = PullsConfig()

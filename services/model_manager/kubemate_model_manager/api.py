@@ -32,7 +32,7 @@ from kubemate_model_manager.deps import (
     SettingsDep,
 )
 from kubemate_model_manager.model_settings import check_assignments
-from kubemate_model_manager.pulls import PullState, PullTask
+from kubemate_model_manager.pulls import PullTask, unknown_model_failure
 from kubemate_model_manager.usage_api import router as usage_router
 
 router = APIRouter(prefix="/v1")
@@ -179,29 +179,31 @@ async def pull_model(
     body: PullIn, identity: Admin, manager: ManagerDep, pulls: PullsDep, response: Response
 ) -> PullOut:
     runtime = await manager.pull_runtime(body.model, body.runtime)
-    task, created = pulls.start(runtime, body.model, f"{identity.tenant_id}/{identity.user_id}")
-    await pulls.wait_started(task, PULL_START_WAIT_S)
-    if task.state == PullState.FAILED and isinstance(task.failure, UnknownModel):
-        raise task.failure
+    task, created = await pulls.start(
+        runtime, body.model, f"{identity.tenant_id}/{identity.user_id}"
+    )
+    task = await pulls.wait_started(task, PULL_START_WAIT_S)
+    if (unknown := unknown_model_failure(task)) is not None:
+        raise unknown
     response.headers["Location"] = f"/v1/models/pulls/{task.id}"
     return PullOut.of(task, shared=not created)
 
 
 @router.get("/models/pulls", response_model=list[PullOut])
 async def list_pulls(identity: Admin, pulls: PullsDep) -> list[PullOut]:
-    return [PullOut.of(t) for t in pulls.all()]
+    return [PullOut.of(t) for t in await pulls.all()]
 
 
 @router.get("/models/pulls/{task_id}", response_model=PullOut)
 async def get_pull(task_id: str, identity: Admin, pulls: PullsDep) -> PullOut:
-    return PullOut.of(pulls.get(task_id))
+    return PullOut.of(await pulls.get(task_id))
 
 
 @router.get("/models/pulls/{task_id}/events", response_class=EventSourceResponse)
 async def pull_events(task_id: str, identity: Admin, pulls: PullsDep) -> EventSourceResponse:
     """Server-Sent Events: ``progress`` with the task (bytes ``completed``/``total``) on every
     change, then one ``completed`` or ``failed`` event, and the stream ends."""
-    pulls.get(task_id)  # 404 before the stream starts
+    await pulls.get(task_id)  # 404 before the stream starts
 
     async def events() -> Any:
         async for snapshot in pulls.follow(task_id):

@@ -70,7 +70,8 @@ def create_app(settings: ModelManagerSettings | None = None) -> FastAPI:
                 manager.note_pulled(task.model, task.runtime)
 
         app.state.manager = manager
-        app.state.pulls = PullTasks(on_finished=on_finished)
+        app.state.pulls = PullTasks(redis, settings.models.pulls, on_finished=on_finished)
+        await app.state.pulls.open()
         app.state.redis = redis
         app.state.store = MetadataStore.from_config(settings.database)
         app.state.deployer = KubernetesDeployer(settings.kubernetes)
