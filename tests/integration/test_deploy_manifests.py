@@ -588,6 +588,44 @@ def test_network_policies(render: Callable[[str], list[Manifest]], scenario: str
             assert {port["port"] for port in rule["ports"]} <= container_ports
 
 
+def test_public_traffic_reaches_the_services_only_through_the_gateway(
+    render: Callable[[str], list[Manifest]],
+) -> None:
+    """The chart's Ingress, deploy/traefik and the NetworkPolicies agree (ARCHITECTURE.md):
+    clients reach the gateway only, and only the gateway reaches the services, so no route can
+    skip its authentication and tenant limits."""
+    manifests = render("keda-servicemonitor")  # ingress.enabled=true
+    (ingress,) = by_kind(manifests, "Ingress").values()
+    fullname = ingress["metadata"]["name"]
+    gateway_service = f"{fullname}-gateway"
+    assert gateway_service in by_kind(manifests, "Service")
+    backends = {
+        path["backend"]["service"]["name"]
+        for rule in ingress["spec"]["rules"]
+        for path in rule["http"]["paths"]
+    }
+    assert backends == {gateway_service}
+
+    traefik = yaml.safe_load((ROOT / "deploy" / "traefik" / "dynamic" / "kubemate.yml").read_text())
+    http = traefik["http"]
+    assert {router["service"] for router in http["routers"].values()} == {"gateway"}
+    assert set(http["services"]) == {"gateway"}
+    assert all("kubemate-auth" not in r["middlewares"] for r in http["routers"].values())
+
+    # The services admit the gateway's pods (and Prometheus), never the ingress controller's
+    # namespace; the gateway admits the ingress controller.
+    policies = by_kind(manifests, "NetworkPolicy")
+    backends_policy = policies[f"{fullname}-backends-from-gateway"]
+    peers = [peer for rule in _allows(backends_policy) for peer in rule["from"]]
+    assert peers and all("namespaceSelector" not in peer for peer in peers)
+    assert {
+        peer["podSelector"]["matchLabels"]["app.kubernetes.io/component"] for peer in peers
+    } == {"gateway"}
+    front = policies[f"{fullname}-gateway-from-ingress-controller"]
+    assert front["spec"]["podSelector"]["matchLabels"]["app.kubernetes.io/component"] == "gateway"
+    assert any("namespaceSelector" in peer for r in _allows(front) for peer in r["from"])
+
+
 # --- compose.yaml -------------------------------------------------------------------------------
 
 
