@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import io
 from dataclasses import dataclass
-from typing import Any, BinaryIO
+from typing import IO, Any, BinaryIO, cast
 
 from pydantic import BaseModel, Field
 
@@ -110,7 +110,8 @@ def inspect_pdf(stream: BinaryIO, policy: PdfPolicy) -> PdfFacts:
     bounded = _BoundedReader(stream, policy.max_read_bytes)
     stream.seek(0)
     try:
-        reader = PdfReader(bounded, strict=False)
+        # A RawIOBase is a binary file to pypdf; its annotation only names IO.
+        reader = PdfReader(cast(IO[bytes], bounded), strict=False)
         if reader.is_encrypted:
             raise PdfEncrypted(
                 "the PDF is encrypted, so its text cannot be indexed; "
@@ -151,7 +152,7 @@ class _Walker:
     def __init__(self, reader: Any, policy: PdfPolicy) -> None:
         self.reader = reader
         self.policy = policy
-        self.seen: set[tuple[int, int]] = set()
+        self.seen: set[tuple[str, int, int]] = set()
         self.visited = 0
 
     def run(self) -> int:
