@@ -29,6 +29,7 @@ from kubemate.collections import (
 )
 from kubemate.errors import BackendUnavailable
 from kubemate.http.identity import Editor, Viewer
+from kubemate.http.problems import PROBLEM_JSON
 from kubemate.logs import get_logger
 from kubemate.metadata.store import MetadataStore, ReindexState, ReindexView
 from kubemate.settings import EmbedderProvider
@@ -171,7 +172,18 @@ def request_reindex(
     return view
 
 
-@router.post("/reindex", status_code=status.HTTP_202_ACCEPTED, response_model=ReindexOut)
+@router.post(
+    "/reindex",
+    status_code=status.HTTP_202_ACCEPTED,
+    response_model=ReindexOut,
+    responses={
+        409: {
+            "description": "Another re-index of the collection is unfinished, or the embedder "
+            "already serves it",
+            "content": {PROBLEM_JSON: {"schema": {"$ref": "#/components/schemas/Problem"}}},
+        }
+    },
+)
 async def start_reindex(
     body: ReindexRequest,
     identity: Editor,
