@@ -941,6 +941,19 @@ class MetadataStore:
         except IntegrityError:
             return  # deleted between the check and the insert (PostgreSQL)
 
+    def reindex_status(
+        self, tenant_id: str, collection: str
+    ) -> tuple[ActivePointerView | None, ReindexView | None]:
+        """The tenant's pointer for ``collection`` and its unfinished re-index, read together
+        (the worker asks after every document)."""
+        with self._tx() as session:
+            pointer = session.get(ActiveVectorCollection, (tenant_id, collection))
+            running = self._unfinished_reindex_row(session, tenant_id, collection)
+            return (
+                None if pointer is None else ActivePointerView.of(pointer),
+                None if running is None else ReindexView.of(running),
+            )
+
     def document_splitter(self, tenant_id: str, document_id: str) -> str | None:
         with self._tx() as session:
             return session.scalars(

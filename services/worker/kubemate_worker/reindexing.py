@@ -362,13 +362,12 @@ def catch_up(ctx: WorkerContext, job: IngestJob) -> None:
     try:
         if job.splitter:
             ctx.store.record_splitter(tenant, job.document_id, job.splitter)
-        pointer = ctx.store.active_collection(tenant, name)
+        pointer, running = ctx.store.reindex_status(tenant, name)
         active = (
             configured_collection(ctx.settings, name)
             if pointer is None
             else pointer_collection(ctx.settings, pointer)
         )
-        running = ctx.store.unfinished_reindex(tenant, name)
         if active.name != written:
             work = ctx.for_tenant(tenant, {name: active.embedder})
             try:
