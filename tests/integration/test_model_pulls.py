@@ -23,7 +23,7 @@ from pathlib import Path
 import pytest
 import redis.asyncio as aioredis
 
-from kubemate.errors import RetryableInferenceError
+from kubemate.errors import BackendUnavailable, RetryableInferenceError
 from kubemate.models.base import PullProgress
 from kubemate.models.config import PullsConfig
 from kubemate_model_manager.pulls import ABANDONED, PullState, PullTasks
@@ -272,3 +272,22 @@ async def test_the_sweeper_fails_abandoned_pulls_nobody_reads(
         await asyncio.sleep(0.1)
     assert not a._workers
     assert (await b.get(task.id)).state == PullState.FAILED
+
+
+async def test_an_unreachable_redis_is_a_503_problem_not_a_vendor_error(
+    config: PullsConfig,
+) -> None:
+    down = aioredis.Redis.from_url("redis://127.0.0.1:1/0")  # nothing listens on port 1
+    pulls = PullTasks(down, config)
+    try:
+        with pytest.raises(BackendUnavailable, match="pull task store"):
+            await pulls.start(ScriptedRuntime(), "llama3.2", "acme/alice")  # type: ignore[arg-type]
+        with pytest.raises(BackendUnavailable):
+            await pulls.get("0" * 32)
+        with pytest.raises(BackendUnavailable):
+            await pulls.all()
+        with pytest.raises(BackendUnavailable):
+            [s async for s in pulls.follow("0" * 32)]
+    finally:
+        await pulls.aclose()
+        await down.aclose()

@@ -31,7 +31,7 @@ import os
 import socket
 import time
 import uuid
-from collections.abc import AsyncGenerator, AsyncIterator, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -40,7 +40,7 @@ from typing import Any
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
-from kubemate.errors import KubemateError, TaskNotFound, UnknownModel
+from kubemate.errors import BackendUnavailable, KubemateError, TaskNotFound, UnknownModel
 from kubemate.logs import get_logger
 from kubemate.models.base import ModelRuntime
 from kubemate.models.config import PullsConfig
@@ -225,6 +225,15 @@ return 0
 """
 
 
+@contextlib.contextmanager
+def _store_errors() -> Iterator[None]:
+    """Redis failures reach callers as our 503 problem, not as a vendor exception."""
+    try:
+        yield
+    except RedisError as exc:
+        raise BackendUnavailable("the pull task store (Redis) is unavailable") from exc
+
+
 class _LeaseLost(Exception):
     """Our write was refused: the lock is no longer ours, or the task was already failed."""
 
@@ -292,16 +301,17 @@ class PullTasks:
             version=1,
         )
         lock = self._lock_key(runtime.id, model)
-        created, task_id = await self._start(
-            keys=[lock, self._task_key(task.id), self._events_key(task.id), self._index_key],
-            args=[
-                task.id,
-                self._ttl_ms,
-                int(now.timestamp() * 1000),
-                _STREAM_MAXLEN,
-                *_flat(task.fields()),
-            ],
-        )
+        with _store_errors():
+            created, task_id = await self._start(
+                keys=[lock, self._task_key(task.id), self._events_key(task.id), self._index_key],
+                args=[
+                    task.id,
+                    self._ttl_ms,
+                    int(now.timestamp() * 1000),
+                    _STREAM_MAXLEN,
+                    *_flat(task.fields()),
+                ],
+            )
         if not created:
             return await self.get(_str(task_id)), False
         self._workers[task.id] = asyncio.create_task(self._run(task, runtime, lock))
@@ -472,12 +482,17 @@ class PullTasks:
         return PullTask.from_hash(raw) if raw else None
 
     async def get(self, task_id: str) -> PullTask:
-        task = await self._read(task_id)
-        if task is None:
-            raise TaskNotFound(f"pull task {task_id} not found")
-        return await self._reap_if_orphaned(task)
+        with _store_errors():
+            task = await self._read(task_id)
+            if task is None:
+                raise TaskNotFound(f"pull task {task_id} not found")
+            return await self._reap_if_orphaned(task)
 
     async def all(self) -> list[PullTask]:
+        with _store_errors():
+            return await self._all()
+
+    async def _all(self) -> list[PullTask]:
         ids = [
             _str(i)
             for i in await self._redis.zrevrange(self._index_key, 0, self._config.max_listed - 1)
@@ -495,7 +510,7 @@ class PullTasks:
         """The task once bytes flow or it ended, or as it is after ``timeout_s`` (so an unknown
         model fails the request itself)."""
         latest = task
-        with contextlib.suppress(TimeoutError):
+        with _store_errors(), contextlib.suppress(TimeoutError):
             async with (
                 asyncio.timeout(timeout_s),
                 contextlib.aclosing(self._follow_tasks(task.id)) as snapshots,
@@ -509,8 +524,9 @@ class PullTasks:
     async def follow(self, task_id: str) -> AsyncIterator[dict[str, Any]]:
         """The task's snapshot now and after every change, until it is terminal, whichever
         replica runs it."""
-        async for task in self._follow_tasks(task_id):
-            yield task.snapshot()
+        with _store_errors():
+            async for task in self._follow_tasks(task_id):
+                yield task.snapshot()
 
     async def _follow_tasks(self, task_id: str) -> AsyncGenerator[PullTask, None]:
         events = self._events_key(task_id)
