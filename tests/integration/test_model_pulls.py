@@ -67,7 +67,7 @@ async def redis() -> AsyncIterator[aioredis.Redis]:
 @pytest.fixture
 async def config(redis: aioredis.Redis) -> AsyncIterator[PullsConfig]:
     prefix = f"test:pulls:{uuid.uuid4().hex[:8]}"
-    yield PullsConfig(key_prefix=prefix, lock_ttl_s=1.0, progress_interval_s=0, follow_block_s=0.2)
+    yield PullsConfig(key_prefix=prefix, lock_ttl_s=3.0, progress_interval_s=0, follow_block_s=0.2)
     keys = [k async for k in redis.scan_iter(match=f"{prefix}:*")]
     if keys:
         await redis.delete(*keys)
@@ -198,7 +198,7 @@ _OWNER = textwrap.dedent(
 
     async def main():
         redis = aioredis.Redis.from_url(sys.argv[1])
-        config = PullsConfig(key_prefix=sys.argv[2], lock_ttl_s=1.0, progress_interval_s=0)
+        config = PullsConfig(key_prefix=sys.argv[2], lock_ttl_s=3.0, progress_interval_s=0)
         pulls = PullTasks(redis, config, replica="doomed")
         task, _ = await pulls.start(Hanging(), "llama3.2:latest", "acme/alice")
         await pulls.wait_started(task, 5)
