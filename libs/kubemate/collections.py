@@ -21,7 +21,6 @@ from typing import TYPE_CHECKING
 
 from pydantic import BaseModel, Field
 
-from kubemate.errors import Conflict, NotFound
 from kubemate.settings import CollectionConfig, EmbedderConfig, KubemateSettings
 from kubemate.vectorstore.base import VectorStore
 from kubemate.vectorstore.index import IndexSpec, resolve_index
@@ -59,18 +58,6 @@ def ensure_vector_collection(
 
 
 # ---- re-indexing: the active vector collection of a tenant ---------------------------------------
-
-
-class ReindexNotFound(NotFound):
-    type_slug = "reindex-not-found"
-    title = "Re-index not found"
-
-
-class ReindexConflict(Conflict):
-    """Another re-index of the collection is unfinished, or the target is already active."""
-
-    type_slug = "reindex-conflict"
-    title = "Re-index conflict"
 
 
 class ReindexConfig(BaseModel):

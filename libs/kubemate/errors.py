@@ -77,6 +77,11 @@ class UnknownCollection(NotFound):
     title = "Unknown collection"
 
 
+class ReindexNotFound(NotFound):
+    type_slug = "reindex-not-found"
+    title = "Re-index not found"
+
+
 class UnknownModel(NotFound):
     type_slug = "unknown-model"
     title = "Unknown model"
@@ -157,6 +162,13 @@ class Conflict(ClientError):
     type_slug = "conflict"
     title = "Conflict"
     status = 409
+
+
+class ReindexConflict(Conflict):
+    """Another re-index of the collection is unfinished, or the target is already active."""
+
+    type_slug = "reindex-conflict"
+    title = "Re-index conflict"
 
 
 class ModelInUse(Conflict):

@@ -21,13 +21,11 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from kubemate.collections import (
     ReindexConfig,
-    ReindexConflict,
-    ReindexNotFound,
     active_vector_collection,
     embedder_variant,
     vector_collection,
 )
-from kubemate.errors import BackendUnavailable
+from kubemate.errors import BackendUnavailable, ReindexConflict, ReindexNotFound
 from kubemate.http.identity import Editor, Viewer
 from kubemate.http.problems import PROBLEM_JSON
 from kubemate.logs import get_logger
