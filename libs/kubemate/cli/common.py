@@ -53,6 +53,12 @@ def notice(message: str) -> None:
     err_console().print(f"[yellow]{escape(message)}[/]")
 
 
+def _stderr_logger(*_args: object) -> structlog.PrintLogger:
+    # sys.stderr looked up at each log call, not once: whoever replaced it (a test runner, a
+    # pager) may have closed the stream it had before.
+    return structlog.PrintLogger(file=sys.stderr)
+
+
 def quiet_logs() -> None:
     """The client commands print messages, not logs: the libraries' log lines (the retry
     helper's warnings among them) go to stderr, errors only, so stdout stays clean."""
@@ -62,7 +68,7 @@ def quiet_logs() -> None:
             structlog.dev.ConsoleRenderer(colors=False),
         ],
         wrapper_class=structlog.make_filtering_bound_logger(logging.ERROR),
-        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        logger_factory=_stderr_logger,
         cache_logger_on_first_use=False,
     )
 
