@@ -166,6 +166,24 @@ class ObservabilityConfig(BaseModel):
     otlp_endpoint: str | None = None  # traces exported over OTLP/HTTP when set
 
 
+class TracingConfig(BaseModel):
+    """OpenTelemetry traces (:mod:`kubemate.tracing`), e.g. ``KUBEMATE_TRACING__ENABLED=true``.
+
+    Off by default: no tracer provider, no instrumentation, nothing added to requests."""
+
+    enabled: bool = False
+    # none: spans are made and propagated (trace ids reach the logs and the services called)
+    # but not exported; console: one JSON line per span on stdout; otlp: OTLP/HTTP protobuf.
+    exporter: Literal["none", "console", "otlp"] = "otlp"
+    # A collector's base URL (/v1/traces is appended) or the full traces URL.
+    otlp_endpoint: str = "http://127.0.0.1:4318"
+    # Bounds each export, and so how long a shutdown waits for a collector that is down.
+    otlp_timeout_s: float = Field(10.0, gt=0, le=60)
+    # Share of new traces kept; a trace begun upstream keeps the upstream's decision.
+    sample_ratio: float = Field(1.0, ge=0.0, le=1.0)
+    service_name: str | None = None  # default: kubemate-<service>
+
+
 class KubemateSettings(BaseSettings):
     """Sections every service shares. Subclass per service; never instantiate at import."""
 
@@ -190,6 +208,7 @@ class KubemateSettings(BaseSettings):
     prompt: PromptConfig = PromptConfig()
     auth: AuthConfig = AuthConfig()
     observability: ObservabilityConfig = ObservabilityConfig()
+    tracing: TracingConfig = TracingConfig()
     # This service's HTTP layer (body limits, media types, security headers, CORS), e.g.
     # KUBEMATE_HTTP__MAX_JSON_BYTES; each Deployment sets its own.
     http: HttpConfig = HttpConfig()

@@ -20,6 +20,8 @@ from kubemate.http.config import HttpConfig
 from kubemate.http.problems import document_problems, install_problem_handlers, problem_response
 from kubemate.http.security_headers import SecurityHeaders
 from kubemate.metrics import HTTP_REQUEST_DURATION, HTTP_REQUESTS
+from kubemate.settings import TracingConfig
+from kubemate.tracing import instrument_app, start_tracing, trace_log_fields
 
 ReadinessCheck = Callable[[], Awaitable[dict[str, str]]]
 """Returns {backend: "ok" | error text}; the service is ready when all are "ok"."""
@@ -34,7 +36,8 @@ class RequestContextMiddleware(BaseHTTPMiddleware):
 
     async def dispatch(self, request: Request, call_next: RequestResponseEndpoint) -> Response:
         request_id = request.headers.get("X-Request-Id") or uuid.uuid4().hex
-        structlog.contextvars.bind_contextvars(request_id=request_id)
+        # The trace ids too (tracing enabled): a log line leads to its trace and back.
+        structlog.contextvars.bind_contextvars(request_id=request_id, **trace_log_fields())
         started = time.perf_counter()
         status = 500
         try:
@@ -50,7 +53,9 @@ class RequestContextMiddleware(BaseHTTPMiddleware):
             HTTP_REQUEST_DURATION.labels(self.service, template).observe(
                 time.perf_counter() - started
             )
-            structlog.contextvars.unbind_contextvars("request_id", "tenant_id")
+            structlog.contextvars.unbind_contextvars(
+                "request_id", "tenant_id", "trace_id", "span_id"
+            )
 
 
 def build_app(
@@ -60,9 +65,14 @@ def build_app(
     readiness: Callable[[FastAPI], ReadinessCheck],
     version: str = "0.1.0",
     http: HttpConfig | None = None,
+    tracing: TracingConfig | None = None,
 ) -> FastAPI:
     http = http or HttpConfig()
     app = FastAPI(title=f"Kubemate {service}", version=version, lifespan=lifespan)
+    if tracing is not None and (provider := start_tracing(tracing, service=service)):
+        # Wraps the whole middleware stack, so the server span covers the body guard, CORS
+        # and the problem handlers, and the logs above see its ids.
+        instrument_app(app, provider)
     install_problem_handlers(app)
     document_problems(app)
     # Added innermost first. The body guard sits right outside the routes, so that its 413 raised

@@ -8,11 +8,15 @@ A document that fails for good is written to the dead-letter stream ``<ingest_st
 and acknowledged in one MULTI transaction, so an entry is either still owed or dead-lettered,
 never lost in between. The fields of a dead letter are a contract with the ingest service
 (:mod:`kubemate.queue.dead_letters` reads them).
+
+An entry queued while a traced request runs also carries that request's W3C trace context in
+the fields ``traceparent`` (and ``tracestate``), so the worker's span joins the upload's trace.
+Readers ignore fields they do not know, so entries with or without them read the same.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
@@ -20,11 +24,18 @@ from enum import IntEnum
 from typing import Any, cast
 
 import redis
+from opentelemetry.context import Context
+from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 from kubemate.errors import BackendUnavailable
 from kubemate.settings import RedisConfig
 
 DEAD_LETTER_SUFFIX = ":dead"
+
+# W3C trace context only, whatever propagators the process configured: baggage could carry
+# anything into a stream that outlives the request.
+_TRACE_CONTEXT = TraceContextTextMapPropagator()
+TRACE_FIELDS = ("traceparent", "tracestate")
 
 # Refreshes the idle time of entries this consumer still owns, and says which it lost. XCLAIM
 # with JUSTID leaves the delivery counter alone, so it keeps counting real deliveries.
@@ -63,9 +74,16 @@ class IngestJob:
     # The upload's splitter choice as SplitterSpec JSON (kubemate.text.split.build_splitter);
     # "" means the worker's settings. Optional, so entries written before it still read.
     splitter: str = ""
+    # The W3C trace context of the request that queued the job; "" when it was not traced.
+    traceparent: str = ""
+    tracestate: str = ""
 
     def to_fields(self) -> dict[str, str]:
-        return asdict(self)
+        fields = asdict(self)
+        for name in TRACE_FIELDS:  # written only when set: untraced entries stay as they were
+            if not fields[name]:
+                del fields[name]
+        return fields
 
     @classmethod
     def from_fields(cls, fields: dict[str, str]) -> IngestJob:
@@ -75,7 +93,27 @@ class IngestJob:
             task_id=fields["task_id"],
             collection=fields["collection"],
             splitter=fields.get("splitter", ""),
+            traceparent=fields.get("traceparent", ""),
+            tracestate=fields.get("tracestate", ""),
         )
+
+    def trace_context(self) -> Context:
+        """The context to parent the job's processing span from (empty when untraced)."""
+        return extract_trace_context(self.to_fields())
+
+
+def current_trace_fields() -> dict[str, str]:
+    """``traceparent`` (and ``tracestate``) of the current span; empty outside a valid span,
+    e.g. with tracing disabled."""
+    carrier: dict[str, str] = {}
+    _TRACE_CONTEXT.inject(carrier)
+    return carrier
+
+
+def extract_trace_context(fields: Mapping[str, str]) -> Context:
+    """The trace context stream entry fields carry; an empty context when they carry none or
+    a malformed one."""
+    return _TRACE_CONTEXT.extract({k: fields[k] for k in TRACE_FIELDS if fields.get(k)})
 
 
 @dataclass(frozen=True, slots=True)
@@ -153,8 +191,15 @@ class IngestQueue:
             raise BackendUnavailable(f"redis: {exc}") from exc
 
     def enqueue(self, job: IngestJob) -> str:
+        fields = job.to_fields()
+        # The caller's trace (the upload's request) wins over one the job carries from an
+        # earlier entry: the worker's span then joins the request that queued it this time.
+        if trace_fields := current_trace_fields():
+            for name in TRACE_FIELDS:
+                fields.pop(name, None)
+            fields.update(trace_fields)
         with _redis_errors():
-            return str(self._r.xadd(self.stream, job.to_fields()))  # type: ignore[arg-type]
+            return str(self._r.xadd(self.stream, fields))  # type: ignore[arg-type]
 
     def claim_stale(self, consumer: str, count: int) -> list[StreamEntry]:
         """Entries of dead consumers: pending and idle longer than ``claim_idle_ms``."""

@@ -8,6 +8,7 @@ from celery import Celery
 from celery.signals import worker_process_shutdown, worker_shutdown
 
 from kubemate.logs import configure_logging, get_logger
+from kubemate.tracing import shutdown_tracing, start_tracing
 from kubemate_worker.context import WorkerContext
 from kubemate_worker.dispatcher import DispatcherStep
 from kubemate_worker.fanout import units_queue
@@ -20,6 +21,8 @@ log = get_logger(__name__)
 def create_celery(settings: WorkerSettings | None = None) -> Celery:
     settings = settings or WorkerSettings()
     configure_logging(settings.observability, service="worker")
+    # Before any task runs: each processed stream entry is a span (kubemate_worker.processing).
+    start_tracing(settings.tracing, service="worker")
     units = units_queue(settings.redis.ingest_stream)
     app = Celery("kubemate", broker=settings.redis.url)
     app.conf.update(
@@ -61,4 +64,6 @@ def create_celery(settings: WorkerSettings | None = None) -> Celery:
 
     worker_shutdown.connect(_close, weak=False)
     worker_process_shutdown.connect(_close, weak=False)
+    # Export the last documents' spans before the process exits (a no-op with tracing off).
+    worker_shutdown.connect(lambda **_: shutdown_tracing(), weak=False)
     return app

@@ -22,6 +22,10 @@ from __future__ import annotations
 
 from enum import StrEnum
 
+import structlog
+from opentelemetry import trace
+from opentelemetry.trace import SpanKind, Status, StatusCode
+
 from kubemate.errors import (
     ClientError,
     DocumentNotFound,
@@ -34,6 +38,7 @@ from kubemate.metadata.models import TaskState
 from kubemate.metrics import DOCUMENT_PROCESSING_STATUS
 from kubemate.queue.streams import Lease
 from kubemate.retry import backoff_delay
+from kubemate.tracing import trace_log_fields
 from kubemate_worker.context import WorkerContext
 from kubemate_worker.inflight import Held, LeaseLost
 from kubemate_worker.pipeline import index_document
@@ -53,11 +58,44 @@ class Outcome(StrEnum):
     RELEASED = "released"  # no outcome could be recorded; left pending for a later delivery
 
 
+# The document did not reach a final state it was meant to: its span is marked failed.
+_ERROR_OUTCOMES = frozenset({Outcome.FAILED, Outcome.RELEASED})
+
+
 def process_entry(ctx: WorkerContext, entry_id: str) -> Outcome:
     held = ctx.inflight.start(entry_id)
     if held is None:
         log.info("stream.entry_not_held", entry_id=entry_id)
         return Outcome.SKIPPED
+    job = held.job
+    # Parented from the entry's traceparent: the upload's trace goes on into the worker. The
+    # tracer is looked up per call, so it is the provider's even if tracing started after import.
+    with (
+        trace.get_tracer(__name__).start_as_current_span(
+            "ingest.process_document",
+            context=job.trace_context(),
+            kind=SpanKind.CONSUMER,
+            attributes={
+                "kubemate.document_id": job.document_id,
+                "kubemate.tenant_id": job.tenant_id,
+                "kubemate.task_id": job.task_id,
+                "kubemate.collection": job.collection,
+                "messaging.system": "redis",
+                "messaging.destination.name": ctx.queue.stream,
+                "messaging.message.id": entry_id,
+            },
+        ) as span,
+        structlog.contextvars.bound_contextvars(**trace_log_fields()),
+    ):
+        outcome = _process_held(ctx, held)
+        span.set_attribute("kubemate.outcome", outcome.value)
+        if outcome in _ERROR_OUTCOMES:
+            span.set_status(Status(StatusCode.ERROR, f"document {outcome.value}"))
+        return outcome
+
+
+def _process_held(ctx: WorkerContext, held: Held) -> Outcome:
+    entry_id = held.entry_id
     view = ctx
     try:
         # The tenant's view: its active vector collections, its embedding tokens metered.
