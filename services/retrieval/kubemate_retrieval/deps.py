@@ -1,4 +1,7 @@
-"""Annotated dependencies of the retrieval routes, declared once."""
+"""Annotated dependencies of the retrieval routes, declared once.
+
+``async def``: FastAPI runs a plain ``def`` dependency in its thread pool, a thread hop per
+dependency per request for what is an attribute read."""
 
 from __future__ import annotations
 
@@ -12,19 +15,19 @@ from kubemate_retrieval.pipeline import RetrievalPipeline
 from kubemate_retrieval.settings import RetrievalSettings
 
 
-def _settings(request: Request) -> RetrievalSettings:
+async def _settings(request: Request) -> RetrievalSettings:
     return request.app.state.settings  # type: ignore[no-any-return]
 
 
-def _pipeline(request: Request) -> RetrievalPipeline:
+async def _pipeline(request: Request) -> RetrievalPipeline:
     return request.app.state.pipeline  # type: ignore[no-any-return]
 
 
-def _chat(request: Request) -> ChatService:
+async def _chat(request: Request) -> ChatService:
     return request.app.state.chat  # type: ignore[no-any-return]
 
 
-def _conversations(request: Request) -> ConversationStore:
+async def _conversations(request: Request) -> ConversationStore:
     return request.app.state.conversations  # type: ignore[no-any-return]
 
 

@@ -111,10 +111,11 @@ class RetrievalPipeline:
                 if vectors:
                     vectors.put(request.collection, query, vector)
 
-        name, mode = await self._collection(request, embedder.dimension)
         generation: int | None = None
         cached = None
+        name: str | None = None  # without the caches, the search thread ensures it
         if request.cache:
+            name, mode = await self._collection(request, embedder.dimension)
             with timer.stage("cache"):
                 generation = await self._caches.generation(tenant_id)
                 if generation is not None:
@@ -132,7 +133,9 @@ class RetrievalPipeline:
                 warnings=warnings,
             )
 
-        result = await self._search(tenant_id, request, name, query, vector, timer, models)
+        result = await self._search(
+            tenant_id, request, name, query, vector, embedder.dimension, timer, models
+        )
         result.rewritten = rewritten
         result.warnings = warnings + result.warnings
         if generation is not None and not result.warnings:
@@ -160,17 +163,19 @@ class RetrievalPipeline:
         return (await self._collection(request, embedder.dimension))[1]
 
     async def _collection(self, request: QueryRequest, dimension: int) -> tuple[str, SearchMode]:
-        """The vector collection behind the request's collection (created, with its index
-        template and analyser, if a tenant asks before anything was indexed there), and the
-        search the request will run on it. One thread hop: both are cached after the first."""
+        """The vector collection and the search the request will run on it (one thread hop:
+        the store answers both from memory after the first time)."""
 
         def prepare() -> tuple[str, SearchMode]:
-            name = ensure_vector_collection(
-                self._vectors, self._settings, request.collection, dimension
-            )
+            name = self._ensure(request.collection, dimension)
             return name, expected_mode(self._vectors, name, hybrid=request.hybrid)
 
         return await anyio.to_thread.run_sync(prepare)
+
+    def _ensure(self, collection: str, dimension: int) -> str:
+        """The vector collection behind ``collection``, created (with its index template and
+        analyser) if a tenant asks before anything was indexed there. Blocking."""
+        return ensure_vector_collection(self._vectors, self._settings, collection, dimension)
 
     def _retrieval_key(
         self,
@@ -224,9 +229,10 @@ class RetrievalPipeline:
         self,
         tenant_id: str,
         request: QueryRequest,
-        name: str,
+        name: str | None,
         query: str,
         vector: list[float],
+        dimension: int,
         timer: Timer,
         models: TenantModels,
     ) -> Retrieval:
@@ -254,9 +260,10 @@ class RetrievalPipeline:
         )
 
         def search() -> tuple[list[SearchHit], SearchMode, bool]:
+            collection = name or self._ensure(request.collection, dimension)
             found = search_chunks(
                 self._vectors,
-                name,
+                collection,
                 tenant_id,
                 vector,
                 recall_k,
@@ -266,7 +273,11 @@ class RetrievalPipeline:
                 document_ids=document_ids,
             )
             # Nothing found and no filter: tell "no documents at all" from "nothing relevant".
-            empty = not found and document_ids is None and self._vectors.count(name, tenant_id) == 0
+            empty = (
+                not found
+                and document_ids is None
+                and self._vectors.count(collection, tenant_id) == 0
+            )
             return list(found), mode_of(found), empty
 
         with timer.stage("search"), VECTOR_SEARCH_DURATION.time():

@@ -1,6 +1,7 @@
 """Settings of the retrieval service: the shared sections plus ``retrieval``, ``reranker``,
-``cache`` and ``conversations`` (env: ``KUBEMATE_RETRIEVAL__DEFAULT_TOP_K``,
-``KUBEMATE_RERANKER__PROVIDER=cross_encoder``, ``KUBEMATE_CACHE__ANSWER_TTL_S``, ...)."""
+``cache``, ``conversations`` and the model manager's ``models`` (env:
+``KUBEMATE_RETRIEVAL__DEFAULT_TOP_K``, ``KUBEMATE_RERANKER__PROVIDER=cross_encoder``,
+``KUBEMATE_CACHE__ANSWER_TTL_S``, ``KUBEMATE_MODELS__ASSIGNMENTS_KEY``, ...)."""
 
 from __future__ import annotations
 
