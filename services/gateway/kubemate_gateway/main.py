@@ -67,7 +67,9 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
 
     # gateway.http predates the shared http section; a configuration that sets it keeps working.
     http = config.http if "http" in config.model_fields_set else settings.http
-    app = build_app("gateway", lifespan=lifespan, readiness=_readiness, http=http)
+    app = build_app(
+        "gateway", lifespan=lifespan, readiness=_readiness, http=http, tracing=settings.tracing
+    )
     app.include_router(router)
     return app
 

@@ -45,7 +45,13 @@ def create_app(settings: IngestSettings | None = None) -> FastAPI:
             app.state.queue.close()
             app.state.store.dispose()
 
-    app = build_app("ingest", lifespan=lifespan, readiness=_readiness, http=settings.http)
+    app = build_app(
+        "ingest",
+        lifespan=lifespan,
+        readiness=_readiness,
+        http=settings.http,
+        tracing=settings.tracing,
+    )
     app.include_router(router)
     return app
 

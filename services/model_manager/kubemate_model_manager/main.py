@@ -96,7 +96,13 @@ def create_app(settings: ModelManagerSettings | None = None) -> FastAPI:
             app.state.deployer.close()
             app.state.store.dispose()
 
-    app = build_app("model_manager", lifespan=lifespan, readiness=_readiness, http=settings.http)
+    app = build_app(
+        "model_manager",
+        lifespan=lifespan,
+        readiness=_readiness,
+        http=settings.http,
+        tracing=settings.tracing,
+    )
     app.include_router(router)
     return app
 

@@ -75,7 +75,13 @@ def create_app(settings: RetrievalSettings | None = None) -> FastAPI:
             await state.redis.aclose()
             state.store.dispose()
 
-    app = build_app("retrieval", lifespan=lifespan, readiness=_readiness, http=settings.http)
+    app = build_app(
+        "retrieval",
+        lifespan=lifespan,
+        readiness=_readiness,
+        http=settings.http,
+        tracing=settings.tracing,
+    )
     app.include_router(api.router)
     app.include_router(openai_api.router)
     return app
