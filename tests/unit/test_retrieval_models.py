@@ -94,3 +94,13 @@ def test_reranker_from_the_assignment(settings: RetrievalSettings) -> None:
     assert local.model_path == settings.data_dir / "models" / "ranker.gguf"
     with pytest.raises(ModelUnavailable):
         models.reranker_config(effective(rerank=ModelRef(model="ranker", runtime="gpu")))
+
+
+def test_an_in_process_embedder_is_never_switched(tmp_path: Path) -> None:
+    settings = RetrievalSettings(
+        data_dir=tmp_path,
+        collections={"default": {"embedder": EmbedderConfig(provider="hash", dimension=64)}},
+    )
+    models, _ = models_of(settings)
+    assigned = effective(embeddings={"default": ModelRef(model="hash-64", runtime="hash")})
+    assert models.embedder_config("default", assigned) is settings.collection("default").embedder

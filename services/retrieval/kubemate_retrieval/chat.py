@@ -203,8 +203,8 @@ class ChatService:
         if request.conversation_id is not None:
             with timer.stage("conversation"):
                 conversation = await self._conversations.get(tenant_id, request.conversation_id)
-        models = await self._models.for_tenant(tenant_id)
-        chat = models.chat_config  # the tenant's assigned answer model, else the settings'
+        models = self._models.for_tenant(tenant_id)
+        chat = await models.chat_config()  # the tenant's assigned answer model, else the settings'
         options = GenerateOptions(
             max_tokens=min(request.max_tokens or chat.max_tokens, chat.max_tokens),
             temperature=chat.temperature if request.temperature is None else request.temperature,
@@ -228,7 +228,7 @@ class ChatService:
                     options.max_tokens,
                     options.temperature,
                     settings.prompt.model_dump(),
-                    self._pipeline.reranker_id(models) if query.rerank else None,
+                    await self._pipeline.reranker_id(models) if query.rerank else None,
                 )
                 cached = None
                 if plan.generation is not None:
@@ -360,7 +360,7 @@ class ChatService:
 
     async def _summarise(self, tenant_id: str, conversation_id: str, language: Language) -> None:
         try:
-            llm = await (await self._models.for_tenant(tenant_id)).llm()
+            llm = await self._models.for_tenant(tenant_id).llm()
             await summarise(
                 llm=llm,
                 store=self._conversations,

@@ -38,7 +38,12 @@ from kubemate.errors import (
 from kubemate.inference import LLM, Embedder, build_embedder, build_llm
 from kubemate.inference.registry import MissingExtra, UnknownProvider
 from kubemate.logs import get_logger
-from kubemate.models.assignments import Effective, ModelAssignments, ModelRef
+from kubemate.models.assignments import (
+    IN_PROCESS_EMBEDDERS,
+    Effective,
+    ModelAssignments,
+    ModelRef,
+)
 from kubemate.models.local import LOCAL_RUNTIME
 from kubemate.models.metering import MeteredEmbedder, MeteredLLM, UsageMeter
 from kubemate.rerank import Reranker, RerankerConfig, build_reranker
@@ -83,6 +88,10 @@ class LoadedModels:
         self._slots: dict[tuple[object, ...], _Slot] = {}
 
     @property
+    def settings(self) -> RetrievalSettings:
+        return self._settings
+
+    @property
     def retry_after_s(self) -> int:
         return self._settings.retrieval.model_retry_after_s
 
@@ -102,17 +111,21 @@ class LoadedModels:
 
     # ---- per tenant ---------------------------------------------------------------------------
 
-    async def for_tenant(self, tenant_id: str) -> TenantModels:
-        """The models serving ``tenant_id`` now (one read of the assignments)."""
-        effective: Effective | None = None
-        if self._assignments is not None:
-            try:
-                effective = await self._assignments.effective(tenant_id)
-            except BackendUnavailable as exc:
-                # The conversation store and the caches share this Redis; the settings' models
-                # still answer, which beats failing every question while it is away.
-                log.warning("models.assignments_unavailable", error=exc.detail)
-        return TenantModels(self, tenant_id, effective)
+    def for_tenant(self, tenant_id: str) -> TenantModels:
+        """The models serving ``tenant_id`` for one request (assignments read when needed)."""
+        return TenantModels(self, tenant_id)
+
+    async def effective(self, tenant_id: str) -> Effective | None:
+        """The tenant's assignments, or None: none configured, or the store is away."""
+        if self._assignments is None:
+            return None
+        try:
+            return await self._assignments.effective(tenant_id)
+        except BackendUnavailable as exc:
+            # The conversation store and the caches share this Redis; the settings' models
+            # still answer, which beats failing every question while it is away.
+            log.warning("models.assignments_unavailable", error=exc.detail)
+            return None
 
     def _local_path(self, ref: ModelRef) -> Path | None:
         """The GGUF file of a model in the local store (the model manager's ``llamacpp``)."""
@@ -160,6 +173,8 @@ class LoadedModels:
 
     def embedder_config(self, collection: str, effective: Effective | None) -> EmbedderConfig:
         base = self._settings.collection(collection).embedder
+        if base.provider in IN_PROCESS_EMBEDDERS:
+            return base  # the same model in-process is this very adapter: nothing to switch to
         ref = effective.embeddings.get(collection) if effective is not None else None
         if ref is None or self._assignments is None:
             return base
@@ -255,34 +270,41 @@ class LoadedModels:
 
 
 class TenantModels:
-    """The models of one tenant for one request, each call metered for that tenant."""
+    """The models of one tenant for one request, each call metered for that tenant. The
+    assignments are read once, and only by a request that needs them (an answer, a rerank, an
+    embedder served over the network): a query embedded in-process costs no Redis round trip."""
 
-    def __init__(self, loaded: LoadedModels, tenant_id: str, effective: Effective | None) -> None:
+    def __init__(self, loaded: LoadedModels, tenant_id: str) -> None:
         self._loaded = loaded
-        self._effective = effective
         self.tenant_id = tenant_id
-        self._chat: LLMConfig | None = None
+        self._effective: Effective | None = None
+        self._read = False
 
-    @property
-    def chat_config(self) -> LLMConfig:
+    async def _assigned(self) -> Effective | None:
+        if not self._read:
+            self._effective = await self._loaded.effective(self.tenant_id)
+            self._read = True
+        return self._effective
+
+    async def chat_config(self) -> LLMConfig:
         """The answer model's settings (raises ModelUnavailable for an unservable assignment)."""
-        if self._chat is None:
-            self._chat = self._loaded.chat_config(self._effective)
-        return self._chat
+        return self._loaded.chat_config(await self._assigned())
 
-    @property
-    def reranker_config(self) -> RerankerConfig:
-        return self._loaded.reranker_config(self._effective)
+    async def reranker_config(self) -> RerankerConfig:
+        return self._loaded.reranker_config(await self._assigned())
 
-    def embedder_config(self, collection: str) -> EmbedderConfig:
-        return self._loaded.embedder_config(collection, self._effective)
+    async def embedder_config(self, collection: str) -> EmbedderConfig:
+        if self._loaded.settings.collection(collection).embedder.provider in IN_PROCESS_EMBEDDERS:
+            return self._loaded.embedder_config(collection, None)
+        return self._loaded.embedder_config(collection, await self._assigned())
 
     async def llm(self) -> LLM:
-        return self._loaded.metered_llm(await self._loaded.llm(self.chat_config), self.tenant_id)
+        llm = await self._loaded.llm(await self.chat_config())
+        return self._loaded.metered_llm(llm, self.tenant_id)
 
     async def embedder(self, collection: str) -> Embedder:
-        embedder = await self._loaded.embedder(self.embedder_config(collection))
+        embedder = await self._loaded.embedder(await self.embedder_config(collection))
         return self._loaded.metered_embedder(embedder, self.tenant_id)
 
     async def reranker(self) -> Reranker | None:
-        return await self._loaded.reranker(self.reranker_config)
+        return await self._loaded.reranker(await self.reranker_config())

@@ -92,7 +92,7 @@ class RetrievalPipeline:
         history: str = "",
         models: TenantModels | None = None,
     ) -> Retrieval:
-        models = models or await self._models.for_tenant(tenant_id)
+        models = models or self._models.for_tenant(tenant_id)
         warnings: list[str] = []
         query, rewritten = request.question, False
         if request.rewrite:
@@ -119,7 +119,8 @@ class RetrievalPipeline:
             with timer.stage("cache"):
                 generation = await self._caches.generation(tenant_id)
                 if generation is not None:
-                    key = self._retrieval_key(request, query, vector, mode, models)
+                    reranker = await self.reranker_id(models) if request.rerank else None
+                    key = self._retrieval_key(request, query, vector, mode, reranker)
                     cached = await self._caches.get_retrieval(tenant_id, generation, key)
         if cached is not None:
             return Retrieval(
@@ -140,7 +141,8 @@ class RetrievalPipeline:
         result.warnings = warnings + result.warnings
         if generation is not None and not result.warnings:
             # Keyed by the mode that really ran: the store may have fallen back since the lookup.
-            key = self._retrieval_key(request, query, vector, result.search_mode, models)
+            reranker = await self.reranker_id(models) if request.rerank else None
+            key = self._retrieval_key(request, query, vector, result.search_mode, reranker)
             await self._caches.put_retrieval(
                 tenant_id,
                 generation,
@@ -183,7 +185,7 @@ class RetrievalPipeline:
         query: str,
         vector: list[float],
         mode: SearchMode,
-        models: TenantModels,
+        reranker: str | None,
     ) -> str:
         # Hybrid search and reranking read the text too, not only its vector.
         text_matters = request.hybrid or request.rerank
@@ -193,14 +195,14 @@ class RetrievalPipeline:
             query if text_matters else None,
             request.cache_params(),
             mode,
-            self.reranker_id(models) if request.rerank else None,
+            reranker,
         )
 
     @staticmethod
-    def reranker_id(models: TenantModels) -> str:
+    async def reranker_id(models: TenantModels) -> str:
         """The reranker a request of these models would use, for cache keys."""
         try:
-            config = models.reranker_config
+            config = await models.reranker_config()
         except ModelUnavailable:
             return "unavailable"
         return f"{config.provider}:{config.model}:{config.model_path}:{config.base_url}"
