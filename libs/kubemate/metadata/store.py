@@ -555,7 +555,16 @@ class MetadataStore:
             task = self._task_row(session, tenant_id, task_id, lock=True)
             if task.document_id != document_id:
                 raise TaskNotFound(f"task {task_id} not found for document {document_id}")
-            self._apply(session, task, state=TaskState.COMPLETED, chunk_count=chunk_count)
+            # Progress complete in the same write: the worker skips writing its last progress
+            # separately, a transaction per document that nobody could see.
+            self._apply(
+                session,
+                task,
+                state=TaskState.COMPLETED,
+                chunk_count=chunk_count,
+                progress_done=chunk_count,
+                progress_total=chunk_count,
+            )
             # Loaded after the UPDATE, so it carries the new status and chunk count.
             doc = self._document_row(session, tenant_id, document_id)
             result = DocumentView.of(doc), TaskView.of(task)

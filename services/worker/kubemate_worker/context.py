@@ -21,7 +21,7 @@ from kubemate.settings import EmbedderConfig
 from kubemate.text.split import Splitter, build_splitter, parse_spec
 from kubemate.vectorstore import VectorStore
 from kubemate.vectorstore.milvus import MilvusVectorStore
-from kubemate_worker.embedding import EmbedService
+from kubemate_worker.embedding import EmbedService, limit_torch_threads
 from kubemate_worker.inflight import BackendGate, InFlight
 from kubemate_worker.loaded import LoadedCollections
 from kubemate_worker.metering import EmbedUsage, TenantEmbedService
@@ -125,19 +125,23 @@ class WorkerContext:
         was embedded with), shared by every document in flight; metered for the view's tenant."""
         config = self.settings.collection(collection).embedder
         key = f"{collection}/{config.provider}:{config.model}@{config.base_url or ''}"
+        worker = self.settings.worker
         with self._lock:
             if key not in self._embed:
+                limit_torch_threads(config.provider, worker.embed_threads)
                 self._embed[key] = EmbedService(
                     build_embedder(config),
                     batch_size=config.batch_size,
-                    # A model computing in this process already uses every core for one batch:
-                    # a second batch at once only makes both slower. Remote runtimes serve
-                    # several requests at once.
+                    # A model computing in this process: a call per core, one thread each.
+                    # Remote runtimes serve several requests at once.
                     concurrency=(
-                        1 if config.provider in IN_PROCESS_PROVIDERS else config.max_concurrency
+                        worker.in_process_embed_concurrency
+                        if config.provider in IN_PROCESS_PROVIDERS
+                        else config.max_concurrency
                     ),
                     slots=self._global_slots(config),
                     batch_wait_s=self.settings.worker.embed_batch_wait_ms / 1000,
+                    group_by_length=config.provider in IN_PROCESS_PROVIDERS,
                 )
             service = self._embed[key]
         if self.usage is None:

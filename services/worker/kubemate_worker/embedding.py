@@ -5,8 +5,10 @@ Documents in flight in one worker submit their chunks here; a runner takes whate
 embedded in full batches and the model never waits for one document's parsing or writing. At
 most ``max_concurrency`` calls run at once per worker, and each holds a slot of the provider's
 global semaphore (:mod:`kubemate_worker.slots`) while it runs, so all workers together stay
-within a provider's limit. Retrying is the caller's (the pipeline's retrier): a slot is never
-held while waiting to retry.
+within a provider's limit. A model computing in this process gets one call per core, one torch
+thread each, and the texts of a batch grouped by length (a model pads a call's texts to its
+longest). Retrying is the caller's (the pipeline's retrier): a slot is never held while
+waiting to retry.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import asyncio
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import cast
 
 from kubemate.errors import BackendUnavailable
 from kubemate.inference import Embedder
@@ -25,6 +28,38 @@ from kubemate_worker.slots import RedisSemaphore
 log = get_logger(__name__)
 
 Vector = list[float]
+
+# A text shorter than this share of the longest one in its group starts a group of its own: at
+# most about a fifth of a call's work is padding, and calls stay few.
+LENGTH_GROUP_RATIO = 0.8
+# Providers whose calls compute in this process with torch.
+TORCH_PROVIDERS = frozenset({"sentence_transformers"})
+
+
+def limit_torch_threads(provider: str, threads: int) -> None:
+    """Give each in-process torch call ``threads`` threads (0: torch's default). Process-wide,
+    so it is set once, before the model's first call; other providers never import torch."""
+    if provider not in TORCH_PROVIDERS or threads <= 0:
+        return
+    import torch
+
+    if torch.get_num_threads() != threads:
+        torch.set_num_threads(threads)
+        log.info("embedder.torch_threads", threads=threads)
+
+
+def length_groups(texts: Sequence[str], ratio: float = LENGTH_GROUP_RATIO) -> list[list[int]]:
+    """Indexes of ``texts`` in groups of similar length (in characters, a proxy for tokens),
+    longest first: a group ends where a text is shorter than ``ratio`` times its longest."""
+    order = sorted(range(len(texts)), key=lambda i: len(texts[i]), reverse=True)
+    groups: list[list[int]] = []
+    longest = 0
+    for index in order:
+        if not groups or len(texts[index]) < ratio * longest:
+            groups.append([])
+            longest = len(texts[index])
+        groups[-1].append(index)
+    return groups
 
 
 @dataclass
@@ -44,6 +79,7 @@ class EmbedService:
         concurrency: int,
         slots: RedisSemaphore | None = None,
         batch_wait_s: float = 0.0,
+        group_by_length: bool = False,
     ) -> None:
         self.embedder = embedder
         self.model = embedder.model
@@ -51,6 +87,9 @@ class EmbedService:
         self._concurrency = concurrency
         self._slots = slots
         self._wait_s = batch_wait_s
+        # For models computing here, where padding costs our CPU; a remote runtime gets one
+        # request per batch (fewer round trips, and rate limits count requests).
+        self._group = group_by_length
         self._pending: deque[_Request] = deque()
         self._wake: asyncio.Event | None = None
         self._runners: list[asyncio.Task[None]] = []
@@ -127,12 +166,27 @@ class EmbedService:
 
     async def _call(self, texts: list[str]) -> list[Vector]:
         if self._slots is None:
-            return await self.embedder.embed(texts)
+            return await self._grouped(texts)
         token = await asyncio.to_thread(self._slots.acquire)
         try:
-            return await self.embedder.embed(texts)
+            return await self._grouped(texts)
         finally:
             await asyncio.to_thread(self._slots.release, token)
+
+    async def _grouped(self, texts: list[str]) -> list[Vector]:
+        """One model call per group of texts of about the same length, vectors in ``texts``'
+        order. A model pads every text of a call to the longest one: a short chunk (a short
+        abstract, the end of a document) batched with full-length ones costs as much as they."""
+        groups = length_groups(texts) if self._group else [list(range(len(texts)))]
+        if len(groups) == 1:
+            return await self.embedder.embed(texts)
+        vectors: list[Vector | None] = [None] * len(texts)
+        for group in groups:
+            for index, vector in zip(
+                group, await self.embedder.embed([texts[i] for i in group]), strict=True
+            ):
+                vectors[index] = vector
+        return cast(list[Vector], vectors)
 
     async def aclose(self) -> None:
         for runner in self._runners:

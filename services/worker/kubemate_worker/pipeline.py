@@ -189,7 +189,11 @@ def index_document(
     if done == 0:
         raise DocumentProcessingError("no text could be extracted from the document")
 
-    reporter.enter(TaskState.INDEXING, force=True, progress_done=done, progress_total=done)
+    # Shown at once only when the swap has old rows to delete, which takes a while: otherwise
+    # COMPLETED follows within milliseconds, and the write would cost every small document a
+    # database transaction that nobody could see.
+    replacing = any(version != target.version for version in versions.written)
+    reporter.enter(TaskState.INDEXING, force=replacing, progress_done=done, progress_total=done)
     _switch_version(ctx, target, versions, done, held, note)
     call(
         "metadata.complete",

