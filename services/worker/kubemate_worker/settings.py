@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import math
 import os
 import socket
+from pathlib import Path
 
 from pydantic import BaseModel, Field
 
@@ -11,9 +13,20 @@ from kubemate.collections import ReindexConfig
 from kubemate.retry import RetryPolicy
 from kubemate.settings import KubemateSettings
 
+CGROUP_CPU_MAX = Path("/sys/fs/cgroup/cpu.max")
 
-def _cores() -> int:
-    return os.cpu_count() or 1
+
+def _cores(cpu_max: Path = CGROUP_CPU_MAX) -> int:
+    """CPUs this process may use: its affinity, and a container's CPU quota (cgroup v2), which
+    ``os.cpu_count()`` ignores (a pod limited to 2 CPUs on a 64-core node sees 64)."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    try:
+        quota, period = cpu_max.read_text().split()[:2]
+        if quota != "max":
+            cores = min(cores or 1, max(1, math.ceil(int(quota) / int(period))))
+    except (OSError, ValueError):
+        pass
+    return max(1, cores or 1)
 
 
 def _default_global_limits() -> dict[str, int]:
