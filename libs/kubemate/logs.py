@@ -35,6 +35,12 @@ def configure_logging(config: ObservabilityConfig, service: str) -> None:
     structlog.contextvars.bind_contextvars(service=service)
     # Route the standard library's records (uvicorn, celery, httpx) to stdout at the same level.
     logging.basicConfig(stream=sys.stdout, level=level, format="%(message)s", force=True)
+    # httpx logs every request it sends at INFO: one unstructured line (and its cost) per call to
+    # another service, on every request the gateway forwards. Shown at DEBUG.
+    for chatty in ("httpx", "httpcore"):
+        logging.getLogger(chatty).setLevel(
+            level if level <= logging.DEBUG else max(level, logging.WARNING)
+        )
 
 
 def get_logger(name: str | None = None) -> structlog.stdlib.BoundLogger:

@@ -6,14 +6,14 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable
 from contextlib import AbstractAsyncContextManager
-from typing import Any
 
 import structlog
-from fastapi import FastAPI, Request, Response
+from fastapi import FastAPI, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-from starlette.middleware.base import BaseHTTPMiddleware, RequestResponseEndpoint
+from starlette.datastructures import Headers
 from starlette.middleware.cors import CORSMiddleware
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from kubemate.http.body_guard import RequestBodyGuard
 from kubemate.http.config import HttpConfig
@@ -27,28 +27,49 @@ ReadinessCheck = Callable[[], Awaitable[dict[str, str]]]
 """Returns {backend: "ok" | error text}; the service is ready when all are "ok"."""
 
 
-class RequestContextMiddleware(BaseHTTPMiddleware):
-    """Binds a request id to the logs, echoes it, and records per-route metrics."""
+REQUEST_ID_HEADER = b"x-request-id"
 
-    def __init__(self, app: Any, service: str) -> None:
-        super().__init__(app)
+
+class RequestContextMiddleware:
+    """Binds a request id to the logs, echoes it, and records per-route metrics.
+
+    A pure ASGI middleware: Starlette's ``BaseHTTPMiddleware`` costs every request an extra task
+    and a memory stream between it and the app, and wraps errors raised below it in exception
+    groups. The request id is also left in ``scope["state"]`` (``request.state.request_id``), so
+    the gateway can hand it on to the service it calls."""
+
+    def __init__(self, app: ASGIApp, service: str) -> None:
+        self.app = app
         self.service = service
 
-    async def dispatch(self, request: Request, call_next: RequestResponseEndpoint) -> Response:
-        request_id = request.headers.get("X-Request-Id") or uuid.uuid4().hex
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        request_id = Headers(scope=scope).get("x-request-id") or uuid.uuid4().hex
+        scope.setdefault("state", {})["request_id"] = request_id
         # The trace ids too (tracing enabled): a log line leads to its trace and back.
         structlog.contextvars.bind_contextvars(request_id=request_id, **trace_log_fields())
         started = time.perf_counter()
         status = 500
+        raw_id = request_id.encode("latin-1")
+
+        async def send_with_id(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                headers = [
+                    (k, v) for k, v in message.get("headers", ()) if k.lower() != REQUEST_ID_HEADER
+                ]
+                headers.append((REQUEST_ID_HEADER, raw_id))
+                message["headers"] = headers
+            await send(message)
+
         try:
-            response = await call_next(request)
-            status = response.status_code
-            response.headers["X-Request-Id"] = request_id
-            return response
+            await self.app(scope, receive, send_with_id)
         finally:
             # The route template, not the raw path, keeps label cardinality bounded.
-            route = request.scope.get("route")
-            template = getattr(route, "path", "unmatched")
+            template = getattr(scope.get("route"), "path", "unmatched")
             HTTP_REQUESTS.labels(self.service, template, str(status)).inc()
             HTTP_REQUEST_DURATION.labels(self.service, template).observe(
                 time.perf_counter() - started
@@ -75,10 +96,10 @@ def build_app(
         instrument_app(app, provider)
     install_problem_handlers(app)
     document_problems(app)
-    # Added innermost first. The body guard sits right outside the routes, so that its 413 raised
-    # mid-stream reaches the problem handlers unwrapped (BaseHTTPMiddleware would wrap it in an
-    # ExceptionGroup); security headers wrap everything, so 413/415 answers and CORS preflights
-    # carry them too.
+    # Added innermost first, all pure ASGI (no task or stream per request, and a 413 raised
+    # mid-stream reaches the problem handlers unwrapped, not in an ExceptionGroup). Security
+    # headers wrap everything, so 413/415 answers and CORS preflights carry them too; the request
+    # context wraps the body guard, so its refusals are counted and carry the request id.
     app.add_middleware(RequestBodyGuard, config=http)
     app.add_middleware(RequestContextMiddleware, service=service)
     if http.cors_allow_origins:  # closed by default: no CORS headers, browsers refuse

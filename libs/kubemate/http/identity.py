@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Annotated, Any
 
 import structlog
@@ -17,7 +17,10 @@ from kubemate.settings import KubemateSettings
 _REQUIRED_ROLE_ATTR = "kubemate_required_role"
 
 
-def current_identity(request: Request) -> Identity:
+# Async, though nothing here awaits: FastAPI runs a plain ``def`` dependency in its thread pool (a
+# hop per request for an HMAC check of a few microseconds), and the tenant bound below in a
+# worker thread's context would never reach the request's log lines.
+async def current_identity(request: Request) -> Identity:
     settings: KubemateSettings = request.app.state.settings
     identity = verify_identity(settings.auth, request.headers)
     structlog.contextvars.bind_contextvars(tenant_id=identity.tenant_id)
@@ -37,13 +40,13 @@ def declared_role(dependency: Any) -> Role | None:
     return role if isinstance(role, Role) else None
 
 
-def require(role: Role) -> Callable[[Identity], Identity]:
+def require(role: Role) -> Callable[[Identity], Awaitable[Identity]]:
     """A dependency that admits callers holding ``role`` (or a role that includes it).
 
     Routes declare it as ``Annotated[Identity, Depends(require(Role.EDITOR))]`` (or the aliases
     below); tests/unit/test_route_roles.py fails for a route that declares none."""
 
-    def dependency(identity: CurrentIdentity) -> Identity:
+    async def dependency(identity: CurrentIdentity) -> Identity:  # async: no thread-pool hop
         if not identity.has(role):
             raise Forbidden(f"this action needs the {role.value} role")
         return identity

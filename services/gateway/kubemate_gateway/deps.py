@@ -7,7 +7,7 @@ limit, each for the route's class (upload, query, admin, read).
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Annotated
 
@@ -26,27 +26,29 @@ from kubemate_gateway.routing import RouteClass, route_class
 from kubemate_gateway.settings import GatewaySettings
 
 
-def _settings(request: Request) -> GatewaySettings:
+# Every dependency here is async, though most await nothing: FastAPI runs a plain ``def``
+# dependency in its thread pool, a hop per dependency per request.
+async def _settings(request: Request) -> GatewaySettings:
     return request.app.state.settings  # type: ignore[no-any-return]
 
 
-def _client(request: Request) -> httpx.AsyncClient:
+async def _client(request: Request) -> httpx.AsyncClient:
     return request.app.state.http  # type: ignore[no-any-return]
 
 
-def _store(request: Request) -> MetadataStore:
+async def _store(request: Request) -> MetadataStore:
     return request.app.state.store  # type: ignore[no-any-return]
 
 
-def _authenticator(request: Request) -> Authenticator:
+async def _authenticator(request: Request) -> Authenticator:
     return request.app.state.authenticator  # type: ignore[no-any-return]
 
 
-def _rate_limiter(request: Request) -> RateLimiter:
+async def _rate_limiter(request: Request) -> RateLimiter:
     return request.app.state.rate_limiter  # type: ignore[no-any-return]
 
 
-def _llm_slots(request: Request) -> ConcurrencyLimiter:
+async def _llm_slots(request: Request) -> ConcurrencyLimiter:
     return request.app.state.llm_slots  # type: ignore[no-any-return]
 
 
@@ -119,10 +121,10 @@ async def admit(
 Admitted = Annotated[Admission, Depends(admit)]
 
 
-def require_role(role: Role) -> Callable[[Admission], Admission]:
+def require_role(role: Role) -> Callable[[Admission], Awaitable[Admission]]:
     """Like :func:`kubemate.http.identity.require`, for the gateway's own credential check."""
 
-    def dependency(admission: Admitted) -> Admission:
+    async def dependency(admission: Admitted) -> Admission:
         if not admission.identity.has(role):
             raise Forbidden(f"this action needs the {role.value} role")
         return admission
