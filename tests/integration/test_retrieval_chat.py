@@ -8,15 +8,22 @@ prompt contained. The real llama.cpp model answers in test_retrieval_api and tes
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
+import uuid
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
+import redis
 from fastapi.testclient import TestClient
 
+from kubemate.auth import Identity, Role
+from kubemate.auth.internal import sign_identity
+from kubemate.settings import AuthConfig
 from tests.fixtures.inference import OllamaStandIn, free_port
+from tests.fixtures.services import MACHINE_REDIS
 from tests.integration.test_retrieval_fixtures import (  # noqa: F401 (fixtures)
     FACTS,
     RetrievalEnv,
@@ -216,3 +223,124 @@ def test_an_unavailable_model_is_503_with_retry_after(
         assert r.status_code == 200, r.text
         assert r.json()["hits"] and r.json()["rewritten"] is False
         assert any("rewrite" in w for w in r.json()["warnings"])
+
+
+def _user(retrieval_env: RetrievalEnv, user_id: str) -> dict[str, str]:  # noqa: F811
+    identity = Identity(retrieval_env.tenant, user_id, frozenset({Role.VIEWER}))
+    return sign_identity(AuthConfig(), identity)
+
+
+def test_a_conversation_is_its_owners_alone_within_the_tenant(
+    retrieval_env: RetrievalEnv,  # noqa: F811
+    chat: TestClient,
+) -> None:
+    alice, bob = _user(retrieval_env, "alice"), _user(retrieval_env, "bob")
+    first = chat.post("/v1/chat", json={"question": "cats", "rewrite": False}, headers=alice)
+    assert first.status_code == 200, first.text
+    mine = first.json()["conversation_id"]
+    unknown = "0" * 32
+
+    def problems(conversation_id: str, headers: dict[str, str]) -> list[tuple[int, Any]]:
+        """What continuing, reading and deleting the conversation answer (status, problem)."""
+        answers = [
+            chat.post(
+                "/v1/chat",
+                json={"question": "and dogs?", "conversation_id": conversation_id},
+                headers=headers,
+            ),
+            chat.get(f"/v1/chat/conversations/{conversation_id}", headers=headers),
+            chat.delete(f"/v1/chat/conversations/{conversation_id}", headers=headers),
+        ]
+        out = []
+        for r in answers:
+            assert r.headers["content-type"] == "application/problem+json", r.text
+            body = r.json()
+            # The same answer as for an id that never existed (only the id in it differs).
+            detail = body["detail"].replace(conversation_id, "<id>")
+            out.append((r.status_code, (body["type"], body["title"], body["status"], detail)))
+        return out
+
+    # Another user of the same tenant: exactly what an unknown id gets, and nothing changes.
+    foreign = problems(mine, bob)
+    assert [status for status, _ in foreign] == [404, 404, 404]
+    assert all(problem[0].endswith("conversation-not-found") for _, problem in foreign)
+    assert foreign == problems(unknown, bob)
+
+    # The owner still has it all: continue, read, delete.
+    second = chat.post(
+        "/v1/chat",
+        json={"question": "and dogs?", "conversation_id": mine, "rewrite": False},
+        headers=alice,
+    )
+    assert second.status_code == 200, second.text
+    stored = chat.get(f"/v1/chat/conversations/{mine}", headers=alice)
+    assert stored.status_code == 200
+    assert [t["question"] for t in stored.json()["turns"]] == ["cats", "and dogs?"]
+    assert chat.delete(f"/v1/chat/conversations/{mine}", headers=bob).status_code == 404
+    assert chat.delete(f"/v1/chat/conversations/{mine}", headers=alice).status_code == 204
+    assert chat.get(f"/v1/chat/conversations/{mine}", headers=alice).status_code == 404
+
+
+def test_a_conversation_stored_before_owners_stays_open_to_its_tenant(
+    retrieval_env: RetrievalEnv,  # noqa: F811
+    chat: TestClient,
+) -> None:
+    # As stored before owners were recorded: no "owner" field.
+    legacy = uuid.uuid4().hex
+    prefix = f"test:{retrieval_env.suffix}:conv:{retrieval_env.tenant}:{legacy}"
+    client = redis.Redis.from_url(MACHINE_REDIS)
+    try:
+        client.hset(prefix, mapping={"summary": "", "collection": "default", "created": 1})
+        client.expire(prefix, 600)
+    finally:
+        client.close()
+    for user in ("alice", "bob"):
+        r = chat.post(
+            "/v1/chat",
+            json={"question": "cats", "conversation_id": legacy, "rewrite": False},
+            headers=_user(retrieval_env, user),
+        )
+        assert r.status_code == 200, r.text
+    stored = chat.get(f"/v1/chat/conversations/{legacy}", headers=_user(retrieval_env, "carol"))
+    assert stored.status_code == 200 and len(stored.json()["turns"]) == 2
+    # Still the tenant's only: another tenant's user gets the unknown-id 404.
+    other = retrieval_env.headers(f"globex-{retrieval_env.suffix}")
+    assert chat.get(f"/v1/chat/conversations/{legacy}", headers=other).status_code == 404
+    assert chat.delete(f"/v1/chat/conversations/{legacy}", headers=other).status_code == 404
+    assert (
+        chat.delete(
+            f"/v1/chat/conversations/{legacy}", headers=_user(retrieval_env, "bob")
+        ).status_code
+        == 204
+    )
+
+
+def test_the_store_appends_only_for_the_owner(retrieval_env: RetrievalEnv) -> None:  # noqa: F811
+    import redis.asyncio
+
+    from kubemate.errors import ConversationNotFound
+    from kubemate_retrieval.conversations import ConversationStore, Turn
+
+    config = retrieval_env.settings().conversations
+    tenant = retrieval_env.tenant
+
+    async def scenario() -> None:
+        client = redis.asyncio.Redis.from_url(MACHINE_REDIS)
+        store = ConversationStore(client, config)
+        try:
+            conversation_id = await store.create(tenant, "default", "alice")
+            with pytest.raises(ConversationNotFound):
+                await store.append(tenant, conversation_id, "bob", Turn("q?", "a."))
+            await store.append(tenant, conversation_id, "alice", Turn("mine?", "yes."))
+            stored = await store.get(tenant, conversation_id, "alice")
+            assert [t.question for t in stored.turns] == ["mine?"]
+            await store.delete(tenant, conversation_id, "alice")
+            # Gone: not brought back as turns without their conversation.
+            with pytest.raises(ConversationNotFound):
+                await store.append(tenant, conversation_id, "alice", Turn("again?", "no."))
+            turns = f"{config.key_prefix}:{tenant}:{conversation_id}:turns"
+            assert not await client.exists(turns)
+        finally:
+            await client.aclose()
+
+    asyncio.run(scenario())

@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from kubemate.collections import ActiveCollection, embedder_variant, vector_collection
 from kubemate.errors import ModelUnavailable
 from kubemate.models.assignments import Effective, ModelAssignments, ModelRef
 from kubemate.settings import EmbedderConfig
@@ -104,3 +105,47 @@ def test_an_in_process_embedder_is_never_switched(tmp_path: Path) -> None:
     models, _ = models_of(settings)
     assigned = effective(embeddings={"default": ModelRef(model="hash-64", runtime="hash")})
     assert models.embedder_config("default", assigned) is settings.collection("default").embedder
+
+
+def test_the_reindex_pointer_wins_over_the_settings_and_the_assignment(
+    settings: RetrievalSettings,
+) -> None:
+    models, _ = models_of(settings)
+    base = settings.collection("default").embedder
+    # A completed re-index moved the tenant to nomic-embed-text.
+    moved = embedder_variant(base, "ollama", "nomic-embed-text", OLLAMA)
+    assert models.embedder_config("default", None, moved) is moved
+    # An assignment of the settings' model (the vectors a re-index left behind): the pointer.
+    stale = effective(embeddings={"default": ModelRef(model="all-minilm", runtime="gpu")})
+    assert models.embedder_config("default", stale, moved) is moved
+    # The pointer's model from another Ollama instance writes the same vectors: used.
+    same = models.embedder_config(
+        "default",
+        effective(embeddings={"default": ModelRef(model="nomic-embed-text", runtime="gpu")}),
+        moved,
+    )
+    assert (same.model, same.base_url) == ("nomic-embed-text", "http://10.0.0.2:11434")
+    assert vector_collection("default", same) == vector_collection("default", moved)
+
+
+async def test_tenant_models_embed_queries_with_the_active_collections_embedder(
+    tmp_path: Path,
+) -> None:
+    settings = RetrievalSettings(
+        data_dir=tmp_path,
+        collections={"default": {"embedder": EmbedderConfig(provider="hash", dimension=64)}},
+    )
+    models = LoadedModels(settings)  # no assignments: an in-process pointer needs none
+    tenant = models.for_tenant("acme")
+    configured = settings.collection("default").embedder
+    other = configured.model_copy(update={"model": "hash-other", "dimension": 32})
+    active = ActiveCollection("default", vector_collection("default", other), other, "r1")
+    try:
+        assert await tenant.embedder_config(active) is other
+        assert (await tenant.embedder(active)).dimension == 32
+        settings_active = ActiveCollection(
+            "default", vector_collection("default", configured), configured
+        )
+        assert (await tenant.embedder(settings_active)).dimension == 64
+    finally:
+        await models.aclose()

@@ -48,6 +48,7 @@ async def chat(
     started = time.perf_counter()
     request = ChatRequest(
         query=body.resolve(settings, has_history=body.conversation_id is not None),
+        user_id=identity.user_id,
         conversation_id=body.conversation_id,
         start_conversation=body.conversation_id is None,
         max_tokens=body.max_tokens,
@@ -68,7 +69,7 @@ async def chat(
 async def get_conversation(
     conversation_id: str, identity: Viewer, conversations: ConversationsDep
 ) -> ConversationOut:
-    conversation = await conversations.get(identity.tenant_id, conversation_id)
+    conversation = await conversations.get(identity.tenant_id, conversation_id, identity.user_id)
     return ConversationOut(
         conversation_id=conversation_id,
         summary=conversation.summary,
@@ -80,5 +81,5 @@ async def get_conversation(
 async def delete_conversation(
     conversation_id: str, identity: Viewer, conversations: ConversationsDep
 ) -> Response:
-    await conversations.delete(identity.tenant_id, conversation_id)
+    await conversations.delete(identity.tenant_id, conversation_id, identity.user_id)
     return Response(status_code=204)

@@ -4,7 +4,8 @@
   with its citations, TTL 1 h by default.
 * Retrieval cache: hash of the query vector + search parameters -> the final hits (after
   fusion and reranking, the expensive part), a longer TTL.
-* Query vectors: text -> vector in this process (LRU), so a repeated question skips the model.
+* Query vectors: (vector collection, text) -> vector in this process (LRU), so a repeated
+  question skips the model.
 
 Every Redis key holds the tenant and the tenant's generation (:mod:`kubemate.cache_generation`),
 which the writers of documents bump: a new upload makes every older entry of that tenant
@@ -74,7 +75,8 @@ def hits_from_json(rows: Any) -> list[SearchHit]:
 
 
 class QueryVectorCache:
-    """LRU of query text -> vector, per collection (collections may use different models)."""
+    """LRU of query text -> vector, per vector collection (each was written by one model; a
+    re-index moves a tenant to another)."""
 
     def __init__(self, size: int) -> None:
         self._size = size

@@ -14,7 +14,7 @@ from collections.abc import AsyncGenerator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from kubemate.errors import BackendUnavailable, KubemateError
+from kubemate.errors import BackendUnavailable, ConversationNotFound, KubemateError
 from kubemate.inference import LLM, GenerateOptions
 from kubemate.logs import get_logger
 from kubemate.metrics import RAG_REQUESTS
@@ -51,6 +51,7 @@ SUMMARY_PRECHECK_SHARE = 0.7
 @dataclass(frozen=True, slots=True)
 class ChatRequest:
     query: QueryRequest
+    user_id: str  # the caller's verified user id: stored conversations are that user's own
     conversation_id: str | None = None  # stored conversation to continue
     start_conversation: bool = False  # store this turn in a new conversation
     inline_history: list[Turn] = field(default_factory=list)  # history sent with the request
@@ -202,8 +203,12 @@ class ChatService:
         conversation = Conversation(id=None, turns=list(request.inline_history))
         if request.conversation_id is not None:
             with timer.stage("conversation"):
-                conversation = await self._conversations.get(tenant_id, request.conversation_id)
+                conversation = await self._conversations.get(
+                    tenant_id, request.conversation_id, request.user_id
+                )
         models = self._models.for_tenant(tenant_id)
+        # Resolved once: the answer's cache key and the retrieval name the same collection.
+        active = await self._pipeline.active(tenant_id, query.collection)
         chat = await models.chat_config()  # the tenant's assigned answer model, else the settings'
         options = GenerateOptions(
             max_tokens=min(request.max_tokens or chat.max_tokens, chat.max_tokens),
@@ -220,7 +225,8 @@ class ChatService:
                     normalize_question(query.question),
                     query.cache_params(),
                     query.rewrite,
-                    await self._pipeline.search_mode(query),
+                    active.name,
+                    await self._pipeline.search_mode(query, active, models),
                     chat.provider,
                     chat.model,
                     str(chat.model_path),
@@ -250,7 +256,7 @@ class ChatService:
                     language,
                 )
         retrieval = await self._pipeline.retrieve(
-            tenant_id, query, timer, history=history, models=models
+            tenant_id, query, timer, history=history, models=models, active=active
         )
         plan.result = _result_from_retrieval(retrieval, chat.model)
         if not retrieval.hits:
@@ -327,7 +333,7 @@ class ChatService:
         if conversation_id is None and request.start_conversation:
             try:
                 conversation_id = await self._conversations.create(
-                    tenant_id, request.query.collection
+                    tenant_id, request.query.collection, request.user_id
                 )
             except BackendUnavailable:
                 # The answer stands on its own; only continuing it needs the store.
@@ -335,9 +341,14 @@ class ChatService:
                 return
         if conversation_id is None:
             return
-        result.conversation_id = conversation_id
         turn = Turn(question=request.query.question, answer=result.answer)
-        await self._conversations.append(tenant_id, conversation_id, turn)
+        try:
+            await self._conversations.append(tenant_id, conversation_id, request.user_id, turn)
+        except ConversationNotFound:
+            # Expired or deleted since this request read it: the answer stands on its own.
+            result.warnings.append("turn not kept: the conversation expired or was deleted")
+            return
+        result.conversation_id = conversation_id
         grown = Conversation(
             id=conversation_id,
             summary=plan.conversation.summary,
@@ -346,7 +357,7 @@ class ChatService:
         if self._may_need_summary(grown, plan.language):
             self._jobs.spawn(
                 "conversation.summarise",
-                self._summarise(tenant_id, conversation_id, plan.language),
+                self._summarise(tenant_id, conversation_id, request.user_id, plan.language),
             )
 
     def _may_need_summary(self, conversation: Conversation, language: Language) -> bool:
@@ -358,7 +369,9 @@ class ChatService:
         )
         return estimate_tokens(whole) >= SUMMARY_PRECHECK_SHARE * config.history_token_budget
 
-    async def _summarise(self, tenant_id: str, conversation_id: str, language: Language) -> None:
+    async def _summarise(
+        self, tenant_id: str, conversation_id: str, user_id: str, language: Language
+    ) -> None:
         try:
             llm = await self._models.for_tenant(tenant_id).llm()
             await summarise(
@@ -368,6 +381,7 @@ class ChatService:
                 config=self._settings.conversations,
                 tenant_id=tenant_id,
                 conversation_id=conversation_id,
+                user_id=user_id,
                 language=language,
             )
         except KubemateError as exc:

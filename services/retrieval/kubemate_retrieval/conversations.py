@@ -1,9 +1,11 @@
 """Multi-turn conversations in Redis, per tenant, with a running summary of older turns.
 
 A conversation is two keys with the same TTL (refreshed on every turn):
-``<prefix>:<tenant>:<id>`` (a hash: summary, collection, created) and ``...:turns`` (a list of
-JSON ``{"q", "a"}``, oldest first). The tenant is part of every key, so another tenant's id is
-simply not there: 404, exactly like an unknown or expired one.
+``<prefix>:<tenant>:<id>`` (a hash: summary, collection, created, owner) and ``...:turns`` (a
+list of JSON ``{"q", "a"}``, oldest first). The tenant is part of every key, so another tenant's
+id is simply not there: 404, exactly like an unknown or expired one. Within the tenant, a
+conversation belongs to the user who started it (``owner``, the verified identity's user id):
+every other user gets the very same 404, so whether the id exists is not told either.
 
 The prompt gets the summary plus as many recent turns as fit its token budget. When summary and
 turns outgrow the budget, older turns are folded into the summary by the LLM (in the
@@ -31,6 +33,35 @@ from kubemate_retrieval.settings import ConversationConfig
 log = get_logger(__name__)
 
 _ID = re.compile(r"[0-9a-f]{32}")
+
+# The checks and the write in one step, so that a conversation deleted or expired meanwhile is
+# not brought back as turns without their conversation. A conversation stored before owners
+# were recorded has no ``owner`` field and stays open to every user of its tenant (the ids
+# were only ever given to that tenant's users; they expire with the TTL).
+# KEYS: meta, turns. ARGV: user id, row, turns kept, TTL. Returns 0: not this user's / gone.
+_APPEND = """
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+local owner = redis.call('HGET', KEYS[1], 'owner')
+if owner and owner ~= ARGV[1] then return 0 end
+redis.call('RPUSH', KEYS[2], ARGV[2])
+redis.call('LTRIM', KEYS[2], -tonumber(ARGV[3]), -1)
+redis.call('EXPIRE', KEYS[2], ARGV[4])
+redis.call('EXPIRE', KEYS[1], ARGV[4])
+return 1
+"""
+# KEYS: meta, turns. ARGV: user id. Returns the keys removed (0: not this user's / gone).
+_DELETE = """
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+local owner = redis.call('HGET', KEYS[1], 'owner')
+if owner and owner ~= ARGV[1] then return 0 end
+return redis.call('DEL', KEYS[1], KEYS[2])
+"""
+
+
+def _owned_by(owner: bytes | str | None, user_id: str) -> bool:
+    """Whether ``user_id`` may use a conversation recorded with ``owner`` (None: recorded
+    before owners were, open to the whole tenant)."""
+    return owner is None or _text(owner) == user_id
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,24 +127,32 @@ def turns_to_fold(
 
 
 class ConversationStore:
-    """Raises :class:`ConversationNotFound` and, when Redis fails, :class:`BackendUnavailable`."""
+    """Raises :class:`ConversationNotFound` (also for another user's conversation) and, when
+    Redis fails, :class:`BackendUnavailable`. ``user_id`` is the caller's verified user id."""
 
     def __init__(self, client: redis.asyncio.Redis, config: ConversationConfig) -> None:
         self._redis = client
         self._config = config
+        self._append = client.register_script(_APPEND)
+        self._delete = client.register_script(_DELETE)
 
     def _keys(self, tenant_id: str, conversation_id: str) -> tuple[str, str]:
         base = f"{self._config.key_prefix}:{tenant_id}:{conversation_id}"
         return base, base + ":turns"
 
-    async def create(self, tenant_id: str, collection: str) -> str:
+    async def create(self, tenant_id: str, collection: str, user_id: str) -> str:
         conversation_id = uuid.uuid4().hex
         meta, _ = self._keys(tenant_id, conversation_id)
         try:
             async with self._redis.pipeline(transaction=True) as pipe:
                 pipe.hset(
                     meta,
-                    mapping={"summary": "", "collection": collection, "created": int(time.time())},
+                    mapping={
+                        "summary": "",
+                        "collection": collection,
+                        "created": int(time.time()),
+                        "owner": user_id,
+                    },
                 )
                 pipe.expire(meta, self._config.ttl_s)
                 await pipe.execute()
@@ -121,19 +160,19 @@ class ConversationStore:
             raise BackendUnavailable("the conversation store is unavailable") from exc
         return conversation_id
 
-    async def get(self, tenant_id: str, conversation_id: str) -> Conversation:
+    async def get(self, tenant_id: str, conversation_id: str, user_id: str) -> Conversation:
         if not _ID.fullmatch(conversation_id):
             raise ConversationNotFound(f"conversation {conversation_id!r} does not exist")
         meta, turns_key = self._keys(tenant_id, conversation_id)
         try:
             async with self._redis.pipeline(transaction=True) as pipe:
-                pipe.hget(meta, "summary")
+                pipe.hmget(meta, ["summary", "owner"])
                 pipe.exists(meta)
                 pipe.lrange(turns_key, 0, -1)
-                summary, exists, rows = await pipe.execute()
+                (summary, owner), exists, rows = await pipe.execute()
         except RedisError as exc:
             raise BackendUnavailable("the conversation store is unavailable") from exc
-        if not exists:
+        if not exists or not _owned_by(owner, user_id):
             raise ConversationNotFound(
                 f"conversation {conversation_id!r} does not exist or has expired"
             )
@@ -143,24 +182,29 @@ class ConversationStore:
             turns.append(Turn(question=item["q"], answer=item["a"]))
         return Conversation(id=conversation_id, summary=_text(summary), turns=turns)
 
-    async def append(self, tenant_id: str, conversation_id: str, turn: Turn) -> None:
-        meta, turns_key = self._keys(tenant_id, conversation_id)
+    async def append(self, tenant_id: str, conversation_id: str, user_id: str, turn: Turn) -> None:
+        if not _ID.fullmatch(conversation_id):
+            raise ConversationNotFound(f"conversation {conversation_id!r} does not exist")
         row = json.dumps({"q": turn.question, "a": turn.answer}, ensure_ascii=False)
         try:
-            async with self._redis.pipeline(transaction=True) as pipe:
-                pipe.rpush(turns_key, row)
-                pipe.ltrim(turns_key, -self._config.max_turns_kept, -1)
-                pipe.expire(turns_key, self._config.ttl_s)
-                pipe.expire(meta, self._config.ttl_s)
-                await pipe.execute()
+            appended = await self._append(
+                keys=list(self._keys(tenant_id, conversation_id)),
+                args=[user_id, row, self._config.max_turns_kept, self._config.ttl_s],
+            )
         except RedisError as exc:
             raise BackendUnavailable("the conversation store is unavailable") from exc
+        if not appended:
+            raise ConversationNotFound(
+                f"conversation {conversation_id!r} does not exist or has expired"
+            )
 
-    async def delete(self, tenant_id: str, conversation_id: str) -> None:
+    async def delete(self, tenant_id: str, conversation_id: str, user_id: str) -> None:
         if not _ID.fullmatch(conversation_id):
             raise ConversationNotFound(f"conversation {conversation_id!r} does not exist")
         try:
-            removed = await self._redis.delete(*self._keys(tenant_id, conversation_id))
+            removed = await self._delete(
+                keys=list(self._keys(tenant_id, conversation_id)), args=[user_id]
+            )
         except RedisError as exc:
             raise BackendUnavailable("the conversation store is unavailable") from exc
         if not removed:
@@ -206,11 +250,12 @@ async def summarise(
     config: ConversationConfig,
     tenant_id: str,
     conversation_id: str,
+    user_id: str,
     language: Language,
 ) -> bool:
     """Fold old turns into the summary if the history outgrew its budget. Best effort: any
     failure leaves the turns as they are (the prompt then keeps only what fits)."""
-    conversation = await store.get(tenant_id, conversation_id)
+    conversation = await store.get(tenant_id, conversation_id, user_id)
     count = llm.count_tokens
     folded = turns_to_fold(
         conversation, config.history_token_budget, config.keep_after_summary, count, language

@@ -7,10 +7,12 @@ loaded once per model and shared by every tenant it serves; each request wraps i
 :class:`MeteredLLM` / :class:`MeteredEmbedder` for its tenant, so every generation and
 embedding lands in the usage ledger that ``GET /v1/usage`` reads.
 
-Query embeddings stay with the collection's embedder from the settings: the query vector must
-come from the model that made the stored vectors. An assigned embedder is used only when it
-writes the same vector collection (same provider and model, e.g. from another Ollama instance);
-moving a collection to another embedder is a re-index's job, not a query's.
+Query embeddings come from the embedder that wrote the tenant's active vector collection
+(:class:`~kubemate.collections.ActiveCollection`: the re-index pointer, else the settings): the
+query vector must come from the model that made the stored vectors. An assigned embedder is
+used only when it writes that same vector collection (same provider and model, e.g. from another
+Ollama instance); moving a collection to another embedder is a re-index's job, not a query's,
+so where the assignment and the pointer disagree the pointer wins.
 
 Failing to build or load a model is the operator's problem, not the caller's: it becomes
 :class:`ModelUnavailable` (503 with Retry-After), and the next request tries again.
@@ -27,7 +29,7 @@ from typing import Any
 
 import anyio
 
-from kubemate.collections import vector_collection
+from kubemate.collections import ActiveCollection, vector_collection
 from kubemate.errors import (
     BackendUnavailable,
     InferenceError,
@@ -171,8 +173,15 @@ class LoadedModels:
             retry_after=self.retry_after_s,
         )
 
-    def embedder_config(self, collection: str, effective: Effective | None) -> EmbedderConfig:
-        base = self._settings.collection(collection).embedder
+    def embedder_config(
+        self,
+        collection: str,
+        effective: Effective | None,
+        stored: EmbedderConfig | None = None,
+    ) -> EmbedderConfig:
+        """The embedder for queries of ``collection`` whose vectors ``stored`` wrote (default:
+        the settings' embedder): the assigned one only where it writes the same vectors."""
+        base = stored or self._settings.collection(collection).embedder
         if base.provider in IN_PROCESS_EMBEDDERS:
             return base  # the same model in-process is this very adapter: nothing to switch to
         ref = effective.embeddings.get(collection) if effective is not None else None
@@ -293,17 +302,20 @@ class TenantModels:
     async def reranker_config(self) -> RerankerConfig:
         return self._loaded.reranker_config(await self._assigned())
 
-    async def embedder_config(self, collection: str) -> EmbedderConfig:
-        if self._loaded.settings.collection(collection).embedder.provider in IN_PROCESS_EMBEDDERS:
-            return self._loaded.embedder_config(collection, None)
-        return self._loaded.embedder_config(collection, await self._assigned())
+    async def embedder_config(self, active: ActiveCollection) -> EmbedderConfig:
+        """The query embedder for the tenant's active vector collection."""
+        if active.embedder.provider in IN_PROCESS_EMBEDDERS:
+            return active.embedder
+        return self._loaded.embedder_config(
+            active.collection, await self._assigned(), active.embedder
+        )
 
     async def llm(self) -> LLM:
         llm = await self._loaded.llm(await self.chat_config())
         return self._loaded.metered_llm(llm, self.tenant_id)
 
-    async def embedder(self, collection: str) -> Embedder:
-        embedder = await self._loaded.embedder(await self.embedder_config(collection))
+    async def embedder(self, active: ActiveCollection) -> Embedder:
+        embedder = await self._loaded.embedder(await self.embedder_config(active))
         return self._loaded.metered_embedder(embedder, self.tenant_id)
 
     async def reranker(self) -> Reranker | None:

@@ -167,6 +167,7 @@ async def chat_completions(
     ).resolve(settings, has_history=bool(turns))
     request = ChatRequest(
         query=query,
+        user_id=identity.user_id,
         inline_history=turns,
         max_tokens=body.max_completion_tokens or body.max_tokens,
         temperature=body.temperature,

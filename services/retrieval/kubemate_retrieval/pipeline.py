@@ -4,18 +4,26 @@ question -> [rewrite] -> embed (query-vector LRU) -> retrieval cache -> filters 
 (dense or hybrid, scoped to the tenant) -> [rerank: recall ``rerank_recall_k``, keep ``top_k``]
 -> hits, best first.
 
+The vector collection searched, and the embedder of the query, are the tenant's active ones
+(:func:`~kubemate.collections.active_vector_collection`: a re-index moves them). The pointer is
+kept in this process for ``reindex.pointer_ttl_s`` (like the worker's), so a query costs no
+database read; in the seconds after a switch a query may still search the old collection while
+the worker empties it, and an empty result from a cached pointer reads it again. Cache keys hold
+the vector collection, so nothing found in the old one is served once the new one answers.
+
 Optional stages degrade instead of failing the request: an unavailable LLM leaves the question
 unrewritten, a failing reranker leaves the search order; the result says what ran.
 """
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field, replace
 
 import anyio
 
-from kubemate.collections import ensure_vector_collection
-from kubemate.errors import ModelUnavailable, ServiceError, UnknownModel
+from kubemate.collections import ActiveCollection, active_vector_collection, index_of
+from kubemate.errors import BackendUnavailable, ModelUnavailable, ServiceError, UnknownModel
 from kubemate.logs import get_logger
 from kubemate.metadata.store import MetadataStore
 from kubemate.metrics import VECTOR_SEARCH_DURATION
@@ -29,6 +37,9 @@ from kubemate_retrieval.timing import Timer
 from kubemate_retrieval.vector_search import SearchMode, expected_mode, mode_of, search_chunks
 
 log = get_logger(__name__)
+
+# Tenants' pointers kept at most (then forgotten at once, like the worker's).
+MAX_POINTERS = 10_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,6 +93,39 @@ class RetrievalPipeline:
         self._store = store
         self._models = models
         self._caches = caches
+        # (tenant, collection) -> (monotonic time read, the active collection then)
+        self._pointers: dict[tuple[str, str], tuple[float, ActiveCollection]] = {}
+
+    async def active(
+        self, tenant_id: str, collection: str, *, fresh: bool = False
+    ) -> ActiveCollection:
+        """The vector collection serving ``collection`` for ``tenant_id``, and its embedder.
+
+        Read from the metadata database at most every ``reindex.pointer_ttl_s`` (always with
+        ``fresh``). Raises UnknownCollection, and BackendUnavailable when the database is down
+        and this process never read the tenant's pointer (a known one is served stale)."""
+        key = (tenant_id, collection)
+        cached = self._pointers.get(key)
+        now = time.monotonic()
+        if not fresh and cached is not None and now - cached[0] < self._pointer_ttl_s:
+            return cached[1]
+        try:
+            active = await anyio.to_thread.run_sync(
+                active_vector_collection, self._store, self._settings, tenant_id, collection
+            )
+        except BackendUnavailable as exc:
+            if cached is None:
+                raise
+            log.warning("query.pointer_stale", collection=collection, error=exc.detail)
+            return cached[1]
+        if len(self._pointers) >= MAX_POINTERS:
+            self._pointers.clear()
+        self._pointers[key] = (now, active)
+        return active
+
+    @property
+    def _pointer_ttl_s(self) -> float:
+        return self._settings.reindex.pointer_ttl_s
 
     async def retrieve(
         self,
@@ -91,7 +135,9 @@ class RetrievalPipeline:
         *,
         history: str = "",
         models: TenantModels | None = None,
+        active: ActiveCollection | None = None,
     ) -> Retrieval:
+        """``active``: the tenant's active collection, when the caller resolved it already."""
         models = models or self._models.for_tenant(tenant_id)
         warnings: list[str] = []
         query, rewritten = request.question, False
@@ -101,48 +147,69 @@ class RetrievalPipeline:
             if rewrite is not None:
                 query, rewritten = rewrite, True
 
-        embedder = await models.embedder(request.collection)
+        if active is None:
+            active = await self.active(tenant_id, request.collection)
+        result = await self._retrieve(tenant_id, request, active, query, timer, models)
+        if not result.hits and self._pointer_ttl_s > 0:
+            # Nothing, from a pointer that may be seconds old: the tenant may have just moved
+            # to a new collection while the worker empties this one. Empty results are rare
+            # (a search returns neighbours whenever there are any), so this read is too.
+            current = await self.active(tenant_id, request.collection, fresh=True)
+            if current.name != active.name:
+                result = await self._retrieve(tenant_id, request, current, query, timer, models)
+        result.rewritten = rewritten
+        result.warnings = warnings + result.warnings
+        return result
+
+    async def _retrieve(
+        self,
+        tenant_id: str,
+        request: QueryRequest,
+        active: ActiveCollection,
+        query: str,
+        timer: Timer,
+        models: TenantModels,
+    ) -> Retrieval:
+        embedder = await models.embedder(active)
         vectors = self._caches.vectors if request.cache else None
         with timer.stage("embed"):
-            vector = vectors.get(request.collection, query) if vectors else None
+            # Keyed by the vector collection: its embedder is the one that made the vector.
+            vector = vectors.get(active.name, query) if vectors else None
             if vector is None:
                 async with self._models.unavailable_as_503("embedding model"):
                     vector = await embedder.embed_query(query)
                 if vectors:
-                    vectors.put(request.collection, query, vector)
+                    vectors.put(active.name, query, vector)
 
         generation: int | None = None
         cached = None
-        name: str | None = None  # without the caches, the search thread ensures it
+        ensured = False  # without the caches, the search thread ensures the collection
         if request.cache:
-            name, mode = await self._collection(request, embedder.dimension)
+            mode = await self._collection(active, request.hybrid, embedder.dimension)
+            ensured = True
             with timer.stage("cache"):
                 generation = await self._caches.generation(tenant_id)
                 if generation is not None:
                     reranker = await self.reranker_id(models) if request.rerank else None
-                    key = self._retrieval_key(request, query, vector, mode, reranker)
+                    key = self._retrieval_key(request, active, query, vector, mode, reranker)
                     cached = await self._caches.get_retrieval(tenant_id, generation, key)
         if cached is not None:
             return Retrieval(
                 hits=hits_from_json(cached["hits"]),
                 query=query,
-                rewritten=rewritten,
                 search_mode=cached["search_mode"],
                 reranked=cached["reranked"],
                 cached=True,
                 no_documents=cached["no_documents"],
-                warnings=warnings,
             )
 
         result = await self._search(
-            tenant_id, request, name, query, vector, embedder.dimension, timer, models
+            tenant_id, request, active, ensured, query, vector, embedder.dimension, timer, models
         )
-        result.rewritten = rewritten
-        result.warnings = warnings + result.warnings
         if generation is not None and not result.warnings:
             # Keyed by the mode that really ran: the store may have fallen back since the lookup.
             reranker = await self.reranker_id(models) if request.rerank else None
-            key = self._retrieval_key(request, query, vector, result.search_mode, reranker)
+            key = self._retrieval_key(request, active, query, vector, result.search_mode, reranker)
             await self._caches.put_retrieval(
                 tenant_id,
                 generation,
@@ -156,32 +223,40 @@ class RetrievalPipeline:
             )
         return result
 
-    async def search_mode(self, request: QueryRequest) -> SearchMode:
-        """The search a request will run: hybrid only where the collection has BM25."""
+    async def search_mode(
+        self, request: QueryRequest, active: ActiveCollection, models: TenantModels
+    ) -> SearchMode:
+        """The search a request will run on ``active``: hybrid only where it has BM25."""
         if not request.hybrid:
             return "dense"
-        config = self._settings.collection(request.collection).embedder
-        embedder = await self._models.embedder(config)
-        return (await self._collection(request, embedder.dimension))[1]
+        embedder = await models.embedder(active)
+        return await self._collection(active, request.hybrid, embedder.dimension)
 
-    async def _collection(self, request: QueryRequest, dimension: int) -> tuple[str, SearchMode]:
-        """The vector collection and the search the request will run on it (one thread hop:
-        the store answers both from memory after the first time)."""
+    async def _collection(
+        self, active: ActiveCollection, hybrid: bool, dimension: int
+    ) -> SearchMode:
+        """Ensures the vector collection and says which search will run on it (one thread
+        hop: the store answers both from memory after the first time)."""
 
-        def prepare() -> tuple[str, SearchMode]:
-            name = self._ensure(request.collection, dimension)
-            return name, expected_mode(self._vectors, name, hybrid=request.hybrid)
+        def prepare() -> SearchMode:
+            self._ensure(active, dimension)
+            return expected_mode(self._vectors, active.name, hybrid=hybrid)
 
         return await anyio.to_thread.run_sync(prepare)
 
-    def _ensure(self, collection: str, dimension: int) -> str:
-        """The vector collection behind ``collection``, created (with its index template and
-        analyser) if a tenant asks before anything was indexed there. Blocking."""
-        return ensure_vector_collection(self._vectors, self._settings, collection, dimension)
+    def _ensure(self, active: ActiveCollection, dimension: int) -> str:
+        """The vector collection ``active`` names, created (with its collection's index
+        template and analyser) if a tenant asks before anything was indexed there. Blocking."""
+        config = self._settings.collection(active.collection)
+        self._vectors.ensure_collection(
+            active.name, dimension, language=config.language, index=index_of(config)
+        )
+        return active.name
 
     def _retrieval_key(
         self,
         request: QueryRequest,
+        active: ActiveCollection,
         query: str,
         vector: list[float],
         mode: SearchMode,
@@ -194,6 +269,7 @@ class RetrievalPipeline:
             vector_digest(vector),
             query if text_matters else None,
             request.cache_params(),
+            active.name,
             mode,
             reranker,
         )
@@ -231,7 +307,8 @@ class RetrievalPipeline:
         self,
         tenant_id: str,
         request: QueryRequest,
-        name: str | None,
+        active: ActiveCollection,
+        ensured: bool,
         query: str,
         vector: list[float],
         dimension: int,
@@ -262,7 +339,7 @@ class RetrievalPipeline:
         )
 
         def search() -> tuple[list[SearchHit], SearchMode, bool]:
-            collection = name or self._ensure(request.collection, dimension)
+            collection = active.name if ensured else self._ensure(active, dimension)
             found = search_chunks(
                 self._vectors,
                 collection,

@@ -1,5 +1,5 @@
 """Settings of the retrieval service: the shared sections plus ``retrieval``, ``reranker``,
-``cache``, ``conversations`` and the model manager's ``models`` (env:
+``cache``, ``conversations``, the model manager's ``models`` and ``reindex`` (env:
 ``KUBEMATE_RETRIEVAL__DEFAULT_TOP_K``, ``KUBEMATE_RERANKER__PROVIDER=cross_encoder``,
 ``KUBEMATE_CACHE__ANSWER_TTL_S``, ``KUBEMATE_MODELS__ASSIGNMENTS_KEY``, ...)."""
 
@@ -10,6 +10,7 @@ from typing import Self
 
 from pydantic import BaseModel, Field, model_validator
 
+from kubemate.collections import ReindexConfig
 from kubemate.models.config import ModelsConfig
 from kubemate.rerank import RerankerConfig
 from kubemate.settings import KubemateSettings
@@ -81,6 +82,9 @@ class RetrievalSettings(KubemateSettings):
     # The model manager's section (``KUBEMATE_MODELS__...``): where per-tenant model
     # assignments are stored, the Ollama instances and the local GGUF directory they name.
     models: ModelsConfig = ModelsConfig()
+    # The worker's section (``KUBEMATE_REINDEX__POINTER_TTL_S``): retrieval reads only how long
+    # it may trust a tenant's active-collection pointer before reading it again.
+    reindex: ReindexConfig = ReindexConfig()
 
     def local_models_dir(self) -> Path:
         return self.models.local.directory or self.data_dir / "models"
