@@ -8,7 +8,9 @@ gateway forwards, not what a service answers. The metadata DB is a real SQLite f
 
 from __future__ import annotations
 
+import asyncio
 import json
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -269,3 +271,88 @@ def test_an_oversized_streamed_body_is_413_at_the_gateway(tmp_path: Path) -> Non
             headers=bearer("acme") | {"content-type": "application/json"},
         )
         assert r.status_code == 413 and r.json()["type"].endswith("/payload-too-large")
+
+
+def test_the_request_id_is_handed_to_the_service(gateway) -> None:  # type: ignore[no-untyped-def]
+    client, seen = gateway
+    r = client.get("/v1/tasks", headers=bearer("acme") | {"X-Request-Id": "client-id"})
+    assert r.headers["x-request-id"] == "client-id" == seen[-1].headers["x-request-id"]
+    r = client.get("/v1/tasks", headers=bearer("acme"))
+    assert r.headers["x-request-id"] == seen[-1].headers["x-request-id"] != "client-id"
+
+
+@pytest.mark.parametrize("size", [10, 300 * 1024])  # read whole / streamed through
+def test_answers_are_passed_on_as_sent(tmp_path: Path, size: int) -> None:
+    payload = bytes(range(256)) * (size // 256 + 1)
+
+    def upstream(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(
+            201,
+            stream=httpx.ByteStream(payload),
+            headers=[
+                ("content-type", "application/octet-stream"),
+                ("content-length", str(len(payload))),
+                ("link", "<a>"),
+                ("link", "<b>"),
+                ("date", "Thu, 01 Jan 1970 00:00:00 GMT"),
+                ("server", "uvicorn"),
+            ],
+        )
+
+    with TestClient(create_app(gateway_settings(tmp_path))) as client:
+        client.app.state.http = httpx.AsyncClient(transport=httpx.MockTransport(upstream))  # type: ignore[attr-defined]
+        r = client.get("/v1/documents/d1/content", headers=bearer("acme"))
+    assert r.status_code == 201 and r.content == payload
+    assert r.headers.get_list("link") == ["<a>", "<b>"]
+    assert "date" not in r.headers and "server" not in r.headers  # the gateway's server's own
+    assert r.headers["x-content-type-options"] == "nosniff"
+
+
+def test_cookies_a_service_sets_are_not_kept_for_other_callers(tmp_path: Path) -> None:
+    from kubemate_gateway.main import upstream_client
+
+    seen: list[httpx.Request] = []
+
+    def upstream(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        return httpx.Response(200, json={}, headers={"set-cookie": "s=tenant-a; Path=/"})
+
+    async def two_calls() -> None:
+        async with upstream_client(GatewayConfig()) as real:
+            # The real client's cookie policy, over a stand-in transport.
+            client = httpx.AsyncClient(
+                transport=httpx.MockTransport(upstream), cookies=real.cookies.jar
+            )
+            await client.get("http://127.0.0.1:8002/v1/query")
+            await client.get("http://127.0.0.1:8002/v1/query")
+
+    asyncio.run(two_calls())
+    assert "cookie" not in seen[1].headers
+
+
+def test_verified_tokens_are_remembered_until_they_expire(monkeypatch: pytest.MonkeyPatch) -> None:
+    from kubemate.auth import verifier as verifier_module
+    from kubemate.auth.verifier import TokenVerifier
+    from kubemate.errors import Unauthenticated
+
+    auth = AuthConfig(leeway_s=0)
+    decodes: list[str] = []
+    real = verifier_module.verified_claims
+
+    def counting(config: AuthConfig, token: str) -> dict[str, object]:
+        decodes.append(token)
+        return real(config, token)
+
+    monkeypatch.setattr(verifier_module, "verified_claims", counting)
+    verifier = TokenVerifier(auth)
+    token = issue_token(auth, "acme", ttl_s=1)
+    exp = int(time.time()) + 1
+    assert asyncio.run(verifier.verify(token)).tenant_id == "acme"
+    assert asyncio.run(verifier.verify(token)).tenant_id == "acme"
+    assert len(decodes) == 1
+    # A forged token is never taken for a remembered one.
+    with pytest.raises(Unauthenticated):
+        asyncio.run(verifier.verify(token[:-2] + ("AA" if token[-2:] != "AA" else "BB")))
+    time.sleep(max(0.0, exp - time.time()) + 0.05)
+    with pytest.raises(Unauthenticated, match="expired"):
+        asyncio.run(verifier.verify(token))

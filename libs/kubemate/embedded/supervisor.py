@@ -624,6 +624,9 @@ class EmbeddedStack:
             host,
             "--port",
             str(port),
+            # A plain-text line per request, without request id or tenant, at a cost on every
+            # request; the services' metrics count requests by route and status instead.
+            "--no-access-log",
         ]
 
     def worker_argv(self) -> list[str]:

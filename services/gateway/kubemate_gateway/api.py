@@ -39,23 +39,33 @@ log = get_logger(__name__)
 # Hop-by-hop headers (RFC 9110 7.6.1) and the ones httpx recomputes are not forwarded.
 _HOP_BY_HOP = frozenset(
     {
-        "connection",
-        "keep-alive",
-        "proxy-authenticate",
-        "proxy-authorization",
-        "te",
-        "trailer",
-        "transfer-encoding",
-        "upgrade",
-        "host",
-        "content-length",
+        b"connection",
+        b"keep-alive",
+        b"proxy-authenticate",
+        b"proxy-authorization",
+        b"te",
+        b"trailer",
+        b"transfer-encoding",
+        b"upgrade",
+        b"host",
+        b"content-length",
     }
 )
 # The client's credentials stop here; identity headers a client sent are dropped, so that only
-# the signed ones set below reach a service.
+# the signed ones set below reach a service. The request id is the gateway's (the client's, when
+# it sent one), so that the service's log lines carry the same id.
 _STRIPPED = (
-    _HOP_BY_HOP | {"authorization", "x-api-key", "cookie"} | {h.lower() for h in IDENTITY_HEADERS}
+    _HOP_BY_HOP
+    | {b"authorization", b"x-api-key", b"cookie", b"x-request-id"}
+    | {h.lower().encode() for h in IDENTITY_HEADERS}
 )
+# The gateway's own server writes these: the service's would come twice.
+_NOT_RETURNED = _HOP_BY_HOP | {b"date", b"server"}
+# Bodies up to this size (declared Content-Length) are read whole, request and response alike:
+# one buffer costs less than streaming them through, which for a response takes a task group, a
+# disconnect listener and a background task per request. Larger bodies (uploads, downloads)
+# and those of unknown length (chunked, server-sent events) stream through.
+BUFFERED_BODY_MAX_BYTES = 256 * 1024
 
 
 @router.get(
@@ -171,6 +181,38 @@ async def proxy(
     """Forwards to the owning service, which checks the finer role (editor, admin) itself."""
     base = upstream_for(path, settings.gateway)
     target = base + upstream_path(request.scope.get("raw_path") or request.url.path.encode())
+    headers = [(k, v) for k, v in request.scope["headers"] if k not in _STRIPPED]
+    headers.extend(
+        (k.encode(), v.encode())
+        for k, v in sign_identity(settings.auth, admission.identity).items()
+    )
+    headers.append((b"x-request-id", request.state.request_id.encode("latin-1")))
+    length = request.headers.get("content-length")
+    has_body = (length or "0") != "0" or "transfer-encoding" in request.headers
+    content: bytes | AsyncIterator[bytes] | None = None
+    overflow: list[BodyTooLarge] = []
+    if has_body and length is not None and int(length) <= BUFFERED_BODY_MAX_BYTES:
+        # Small (the body guard has checked the declared length): read before anything is held.
+        # httpx sends its length.
+        content = await request.body()
+    elif has_body:
+
+        async def forwarded_body() -> AsyncIterator[bytes]:
+            try:
+                async for chunk in request.stream():
+                    yield chunk
+            except BodyTooLarge as exc:
+                # Raising breaks the upstream request off mid-body, so the service never takes a
+                # truncated body for a whole one; the 413 is answered here, whatever it answered.
+                overflow.append(exc)
+                raise
+
+        content = forwarded_body()
+        # Streamed on with its declared length when it had one, so that the service can refuse
+        # an oversized body before reading it.
+        if length is not None:
+            headers.append((b"content-length", length.encode()))
+
     slot: Slot | None = None
     if settings.gateway.rate_limits.enabled and holds_llm(request.method, path):
         slot = await llm_slots.acquire(admission.identity.tenant_id)
@@ -185,32 +227,12 @@ async def proxy(
         if slot is not None:
             await slot.release()
 
-    headers = {k: v for k, v in request.headers.items() if k.lower() not in _STRIPPED}
-    headers.update(sign_identity(settings.auth, admission.identity))
-    # Stream the body on, with its declared length when it had one (so the service can refuse
-    # an oversized body before reading it); a request without a body is sent without one.
-    length = request.headers.get("content-length")
-    has_body = (length or "0") != "0" or "transfer-encoding" in request.headers
-    if length is not None and has_body:
-        headers["Content-Length"] = length
-    overflow: list[BodyTooLarge] = []
-
-    async def forwarded_body() -> AsyncIterator[bytes]:
-        try:
-            async for chunk in request.stream():
-                yield chunk
-        except BodyTooLarge as exc:
-            # Raising breaks the upstream request off mid-body, so the service never takes a
-            # truncated body for a whole one; the 413 is answered here, whatever it answered.
-            overflow.append(exc)
-            raise
-
     upstream = client.build_request(
         request.method,
         target,
-        params=request.query_params,
+        params=request.query_params if request.scope.get("query_string") else None,
         headers=headers,
-        content=forwarded_body() if has_body else None,
+        content=content,
     )
     try:
         response = await client.send(upstream, stream=True)
@@ -228,7 +250,24 @@ async def proxy(
         await release_slot()
         raise overflow[0]
 
-    async def body() -> AsyncIterator[bytes]:
+    out_headers = [(k, v) for k, v in response.headers.raw if k.lower() not in _NOT_RETURNED]
+    out_headers.extend((k.encode(), v.encode()) for k, v in admission.headers().items())
+    declared = response.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) <= BUFFERED_BODY_MAX_BYTES:
+        try:
+            # Raw: the bytes as sent, still in their Content-Encoding, which is passed on.
+            body = b"".join([chunk async for chunk in response.aiter_raw()])
+        except httpx.TransportError as exc:
+            log.warning("gateway.upstream_unavailable", upstream=base, error=str(exc))
+            raise BackendUnavailable("the service for this path is unavailable") from exc
+        finally:
+            await response.aclose()
+            await release_slot()
+        answer = Response(body, status_code=response.status_code)
+        answer.raw_headers.extend(out_headers)
+        return answer
+
+    async def streamed() -> AsyncIterator[bytes]:
         try:
             async for chunk in response.aiter_raw():
                 yield chunk
@@ -239,11 +278,8 @@ async def proxy(
         await response.aclose()
         await release_slot()  # the body may never have started (client gone)
 
-    out_headers = {k: v for k, v in response.headers.items() if k.lower() not in _HOP_BY_HOP}
-    out_headers.update(admission.headers())
-    return StreamingResponse(
-        body(),
-        status_code=response.status_code,
-        headers=out_headers,
-        background=BackgroundTask(cleanup),
+    answer = StreamingResponse(
+        streamed(), status_code=response.status_code, background=BackgroundTask(cleanup)
     )
+    answer.raw_headers.extend(out_headers)
+    return answer

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from http.cookiejar import CookieJar, DefaultCookiePolicy
 
 import anyio
 import httpx
@@ -20,7 +21,7 @@ from kubemate.metadata.store import MetadataStore
 from kubemate_gateway.api import router
 from kubemate_gateway.credentials import Authenticator
 from kubemate_gateway.limits import ConcurrencyLimiter, RateLimiter
-from kubemate_gateway.settings import GatewaySettings
+from kubemate_gateway.settings import GatewayConfig, GatewaySettings
 
 
 def create_app(settings: GatewaySettings | None = None) -> FastAPI:
@@ -31,7 +32,6 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         app.state.settings = settings
-        timeout = httpx.Timeout(config.upstream_timeout_s, connect=5.0)
         store = MetadataStore.from_config(settings.database)
         # Limits sit on every request's path: with Redis down, fail (open or closed) within a
         # second or two, instead of redis-py's default of several retries with backoff.
@@ -57,7 +57,7 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
             fail_open=limits.fail_open,
         )
         try:
-            async with httpx.AsyncClient(timeout=timeout) as client:
+            async with upstream_client(config) as client:
                 app.state.http = client
                 yield
         finally:
@@ -72,6 +72,27 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
     )
     app.include_router(router)
     return app
+
+
+def upstream_client(config: GatewayConfig) -> httpx.AsyncClient:
+    """The one client every forwarded request shares: HTTP/1.1 connections to the services kept
+    alive between requests (as many idle ones as may be open, so that a burst of concurrent
+    requests does not end in connections closed and opened again)."""
+    return httpx.AsyncClient(
+        timeout=httpx.Timeout(config.upstream_timeout_s, connect=5.0),
+        limits=httpx.Limits(
+            max_connections=config.upstream_max_connections,
+            max_keepalive_connections=config.upstream_max_connections,
+            # Under uvicorn's keep-alive timeout (5 s): a connection the service may be closing
+            # is not reused, where a request sent on it would fail.
+            keepalive_expiry=4.0,
+        ),
+        # The services are reached directly, never through a proxy named in the environment.
+        trust_env=False,
+        # No cookie jar: one client serves every tenant, and a cookie a service set for one
+        # caller would otherwise go out with every later caller's requests.
+        cookies=CookieJar(policy=DefaultCookiePolicy(allowed_domains=[])),
+    )
 
 
 def _readiness(app: FastAPI) -> ReadinessCheck:

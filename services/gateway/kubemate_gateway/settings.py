@@ -65,6 +65,8 @@ class GatewayConfig(BaseModel):
     retrieval_url: str = "http://127.0.0.1:8002"
     model_manager_url: str = "http://127.0.0.1:8003"
     upstream_timeout_s: float = Field(300.0, gt=0)  # generation on CPU can take a while
+    # Connections to the services, each kept alive for the next request.
+    upstream_max_connections: int = Field(100, ge=1)
     # Bearer JWTs: HS256 with auth.jwt_secret (the `kubemate token` CLI), and RS256/ES256 from an
     # identity provider when jwks.url or jwks.path is set.
     accept_hs256: bool = True
