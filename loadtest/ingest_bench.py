@@ -604,7 +604,8 @@ def report_body(
         "the worker's RSS (with children) sampled every 0.1 s.",
     ]
     if notes:
-        body += ["", *notes]
+        for note in notes:
+            body += ["", note]
     return body
 
 

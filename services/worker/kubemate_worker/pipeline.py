@@ -159,7 +159,9 @@ def index_document(
             write_unit(ctx, target, unit, vectors, on_retry=note)
             done += len(unit)
             helped = fanout.collect() if fanout is not None else 0
-            reporter.progress(done + helped, total(done + helped))
+            if exact is None or done + helped < exact:
+                # The last unit's progress is written with the completion, in one transaction.
+                reporter.progress(done + helped, total(done + helped))
 
         for unit in units(chunks, worker.fanout_unit_chunks):
             held.check()
