@@ -61,6 +61,10 @@ class SentenceTransformerEmbedder:
         self._st: SentenceTransformer | None = None
         self._load_lock = threading.Lock()
         self._limit = ConcurrencyLimit(config.max_concurrency)
+        # The same bound for callers that encode from their own worker thread
+        # (:meth:`embed_query_blocking`), which the async limit cannot see.
+        self._encoding = threading.BoundedSemaphore(config.max_concurrency)
+        self._dimension = config.dimension
 
     def _ensure_loaded(self) -> SentenceTransformer:
         if self._st is not None:
@@ -82,6 +86,7 @@ class SentenceTransformerEmbedder:
                         f"{self.model} produces {dim}-dimensional vectors, "
                         f"but the configured dimension is {self._config.dimension}"
                     )
+                self._dimension = dim
                 self._st = st
                 log.info("embedder.model_loaded", model=self.model, path=str(path), dimension=dim)
         return self._st
@@ -92,8 +97,9 @@ class SentenceTransformerEmbedder:
 
     @property
     def dimension(self) -> int:
-        if self._config.dimension is not None:
-            return self._config.dimension
+        # Read per query: remembered once known, not asked of the model every time.
+        if self._dimension is not None:
+            return self._dimension
         dim = self._ensure_loaded().get_embedding_dimension()
         if dim is None:
             raise InferenceError(f"{self.model} does not report its embedding dimension")
@@ -101,14 +107,20 @@ class SentenceTransformerEmbedder:
 
     def _encode(self, texts: list[str]) -> list[list[float]]:
         st = self._ensure_loaded()
-        vectors = st.encode(
-            texts,
-            batch_size=self._config.batch_size,
-            normalize_embeddings=True,
-            convert_to_numpy=True,
-            show_progress_bar=False,
-        )
+        with self._encoding:
+            vectors = st.encode(
+                texts,
+                batch_size=self._config.batch_size,
+                normalize_embeddings=True,
+                convert_to_numpy=True,
+                show_progress_bar=False,
+            )
         return vectors.tolist()  # type: ignore[no-any-return]
+
+    def embed_query_blocking(self, text: str) -> list[float]:
+        """:meth:`embed_query` in the calling thread, for a caller already off the event loop
+        (one worker-thread hop for the query's encode and search, not one each)."""
+        return self._encode([text])[0]
 
     async def embed(self, texts: Sequence[str]) -> list[list[float]]:
         if not texts:

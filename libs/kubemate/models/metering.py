@@ -89,6 +89,21 @@ class UsageMeter:
             latency_s=latency_s,
         )
 
+    async def embedding_of(
+        self,
+        tenant_id: str,
+        model: str,
+        texts: Sequence[str],
+        tokens: Callable[[str], int],
+        latency_s: float,
+    ) -> None:
+        """:meth:`embedding` of ``texts``, their tokens counted with ``tokens``. A meter that
+        writes later may count them later too, off the request (see the retrieval service's
+        ``DeferredUsageMeter``)."""
+        await self.embedding(
+            tenant_id, model, sum(tokens(t) for t in texts), latency_s, inputs=len(texts)
+        )
+
     async def document(
         self, tenant_id: str, model: str, size_bytes: int, chunks: int, latency_s: float
     ) -> None:
@@ -173,22 +188,25 @@ class MeteredEmbedder:
     async def embed(self, texts: Sequence[str]) -> list[list[float]]:
         started = time.perf_counter()
         vectors = await self._embedder.embed(texts)
-        await self._meter.embedding(
-            self._tenant,
-            self.model,
-            sum(self._tokens(t) for t in texts),
-            time.perf_counter() - started,
-            inputs=len(texts),
+        await self._meter.embedding_of(
+            self._tenant, self.model, list(texts), self._tokens, time.perf_counter() - started
         )
         return vectors
 
     async def embed_query(self, text: str) -> list[float]:
         started = time.perf_counter()
         vector = await self._embedder.embed_query(text)
-        await self._meter.embedding(
-            self._tenant, self.model, self._tokens(text), time.perf_counter() - started
-        )
+        await self.record_query(text, time.perf_counter() - started)
         return vector
+
+    async def record_query(self, text: str, latency_s: float) -> None:
+        """The usage row of one query embedding made without :meth:`embed_query` (a caller
+        that ran the wrapped embedder's blocking encode in its own worker thread)."""
+        await self._meter.embedding_of(self._tenant, self.model, [text], self._tokens, latency_s)
+
+    @property
+    def wrapped(self) -> Embedder:
+        return self._embedder
 
     async def aclose(self) -> None:
         return None

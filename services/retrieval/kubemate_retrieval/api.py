@@ -28,13 +28,16 @@ router = APIRouter(prefix="/v1")
 @router.post("/query", response_model=QueryOut)
 async def query(
     body: QueryIn, identity: Viewer, settings: SettingsDep, pipeline: PipelineDep
-) -> QueryOut:
+) -> Response:
     started = time.perf_counter()
     request = body.resolve(settings)
     timer = Timer()
     retrieval = await pipeline.retrieve(identity.tenant_id, request, timer)
     RAG_REQUEST_DURATION.labels("query").observe(time.perf_counter() - started)
-    return QueryOut.of(retrieval, timer.total())
+    # Serialised by the model it is: returned as a model, FastAPI would validate it again
+    # against response_model first (which stays, for the schema).
+    out = QueryOut.of(retrieval, timer.total())
+    return Response(out.model_dump_json(), media_type="application/json")
 
 
 @router.post(

@@ -1,26 +1,47 @@
 """Usage rows written after the response, not before it.
 
 A usage row is a database commit (an fsync on SQLite); awaiting it inside every query would
-add it to every query's latency. :class:`DeferredUsageMeter` hands the write to a task and
-returns. Pending writes are bounded: past ``max_pending``, a call waits for its own write
-(backpressure, not unbounded memory). Shutdown drains what is pending, so no row is lost.
+add it to every query's latency. :class:`DeferredUsageMeter` queues the row and returns; one
+writer task writes what is queued, on the loop's next turn, in one worker-thread hop for all
+rows queued by then (not a task and a hop per row). The writer also counts the tokens of
+embedded texts: CPU work the caller need not wait for. Pending rows are bounded: past
+``max_pending``, a call writes its own row (backpressure, not unbounded memory). Shutdown
+drains what is pending, so no row is lost.
 """
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable, Sequence
 
+import anyio
+
+from kubemate.logs import get_logger
 from kubemate.metadata.store import MetadataStore, UsageKind
 from kubemate.models.metering import UsageMeter
 
+log = get_logger(__name__)
+
 DEFAULT_MAX_PENDING = 1000
+# No wait beyond the loop's next turn: readers of GET /v1/usage (and the isolation tests)
+# expect a request's rows about as soon as its response.
+DEFAULT_DELAY_S = 0.0
 
 
 class DeferredUsageMeter(UsageMeter):
-    def __init__(self, store: MetadataStore, *, max_pending: int = DEFAULT_MAX_PENDING) -> None:
+    def __init__(
+        self,
+        store: MetadataStore,
+        *,
+        max_pending: int = DEFAULT_MAX_PENDING,
+        delay_s: float = DEFAULT_DELAY_S,
+    ) -> None:
         super().__init__(store)
         self._max_pending = max_pending
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._delay_s = delay_s
+        self._queue: list[Callable[[], None]] = []
+        self._writing = 0  # rows taken by the writer, not yet written
+        self._writer: asyncio.Task[None] | None = None
 
     async def record(
         self,
@@ -34,28 +55,103 @@ class DeferredUsageMeter(UsageMeter):
         chunks: int = 0,
         latency_s: float = 0.0,
     ) -> None:
-        write = super().record(
-            tenant_id,
-            kind=kind,
-            model=model,
-            prompt_tokens=prompt_tokens,
-            completion_tokens=completion_tokens,
-            size_bytes=size_bytes,
-            chunks=chunks,
-            latency_s=latency_s,
-        )
-        if len(self._tasks) >= self._max_pending:
-            await write
+        def write() -> None:
+            self._write(
+                tenant_id,
+                kind=kind,
+                model=model,
+                prompt_tokens=prompt_tokens,
+                completion_tokens=completion_tokens,
+                size_bytes=size_bytes,
+                chunks=chunks,
+                latency_s=latency_s,
+            )
+
+        await self._enqueue(write)
+
+    async def embedding_of(
+        self,
+        tenant_id: str,
+        model: str,
+        texts: Sequence[str],
+        tokens: Callable[[str], int],
+        latency_s: float,
+    ) -> None:
+        texts = list(texts)
+
+        def write() -> None:
+            self._write(
+                tenant_id,
+                kind="embed",
+                model=model,
+                prompt_tokens=sum(tokens(t) for t in texts),
+                chunks=len(texts),
+                latency_s=latency_s,
+            )
+
+        await self._enqueue(write)
+
+    def _write(
+        self,
+        tenant_id: str,
+        *,
+        kind: UsageKind,
+        model: str,
+        prompt_tokens: int = 0,
+        completion_tokens: int = 0,
+        size_bytes: int = 0,
+        chunks: int = 0,
+        latency_s: float = 0.0,
+    ) -> None:
+        """One row, blocking; failures logged (metering never fails what it measures)."""
+        try:
+            self._store.record_usage(
+                tenant_id,
+                kind=kind,
+                model=model,
+                prompt_tokens=prompt_tokens,
+                completion_tokens=completion_tokens,
+                bytes=size_bytes,
+                chunks=chunks,
+                latency_ms=latency_s * 1000,
+            )
+        except Exception as exc:  # the ledger is down: the answer went out anyway
+            log.warning("usage.record_failed", kind=kind, model=model, error=type(exc).__name__)
+
+    async def _enqueue(self, write: Callable[[], None]) -> None:
+        if self.pending >= self._max_pending:
+            await anyio.to_thread.run_sync(write)
             return
-        task = asyncio.get_running_loop().create_task(write, name="usage.record")
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        self._queue.append(write)
+        if self._writer is None or self._writer.done():
+            loop = asyncio.get_running_loop()
+            self._writer = loop.create_task(self._write_queued(), name="usage.record")
+
+    async def _write_queued(self) -> None:
+        await asyncio.sleep(self._delay_s)
+        while self._queue:
+            batch, self._queue = self._queue, []
+            self._writing = len(batch)
+            try:
+                # Shielded: a cancelled writer (shutdown) still writes what it took.
+                with anyio.CancelScope(shield=True):
+                    await anyio.to_thread.run_sync(_run_all, batch)
+            finally:
+                self._writing = 0
 
     @property
     def pending(self) -> int:
-        return len(self._tasks)
+        return len(self._queue) + self._writing
 
     async def drain(self) -> None:
-        """Wait for every pending write (UsageMeter.record logs its own failures)."""
-        while self._tasks:
-            await asyncio.gather(*list(self._tasks), return_exceptions=True)
+        """Wait until every queued row is written (each write logs its own failure)."""
+        while self._writer is not None and not self._writer.done():
+            await asyncio.gather(self._writer, return_exceptions=True)
+        if self._queue:  # queued by a writer that was cancelled before it took them
+            batch, self._queue = self._queue, []
+            await anyio.to_thread.run_sync(_run_all, batch)
+
+
+def _run_all(writes: Sequence[Callable[[], None]]) -> None:
+    for write in writes:
+        write()

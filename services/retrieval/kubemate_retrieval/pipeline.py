@@ -17,16 +17,20 @@ unrewritten, a failing reranker leaves the search order; the result says what ra
 
 from __future__ import annotations
 
+import asyncio
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
 import anyio
 
 from kubemate.collections import ActiveCollection, active_vector_collection, index_of
 from kubemate.errors import BackendUnavailable, ModelUnavailable, ServiceError, UnknownModel
+from kubemate.inference import Embedder
 from kubemate.logs import get_logger
 from kubemate.metadata.store import MetadataStore
 from kubemate.metrics import VECTOR_SEARCH_DURATION
+from kubemate.models.metering import MeteredEmbedder
 from kubemate.vectorstore import SearchHit, VectorStore
 from kubemate_retrieval.caches import Caches, digest, hits_from_json, hits_to_json, vector_digest
 from kubemate_retrieval.filters import Filters, resolve_document_ids
@@ -172,6 +176,23 @@ class RetrievalPipeline:
     ) -> Retrieval:
         embedder = await models.embedder(active)
         vectors = self._caches.vectors if request.cache else None
+        encode = _blocking_encoder(embedder)
+        if encode is not None and not (request.cache and self._caches.enabled):
+            # No cache is read (the query-vector LRU is off with the caches), so nothing sits
+            # between the embedding and the search: both run in one worker-thread hop. With
+            # the caches, the vector is the retrieval cache's key and is needed first.
+            return await self._search(
+                tenant_id,
+                request,
+                active,
+                False,
+                query,
+                None,
+                embedder.dimension,
+                timer,
+                models,
+                encode=(encode, embedder),
+            )
         with timer.stage("embed"):
             # Keyed by the vector collection: its embedder is the one that made the vector.
             vector = vectors.get(active.name, query) if vectors else None
@@ -185,10 +206,13 @@ class RetrievalPipeline:
         cached = None
         ensured = False  # without the caches, the search thread ensures the collection
         if request.cache:
-            mode = await self._collection(active, request.hybrid, embedder.dimension)
-            ensured = True
             with timer.stage("cache"):
-                generation = await self._caches.generation(tenant_id)
+                # The collection's thread hop and the generation's Redis round trip overlap.
+                mode, generation = await asyncio.gather(
+                    self._collection(active, request.hybrid, embedder.dimension),
+                    self._caches.generation(tenant_id),
+                )
+                ensured = True
                 if generation is not None:
                     reranker = await self.reranker_id(models) if request.rerank else None
                     key = self._retrieval_key(request, active, query, vector, mode, reranker)
@@ -310,11 +334,15 @@ class RetrievalPipeline:
         active: ActiveCollection,
         ensured: bool,
         query: str,
-        vector: list[float],
+        vector: list[float] | None,
         dimension: int,
         timer: Timer,
         models: TenantModels,
+        *,
+        encode: tuple[Callable[[str], list[float]], Embedder] | None = None,
     ) -> Retrieval:
+        """``vector`` None: ``encode`` makes it, in the search's worker thread (the blocking
+        encode and the embedder that meters it)."""
         settings = self._settings
         document_ids: list[str] | None = None
         if request.filters is not None:
@@ -338,13 +366,34 @@ class RetrievalPipeline:
             else request.top_k
         )
 
-        def search() -> tuple[list[SearchHit], SearchMode, bool]:
+        embed_s = 0.0
+        search_s = 0.0
+
+        def search() -> tuple[list[SearchHit], SearchMode, bool] | Exception:
+            nonlocal embed_s, search_s
+            query_vector = vector
+            if query_vector is None:
+                assert encode is not None
+                started = time.perf_counter()
+                try:
+                    query_vector = encode[0](query)
+                except Exception as exc:  # raised on the loop, as a 503 where it is one
+                    return exc
+                finally:
+                    embed_s = time.perf_counter() - started
+            started = time.perf_counter()
+            try:
+                return find(query_vector)
+            finally:
+                search_s = time.perf_counter() - started
+
+        def find(query_vector: list[float]) -> tuple[list[SearchHit], SearchMode, bool]:
             collection = active.name if ensured else self._ensure(active, dimension)
             found = search_chunks(
                 self._vectors,
                 collection,
                 tenant_id,
-                vector,
+                query_vector,
                 recall_k,
                 query_text=query,
                 hybrid=request.hybrid,
@@ -359,8 +408,21 @@ class RetrievalPipeline:
             )
             return list(found), mode_of(found), empty
 
-        with timer.stage("search"), VECTOR_SEARCH_DURATION.time():
-            hits, mode, no_documents = await anyio.to_thread.run_sync(search)
+        if encode is None:
+            with timer.stage("search"), VECTOR_SEARCH_DURATION.time():
+                searched = await anyio.to_thread.run_sync(search)
+        else:
+            searched = await anyio.to_thread.run_sync(search)
+            timer.add("embed", embed_s)
+            if isinstance(searched, Exception):
+                async with self._models.unavailable_as_503("embedding model"):
+                    raise searched
+            timer.add("search", search_s)
+            VECTOR_SEARCH_DURATION.observe(search_s)
+            if isinstance(encode[1], MeteredEmbedder):
+                await encode[1].record_query(query, embed_s)
+        assert not isinstance(searched, Exception)  # only an encode fails without raising
+        hits, mode, no_documents = searched
         result = Retrieval(hits=hits, query=query, search_mode=mode, no_documents=no_documents)
         if request.rerank and len(hits) > 1:
             with timer.stage("rerank"):
@@ -386,3 +448,11 @@ class RetrievalPipeline:
         ranked = sorted(zip(scores, result.hits, strict=True), key=lambda p: p[0], reverse=True)
         result.hits = [replace(hit, score=score) for score, hit in ranked[:keep]]
         result.reranked = True
+
+
+def _blocking_encoder(embedder: Embedder) -> Callable[[str], list[float]] | None:
+    """The in-process embedder's blocking query encode, if it has one (a network embedder
+    has none: it is awaited on the loop, not run in a thread)."""
+    inner = embedder.wrapped if isinstance(embedder, MeteredEmbedder) else embedder
+    encode: Callable[[str], list[float]] | None = getattr(inner, "embed_query_blocking", None)
+    return encode

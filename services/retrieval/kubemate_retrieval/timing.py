@@ -22,6 +22,10 @@ class Timer:
             elapsed = (time.perf_counter() - started) * 1000
             self.timings[name] = round(self.timings.get(name, 0.0) + elapsed, 3)
 
+    def add(self, name: str, elapsed_s: float) -> None:
+        """A stage timed elsewhere (in a worker thread), in seconds."""
+        self.timings[name] = round(self.timings.get(name, 0.0) + elapsed_s * 1000, 3)
+
     def total(self) -> dict[str, float]:
         """The stages so far plus ``total``, the time since the timer was made."""
         return {**self.timings, "total": round((time.perf_counter() - self._started) * 1000, 3)}
