@@ -96,16 +96,11 @@ def upstream_client(config: GatewayConfig) -> httpx.AsyncClient:
 
 
 def _readiness(app: FastAPI) -> ReadinessCheck:
+    # Only what the gateway itself needs. A backend's readiness is that backend's probe: were it
+    # part of this one, a Milvus outage (retrieval not ready) would take every gateway replica
+    # out of its Service, and uploads, which only need ingest and Redis, would fail with it.
     async def check() -> dict[str, str]:
-        config = app.state.settings.gateway
         results: dict[str, str] = {}
-        for name in ("ingest", "retrieval", "model_manager"):
-            url = getattr(config, f"{name}_url").rstrip("/") + "/readyz"
-            try:
-                response = await app.state.http.get(url, timeout=5.0)
-                results[name] = "ok" if response.status_code == 200 else str(response.status_code)
-            except httpx.HTTPError as exc:
-                results[name] = type(exc).__name__
         try:
             await app.state.redis.ping()
             results["redis"] = "ok"
