@@ -112,6 +112,12 @@ class ModelsApi:
     def close(self) -> None:
         self._http.close()
 
+    def __enter__(self) -> ModelsApi:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
 
 def _api(ctx: typer.Context, url: str | None, token: str | None, data_dir: Path) -> ModelsApi:
     quiet_logs()
@@ -150,12 +156,8 @@ def list_models(
 ) -> None:
     """List the models of every runtime, the registry and the knowledge collections."""
     console = Console()
-    with clean_errors():
-        api = _api(ctx, url, token, data_dir)
-        try:
-            body = api.request("GET", "/v1/models")
-        finally:
-            api.close()
+    with clean_errors(), _api(ctx, url, token, data_dir) as api:
+        body = api.request("GET", "/v1/models")
     table = Table(title="Models", title_justify="left")
     for column in ("Name", "Runtime", "Size", "Family", "Quantization", "Role"):
         table.add_column(column, overflow="fold")
@@ -182,12 +184,8 @@ def running(
 ) -> None:
     """List the loaded models, their memory and when they unload."""
     console = Console()
-    with clean_errors():
-        api = _api(ctx, url, token, data_dir)
-        try:
-            body = api.request("GET", "/v1/models/running")
-        finally:
-            api.close()
+    with clean_errors(), _api(ctx, url, token, data_dir) as api:
+        body = api.request("GET", "/v1/models/running")
     table = Table(title="Loaded models", title_justify="left")
     for column in ("Name", "Runtime", "Size", "VRAM", "Until"):
         table.add_column(column, overflow="fold")
@@ -216,18 +214,14 @@ def pull(
     """Pull a model onto a runtime and follow the download."""
     console = Console()
     failed: str | None = None
-    with clean_errors():
-        api = _api(ctx, url, token, data_dir)
-        try:
-            payload: dict[str, Any] = {"model": name}
-            if runtime:
-                payload["runtime"] = runtime
-            task = api.request("POST", "/v1/models/pull", json=payload)
-            if task.get("shared"):
-                console.print("Already being pulled: following that pull.")
-            failed = _follow_pull(console, api, task)
-        finally:
-            api.close()
+    with clean_errors(), _api(ctx, url, token, data_dir) as api:
+        payload: dict[str, Any] = {"model": name}
+        if runtime:
+            payload["runtime"] = runtime
+        task = api.request("POST", "/v1/models/pull", json=payload)
+        if task.get("shared"):
+            console.print("Already being pulled: following that pull.")
+        failed = _follow_pull(console, api, task)
     if failed is not None:
         Console(stderr=True).print(f"[bold red]Error:[/] pull failed: {escape(failed)}")
         raise typer.Exit(1)
@@ -268,13 +262,9 @@ def remove(
 ) -> None:
     """Delete a model (refused while it serves chat, embeddings or rerank)."""
     console = Console()
-    with clean_errors():
-        api = _api(ctx, url, token, data_dir)
-        try:
-            params = {"runtime": runtime} if runtime else None
-            body = api.request("DELETE", f"/v1/models/{name}", params=params)
-        finally:
-            api.close()
+    with clean_errors(), _api(ctx, url, token, data_dir) as api:
+        params = {"runtime": runtime} if runtime else None
+        body = api.request("DELETE", f"/v1/models/{name}", params=params)
     console.print(f"[green]Deleted[/] {escape(body['deleted'])} from {escape(body['runtime'])}")
 
 
@@ -315,32 +305,31 @@ def upload(
     console = Console()
     model = name or path.stem
     size = path.stat().st_size
-    with clean_errors():
-        api = _api(ctx, url, token, data_dir)
-        try:
-            with _bytes_progress(console) as progress:
-                params = {"name": model}
-                if verify:
-                    params["sha256"] = _sha256(path, progress)
-                bar = progress.add_task(escape(f"upload {path.name}"), total=size, status="")
+    with (
+        clean_errors(),
+        _api(ctx, url, token, data_dir) as api,
+        _bytes_progress(console) as progress,
+    ):
+        params = {"name": model}
+        if verify:
+            params["sha256"] = _sha256(path, progress)
+        bar = progress.add_task(escape(f"upload {path.name}"), total=size, status="")
 
-                def content() -> dict[str, Any]:
-                    progress.reset(bar, total=size)  # a retried upload starts over
-                    return {"content": _chunks(path, lambda n: progress.advance(bar, n))}
+        def content() -> dict[str, Any]:
+            progress.reset(bar, total=size)  # a retried upload starts over
+            return {"content": _chunks(path, lambda n: progress.advance(bar, n))}
 
-                body = api.request(
-                    "POST",
-                    "/v1/models/upload",
-                    body=content,
-                    params=params,
-                    headers={
-                        "Content-Type": "application/octet-stream",
-                        "Content-Length": str(size),
-                    },
-                    timeout=httpx.Timeout(30.0, read=3600.0),
-                )
-        finally:
-            api.close()
+        body = api.request(
+            "POST",
+            "/v1/models/upload",
+            body=content,
+            params=params,
+            headers={
+                "Content-Type": "application/octet-stream",
+                "Content-Length": str(size),
+            },
+            timeout=httpx.Timeout(30.0, read=3600.0),
+        )
     details = ", ".join(
         str(v) for v in (body.get("family"), body.get("quantization")) if v is not None
     )
