@@ -14,6 +14,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import AsyncGenerator, Callable, Iterator, Sequence
+from functools import partial
 from typing import Any
 
 import anyio
@@ -50,7 +51,34 @@ class UsageMeter:
         chunks: int = 0,
         latency_s: float = 0.0,
     ) -> None:
-        def write() -> None:
+        await anyio.to_thread.run_sync(
+            partial(
+                self.write_row,
+                tenant_id,
+                kind=kind,
+                model=model,
+                prompt_tokens=prompt_tokens,
+                completion_tokens=completion_tokens,
+                size_bytes=size_bytes,
+                chunks=chunks,
+                latency_s=latency_s,
+            )
+        )
+
+    def write_row(
+        self,
+        tenant_id: str,
+        *,
+        kind: UsageKind,
+        model: str,
+        prompt_tokens: int = 0,
+        completion_tokens: int = 0,
+        size_bytes: int = 0,
+        chunks: int = 0,
+        latency_s: float = 0.0,
+    ) -> None:
+        """One row, blocking; a failure is logged (the ledger is down: the answer goes out)."""
+        try:
             self._store.record_usage(
                 tenant_id,
                 kind=kind,
@@ -61,10 +89,7 @@ class UsageMeter:
                 chunks=chunks,
                 latency_ms=latency_s * 1000,
             )
-
-        try:
-            await anyio.to_thread.run_sync(write)
-        except Exception as exc:  # the ledger is down: the answer still goes out
+        except Exception as exc:  # metering never fails what it measures
             log.warning("usage.record_failed", kind=kind, model=model, error=type(exc).__name__)
 
     async def generation(self, tenant_id: str, completion: Completion, latency_s: float) -> None:

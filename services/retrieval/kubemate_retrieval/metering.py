@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Sequence
+from functools import partial
 
 import anyio
 
@@ -55,8 +56,9 @@ class DeferredUsageMeter(UsageMeter):
         chunks: int = 0,
         latency_s: float = 0.0,
     ) -> None:
-        def write() -> None:
-            self._write(
+        await self._enqueue(
+            partial(
+                self.write_row,
                 tenant_id,
                 kind=kind,
                 model=model,
@@ -66,8 +68,7 @@ class DeferredUsageMeter(UsageMeter):
                 chunks=chunks,
                 latency_s=latency_s,
             )
-
-        await self._enqueue(write)
+        )
 
     async def embedding_of(
         self,
@@ -80,7 +81,7 @@ class DeferredUsageMeter(UsageMeter):
         texts = list(texts)
 
         def write() -> None:
-            self._write(
+            self.write_row(
                 tenant_id,
                 kind="embed",
                 model=model,
@@ -90,33 +91,6 @@ class DeferredUsageMeter(UsageMeter):
             )
 
         await self._enqueue(write)
-
-    def _write(
-        self,
-        tenant_id: str,
-        *,
-        kind: UsageKind,
-        model: str,
-        prompt_tokens: int = 0,
-        completion_tokens: int = 0,
-        size_bytes: int = 0,
-        chunks: int = 0,
-        latency_s: float = 0.0,
-    ) -> None:
-        """One row, blocking; failures logged (metering never fails what it measures)."""
-        try:
-            self._store.record_usage(
-                tenant_id,
-                kind=kind,
-                model=model,
-                prompt_tokens=prompt_tokens,
-                completion_tokens=completion_tokens,
-                bytes=size_bytes,
-                chunks=chunks,
-                latency_ms=latency_s * 1000,
-            )
-        except Exception as exc:  # the ledger is down: the answer went out anyway
-            log.warning("usage.record_failed", kind=kind, model=model, error=type(exc).__name__)
 
     async def _enqueue(self, write: Callable[[], None]) -> None:
         if self.pending >= self._max_pending:
