@@ -258,6 +258,12 @@ def test_pulls_are_shared_by_replicas(
     ollama.stream_delay_s = 0.2  # a slow download, so both requests come while it runs
     with TestClient(create_app(settings), raise_server_exceptions=False) as other:
         other.headers.update(identity_headers("default", ADMIN))
+        # FastAPI builds a route on its first request, silencing a pydantic warning with
+        # warnings.catch_warnings(), which is not thread-safe: two apps building routes in two
+        # threads at once can let it escape, and pytest's "error" filter makes that a 500. A
+        # rejected request to each replica builds the route first; production has no such filter.
+        for replica in (client, other):
+            assert replica.post("/v1/models/pull", json={}).status_code == 422
         body = {"model": "nomic-embed-text"}
         with ThreadPoolExecutor(2) as pool:
             on_a, on_b = pool.map(lambda c: c.post("/v1/models/pull", json=body), (client, other))
