@@ -6,7 +6,8 @@ the process has:
 
 * server spans for its FastAPI app (:func:`instrument_app`), without the probe and scrape paths;
 * client spans for every httpx request, which also carry ``traceparent`` to the service called
-  (the gateway's hop to ingest, retrieval and model manager; the calls to Ollama and OpenAI);
+  (the calls to Ollama and OpenAI), and for the gateway's hop to ingest, retrieval and model
+  manager (its aiohttp client), through :func:`client_span`;
 * the W3C trace context of a request written into the ingest stream entries it queues
   (:mod:`kubemate.queue.streams`), so the worker's span joins the upload's trace.
 
@@ -19,12 +20,13 @@ down costs dropped spans and warnings in the log, never a failed or slower reque
 
 from __future__ import annotations
 
+import contextlib
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
-from opentelemetry import trace
+from opentelemetry import propagate, trace
 from opentelemetry.context import Context
 from opentelemetry.sdk.resources import SERVICE_NAME, Resource
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
@@ -185,6 +187,22 @@ def shutdown_tracing() -> None:
         HTTPXClientInstrumentor().uninstrument()
     provider.shutdown()
     log.info("tracing.stopped")
+
+
+@contextlib.contextmanager
+def client_span(method: str, url: str) -> Iterator[tuple[trace.Span, dict[str, str]]]:
+    """A CLIENT span around one call to another service, and the headers that carry it there
+    (``traceparent``, ``tracestate``): for an HTTP client without its own instrumentation. With
+    tracing off, a non-recording span and no headers, so a caller's own trace headers pass on."""
+    if _provider is None:
+        yield trace.INVALID_SPAN, {}
+        return
+    tracer = _provider.get_tracer("kubemate.http.client")
+    attributes = {"http.request.method": method, "url.full": url}
+    with tracer.start_as_current_span(method, kind=SpanKind.CLIENT, attributes=attributes) as span:
+        carrier: dict[str, str] = {}
+        propagate.inject(carrier)
+        yield span, carrier
 
 
 def trace_log_fields() -> Mapping[str, str]:

@@ -6,12 +6,13 @@ from collections.abc import AsyncIterator
 from datetime import datetime
 from typing import Annotated
 
+import aiohttp
 import anyio
-import httpx
 from fastapi import APIRouter, Path, Request, Response, status
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, Field
 from starlette.background import BackgroundTask
+from yarl import URL
 
 from kubemate.auth.identity import Role
 from kubemate.auth.internal import IDENTITY_HEADERS, sign_identity
@@ -19,6 +20,7 @@ from kubemate.errors import BackendUnavailable, RateLimitExceeded
 from kubemate.http.body_guard import BodyTooLarge
 from kubemate.logs import get_logger
 from kubemate.metadata.store import ApiKeyView
+from kubemate.tracing import client_span
 from kubemate_gateway.credentials import create_api_key
 from kubemate_gateway.deps import (
     Admitted,
@@ -36,7 +38,7 @@ from kubemate_gateway.routing import holds_llm, upstream_for
 router = APIRouter()
 log = get_logger(__name__)
 
-# Hop-by-hop headers (RFC 9110 7.6.1) and the ones httpx recomputes are not forwarded.
+# Hop-by-hop headers (RFC 9110 7.6.1) and the ones the client recomputes are not forwarded.
 _HOP_BY_HOP = frozenset(
     {
         b"connection",
@@ -59,6 +61,8 @@ _STRIPPED = (
     | {b"authorization", b"x-api-key", b"cookie", b"x-request-id"}
     | {h.lower().encode() for h in IDENTITY_HEADERS}
 )
+# Replaced by the gateway's own when tracing is on (its hop is the service's parent span).
+_TRACE_HEADERS = frozenset({"traceparent", "tracestate"})
 # The gateway's own server writes these: the service's would come twice.
 _NOT_RETURNED = _HOP_BY_HOP | {b"date", b"server"}
 # Bodies up to this size (declared Content-Length) are read whole, request and response alike:
@@ -181,19 +185,22 @@ async def proxy(
     """Forwards to the owning service, which checks the finer role (editor, admin) itself."""
     base = upstream_for(path, settings.gateway)
     target = base + upstream_path(request.scope.get("raw_path") or request.url.path.encode())
-    headers = [(k, v) for k, v in request.scope["headers"] if k not in _STRIPPED]
-    headers.extend(
-        (k.encode(), v.encode())
-        for k, v in sign_identity(settings.auth, admission.identity).items()
-    )
-    headers.append((b"x-request-id", request.state.request_id.encode("latin-1")))
+    if query := request.scope.get("query_string"):
+        target += "?" + query.decode("latin-1")
+    headers = [
+        (k.decode("latin-1"), v.decode("latin-1"))
+        for k, v in request.scope["headers"]
+        if k not in _STRIPPED
+    ]
+    headers.extend(sign_identity(settings.auth, admission.identity).items())
+    headers.append(("x-request-id", request.state.request_id))
     length = request.headers.get("content-length")
     has_body = (length or "0") != "0" or "transfer-encoding" in request.headers
     content: bytes | AsyncIterator[bytes] | None = None
     overflow: list[BodyTooLarge] = []
     if has_body and length is not None and int(length) <= BUFFERED_BODY_MAX_BYTES:
         # Small (the body guard has checked the declared length): read before anything is held.
-        # httpx sends its length.
+        # The client sends its length.
         content = await request.body()
     elif has_body:
 
@@ -208,10 +215,10 @@ async def proxy(
                 raise
 
         content = forwarded_body()
-        # Streamed on with its declared length when it had one, so that the service can refuse
-        # an oversized body before reading it.
+        # Streamed on with its declared length when it had one (else chunked), so that the
+        # service can refuse an oversized body before reading it.
         if length is not None:
-            headers.append((b"content-length", length.encode()))
+            headers.append(("content-length", length))
 
     slot: Slot | None = None
     if settings.gateway.rate_limits.enabled and holds_llm(request.method, path):
@@ -227,59 +234,66 @@ async def proxy(
         if slot is not None:
             await slot.release()
 
-    upstream = client.build_request(
-        request.method,
-        target,
-        params=request.query_params if request.scope.get("query_string") else None,
-        headers=headers,
-        content=content,
-    )
-    try:
-        response = await client.send(upstream, stream=True)
-    except httpx.TransportError as exc:
-        await release_slot()
-        if overflow:  # the upstream went away because the body was cut off
-            raise overflow[0] from exc
-        log.warning("gateway.upstream_unavailable", upstream=base, error=str(exc))
-        raise BackendUnavailable("the service for this path is unavailable") from exc
-    except BaseException:
-        await release_slot()
-        raise
-    if overflow:
-        await response.aclose()
-        await release_slot()
-        raise overflow[0]
-
-    out_headers = [(k, v) for k, v in response.headers.raw if k.lower() not in _NOT_RETURNED]
-    out_headers.extend((k.encode(), v.encode()) for k, v in admission.headers().items())
-    declared = response.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) <= BUFFERED_BODY_MAX_BYTES:
+    with client_span(request.method, target) as (span, trace_headers):
+        if trace_headers:  # ours replace the caller's: the service's parent is this hop
+            headers = [(k, v) for k, v in headers if k not in _TRACE_HEADERS]
+            headers.extend(trace_headers.items())
         try:
-            # Raw: the bytes as sent, still in their Content-Encoding, which is passed on.
-            body = b"".join([chunk async for chunk in response.aiter_raw()])
-        except httpx.TransportError as exc:
-            log.warning("gateway.upstream_unavailable", upstream=base, error=str(exc))
-            raise BackendUnavailable("the service for this path is unavailable") from exc
-        finally:
-            await response.aclose()
+            # encoded=True: the path and query go out exactly as the client sent them.
+            response = await client.request(
+                request.method,
+                URL(target, encoded=True),
+                headers=headers,
+                data=content,
+                allow_redirects=False,
+            )
+        except (aiohttp.ClientError, TimeoutError) as exc:
             await release_slot()
-        answer = Response(body, status_code=response.status_code)
-        answer.raw_headers.extend(out_headers)
-        return answer
+            if overflow:  # the upstream went away because the body was cut off
+                raise overflow[0] from exc
+            log.warning("gateway.upstream_unavailable", upstream=base, error=repr(exc))
+            raise BackendUnavailable("the service for this path is unavailable") from exc
+        except BaseException:
+            await release_slot()
+            raise
+        span.set_attribute("http.response.status_code", response.status)
+        if overflow:
+            response.close()
+            await release_slot()
+            raise overflow[0]
+
+        out_headers = [(k, v) for k, v in response.raw_headers if k.lower() not in _NOT_RETURNED]
+        out_headers.extend((k.encode(), v.encode()) for k, v in admission.headers().items())
+        declared = response.headers.get("content-length", "")
+        if declared.isdigit() and int(declared) <= BUFFERED_BODY_MAX_BYTES:
+            try:
+                # Raw (the session does not decompress): the bytes as sent, still in their
+                # Content-Encoding, which is passed on.
+                body = await response.read()
+            except (aiohttp.ClientError, TimeoutError) as exc:
+                log.warning("gateway.upstream_unavailable", upstream=base, error=repr(exc))
+                raise BackendUnavailable("the service for this path is unavailable") from exc
+            finally:
+                response.release()
+                await release_slot()
+            answer = Response(body, status_code=response.status)
+            answer.raw_headers.extend(out_headers)
+            return answer
 
     async def streamed() -> AsyncIterator[bytes]:
         try:
-            async for chunk in response.aiter_raw():
+            async for chunk in response.content.iter_any():
                 yield chunk
         finally:
             await release_slot()
 
     async def cleanup() -> None:
-        await response.aclose()
+        # close, not release: a body not read to its end leaves the connection unusable.
+        response.close()
         await release_slot()  # the body may never have started (client gone)
 
     answer = StreamingResponse(
-        streamed(), status_code=response.status_code, background=BackgroundTask(cleanup)
+        streamed(), status_code=response.status, background=BackgroundTask(cleanup)
     )
     answer.raw_headers.extend(out_headers)
     return answer

@@ -11,7 +11,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Annotated
 
-import httpx
+import aiohttp
 import structlog
 from fastapi import Depends, Request
 
@@ -32,7 +32,7 @@ async def _settings(request: Request) -> GatewaySettings:
     return request.app.state.settings  # type: ignore[no-any-return]
 
 
-async def _client(request: Request) -> httpx.AsyncClient:
+async def _client(request: Request) -> aiohttp.ClientSession:
     return request.app.state.http  # type: ignore[no-any-return]
 
 
@@ -53,7 +53,7 @@ async def _llm_slots(request: Request) -> ConcurrencyLimiter:
 
 
 SettingsDep = Annotated[GatewaySettings, Depends(_settings)]
-ClientDep = Annotated[httpx.AsyncClient, Depends(_client)]
+ClientDep = Annotated[aiohttp.ClientSession, Depends(_client)]
 StoreDep = Annotated[MetadataStore, Depends(_store)]
 AuthenticatorDep = Annotated[Authenticator, Depends(_authenticator)]
 RateLimiterDep = Annotated[RateLimiter, Depends(_rate_limiter)]
