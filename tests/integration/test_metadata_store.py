@@ -21,7 +21,7 @@ from kubemate.errors import DocumentNotFound, NotFound, TaskNotFound
 from kubemate.metadata import DocumentView, MetadataStore, TaskState, TaskView, upgrade_to_head
 from kubemate.metadata.migrate import alembic_config
 from kubemate.metadata.models import Base, Task
-from kubemate.metadata.store import make_engine
+from kubemate.metadata.store import UsageRow, make_engine
 from kubemate.settings import DatabaseConfig
 
 pytestmark = pytest.mark.integration
@@ -348,6 +348,40 @@ def test_complete_document_refuses_a_task_of_another_document(
         store.complete_document(tenant, doc.id, other_task.id, 1)
     assert store.get_document(tenant, doc.id).status == TaskState.PENDING
     assert store.get_task(tenant, other_task.id).state == TaskState.PENDING
+
+
+def test_complete_document_writes_its_usage_rows_and_splitter_with_it(
+    store: MetadataStore, tenant: str
+) -> None:
+    doc, task, _ = new_document(store, tenant)
+    usage = [
+        UsageRow(kind="embed", model="minilm", prompt_tokens=90, chunks=3, latency_ms=12.5),
+        UsageRow(kind="document", model="minilm", bytes=1000, chunks=3),
+    ]
+    store.complete_document(tenant, doc.id, task.id, 3, usage=usage, splitter='{"size": 256}')
+    totals = {t.kind: t for t in store.usage_totals(tenant)}
+    assert (totals["embed"].prompt_tokens, totals["embed"].chunks) == (90, 3)
+    assert totals["embed"].latency_ms_total == 12.5
+    assert (totals["document"].bytes, totals["document"].requests) == (1000, 1)
+    assert store.document_splitter(tenant, doc.id) == '{"size": 256}'
+
+
+def test_a_refused_completion_writes_no_usage_rows_nor_splitter(
+    store: MetadataStore, tenant: str
+) -> None:
+    doc, _, _ = new_document(store, tenant)
+    _, other_task, _ = new_document(store, tenant, 2)
+    with pytest.raises(TaskNotFound):
+        store.complete_document(
+            tenant,
+            doc.id,
+            other_task.id,
+            1,
+            usage=[UsageRow(kind="document", model="minilm", chunks=1)],
+            splitter='{"size": 256}',
+        )
+    assert store.usage_totals(tenant) == []
+    assert store.document_splitter(tenant, doc.id) is None
 
 
 def test_list_tasks_filters_by_state(store: MetadataStore, tenant: str) -> None:

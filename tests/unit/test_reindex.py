@@ -128,6 +128,19 @@ def test_usage_is_counted_per_tenant_view_of_a_shared_service() -> None:
     assert meter.rows == [("acme", "hash-16", 6, 2), ("globex", "hash-16", 1, 1)]
 
 
+def test_usage_rows_not_written_with_a_completion_are_flushed_later() -> None:
+    usage = EmbedUsage("acme", tokens=len)
+    usage.add("hash-16", ["aaaa", "bb"], 0.5)
+    (row,) = usage.take_rows()
+    assert (row.kind, row.model, row.prompt_tokens, row.chunks) == ("embed", "hash-16", 6, 2)
+    assert row.latency_ms == 500
+    assert usage.take_rows() == []  # taken: a completion that carries them writes them once
+    usage.put_back([row])  # the completion failed
+    meter = RecordingMeter()
+    usage.flush(meter, asyncio.run)
+    assert meter.rows == [("acme", "hash-16", 6, 2)]
+
+
 def test_cli_reindex_follows_until_completed() -> None:
     calls: list[tuple[str, str, Any]] = []
     states: Sequence[tuple[str, int]] = [("RUNNING", 1), ("COMPLETED", 2)]

@@ -183,6 +183,38 @@ class TaskView:
 
 
 @dataclass(frozen=True, slots=True)
+class UsageRow:
+    """One row of the usage ledger, for a write that carries it along
+    (:meth:`MetadataStore.complete_document`); :meth:`MetadataStore.record_usage` writes one
+    alone."""
+
+    kind: UsageKind
+    model: str
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    bytes: int = 0
+    chunks: int = 0
+    latency_ms: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.kind not in USAGE_KINDS:
+            raise ValueError(f"usage kind must be one of {sorted(USAGE_KINDS)}, not {self.kind!r}")
+
+    def row(self, tenant_id: str) -> Usage:
+        return Usage(
+            tenant_id=tenant_id,
+            kind=self.kind,
+            model=self.model,
+            prompt_tokens=self.prompt_tokens,
+            completion_tokens=self.completion_tokens,
+            bytes=self.bytes,
+            chunks=self.chunks,
+            latency_ms=self.latency_ms,
+            created_at=utcnow(),
+        )
+
+
+@dataclass(frozen=True, slots=True)
 class UsageTotals:
     kind: str
     model: str
@@ -547,10 +579,21 @@ class MetadataStore:
         session.flush()
 
     def complete_document(
-        self, tenant_id: str, document_id: str, task_id: str, chunk_count: int
+        self,
+        tenant_id: str,
+        document_id: str,
+        task_id: str,
+        chunk_count: int,
+        *,
+        usage: Sequence[UsageRow] = (),
+        splitter: str | None = None,
     ) -> tuple[DocumentView, TaskView]:
         """Task COMPLETED, document COMPLETED with its chunk count: one transaction, so a reader
-        never sees a finished task on an unfinished document or the other way round."""
+        never sees a finished task on an unfinished document or the other way round.
+
+        ``usage`` rows and the document's ``splitter`` (as :meth:`record_splitter`) go in the
+        same transaction: written apart they cost the worker two more per document, and
+        together a completion is never left without its metering or the other way round."""
         with self._tx(write=True) as session:
             task = self._task_row(session, tenant_id, task_id, lock=True)
             if task.document_id != document_id:
@@ -567,6 +610,9 @@ class MetadataStore:
             )
             # Loaded after the UPDATE, so it carries the new status and chunk count.
             doc = self._document_row(session, tenant_id, document_id)
+            if splitter is not None:
+                self._upsert_splitter(session, tenant_id, document_id, splitter)
+            session.add_all([row.row(tenant_id) for row in usage])
             result = DocumentView.of(doc), TaskView.of(task)
         log.info(
             "metadata.document_completed",
@@ -677,22 +723,17 @@ class MetadataStore:
         chunks: int = 0,
         latency_ms: float = 0.0,
     ) -> None:
-        if kind not in USAGE_KINDS:
-            raise ValueError(f"usage kind must be one of {sorted(USAGE_KINDS)}, not {kind!r}")
+        row = UsageRow(
+            kind=kind,
+            model=model,
+            prompt_tokens=prompt_tokens,
+            completion_tokens=completion_tokens,
+            bytes=bytes,
+            chunks=chunks,
+            latency_ms=latency_ms,
+        )
         with self._tx(write=True) as session:
-            session.add(
-                Usage(
-                    tenant_id=tenant_id,
-                    kind=kind,
-                    model=model,
-                    prompt_tokens=prompt_tokens,
-                    completion_tokens=completion_tokens,
-                    bytes=bytes,
-                    chunks=chunks,
-                    latency_ms=latency_ms,
-                    created_at=utcnow(),
-                )
-            )
+            session.add(row.row(tenant_id))
 
     def usage_totals(
         self,
@@ -939,16 +980,20 @@ class MetadataStore:
                 ).one_or_none()
                 if doc is None:
                     return
-                insert = _INSERT_OR_IGNORE[session.get_bind().dialect.name]
-                session.execute(
-                    insert(DocumentSplitter)
-                    .values(document_id=document_id, tenant_id=tenant_id, spec=spec)
-                    .on_conflict_do_update(
-                        index_elements=[DocumentSplitter.document_id], set_={"spec": spec}
-                    )
-                )
+                self._upsert_splitter(session, tenant_id, document_id, spec)
         except IntegrityError:
             return  # deleted between the check and the insert (PostgreSQL)
+
+    @staticmethod
+    def _upsert_splitter(session: Session, tenant_id: str, document_id: str, spec: str) -> None:
+        insert = _INSERT_OR_IGNORE[session.get_bind().dialect.name]
+        session.execute(
+            insert(DocumentSplitter)
+            .values(document_id=document_id, tenant_id=tenant_id, spec=spec)
+            .on_conflict_do_update(
+                index_elements=[DocumentSplitter.document_id], set_={"spec": spec}
+            )
+        )
 
     def reindex_status(
         self, tenant_id: str, collection: str

@@ -4,9 +4,11 @@ The worker's :class:`~kubemate_worker.embedding.EmbedService` batches the chunks
 documents in flight into one model call, so a :class:`~kubemate.models.metering.MeteredEmbedder`
 (one tenant per wrapped embedder) cannot attribute the call. Instead each document's work goes
 through a :class:`TenantEmbedService`, a view of the shared service that counts the tokens of the
-texts it submits; :meth:`EmbedUsage.flush` writes them, once per document, through the same
-:class:`~kubemate.models.metering.UsageMeter` the metered adapters use (a ``embed`` row: tokens
-estimated with cl100k_base, the number of chunks, the time spent waiting for vectors).
+texts it submits, once per document an ``embed`` row (tokens estimated with cl100k_base, the
+number of chunks, the time spent waiting for vectors). A completed document's rows go in its
+completion transaction (:meth:`EmbedUsage.take_rows`); any other ending writes them through the
+same :class:`~kubemate.models.metering.UsageMeter` the metered adapters use
+(:meth:`EmbedUsage.flush`).
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from kubemate.metadata.store import UsageRow
 from kubemate.models.metering import UsageMeter
 from kubemate.text.tokens import count_tokens
 from kubemate_worker.embedding import EmbedService, Vector
@@ -51,6 +54,31 @@ class EmbedUsage:
         with self._lock:
             taken, self._by_model = self._by_model, {}
         return taken
+
+    def take_rows(self) -> list[UsageRow]:
+        """What was counted, as ``embed`` rows (one per model), for a caller that writes them in
+        a transaction of its own; :meth:`put_back` if that write fails."""
+        return [
+            UsageRow(
+                kind="embed",
+                model=model,
+                prompt_tokens=totals.tokens,
+                chunks=totals.inputs,
+                latency_ms=totals.seconds * 1000,
+            )
+            for model, totals in self.take().items()
+            if totals.inputs
+        ]
+
+    def put_back(self, rows: Sequence[UsageRow]) -> None:
+        """Rows of :meth:`take_rows` that were not written: counted again, so a later flush
+        writes them."""
+        with self._lock:
+            for row in rows:
+                totals = self._by_model.setdefault(row.model, _Totals())
+                totals.tokens += row.prompt_tokens
+                totals.inputs += row.chunks
+                totals.seconds += row.latency_ms / 1000
 
     def flush(self, meter: UsageMeter, run: Callable[[Coroutine[Any, Any, None]], None]) -> None:
         """Write what was counted (one row per model) and start again. Never raises: the

@@ -360,8 +360,7 @@ def catch_up(ctx: WorkerContext, job: IngestJob) -> None:
     tenant, name = job.tenant_id, job.collection
     written = ctx.vector_collection(name)
     try:
-        if job.splitter:
-            ctx.store.record_splitter(tenant, job.document_id, job.splitter)
+        # (The upload's splitter was recorded with the completion.)
         pointer, running = ctx.store.reindex_status(tenant, name)
         active = (
             configured_collection(ctx.settings, name)
