@@ -197,6 +197,10 @@ class _SwitchableBM25:
     def supports_bm25(self, collection: str) -> bool:
         return self.bm25 and bool(self._store.supports_bm25(collection))
 
+    def ready_bm25(self, collection: str, dimension: int) -> bool | None:
+        ready = self._store.ready_bm25(collection, dimension)
+        return None if ready is None else self.bm25 and bool(ready)
+
     def search(self, *args: Any, mode: str = "dense", **kwargs: Any) -> Any:
         return self._store.search(*args, mode=mode if self.bm25 else "dense", **kwargs)
 

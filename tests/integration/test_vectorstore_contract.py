@@ -388,9 +388,15 @@ class TestVectorStoreContract:
         assert store.supports_bm25(collection) is has_bm25
         fresh = make_store(vector_store_uri)  # asked first, before any other call connects it
         try:
+            # From memory only: nothing known before this instance ensured the collection.
+            assert fresh.ready_bm25(collection, DIM) is None
             assert fresh.supports_bm25(collection) is has_bm25
+            fresh.ensure_collection(collection, DIM)
+            assert fresh.ready_bm25(collection, DIM) is has_bm25
+            assert fresh.ready_bm25(collection, DIM + 1) is None  # another dimension: not it
         finally:
             fresh.close()
+        assert store.ready_bm25(collection, DIM) is has_bm25
         if has_bm25:
             assert hybrid.mode == "hybrid"
             # Fused by rank: BM25's first (and dense search's last) beats dense search's first.

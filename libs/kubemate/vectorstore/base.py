@@ -76,6 +76,12 @@ class VectorStore(Protocol):
         """Whether hybrid and BM25 searches of ``collection`` run as asked (else: dense)."""
         ...
 
+    def ready_bm25(self, collection: str, dimension: int) -> bool | None:
+        """Without I/O or waiting on a lock (an event loop may call it): what ``supports_bm25``
+        says, when this instance has ensured ``collection`` with ``dimension`` already; None
+        when it has not (then ``ensure_collection`` has work to do)."""
+        ...
+
     def upsert(self, collection: str, records: Sequence[ChunkRecord]) -> None:
         """Insert or replace by ``chunk_id``: writing the same records twice stores them once."""
         ...

@@ -579,6 +579,15 @@ class MilvusVectorStore:
         layout = self._layout(self.physical_name(collection))  # connects: learns the engine
         return self._bm25_engine and layout.bm25
 
+    def ready_bm25(self, collection: str, dimension: int) -> bool | None:
+        # Plain reads of a set and a dict (atomic under the GIL), no lock: a thread holding it
+        # for a slow Milvus call must not stall the caller's event loop.
+        physical = self.physical_name(collection)
+        known = self._layouts.get(physical)
+        if physical not in self._ready or known is None or known.dimension != dimension:
+            return None
+        return self._bm25_engine and known.bm25
+
     def upsert(self, collection: str, records: Sequence[ChunkRecord]) -> None:
         if not records:
             return

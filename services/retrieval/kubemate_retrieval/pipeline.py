@@ -259,8 +259,12 @@ class RetrievalPipeline:
     async def _collection(
         self, active: ActiveCollection, hybrid: bool, dimension: int
     ) -> SearchMode:
-        """Ensures the vector collection and says which search will run on it (one thread
-        hop: the store answers both from memory after the first time)."""
+        """Ensures the vector collection and says which search will run on it: a thread hop
+        the first time, then on the loop (the store answers both from memory once it is ready;
+        a thread hop is worth avoiding on a cache hit, which needs nothing else of Milvus)."""
+        bm25 = self._vectors.ready_bm25(active.name, dimension)
+        if bm25 is not None:
+            return "hybrid" if hybrid and bm25 else "dense"
 
         def prepare() -> SearchMode:
             self._ensure(active, dimension)
