@@ -42,6 +42,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import psutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
@@ -87,6 +88,9 @@ class Row:
     server_ms: list[float] = field(default_factory=list)  # the service's own timings.total
     wall_s: float = 0.0
     modes: dict[str, int] = field(default_factory=dict)
+    # CPU ms per request of the stack's processes (gateway, retrieval), where measured: steadier
+    # than latency on a shared machine.
+    cpu_ms: dict[str, float] = field(default_factory=dict)
 
     def p(self, q: float) -> float:
         return percentile(self.latencies_ms, q)
@@ -95,10 +99,31 @@ class Row:
         throughput = len(self.latencies_ms) / self.wall_s if self.wall_s else 0.0
         server = f"{statistics.median(self.server_ms):.1f}" if self.server_ms else "-"
         modes = ", ".join(f"{m} {n}" for m, n in sorted(self.modes.items())) or "-"
+        cpu = " / ".join(f"{self.cpu_ms[p]:.2f}" if p in self.cpu_ms else "-" for p in CPU_OF)
         return (
             f"| {self.name} | {self.clients} | {len(self.latencies_ms)} | {self.p(50):.1f} | "
-            f"{self.p(95):.1f} | {self.p(99):.1f} | {server} | {throughput:.1f} | {modes} |"
+            f"{self.p(95):.1f} | {self.p(99):.1f} | {server} | {throughput:.1f} | {modes} | "
+            f"{cpu} |"
         )
+
+
+# The processes whose CPU time per request the sequential rows report.
+CPU_OF = ("gateway", "retrieval")
+
+
+class StackCpu:
+    """CPU time (user + system) of the stack's gateway and retrieval processes."""
+
+    def __init__(self, pids: dict[str, int]) -> None:
+        self._procs = {name: psutil.Process(pids[name]) for name in CPU_OF if name in pids}
+
+    def now(self) -> dict[str, float]:
+        times = {name: proc.cpu_times() for name, proc in self._procs.items()}
+        return {name: t.user + t.system for name, t in times.items()}
+
+    def per_request(self, before: dict[str, float], n: int) -> dict[str, float]:
+        after = self.now()
+        return {name: (after[name] - before[name]) * 1000 / n for name in after}
 
 
 # ---- measurements -------------------------------------------------------------------------------
@@ -154,7 +179,14 @@ def api_level(
 
 
 def cache_hits(
-    http: httpx.Client, url: str, question: str, n: int, *, hybrid: bool, direct: bool = False
+    http: httpx.Client,
+    url: str,
+    question: str,
+    n: int,
+    *,
+    hybrid: bool,
+    direct: bool = False,
+    cpu: StackCpu | None = None,
 ) -> Row:
     name = "retrieval direct, cache hit" if direct else "POST /v1/query, cache hit"
     row = Row(name=name, clients=1)
@@ -162,6 +194,7 @@ def cache_hits(
     fill = direct_headers() if direct else None
     request(http, "POST", url + "/v1/query", json=body, headers=fill)  # fills the caches
     started = time.perf_counter()
+    cpu_before = cpu.now() if cpu else {}
     for _ in range(n):
         headers = direct_headers() if direct else None
         t0 = time.perf_counter()
@@ -172,6 +205,8 @@ def cache_hits(
             raise SystemExit("a repeated question was not answered from the cache")
         row.modes[out["search_mode"]] = row.modes.get(out["search_mode"], 0) + 1
     row.wall_s = time.perf_counter() - started
+    if cpu:
+        row.cpu_ms = cpu.per_request(cpu_before, n)
     return row
 
 
@@ -319,8 +354,9 @@ def report(
         "(identity headers signed as the gateway signs them). Milliseconds; `service p50` is "
         "the median of the response's own `timings.total`.",
         "",
-        "| what | clients | n | p50 | p95 | p99 | service p50 | req/s | mode |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| what | clients | n | p50 | p95 | p99 | service p50 | req/s | mode "
+        "| CPU ms/req gateway / retrieval |",
+        "|---|---|---|---|---|---|---|---|---|---|",
         *[r.markdown() for r in raw_rows],
         *[r.markdown() for r in rows],
         "",
@@ -335,7 +371,13 @@ def report(
     return "\n".join(lines) + "\n"
 
 
-def run(args: argparse.Namespace, url: str, milvus_uri: str, direct_url: str | None) -> None:
+def run(
+    args: argparse.Namespace,
+    url: str,
+    milvus_uri: str,
+    direct_url: str | None,
+    pids: dict[str, int] | None = None,
+) -> None:
     questions = all_queries(args.dataset)
     levels = [int(n) for n in args.levels.split(",")]
     needed = args.queries * len(levels)
@@ -382,9 +424,12 @@ def run(args: argparse.Namespace, url: str, milvus_uri: str, direct_url: str | N
                 rows.append(row)
         finally:
             raw.close()
-        rows.append(cache_hits(http, url, questions[0], args.hits, hybrid=hybrid))
+        cpu = StackCpu(pids) if pids else None
+        rows.append(cache_hits(http, url, questions[0], args.hits, hybrid=hybrid, cpu=cpu))
         if direct_url:
-            hit = cache_hits(http, direct_url, questions[0], args.hits, hybrid=hybrid, direct=True)
+            hit = cache_hits(
+                http, direct_url, questions[0], args.hits, hybrid=hybrid, direct=True, cpu=cpu
+            )
             rows.append(hit)
     if not raw_rows:
         raise SystemExit("--levels must include 1: the raw rows are measured beside it")
@@ -431,7 +476,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         milvus_uri = args.milvus_uri or stack.get("milvus_uri")
         if milvus_uri is None:
             raise SystemExit("with --url, pass --milvus-uri or --data-dir for the raw rows")
-        run(args, args.url, milvus_uri, retrieval_url(stack))
+        run(args, args.url, milvus_uri, retrieval_url(stack), stack.get("pids"))
         return
     data_dir = args.data_dir or Path(tempfile.mkdtemp(prefix="query-bench-"))
     print(f"starting kubemate up in {data_dir}", flush=True)
@@ -440,7 +485,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     env.pop("KUBEMATE_CACHE__ENABLED", None)
     with embedded_stack(data_dir, env, args.start_timeout) as url:
         stack = stack_file(data_dir)
-        run(args, url, args.milvus_uri or stack["milvus_uri"], retrieval_url(stack))
+        run(args, url, args.milvus_uri or stack["milvus_uri"], retrieval_url(stack), stack["pids"])
 
 
 if __name__ == "__main__":
