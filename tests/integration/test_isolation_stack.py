@@ -2,16 +2,20 @@
 it by name; no tests here).
 
 The gateway, ingest, retrieval and model manager apps run their real lifespans inside one ASGI
-app that routes by Host, so the gateway's upstream client reaches the real services in-process
-(httpx.ASGITransport), all on one event loop. Backends are real: the machine's Redis (a stream,
-group and key prefixes of this module's own), a SQLite metadata DB, the filesystem object store,
-Milvus Lite, the hash embedder, and the worker's own pipeline (process_entry) run on demand.
+app that routes by Host, all on one event loop. Clients call it in-process (TestClient); the
+gateway's own upstream client (aiohttp) reaches the services over real loopback HTTP, served by
+a uvicorn server on that same loop with one socket per service. Backends are real: the
+machine's Redis (a stream, group and key prefixes of this module's own), a SQLite metadata DB,
+the filesystem object store, Milvus Lite, the hash embedder, and the worker's own pipeline
+(process_entry) run on demand.
 The LLM is the Ollama STAND-IN of tests/fixtures/inference.py (no Ollama binary can run here):
 it echoes its prompt, so a chunk of another tenant reaching a prompt would show in the answer.
 """
 
 from __future__ import annotations
 
+import asyncio
+import socket
 import uuid
 from collections.abc import Iterator
 from contextlib import AsyncExitStack, contextmanager
@@ -19,9 +23,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 import redis
+import uvicorn
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from starlette.datastructures import Headers
@@ -50,16 +54,21 @@ HOSTS = ("gateway", "ingest", "retrieval", "model-manager")
 
 class HostRouter:
     """One ASGI app: runs every service's lifespan and hands each request to the app its Host
-    names. The gateway's upstream client is pointed back at this router."""
+    names, or, for the gateway's upstream calls, the app whose socket it arrived on."""
 
-    def __init__(self, apps: dict[str, FastAPI]) -> None:
+    def __init__(self, apps: dict[str, FastAPI], sockets: dict[str, socket.socket]) -> None:
         self.apps = apps
+        self.sockets = sockets
+        self._by_port = {sock.getsockname()[1]: host for host, sock in sockets.items()}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
             await self._lifespan(receive, send)
             return
-        host = Headers(scope=scope).get("host", "gateway").split(":")[0]
+        server = scope.get("server")
+        host = self._by_port.get(server[1]) if server else None
+        if host is None:
+            host = Headers(scope=scope).get("host", "gateway").split(":")[0]
         await self.apps[host](scope, receive, send)
 
     async def _lifespan(self, receive: Receive, send: Send) -> None:
@@ -67,12 +76,20 @@ class HostRouter:
         async with AsyncExitStack() as stack:
             for app in self.apps.values():
                 await stack.enter_async_context(app.router.lifespan_context(app))
-            gateway = self.apps["gateway"]
-            await gateway.state.http.aclose()
-            gateway.state.http = httpx.AsyncClient(transport=httpx.ASGITransport(app=self))
+            # The services' sockets, served on this loop (lifespans are already running).
+            config = uvicorn.Config(self, lifespan="off", log_level="warning", access_log=False)
+            server = uvicorn.Server(config)
+            # Copies: uvicorn closes the sockets it served, and the lifespan may run again.
+            sockets = [sock.dup() for sock in self.sockets.values()]
+            serving = asyncio.create_task(server.serve(sockets=sockets))
+            while not server.started:
+                if serving.done():
+                    serving.result()  # raises why it stopped
+                await asyncio.sleep(0.01)
             await send({"type": "lifespan.startup.complete"})
             await receive()  # lifespan.shutdown
-            await gateway.state.http.aclose()
+            server.should_exit = True
+            await serving
         await send({"type": "lifespan.shutdown.complete"})
 
 
@@ -120,7 +137,10 @@ class Built:
     tenants: list[str] = field(default_factory=list)
 
     def cleanup(self) -> None:
-        """Deletes this stack's Redis keys (never FLUSHDB: the machine's Redis is shared)."""
+        """Closes the services' sockets; deletes this stack's Redis keys (never FLUSHDB: the
+        machine's Redis is shared)."""
+        for sock in self.router.sockets.values():
+            sock.close()
         r = redis.Redis.from_url(MACHINE_REDIS)
         for key in r.scan_iter(match=f"test:iso:{self.suffix}:*", count=1000):
             r.delete(key)
@@ -151,10 +171,14 @@ def build_stack(tmp: Path, milvus_uri: str, llm_base_url: str, **sections: Any) 
         "conversations": {"key_prefix": f"test:iso:{suffix}:conv"},
         **sections,
     }
+    sockets = {host: socket.socket() for host in HOSTS[1:]}
+    for sock in sockets.values():
+        sock.bind(("127.0.0.1", 0))  # bound up front: the ports are known, with no race
+    port = {host: sock.getsockname()[1] for host, sock in sockets.items()}
     gateway_config = {
-        "ingest_url": "http://ingest",
-        "retrieval_url": "http://retrieval",
-        "model_manager_url": "http://model-manager",
+        "ingest_url": f"http://127.0.0.1:{port['ingest']}",
+        "retrieval_url": f"http://127.0.0.1:{port['retrieval']}",
+        "model_manager_url": f"http://127.0.0.1:{port['model-manager']}",
         "rate_limits": {"enabled": False},  # tested in test_gateway_rate_limits.py
     }
     apps = {
@@ -163,7 +187,7 @@ def build_stack(tmp: Path, milvus_uri: str, llm_base_url: str, **sections: Any) 
         "retrieval": create_retrieval(RetrievalSettings(**values)),
         "model-manager": create_model_manager(ModelManagerSettings(**values)),
     }
-    return Built(HostRouter(apps), values, suffix)
+    return Built(HostRouter(apps, sockets), values, suffix)
 
 
 @contextmanager
