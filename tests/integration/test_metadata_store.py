@@ -350,6 +350,27 @@ def test_complete_document_refuses_a_task_of_another_document(
     assert store.get_task(tenant, other_task.id).state == TaskState.PENDING
 
 
+def test_begin_attempt_counts_it_and_reads_the_document(store: MetadataStore, tenant: str) -> None:
+    doc, task, _ = new_document(store, tenant)
+    store.update_task(tenant, task.id, state=TaskState.EMBEDDING, progress_done=3, error="x")
+    begun, document = store.begin_attempt(tenant, task.id, state=TaskState.PARSING, stage="parsing")
+    assert (begun.state, begun.stage, begun.attempts) == (TaskState.PARSING, "parsing", 1)
+    assert (begun.progress_done, begun.progress_total, begun.error) == (0, 0, None)
+    assert document == store.get_document(tenant, doc.id)
+    assert document.status == TaskState.PARSING
+    again, _ = store.begin_attempt(tenant, task.id, state=TaskState.PARSING, stage="parsing")
+    assert again.attempts == 2
+
+
+def test_begin_attempt_on_another_tenants_task(
+    store: MetadataStore, tenant: str, other_tenant: str
+) -> None:
+    _, task, _ = new_document(store, tenant)
+    with pytest.raises(TaskNotFound):
+        store.begin_attempt(other_tenant, task.id, state=TaskState.PARSING, stage="parsing")
+    assert store.get_task(tenant, task.id).attempts == 0
+
+
 def test_complete_document_writes_its_usage_rows_and_splitter_with_it(
     store: MetadataStore, tenant: str
 ) -> None:

@@ -101,7 +101,9 @@ def make_engine(database_url: str, *, echo: bool = False) -> Engine:
     path = _sqlite_file(url)
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
-    engine = create_engine(url, echo=echo, pool_pre_ping=True)
+    # No pre-ping: a connection to a file cannot go stale the way a server's can, and the
+    # ping was a statement more in every transaction (the worker runs several per document).
+    engine = create_engine(url, echo=echo)
     event.listen(engine, "connect", _sqlite_on_connect)
     event.listen(engine, "begin", _sqlite_on_begin)
     return engine
@@ -536,6 +538,29 @@ class MetadataStore:
         if state is not None:
             log.info("metadata.task_state", tenant_id=tenant_id, task_id=task_id, state=view.state)
         return view
+
+    def begin_attempt(
+        self, tenant_id: str, task_id: str, *, state: TaskState, stage: str
+    ) -> tuple[TaskView, DocumentView]:
+        """A worker starts an attempt at the task: attempts + 1, ``state`` with ``stage``, its
+        progress and error cleared. Returns the task and its document, read in the same
+        transaction: the worker needs the document before it starts, and apart that was one
+        more transaction per document."""
+        with self._tx(write=True) as session:
+            task = self._task_row(session, tenant_id, task_id, lock=True)
+            self._apply(
+                session,
+                task,
+                state=TaskState(state),
+                stage=stage,
+                progress_done=0,
+                progress_total=0,
+                attempts_increment=True,
+            )
+            doc = self._document_row(session, tenant_id, task.document_id)
+            result = TaskView.of(task), DocumentView.of(doc)
+        log.info("metadata.task_state", tenant_id=tenant_id, task_id=task_id, state=result[0].state)
+        return result
 
     @staticmethod
     def _apply(

@@ -27,7 +27,7 @@ from kubemate.collections import ensure_vector_collection
 from kubemate.errors import ClientError, DocumentProcessingError
 from kubemate.logs import get_logger
 from kubemate.metadata.models import TaskState
-from kubemate.metadata.store import UsageRow
+from kubemate.metadata.store import DocumentView, UsageRow
 from kubemate.metrics import DOCUMENT_PROCESSING_STATUS
 from kubemate.queue import IngestJob
 from kubemate.queue.streams import Lease
@@ -64,18 +64,25 @@ def estimated_total(done: int, consumed: int, size: int) -> int:
 
 
 def index_document(
-    ctx: WorkerContext, job: IngestJob, *, held: Held, reporter: TaskReporter
+    ctx: WorkerContext,
+    job: IngestJob,
+    *,
+    held: Held,
+    reporter: TaskReporter,
+    document: DocumentView | None = None,
 ) -> int:
-    """Index the document of ``job``; returns its chunk count. Raises our errors on failure,
+    """Index the document of ``job`` (``document``: its row, read as the attempt began);
+    returns its chunk count. Raises our errors on failure,
     :class:`~kubemate_worker.retrying.BackendGaveUp` when a backend stayed down, and
     :class:`LeaseLost` when another worker took the entry over."""
     worker = ctx.settings.worker
     call = ctx.retrier.call
     note = reporter.retrying
     tenant = job.tenant_id
-    document = call(
-        "metadata.get_document", lambda: ctx.store.get_document(tenant, job.document_id)
-    )
+    if document is None:
+        document = call(
+            "metadata.get_document", lambda: ctx.store.get_document(tenant, job.document_id)
+        )
     splitter, splitter_spec = ctx.splitter_for(job)
     service = ctx.embed_service(job.collection)
     collection = ctx.vector_collection(job.collection)

@@ -146,11 +146,11 @@ def _process(ctx: WorkerContext, held: Held) -> Outcome:
     reporter = TaskReporter(ctx.store, job, interval_s=worker.progress_interval_s)
     while True:
         try:
-            task = call("metadata.begin", reporter.begin_attempt)
+            task, document = call("metadata.begin", reporter.begin_attempt)
         except (TaskNotFound, DocumentNotFound):
             return _gone(ctx, held)
         try:
-            chunks = index_document(ctx, job, held=held, reporter=reporter)
+            chunks = index_document(ctx, job, held=held, reporter=reporter, document=document)
         except LeaseLost:
             raise
         except (TaskNotFound, DocumentNotFound):

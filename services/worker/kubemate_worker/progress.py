@@ -14,7 +14,7 @@ from typing import Any
 from kubemate.errors import BackendUnavailable
 from kubemate.logs import get_logger
 from kubemate.metadata.models import TaskState
-from kubemate.metadata.store import MetadataStore, TaskView
+from kubemate.metadata.store import DocumentView, MetadataStore, TaskView
 from kubemate.metrics import DOCUMENT_PROCESSING_STATUS
 from kubemate.queue import IngestJob
 
@@ -35,23 +35,18 @@ class TaskReporter:
     def stage(self) -> str:
         return self.state.value.lower()
 
-    def begin_attempt(self) -> TaskView:
-        """Count an attempt and enter PARSING, in one write that must succeed (raises)."""
+    def begin_attempt(self) -> tuple[TaskView, DocumentView]:
+        """Count an attempt and enter PARSING, in one write that must succeed (raises); the
+        document to work on is read with it."""
         self.state = TaskState.PARSING
         DOCUMENT_PROCESSING_STATUS.labels(self.state.value).inc()
-        task = self._store.update_task(
-            self._job.tenant_id,
-            self._job.task_id,
-            state=self.state,
-            stage=self.stage,
-            progress_done=0,
-            progress_total=0,
-            attempts_increment=True,
+        begun = self._store.begin_attempt(
+            self._job.tenant_id, self._job.task_id, state=self.state, stage=self.stage
         )
         self._last_write = time.monotonic()
         self._unwritten.clear()
         self._retrying = False
-        return task
+        return begun
 
     def enter(self, state: TaskState, *, force: bool = False, **progress: int) -> None:
         if state != self.state:
