@@ -548,6 +548,7 @@ class MetadataStore:
         more transaction per document."""
         with self._tx(write=True) as session:
             task = self._task_row(session, tenant_id, task_id, lock=True)
+            doc = self._document_row(session, tenant_id, task.document_id)
             self._apply(
                 session,
                 task,
@@ -556,8 +557,8 @@ class MetadataStore:
                 progress_done=0,
                 progress_total=0,
                 attempts_increment=True,
+                doc=doc,
             )
-            doc = self._document_row(session, tenant_id, task.document_id)
             result = TaskView.of(task), DocumentView.of(doc)
         log.info("metadata.task_state", tenant_id=tenant_id, task_id=task_id, state=result[0].state)
         return result
@@ -574,7 +575,11 @@ class MetadataStore:
         error: str | None = None,
         attempts_increment: bool = False,
         chunk_count: int | None = None,
+        doc: Document | None = None,
     ) -> None:
+        """``doc``: the task's document, when the caller loaded it anyway; its row is then
+        changed through the session's flush instead of an UPDATE of its own (the worker's
+        per-document transactions are cheaper so)."""
         now = utcnow()
         if state is not None:
             task.state = state.value
@@ -584,12 +589,16 @@ class MetadataStore:
             doc_values: dict[str, Any] = {"status": state.value, "updated_at": now}
             if chunk_count is not None:
                 doc_values["chunk_count"] = chunk_count
-            session.execute(
-                update(Document)
-                .where(Document.id == task.document_id, Document.tenant_id == task.tenant_id)
-                .values(**doc_values),
-                execution_options={"synchronize_session": False},
-            )
+            if doc is not None:
+                for name, value in doc_values.items():
+                    setattr(doc, name, value)
+            else:
+                session.execute(
+                    update(Document)
+                    .where(Document.id == task.document_id, Document.tenant_id == task.tenant_id)
+                    .values(**doc_values),
+                    execution_options={"synchronize_session": False},
+                )
         if stage is not None:
             task.stage = stage
         if progress_done is not None:
@@ -623,6 +632,7 @@ class MetadataStore:
             task = self._task_row(session, tenant_id, task_id, lock=True)
             if task.document_id != document_id:
                 raise TaskNotFound(f"task {task_id} not found for document {document_id}")
+            doc = self._document_row(session, tenant_id, document_id)
             # Progress complete in the same write: the worker skips writing its last progress
             # separately, a transaction per document that nobody could see.
             self._apply(
@@ -632,9 +642,8 @@ class MetadataStore:
                 chunk_count=chunk_count,
                 progress_done=chunk_count,
                 progress_total=chunk_count,
+                doc=doc,
             )
-            # Loaded after the UPDATE, so it carries the new status and chunk count.
-            doc = self._document_row(session, tenant_id, document_id)
             if splitter is not None:
                 self._upsert_splitter(session, tenant_id, document_id, splitter)
             session.add_all([row.row(tenant_id) for row in usage])
