@@ -70,7 +70,8 @@ def test_worker_process_reindexes_and_switches(tmp_path: Path, milvus_lite_uri: 
 
             for accepted, count in zip(mine, counts, strict=True):
                 assert d.vectors.count(new, "acme", accepted["document_id"]) == count
-            assert d.vectors.count(old, "acme") == 0
+            # The old collection is emptied after the switch (the re-index is COMPLETED first).
+            d.wait_for(lambda: d.vectors.count(old, "acme") == 0, "the old chunks to be deleted")
             assert d.chunk_count("globex") == their_count
             assert d.vectors.count(new, "globex") == 0
 
