@@ -387,6 +387,18 @@ def test_complete_document_writes_its_usage_rows_and_splitter_with_it(
     assert store.document_splitter(tenant, doc.id) == '{"size": 256}'
 
 
+def test_a_repeated_completion_bills_the_document_once(store: MetadataStore, tenant: str) -> None:
+    """A completion retried after its commit went through (the answer was lost) must not write
+    its usage rows a second time."""
+    doc, task, _ = new_document(store, tenant)
+    usage = [UsageRow(kind="document", model="minilm", bytes=1000, chunks=3)]
+    for _ in range(2):
+        store.complete_document(tenant, doc.id, task.id, 3, usage=usage)
+    (totals,) = store.usage_totals(tenant)
+    assert (totals.requests, totals.bytes, totals.chunks) == (1, 1000, 3)
+    assert store.get_task(tenant, task.id).state == TaskState.COMPLETED
+
+
 def test_a_refused_completion_writes_no_usage_rows_nor_splitter(
     store: MetadataStore, tenant: str
 ) -> None:

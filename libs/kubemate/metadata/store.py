@@ -633,6 +633,10 @@ class MetadataStore:
             if task.document_id != document_id:
                 raise TaskNotFound(f"task {task_id} not found for document {document_id}")
             doc = self._document_row(session, tenant_id, document_id)
+            # Already COMPLETED: this is a retry of a completion whose commit went through
+            # (its answer was lost, e.g. the connection dropped after COMMIT); its usage rows
+            # are in, and adding them again would bill the document twice.
+            repeated = task.state == TaskState.COMPLETED.value
             # Progress complete in the same write: the worker skips writing its last progress
             # separately, a transaction per document that nobody could see.
             self._apply(
@@ -646,7 +650,8 @@ class MetadataStore:
             )
             if splitter is not None:
                 self._upsert_splitter(session, tenant_id, document_id, splitter)
-            session.add_all([row.row(tenant_id) for row in usage])
+            if not repeated:
+                session.add_all([row.row(tenant_id) for row in usage])
             result = DocumentView.of(doc), TaskView.of(task)
         log.info(
             "metadata.document_completed",
