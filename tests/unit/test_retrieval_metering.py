@@ -4,8 +4,10 @@ the same figures a direct write would have (tokens counted by the writer, not th
 from __future__ import annotations
 
 import asyncio
+from dataclasses import asdict
 from typing import Any
 
+from kubemate.metadata.store import UsageRow
 from kubemate.models.metering import MeteredEmbedder
 from kubemate_retrieval.metering import DeferredUsageMeter
 from kubemate_retrieval.timing import Timer
@@ -16,10 +18,10 @@ class _Ledger:
         self.rows: list[dict[str, Any]] = []
         self.fail = fail
 
-    def record_usage(self, tenant_id: str, **row: Any) -> None:
+    def add_usage(self, tenant_id: str, row: UsageRow) -> None:
         if self.fail:
             raise RuntimeError("ledger down")
-        self.rows.append({"tenant_id": tenant_id, **row})
+        self.rows.append({"tenant_id": tenant_id, **asdict(row)})
 
 
 class _Embedder:

@@ -771,6 +771,10 @@ class MetadataStore:
             chunks=chunks,
             latency_ms=latency_ms,
         )
+        self.add_usage(tenant_id, row)
+
+    def add_usage(self, tenant_id: str, row: UsageRow) -> None:
+        """One usage row, in a transaction of its own (:meth:`record_usage` by fields)."""
         with self._tx(write=True) as session:
             session.add(row.row(tenant_id))
 

@@ -14,7 +14,6 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import AsyncGenerator, Callable, Iterator, Sequence
-from functools import partial
 from typing import Any
 
 import anyio
@@ -26,7 +25,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from kubemate.inference.base import LLM, Completion, Embedder, GenerateOptions
 from kubemate.logs import get_logger
 from kubemate.metadata.models import Usage
-from kubemate.metadata.store import MetadataStore, UsageKind
+from kubemate.metadata.store import MetadataStore, UsageKind, UsageRow
 from kubemate.text.tokens import count_tokens
 
 log = get_logger(__name__)
@@ -51,36 +50,8 @@ class UsageMeter:
         chunks: int = 0,
         latency_s: float = 0.0,
     ) -> None:
-        await anyio.to_thread.run_sync(
-            partial(
-                self.write_row,
-                tenant_id,
-                kind=kind,
-                model=model,
-                prompt_tokens=prompt_tokens,
-                completion_tokens=completion_tokens,
-                size_bytes=size_bytes,
-                chunks=chunks,
-                latency_s=latency_s,
-            )
-        )
-
-    def write_row(
-        self,
-        tenant_id: str,
-        *,
-        kind: UsageKind,
-        model: str,
-        prompt_tokens: int = 0,
-        completion_tokens: int = 0,
-        size_bytes: int = 0,
-        chunks: int = 0,
-        latency_s: float = 0.0,
-    ) -> None:
-        """One row, blocking; a failure is logged (the ledger is down: the answer goes out)."""
         try:
-            self._store.record_usage(
-                tenant_id,
+            row = UsageRow(
                 kind=kind,
                 model=model,
                 prompt_tokens=prompt_tokens,
@@ -89,8 +60,23 @@ class UsageMeter:
                 chunks=chunks,
                 latency_ms=latency_s * 1000,
             )
-        except Exception as exc:  # metering never fails what it measures
+        except ValueError as exc:  # an unknown kind: logged like a failed write, never raised
             log.warning("usage.record_failed", kind=kind, model=model, error=type(exc).__name__)
+            return
+        await self.submit(tenant_id, row)
+
+    async def submit(self, tenant_id: str, row: UsageRow) -> None:
+        """Writes ``row``: here at once, in a worker thread; a subclass may write it later."""
+        await anyio.to_thread.run_sync(self.write_row, tenant_id, row)
+
+    def write_row(self, tenant_id: str, row: UsageRow) -> None:
+        """One row, blocking; a failure is logged (the ledger is down: the answer goes out)."""
+        try:
+            self._store.add_usage(tenant_id, row)
+        except Exception as exc:  # metering never fails what it measures
+            log.warning(
+                "usage.record_failed", kind=row.kind, model=row.model, error=type(exc).__name__
+            )
 
     async def generation(self, tenant_id: str, completion: Completion, latency_s: float) -> None:
         await self.record(

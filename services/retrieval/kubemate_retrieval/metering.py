@@ -18,7 +18,7 @@ from functools import partial
 import anyio
 
 from kubemate.logs import get_logger
-from kubemate.metadata.store import MetadataStore, UsageKind
+from kubemate.metadata.store import MetadataStore, UsageRow
 from kubemate.models.metering import UsageMeter
 
 log = get_logger(__name__)
@@ -44,31 +44,8 @@ class DeferredUsageMeter(UsageMeter):
         self._writing = 0  # rows taken by the writer, not yet written
         self._writer: asyncio.Task[None] | None = None
 
-    async def record(
-        self,
-        tenant_id: str,
-        *,
-        kind: UsageKind,
-        model: str,
-        prompt_tokens: int = 0,
-        completion_tokens: int = 0,
-        size_bytes: int = 0,
-        chunks: int = 0,
-        latency_s: float = 0.0,
-    ) -> None:
-        await self._enqueue(
-            partial(
-                self.write_row,
-                tenant_id,
-                kind=kind,
-                model=model,
-                prompt_tokens=prompt_tokens,
-                completion_tokens=completion_tokens,
-                size_bytes=size_bytes,
-                chunks=chunks,
-                latency_s=latency_s,
-            )
-        )
+    async def submit(self, tenant_id: str, row: UsageRow) -> None:
+        await self._enqueue(partial(self.write_row, tenant_id, row))
 
     async def embedding_of(
         self,
@@ -81,14 +58,14 @@ class DeferredUsageMeter(UsageMeter):
         texts = list(texts)
 
         def write() -> None:
-            self.write_row(
-                tenant_id,
+            row = UsageRow(
                 kind="embed",
                 model=model,
                 prompt_tokens=sum(tokens(t) for t in texts),
                 chunks=len(texts),
-                latency_s=latency_s,
+                latency_ms=latency_s * 1000,
             )
+            self.write_row(tenant_id, row)
 
         await self._enqueue(write)
 
