@@ -22,7 +22,7 @@ from kubemate.collections import (
     vector_collection,
 )
 from kubemate.inference.hash_embedder import HashEmbedder
-from kubemate.metadata.store import ActivePointerView
+from kubemate.metadata.store import ActivePointerView, UsageRow
 from kubemate.models.metering import UsageMeter
 from kubemate.settings import EmbedderConfig, KubemateSettings
 from kubemate_gateway.routing import route_class, upstream_for
@@ -97,10 +97,8 @@ class RecordingMeter(UsageMeter):
     def __init__(self) -> None:
         self.rows: list[tuple[str, str, int, int]] = []
 
-    async def embedding(
-        self, tenant_id: str, model: str, tokens: int, latency_s: float, inputs: int = 1
-    ) -> None:
-        self.rows.append((tenant_id, model, tokens, inputs))
+    async def submit(self, tenant_id: str, row: UsageRow) -> None:
+        self.rows.append((tenant_id, row.model, row.prompt_tokens, row.chunks))
 
 
 def test_usage_is_counted_per_tenant_view_of_a_shared_service() -> None:

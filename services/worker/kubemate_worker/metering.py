@@ -83,17 +83,8 @@ class EmbedUsage:
     def flush(self, meter: UsageMeter, run: Callable[[Coroutine[Any, Any, None]], None]) -> None:
         """Write what was counted (one row per model) and start again. Never raises: the
         meter logs a failed write, and metering must not fail the document."""
-        for model, totals in self.take().items():
-            if totals.inputs:
-                run(
-                    meter.embedding(
-                        self.tenant_id,
-                        model,
-                        totals.tokens,
-                        totals.seconds,
-                        inputs=totals.inputs,
-                    )
-                )
+        for row in self.take_rows():
+            run(meter.submit(self.tenant_id, row))
 
 
 class TenantEmbedService:
