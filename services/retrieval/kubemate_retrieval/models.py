@@ -39,6 +39,7 @@ from kubemate.errors import (
 )
 from kubemate.inference import LLM, Embedder, build_embedder, build_llm
 from kubemate.inference.registry import MissingExtra, UnknownProvider
+from kubemate.inference.torch_threads import limit_torch_threads
 from kubemate.logs import get_logger
 from kubemate.models.assignments import (
     IN_PROCESS_EMBEDDERS,
@@ -223,6 +224,7 @@ class LoadedModels:
 
     async def embedder(self, config: EmbedderConfig) -> Embedder:
         async def make() -> Embedder:
+            limit_torch_threads(config.provider, self._settings.retrieval.torch_threads)
             embedder: Embedder = await self._build("embedding model", build_embedder, config)
             await self._load(embedder, "embedding model")
             return embedder
@@ -234,6 +236,7 @@ class LoadedModels:
         """The reranker for ``config``, or None when its provider is ``none``."""
 
         async def make() -> Reranker | None:
+            limit_torch_threads(config.provider, self._settings.retrieval.torch_threads)
             reranker: Reranker | None = await self._build("reranker", build_reranker, config)
             return reranker
 

@@ -39,6 +39,10 @@ class RetrievalConfig(BaseModel):
     max_filter_documents: int = Field(10_000, ge=1, le=100_000)
     # Seconds a client is told to wait (Retry-After) when the answer model is unavailable.
     model_retry_after_s: int = Field(10, ge=1)
+    # Threads of one in-process torch call (query embedding, cross-encoder); 0: torch's default,
+    # one per core. Queries arrive concurrently and are short: one thread each costs half the
+    # CPU of two and keeps its latency under load (kubemate.inference.torch_threads).
+    torch_threads: int = Field(1, ge=0)
 
 
 class RewriteConfig(BaseModel):
