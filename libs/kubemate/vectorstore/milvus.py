@@ -53,6 +53,7 @@ from kubemate.vectorstore.base import (
     SearchMode,
     SearchResult,
 )
+from kubemate.vectorstore.deferred_flush import DeferredFlush
 from kubemate.vectorstore.fulltext import (
     BM25_FUNCTION,
     SPARSE_FIELD,
@@ -277,6 +278,11 @@ class MilvusVectorStore:
         # Re-entrant: ensure_collection holds it while describing through _connection.
         self._lock = threading.RLock()
         self._flush_lock = threading.Lock()
+        self._deferred_flush = DeferredFlush(
+            self._flush_lite,
+            interval_s=config.lite_flush_interval_s,
+            max_rows=config.lite_flush_max_rows,
+        )
         # physical collection name -> its layout, for collections known to exist (and, for
         # those in _ready, to be indexed and loaded by this instance).
         self._layouts: dict[str, _Layout] = {}
@@ -346,6 +352,8 @@ class MilvusVectorStore:
             return client
 
     def close(self) -> None:
+        if self._client is not None:
+            self._deferred_flush.flush_pending()  # searches stay fast after this writer is gone
         with self._lock:
             if self._client is not None:
                 self._client.close()
@@ -610,21 +618,22 @@ class MilvusVectorStore:
                     client.delete(physical, filter=ids, timeout=self._timeout)
                     client.insert(physical, batch, timeout=self._timeout)
         if self._flush_writes and self._layout(physical).bm25:
-            self._flush_lite(client, physical)
+            self._deferred_flush.wrote(physical, len(rows))
         log.debug("milvus.upserted", collection=physical, rows=len(rows))
 
-    def _flush_lite(self, client: MilvusClient, physical: str) -> None:
+    def _flush_lite(self, physical: str) -> None:
         """Milvus Lite rebuilds the BM25 index of its unflushed rows on every search, in Python
-        (~0.7 ms a row: 3.6 s per query at 5k chunks); flushed segments keep theirs (0.1 s).
-        (Milvus proper must not be flushed this often: it would make tiny segments.)
+        (~0.2-0.7 ms a row: seconds per query at 5k chunks); flushed segments keep theirs.
+        Flushes are gathered (:mod:`kubemate.vectorstore.deferred_flush`: one per second at
+        most, by default). (Milvus proper must not be flushed like this: tiny segments.)
 
         The rows are written whether or not this succeeds, so a failed flush is only logged:
         Milvus Lite 3.2 can refuse one that overlaps another client's ("current_seq is
         monotonic"); the next write flushes them. Flushes of this process take turns."""
         with self._flush_lock:
             try:
-                client.flush(physical, timeout=self._timeout)
-            except (MilvusException, grpc.RpcError) as exc:
+                self._connection().flush(physical, timeout=self._timeout)
+            except Exception as exc:  # often in a timer thread: logged, never raised
                 log.warning(
                     "milvus.flush_failed",
                     collection=physical,
