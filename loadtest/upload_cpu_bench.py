@@ -17,14 +17,15 @@ keep-alive ``http.client`` connections, and prints:
   one XADD; so the service's overhead over its essential work is visible.
 
 The data directories go under ``--work-dir`` (default ``.kubemate/``, where ``kubemate up`` keeps
-its data): on this machine a file created under ``/tmp`` costs ~0.33 CPU ms against ~0.02 under
-``/work``, which would swamp the differences measured here.
+its data). Creating a file is most of the server's system time, and on this machine's disk it
+costs 0.02 to 0.9 CPU ms depending on the directory and the moment (under ``/tmp`` never less
+than ~0.3): compare trees in one run, and run ``--tree . --tree .`` to see the noise.
 
-``--tree DIR`` (repeatable) runs the ingest code of another checkout side by side (e.g. one made
-by ``git worktree add /tmp/wt-up-old <commit>``): each tree gets its own server, and the rounds
-alternate between the trees so both see the same machine load. ``--profile`` records the last
-tree's server with py-spy during one more round and lists where its time goes (by function,
-self and inclusive, and by package).
+``--tree DIR`` (repeatable) runs the ingest code of another checkout side by side (e.g. one made by
+``git worktree add /tmp/wt-up-old <commit>``): each tree gets its own server, and within a round
+slices of ``--slice`` uploads alternate between the trees, so both see the same machine load.
+``--profile`` records the last tree's server with py-spy during one more round and lists where its
+time goes (by function, self and inclusive, and by package).
 
 Run (2 busy cores: about a minute)::
 
@@ -46,6 +47,7 @@ import sys
 import tempfile
 import time
 import uuid
+from argparse import Namespace
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -190,15 +192,25 @@ def upload_all(server: Server, texts: Sequence[bytes], first: int, clients: int)
             done.result()
 
 
-def measure(server: Server, phase: str, texts: Sequence[bytes], first: int, clients: int) -> None:
-    user, system = server.cpu_seconds()
-    upload_all(server, texts, first, clients)
-    user_after, system_after = server.cpu_seconds()
-    per_upload = (
-        1000 * (user_after - user) / len(texts),
-        1000 * (system_after - system) / len(texts),
-    )
-    server.cpu.setdefault(phase, []).append(per_upload)
+def measure(
+    servers: Sequence[Server], phase: str, texts: Sequence[bytes], first: int, args: Namespace
+) -> None:
+    """One round of ``texts`` through every server, in slices that alternate between them, so
+    a change in the machine's load (other processes) falls on every tree alike."""
+    used = {id(server): [0.0, 0.0] for server in servers}
+    for start in range(0, len(texts), args.slice):
+        part = texts[start : start + args.slice]
+        order = servers if (start // args.slice) % 2 == 0 else servers[::-1]
+        for server in order:
+            user, system = server.cpu_seconds()
+            upload_all(server, part, first + start, args.clients)
+            user_after, system_after = server.cpu_seconds()
+            used[id(server)][0] += user_after - user
+            used[id(server)][1] += system_after - system
+    for server in servers:
+        user, system = used[id(server)]
+        per_upload = (1000 * user / len(texts), 1000 * system / len(texts))
+        server.cpu.setdefault(phase, []).append(per_upload)
 
 
 # ---- the raw parts -----------------------------------------------------------------------------
@@ -335,6 +347,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--warmup", type=int, default=50, help="uploads before measuring")
     parser.add_argument("--dups", type=int, default=100, help="re-uploads per round and tree")
     parser.add_argument("--clients", type=int, default=1, help="concurrent connections")
+    parser.add_argument("--slice", type=int, default=25, help="uploads per tree in a row")
     parser.add_argument(
         "--tree", type=Path, action="append", help="checkout whose ingest code to run (repeatable)"
     )
@@ -371,10 +384,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         for r in range(args.rounds):
             first = args.warmup + r * args.docs
             batch = texts[first : first + args.docs]
-            # Alternate the order, so no tree always runs first in a round.
-            for server in servers if r % 2 == 0 else servers[::-1]:
-                measure(server, "new", batch, first, args.clients)
-                measure(server, "duplicate", batch[: args.dups], first, args.clients)
+            measure(servers, "new", batch, first, args)
+            measure(servers, "duplicate", batch[: args.dups], first, args)
         raw = raw_parts(texts[: args.docs], work / "raw")
         if args.profile:
             last = servers[-1]
