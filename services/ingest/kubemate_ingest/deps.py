@@ -1,4 +1,7 @@
-"""Annotated dependencies of the ingest routes, declared once."""
+"""Annotated dependencies of the ingest routes, declared once.
+
+Each is ``async def`` though none awaits: FastAPI runs a plain ``def`` dependency in its thread
+pool, a hop per dependency and request (an upload declares four) to read an attribute."""
 
 from __future__ import annotations
 
@@ -16,35 +19,35 @@ from kubemate_ingest.presigned import PendingUploads
 from kubemate_ingest.settings import IngestSettings
 
 
-def _settings(request: Request) -> IngestSettings:
+async def _settings(request: Request) -> IngestSettings:
     return request.app.state.settings  # type: ignore[no-any-return]
 
 
-def _store(request: Request) -> MetadataStore:
+async def _store(request: Request) -> MetadataStore:
     return request.app.state.store  # type: ignore[no-any-return]
 
 
-def _objects(request: Request) -> ObjectStore:
+async def _objects(request: Request) -> ObjectStore:
     return request.app.state.objects  # type: ignore[no-any-return]
 
 
-def _queue(request: Request) -> IngestQueue:
+async def _queue(request: Request) -> IngestQueue:
     return request.app.state.queue  # type: ignore[no-any-return]
 
 
-def _vectors(request: Request) -> VectorStore:
+async def _vectors(request: Request) -> VectorStore:
     return request.app.state.vectors  # type: ignore[no-any-return]
 
 
-def _dead_letters(request: Request) -> DeadLetters:
+async def _dead_letters(request: Request) -> DeadLetters:
     return request.app.state.dead_letters  # type: ignore[no-any-return]
 
 
-def _redis(request: Request) -> redis.Redis:
+async def _redis(request: Request) -> redis.Redis:
     return request.app.state.redis  # type: ignore[no-any-return]
 
 
-def _pending_uploads(request: Request) -> PendingUploads:
+async def _pending_uploads(request: Request) -> PendingUploads:
     return request.app.state.pending_uploads  # type: ignore[no-any-return]
 
 
