@@ -96,7 +96,7 @@ def accept_upload(
         # Reads the spooled file lazily, within the policy's read budget.
         inspect_pdf(stream, pdf)
 
-    store.ensure_tenant(tenant_id)
+    # No ensure_tenant here: create_document inserts the tenant in its own transaction.
     key = tenant_key(tenant_id, "documents", collection, sha256)
     objects.put(key, stream, length=size, content_type=content_type)
     document, task, created = store.create_document(
