@@ -19,6 +19,7 @@ from urllib3.exceptions import MaxRetryError, NewConnectionError
 
 from kubemate.errors import BackendUnavailable, ClientError, NotFound, ServiceError
 from kubemate.objectstore import ObjectStore, build_object_store, tenant_key
+from kubemate.objectstore.filesystem import FilesystemObjectStore
 from kubemate.objectstore.s3 import DEFAULT_PART_SIZE, S3ObjectStore
 from kubemate.settings import ObjectStoreConfig
 
@@ -49,10 +50,18 @@ def _body(size: int, seed: int = 0) -> bytes:
     return (block * (size // len(block) + 1))[:size]
 
 
-@pytest.fixture(params=["filesystem", pytest.param("s3", marks=pytest.mark.integration)])
+@pytest.fixture(
+    params=[
+        "filesystem",
+        "filesystem-sidecars",
+        pytest.param("s3", marks=pytest.mark.integration),
+    ]
+)
 def store(request: pytest.FixtureRequest, tmp_path: Path) -> ObjectStore:
     if request.param == "filesystem":
         return build_object_store(ObjectStoreConfig(provider="filesystem", root=tmp_path / "obj"))
+    if request.param == "filesystem-sidecars":  # filesystems without extended attributes
+        return FilesystemObjectStore(tmp_path / "obj", xattrs=False)
     base: ObjectStoreConfig = request.getfixturevalue("s3_config")
     # A bucket per test keeps tests independent on the shared moto server; it also exercises
     # the adapter's create-the-bucket-on-first-use path every time.

@@ -1,7 +1,9 @@
-"""Filesystem object store: key safety and atomic writes (no network)."""
+"""Filesystem object store: key safety, atomic and durable writes, metadata (no network)."""
 
 from __future__ import annotations
 
+import errno
+import hashlib
 import io
 import os
 from pathlib import Path
@@ -10,8 +12,8 @@ from typing import get_args
 import pytest
 
 from kubemate.errors import ClientError, NotFound
-from kubemate.objectstore import build_object_store, tenant_key
-from kubemate.objectstore.filesystem import FilesystemObjectStore
+from kubemate.objectstore import build_object_store, filesystem, tenant_key
+from kubemate.objectstore.filesystem import META_XATTR, XATTRS_AVAILABLE, FilesystemObjectStore
 from kubemate.objectstore.registry import OBJECT_STORES
 from kubemate.settings import ObjectStoreConfig
 
@@ -28,9 +30,32 @@ class FailingReader:
         return self._good
 
 
-@pytest.fixture
-def store(tmp_path: Path) -> FilesystemObjectStore:
-    return FilesystemObjectStore(tmp_path / "objects")
+def _has_xattrs(directory: Path) -> bool:
+    if not XATTRS_AVAILABLE:
+        return False
+    probe = directory / "probe"
+    probe.write_bytes(b"")
+    try:
+        os.setxattr(probe, "user.probe", b"1")
+    except OSError:
+        return False
+    finally:
+        probe.unlink()
+    return True
+
+
+@pytest.fixture(params=["xattrs", "sidecars"])
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> FilesystemObjectStore:
+    if request.param == "xattrs" and not _has_xattrs(tmp_path):
+        pytest.skip("the test directory's filesystem keeps no extended attributes")
+    return FilesystemObjectStore(tmp_path / "objects", xattrs=request.param == "xattrs")
+
+
+def _sidecars(store: FilesystemObjectStore, *keys: str) -> list[str]:
+    """The sidecars the store keeps for ``keys``: none when it uses extended attributes."""
+    if store.xattrs:
+        return []
+    return [k.rpartition("/")[0] + "/.km-meta." + k.rpartition("/")[2] for k in keys]
 
 
 def _all_files(root: Path) -> list[str]:
@@ -116,7 +141,9 @@ def test_delete_removes_sidecar_and_empty_directories(store: FilesystemObjectSto
     store.put("tenants/t1/doc/raw", io.BytesIO(b"1"))
     store.put("tenants/t1/keep", io.BytesIO(b"2"))
     store.delete("tenants/t1/doc/raw")
-    assert _all_files(store.root) == sorted(["tenants/t1/keep", "tenants/t1/.km-meta.keep"])
+    assert _all_files(store.root) == sorted(
+        ["tenants/t1/keep", *_sidecars(store, "tenants/t1/keep")]
+    )
     assert not (store.root / "tenants" / "t1" / "doc").exists()
     assert store.root.is_dir()
 
@@ -131,7 +158,7 @@ def test_key_that_is_a_prefix_of_other_keys(store: FilesystemObjectStore) -> Non
         store.stat("tenants/t1/a")
     with pytest.raises(NotFound):
         store.get("tenants/t1/a")
-    assert _all_files(store.root) == ["tenants/t1/a/.km-meta.b", "tenants/t1/a/b"]
+    assert _all_files(store.root) == sorted(["tenants/t1/a/b", *_sidecars(store, "tenants/t1/a/b")])
 
 
 def test_written_files_are_not_world_writable(store: FilesystemObjectStore) -> None:
@@ -144,3 +171,68 @@ def test_registry_covers_every_provider(tmp_path: Path) -> None:
     assert set(OBJECT_STORES) == set(providers)
     built = build_object_store(ObjectStoreConfig(provider="filesystem", root=tmp_path))
     assert isinstance(built, FilesystemObjectStore)
+
+
+def test_metadata_is_kept_with_the_data(store: FilesystemObjectStore) -> None:
+    store.put("tenants/t1/a", io.BytesIO(b"1"), content_type="text/plain")
+    store.put("tenants/t1/a", io.BytesIO(b"22"), content_type="application/pdf")
+    info = store.stat("tenants/t1/a")
+    assert (info.size, info.content_type) == (2, "application/pdf")
+    assert info.etag == hashlib.md5(b"22").hexdigest()  # as S3 reports a single-part upload
+    assert _all_files(store.root) == sorted(["tenants/t1/a", *_sidecars(store, "tenants/t1/a")])
+
+
+@pytest.mark.skipif(not XATTRS_AVAILABLE, reason="extended attributes are Linux-only here")
+def test_objects_written_with_sidecars_are_read_and_overwritten_by_an_xattr_store(
+    tmp_path: Path,
+) -> None:
+    if not _has_xattrs(tmp_path):
+        pytest.skip("the test directory's filesystem keeps no extended attributes")
+    old = FilesystemObjectStore(tmp_path / "objects", xattrs=False)
+    old.put("tenants/t1/a", io.BytesIO(b"1"), content_type="text/markdown")
+    new = FilesystemObjectStore(tmp_path / "objects")
+    assert new.xattrs
+    assert new.stat("tenants/t1/a").content_type == "text/markdown"
+    new.put("tenants/t1/a", io.BytesIO(b"2"), content_type="text/html")
+    assert new.stat("tenants/t1/a").content_type == "text/html"
+    assert _all_files(new.root) == ["tenants/t1/a"]  # the stale sidecar is gone
+    assert os.getxattr(new.root / "tenants" / "t1" / "a", META_XATTR)
+
+
+@pytest.mark.skipif(not XATTRS_AVAILABLE, reason="extended attributes are Linux-only here")
+def test_a_filesystem_without_attributes_gets_sidecars(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def refuse(*_args: object) -> None:
+        raise OSError(errno.ENOTSUP, "Operation not supported")
+
+    monkeypatch.setattr(filesystem.os, "setxattr", refuse)
+    store = FilesystemObjectStore(tmp_path / "objects", xattrs=True)
+    store.put("tenants/t1/a", io.BytesIO(b"1"), content_type="text/plain")
+    assert not store.xattrs
+    assert store.stat("tenants/t1/a").content_type == "text/plain"
+    assert _all_files(store.root) == ["tenants/t1/.km-meta.a", "tenants/t1/a"]
+    assert [f for f in _all_files(store.root) if ".km-tmp." in f] == []
+
+
+def test_unreadable_metadata_reads_as_the_default_type(tmp_path: Path) -> None:
+    store = FilesystemObjectStore(tmp_path / "objects", xattrs=False)
+    store.put("tenants/t1/a", io.BytesIO(b"1"), content_type="text/plain")
+    (store.root / "tenants" / "t1" / ".km-meta.a").write_bytes(b"")  # a sidecar torn by a crash
+    assert store.stat("tenants/t1/a").content_type == "application/octet-stream"
+    assert store.get("tenants/t1/a") == b"1"
+
+
+def test_put_makes_new_directories_and_the_rename_durable(
+    store: FilesystemObjectStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    synced: list[Path] = []
+    real = filesystem._fsync_dir
+    monkeypatch.setattr(filesystem, "_fsync_dir", lambda d: (synced.append(d), real(d)))
+    store.put("tenants/t1/docs/a", io.BytesIO(b"1"))
+    root = store.root
+    # Each created directory's parent (its entry), then the object's directory (the rename).
+    assert synced == [root, root / "tenants", root / "tenants" / "t1", root / "tenants/t1/docs"]
+    synced.clear()
+    store.put("tenants/t1/docs/b", io.BytesIO(b"2"))
+    assert synced == [root / "tenants" / "t1" / "docs"]

@@ -1,14 +1,24 @@
 """ObjectStore on a local directory: the embedded default.
 
-Layout: the object ``a/b/c`` is the file ``<root>/a/b/c``; its content type and etag live in the
-sidecar ``<root>/a/b/.km-meta.c``. Writes go to a temp file ``.km-tmp.*`` in the same directory
-and are renamed over the target (``os.replace`` is atomic within one filesystem), so a reader
-sees the old object or the whole new one. Key components starting with ``.km-`` are reserved.
+Layout: the object ``a/b/c`` is the file ``<root>/a/b/c``. Its content type and etag live in the
+file's extended attribute ``user.kubemate.meta`` where the filesystem has them (Linux: ext4,
+XFS, btrfs, tmpfs, overlayfs), else in the sidecar ``<root>/a/b/.km-meta.c``. Writes go to a
+temp file ``.km-tmp.*`` in the same directory and are renamed over the target (``os.replace`` is
+atomic within one filesystem), so a reader sees the old object or the whole new one; an
+attribute is set on the temp file, so it changes with the data in that one rename. Key
+components starting with ``.km-`` are reserved.
+
+Durability: ``put`` returns once the data (and an attribute with it) are fsynced, the rename is
+made durable by an fsync of the directory, and so are directories it had to create. A sidecar's
+own bytes are not fsynced: after a crash it may be unreadable, and ``stat`` then reports the
+default content type.
 
 Limits compared with S3: a key cannot also be a prefix of other keys (``a/b`` and ``a/b/c``
-cannot both exist, as a file cannot be a directory), and the sidecar and the data are two renames,
-so a concurrent ``stat`` of an overwritten key may briefly pair the old data with the new content
-type.
+cannot both exist, as a file cannot be a directory). With sidecars, the sidecar and the data are
+two renames, so a concurrent ``stat`` of an overwritten key may briefly pair the old data with
+the new content type. Tools that copy files without their extended attributes (``cp`` without
+``--preserve=xattr``, ``rsync`` without ``-X``) lose the content types: ``stat`` then reports
+the default.
 """
 
 from __future__ import annotations
@@ -16,6 +26,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import sys
 import tempfile
 from collections.abc import Iterator
 from contextlib import suppress
@@ -34,6 +45,9 @@ META_PREFIX = ".km-meta."
 TMP_PREFIX = ".km-tmp."
 MAX_KEY_BYTES = 1024  # S3's limit, so a key valid here is valid on the S3 adapter too
 CHUNK_SIZE = 1024 * 1024
+META_XATTR = "user.kubemate.meta"
+# os.setxattr exists on Linux only; elsewhere every object gets a sidecar.
+XATTRS_AVAILABLE = sys.platform == "linux"
 
 
 def validate_key(key: str) -> list[str]:
@@ -72,16 +86,28 @@ def _fsync_dir(directory: Path) -> None:
         os.close(fd)
 
 
+def _meta_bytes(content_type: str, etag: str) -> bytes:
+    return json.dumps({"content_type": content_type, "etag": etag}).encode()
+
+
 class FilesystemObjectStore:
     """Implements :class:`kubemate.objectstore.ObjectStore` on a directory tree."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, *, xattrs: bool = XATTRS_AVAILABLE) -> None:
+        """``xattrs``: keep the metadata in an extended attribute when the filesystem allows it
+        (the first refusal switches this store to sidecars); False: always sidecars."""
         self._root = Path(root).absolute()
         self._root.mkdir(parents=True, exist_ok=True)
+        self._xattrs = xattrs and XATTRS_AVAILABLE
 
     @property
     def root(self) -> Path:
         return self._root
+
+    @property
+    def xattrs(self) -> bool:
+        """Whether a put keeps the metadata in the file's extended attribute (else a sidecar)."""
+        return self._xattrs
 
     def _path(self, key: str) -> Path:
         return self._root.joinpath(*validate_key(key))
@@ -102,13 +128,17 @@ class FilesystemObjectStore:
         path = self._path(key)
         if path.is_dir():
             raise ClientError(f"object key {key!r} is a prefix of other keys")
-        tmp = self._temp_file(path)
+        fd, tmp = self._temp_file(path)
         try:
-            size, etag = self._copy(data, tmp, length)
-            # The sidecar goes first: a crash in between leaves the previous data with the new
-            # type, which the next put repairs, and never new data that stat() would mislabel.
-            self._write_meta(path, content_type, etag)
+            size, etag, in_xattr = self._copy(data, fd, length, content_type)
+            if not in_xattr:
+                # The sidecar goes first: a crash in between leaves the previous data with the
+                # new type, which the next put repairs, and never new data stat() would mislabel.
+                self._write_meta(path, content_type, etag)
             os.replace(tmp, path)
+            if in_xattr:  # a sidecar of an earlier put would be stale; the attribute wins anyway
+                with suppress(FileNotFoundError):
+                    os.unlink(self._meta_path(path))
             _fsync_dir(path.parent)
         except IsADirectoryError as exc:  # a concurrent put made the key a prefix
             raise ClientError(f"object key {key!r} is a prefix of other keys") from exc
@@ -117,25 +147,38 @@ class FilesystemObjectStore:
                 os.unlink(tmp)
         return ObjectInfo(key=key, size=size, content_type=content_type, etag=etag)
 
-    def _temp_file(self, path: Path) -> Path:
+    def _temp_file(self, path: Path) -> tuple[int, str]:
+        """An open temp file beside ``path``, its directories created (and made durable)."""
         # A concurrent delete may prune the directory between mkdir and mkstemp: try again.
         for _ in range(3):
             try:
-                path.parent.mkdir(parents=True, exist_ok=True)
-                fd, name = tempfile.mkstemp(prefix=TMP_PREFIX, dir=path.parent)
+                self._make_dirs(path.parent)
+                return tempfile.mkstemp(prefix=TMP_PREFIX, dir=path.parent)
             except FileNotFoundError:
                 continue
             except (NotADirectoryError, FileExistsError) as exc:
                 raise ClientError("an object exists where this key needs a directory") from exc
-            os.close(fd)
-            return Path(name)
         raise ServiceError(f"could not create a temporary file in {path.parent}")
 
-    @staticmethod
-    def _copy(data: BinaryIO, tmp: Path, length: int) -> tuple[int, str]:
+    def _make_dirs(self, directory: Path) -> None:
+        if directory.is_dir():
+            return
+        missing = [directory]
+        while not missing[-1].parent.is_dir():
+            missing.append(missing[-1].parent)
+        directory.mkdir(parents=True, exist_ok=True)
+        # Each new directory's entry in its parent, from the top, or a crash could lose the
+        # object inside it although its own directory was fsynced.
+        for created in reversed(missing):
+            _fsync_dir(created.parent)
+
+    def _copy(
+        self, data: BinaryIO, fd: int, length: int, content_type: str
+    ) -> tuple[int, str, bool]:
+        """Size, etag, and whether the metadata went into the file's attribute."""
         md5 = hashlib.md5(usedforsecurity=False)
         size = 0
-        with tmp.open("wb") as out:
+        with os.fdopen(fd, "wb") as out:
             while True:
                 want = CHUNK_SIZE if length < 0 else min(CHUNK_SIZE, length - size)
                 if want == 0:
@@ -149,15 +192,28 @@ class FilesystemObjectStore:
             if 0 <= length != size:
                 raise ClientError(f"stream ended after {size} of {length} bytes")
             out.flush()
-            os.fsync(out.fileno())
-        return size, md5.hexdigest()
+            etag = md5.hexdigest()
+            in_xattr = self._set_meta_xattr(out.fileno(), content_type, etag)
+            os.fsync(out.fileno())  # the attribute is the inode's: this fsync covers it too
+        return size, etag, in_xattr
+
+    def _set_meta_xattr(self, fd: int, content_type: str, etag: str) -> bool:
+        if not self._xattrs:
+            return False
+        try:
+            os.setxattr(fd, META_XATTR, _meta_bytes(content_type, etag))
+        except OSError as exc:  # ENOTSUP and the like: this filesystem keeps no attributes
+            self._xattrs = False
+            log.warning("objectstore.xattrs_unavailable", root=str(self._root), errno=exc.errno)
+            return False
+        return True
 
     def _write_meta(self, path: Path, content_type: str, etag: str) -> None:
         meta = self._meta_path(path)
         fd, name = tempfile.mkstemp(prefix=TMP_PREFIX, dir=path.parent)
         try:
-            with os.fdopen(fd, "w", encoding="utf-8") as out:
-                json.dump({"content_type": content_type, "etag": etag}, out)
+            with os.fdopen(fd, "wb") as out:
+                out.write(_meta_bytes(content_type, etag))
             os.replace(name, meta)
         finally:
             with suppress(FileNotFoundError):
@@ -205,12 +261,20 @@ class FilesystemObjectStore:
         return ObjectInfo(key=key, size=st.st_size, content_type=content_type, etag=etag)
 
     def _read_meta(self, path: Path) -> tuple[str, str | None]:
+        raw: bytes | None = None
+        if XATTRS_AVAILABLE:
+            # Missing (ENODATA) when the object was written with a sidecar.
+            with suppress(OSError):
+                raw = os.getxattr(path, META_XATTR)
+        if raw is None:
+            try:
+                raw = self._meta_path(path).read_bytes()
+            except FileNotFoundError:
+                return DEFAULT_CONTENT_TYPE, None
         try:
-            meta = json.loads(self._meta_path(path).read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            return DEFAULT_CONTENT_TYPE, None
+            meta = json.loads(raw)
         except ValueError:
-            log.warning("objectstore.sidecar_unreadable", path=str(path))
+            log.warning("objectstore.metadata_unreadable", path=str(path))
             return DEFAULT_CONTENT_TYPE, None
         return str(meta.get("content_type") or DEFAULT_CONTENT_TYPE), meta.get("etag")
 
