@@ -36,12 +36,18 @@ def _seed() -> int:
     return time.time_ns()
 
 
-def bump_generation(client: redis.Redis, tenant_id: str) -> int:
-    """Invalidate every cached answer of ``tenant_id``; returns the new generation."""
+def queue_bump(pipe: redis.client.Pipeline, tenant_id: str) -> None:
+    """Add a bump of ``tenant_id``'s generation to ``pipe``, for a caller that sends it with
+    commands of its own (two commands; the second's reply is the new generation)."""
     key = generation_key(tenant_id)
-    pipe = client.pipeline(transaction=True)
     pipe.set(key, _seed(), nx=True)
     pipe.incr(key)
+
+
+def bump_generation(client: redis.Redis, tenant_id: str) -> int:
+    """Invalidate every cached answer of ``tenant_id``; returns the new generation."""
+    pipe = client.pipeline(transaction=True)
+    queue_bump(pipe, tenant_id)
     _, value = pipe.execute()
     return int(value)
 

@@ -353,13 +353,53 @@ def test_complete_document_refuses_a_task_of_another_document(
 def test_begin_attempt_counts_it_and_reads_the_document(store: MetadataStore, tenant: str) -> None:
     doc, task, _ = new_document(store, tenant)
     store.update_task(tenant, task.id, state=TaskState.EMBEDDING, progress_done=3, error="x")
-    begun, document = store.begin_attempt(tenant, task.id, state=TaskState.PARSING, stage="parsing")
+    begun, document, started = store.begin_attempt(
+        tenant, task.id, state=TaskState.PARSING, stage="parsing"
+    )
+    assert started
     assert (begun.state, begun.stage, begun.attempts) == (TaskState.PARSING, "parsing", 1)
     assert (begun.progress_done, begun.progress_total, begun.error) == (0, 0, None)
+    assert begun == store.get_task(tenant, task.id)
     assert document == store.get_document(tenant, doc.id)
     assert document.status == TaskState.PARSING
-    again, _ = store.begin_attempt(tenant, task.id, state=TaskState.PARSING, stage="parsing")
-    assert again.attempts == 2
+    again = store.begin_attempt(tenant, task.id, state=TaskState.PARSING, stage="parsing")
+    assert again.task.attempts == 2
+
+
+@pytest.mark.parametrize("final", [TaskState.COMPLETED, TaskState.FAILED])
+def test_begin_attempt_begins_none_on_a_finished_task(
+    store: MetadataStore, tenant: str, final: TaskState
+) -> None:
+    doc, task, _ = new_document(store, tenant)
+    store.update_task(tenant, task.id, state=final, stage="indexing", error="why")
+    finished = store.get_task(tenant, task.id)
+    attempt = store.begin_attempt(tenant, task.id, state=TaskState.PARSING, stage="parsing")
+    assert not attempt.begun
+    assert attempt.task == finished == store.get_task(tenant, task.id)
+    assert attempt.document == store.get_document(tenant, doc.id)
+    assert attempt.document.status == final
+
+
+def test_begin_attempt_begins_none_once_crashed_runs_used_up_the_attempts(
+    store: MetadataStore, tenant: str
+) -> None:
+    """Attempts that never reached an outcome leave the task in a working state; a PENDING
+    task (new, or retried from the dead letters) always gets its attempt."""
+    _, task, _ = new_document(store, tenant)
+    store.update_task(tenant, task.id, attempts_increment=True)
+    store.update_task(tenant, task.id, attempts_increment=True)
+    pending = store.begin_attempt(
+        tenant, task.id, state=TaskState.PARSING, stage="parsing", max_attempts=2
+    )
+    assert pending.begun and pending.task.attempts == 3
+    crashed = store.begin_attempt(
+        tenant, task.id, state=TaskState.PARSING, stage="parsing", max_attempts=3
+    )
+    assert not crashed.begun
+    assert crashed.task == store.get_task(tenant, task.id) == pending.task
+    assert store.begin_attempt(
+        tenant, task.id, state=TaskState.PARSING, stage="parsing", max_attempts=4
+    ).begun
 
 
 def test_begin_attempt_on_another_tenants_task(

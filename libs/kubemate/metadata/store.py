@@ -14,9 +14,9 @@ from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
-from sqlalchemy import Engine, create_engine, delete, event, func, select, update
+from sqlalchemy import Engine, and_, create_engine, delete, event, func, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import URL, Connection, make_url
 from sqlalchemy.exc import DBAPIError, IntegrityError, InterfaceError, OperationalError
@@ -184,6 +184,15 @@ class TaskView:
         )
 
 
+class Attempt(NamedTuple):
+    """What :meth:`MetadataStore.begin_attempt` found: the task (as the attempt changed it)
+    and its document; ``begun`` is False when it began none (see there)."""
+
+    task: TaskView
+    document: DocumentView
+    begun: bool
+
+
 @dataclass(frozen=True, slots=True)
 class UsageRow:
     """One row of the usage ledger, for a write that carries it along
@@ -202,18 +211,22 @@ class UsageRow:
         if self.kind not in USAGE_KINDS:
             raise ValueError(f"usage kind must be one of {sorted(USAGE_KINDS)}, not {self.kind!r}")
 
+    def values(self, tenant_id: str) -> dict[str, Any]:
+        """The row's column values (an INSERT's parameters)."""
+        return {
+            "tenant_id": tenant_id,
+            "kind": self.kind,
+            "model": self.model,
+            "prompt_tokens": self.prompt_tokens,
+            "completion_tokens": self.completion_tokens,
+            "bytes": self.bytes,
+            "chunks": self.chunks,
+            "latency_ms": self.latency_ms,
+            "created_at": utcnow(),
+        }
+
     def row(self, tenant_id: str) -> Usage:
-        return Usage(
-            tenant_id=tenant_id,
-            kind=self.kind,
-            model=self.model,
-            prompt_tokens=self.prompt_tokens,
-            completion_tokens=self.completion_tokens,
-            bytes=self.bytes,
-            chunks=self.chunks,
-            latency_ms=self.latency_ms,
-            created_at=utcnow(),
-        )
+        return Usage(**self.values(tenant_id))
 
 
 @dataclass(frozen=True, slots=True)
@@ -272,6 +285,99 @@ _INSERT_OR_IGNORE: Mapping[str, Callable[..., Any]] = {
     "sqlite": sqlite.insert,
 }
 
+_TASKS = Task.__table__
+_DOCUMENTS = Document.__table__
+# A task and its document in one row (Core): their columns apart by prefix, the task locked.
+_TASK_AND_DOCUMENT = (
+    select(
+        *(column.label(f"t_{column.name}") for column in _TASKS.c),
+        *(column.label(f"d_{column.name}") for column in _DOCUMENTS.c),
+    )
+    .select_from(
+        _TASKS.outerjoin(
+            _DOCUMENTS,
+            and_(
+                _DOCUMENTS.c.id == _TASKS.c.document_id,
+                _DOCUMENTS.c.tenant_id == _TASKS.c.tenant_id,
+            ),
+        )
+    )
+    .with_for_update(of=_TASKS)  # PostgreSQL; SQLite already holds the write lock
+)
+
+
+@contextmanager
+def _database_errors() -> Iterator[None]:
+    try:
+        yield
+    except IntegrityError:
+        raise  # create_document turns the one it expects into an answer
+    except (OperationalError, InterfaceError) as exc:
+        log.warning("metadata.db_unavailable", error=type(exc.orig).__name__)
+        raise BackendUnavailable("metadata database is unavailable") from exc
+    except DBAPIError as exc:
+        if exc.connection_invalidated:
+            raise BackendUnavailable("metadata database connection was lost") from exc
+        raise ServiceError("metadata database error") from exc
+
+
+def _task_changes(
+    now: datetime,
+    *,
+    state: TaskState | None = None,
+    stage: str | None = None,
+    progress_done: int | None = None,
+    progress_total: int | None = None,
+    error: str | None = None,
+    attempts: int | None = None,
+    chunk_count: int | None = None,
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """What a change of a task writes: (the task's column values, its document's). Entering a
+    state moves the document's status along; see :meth:`MetadataStore.update_task`."""
+    task: dict[str, Any] = {}
+    document: dict[str, Any] = {}
+    if state is not None:
+        task["state"] = state.value
+        task["finished_at"] = now if state.terminal else None
+        if not state.terminal and error is None:
+            task["error"] = None
+        document = {"status": state.value, "updated_at": now}
+        if chunk_count is not None:
+            document["chunk_count"] = chunk_count
+    if stage is not None:
+        task["stage"] = stage
+    if progress_done is not None:
+        task["progress_done"] = progress_done
+    if progress_total is not None:
+        task["progress_total"] = progress_total
+    if error is not None:
+        task["error"] = error[:MAX_ERROR_CHARS]
+    if attempts is not None:
+        task["attempts"] = attempts
+    task["updated_at"] = now
+    return task, document
+
+
+def _views(row: Any, task: Mapping[str, Any], document: Mapping[str, Any]) -> Attempt:
+    """The task and document of a :data:`_TASK_AND_DOCUMENT` row, with ``task`` and
+    ``document`` changes applied."""
+    values: dict[str, dict[str, Any]] = {"t": {}, "d": {}}
+    for label, value in row._mapping.items():
+        values[label[0]][label[2:]] = value
+    task_values = {**values["t"], **task}
+    document_values = {**values["d"], **document}
+    task_values["state"] = TaskState(task_values["state"])
+    document_values["status"] = TaskState(document_values["status"])
+    return Attempt(TaskView(**task_values), DocumentView(**document_values), begun=True)
+
+
+def _splitter_upsert(dialect: str, tenant_id: str, document_id: str, spec: str) -> Any:
+    return (
+        _INSERT_OR_IGNORE[dialect](DocumentSplitter)
+        .values(document_id=document_id, tenant_id=tenant_id, spec=spec)
+        .on_conflict_do_update(index_elements=[DocumentSplitter.document_id], set_={"spec": spec})
+    )
+
 
 class MetadataStore:
     """The metadata database. Build with :meth:`from_config`; the schema comes from
@@ -299,20 +405,20 @@ class MetadataStore:
 
     @contextmanager
     def _tx(self, *, write: bool = False) -> Iterator[Session]:
-        try:
-            with self._sessions.begin() as session:
-                if write:
-                    session.connection(execution_options={WRITE_INTENT: True})
-                yield session
-        except IntegrityError:
-            raise  # create_document turns the one it expects into an answer
-        except (OperationalError, InterfaceError) as exc:
-            log.warning("metadata.db_unavailable", error=type(exc.orig).__name__)
-            raise BackendUnavailable("metadata database is unavailable") from exc
-        except DBAPIError as exc:
-            if exc.connection_invalidated:
-                raise BackendUnavailable("metadata database connection was lost") from exc
-            raise ServiceError("metadata database error") from exc
+        with _database_errors(), self._sessions.begin() as session:
+            if write:
+                session.connection(execution_options={WRITE_INTENT: True})
+            yield session
+
+    @contextmanager
+    def _core(self, *, write: bool = False) -> Iterator[Connection]:
+        """A transaction on a plain connection, for SQLAlchemy Core statements: the worker's
+        per-document writes skip the ORM's identity map and unit of work, most of their CPU."""
+        with _database_errors(), self._engine.connect() as connection:
+            if write:
+                connection.execution_options(**{WRITE_INTENT: True})
+            with connection.begin():
+                yield connection
 
     # ---- tenants --------------------------------------------------------------------------------
 
@@ -540,28 +646,68 @@ class MetadataStore:
         return view
 
     def begin_attempt(
-        self, tenant_id: str, task_id: str, *, state: TaskState, stage: str
-    ) -> tuple[TaskView, DocumentView]:
+        self,
+        tenant_id: str,
+        task_id: str,
+        *,
+        state: TaskState,
+        stage: str,
+        max_attempts: int | None = None,
+    ) -> Attempt:
         """A worker starts an attempt at the task: attempts + 1, ``state`` with ``stage``, its
-        progress and error cleared. Returns the task and its document, read in the same
-        transaction: the worker needs the document before it starts, and apart that was one
-        more transaction per document."""
-        with self._tx(write=True) as session:
-            task = self._task_row(session, tenant_id, task_id, lock=True)
-            doc = self._document_row(session, tenant_id, task.document_id)
-            self._apply(
-                session,
-                task,
+        progress and error cleared. The task and its document are read in the same transaction,
+        which is the worker's one read before it starts.
+
+        No attempt begins (``begun`` False, nothing written) on a task that is COMPLETED or
+        FAILED, nor, with ``max_attempts``, on one that has had that many attempts and is not
+        PENDING (each of them ended without an outcome: the worker crashed)."""
+        with self._core(write=True) as connection:
+            row = connection.execute(
+                _TASK_AND_DOCUMENT.where(_TASKS.c.id == task_id, _TASKS.c.tenant_id == tenant_id)
+            ).one_or_none()
+            if row is None:
+                raise TaskNotFound(f"task {task_id} not found")
+            if row.d_id is None:
+                raise DocumentNotFound(f"document {row.t_document_id} not found")
+            current = TaskState(row.t_state)
+            if current.terminal or (
+                max_attempts is not None
+                and current != TaskState.PENDING
+                and row.t_attempts >= max_attempts
+            ):
+                return _views(row, {}, {})._replace(begun=False)
+            task, document = _task_changes(
+                utcnow(),
                 state=TaskState(state),
                 stage=stage,
                 progress_done=0,
                 progress_total=0,
-                attempts_increment=True,
-                doc=doc,
+                attempts=row.t_attempts + 1,
             )
-            result = TaskView.of(task), DocumentView.of(doc)
-        log.info("metadata.task_state", tenant_id=tenant_id, task_id=task_id, state=result[0].state)
-        return result
+            self._write_changes(connection, tenant_id, task_id, row.t_document_id, task, document)
+        log.debug("metadata.task_state", tenant_id=tenant_id, task_id=task_id, state=state)
+        return _views(row, task, document)
+
+    @staticmethod
+    def _write_changes(
+        connection: Connection,
+        tenant_id: str,
+        task_id: str,
+        document_id: str,
+        task: Mapping[str, Any],
+        document: Mapping[str, Any],
+    ) -> None:
+        connection.execute(
+            update(_TASKS)
+            .where(_TASKS.c.id == task_id, _TASKS.c.tenant_id == tenant_id)
+            .values(**task)
+        )
+        if document:
+            connection.execute(
+                update(_DOCUMENTS)
+                .where(_DOCUMENTS.c.id == document_id, _DOCUMENTS.c.tenant_id == tenant_id)
+                .values(**document)
+            )
 
     @staticmethod
     def _apply(
@@ -574,42 +720,25 @@ class MetadataStore:
         progress_total: int | None = None,
         error: str | None = None,
         attempts_increment: bool = False,
-        chunk_count: int | None = None,
-        doc: Document | None = None,
     ) -> None:
-        """``doc``: the task's document, when the caller loaded it anyway; its row is then
-        changed through the session's flush instead of an UPDATE of its own (the worker's
-        per-document transactions are cheaper so)."""
-        now = utcnow()
-        if state is not None:
-            task.state = state.value
-            task.finished_at = now if state.terminal else None
-            if not state.terminal and error is None:
-                task.error = None
-            doc_values: dict[str, Any] = {"status": state.value, "updated_at": now}
-            if chunk_count is not None:
-                doc_values["chunk_count"] = chunk_count
-            if doc is not None:
-                for name, value in doc_values.items():
-                    setattr(doc, name, value)
-            else:
-                session.execute(
-                    update(Document)
-                    .where(Document.id == task.document_id, Document.tenant_id == task.tenant_id)
-                    .values(**doc_values),
-                    execution_options={"synchronize_session": False},
-                )
-        if stage is not None:
-            task.stage = stage
-        if progress_done is not None:
-            task.progress_done = progress_done
-        if progress_total is not None:
-            task.progress_total = progress_total
-        if error is not None:
-            task.error = error[:MAX_ERROR_CHARS]
-        if attempts_increment:
-            task.attempts += 1
-        task.updated_at = now
+        task_values, document_values = _task_changes(
+            utcnow(),
+            state=state,
+            stage=stage,
+            progress_done=progress_done,
+            progress_total=progress_total,
+            error=error,
+            attempts=task.attempts + 1 if attempts_increment else None,
+        )
+        for name, value in task_values.items():
+            setattr(task, name, value)
+        if document_values:
+            session.execute(
+                update(Document)
+                .where(Document.id == task.document_id, Document.tenant_id == task.tenant_id)
+                .values(**document_values),
+                execution_options={"synchronize_session": False},
+            )
         session.flush()
 
     def complete_document(
@@ -628,39 +757,42 @@ class MetadataStore:
         ``usage`` rows and the document's ``splitter`` (as :meth:`record_splitter`) go in the
         same transaction: written apart they cost the worker two more per document, and
         together a completion is never left without its metering or the other way round."""
-        with self._tx(write=True) as session:
-            task = self._task_row(session, tenant_id, task_id, lock=True)
-            if task.document_id != document_id:
+        with self._core(write=True) as connection:
+            row = connection.execute(
+                _TASK_AND_DOCUMENT.where(_TASKS.c.id == task_id, _TASKS.c.tenant_id == tenant_id)
+            ).one_or_none()
+            if row is None or row.t_document_id != document_id:
                 raise TaskNotFound(f"task {task_id} not found for document {document_id}")
-            doc = self._document_row(session, tenant_id, document_id)
-            # Already COMPLETED: this is a retry of a completion whose commit went through
-            # (its answer was lost, e.g. the connection dropped after COMMIT); its usage rows
-            # are in, and adding them again would bill the document twice.
-            repeated = task.state == TaskState.COMPLETED.value
+            if row.d_id is None:
+                raise DocumentNotFound(f"document {document_id} not found")
             # Progress complete in the same write: the worker skips writing its last progress
             # separately, a transaction per document that nobody could see.
-            self._apply(
-                session,
-                task,
+            task, document = _task_changes(
+                utcnow(),
                 state=TaskState.COMPLETED,
                 chunk_count=chunk_count,
                 progress_done=chunk_count,
                 progress_total=chunk_count,
-                doc=doc,
             )
+            self._write_changes(connection, tenant_id, task_id, document_id, task, document)
             if splitter is not None:
-                self._upsert_splitter(session, tenant_id, document_id, splitter)
-            if not repeated:
-                session.add_all([row.row(tenant_id) for row in usage])
-            result = DocumentView.of(doc), TaskView.of(task)
-        log.info(
+                connection.execute(
+                    _splitter_upsert(connection.dialect.name, tenant_id, document_id, splitter)
+                )
+            # Already COMPLETED: this is a retry of a completion whose commit went through
+            # (its answer was lost, e.g. the connection dropped after COMMIT); its usage rows
+            # are in, and adding them again would bill the document twice.
+            if usage and row.t_state != TaskState.COMPLETED.value:
+                connection.execute(insert(Usage), [u.values(tenant_id) for u in usage])
+        log.debug(
             "metadata.document_completed",
             tenant_id=tenant_id,
             document_id=document_id,
             task_id=task_id,
             chunks=chunk_count,
         )
-        return result
+        completed = _views(row, task, document)
+        return completed.document, completed.task
 
     def fail_task(self, tenant_id: str, task_id: str, *, stage: str, error: str) -> TaskView:
         """FAILED with the stage it failed in and a reason; the document becomes FAILED."""
@@ -1023,20 +1155,10 @@ class MetadataStore:
                 ).one_or_none()
                 if doc is None:
                     return
-                self._upsert_splitter(session, tenant_id, document_id, spec)
+                dialect = session.get_bind().dialect.name
+                session.execute(_splitter_upsert(dialect, tenant_id, document_id, spec))
         except IntegrityError:
             return  # deleted between the check and the insert (PostgreSQL)
-
-    @staticmethod
-    def _upsert_splitter(session: Session, tenant_id: str, document_id: str, spec: str) -> None:
-        insert = _INSERT_OR_IGNORE[session.get_bind().dialect.name]
-        session.execute(
-            insert(DocumentSplitter)
-            .values(document_id=document_id, tenant_id=tenant_id, spec=spec)
-            .on_conflict_do_update(
-                index_elements=[DocumentSplitter.document_id], set_={"spec": spec}
-            )
-        )
 
     def reindex_status(
         self, tenant_id: str, collection: str

@@ -27,8 +27,12 @@ import redis
 from opentelemetry.context import Context
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
+from kubemate.cache_generation import queue_bump
 from kubemate.errors import BackendUnavailable
+from kubemate.logs import get_logger
 from kubemate.settings import RedisConfig
+
+log = get_logger(__name__)
 
 DEAD_LETTER_SUFFIX = ":dead"
 
@@ -248,14 +252,28 @@ class IngestQueue:
     def is_pending(self, entry_id: str) -> bool:
         return self.pending(entry_id) is not None
 
-    def ack(self, entry_id: str) -> None:
-        # Delete as well: acknowledged entries are history, and the stream's length is then
-        # exactly the backlog a scaler (KEDA) should look at.
+    def ack(self, entry_id: str, *, bump_generation_of: str | None = None) -> None:
+        """Acknowledge the entry and delete it: acknowledged entries are history, and the
+        stream's length is then exactly the backlog a scaler (KEDA) should look at.
+
+        ``bump_generation_of``: a tenant whose cache generation
+        (:mod:`kubemate.cache_generation`) is bumped in the same transaction, one round trip
+        instead of two. A bump that fails (the caches expire by TTL anyway) is logged; it never
+        fails the acknowledgement."""
         with _redis_errors():
             pipe = self._r.pipeline(transaction=True)
             pipe.xack(self.stream, self.group, entry_id)
             pipe.xdel(self.stream, entry_id)
-            pipe.execute()
+            if bump_generation_of is not None:
+                queue_bump(pipe, bump_generation_of)
+            # Errors of single commands come back as replies, so the bump's stay apart.
+            replies = pipe.execute(raise_on_error=False)
+        for reply in replies[:2]:
+            if isinstance(reply, redis.RedisError):
+                raise BackendUnavailable(f"redis: {reply}") from reply
+        errors = [reply for reply in replies[2:] if isinstance(reply, redis.RedisError)]
+        if errors:
+            log.warning("cache.generation_bump_failed", error=str(errors[0]))
 
     def dead_letter(
         self, entry_id: str, job: IngestJob, *, reason: str, stage: str, attempts: int

@@ -110,7 +110,7 @@ class StreamDispatcher:
             # Not sent: forget it here, so it turns idle and is reclaimed through the stream.
             ctx.inflight.finish(entry.entry_id)
             raise
-        log.info("stream.entry_dispatched", entry_id=entry.entry_id, task_id=entry.job.task_id)
+        log.debug("stream.entry_dispatched", entry_id=entry.entry_id, task_id=entry.job.task_id)
 
     def _keep_leases(self) -> None:
         ctx = self._ctx_getter()

@@ -20,9 +20,6 @@ from collections.abc import Callable, Iterator
 from itertools import islice
 from typing import BinaryIO, cast
 
-import redis
-
-from kubemate.cache_generation import bump_generation
 from kubemate.collections import ensure_vector_collection
 from kubemate.errors import ClientError, DocumentProcessingError
 from kubemate.logs import get_logger
@@ -236,12 +233,9 @@ def index_document(
             ctx.usage.put_back(embedded)  # still written, by the flush at the end of the entry
         raise
     DOCUMENT_PROCESSING_STATUS.labels(TaskState.COMPLETED.value).inc()
-    try:
-        # Cached answers of this tenant predate the new document: orphan them all at once.
-        bump_generation(ctx.queue.client, tenant)
-    except redis.RedisError as exc:  # the caches expire by TTL; the document is finished
-        log.warning("cache.generation_bump_failed", error=str(exc))
-    log.info(
+    # (The cached answers of the tenant, which predate the document, are orphaned with the
+    # entry's acknowledgement: kubemate_worker.processing.)
+    log.debug(
         "document.indexed",
         document_id=document.id,
         chunks=done,

@@ -35,6 +35,7 @@ from kubemate.errors import (
 )
 from kubemate.logs import get_logger
 from kubemate.metadata.models import TaskState
+from kubemate.metadata.store import TaskView
 from kubemate.metrics import DOCUMENT_PROCESSING_STATUS
 from kubemate.queue.streams import Lease
 from kubemate.retry import backoff_delay
@@ -122,33 +123,17 @@ def _process(ctx: WorkerContext, held: Held) -> Outcome:
         # Acknowledged by an earlier run, or taken over since it was read.
         log.info("stream.entry_already_taken", entry_id=held.entry_id, lease=lease.name)
         return Outcome.SKIPPED
-    try:
-        task = call("metadata.get_task", lambda: ctx.store.get_task(job.tenant_id, job.task_id))
-    except (TaskNotFound, DocumentNotFound):
-        return _gone(ctx, held)
-    if task.state == TaskState.COMPLETED:
-        call("stream.ack", lambda: ctx.queue.ack(held.entry_id))
-        return Outcome.DONE
-    if task.state == TaskState.FAILED:
-        # Failed, but the dead letter and the acknowledgement (one transaction) never happened.
-        return _dead_letter(ctx, held, task.error or "failed", task.stage or "", task.attempts)
-
     worker = ctx.settings.worker
-    if task.state != TaskState.PENDING and task.attempts >= worker.max_attempts:
-        # Every earlier run ended without an outcome (a run that ends in one leaves a final
-        # state, and a retry resets the task to PENDING): the worker crashed or was killed.
-        reason = (
-            f"gave up after {task.attempts} attempts: the worker processing this document "
-            "stopped each time (crashed or ran out of memory)"
-        )
-        return _fail(ctx, held, reason, task.stage or "pending", task.attempts)
-
     reporter = TaskReporter(ctx.store, job, interval_s=worker.progress_interval_s)
     while True:
         try:
-            task, document = call("metadata.begin", reporter.begin_attempt)
+            # Reads the task with its document, and begins an attempt only if one is owed.
+            attempt = call("metadata.begin", lambda: reporter.begin_attempt(worker.max_attempts))
         except (TaskNotFound, DocumentNotFound):
             return _gone(ctx, held)
+        task, document = attempt.task, attempt.document
+        if not attempt.begun:
+            return _settle(ctx, held, task)
         try:
             chunks = index_document(ctx, job, held=held, reporter=reporter, document=document)
         except LeaseLost:
@@ -188,9 +173,34 @@ def _process(ctx: WorkerContext, held: Held) -> Outcome:
             held.check()
             continue
         catch_up(ctx, job)  # a re-index of the collection running or just switched
-        call("stream.ack", lambda: ctx.queue.ack(held.entry_id))
+        _ack_completed(ctx, held)
         log.info("document.completed", document_id=job.document_id, chunks=chunks)
         return Outcome.DONE
+
+
+def _settle(ctx: WorkerContext, held: Held, task: TaskView) -> Outcome:
+    """An entry whose task owes no attempt: finished already, or out of attempts."""
+    if task.state == TaskState.COMPLETED:
+        # (The run that completed it may have stopped before its acknowledgement's bump.)
+        _ack_completed(ctx, held)
+        return Outcome.DONE
+    if task.state == TaskState.FAILED:
+        # Failed, but the dead letter and the acknowledgement (one transaction) never happened.
+        return _dead_letter(ctx, held, task.error or "failed", task.stage or "", task.attempts)
+    # Every earlier run ended without an outcome (a run that ends in one leaves a final state,
+    # and a retry resets the task to PENDING): the worker crashed or was killed.
+    reason = (
+        f"gave up after {task.attempts} attempts: the worker processing this document "
+        "stopped each time (crashed or ran out of memory)"
+    )
+    return _fail(ctx, held, reason, task.stage or "pending", task.attempts)
+
+
+def _ack_completed(ctx: WorkerContext, held: Held) -> None:
+    """Acknowledge a completed document's entry and, in the same transaction, orphan the
+    tenant's cached answers, which predate the document."""
+    tenant = held.job.tenant_id
+    ctx.retrier.call("stream.ack", lambda: ctx.queue.ack(held.entry_id, bump_generation_of=tenant))
 
 
 def _gone(ctx: WorkerContext, held: Held) -> Outcome:

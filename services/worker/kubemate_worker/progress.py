@@ -14,7 +14,7 @@ from typing import Any
 from kubemate.errors import BackendUnavailable
 from kubemate.logs import get_logger
 from kubemate.metadata.models import TaskState
-from kubemate.metadata.store import DocumentView, MetadataStore, TaskView
+from kubemate.metadata.store import Attempt, MetadataStore
 from kubemate.metrics import DOCUMENT_PROCESSING_STATUS
 from kubemate.queue import IngestJob
 
@@ -35,18 +35,24 @@ class TaskReporter:
     def stage(self) -> str:
         return self.state.value.lower()
 
-    def begin_attempt(self) -> tuple[TaskView, DocumentView]:
+    def begin_attempt(self, max_attempts: int | None = None) -> Attempt:
         """Count an attempt and enter PARSING, in one write that must succeed (raises); the
-        document to work on is read with it."""
-        self.state = TaskState.PARSING
-        DOCUMENT_PROCESSING_STATUS.labels(self.state.value).inc()
-        begun = self._store.begin_attempt(
-            self._job.tenant_id, self._job.task_id, state=self.state, stage=self.stage
+        task and its document are read with it. None begins on a task that is finished or has
+        had ``max_attempts`` (``begun`` False): see :meth:`MetadataStore.begin_attempt`."""
+        attempt = self._store.begin_attempt(
+            self._job.tenant_id,
+            self._job.task_id,
+            state=TaskState.PARSING,
+            stage=TaskState.PARSING.value.lower(),
+            max_attempts=max_attempts,
         )
-        self._last_write = time.monotonic()
-        self._unwritten.clear()
-        self._retrying = False
-        return begun
+        if attempt.begun:
+            self.state = TaskState.PARSING
+            DOCUMENT_PROCESSING_STATUS.labels(self.state.value).inc()
+            self._last_write = time.monotonic()
+            self._unwritten.clear()
+            self._retrying = False
+        return attempt
 
     def enter(self, state: TaskState, *, force: bool = False, **progress: int) -> None:
         if state != self.state:
