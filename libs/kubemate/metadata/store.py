@@ -16,7 +16,18 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any, Literal, NamedTuple
 
-from sqlalchemy import Engine, and_, create_engine, delete, event, func, insert, select, update
+from sqlalchemy import (
+    Engine,
+    and_,
+    bindparam,
+    create_engine,
+    delete,
+    event,
+    func,
+    insert,
+    select,
+    update,
+)
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import URL, Connection, make_url
 from sqlalchemy.exc import DBAPIError, IntegrityError, InterfaceError, OperationalError
@@ -287,7 +298,9 @@ _INSERT_OR_IGNORE: Mapping[str, Callable[..., Any]] = {
 
 _TASKS = Task.__table__
 _DOCUMENTS = Document.__table__
-# A task and its document in one row (Core): their columns apart by prefix, the task locked.
+# The worker's statements, built once (Core, parameters by name): a task and its document in
+# one row, their columns apart by prefix, the task locked; and the UPDATEs of either, whose SET
+# clause is the parameters other than the key's.
 _TASK_AND_DOCUMENT = (
     select(
         *(column.label(f"t_{column.name}") for column in _TASKS.c),
@@ -302,7 +315,14 @@ _TASK_AND_DOCUMENT = (
             ),
         )
     )
+    .where(_TASKS.c.id == bindparam("key_id"), _TASKS.c.tenant_id == bindparam("key_tenant"))
     .with_for_update(of=_TASKS)  # PostgreSQL; SQLite already holds the write lock
+)
+_UPDATE_TASK = update(_TASKS).where(
+    _TASKS.c.id == bindparam("key_id"), _TASKS.c.tenant_id == bindparam("key_tenant")
+)
+_UPDATE_DOCUMENT = update(_DOCUMENTS).where(
+    _DOCUMENTS.c.id == bindparam("key_id"), _DOCUMENTS.c.tenant_id == bindparam("key_tenant")
 )
 
 
@@ -663,7 +683,7 @@ class MetadataStore:
         PENDING (each of them ended without an outcome: the worker crashed)."""
         with self._core(write=True) as connection:
             row = connection.execute(
-                _TASK_AND_DOCUMENT.where(_TASKS.c.id == task_id, _TASKS.c.tenant_id == tenant_id)
+                _TASK_AND_DOCUMENT, {"key_id": task_id, "key_tenant": tenant_id}
             ).one_or_none()
             if row is None:
                 raise TaskNotFound(f"task {task_id} not found")
@@ -697,17 +717,10 @@ class MetadataStore:
         task: Mapping[str, Any],
         document: Mapping[str, Any],
     ) -> None:
-        connection.execute(
-            update(_TASKS)
-            .where(_TASKS.c.id == task_id, _TASKS.c.tenant_id == tenant_id)
-            .values(**task)
-        )
+        connection.execute(_UPDATE_TASK, {"key_id": task_id, "key_tenant": tenant_id, **task})
         if document:
-            connection.execute(
-                update(_DOCUMENTS)
-                .where(_DOCUMENTS.c.id == document_id, _DOCUMENTS.c.tenant_id == tenant_id)
-                .values(**document)
-            )
+            key = {"key_id": document_id, "key_tenant": tenant_id}
+            connection.execute(_UPDATE_DOCUMENT, {**key, **document})
 
     @staticmethod
     def _apply(
@@ -759,7 +772,7 @@ class MetadataStore:
         together a completion is never left without its metering or the other way round."""
         with self._core(write=True) as connection:
             row = connection.execute(
-                _TASK_AND_DOCUMENT.where(_TASKS.c.id == task_id, _TASKS.c.tenant_id == tenant_id)
+                _TASK_AND_DOCUMENT, {"key_id": task_id, "key_tenant": tenant_id}
             ).one_or_none()
             if row is None or row.t_document_id != document_id:
                 raise TaskNotFound(f"task {task_id} not found for document {document_id}")
