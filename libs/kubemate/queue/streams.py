@@ -60,6 +60,21 @@ end
 return out
 """
 
+# The same for one entry, and only while the caller holds it, sets a hash field, in one step: a
+# write that must not happen once another consumer owns the entry, without a round trip more.
+# KEYS: stream, hash. ARGV: group, consumer, entry id, field, value. Returns a Lease code.
+_LEASE_THEN_HSET = """
+local p = redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[3], ARGV[3], 1)
+if #p == 0 then
+  return -1
+elseif p[1][2] ~= ARGV[2] then
+  return 0
+end
+redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[2], 0, ARGV[3], 'JUSTID')
+redis.call('HSET', KEYS[2], ARGV[4], ARGV[5])
+return 1
+"""
+
 
 class Lease(IntEnum):
     """Where a pending entry stands for the consumer asking."""
@@ -176,6 +191,7 @@ class IngestQueue:
         self.group = config.consumer_group
         self.claim_idle_ms = claim_idle_ms
         self._heartbeat = client.register_script(_HEARTBEAT)
+        self._lease_then_hset = client.register_script(_LEASE_THEN_HSET)
 
     @classmethod
     def from_config(cls, config: RedisConfig, **kwargs: int) -> IngestQueue:
@@ -234,6 +250,17 @@ class IngestQueue:
 
     def lease(self, consumer: str, entry_id: str) -> Lease:
         return self.heartbeat(consumer, [entry_id])[entry_id]
+
+    def lease_then_set(
+        self, consumer: str, entry_id: str, key: str, field: str, value: str
+    ) -> Lease:
+        """:meth:`lease`, and only while ``consumer`` holds the entry, ``HSET key field value``
+        in the same atomic step (nothing is written unless the answer is HELD)."""
+        with _redis_errors():
+            code = self._lease_then_hset(
+                keys=[self.stream, key], args=[self.group, consumer, entry_id, field, value]
+            )
+        return Lease(int(code))
 
     def pending(self, entry_id: str) -> PendingEntry | None:
         """Who holds the entry, for how long it has been idle, how often it was delivered;

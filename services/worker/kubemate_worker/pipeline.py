@@ -256,16 +256,20 @@ def _switch_version(
     """Make ``target.version`` live, then delete every other version's rows."""
     call = ctx.retrier.call
     held.check()
-    # The last moment to find out that another worker owns the entry now: past this point
-    # this run finishes the document.
-    lease = call("stream.lease", lambda: ctx.queue.lease(ctx.consumer, held.entry_id))
-    if lease != Lease.HELD:
-        held.mark_lost()
-        raise LeaseLost(held.entry_id)
     key = (target.vector_collection, target.tenant_id, target.document_id)
     versions.live = target.version
     versions.written[target.version] = max(versions.written.get(target.version, 0), count)
-    call("ledger.save", lambda: ctx.ledger.save(*key, versions), on_retry=note)
+    # The last moment to find out that another worker owns the entry now: the switch is saved
+    # only while this run holds it (one atomic step), and past this point it finishes the
+    # document.
+    lease = call(
+        "stream.lease",
+        lambda: ctx.ledger.save_while_held(ctx.queue, ctx.consumer, held.entry_id, *key, versions),
+        on_retry=note,
+    )
+    if lease != Lease.HELD:
+        held.mark_lost()
+        raise LeaseLost(held.entry_id)
     stale = stale_chunk_ids(target.tenant_id, target.document_id, versions, target.version, count)
     deleted = 0
     while batch := list(islice(stale, DELETE_BATCH)):

@@ -31,6 +31,8 @@ from dataclasses import dataclass, field
 import redis
 
 from kubemate.errors import BackendUnavailable
+from kubemate.queue import IngestQueue
+from kubemate.queue.streams import Lease
 from kubemate.text.ids import chunk_id
 
 # Chunks written before versions existed: ids from kubemate.text.ids.chunk_id.
@@ -104,6 +106,27 @@ class ChunkLedger:
             )
         except redis.RedisError as exc:
             raise BackendUnavailable(f"redis: {exc}") from exc
+
+    def save_while_held(
+        self,
+        queue: IngestQueue,
+        consumer: str,
+        entry_id: str,
+        vector_collection: str,
+        tenant_id: str,
+        document_id: str,
+        versions: ChunkVersions,
+    ) -> Lease:
+        """:meth:`save`, only while ``consumer`` holds the stream entry ``entry_id`` (renewing
+        its lease), in one atomic step; returns the lease. Raises :class:`BackendUnavailable`
+        when Redis cannot be reached."""
+        return queue.lease_then_set(
+            consumer,
+            entry_id,
+            self._key(vector_collection),
+            self._field(tenant_id, document_id),
+            versions.to_json(),
+        )
 
     def forget(self, vector_collection: str, tenant_id: str, document_id: str) -> None:
         """After the document and all its chunks are deleted."""
