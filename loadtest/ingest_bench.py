@@ -43,6 +43,10 @@ from pathlib import Path
 import httpx
 import psutil
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from scifact_bench import rate_limits_out_of_the_way
+
 from kubemate.auth import issue_token
 from kubemate.embedded.supervisor import free_port
 from kubemate.settings import EmbedderConfig, KubemateSettings, SplitterConfig
@@ -199,8 +203,9 @@ def stack_env(big_bytes: int) -> dict[str, str]:
                 {"default": {}, BULK: {"embedder": {"provider": "hash"}}}
             ),
             "KUBEMATE_INGEST__MAX_UPLOAD_BYTES": str(big_bytes + 1024 * 1024),
-            # The gateway's rate limits would cap uploads at 10/s per client.
-            "KUBEMATE_GATEWAY__RATE_LIMITS__ENABLED": "false",
+            # The gateway's default rate limits would cap uploads at 10/s per client: on, but
+            # out of the way.
+            **rate_limits_out_of_the_way(),
             "KUBEMATE_OBSERVABILITY__LOG_LEVEL": "WARNING",
             "PYTHONUNBUFFERED": "1",
         }

@@ -386,7 +386,8 @@ def report(
         "",
         f"The embedded stack (`kubemate up`: gateway, retrieval, Milvus Lite server, Redis, "
         f"all-MiniLM-L6-v2 in the retrieval process), {facts['indexed']} SciFact abstracts of "
-        f"tenant `{TENANT}`. API rows go through the gateway, `top_k` {TOP_K}, "
+        f"tenant `{TENANT}`. API rows go through the gateway (its rate limits on, with buckets "
+        f"no benchmark empties: every request pays for their checks), `top_k` {TOP_K}, "
         f"`{args.mode}` search, distinct SciFact claims with `cache: false`. Raw rows run in "
         "the benchmark process, each question right before the one-client API call of the "
         "same question (both see the same load): MiniLM `encode` of the claim and "
