@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import threading
 
 from celery import Celery
@@ -17,10 +18,21 @@ from kubemate_worker.tasks import EMBED_UNIT, register_tasks
 
 log = get_logger(__name__)
 
+# Celery logs two lines per task at INFO ("received", "succeeded", with the arguments' repr);
+# the worker logs its own line per document ("document.completed"), so theirs show at DEBUG.
+CELERY_TASK_LOGGERS = ("celery.worker.strategy", "celery.app.trace")
+
+
+def quiet_task_logs(log_level: str) -> None:
+    level = getattr(logging, log_level)
+    for name in CELERY_TASK_LOGGERS:
+        logging.getLogger(name).setLevel(level if level <= logging.DEBUG else logging.WARNING)
+
 
 def create_celery(settings: WorkerSettings | None = None) -> Celery:
     settings = settings or WorkerSettings()
     configure_logging(settings.observability, service="worker")
+    quiet_task_logs(settings.observability.log_level)
     # Before any task runs: each processed stream entry is a span (kubemate_worker.processing).
     start_tracing(settings.tracing, service="worker")
     units = units_queue(settings.redis.ingest_stream)
