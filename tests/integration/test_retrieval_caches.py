@@ -142,9 +142,9 @@ async def test_generation_counter_survives_eviction() -> None:
     import redis.asyncio
 
     from kubemate.cache_generation import (
+        GenerationKeyedReader,
         bump_generation_async,
         current_generation,
-        current_generation_async,
         generation_key,
     )
 
@@ -152,18 +152,26 @@ async def test_generation_counter_survives_eviction() -> None:
     sync = redis.Redis.from_url(MACHINE_REDIS)
     aio = redis.asyncio.Redis.from_url(MACHINE_REDIS)
     try:
+        reader = GenerationKeyedReader(aio)
         first = current_generation(sync, tenant)
-        assert await current_generation_async(aio, tenant) == first
+        assert await reader.read(tenant, f"t:{tenant}:", ":k") == (first, None)
+        sync.set(f"t:{tenant}:{first}:k", "old entry")
+        assert await reader.read(tenant, f"t:{tenant}:", ":k") == (first, b"old entry")
         assert bump_generation(sync, tenant) == first + 1
         assert await bump_generation_async(aio, tenant) == first + 2
+        assert await reader.read(tenant, f"t:{tenant}:", ":k") == (first + 2, None)
         # Evicted (allkeys-lru) or lost: the counter restarts above every value it held, so
         # entries cached under an old generation never become reachable again.
         sync.delete(generation_key(tenant))
         assert bump_generation(sync, tenant) > first + 2
         sync.delete(generation_key(tenant))
         assert current_generation(sync, tenant) > first + 2
-    finally:
         sync.delete(generation_key(tenant))
+        generation, entry = await reader.read(tenant, f"t:{tenant}:", ":k")
+        assert generation > first + 2 and entry is None
+        assert current_generation(sync, tenant) == generation  # created, as the others do
+    finally:
+        sync.delete(generation_key(tenant), f"t:{tenant}:{first}:k")
         sync.close()
         await aio.aclose()
 

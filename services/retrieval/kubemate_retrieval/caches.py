@@ -9,9 +9,9 @@
 
 Every Redis key holds the tenant and the tenant's generation (:mod:`kubemate.cache_generation`),
 which the writers of documents bump: a new upload makes every older entry of that tenant
-unreachable at once. Memory stays bounded by the TTLs and Redis' ``maxmemory-policy
-allkeys-lru``. A cache is never worth failing a request for: a Redis error or a slow answer is
-counted and treated as a miss.
+unreachable at once; a lookup reads the generation and the entry under it in one round trip.
+Memory stays bounded by the TTLs and Redis' ``maxmemory-policy allkeys-lru``. A cache is never
+worth failing a request for: a Redis error or a slow answer is counted and treated as a miss.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ import redis.asyncio
 from prometheus_client import Counter
 from redis.exceptions import RedisError
 
-from kubemate.cache_generation import current_generation_async
+from kubemate.cache_generation import GenerationKeyedReader
 from kubemate.logs import get_logger
 from kubemate.vectorstore import SearchHit
 from kubemate_retrieval.settings import CacheConfig
@@ -105,6 +105,7 @@ class Caches:
     def __init__(self, client: redis.asyncio.Redis, config: CacheConfig) -> None:
         self._redis = client
         self._config = config
+        self._reader = GenerationKeyedReader(client)
         self.vectors = QueryVectorCache(config.embedding_lru_size if config.enabled else 0)
 
     @property
@@ -114,35 +115,33 @@ class Caches:
     def _key(self, cache: CacheName, tenant_id: str, generation: int, key: str) -> str:
         return f"{self._config.key_prefix}:{cache}:{tenant_id}:{generation}:{key}"
 
-    async def generation(self, tenant_id: str) -> int | None:
-        """The tenant's generation, or None (skip caching) when Redis does not answer."""
+    async def lookup(
+        self, cache: CacheName, tenant_id: str, key: str
+    ) -> tuple[int | None, Any | None]:
+        """The tenant's generation and the entry of ``key`` under it, in one round trip:
+        ``(generation, None)`` on a miss, ``(None, None)`` (skip caching) when Redis does not
+        answer in time."""
         if not self._config.enabled:
-            return None
+            return None, None
         try:
             async with asyncio.timeout(self._config.timeout_s):
-                return await current_generation_async(self._redis, tenant_id)
-        except (RedisError, TimeoutError) as exc:
-            log.warning("cache.unavailable", op="generation", error=type(exc).__name__)
-            return None
-
-    async def _get(self, cache: CacheName, full_key: str) -> Any | None:
-        try:
-            async with asyncio.timeout(self._config.timeout_s):
-                raw = await self._redis.get(full_key)
+                generation, raw = await self._reader.read(
+                    tenant_id, f"{self._config.key_prefix}:{cache}:{tenant_id}:", f":{key}"
+                )
         except (RedisError, TimeoutError) as exc:
             CACHE_REQUESTS.labels(cache, "error").inc()
-            log.warning("cache.unavailable", op="get", cache=cache, error=type(exc).__name__)
-            return None
+            log.warning("cache.unavailable", op="lookup", cache=cache, error=type(exc).__name__)
+            return None, None
         if raw is None:
             CACHE_REQUESTS.labels(cache, "miss").inc()
-            return None
+            return generation, None
         try:
             value = json.loads(raw)
         except ValueError:
             CACHE_REQUESTS.labels(cache, "error").inc()
-            return None
+            return generation, None
         CACHE_REQUESTS.labels(cache, "hit").inc()
-        return value
+        return generation, value
 
     async def _put(self, cache: CacheName, full_key: str, value: Any, ttl_s: int) -> None:
         try:
@@ -151,20 +150,9 @@ class Caches:
         except (RedisError, TimeoutError) as exc:
             log.warning("cache.unavailable", op="set", cache=cache, error=type(exc).__name__)
 
-    # ---- answers ------------------------------------------------------------------------------
-
-    async def get_answer(self, tenant_id: str, generation: int, key: str) -> Any | None:
-        return await self._get("answer", self._key("answer", tenant_id, generation, key))
-
-    async def put_answer(self, tenant_id: str, generation: int, key: str, value: Any) -> None:
-        full_key = self._key("answer", tenant_id, generation, key)
-        await self._put("answer", full_key, value, self._config.answer_ttl_s)
-
-    # ---- retrieval results --------------------------------------------------------------------
-
-    async def get_retrieval(self, tenant_id: str, generation: int, key: str) -> Any | None:
-        return await self._get("retrieval", self._key("retrieval", tenant_id, generation, key))
-
-    async def put_retrieval(self, tenant_id: str, generation: int, key: str, value: Any) -> None:
-        full_key = self._key("retrieval", tenant_id, generation, key)
-        await self._put("retrieval", full_key, value, self._config.retrieval_ttl_s)
+    async def put(
+        self, cache: CacheName, tenant_id: str, generation: int, key: str, value: Any
+    ) -> None:
+        """Stores ``value`` under the generation a :meth:`lookup` returned, for the cache's TTL."""
+        ttl_s = self._config.answer_ttl_s if cache == "answer" else self._config.retrieval_ttl_s
+        await self._put(cache, self._key(cache, tenant_id, generation, key), value, ttl_s)

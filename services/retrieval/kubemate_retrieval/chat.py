@@ -219,7 +219,6 @@ class ChatService:
         # Answers that depend on earlier turns are not reused: the history is part of them.
         if conversation.empty and query.cache:
             with timer.stage("cache"):
-                plan.generation = await self._caches.generation(tenant_id)
                 plan.answer_key = digest(
                     "answer",
                     normalize_question(query.question),
@@ -236,11 +235,9 @@ class ChatService:
                     settings.prompt.model_dump(),
                     await self._pipeline.reranker_id(models) if query.rerank else None,
                 )
-                cached = None
-                if plan.generation is not None:
-                    cached = await self._caches.get_answer(
-                        tenant_id, plan.generation, plan.answer_key
-                    )
+                plan.generation, cached = await self._caches.lookup(
+                    "answer", tenant_id, plan.answer_key
+                )
             if cached is not None:
                 plan.result = _result_from_cache(cached, timer)
                 return plan
@@ -308,8 +305,8 @@ class ChatService:
             and not result.warnings
             and result.answer
         ):
-            await self._caches.put_answer(
-                tenant_id, plan.generation, plan.answer_key, _result_to_cache(result)
+            await self._caches.put(
+                "answer", tenant_id, plan.generation, plan.answer_key, _result_to_cache(result)
             )
         await self._remember(tenant_id, request, plan, result)
         if plan.prepared is not None:

@@ -17,7 +17,6 @@ unrewritten, a failing reranker leaves the search order; the result says what ra
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
@@ -207,16 +206,11 @@ class RetrievalPipeline:
         ensured = False  # without the caches, the search thread ensures the collection
         if request.cache:
             with timer.stage("cache"):
-                # The collection's thread hop and the generation's Redis round trip overlap.
-                mode, generation = await asyncio.gather(
-                    self._collection(active, request.hybrid, embedder.dimension),
-                    self._caches.generation(tenant_id),
-                )
+                mode = await self._collection(active, request.hybrid, embedder.dimension)
                 ensured = True
-                if generation is not None:
-                    reranker = await self.reranker_id(models) if request.rerank else None
-                    key = self._retrieval_key(request, active, query, vector, mode, reranker)
-                    cached = await self._caches.get_retrieval(tenant_id, generation, key)
+                reranker = await self.reranker_id(models) if request.rerank else None
+                key = self._retrieval_key(request, active, query, vector, mode, reranker)
+                generation, cached = await self._caches.lookup("retrieval", tenant_id, key)
         if cached is not None:
             return Retrieval(
                 hits=hits_from_json(cached["hits"]),
@@ -234,7 +228,8 @@ class RetrievalPipeline:
             # Keyed by the mode that really ran: the store may have fallen back since the lookup.
             reranker = await self.reranker_id(models) if request.rerank else None
             key = self._retrieval_key(request, active, query, vector, result.search_mode, reranker)
-            await self._caches.put_retrieval(
+            await self._caches.put(
+                "retrieval",
                 tenant_id,
                 generation,
                 key,
