@@ -168,7 +168,6 @@ class AuthConfig(BaseModel):
 class ObservabilityConfig(BaseModel):
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     log_json: bool = True
-    otlp_endpoint: str | None = None  # traces exported over OTLP/HTTP when set
 
 
 class TracingConfig(BaseModel):
