@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack
+from pathlib import Path
 
 import pytest
 import redis
@@ -67,6 +68,17 @@ def test_identical_upload_returns_the_existing_document(client: TestClient) -> N
     second = upload(client, b"same bytes", name="other-name.txt").json()
     assert second["document_id"] == first["document_id"] and second["duplicate"] is True
     assert stream_length(client) == 1
+
+
+def test_reupload_keeps_the_stored_file(client: TestClient, backend_env: dict[str, object]) -> None:
+    data = b"stored once"
+    first = upload(client, data).json()
+    root = Path(backend_env["object_store"]["root"])  # type: ignore[index]
+    (stored,) = [p for p in root.rglob("*") if p.is_file() and not p.name.startswith(".km-")]
+    inode = stored.stat().st_ino
+    second = upload(client, data, name="again.txt").json()
+    assert second["document_id"] == first["document_id"] and second["duplicate"] is True
+    assert stored.stat().st_ino == inode and stored.read_bytes() == data
 
 
 def test_other_tenant_cannot_see_the_document(client: TestClient) -> None:

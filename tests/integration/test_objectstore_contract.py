@@ -99,6 +99,15 @@ class TestObjectStoreContract:
         info = store.stat(key)
         assert (info.size, info.content_type) == (2, "application/json")
 
+    def test_content_addressed_put_of_the_same_content(self, store: ObjectStore) -> None:
+        data = b"the same bytes"
+        key = tenant_key("t1", "documents", hashlib.sha256(data).hexdigest())
+        store.put(key, io.BytesIO(data), len(data), "text/plain", content_addressed=True)
+        info = store.put(key, io.BytesIO(data), len(data), "text/plain", content_addressed=True)
+        assert (info.key, info.size, info.content_type) == (key, len(data), "text/plain")
+        assert store.get(key) == data
+        assert [o.key for o in store.list("tenants/t1/")] == [key]
+
     def test_stat_reports_size_and_content_type(self, store: ObjectStore) -> None:
         key = tenant_key("t1", "doc", "raw")
         store.put(key, io.BytesIO(b"x" * 1234), length=1234, content_type="application/pdf")

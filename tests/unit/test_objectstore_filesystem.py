@@ -236,3 +236,41 @@ def test_put_makes_new_directories_and_the_rename_durable(
     synced.clear()
     store.put("tenants/t1/docs/b", io.BytesIO(b"2"))
     assert synced == [root / "tenants" / "t1" / "docs"]
+
+
+class Unreadable(io.BytesIO):
+    def read(self, size: int | None = -1) -> bytes:
+        raise AssertionError("a kept object's data must not be read")
+
+
+def test_content_addressed_put_keeps_an_object_of_the_same_size(
+    store: FilesystemObjectStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    key = "tenants/t1/documents/abc"
+    store.put(key, io.BytesIO(b"12345"), content_type="text/plain")
+    inode = os.stat(store.root / key).st_ino
+    synced: list[Path] = []
+    monkeypatch.setattr(filesystem, "_fsync_dir", synced.append)
+    info = store.put(key, Unreadable(), 5, "text/markdown", content_addressed=True)
+    # Kept as it was, its type included, and its directory entry made durable.
+    assert (info.size, info.content_type) == (5, "text/plain")
+    assert info.etag == hashlib.md5(b"12345").hexdigest()
+    assert os.stat(store.root / key).st_ino == inode
+    assert synced == [store.root / "tenants" / "t1" / "documents"]
+    assert store.get(key) == b"12345"
+
+
+@pytest.mark.parametrize("length", [3, -1])
+def test_content_addressed_put_rewrites_what_cannot_be_the_same_content(
+    store: FilesystemObjectStore, length: int
+) -> None:
+    key = "tenants/t1/documents/abc"
+    store.put(key, io.BytesIO(b"12345"), content_type="text/plain")  # e.g. left by a bug
+    store.put(key, io.BytesIO(b"abc"), length, "text/markdown", content_addressed=True)
+    assert store.get(key) == b"abc"
+    assert store.stat(key).content_type == "text/markdown"
+
+
+def test_content_addressed_put_of_a_new_key_writes_it(store: FilesystemObjectStore) -> None:
+    info = store.put("tenants/t1/new", io.BytesIO(b"abc"), 3, "text/plain", content_addressed=True)
+    assert (info.size, store.get("tenants/t1/new")) == (3, b"abc")

@@ -39,9 +39,16 @@ class ObjectStore(Protocol):
         data: BinaryIO,
         length: int = -1,
         content_type: str = "application/octet-stream",
+        *,
+        content_addressed: bool = False,
     ) -> ObjectInfo:
         """Store ``data`` read to its end (streamed; ``length`` -1 when unknown). Atomic: a reader
-        sees the whole new object or the old one, never a partial write."""
+        sees the whole new object or the old one, never a partial write.
+
+        ``content_addressed``: the key names the content (it holds a hash of it), so an object
+        already there with ``length`` bytes may be kept, durable, instead of being written again;
+        ``data`` is then left unread and the returned info is the kept object's. Adapters for
+        which the check costs more than the write ignore it."""
         ...
 
     def open(self, key: str) -> AbstractContextManager[BinaryIO]:

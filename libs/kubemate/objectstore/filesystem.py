@@ -31,6 +31,7 @@ import tempfile
 from collections.abc import Iterator
 from contextlib import suppress
 from pathlib import Path
+from stat import S_ISREG
 from typing import BinaryIO
 
 from kubemate.errors import ClientError, NotFound, ServiceError
@@ -124,8 +125,12 @@ class FilesystemObjectStore:
         data: BinaryIO,
         length: int = -1,
         content_type: str = DEFAULT_CONTENT_TYPE,
+        *,
+        content_addressed: bool = False,
     ) -> ObjectInfo:
         path = self._path(key)
+        if content_addressed and length >= 0 and (kept := self._kept(key, path, length)):
+            return kept
         if path.is_dir():
             raise ClientError(f"object key {key!r} is a prefix of other keys")
         fd, tmp = self._temp_file(path)
@@ -146,6 +151,21 @@ class FilesystemObjectStore:
             with suppress(FileNotFoundError):
                 os.unlink(tmp)
         return ObjectInfo(key=key, size=size, content_type=content_type, etag=etag)
+
+    def _kept(self, key: str, path: Path, length: int) -> ObjectInfo | None:
+        """The object at a content-addressed key when it has ``length`` bytes (a file of another
+        size is no copy of this content and gets overwritten)."""
+        try:
+            st = path.stat()
+        except (FileNotFoundError, NotADirectoryError):
+            return None
+        if not S_ISREG(st.st_mode) or st.st_size != length:
+            return None
+        # Its bytes were fsynced before its rename; a concurrent put may not have made the
+        # rename durable yet.
+        _fsync_dir(path.parent)
+        content_type, etag = self._read_meta(path)
+        return ObjectInfo(key=key, size=st.st_size, content_type=content_type, etag=etag)
 
     def _temp_file(self, path: Path) -> tuple[int, str]:
         """An open temp file beside ``path``, its directories created (and made durable)."""

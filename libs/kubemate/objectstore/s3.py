@@ -138,6 +138,8 @@ class S3ObjectStore:
         data: BinaryIO,
         length: int = -1,
         content_type: str = DEFAULT_CONTENT_TYPE,
+        *,
+        content_addressed: bool = False,  # ignored: a HEAD first would cost every new object
     ) -> ObjectInfo:
         validate_key(key)
         self._ensure_bucket()

@@ -2,8 +2,9 @@
 
 Order matters for "never strand a document": every check on the file (type, size, a PDF's
 structure) comes before anything is written, so a refused file leaves nothing behind and never
-touches an object another document shares. Then the object is written (content-addressed, so a
-retry overwrites the same key), then the row, then the stream entry. If queueing fails, the new
+touches an object another document shares. Then the object is written (content-addressed: a
+retry or a re-upload finds the same key, which the filesystem store keeps as it is), then the
+row, then the stream entry. If queueing fails, the new
 row is removed again and the caller gets a retryable error instead of a document stuck PENDING.
 """
 
@@ -98,7 +99,7 @@ def accept_upload(
 
     # No ensure_tenant here: create_document inserts the tenant in its own transaction.
     key = tenant_key(tenant_id, "documents", collection, sha256)
-    objects.put(key, stream, length=size, content_type=content_type)
+    objects.put(key, stream, length=size, content_type=content_type, content_addressed=True)
     document, task, created = store.create_document(
         tenant_id,
         collection=collection,
