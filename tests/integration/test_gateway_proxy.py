@@ -27,6 +27,7 @@ from kubemate.metadata.migrate import upgrade_to_head
 from kubemate.settings import AuthConfig
 from kubemate_gateway.main import create_app
 from kubemate_gateway.settings import GatewaySettings
+from tests.fixtures.asgi import read_body
 from tests.fixtures.inference import _ThreadedServer, free_port
 
 AUTH = AuthConfig()
@@ -68,12 +69,7 @@ class StandInService:
         send: Callable[[dict[str, Any]], Awaitable[None]],
     ) -> None:
         assert scope["type"] == "http"
-        body = b""
-        while True:
-            message = await receive()
-            body += message.get("body", b"")
-            if not message.get("more_body"):
-                break
+        body = await read_body(receive)
         request = Received(
             scope["method"],
             scope["raw_path"],

@@ -26,6 +26,7 @@ from fastapi.testclient import TestClient
 from kubemate.auth import Role
 from kubemate_model_manager.main import create_app
 from kubemate_model_manager.settings import ModelManagerSettings
+from tests.fixtures.asgi import read_body
 from tests.fixtures.inference import OllamaStandIn, _ThreadedServer
 from tests.fixtures.services import MACHINE_REDIS, identity_headers
 
@@ -59,12 +60,7 @@ class BreakingOllama(OllamaStandIn):
                     await send({"type": "http.response.body", "body": body, "more_body": True})
                 raise RuntimeError("stand-in: connection dropped mid-pull")
             if scope["type"] == "http" and scope["path"] == "/api/generate":
-                body = b""
-                while True:
-                    message = await receive()
-                    body += message.get("body", b"")
-                    if not message.get("more_body"):
-                        break
+                body = await read_body(receive)
                 payload = json.loads(body or b"{}")
                 if payload.get("keep_alive") == 0:
                     self.loaded.pop(payload.get("model"), None)
