@@ -60,19 +60,24 @@ end
 return out
 """
 
-# The same for one entry, and only while the caller holds it, sets a hash field, in one step: a
-# write that must not happen once another consumer owns the entry, without a round trip more.
-# KEYS: stream, hash. ARGV: group, consumer, entry id, field, value. Returns a Lease code.
-_LEASE_THEN_HSET = """
+# The same for one entry and, only while the caller holds it, a hash field read or written in
+# the same step: a write that must not happen once another consumer owns the entry, or a read
+# that would otherwise cost a round trip of its own.
+# KEYS: stream, hash. ARGV: group, consumer, entry id, field[, value to set].
+# Returns {Lease code, the field's value when read}.
+_LEASE_THEN_HASH = """
 local p = redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[3], ARGV[3], 1)
 if #p == 0 then
-  return -1
+  return {-1, false}
 elseif p[1][2] ~= ARGV[2] then
-  return 0
+  return {0, false}
 end
 redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[2], 0, ARGV[3], 'JUSTID')
-redis.call('HSET', KEYS[2], ARGV[4], ARGV[5])
-return 1
+if ARGV[5] then
+  redis.call('HSET', KEYS[2], ARGV[4], ARGV[5])
+  return {1, false}
+end
+return {1, redis.call('HGET', KEYS[2], ARGV[4])}
 """
 
 
@@ -191,7 +196,7 @@ class IngestQueue:
         self.group = config.consumer_group
         self.claim_idle_ms = claim_idle_ms
         self._heartbeat = client.register_script(_HEARTBEAT)
-        self._lease_then_hset = client.register_script(_LEASE_THEN_HSET)
+        self._lease_then_hash_script = client.register_script(_LEASE_THEN_HASH)
 
     @classmethod
     def from_config(cls, config: RedisConfig, **kwargs: int) -> IngestQueue:
@@ -251,16 +256,28 @@ class IngestQueue:
     def lease(self, consumer: str, entry_id: str) -> Lease:
         return self.heartbeat(consumer, [entry_id])[entry_id]
 
+    def lease_then_get(
+        self, consumer: str, entry_id: str, key: str, field: str
+    ) -> tuple[Lease, str | None]:
+        """:meth:`lease`, and while ``consumer`` holds the entry, ``HGET key field`` in the same
+        round trip (None unless the answer is HELD and the field exists)."""
+        code, value = self._lease_then_hash(consumer, entry_id, key, field)
+        return Lease(int(code)), None if value is None else str(value)
+
     def lease_then_set(
         self, consumer: str, entry_id: str, key: str, field: str, value: str
     ) -> Lease:
         """:meth:`lease`, and only while ``consumer`` holds the entry, ``HSET key field value``
         in the same atomic step (nothing is written unless the answer is HELD)."""
-        with _redis_errors():
-            code = self._lease_then_hset(
-                keys=[self.stream, key], args=[self.group, consumer, entry_id, field, value]
-            )
+        code, _ = self._lease_then_hash(consumer, entry_id, key, field, value)
         return Lease(int(code))
+
+    def _lease_then_hash(self, consumer: str, entry_id: str, *key_field_value: str) -> Any:
+        key, *field_value = key_field_value
+        with _redis_errors():
+            return self._lease_then_hash_script(
+                keys=[self.stream, key], args=[self.group, consumer, entry_id, *field_value]
+            )
 
     def pending(self, entry_id: str) -> PendingEntry | None:
         """Who holds the entry, for how long it has been idle, how often it was delivered;

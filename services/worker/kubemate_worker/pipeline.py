@@ -36,7 +36,7 @@ from kubemate_worker.embedding import Vector
 from kubemate_worker.fanout import FanOut
 from kubemate_worker.inflight import Held, LeaseLost
 from kubemate_worker.progress import TaskReporter
-from kubemate_worker.versions import ChunkVersions, stale_chunk_ids, version_tag
+from kubemate_worker.versions import ChunkVersions, Stored, stale_chunk_ids, version_tag
 from kubemate_worker.writing import Target, embed_all, embed_unit, units, write_unit
 
 log = get_logger(__name__)
@@ -67,9 +67,11 @@ def index_document(
     held: Held,
     reporter: TaskReporter,
     document: DocumentView | None = None,
+    stored: Stored | None = None,
 ) -> int:
-    """Index the document of ``job`` (``document``: its row, read as the attempt began);
-    returns its chunk count. Raises our errors on failure,
+    """Index the document of ``job`` (``document``: its row, read as the attempt began;
+    ``stored``: its chunk ledger's entry, read with the entry's lease before that); returns its
+    chunk count. Raises our errors on failure,
     :class:`~kubemate_worker.retrying.BackendGaveUp` when a backend stayed down, and
     :class:`LeaseLost` when another worker took the entry over."""
     worker = ctx.settings.worker
@@ -93,13 +95,16 @@ def index_document(
         version=version_tag(document.sha256, splitter_spec, service.model),
         source=document.filename,
     )
-    versions = call(
-        "ledger.load",
-        lambda: ctx.ledger.load(
-            collection, tenant, document.id, legacy_chunks=document.chunk_count
-        ),
-        on_retry=note,
-    )
+    if stored is not None:
+        versions = stored.versions(legacy_chunks=document.chunk_count)
+    else:
+        versions = call(
+            "ledger.load",
+            lambda: ctx.ledger.load(
+                collection, tenant, document.id, legacy_chunks=document.chunk_count
+            ),
+            on_retry=note,
+        )
 
     def reserve(upto: int) -> None:
         # Written ahead of the rows, so a crash never leaves rows the ledger does not know.

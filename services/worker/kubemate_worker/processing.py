@@ -118,7 +118,19 @@ def _process_held(ctx: WorkerContext, held: Held) -> Outcome:
 def _process(ctx: WorkerContext, held: Held) -> Outcome:
     job = held.job
     call = ctx.retrier.call
-    lease = call("stream.lease", lambda: ctx.queue.lease(ctx.consumer, held.entry_id))
+    # The document's chunk ledger is read with the lease, for the first attempt (a retry reads
+    # it again: the attempt before changed it).
+    lease, stored = call(
+        "stream.lease",
+        lambda: ctx.ledger.read_while_held(
+            ctx.queue,
+            ctx.consumer,
+            held.entry_id,
+            ctx.vector_collection(job.collection),
+            job.tenant_id,
+            job.document_id,
+        ),
+    )
     if lease != Lease.HELD:
         # Acknowledged by an earlier run, or taken over since it was read.
         log.info("stream.entry_already_taken", entry_id=held.entry_id, lease=lease.name)
@@ -134,8 +146,12 @@ def _process(ctx: WorkerContext, held: Held) -> Outcome:
         task, document = attempt.task, attempt.document
         if not attempt.begun:
             return _settle(ctx, held, task)
+        # (Read for the entry's document, which is the task's.)
+        first, stored = (stored if document.id == job.document_id else None), None
         try:
-            chunks = index_document(ctx, job, held=held, reporter=reporter, document=document)
+            chunks = index_document(
+                ctx, job, held=held, reporter=reporter, document=document, stored=first
+            )
         except LeaseLost:
             raise
         except (TaskNotFound, DocumentNotFound):

@@ -66,6 +66,21 @@ class ChunkVersions:
         return cls(live=data.get("live"), written={k: int(v) for k, v in data["written"].items()})
 
 
+@dataclass(frozen=True, slots=True)
+class Stored:
+    """A document's ledger entry as read (``raw`` None: it has none)."""
+
+    raw: str | None
+
+    def versions(self, legacy_chunks: int = 0) -> ChunkVersions:
+        """See :meth:`ChunkLedger.load`."""
+        if self.raw is not None:
+            return ChunkVersions.from_json(self.raw)
+        if legacy_chunks > 0:
+            return ChunkVersions(live=LEGACY, written={LEGACY: legacy_chunks})
+        return ChunkVersions()
+
+
 class ChunkLedger:
     """Raises :class:`BackendUnavailable` when Redis cannot be reached."""
 
@@ -89,11 +104,24 @@ class ChunkLedger:
             raw = self._r.hget(self._key(vector_collection), self._field(tenant_id, document_id))
         except redis.RedisError as exc:
             raise BackendUnavailable(f"redis: {exc}") from exc
-        if raw is not None:
-            return ChunkVersions.from_json(str(raw))
-        if legacy_chunks > 0:
-            return ChunkVersions(live=LEGACY, written={LEGACY: legacy_chunks})
-        return ChunkVersions()
+        return Stored(None if raw is None else str(raw)).versions(legacy_chunks)
+
+    def read_while_held(
+        self,
+        queue: IngestQueue,
+        consumer: str,
+        entry_id: str,
+        vector_collection: str,
+        tenant_id: str,
+        document_id: str,
+    ) -> tuple[Lease, Stored | None]:
+        """The lease of the stream entry ``entry_id`` (renewed) and, while ``consumer`` holds
+        it, what the ledger holds for the document, in one round trip. Raises
+        :class:`BackendUnavailable` when Redis cannot be reached."""
+        lease, raw = queue.lease_then_get(
+            consumer, entry_id, self._key(vector_collection), self._field(tenant_id, document_id)
+        )
+        return lease, Stored(raw) if lease == Lease.HELD else None
 
     def save(
         self, vector_collection: str, tenant_id: str, document_id: str, versions: ChunkVersions
