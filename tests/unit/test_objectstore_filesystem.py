@@ -274,3 +274,20 @@ def test_content_addressed_put_rewrites_what_cannot_be_the_same_content(
 def test_content_addressed_put_of_a_new_key_writes_it(store: FilesystemObjectStore) -> None:
     info = store.put("tenants/t1/new", io.BytesIO(b"abc"), 3, "text/plain", content_addressed=True)
     assert (info.size, store.get("tenants/t1/new")) == (3, b"abc")
+
+
+def test_content_addressed_put_writes_an_object_deleted_while_it_looked(
+    store: FilesystemObjectStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    key = "tenants/t1/documents/abc"
+    store.put(key, io.BytesIO(b"123"))
+    real = filesystem._fsync_dir
+
+    def deleted_first(directory: Path) -> None:
+        monkeypatch.setattr(filesystem, "_fsync_dir", real)
+        store.delete(key)  # prunes the emptied directories too
+        real(directory)
+
+    monkeypatch.setattr(filesystem, "_fsync_dir", deleted_first)
+    info = store.put(key, io.BytesIO(b"123"), 3, "text/plain", content_addressed=True)
+    assert (info.size, info.content_type, store.get(key)) == (3, "text/plain", b"123")

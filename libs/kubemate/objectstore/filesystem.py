@@ -163,7 +163,10 @@ class FilesystemObjectStore:
             return None
         # Its bytes were fsynced before its rename; a concurrent put may not have made the
         # rename durable yet.
-        _fsync_dir(path.parent)
+        try:
+            _fsync_dir(path.parent)
+        except FileNotFoundError:  # deleted meanwhile, directory and all: write it anew
+            return None
         content_type, etag = self._read_meta(path)
         return ObjectInfo(key=key, size=st.st_size, content_type=content_type, etag=etag)
 
