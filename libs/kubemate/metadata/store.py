@@ -14,10 +14,11 @@ from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
 from pathlib import Path
-from typing import Any, Literal, NamedTuple
+from typing import Any, Literal, NamedTuple, cast
 
 from sqlalchemy import (
     Engine,
+    Table,
     and_,
     bindparam,
     create_engine,
@@ -296,8 +297,8 @@ _INSERT_OR_IGNORE: Mapping[str, Callable[..., Any]] = {
     "sqlite": sqlite.insert,
 }
 
-_TASKS = Task.__table__
-_DOCUMENTS = Document.__table__
+_TASKS = cast(Table, Task.__table__)
+_DOCUMENTS = cast(Table, Document.__table__)
 # The worker's statements, built once (Core, parameters by name): a task and its document in
 # one row, their columns apart by prefix, the task locked; and the UPDATEs of either, whose SET
 # clause is the parameters other than the key's.
