@@ -11,7 +11,7 @@ import pytest
 from kubemate.queue import IngestJob, IngestQueue
 from kubemate.queue.streams import Lease
 from kubemate.settings import RedisConfig
-from kubemate_worker.versions import LEGACY, ChunkLedger, ChunkVersions
+from kubemate_worker.versions import LEGACY, ChunkLedger, ChunkVersions, HeldEntry
 from tests.fixtures.services import MACHINE_REDIS
 
 pytestmark = pytest.mark.integration
@@ -44,7 +44,10 @@ def test_the_switch_is_saved_while_the_entry_is_held(queue: IngestQueue) -> None
     ledger = ChunkLedger(queue.client, queue.stream)
     entry_id = read_one(queue)
     versions = ChunkVersions(live="v2", written={"v1": 3, "v2": 4})
-    assert ledger.save_while_held(queue, ME, entry_id, *WHERE, versions) == Lease.HELD
+    assert (
+        ledger.save_while_held(HeldEntry(queue, ME, entry_id), *WHERE, versions=versions)
+        == Lease.HELD
+    )
     assert ledger.load(*WHERE) == versions
     assert queue.pending(entry_id).consumer == ME  # type: ignore[union-attr]
 
@@ -59,30 +62,36 @@ def test_nothing_is_saved_once_another_consumer_took_the_entry_or_it_was_acked(
 
     entry_id = read_one(queue)
     queue.client.xclaim(queue.stream, queue.group, OTHER, 0, [entry_id], justid=True)
-    assert ledger.save_while_held(queue, ME, entry_id, *WHERE, switched) == Lease.LOST
+    assert (
+        ledger.save_while_held(HeldEntry(queue, ME, entry_id), *WHERE, versions=switched)
+        == Lease.LOST
+    )
     assert ledger.load(*WHERE) == before
     assert queue.pending(entry_id).consumer == OTHER  # type: ignore[union-attr]
 
     queue.ack(entry_id)
-    assert ledger.save_while_held(queue, ME, entry_id, *WHERE, switched) == Lease.GONE
+    assert (
+        ledger.save_while_held(HeldEntry(queue, ME, entry_id), *WHERE, versions=switched)
+        == Lease.GONE
+    )
     assert ledger.load(*WHERE) == before
 
 
 def test_the_ledger_is_read_with_the_lease_while_the_entry_is_held(queue: IngestQueue) -> None:
     ledger = ChunkLedger(queue.client, queue.stream)
     entry_id = read_one(queue)
-    lease, stored = ledger.read_while_held(queue, ME, entry_id, *WHERE)
+    lease, stored = ledger.read_while_held(HeldEntry(queue, ME, entry_id), *WHERE)
     assert lease == Lease.HELD and stored is not None
     assert stored.versions() == ChunkVersions()
     assert stored.versions(legacy_chunks=5) == ChunkVersions(live=LEGACY, written={LEGACY: 5})
 
     versions = ChunkVersions(live="v1", written={"v1": 3})
     ledger.save(*WHERE, versions)
-    lease, stored = ledger.read_while_held(queue, ME, entry_id, *WHERE)
+    lease, stored = ledger.read_while_held(HeldEntry(queue, ME, entry_id), *WHERE)
     assert lease == Lease.HELD and stored is not None
     assert stored.versions(legacy_chunks=5) == versions == ledger.load(*WHERE)
 
     queue.client.xclaim(queue.stream, queue.group, OTHER, 0, [entry_id], justid=True)
-    assert ledger.read_while_held(queue, ME, entry_id, *WHERE) == (Lease.LOST, None)
+    assert ledger.read_while_held(HeldEntry(queue, ME, entry_id), *WHERE) == (Lease.LOST, None)
     queue.ack(entry_id)
-    assert ledger.read_while_held(queue, ME, entry_id, *WHERE) == (Lease.GONE, None)
+    assert ledger.read_while_held(HeldEntry(queue, ME, entry_id), *WHERE) == (Lease.GONE, None)

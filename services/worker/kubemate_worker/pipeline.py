@@ -36,7 +36,13 @@ from kubemate_worker.embedding import Vector
 from kubemate_worker.fanout import FanOut
 from kubemate_worker.inflight import Held, LeaseLost
 from kubemate_worker.progress import TaskReporter
-from kubemate_worker.versions import ChunkVersions, Stored, stale_chunk_ids, version_tag
+from kubemate_worker.versions import (
+    ChunkVersions,
+    HeldEntry,
+    Stored,
+    stale_chunk_ids,
+    version_tag,
+)
 from kubemate_worker.writing import Target, embed_all, embed_unit, units, write_unit
 
 log = get_logger(__name__)
@@ -269,7 +275,9 @@ def _switch_version(
     # document.
     lease = call(
         "stream.lease",
-        lambda: ctx.ledger.save_while_held(ctx.queue, ctx.consumer, held.entry_id, *key, versions),
+        lambda: ctx.ledger.save_while_held(
+            HeldEntry(ctx.queue, ctx.consumer, held.entry_id), *key, versions=versions
+        ),
         on_retry=note,
     )
     if lease != Lease.HELD:

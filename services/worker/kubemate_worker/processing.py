@@ -46,6 +46,7 @@ from kubemate_worker.pipeline import index_document
 from kubemate_worker.progress import TaskReporter
 from kubemate_worker.reindexing import catch_up
 from kubemate_worker.retrying import BackendGaveUp
+from kubemate_worker.versions import HeldEntry
 
 log = get_logger(__name__)
 
@@ -123,9 +124,7 @@ def _process(ctx: WorkerContext, held: Held) -> Outcome:
     lease, stored = call(
         "stream.lease",
         lambda: ctx.ledger.read_while_held(
-            ctx.queue,
-            ctx.consumer,
-            held.entry_id,
+            HeldEntry(ctx.queue, ctx.consumer, held.entry_id),
             ctx.vector_collection(job.collection),
             job.tenant_id,
             job.document_id,

@@ -67,6 +67,16 @@ class ChunkVersions:
 
 
 @dataclass(frozen=True, slots=True)
+class HeldEntry:
+    """A stream entry and the consumer holding it: the ledger's reads and writes "while held"
+    renew its lease, and happen only while it lasts."""
+
+    queue: IngestQueue
+    consumer: str
+    entry_id: str
+
+
+@dataclass(frozen=True, slots=True)
 class Stored:
     """A document's ledger entry as read (``raw`` None: it has none)."""
 
@@ -107,20 +117,13 @@ class ChunkLedger:
         return Stored(None if raw is None else str(raw)).versions(legacy_chunks)
 
     def read_while_held(
-        self,
-        queue: IngestQueue,
-        consumer: str,
-        entry_id: str,
-        vector_collection: str,
-        tenant_id: str,
-        document_id: str,
+        self, entry: HeldEntry, vector_collection: str, tenant_id: str, document_id: str
     ) -> tuple[Lease, Stored | None]:
-        """The lease of the stream entry ``entry_id`` (renewed) and, while ``consumer`` holds
-        it, what the ledger holds for the document, in one round trip. Raises
-        :class:`BackendUnavailable` when Redis cannot be reached."""
-        lease, raw = queue.lease_then_get(
-            consumer, entry_id, self._key(vector_collection), self._field(tenant_id, document_id)
-        )
+        """The entry's lease (renewed) and, while it is held, what the ledger holds for the
+        document, in one round trip. Raises :class:`BackendUnavailable` when Redis cannot be
+        reached."""
+        where = self._where(vector_collection, tenant_id, document_id)
+        lease, raw = entry.queue.lease_then_get(entry.consumer, entry.entry_id, *where)
         return lease, Stored(raw) if lease == Lease.HELD else None
 
     def save(
@@ -135,26 +138,17 @@ class ChunkLedger:
         except redis.RedisError as exc:
             raise BackendUnavailable(f"redis: {exc}") from exc
 
-    def save_while_held(
-        self,
-        queue: IngestQueue,
-        consumer: str,
-        entry_id: str,
-        vector_collection: str,
-        tenant_id: str,
-        document_id: str,
-        versions: ChunkVersions,
-    ) -> Lease:
-        """:meth:`save`, only while ``consumer`` holds the stream entry ``entry_id`` (renewing
-        its lease), in one atomic step; returns the lease. Raises :class:`BackendUnavailable`
-        when Redis cannot be reached."""
-        return queue.lease_then_set(
-            consumer,
-            entry_id,
-            self._key(vector_collection),
-            self._field(tenant_id, document_id),
-            versions.to_json(),
+    def save_while_held(self, entry: HeldEntry, *where: str, versions: ChunkVersions) -> Lease:
+        """:meth:`save` (``where``: its first three arguments), only while the entry is held,
+        renewing its lease, in one atomic step; returns the lease. Raises
+        :class:`BackendUnavailable` when Redis cannot be reached."""
+        key, field = self._where(*where)
+        return entry.queue.lease_then_set(
+            entry.consumer, entry.entry_id, key, field, versions.to_json()
         )
+
+    def _where(self, vector_collection: str, tenant_id: str, document_id: str) -> tuple[str, str]:
+        return self._key(vector_collection), self._field(tenant_id, document_id)
 
     def forget(self, vector_collection: str, tenant_id: str, document_id: str) -> None:
         """After the document and all its chunks are deleted."""
