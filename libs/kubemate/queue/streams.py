@@ -123,7 +123,9 @@ class IngestJob:
 
     def trace_context(self) -> Context:
         """The context to parent the job's processing span from (empty when untraced)."""
-        return extract_trace_context(self.to_fields())
+        return extract_trace_context(
+            {"traceparent": self.traceparent, "tracestate": self.tracestate}
+        )
 
 
 def current_trace_fields() -> dict[str, str]:
