@@ -227,6 +227,40 @@ def test_unexpected_errors_are_retried_then_failed_into_the_dead_letters(
     assert ctx.queue.backlog() == 0
 
 
+def test_runs_that_all_stopped_without_an_outcome_fail_the_document_on_its_next_delivery(
+    ingest: TestClient, ctx: WorkerContext
+) -> None:
+    """Each earlier run began an attempt and crashed (its task left in a working state): the
+    next delivery begins none, fails the task and dead-letters the entry."""
+    accepted = upload(ingest, paragraphs(5))
+    task_id = accepted["task_id"]
+    for _ in range(ctx.settings.worker.max_attempts):
+        ctx.store.begin_attempt("acme", task_id, state=TaskState.PARSING, stage="parsing")
+    entry = read_one(ctx)
+    assert run_entry(ctx, entry) == "failed"
+    task = ctx.store.get_task("acme", task_id)
+    assert task.state == TaskState.FAILED and task.attempts == 3  # no attempt more
+    assert task.error is not None and task.error.startswith("gave up after 3 attempts")
+    ((_, letter),) = ctx.queue.client.xrange(ctx.queue.dead_stream)
+    assert letter["original_entry_id"] == entry.entry_id and letter["stage"] == "parsing"
+    assert ctx.queue.backlog() == 0
+
+
+def test_a_failed_document_whose_dead_letter_was_lost_is_only_dead_lettered(
+    ingest: TestClient, ctx: WorkerContext
+) -> None:
+    accepted = upload(ingest, paragraphs(5))
+    task_id = accepted["task_id"]
+    ctx.store.fail_task("acme", task_id, stage="embedding", error="the model refused it")
+    failed = ctx.store.get_task("acme", task_id)
+    entry = read_one(ctx)
+    assert run_entry(ctx, entry) == "failed"
+    assert ctx.store.get_task("acme", task_id) == failed
+    ((_, letter),) = ctx.queue.client.xrange(ctx.queue.dead_stream)
+    assert (letter["reason"], letter["stage"]) == ("the model refused it", "embedding")
+    assert ctx.queue.backlog() == 0
+
+
 def test_an_entry_taken_over_midway_is_left_to_its_new_owner(
     ingest: TestClient, ctx: WorkerContext
 ) -> None:
