@@ -13,6 +13,7 @@ import json
 import threading
 import tracemalloc
 from collections.abc import Iterator
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -259,6 +260,20 @@ def test_a_failed_document_whose_dead_letter_was_lost_is_only_dead_lettered(
     ((_, letter),) = ctx.queue.client.xrange(ctx.queue.dead_stream)
     assert (letter["reason"], letter["stage"]) == ("the model refused it", "embedding")
     assert ctx.queue.backlog() == 0
+
+
+def test_a_job_for_a_collection_no_longer_configured_is_failed_not_left_pending(
+    ingest: TestClient, ctx: WorkerContext
+) -> None:
+    accepted = upload(ingest, paragraphs(5))
+    job = replace(read_one(ctx).job, collection="removed")
+    ctx.queue.enqueue(job)
+    entry = read_one(ctx)
+    assert run_entry(ctx, entry) == "failed"
+    assert ctx.store.get_task("acme", accepted["task_id"]).state == TaskState.FAILED
+    ((_, letter),) = ctx.queue.client.xrange(ctx.queue.dead_stream)
+    assert letter["original_entry_id"] == entry.entry_id
+    assert not ctx.queue.is_pending(entry.entry_id)
 
 
 def test_an_entry_taken_over_midway_is_left_to_its_new_owner(

@@ -46,7 +46,7 @@ from kubemate_worker.pipeline import index_document
 from kubemate_worker.progress import TaskReporter
 from kubemate_worker.reindexing import catch_up
 from kubemate_worker.retrying import BackendGaveUp
-from kubemate_worker.versions import HeldEntry
+from kubemate_worker.versions import HeldEntry, Stored
 
 log = get_logger(__name__)
 
@@ -119,17 +119,7 @@ def _process_held(ctx: WorkerContext, held: Held) -> Outcome:
 def _process(ctx: WorkerContext, held: Held) -> Outcome:
     job = held.job
     call = ctx.retrier.call
-    # The document's chunk ledger is read with the lease, for the first attempt (a retry reads
-    # it again: the attempt before changed it).
-    lease, stored = call(
-        "stream.lease",
-        lambda: ctx.ledger.read_while_held(
-            HeldEntry(ctx.queue, ctx.consumer, held.entry_id),
-            ctx.vector_collection(job.collection),
-            job.tenant_id,
-            job.document_id,
-        ),
-    )
+    lease, stored = _lease(ctx, held)
     if lease != Lease.HELD:
         # Acknowledged by an earlier run, or taken over since it was read.
         log.info("stream.entry_already_taken", entry_id=held.entry_id, lease=lease.name)
@@ -191,6 +181,25 @@ def _process(ctx: WorkerContext, held: Held) -> Outcome:
         _ack_completed(ctx, held)
         log.info("document.completed", document_id=job.document_id, chunks=chunks)
         return Outcome.DONE
+
+
+def _lease(ctx: WorkerContext, held: Held) -> tuple[Lease, Stored | None]:
+    """The entry's lease and, for the first attempt, the document's chunk ledger, read with it
+    (a retry reads it again: the attempt before changed it)."""
+    job = held.job
+    try:
+        collection = ctx.vector_collection(job.collection)
+    except KubemateError:
+        # An unknown collection: the attempt fails on it, at the stage that needs it.
+        lease = ctx.retrier.call(
+            "stream.lease", lambda: ctx.queue.lease(ctx.consumer, held.entry_id)
+        )
+        return lease, None
+    entry = HeldEntry(ctx.queue, ctx.consumer, held.entry_id)
+    return ctx.retrier.call(
+        "stream.lease",
+        lambda: ctx.ledger.read_while_held(entry, collection, job.tenant_id, job.document_id),
+    )
 
 
 def _settle(ctx: WorkerContext, held: Held, task: TaskView) -> Outcome:
