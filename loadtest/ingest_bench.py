@@ -308,9 +308,10 @@ def warm_up(stack: Stack, collection: str | None = None) -> None:
                 for i in range(8)
             ]
             wait_done(stack, ids, 600)
-            # Celery logs each task it finished: a worker that finished one has loaded the model.
+            # The stack logs at WARNING, but loading a model's weights prints transformers'
+            # progress line whatever the level: a worker that printed it has loaded the model.
             logs = [stack.log(n) for n in stack.pids if n.startswith("worker")]
-            if collection is not None or all("succeeded in" in log for log in logs):
+            if collection is not None or all("Loading weights" in log for log in logs):
                 return
             rounds += 1
             if rounds > 10:
