@@ -118,7 +118,7 @@ def split_all(texts: list[str]) -> list[str]:
 
 def measure_raw(chunks: list[str]) -> RawResult:
     from kubemate.inference.sentence_transformers import SentenceTransformerEmbedder
-    from kubemate_worker.embedding import limit_torch_threads
+    from kubemate.inference.torch_threads import limit_torch_threads
     from kubemate_worker.settings import WorkerConfig
 
     config = EmbedderConfig()  # the embedded default, as the stack's worker builds it

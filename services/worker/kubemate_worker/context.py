@@ -13,6 +13,7 @@ from typing import Any, TypeVar
 
 from kubemate.collections import active_embedders, settings_with_embedders, vector_collection
 from kubemate.inference import build_embedder
+from kubemate.inference.torch_threads import limit_torch_threads
 from kubemate.metadata.store import MetadataStore
 from kubemate.models.metering import UsageMeter
 from kubemate.objectstore import ObjectStore, build_object_store
@@ -21,7 +22,7 @@ from kubemate.settings import EmbedderConfig
 from kubemate.text.split import Splitter, build_splitter, parse_spec
 from kubemate.vectorstore import VectorStore
 from kubemate.vectorstore.milvus import MilvusVectorStore
-from kubemate_worker.embedding import EmbedService, limit_torch_threads
+from kubemate_worker.embedding import EmbedService
 from kubemate_worker.inflight import BackendGate, InFlight
 from kubemate_worker.loaded import LoadedCollections
 from kubemate_worker.metering import EmbedUsage, TenantEmbedService

@@ -21,31 +21,14 @@ from typing import cast
 
 from kubemate.errors import BackendUnavailable
 from kubemate.inference import Embedder
-from kubemate.logs import get_logger
 from kubemate.metrics import EMBEDDED_CHUNKS
 from kubemate_worker.slots import RedisSemaphore
-
-log = get_logger(__name__)
 
 Vector = list[float]
 
 # A text shorter than this share of the longest one in its group starts a group of its own: at
 # most about a fifth of a call's work is padding, and calls stay few.
 LENGTH_GROUP_RATIO = 0.8
-# Providers whose calls compute in this process with torch.
-TORCH_PROVIDERS = frozenset({"sentence_transformers"})
-
-
-def limit_torch_threads(provider: str, threads: int) -> None:
-    """Give each in-process torch call ``threads`` threads (0: torch's default). Process-wide,
-    so it is set once, before the model's first call; other providers never import torch."""
-    if provider not in TORCH_PROVIDERS or threads <= 0:
-        return
-    import torch
-
-    if torch.get_num_threads() != threads:
-        torch.set_num_threads(threads)
-        log.info("embedder.torch_threads", threads=threads)
 
 
 def length_groups(texts: Sequence[str], ratio: float = LENGTH_GROUP_RATIO) -> list[list[int]]:
