@@ -103,6 +103,27 @@ def test_bucket_refills_at_its_rate(prefix: str) -> None:
     assert asyncio.run(scenario()) == (True, False, True)
 
 
+def test_buckets_in_one_call_are_taken_in_order_until_one_refuses(prefix: str) -> None:
+    async def scenario() -> list[list[Any]]:
+        client = aioredis.Redis.from_url(MACHINE_REDIS)
+        limiter = RateLimiter(client, prefix=prefix, fail_open=False)
+        narrow, wide = Bucket(rate_per_s=0.001, burst=1), Bucket(rate_per_s=0.001, burst=5)
+        both = [("ip:read", "10.0.0.1", narrow), ("tenant:read", "acme", wide)]
+        try:
+            first = await limiter.hit_in_order(both)
+            second = await limiter.hit_in_order(both)  # the narrow one refuses
+            alone = await limiter.hit_in_order([("tenant:read", "acme", wide)])
+            return [first, second, alone]
+        finally:
+            await client.aclose()
+
+    first, second, alone = asyncio.run(scenario())
+    assert [(d.allowed, d.remaining) for d in first] == [(True, 0), (True, 4)]
+    assert second[0] is not None and not second[0].allowed and second[0].limit == 1
+    assert second[1] is None  # not taken: the refusal before it ended the call
+    assert alone[0] is not None and (alone[0].allowed, alone[0].remaining) == (True, 3)
+
+
 def test_llm_slots_are_shared_released_and_expire(prefix: str) -> None:
     async def scenario() -> None:
         client = aioredis.Redis.from_url(MACHINE_REDIS)
@@ -202,17 +223,19 @@ def test_headers_on_admitted_and_refused_requests(tmp_path: Path, prefix: str) -
         assert verify.status_code == 200 and verify.headers["ratelimit-limit"] == "50"
 
 
+# Five requests per client address in every route class, then (almost) none.
+FIVE_PER_ADDRESS = {
+    route_class: {"rate_per_s": 0.01, "burst": 5}
+    for route_class in ("upload", "query", "read", "admin")
+}
+
+
 def test_guessing_credentials_is_throttled_per_address(tmp_path: Path, prefix: str) -> None:
     settings = GatewaySettings(
         **gateway_env(
             tmp_path,
             prefix,
-            client_ip={
-                "upload": {"rate_per_s": 1, "burst": 5},
-                "query": {"rate_per_s": 1, "burst": 5},
-                "read": {"rate_per_s": 1, "burst": 5},
-                "admin": {"rate_per_s": 0.01, "burst": 5},
-            },
+            client_ip=FIVE_PER_ADDRESS,
         )
     )
     with TestClient(create_app(settings)) as client:
@@ -221,6 +244,29 @@ def test_guessing_credentials_is_throttled_per_address(tmp_path: Path, prefix: s
             for i in range(12)
         ]
         assert statuses == [401] * 5 + [429] * 7
+
+
+def test_guessing_tokens_is_throttled_per_address(tmp_path: Path, prefix: str) -> None:
+    """Tokens are verified before the limits (in memory, then both limits in one round trip);
+    a refused one still takes a token from the address's bucket."""
+    settings = GatewaySettings(
+        **gateway_env(
+            tmp_path,
+            prefix,
+            client_ip=FIVE_PER_ADDRESS,
+        )
+    )
+    forged = issue_token(AuthConfig(jwt_secret="not-the-gateway-secret-" + "x" * 32), "acme")
+    with TestClient(create_app(settings)) as client:
+        statuses = [
+            client.get("/v1/tasks", headers={"Authorization": f"Bearer {forged}"}).status_code
+            for _ in range(7)
+        ]
+        assert statuses == [401] * 5 + [429] * 2
+        # The address is spent for everyone, valid tokens included.
+        valid = client.get("/v1/tasks", headers={"Authorization": f"Bearer {token('acme')}"})
+        assert valid.status_code == 429
+        assert "address" in valid.json()["detail"]
 
 
 # ---- two gateway processes, one Redis, bursts from several processes -------------------------

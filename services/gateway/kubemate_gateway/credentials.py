@@ -45,6 +45,15 @@ class Authenticator:
             return await self._api_key(token)
         return await self._verifier.verify(token)
 
+    @staticmethod
+    def reads_storage(headers: Mapping[str, str]) -> bool:
+        """Whether checking the request's credential reads the database (an API key), where a
+        token verifies in memory (a JWT; a JWKS refetch is itself bounded to one per interval)."""
+        if headers.get("x-api-key", "").strip():
+            return True
+        _, _, token = headers.get("authorization", "").strip().partition(" ")
+        return looks_like_api_key(token.strip())
+
     async def _api_key(self, token: str) -> Identity:
         key_id, secret = parse_api_key(token)
         key = await anyio.to_thread.run_sync(self._store.find_api_key, key_id)

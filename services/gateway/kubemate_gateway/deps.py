@@ -16,7 +16,7 @@ import structlog
 from fastapi import Depends, Request
 
 from kubemate.auth.identity import Identity, Role
-from kubemate.errors import Forbidden, RateLimitExceeded
+from kubemate.errors import Forbidden, KubemateError, RateLimitExceeded
 from kubemate.http.identity import declare_role
 from kubemate.metadata.store import MetadataStore
 from kubemate_gateway.credentials import Authenticator
@@ -97,25 +97,43 @@ async def admit(
     limits = settings.gateway.rate_limits
     method, path = _limited_request(request)
     cls = route_class(method, path)
-    ip_decision: Decision | None = None
-    if limits.enabled:
-        peer = request.client.host if request.client else None
-        address = client_address(
-            peer, request.headers.get("x-forwarded-for"), limits.trusted_proxies
-        )
-        ip_decision = await limiter.hit(f"ip:{cls}", address, getattr(limits.client_ip, cls))
-        if ip_decision is not None and not ip_decision.allowed:
-            raise _refuse(ip_decision, "address")
-    identity = await authenticator.authenticate(request.headers)
-    structlog.contextvars.bind_contextvars(tenant_id=identity.tenant_id)
-    tenant_decision: Decision | None = None
-    if limits.enabled:
+    if not limits.enabled:
+        identity = await authenticator.authenticate(request.headers)
+        structlog.contextvars.bind_contextvars(tenant_id=identity.tenant_id)
+        return Admission(identity, cls, None)
+
+    peer = request.client.host if request.client else None
+    address = client_address(peer, request.headers.get("x-forwarded-for"), limits.trusted_proxies)
+    by_address = (f"ip:{cls}", address, getattr(limits.client_ip, cls))
+    if authenticator.reads_storage(request.headers):
+        # An API key is looked up in the database: the address's limit comes first, so that
+        # guessing keys cannot load it.
+        ip_decision = await limiter.hit(*by_address)
+        _admitted(ip_decision, "address")
+        identity = await authenticator.authenticate(request.headers)
         tenant_decision = await limiter.hit(
             f"tenant:{cls}", identity.tenant_id, getattr(limits.tenant, cls)
         )
-        if tenant_decision is not None and not tenant_decision.allowed:
-            raise _refuse(tenant_decision, "tenant")
+    else:
+        # A token verifies in memory: the credential first, then both limits in one round trip
+        # (the address's first). A refused token still counts against the address.
+        try:
+            identity = await authenticator.authenticate(request.headers)
+        except KubemateError:
+            _admitted(await limiter.hit(*by_address), "address")
+            raise
+        ip_decision, tenant_decision = await limiter.hit_in_order(
+            [by_address, (f"tenant:{cls}", identity.tenant_id, getattr(limits.tenant, cls))]
+        )
+        _admitted(ip_decision, "address")
+    structlog.contextvars.bind_contextvars(tenant_id=identity.tenant_id)
+    _admitted(tenant_decision, "tenant")
     return Admission(identity, cls, tighter(ip_decision, tenant_decision))
+
+
+def _admitted(decision: Decision | None, who: str) -> None:
+    if decision is not None and not decision.allowed:
+        raise _refuse(decision, who)
 
 
 Admitted = Annotated[Admission, Depends(admit)]

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import math
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import redis.asyncio as aioredis
@@ -26,28 +27,38 @@ from kubemate_gateway.settings import Bucket
 
 log = get_logger(__name__)
 
-# KEYS[1] bucket; ARGV: emission interval (ms per token), burst, cost.
-# Returns {allowed (0/1), remaining, retry_after_ms, reset_after_ms}.
+# KEYS: buckets, in order; ARGV: per bucket its emission interval (ms per token) and burst, then
+# the cost. Buckets are taken in order until one refuses (the later ones are then left alone).
+# Returns {allowed (0/1), remaining, retry_after_ms, reset_after_ms} for each bucket decided.
 GCRA_LUA = """
 local t = redis.call('TIME')
 local now = t[1] * 1000 + t[2] / 1000
-local interval = tonumber(ARGV[1])
-local burst = tonumber(ARGV[2])
-local cost = tonumber(ARGV[3])
-local tat = tonumber(redis.call('GET', KEYS[1]) or now)
-if tat < now then tat = now end
-local new_tat = tat + interval * cost
-local allow_at = new_tat - burst * interval
-local diff = now - allow_at
-if diff < 0 then
-  local remaining = math.floor((now - (tat - burst * interval)) / interval)
-  if remaining < 0 then remaining = 0 end
-  return {0, remaining, math.ceil(-diff), math.ceil(tat - now)}
+local cost = tonumber(ARGV[#ARGV])
+local decided = {}
+for i, key in ipairs(KEYS) do
+  local interval = tonumber(ARGV[2 * i - 1])
+  local burst = tonumber(ARGV[2 * i])
+  local tat = tonumber(redis.call('GET', key) or now)
+  if tat < now then tat = now end
+  local new_tat = tat + interval * cost
+  local allow_at = new_tat - burst * interval
+  local diff = now - allow_at
+  if diff < 0 then
+    local remaining = math.floor((now - (tat - burst * interval)) / interval)
+    if remaining < 0 then remaining = 0 end
+    for _, value in ipairs({0, remaining, math.ceil(-diff), math.ceil(tat - now)}) do
+      table.insert(decided, value)
+    end
+    return decided
+  end
+  local ttl = math.ceil(new_tat - now)
+  if ttl < 1 then ttl = 1 end
+  redis.call('SET', key, string.format('%.3f', new_tat), 'PX', ttl)
+  for _, value in ipairs({1, math.floor(diff / interval), 0, ttl}) do
+    table.insert(decided, value)
+  end
 end
-local ttl = math.ceil(new_tat - now)
-if ttl < 1 then ttl = 1 end
-redis.call('SET', KEYS[1], string.format('%.3f', new_tat), 'PX', ttl)
-return {1, math.floor(diff / interval), 0, ttl}
+return decided
 """
 
 # KEYS[1] slots; ARGV: limit, ttl_ms, member. Returns {acquired (0/1), in_flight}.
@@ -104,23 +115,39 @@ class RateLimiter:
     async def hit(self, scope: str, subject: str, bucket: Bucket, cost: int = 1) -> Decision | None:
         """Take ``cost`` tokens from the bucket of ``subject`` (a tenant id, an address) in
         ``scope`` (e.g. ``tenant:query``). None when Redis failed and limits fail open."""
-        interval_ms = 1000.0 / bucket.rate_per_s
-        key = f"{self._prefix}:{scope}:{subject}"
+        decisions = await self.hit_in_order([(scope, subject, bucket)], cost)
+        return decisions[0]
+
+    async def hit_in_order(
+        self, buckets: Sequence[tuple[str, str, Bucket]], cost: int = 1
+    ) -> list[Decision | None]:
+        """:meth:`hit` on each (scope, subject, bucket) in order, in one round trip, until one
+        refuses: a decision per bucket, None for those after a refusal (left untouched) and for
+        all when Redis failed and limits fail open."""
+        args: list[str | int] = []
+        for _, _, bucket in buckets:
+            args += [repr(1000.0 / bucket.rate_per_s), bucket.burst]
         try:
-            allowed, remaining, retry_ms, reset_ms = await self._gcra(
-                keys=[key], args=[repr(interval_ms), bucket.burst, cost]
+            flat = await self._gcra(
+                keys=[f"{self._prefix}:{scope}:{subject}" for scope, subject, _ in buckets],
+                args=[*args, cost],
             )
         except RedisError as exc:
             self._redis_failed(exc)
-            return None
-        return Decision(
-            allowed=bool(allowed),
-            limit=bucket.burst,
-            remaining=int(remaining),
-            retry_after_s=int(retry_ms) / 1000,
-            reset_after_s=int(reset_ms) / 1000,
-            window_s=bucket.burst * interval_ms / 1000,
-        )
+            return [None] * len(buckets)
+        decisions: list[Decision | None] = [None] * len(buckets)
+        for i in range(len(flat) // 4):
+            allowed, remaining, retry_ms, reset_ms = flat[4 * i : 4 * i + 4]
+            bucket = buckets[i][2]
+            decisions[i] = Decision(
+                allowed=bool(allowed),
+                limit=bucket.burst,
+                remaining=int(remaining),
+                retry_after_s=int(retry_ms) / 1000,
+                reset_after_s=int(reset_ms) / 1000,
+                window_s=bucket.burst / bucket.rate_per_s,
+            )
+        return decisions
 
     def _redis_failed(self, exc: RedisError) -> None:
         log.warning("gateway.rate_limit_unavailable", error=type(exc).__name__)
