@@ -41,8 +41,11 @@ class WorkerConfig(BaseModel):
     consumer_name: str = Field(default_factory=lambda: f"{socket.gethostname()}-{os.getpid()}")
     # Documents in flight per worker process (Celery threads): while some wait for the embedder,
     # others parse, split and write, so the embedder is never idle, and the chunks of small
-    # documents are embedded in batches. Below the database pool's 15 connections.
-    concurrency: int = Field(12, ge=1, le=64)
+    # documents are embedded in batches. 24 ingested SciFact abstracts 7 % faster than 12 on 2
+    # cores (larger batches per model call), in alternating runs. More than the database pool's
+    # 15 connections: a thread holds one only for a short transaction, and waits for one if
+    # need be (up to the pool's 30 s timeout), so PostgreSQL sees at most 15 per worker.
+    concurrency: int = Field(24, ge=1, le=64)
     # A pending entry whose worker stopped heart-beating for this long is taken over.
     claim_idle_ms: int = Field(60_000, ge=200)
     heartbeat_s: float = Field(10.0, gt=0)
