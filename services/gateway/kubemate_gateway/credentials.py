@@ -23,36 +23,44 @@ log = get_logger(__name__)
 API_KEY_USER_PREFIX = "apikey:"
 
 
+def _credential(headers: Mapping[str, str]) -> tuple[bool, str]:
+    """(whether it is an API key, the credential) of a request; Unauthenticated when it has
+    none usable."""
+    api_key = headers.get("x-api-key", "").strip()
+    authorization = headers.get("authorization", "").strip()
+    if api_key and authorization:
+        raise Unauthenticated("send one credential: Authorization or X-API-Key, not both")
+    if api_key:
+        return True, api_key
+    scheme, _, token = authorization.partition(" ")
+    token = token.strip()
+    if scheme.lower() != "bearer" or not token:
+        raise Unauthenticated(
+            "send a bearer token (Authorization: Bearer <token>) or an API key (X-API-Key)"
+        )
+    return looks_like_api_key(token), token
+
+
 class Authenticator:
     def __init__(self, verifier: TokenVerifier, store: MetadataStore) -> None:
         self._verifier = verifier
         self._store = store
 
     async def authenticate(self, headers: Mapping[str, str]) -> Identity:
-        api_key = headers.get("x-api-key", "").strip()
-        authorization = headers.get("authorization", "").strip()
-        if api_key and authorization:
-            raise Unauthenticated("send one credential: Authorization or X-API-Key, not both")
-        if api_key:
-            return await self._api_key(api_key)
-        scheme, _, token = authorization.partition(" ")
-        token = token.strip()
-        if scheme.lower() != "bearer" or not token:
-            raise Unauthenticated(
-                "send a bearer token (Authorization: Bearer <token>) or an API key (X-API-Key)"
-            )
-        if looks_like_api_key(token):
-            return await self._api_key(token)
-        return await self._verifier.verify(token)
+        is_api_key, credential = _credential(headers)
+        if is_api_key:
+            return await self._api_key(credential)
+        return await self._verifier.verify(credential)
 
     @staticmethod
     def reads_storage(headers: Mapping[str, str]) -> bool:
         """Whether checking the request's credential reads the database (an API key), where a
-        token verifies in memory (a JWT; a JWKS refetch is itself bounded to one per interval)."""
-        if headers.get("x-api-key", "").strip():
-            return True
-        _, _, token = headers.get("authorization", "").strip().partition(" ")
-        return looks_like_api_key(token.strip())
+        token verifies in memory (a JWT; a JWKS refetch is itself bounded to one per interval)
+        and a missing or malformed credential is refused at once."""
+        try:
+            return _credential(headers)[0]
+        except Unauthenticated:
+            return False
 
     async def _api_key(self, token: str) -> Identity:
         key_id, secret = parse_api_key(token)

@@ -23,7 +23,7 @@ from kubemate_gateway.credentials import Authenticator
 from kubemate_gateway.forwarding import client_address
 from kubemate_gateway.limits import ConcurrencyLimiter, Decision, RateLimiter, tighter
 from kubemate_gateway.routing import RouteClass, route_class
-from kubemate_gateway.settings import GatewaySettings
+from kubemate_gateway.settings import Bucket, GatewaySettings
 
 
 # Every dependency here is async, though most await nothing: FastAPI runs a plain ``def``
@@ -105,15 +105,17 @@ async def admit(
     peer = request.client.host if request.client else None
     address = client_address(peer, request.headers.get("x-forwarded-for"), limits.trusted_proxies)
     by_address = (f"ip:{cls}", address, getattr(limits.client_ip, cls))
+
+    def by_tenant(identity: Identity) -> tuple[str, str, Bucket]:
+        return f"tenant:{cls}", identity.tenant_id, getattr(limits.tenant, cls)
+
     if authenticator.reads_storage(request.headers):
         # An API key is looked up in the database: the address's limit comes first, so that
         # guessing keys cannot load it.
         ip_decision = await limiter.hit(*by_address)
         _admitted(ip_decision, "address")
         identity = await authenticator.authenticate(request.headers)
-        tenant_decision = await limiter.hit(
-            f"tenant:{cls}", identity.tenant_id, getattr(limits.tenant, cls)
-        )
+        tenant_decision = await limiter.hit(*by_tenant(identity))
     else:
         # A token verifies in memory: the credential first, then both limits in one round trip
         # (the address's first). A refused token still counts against the address.
@@ -122,9 +124,7 @@ async def admit(
         except KubemateError:
             _admitted(await limiter.hit(*by_address), "address")
             raise
-        ip_decision, tenant_decision = await limiter.hit_in_order(
-            [by_address, (f"tenant:{cls}", identity.tenant_id, getattr(limits.tenant, cls))]
-        )
+        ip_decision, tenant_decision = await limiter.hit_in_order([by_address, by_tenant(identity)])
         _admitted(ip_decision, "address")
     structlog.contextvars.bind_contextvars(tenant_id=identity.tenant_id)
     _admitted(tenant_decision, "tenant")
