@@ -112,8 +112,13 @@ class Caches:
     def enabled(self) -> bool:
         return self._config.enabled
 
+    def _key_around(self, cache: CacheName, tenant_id: str, key: str) -> tuple[str, str]:
+        """A full key is ``before + str(generation) + after``."""
+        return f"{self._config.key_prefix}:{cache}:{tenant_id}:", f":{key}"
+
     def _key(self, cache: CacheName, tenant_id: str, generation: int, key: str) -> str:
-        return f"{self._config.key_prefix}:{cache}:{tenant_id}:{generation}:{key}"
+        before, after = self._key_around(cache, tenant_id, key)
+        return f"{before}{generation}{after}"
 
     async def lookup(
         self, cache: CacheName, tenant_id: str, key: str
@@ -126,7 +131,7 @@ class Caches:
         try:
             async with asyncio.timeout(self._config.timeout_s):
                 generation, raw = await self._reader.read(
-                    tenant_id, f"{self._config.key_prefix}:{cache}:{tenant_id}:", f":{key}"
+                    tenant_id, *self._key_around(cache, tenant_id, key)
                 )
         except (RedisError, TimeoutError) as exc:
             CACHE_REQUESTS.labels(cache, "error").inc()
