@@ -330,6 +330,9 @@ class EndToEnd:
     upload_seconds: float
     peak_rss_mb: float
     cpu_seconds: dict[str, float]  # per component of the stack
+    # This script's own (the uploading clients and the polling): it shares the machine's cores
+    # with the stack, but is not part of it.
+    client_cpu_seconds: float = 0.0
 
     @property
     def cpu_ms_per_chunk(self) -> float:
@@ -420,6 +423,7 @@ def measure_end_to_end(
     task_ids: list[str] = []
     cpu = StackCpu(stack)
     cpu_before = cpu.sample()
+    client_before = process_cpu()
     with (
         RssSampler(stack.worker_pids()) as rss,
         httpx.Client(
@@ -437,6 +441,7 @@ def measure_end_to_end(
         uploaded = time.time()
         finished = wait_done(stack, task_ids, timeout_s=6 * 3600)
     cpu_after = cpu.sample()
+    client_cpu = process_cpu() - client_before
     with stack.db() as db:
         marks = ",".join("?" * len(task_ids))
         chunks = db.execute(
@@ -458,6 +463,7 @@ def measure_end_to_end(
             for name, seconds in sorted(cpu_after.items())
             if seconds - cpu_before.get(name, 0.0) >= 0.05
         },
+        client_cpu_seconds=client_cpu,
     )
 
 
@@ -542,12 +548,21 @@ def table(
             f"{run.docs_per_s:.1f} | {ratio} | {run.cpu_ms_per_chunk:.0f} | {cpu_ratio} |"
         )
     lines.append("")
+    if raw is not None:
+        busy = 100 * raw.cpu_seconds / (raw.seconds * (os.cpu_count() or 1))
+        lines.append(f"Raw embedder: cores busy {busy:.0f}%.")
     for run in runs:
         parts = ", ".join(
             f"{name} {1000 * seconds / run.chunks:.0f}"
             for name, seconds in sorted(run.cpu_seconds.items(), key=lambda kv: -kv[1])
         )
-        lines.append(f"CPU ms per chunk, {run.workers} worker(s), by process: {parts}.")
+        client = 1000 * run.client_cpu_seconds / run.chunks
+        busy = 100 * (sum(run.cpu_seconds.values()) + run.client_cpu_seconds)
+        busy /= run.seconds * (os.cpu_count() or 1)
+        lines.append(
+            f"CPU ms per chunk, {run.workers} worker(s), by process: {parts}; and outside the "
+            f"stack, this script's uploading clients {client:.0f}. Cores busy: {busy:.0f}%."
+        )
     lines.append("")
     if memory:
         lines += [

@@ -28,7 +28,9 @@ from kubemate_worker.tasks import PROCESS_DOCUMENT
 
 log = get_logger(__name__)
 
-IDLE_WAIT_S = 0.05
+# A full worker is woken as soon as a document finishes; this only bounds how long it goes
+# without looking at the backends' gate.
+FULL_WAIT_S = 0.5
 ERROR_WAIT_S = 1.0
 PROBE_WAIT_S = 0.5
 
@@ -84,7 +86,11 @@ class StreamDispatcher:
                     was_degraded = not was_degraded
                     log.warning("stream.gate", degraded=was_degraded, reasons=ctx.gate.reasons())
                 if free == 0:
-                    self._stop.wait(PROBE_WAIT_S if was_degraded else IDLE_WAIT_S)
+                    if was_degraded:
+                        self._stop.wait(PROBE_WAIT_S)
+                    else:
+                        limit = ctx.settings.worker.concurrency
+                        ctx.inflight.wait_for_room(limit, FULL_WAIT_S)
                     continue
                 entries = ctx.queue.claim_stale(consumer, free)
                 for entry in entries:

@@ -49,6 +49,10 @@ class Held:
 class InFlight:
     def __init__(self) -> None:
         self._lock = threading.Lock()
+        # Notified whenever an entry is forgotten, so the dispatcher reads the next one at once:
+        # a document's slot left empty for a polling interval leaves the embedder short of work
+        # (its next batch waits for documents that are not read yet).
+        self._room = threading.Condition(self._lock)
         self._held: dict[str, Held] = {}
 
     def add(self, entry_id: str, job: IngestJob) -> Held | None:
@@ -71,11 +75,19 @@ class InFlight:
 
     def finish(self, entry_id: str) -> None:
         with self._lock:
-            self._held.pop(entry_id, None)
+            if self._held.pop(entry_id, None) is not None:
+                self._room.notify_all()
 
     def __len__(self) -> int:
         with self._lock:
             return len(self._held)
+
+    def wait_for_room(self, limit: int, timeout: float) -> int:
+        """Block until fewer than ``limit`` entries are held, or ``timeout`` seconds passed;
+        returns how many more may be taken (0 on timeout)."""
+        with self._lock:
+            self._room.wait_for(lambda: len(self._held) < limit, timeout)
+            return max(0, limit - len(self._held))
 
     def ids(self) -> list[str]:
         with self._lock:
@@ -93,6 +105,8 @@ class InFlight:
                 lost.append(entry_id)
                 if not held.started:
                     del self._held[entry_id]
+            if lost:
+                self._room.notify_all()
         return lost
 
     def release_unstarted(self, older_than_s: float) -> list[str]:
@@ -107,6 +121,8 @@ class InFlight:
             ]
             for eid in stale:
                 self._held.pop(eid).mark_lost()
+            if stale:
+                self._room.notify_all()
         return stale
 
 
