@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import io
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
+from typing import Any
 
 import pytest
 import redis
@@ -22,6 +23,7 @@ from kubemate.collections import (
     configured_collection,
     vector_collection,
 )
+from kubemate.errors import ServiceError
 from kubemate.inference import build_embedder
 from kubemate.metadata.models import TaskState
 from kubemate.metadata.store import ReindexState
@@ -29,9 +31,10 @@ from kubemate.queue import StreamEntry
 from kubemate.settings import EmbedderConfig
 from kubemate_ingest.main import create_app
 from kubemate_ingest.settings import IngestSettings
+from kubemate_worker import reindexing
 from kubemate_worker.context import WorkerContext
 from kubemate_worker.processing import process_entry
-from kubemate_worker.reindexing import ReindexRunner, handle_entry
+from kubemate_worker.reindexing import ReindexRunner, handle_entry, run_reindex
 from kubemate_worker.settings import WorkerSettings
 from tests.fixtures.services import MACHINE_REDIS, identity_headers
 
@@ -408,3 +411,174 @@ def test_an_embedder_change_during_an_unstarted_reindex_follows_it(
     assert ctx.vectors.count(active.name, "acme", doc["document_id"]) == count
     assert ctx.vectors.count(first, "acme") == 0
     assert ctx.vectors.count(pending.new_vector_collection, "acme") == 0
+
+
+# ---- cancelling -------------------------------------------------------------------------------
+
+
+def start_reindex(client: TestClient, model: str = "hash-b") -> dict[str, Any]:
+    r = client.post("/v1/reindex", json={"embedder": {"provider": "hash", "model": model}})
+    assert r.status_code == 202, r.text
+    return r.json()  # type: ignore[no-any-return]
+
+
+def cancel(client: TestClient, reindex_id: str) -> Any:
+    return client.post(f"/v1/reindex/{reindex_id}/cancel")
+
+
+def after_documents(monkeypatch: pytest.MonkeyPatch, n: int, hook: Callable[[], None]) -> list[str]:
+    """The ids of the documents the worker re-embeds (re-index and dual writes); ``hook`` runs
+    once the ``n``-th is written, before the re-indexer reads the state for the next one."""
+    written: list[str] = []
+    real = reindexing.reindex_document
+
+    def spy(*args: Any, **kwargs: Any) -> int:
+        count: int = real(*args, **kwargs)
+        written.append(args[2])
+        if len(written) == n:
+            hook()
+        return count
+
+    monkeypatch.setattr(reindexing, "reindex_document", spy)
+    return written
+
+
+def assert_problem(response: Any, status: int, slug: str) -> dict[str, Any]:
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"].startswith("application/problem+json")
+    body: dict[str, Any] = response.json()
+    assert body["type"].endswith(f"/{slug}")
+    return body
+
+
+@pytest.mark.parametrize(
+    ("after", "dual_write"),
+    [(1, True), (3, False)],
+    ids=["between-documents", "before-the-switch"],
+)
+def test_cancelling_a_running_reindex_keeps_the_old_collection_and_empties_the_new(
+    ingest: TestClient,
+    ctx: WorkerContext,
+    monkeypatch: pytest.MonkeyPatch,
+    after: int,
+    dual_write: bool,
+) -> None:
+    docs = [upload(ingest, text(t), f"{t}.txt")["document_id"] for t in ("bank", "river", "tea")]
+    process_all(ctx)
+    old = configured_collection(ctx.settings, "default").name
+    counts = {d: ctx.vectors.count(old, "acme", d) for d in docs}
+    started = start_reindex(ingest)
+    rid, new = started["reindex_id"], started["new_vector_collection"]
+    late: list[str] = []
+
+    def cancel_now() -> None:
+        if dual_write:  # an upload completing now is written to the new collection too
+            late.append(upload(ingest, text("coffee"), "coffee.txt")["document_id"])
+            process_all(ctx)
+        # After the last document: the cancel lands before the switch, which then refuses.
+        assert cancel(ingest, rid).status_code == 202
+
+    written = after_documents(monkeypatch, after, cancel_now)
+    assert ReindexRunner(lambda: ctx).poll(ctx) is True
+
+    assert ctx.queue.client.xlen(ctx.settings.reindex.stream) == 0  # acknowledged
+    # Nothing re-embedded after the cancel (the re-indexer goes by creation order, then id).
+    assert len(written) == after + len(late) and written[after:] == late
+    assert set(written[:after]) <= set(docs)
+    view = ingest.get(f"/v1/reindex/{rid}").json()
+    assert view["state"] == "CANCELLED" and view["error"] == "cancelled by user tester"
+    assert view["finished_at"] is not None
+    active = active_vector_collection(ctx.store, ctx.settings, "acme", "default")
+    assert active.name == old and active.reindex_id is None
+    assert ctx.vectors.count(new, "acme") == 0  # neither re-embedded nor dual-written chunks
+    assert {d: ctx.vectors.count(old, "acme", d) for d in docs} == counts
+    assert all(ctx.vectors.count(old, "acme", d) > 0 for d in late)
+    assert search(ctx, old, "acme", "river figure")
+    assert not ctx.queue.client.exists(f"{ctx.settings.reindex.stream}:done:{rid}")
+    # Ended: a second cancel is refused; a new re-index may start.
+    detail = assert_problem(cancel(ingest, rid), 409, "reindex-conflict")["detail"]
+    assert "CANCELLED" in detail
+    assert start_reindex(ingest, "hash-c")["reindex_id"] != rid
+
+
+def test_a_reindex_cancelled_before_it_started_never_writes(
+    ingest: TestClient, ctx: WorkerContext, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    doc = upload(ingest, text("bank"), "bank.txt")["document_id"]
+    process_all(ctx)
+    old = configured_collection(ctx.settings, "default").name
+    count = ctx.vectors.count(old, "acme", doc)
+    started = start_reindex(ingest)
+    r = cancel(ingest, started["reindex_id"])
+    assert r.status_code == 202, r.text
+    assert r.json()["state"] == "CANCELLED" and r.json()["error"] == "cancelled by user tester"
+    written = after_documents(monkeypatch, 1, lambda: None)
+
+    assert ReindexRunner(lambda: ctx).poll(ctx) is True
+    assert ctx.queue.client.xlen(ctx.settings.reindex.stream) == 0
+    assert written == []
+    view = ingest.get(f"/v1/reindex/{started['reindex_id']}").json()
+    assert view["state"] == "CANCELLED" and view["progress"] == {"done": 0, "total": 0}
+    with pytest.raises(ServiceError, match="does not exist"):
+        ctx.vectors.count(started["new_vector_collection"], "acme")  # never created
+    assert active_vector_collection(ctx.store, ctx.settings, "acme", "default").name == old
+    assert ctx.vectors.count(old, "acme", doc) == count
+
+
+def test_cancelling_a_completed_reindex_is_a_conflict_and_changes_nothing(
+    ingest: TestClient, ctx: WorkerContext
+) -> None:
+    doc = upload(ingest, text("bank"), "bank.txt")["document_id"]
+    process_all(ctx)
+    started = start_reindex(ingest)
+    assert ReindexRunner(lambda: ctx).poll(ctx) is True
+    done = ingest.get(f"/v1/reindex/{started['reindex_id']}").json()
+    assert done["state"] == "COMPLETED"
+    new = started["new_vector_collection"]
+    count = ctx.vectors.count(new, "acme", doc)
+
+    detail = assert_problem(cancel(ingest, started["reindex_id"]), 409, "reindex-conflict")
+    assert "COMPLETED" in detail["detail"]
+    assert ingest.get(f"/v1/reindex/{started['reindex_id']}").json() == done
+    assert active_vector_collection(ctx.store, ctx.settings, "acme", "default").name == new
+    assert ctx.vectors.count(new, "acme", doc) == count > 0
+
+
+def test_only_an_editor_of_the_tenant_cancels_its_reindex(
+    ingest: TestClient, other: TestClient, env: dict[str, object]
+) -> None:
+    started = start_reindex(ingest)
+    rid = started["reindex_id"]
+    assert_problem(cancel(ingest, "0123456789abcdef"), 404, "reindex-not-found")
+    assert_problem(cancel(other, rid), 404, "reindex-not-found")
+    with client_for(IngestSettings(**env), "acme", Role.VIEWER) as viewer:
+        assert cancel(viewer, rid).status_code == 403
+    assert ingest.get(f"/v1/reindex/{rid}").json()["state"] == "PENDING"
+
+
+def test_a_dual_write_finishing_after_the_cancel_cleanup_is_removed(
+    ingest: TestClient, ctx: WorkerContext, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    upload(ingest, text("bank"), "bank.txt")
+    process_all(ctx)
+    old = configured_collection(ctx.settings, "default").name
+    started = start_reindex(ingest)
+    rid, new = started["reindex_id"], started["new_vector_collection"]
+    ctx.store.update_reindex("acme", rid, state=ReindexState.RUNNING)  # as its worker does
+    real = reindexing.reindex_document
+
+    def cancelled_meanwhile(*args: Any, **kwargs: Any) -> int:
+        # While an upload is dual-written, the re-index is cancelled and its worker cleans up:
+        # the cleanup's read of the done set misses this document.
+        assert cancel(ingest, rid).status_code == 202
+        assert run_reindex(ctx, "acme", rid) == ReindexState.CANCELLED
+        count: int = real(*args, **kwargs)
+        return count
+
+    monkeypatch.setattr(reindexing, "reindex_document", cancelled_meanwhile)
+    late = upload(ingest, text("coffee"), "coffee.txt")["document_id"]
+    process_all(ctx)
+
+    assert ctx.vectors.count(old, "acme", late) > 0
+    assert ctx.vectors.count(new, "acme") == 0
+    assert not ctx.queue.client.exists(f"{ctx.settings.reindex.stream}:done:{rid}")

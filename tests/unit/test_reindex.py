@@ -86,11 +86,13 @@ def test_reindex_routes_go_to_ingest_and_declare_roles() -> None:
     config = GatewayConfig()
     assert upstream_for("/v1/reindex", config) == str(config.ingest_url).rstrip("/")
     assert upstream_for("/v1/reindex/abc", config) == str(config.ingest_url).rstrip("/")
+    assert upstream_for("/v1/reindex/abc/cancel", config) == str(config.ingest_url).rstrip("/")
     assert route_class("GET", "/v1/reindex/abc") == "read"
     ingest = declared_routes("ingest")
     assert ingest["POST /v1/reindex"] == {Role.EDITOR}
     assert ingest["GET /v1/reindex/{reindex_id}"] == {Role.VIEWER}
     assert ingest["GET /v1/reindex"] == {Role.VIEWER}
+    assert ingest["POST /v1/reindex/{reindex_id}/cancel"] == {Role.EDITOR}
 
 
 class RecordingMeter(UsageMeter):
@@ -139,20 +141,22 @@ def test_usage_rows_not_written_with_a_completion_are_flushed_later() -> None:
     assert meter.rows == [("acme", "hash-16", 6, 2)]
 
 
+def job(state: str, done: int = 0, error: str | None = None) -> dict[str, Any]:
+    """A re-index as the API shows it."""
+    return {
+        "reindex_id": "r1",
+        "collection": "default",
+        "state": state,
+        "old_vector_collection": "default_old",
+        "new_vector_collection": "default_new",
+        "progress": {"done": done, "total": 2},
+        "error": error,
+    }
+
+
 def test_cli_reindex_follows_until_completed() -> None:
     calls: list[tuple[str, str, Any]] = []
     states: Sequence[tuple[str, int]] = [("RUNNING", 1), ("COMPLETED", 2)]
-
-    def job(state: str, done: int) -> dict[str, Any]:
-        return {
-            "reindex_id": "r1",
-            "collection": "default",
-            "state": state,
-            "old_vector_collection": "default_old",
-            "new_vector_collection": "default_new",
-            "progress": {"done": done, "total": 2},
-            "error": None,
-        }
 
     def gateway(request: httpx.Request) -> httpx.Response:
         body = json.loads(request.content) if request.content else None
@@ -184,16 +188,7 @@ def test_cli_reindex_follows_until_completed() -> None:
 def test_cli_reindex_failure_exits_non_zero_with_the_reason() -> None:
     def gateway(request: httpx.Request) -> httpx.Response:
         return httpx.Response(
-            202,
-            json={
-                "reindex_id": "r1",
-                "collection": "default",
-                "state": "FAILED",
-                "old_vector_collection": "a",
-                "new_vector_collection": "b",
-                "progress": {"done": 0, "total": 1},
-                "error": "document d1: no text could be extracted",
-            },
+            202, json=job("FAILED", error="document d1: no text could be extracted")
         )
 
     state = CliState(transport=httpx.MockTransport(gateway), sleep=lambda _s: None)
@@ -202,7 +197,65 @@ def test_cli_reindex_failure_exits_non_zero_with_the_reason() -> None:
     assert "no text could be extracted" in result.output
 
 
-@pytest.mark.parametrize("args", [["--provider", "hash"], ["--model", "m"]])
-def test_cli_reindex_wants_provider_and_model_together(args: list[str]) -> None:
+def run_cli(
+    args: list[str], answers: Sequence[httpx.Response]
+) -> tuple[Any, list[tuple[str, str]]]:
+    """``kubemate reindex ARGS`` against a gateway giving ``answers`` in turn; the result and
+    the calls it made."""
+    calls: list[tuple[str, str]] = []
+
+    def gateway(request: httpx.Request) -> httpx.Response:
+        calls.append((request.method, request.url.path))
+        return answers[len(calls) - 1]
+
+    state = CliState(transport=httpx.MockTransport(gateway), sleep=lambda _s: None)
+    result = CliRunner().invoke(app, ["reindex", *args, "--url", "http://gw"], obj=state)
+    return result, calls
+
+
+def test_cli_reindex_cancelled_while_followed_exits_non_zero_with_the_reason() -> None:
+    result, calls = run_cli(
+        [],
+        [
+            httpx.Response(202, json=job("PENDING")),
+            httpx.Response(200, json=job("RUNNING", 1)),
+            httpx.Response(200, json=job("CANCELLED", 1, "cancelled by user alice")),
+        ],
+    )
+    assert result.exit_code == 1, result.output
+    assert [c[0] for c in calls] == ["POST", "GET", "GET"]  # CANCELLED ends the waiting
+    assert "re-index cancelled: cancelled by user alice" in result.output
+
+
+def test_cli_reindex_cancel() -> None:
+    answer = job("CANCELLED", error="cancelled by user dev")
+    result, calls = run_cli(["--cancel", "r1"], [httpx.Response(202, json=answer)])
+    assert result.exit_code == 0, result.output
+    assert calls == [("POST", "/v1/reindex/r1/cancel")]  # no new re-index, no waiting
+    assert "CANCELLED" in result.output and "default_old keeps serving" in result.output
+
+
+def test_cli_reindex_cancel_of_an_ended_one_exits_non_zero() -> None:
+    problem = {
+        "type": "https://kubemate.dev/problems/reindex-conflict",
+        "title": "Re-index conflict",
+        "status": 409,
+        "detail": "re-index r1 already ended (COMPLETED)",
+    }
+    result, calls = run_cli(["--cancel", "r1"], [httpx.Response(409, json=problem)])
+    assert result.exit_code == 1
+    assert calls == [("POST", "/v1/reindex/r1/cancel")]
+    assert "already ended (COMPLETED)" in result.output
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["--provider", "hash"],
+        ["--model", "m"],
+        ["--cancel", "r1", "--provider", "h", "--model", "m"],
+    ],
+)
+def test_cli_reindex_refuses_options_that_do_not_go_together(args: list[str]) -> None:
     result = CliRunner().invoke(app, ["reindex", *args, "--url", "http://gw"], obj=CliState())
     assert result.exit_code == 2

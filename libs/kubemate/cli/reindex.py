@@ -1,13 +1,15 @@
 """`kubemate reindex`: re-embed a collection's documents with another embedding model.
 
 Starts ``POST /v1/reindex`` and, unless ``--no-wait``, polls ``GET /v1/reindex/{id}`` until it
-ends. Queries keep using the current model until every document is re-embedded.
+ends. Queries keep using the current model until every document is re-embedded. ``--cancel ID``
+stops one instead (``POST /v1/reindex/{id}/cancel``): the current model keeps serving.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Annotated, Any
+from urllib.parse import quote
 
 import typer
 from rich.console import Console
@@ -27,6 +29,7 @@ from kubemate.cli.common import (
 from kubemate.cli.models import ModelsApi
 
 POLL_S = 1.0
+ENDED = ("COMPLETED", "FAILED", "CANCELLED")
 
 
 def reindex(
@@ -39,6 +42,14 @@ def reindex(
     model: Annotated[str | None, typer.Option(help="Embedding model name.")] = None,
     base_url: Annotated[str | None, typer.Option(help="Runtime URL (ollama, openai).")] = None,
     wait: Annotated[bool, typer.Option(help="Follow the re-index until it ends.")] = True,
+    cancel: Annotated[
+        str | None,
+        typer.Option(
+            "--cancel",
+            metavar="ID",
+            help="Cancel the PENDING or RUNNING re-index ID instead of starting one.",
+        ),
+    ] = None,
     url: UrlOption = None,
     token: TokenOption = None,
     data_dir: DataDirOption = Path(".kubemate"),
@@ -47,6 +58,8 @@ def reindex(
     the switch happens only once every document is done."""
     if (provider is None) != (model is None):
         raise typer.BadParameter("give --provider and --model together")
+    if cancel is not None and provider is not None:
+        raise typer.BadParameter("--cancel starts nothing: leave out --provider and --model")
     body: dict[str, Any] = {"collection": collection}
     if provider is not None:
         body["embedder"] = {"provider": provider, "model": model, "base_url": base_url}
@@ -55,21 +68,38 @@ def reindex(
         quiet_logs()
         cli = state(ctx)
         # The model manager's small client: plain JSON calls through the gateway.
-        api = ModelsApi(resolve_url(url, data_dir), resolve_token(token), cli)
-        try:
-            job = api.request("POST", "/v1/reindex", json=body)
-            console.print(
-                f"Re-index {job['reindex_id']}: {escape(job['old_vector_collection'])} -> "
-                f"{escape(job['new_vector_collection'])}"
-            )
-            while wait and job["state"] not in ("COMPLETED", "FAILED"):
+        with ModelsApi(resolve_url(url, data_dir), resolve_token(token), cli) as api:
+            if cancel is not None:
+                _cancel(api, cancel, console)
+                return
+            job = _start(api, body, console)
+            while wait and job["state"] not in ENDED:
                 cli.sleep(POLL_S)
                 job = api.request("GET", f"/v1/reindex/{job['reindex_id']}")
                 progress = job["progress"]
                 console.print(f"{job['state']} {progress['done']}/{progress['total']} documents")
-        finally:
-            api.close()
-    if job["state"] == "FAILED":
-        Console(stderr=True).print(f"[bold red]Error:[/] re-index failed: {escape(job['error'])}")
+    if job["state"] in ("FAILED", "CANCELLED"):
+        # Cancelled while followed (by someone else, or from another terminal): not what this
+        # command was asked for, so it fails as a failed re-index does.
+        reason = escape(job["error"] or "")
+        Console(stderr=True).print(f"[bold red]Error:[/] re-index {job['state'].lower()}: {reason}")
         raise typer.Exit(1)
     console.print(f"[green]{escape(job['state'])}[/] {escape(job['collection'])}")
+
+
+def _start(api: ModelsApi, body: dict[str, Any], console: Console) -> dict[str, Any]:
+    job: dict[str, Any] = api.request("POST", "/v1/reindex", json=body)
+    console.print(
+        f"Re-index {job['reindex_id']}: {escape(job['old_vector_collection'])} -> "
+        f"{escape(job['new_vector_collection'])}"
+    )
+    return job
+
+
+def _cancel(api: ModelsApi, reindex_id: str, console: Console) -> None:
+    """One that already ended is a 409 (printed by clean_errors, exit 1)."""
+    job = api.request("POST", f"/v1/reindex/{quote(reindex_id, safe='')}/cancel")
+    console.print(
+        f"[yellow]{escape(job['state'])}[/] re-index {escape(job['reindex_id'])}: "
+        f"{escape(job['old_vector_collection'])} keeps serving"
+    )

@@ -1074,14 +1074,11 @@ class MetadataStore:
         progress_total: int | None = None,
         error: str | None = None,
     ) -> ReindexView | None:
-        """Change what is given; None when the re-index does not exist. A finished one (COMPLETED
-        or FAILED) keeps its state and error: a late writer never revives or blames it."""
+        """Change what is given; None when the re-index does not exist. A finished one (COMPLETED,
+        FAILED or CANCELLED) keeps its state and error: a late writer never revives or blames
+        it."""
         with self._tx(write=True) as session:
-            row = session.scalars(
-                select(Reindex)
-                .where(Reindex.id == reindex_id, Reindex.tenant_id == tenant_id)
-                .with_for_update()
-            ).one_or_none()
+            row = self._locked_reindex_row(session, tenant_id, reindex_id)
             if row is None:
                 return None
             finished = ReindexState(row.state).terminal
@@ -1111,13 +1108,9 @@ class MetadataStore:
     def switch_collection(self, tenant_id: str, reindex_id: str) -> ReindexView:
         """Point the tenant's collection at the re-index's vector collection and mark it
         COMPLETED, in one transaction. Raises ValueError unless it is RUNNING (a re-index that
-        failed meanwhile never switches)."""
+        failed or was cancelled meanwhile never switches)."""
         with self._tx(write=True) as session:
-            row = session.scalars(
-                select(Reindex)
-                .where(Reindex.id == reindex_id, Reindex.tenant_id == tenant_id)
-                .with_for_update()
-            ).one_or_none()
+            row = self._locked_reindex_row(session, tenant_id, reindex_id)
             if row is None or row.state != ReindexState.RUNNING.value:
                 raise ValueError(f"re-index {reindex_id} is not running")
             now = utcnow()
@@ -1144,6 +1137,50 @@ class MetadataStore:
             vector_collection=view.new_vector_collection,
         )
         return view
+
+    def cancel_reindex(
+        self, tenant_id: str, reindex_id: str, *, cancelled_by: str
+    ) -> tuple[ReindexView, bool] | None:
+        """Mark a PENDING or RUNNING re-index CANCELLED, saying who cancelled it; the view and
+        True, or the view of one that had already ended, unchanged, and False; None when the
+        re-index does not exist (or is another tenant's).
+
+        The row is locked like :meth:`switch_collection` locks it (SQLite: BEGIN IMMEDIATE), so
+        of a cancel and a switch the first to commit wins: a switch after a cancel finds the
+        re-index not RUNNING and refuses, a cancel after a switch finds it COMPLETED. A
+        CANCELLED re-index therefore never moved the pointer. The worker notices between
+        documents and removes what it wrote to the new collection."""
+        with self._tx(write=True) as session:
+            row = self._locked_reindex_row(session, tenant_id, reindex_id)
+            if row is None:
+                return None
+            cancelled = not ReindexState(row.state).terminal
+            if cancelled:
+                now = utcnow()
+                row.state = ReindexState.CANCELLED.value
+                row.error = f"cancelled by {cancelled_by}"[:MAX_ERROR_CHARS]
+                row.finished_at = now
+                row.updated_at = now
+                session.flush()
+            view = ReindexView.of(row)
+        if cancelled:
+            log.info(
+                "metadata.reindex_cancelled",
+                tenant_id=tenant_id,
+                reindex_id=reindex_id,
+                cancelled_by=cancelled_by,
+            )
+        return view, cancelled
+
+    @staticmethod
+    def _locked_reindex_row(session: Session, tenant_id: str, reindex_id: str) -> Reindex | None:
+        """The row, locked until the transaction ends (PostgreSQL: state changes of one
+        re-index never interleave)."""
+        return session.scalars(
+            select(Reindex)
+            .where(Reindex.id == reindex_id, Reindex.tenant_id == tenant_id)
+            .with_for_update()
+        ).one_or_none()
 
     def document_ids(
         self, tenant_id: str, collection: str, status: TaskState | None = None
@@ -1209,10 +1246,12 @@ class ReindexState(StrEnum):
     RUNNING = "RUNNING"
     COMPLETED = "COMPLETED"
     FAILED = "FAILED"
+    # Stopped by a caller (POST /v1/reindex/{id}/cancel); the old collection stays active.
+    CANCELLED = "CANCELLED"
 
     @property
     def terminal(self) -> bool:
-        return self in (ReindexState.COMPLETED, ReindexState.FAILED)
+        return self in (ReindexState.COMPLETED, ReindexState.FAILED, ReindexState.CANCELLED)
 
 
 @dataclass(frozen=True, slots=True)

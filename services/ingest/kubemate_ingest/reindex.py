@@ -6,13 +6,15 @@
 COMPLETED document of the tenant in the collection into the new embedder's vector collection and
 only when all are there switches the tenant's pointer (:func:`kubemate.collections.
 active_vector_collection`); until then queries keep using the old collection. ``GET
-/v1/reindex/{id}`` shows progress, and a failed re-index says why.
+/v1/reindex/{id}`` shows progress, and a failed re-index says why. ``POST
+/v1/reindex/{id}/cancel`` stops a PENDING or RUNNING one: it is CANCELLED at once, the worker
+stops at its next document and removes what it wrote, and the current collection keeps serving.
 """
 
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Annotated
+from typing import Annotated, Any, TypeVar
 
 import anyio
 import redis
@@ -38,6 +40,8 @@ log = get_logger(__name__)
 
 # Included by the ingest API router (under its /v1 prefix).
 router = APIRouter()
+
+T = TypeVar("T")
 
 
 class EmbedderIn(BaseModel):
@@ -170,17 +174,29 @@ def request_reindex(
     return view
 
 
+def _conflict(description: str) -> dict[int | str, dict[str, Any]]:
+    """A route's 409 in the OpenAPI document (problem+json, like every error)."""
+    return {
+        409: {
+            "description": description,
+            "content": {PROBLEM_JSON: {"schema": {"$ref": "#/components/schemas/Problem"}}},
+        }
+    }
+
+
+def _found(found: T | None, reindex_id: str) -> T:
+    if found is None:  # another tenant's too: the store looks within the caller's tenant
+        raise ReindexNotFound(f"re-index {reindex_id} not found")
+    return found
+
+
 @router.post(
     "/reindex",
     status_code=status.HTTP_202_ACCEPTED,
     response_model=ReindexOut,
-    responses={
-        409: {
-            "description": "Another re-index of the collection is unfinished, or the embedder "
-            "already serves it",
-            "content": {PROBLEM_JSON: {"schema": {"$ref": "#/components/schemas/Problem"}}},
-        }
-    },
+    responses=_conflict(
+        "Another re-index of the collection is unfinished, or the embedder already serves it"
+    ),
 )
 async def start_reindex(
     body: ReindexRequest,
@@ -208,8 +224,27 @@ async def start_reindex(
 @router.get("/reindex/{reindex_id}", response_model=ReindexOut)
 async def get_reindex(reindex_id: str, identity: Viewer, store: StoreDep) -> ReindexOut:
     view = await anyio.to_thread.run_sync(store.find_reindex, identity.tenant_id, reindex_id)
-    if view is None:
-        raise ReindexNotFound(f"re-index {reindex_id} not found")
+    return ReindexOut.of(_found(view, reindex_id))
+
+
+@router.post(
+    "/reindex/{reindex_id}/cancel",
+    status_code=status.HTTP_202_ACCEPTED,
+    response_model=ReindexOut,
+    responses=_conflict("The re-index already ended (COMPLETED, FAILED or CANCELLED)"),
+)
+async def cancel_reindex(reindex_id: str, identity: Editor, store: StoreDep) -> ReindexOut:
+    """Stop a PENDING or RUNNING re-index; it is CANCELLED at once. Accepted rather than done:
+    the worker stops at its next document and then removes what it wrote to the new vector
+    collection. Queries keep using the current collection throughout."""
+    outcome = await anyio.to_thread.run_sync(
+        lambda: store.cancel_reindex(
+            identity.tenant_id, reindex_id, cancelled_by=f"user {identity.user_id}"
+        )
+    )
+    view, cancelled = _found(outcome, reindex_id)
+    if not cancelled:
+        raise ReindexConflict(f"re-index {reindex_id} already ended ({view.state})")
     return ReindexOut.of(view)
 
 

@@ -15,6 +15,10 @@ one database transaction points the tenant's collection at the new vector collec
 the re-index COMPLETED; after that the tenant's chunks are deleted from the old collection.
 Any failure leaves the old collection active and the re-index FAILED with the reason.
 
+A re-index cancelled by ``POST /v1/reindex/{id}/cancel`` (the row is CANCELLED at once) stops
+at the next document: what it wrote to the new collection is removed, the old collection stays
+active and the stream entry is acknowledged. One cancelled before it started never starts.
+
 Uploads meanwhile: a document that completes while a re-index of its collection runs is also
 written to the new collection (:func:`catch_up`, called by the ingest pipeline), and one that was
 still being written to the old collection when the switch happened is re-done into the new one.
@@ -87,6 +91,10 @@ def _done(ctx: WorkerContext, reindex_id: str) -> set[str]:
 
 class LeaseLost(Exception):
     """Another worker took the stream entry over: it finishes the re-index, not this one."""
+
+
+class ReindexCancelled(Exception):
+    """The re-index was cancelled while it ran; the detail is who cancelled it."""
 
 
 class ReindexFailed(KubemateError):
@@ -204,13 +212,17 @@ def target_embedder(ctx: WorkerContext, view: ReindexView) -> EmbedderConfig:
 def run_reindex(
     ctx: WorkerContext, tenant_id: str, reindex_id: str, *, beat: Callable[[], None] = lambda: None
 ) -> ReindexState | None:
-    """Run the re-index to its end (COMPLETED or FAILED); None when there is no such re-index.
-    ``beat`` is called between documents (the stream entry's heartbeat)."""
+    """Run the re-index to its end (COMPLETED, FAILED or CANCELLED); None when there is no such
+    re-index. ``beat`` is called between documents (the stream entry's heartbeat)."""
     store = ctx.store
     view = ctx.retrier.call("metadata.reindex", lambda: store.find_reindex(tenant_id, reindex_id))
     if view is None:
         log.warning("reindex.missing", reindex_id=reindex_id, tenant_id=tenant_id)
         return None
+    if view.state == ReindexState.CANCELLED:
+        # Never started, or its worker stopped before cleaning up: nothing is created here, and
+        # what a worker wrote to the new collection (its done set) goes.
+        return _cancelled(ctx, view, view.error)
     if view.state.terminal:
         return view.state
     log.info(
@@ -224,6 +236,8 @@ def run_reindex(
         _run(ctx, view, beat)
     except LeaseLost:
         raise
+    except ReindexCancelled as exc:
+        return _cancelled(ctx, view, str(exc))
     except Exception as exc:
         return _fail(ctx, view, exc)
     _after_switch(ctx, view)
@@ -234,10 +248,11 @@ def _run(ctx: WorkerContext, view: ReindexView, beat: Callable[[], None]) -> Non
     store = ctx.store
     tenant, name, target = view.tenant_id, view.collection, view.new_vector_collection
     call = ctx.retrier.call
-    call(
+    started = call(
         "metadata.reindex",
         lambda: store.update_reindex(tenant, view.id, state=ReindexState.RUNNING),
     )
+    _check_running(started)  # cancelled since it was read: stop before writing anything
     work = ctx.for_tenant(tenant, {name: target_embedder(ctx, view)})
     if work.vector_collection(name) != target:
         raise ReindexFailed(
@@ -265,9 +280,7 @@ def _run(ctx: WorkerContext, view: ReindexView, beat: Callable[[], None]) -> Non
                 break
             for position, document_id in enumerate(todo, start=1):
                 beat()
-                current = store.find_reindex(tenant, view.id)
-                if current is None or current.state != ReindexState.RUNNING:
-                    raise ReindexFailed("stopped: the re-index is no longer running")
+                _check_running(store.find_reindex(tenant, view.id))
                 try:
                     reindex_document(work, tenant, document_id, name, target, ensure)
                 except DocumentNotFound:
@@ -296,6 +309,14 @@ def _run(ctx: WorkerContext, view: ReindexView, beat: Callable[[], None]) -> Non
         vector_collection=target,
         documents=len(done),
     )
+
+
+def _check_running(current: ReindexView | None) -> None:
+    """Raise unless the re-index is still RUNNING (read again before each document)."""
+    if current is not None and current.state == ReindexState.CANCELLED:
+        raise ReindexCancelled(current.error or "cancelled")
+    if current is None or current.state != ReindexState.RUNNING:
+        raise ReindexFailed("stopped: the re-index is no longer running")
 
 
 def _after_switch(ctx: WorkerContext, view: ReindexView) -> None:
@@ -332,21 +353,43 @@ def _fail(ctx: WorkerContext, view: ReindexView, exc: Exception) -> ReindexState
     except KubemateError as record_error:
         log.error("reindex.fail_not_recorded", reindex_id=view.id, error=record_error.detail)
         raise
+    if recorded is not None and recorded.state == ReindexState.CANCELLED:
+        # Cancelled while the last document or the switch ran (the switch then refused).
+        return _cancelled(ctx, recorded, recorded.error)
     if recorded is None or recorded.state != ReindexState.FAILED:
         # Another worker ran the same re-index (its entry and an event's) and finished it: the
         # new collection is in use, nothing here to undo.
         log.info("reindex.finished_elsewhere", reindex_id=view.id)
         return None if recorded is None else recorded.state
     log.error("reindex.failed", reindex_id=view.id, reason=reason, exc_info=exc)
-    # What was written to the new collection is nobody's now (the old one stays active).
+    _discard_target(ctx, view)
+    return ReindexState.FAILED
+
+
+def _cancelled(ctx: WorkerContext, view: ReindexView, reason: str | None) -> ReindexState:
+    _discard_target(ctx, view)
+    log.info("reindex.cancelled", reindex_id=view.id, tenant_id=view.tenant_id, reason=reason)
+    return ReindexState.CANCELLED
+
+
+def _discard_target(ctx: WorkerContext, view: ReindexView) -> None:
+    """What was written to the new collection is nobody's now (the old one stays active)."""
     try:
-        client = ctx.queue.client
         for document_id in sorted(_done(ctx, view.id)):
             _forget_document(ctx, view.new_vector_collection, view.tenant_id, document_id)
-        client.delete(_done_key(ctx, view.id))
+        ctx.queue.client.delete(_done_key(ctx, view.id))
     except Exception as cleanup_error:
         log.warning("reindex.target_cleanup_failed", reindex_id=view.id, error=str(cleanup_error))
-    return ReindexState.FAILED
+
+
+def _undo_if_abandoned(ctx: WorkerContext, running: ReindexView, document_id: str) -> None:
+    """After a dual write: if the re-index failed or was cancelled meanwhile, its cleanup may
+    have read the done set before ``document_id`` joined it, so the document goes here. (Read
+    after it joined: one of the two cleanups sees it; both is harmless.)"""
+    now = ctx.store.find_reindex(running.tenant_id, running.id)
+    if now is None or now.state in (ReindexState.FAILED, ReindexState.CANCELLED):
+        _forget_document(ctx, running.new_vector_collection, running.tenant_id, document_id)
+        ctx.queue.client.srem(_done_key(ctx, running.id), document_id)
 
 
 # ---- documents finished while a re-index runs or switches ----------------------------------------
@@ -396,6 +439,7 @@ def catch_up(ctx: WorkerContext, job: IngestJob) -> None:
             finally:
                 work.flush_usage()
             ctx.queue.client.sadd(_done_key(ctx, running.id), job.document_id)
+            _undo_if_abandoned(ctx, running, job.document_id)
             log.info("reindex.document_dual_written", document_id=job.document_id, target=target)
     except DocumentNotFound:
         return
