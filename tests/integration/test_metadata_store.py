@@ -21,7 +21,7 @@ from kubemate.errors import DocumentNotFound, NotFound, TaskNotFound
 from kubemate.metadata import DocumentView, MetadataStore, TaskState, TaskView, upgrade_to_head
 from kubemate.metadata.migrate import alembic_config
 from kubemate.metadata.models import Base, Task
-from kubemate.metadata.store import UsageRow, make_engine
+from kubemate.metadata.store import ReindexState, UsageRow, make_engine
 from kubemate.settings import DatabaseConfig
 
 pytestmark = pytest.mark.integration
@@ -520,3 +520,76 @@ def test_usage_totals_group_by_kind_and_model(
 def test_usage_rejects_unknown_kind(store: MetadataStore, tenant: str) -> None:
     with pytest.raises(ValueError, match="usage kind"):
         store.record_usage(tenant, kind="chat", model="x")  # type: ignore[arg-type]
+
+
+# ---- re-index: cancel against the switch ---------------------------------------------------------
+
+
+def running_reindex(store: MetadataStore, tenant: str, n: int) -> str:
+    view, created = store.create_reindex(
+        tenant,
+        collection=f"c{n}",
+        old_vector_collection=f"kb_c{n}_old",
+        new_vector_collection=f"kb_c{n}_new",
+        provider="hash",
+        model="h",
+        base_url=None,
+        requested_by="u",
+        source="api",
+    )
+    assert created
+    store.update_reindex(tenant, view.id, state=ReindexState.RUNNING)
+    return view.id
+
+
+def test_a_cancelled_reindex_never_switches_and_a_switched_one_is_not_cancelled(
+    store: MetadataStore, tenant: str
+) -> None:
+    cancelled = running_reindex(store, tenant, 1)
+    found = store.cancel_reindex(tenant, cancelled, cancelled_by="user u")
+    assert found is not None and found[1] and found[0].state == ReindexState.CANCELLED
+    with pytest.raises(ValueError):
+        store.switch_collection(tenant, cancelled)
+    assert store.active_collection(tenant, "c1") is None
+
+    switched = running_reindex(store, tenant, 2)
+    store.switch_collection(tenant, switched)
+    found = store.cancel_reindex(tenant, switched, cancelled_by="user u")
+    assert found is not None and not found[1] and found[0].state == ReindexState.COMPLETED
+    pointer = store.active_collection(tenant, "c2")
+    assert pointer is not None and pointer.vector_collection == "kb_c2_new"
+
+
+def test_cancel_racing_the_switch_leaves_one_consistent_outcome(
+    store: MetadataStore, tenant: str
+) -> None:
+    # Both lock the re-index's row; whichever commits first wins, and the loser sees its end.
+    for n in range(12):
+        reindex_id = running_reindex(store, tenant, n)
+        barrier = threading.Barrier(2)
+
+        def cancel(rid: str = reindex_id, barrier: threading.Barrier = barrier) -> bool:
+            barrier.wait()
+            found = store.cancel_reindex(tenant, rid, cancelled_by="user u")
+            return found is not None and found[1]
+
+        def switch(rid: str = reindex_id, barrier: threading.Barrier = barrier) -> bool:
+            barrier.wait()
+            try:
+                store.switch_collection(tenant, rid)
+            except ValueError:
+                return False
+            return True
+
+        with ThreadPoolExecutor(2) as pool:
+            cancelled, switched = pool.submit(cancel), pool.submit(switch)
+            outcome = (cancelled.result(), switched.result())
+        assert outcome in ((True, False), (False, True))
+        final = store.find_reindex(tenant, reindex_id)
+        pointer = store.active_collection(tenant, f"c{n}")
+        assert final is not None
+        if outcome == (True, False):
+            assert final.state == ReindexState.CANCELLED and pointer is None
+        else:
+            assert final.state == ReindexState.COMPLETED
+            assert pointer is not None and pointer.vector_collection == f"kb_c{n}_new"
