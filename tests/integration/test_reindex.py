@@ -582,3 +582,32 @@ def test_a_dual_write_finishing_after_the_cancel_cleanup_is_removed(
     assert ctx.vectors.count(old, "acme", late) > 0
     assert ctx.vectors.count(new, "acme") == 0
     assert not ctx.queue.client.exists(f"{ctx.settings.reindex.stream}:done:{rid}")
+
+
+def test_rows_left_by_a_failed_cleanup_do_not_come_back_with_the_next_switch(
+    ingest: TestClient, ctx: WorkerContext, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    docs = [upload(ingest, text(t), f"{t}.txt")["document_id"] for t in ("bank", "river")]
+    process_all(ctx)
+    first = start_reindex(ingest)
+    new = first["new_vector_collection"]
+    # The first re-index is cancelled after one document, and its cleanup fails (the vector
+    # store was down then): that document's rows stay in the new collection.
+    with monkeypatch.context() as patch:
+        patch.setattr(reindexing, "_discard_target", lambda *_: None)
+        written = after_documents(patch, 1, lambda: cancel(ingest, first["reindex_id"]))
+        assert ReindexRunner(lambda: ctx).poll(ctx) is True
+    (left,) = written
+    assert ctx.vectors.count(new, "acme", left) > 0
+    # The document is deleted meanwhile (from the collection that serves the tenant).
+    assert ingest.delete(f"/v1/documents/{left}").status_code == 204
+
+    second = start_reindex(ingest)
+    assert second["new_vector_collection"] == new
+    assert ReindexRunner(lambda: ctx).poll(ctx) is True
+
+    assert ingest.get(f"/v1/reindex/{second['reindex_id']}").json()["state"] == "COMPLETED"
+    assert active_vector_collection(ctx.store, ctx.settings, "acme", "default").name == new
+    kept = next(d for d in docs if d != left)
+    assert ctx.vectors.count(new, "acme", left) == 0
+    assert ctx.vectors.count(new, "acme", kept) > 0

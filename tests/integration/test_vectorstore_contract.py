@@ -233,6 +233,23 @@ class TestVectorStoreContract:
         store.delete_document(collection, A, "nope")
         assert store.count(collection, A) == 2
 
+    def test_delete_tenant_removes_only_that_tenant(
+        self, store: MilvusVectorStore, collection: str, named: list[str]
+    ) -> None:
+        store.upsert(
+            collection,
+            [record(f"a{i}", axis(i), document=f"doc-{i}") for i in range(3)]
+            + [record("b0", axis(0), tenant=B)],
+        )
+
+        store.delete_tenant(collection, A)
+
+        assert store.count(collection, A) == 0
+        assert [h.chunk_id for h in store.search(collection, B, axis(0), top_k=10)] == ["b0"]
+        # A collection that was never made holds nothing to delete.
+        store.delete_tenant(new_name(named), A)
+        assert store.count(collection, B) == 1
+
     def test_delete_chunks_is_scoped_to_the_tenant(
         self, store: MilvusVectorStore, collection: str
     ) -> None:

@@ -90,6 +90,10 @@ class VectorStore(Protocol):
 
     def delete_chunks(self, collection: str, tenant_id: str, chunk_ids: Sequence[str]) -> None: ...
 
+    def delete_tenant(self, collection: str, tenant_id: str) -> None:
+        """Every chunk of ``tenant_id`` in ``collection``; a missing collection has none."""
+        ...
+
     def search(
         self,
         collection: str,

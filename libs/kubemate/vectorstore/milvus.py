@@ -655,6 +655,16 @@ class MilvusVectorStore:
             document_id=document_id,
         )
 
+    def delete_tenant(self, collection: str, tenant_id: str) -> None:
+        _check_id("tenant_id", tenant_id)
+        physical = self.physical_name(collection)
+        client = self._connection()
+        with self._mapped("delete_tenant", physical):
+            if not client.has_collection(physical, timeout=self._timeout):
+                return
+            client.delete(physical, filter=build_filter(tenant_id), timeout=self._timeout)
+        log.info("milvus.tenant_deleted", collection=physical, tenant_id=tenant_id)
+
     def delete_chunks(self, collection: str, tenant_id: str, chunk_ids: Sequence[str]) -> None:
         _check_id("tenant_id", tenant_id)
         if not chunk_ids:

@@ -43,6 +43,7 @@ import redis
 
 from kubemate.cache_generation import bump_generation
 from kubemate.collections import (
+    active_vector_collection,
     configured_collection,
     embedder_variant,
     index_of,
@@ -248,6 +249,12 @@ def _run(ctx: WorkerContext, view: ReindexView, beat: Callable[[], None]) -> Non
     store = ctx.store
     tenant, name, target = view.tenant_id, view.collection, view.new_vector_collection
     call = ctx.retrier.call
+    if view.state == ReindexState.PENDING and _serving(ctx, tenant, name) != target:
+        # The tenant's rows a failed or cancelled re-index into the same collection left there
+        # (its cleanup failed) would come back with this one's switch, a document deleted
+        # meanwhile included. Before RUNNING, so no dual write of an upload is among them; never
+        # in the collection that serves the tenant (settings changed since the request).
+        call("vectors.delete", lambda: ctx.vectors.delete_tenant(target, tenant))
     started = call(
         "metadata.reindex",
         lambda: store.update_reindex(tenant, view.id, state=ReindexState.RUNNING),
@@ -308,6 +315,14 @@ def _run(ctx: WorkerContext, view: ReindexView, beat: Callable[[], None]) -> Non
         collection=name,
         vector_collection=target,
         documents=len(done),
+    )
+
+
+def _serving(ctx: WorkerContext, tenant: str, name: str) -> str:
+    """The vector collection the tenant's queries and uploads use for ``name`` now."""
+    return ctx.retrier.call(
+        "metadata.pointers",
+        lambda: active_vector_collection(ctx.store, ctx.settings, tenant, name).name,
     )
 
 
