@@ -95,7 +95,13 @@ def embedder_variant(
     base: EmbedderConfig, provider: str, model: str, base_url: str | None
 ) -> EmbedderConfig:
     """``base`` (the collection's configured embedder: batch size, timeouts, key) serving
-    another model. Unchanged when it is the same model on the same runtime."""
+    another model. Unchanged when it is the same model on the same runtime.
+
+    No ``base_url`` on ``base``'s own provider means ``base``'s: another model of the runtime the
+    settings name is reached where they say it is, not at the adapter's default (localhost,
+    which in a cluster is not the model server)."""
+    if not base_url and provider == base.provider:
+        base_url = base.base_url
     if (base.provider, base.model, base.base_url or None) == (provider, model, base_url or None):
         return base
     return base.model_copy(

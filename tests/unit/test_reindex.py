@@ -66,6 +66,19 @@ def test_embedder_variant_keeps_the_collection_settings_but_not_the_dimension() 
     assert vector_collection("default", other) != vector_collection("default", HASH)
 
 
+def test_a_variant_on_the_same_runtime_keeps_its_address_unless_given_another() -> None:
+    served = EmbedderConfig(provider="ollama", model="nomic-embed-text", base_url="http://om:11434")
+    same_runtime = embedder_variant(served, "ollama", "mxbai-embed-large", None)
+    assert same_runtime.base_url == "http://om:11434" and same_runtime.model == "mxbai-embed-large"
+    moved = embedder_variant(served, "ollama", "mxbai-embed-large", "http://gpu:11434")
+    assert moved.base_url == "http://gpu:11434"
+    # Another provider has its own address (or its adapter's default), never this one's.
+    assert (
+        embedder_variant(served, "sentence_transformers", "all-MiniLM-L6-v2", None).base_url is None
+    )
+    assert embedder_variant(served, "ollama", "nomic-embed-text", None) is served
+
+
 def test_settings_with_embedders_points_collections_at_the_active_ones() -> None:
     base = settings()
     assert settings_with_embedders(base, {}) is base
