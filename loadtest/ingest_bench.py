@@ -9,9 +9,9 @@ Measures, in one run on this machine:
     stack started as ``kubemate up --workers N`` does, for each N asked; chunks/s and docs/s
     from the first upload to the last document COMPLETED, and the ratio to (a);
 (c) memory: the peak RSS of a worker while it indexes one large text file (built from the
-    corpus in a temporary directory) in a collection embedded by the hash embedder, so that the
-    pipeline's memory is measured rather than hours of a CPU model; and the same for a file a
-    tenth the size, to show the peak does not follow the file's size.
+    corpus in the work dir, .kubemate/bench by default) in a collection embedded by the hash
+    embedder, so that the pipeline's memory is measured rather than hours of a CPU model; and
+    the same for a file a tenth the size, to show the peak does not follow the file's size.
 
 It prints a table and writes the figures, with the machine they ran on, into the "## Ingestion"
 section of BENCHMARKS.md. The corpus is read where it lies (never copied into the repository)::
@@ -28,6 +28,7 @@ import json
 import os
 import platform
 import re
+import shutil
 import signal
 import sqlite3
 import subprocess
@@ -640,7 +641,15 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--skip-raw", action="store_true")
     parser.add_argument("--out", type=Path, default=ROOT / "BENCHMARKS.md")
     parser.add_argument("--no-write", action="store_true", help="print only")
-    parser.add_argument("--work-dir", type=Path, default=None, help="for data dirs and files")
+    # On the project's disk: creating files under /tmp was several times slower on the machines
+    # this ran on, which inflated every figure but the model's.
+    parser.add_argument(
+        "--work-dir",
+        type=Path,
+        default=ROOT / ".kubemate" / "bench",
+        help="for the stacks' data dirs and the large files (each stack's dir is removed after a "
+        "run that succeeded)",
+    )
     args = parser.parse_args(argv)
 
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -656,7 +665,7 @@ def main(argv: list[str] | None = None) -> None:
         raw = measure_raw(chunks)
         print(f"(a) raw: {raw.chunks_per_s:.1f} chunks/s")
 
-    base = args.work_dir or Path(tempfile.mkdtemp(prefix="ingest-bench-"))
+    base: Path = args.work_dir
     base.mkdir(parents=True, exist_ok=True)
     runs: list[EndToEnd] = []
     memory: list[Memory] = []
@@ -686,6 +695,7 @@ def main(argv: list[str] | None = None) -> None:
                     )
         finally:
             stop_stack(stack)
+        shutil.rmtree(stack.data_dir, ignore_errors=True)  # kept when the run failed
 
     if raw is not None and runs:
         # Once more after the stacks, so that a change of the machine's load during the run
