@@ -98,7 +98,7 @@ def embedder_variant(
     another model. Unchanged when it is the same model on the same runtime.
 
     No ``base_url`` on ``base``'s own provider means ``base``'s: another model of the runtime the
-    settings name is reached where they say it is, not at the adapter's default (localhost,
+    settings name is reached where they say it is now, not at the adapter's default (localhost,
     which in a cluster is not the model server)."""
     if not base_url and provider == base.provider:
         base_url = base.base_url

@@ -18,6 +18,7 @@ from kubemate.collections import (
     active_embedders,
     configured_collection,
     embedder_variant,
+    pointer_collection,
     settings_with_embedders,
     vector_collection,
 )
@@ -77,6 +78,16 @@ def test_a_variant_on_the_same_runtime_keeps_its_address_unless_given_another() 
         embedder_variant(served, "sentence_transformers", "all-MiniLM-L6-v2", None).base_url is None
     )
     assert embedder_variant(served, "ollama", "nomic-embed-text", None) is served
+
+
+def test_a_pointer_without_an_address_follows_the_runtime_the_settings_name() -> None:
+    ollama = EmbedderConfig(provider="ollama", model="nomic-embed-text", base_url="http://a:11434")
+    moved = KubemateSettings(
+        collections={"default": {"embedder": ollama.model_copy(update={"base_url": "http://b"})}}
+    )
+    active = pointer_collection(moved, pointer("default", "ollama", "mxbai-embed-large"))
+    assert active.embedder.model == "mxbai-embed-large"
+    assert active.embedder.base_url == "http://b"
 
 
 def test_settings_with_embedders_points_collections_at_the_active_ones() -> None:

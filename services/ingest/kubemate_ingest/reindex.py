@@ -140,7 +140,9 @@ def request_reindex(
         new_vector_collection=new_name,
         provider=target.provider,
         model=target.model,
-        base_url=target.base_url,
+        # As asked: left out, the collection's runtime is found where the settings say at each
+        # use (embedder_variant), so the tenant follows when an operator moves the server.
+        base_url=(body.embedder.base_url or None) if body.embedder is not None else None,
         requested_by=requested_by,
         source="api",
     )

@@ -506,7 +506,7 @@ def reindexes_of_event(
                 new_vector_collection=new_name,
                 provider=target.provider,
                 model=target.model,
-                base_url=target.base_url,
+                base_url=event.get("new_base_url") or None,  # as for the API: resolved at use
                 requested_by=event.get("requested_by", "model-manager"),
                 source="models",
             )
