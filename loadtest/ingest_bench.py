@@ -333,7 +333,7 @@ class EndToEnd:
     cpu_seconds: dict[str, float]  # per component of the stack
     # This script's own (the uploading clients and the polling): it shares the machine's cores
     # with the stack, but is not part of it.
-    client_cpu_seconds: float = 0.0
+    client_cpu_seconds: float
 
     @property
     def cpu_ms_per_chunk(self) -> float:
@@ -526,6 +526,11 @@ def measure_memory(stack: Stack, path: Path) -> Memory:
 # ---- report --------------------------------------------------------------------------------
 
 
+def cores_busy(cpu_seconds: float, seconds: float) -> float:
+    """Percent of the machine's cores that ``cpu_seconds`` kept busy over ``seconds``."""
+    return 100 * cpu_seconds / (seconds * (os.cpu_count() or 1))
+
+
 def table(
     raw: RawResult | None, runs: list[EndToEnd], memory: list[Memory], docs: int
 ) -> list[str]:
@@ -550,16 +555,14 @@ def table(
         )
     lines.append("")
     if raw is not None:
-        busy = 100 * raw.cpu_seconds / (raw.seconds * (os.cpu_count() or 1))
-        lines.append(f"Raw embedder: cores busy {busy:.0f}%.")
+        lines.append(f"Raw embedder: cores busy {cores_busy(raw.cpu_seconds, raw.seconds):.0f}%.")
     for run in runs:
         parts = ", ".join(
             f"{name} {1000 * seconds / run.chunks:.0f}"
             for name, seconds in sorted(run.cpu_seconds.items(), key=lambda kv: -kv[1])
         )
         client = 1000 * run.client_cpu_seconds / run.chunks
-        busy = 100 * (sum(run.cpu_seconds.values()) + run.client_cpu_seconds)
-        busy /= run.seconds * (os.cpu_count() or 1)
+        busy = cores_busy(sum(run.cpu_seconds.values()) + run.client_cpu_seconds, run.seconds)
         lines.append(
             f"CPU ms per chunk, {run.workers} worker(s), by process: {parts}; and outside the "
             f"stack, this script's uploading clients {client:.0f}. Cores busy: {busy:.0f}%."
