@@ -117,13 +117,13 @@ def run_round(args: argparse.Namespace) -> dict[str, Any]:
         try:
             ctx.queue.ensure_group()
             texts = load_corpus(args.corpus, args.skip, args.warmup + args.docs)
-            ctx.store.ensure_tenant(TENANT)
+            ctx.store.tenants.ensure(TENANT)
             for i, text in enumerate(texts):
                 data = text.encode()
                 sha256 = hashlib.sha256(data).hexdigest()
                 key = f"tenants/{TENANT}/documents/default/{sha256}"
                 ctx.objects.put(key, io.BytesIO(data), length=len(data), content_type="text/plain")
-                document, task, _ = ctx.store.create_document(
+                document, task, _ = ctx.store.documents.create(
                     TENANT,
                     collection="default",
                     filename=f"abstract-{i}.txt",
@@ -156,7 +156,7 @@ def run_round(args: argparse.Namespace) -> dict[str, Any]:
             own = time.process_time() - own_before
             milvus_cpu = cpu_s(milvus) - milvus_before
             wall = time.time() - wall
-            chunks = sum(d.chunk_count for d in ctx.store.list_documents(TENANT, limit=100_000))
+            chunks = sum(d.chunk_count for d in ctx.store.documents.list(TENANT, limit=100_000))
         finally:
             stream = ctx.queue.stream
             ctx.close()

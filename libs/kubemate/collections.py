@@ -26,7 +26,8 @@ from kubemate.vectorstore.base import VectorStore
 from kubemate.vectorstore.index import IndexSpec, resolve_index
 
 if TYPE_CHECKING:
-    from kubemate.metadata.store import ActivePointerView, MetadataStore
+    from kubemate.metadata.pointers import ActivePointerView
+    from kubemate.metadata.store import MetadataStore
 
 _SAFE = re.compile(r"[^A-Za-z0-9_]")
 
@@ -139,7 +140,7 @@ def active_vector_collection(
     code). Raises UnknownCollection for a collection the settings do not configure, and
     BackendUnavailable when the database is down."""
     settings.collection(collection)  # UnknownCollection before any query
-    pointer = store.active_collection(tenant_id, collection)
+    pointer = store.pointers.get(tenant_id, collection)
     if pointer is None:
         return configured_collection(settings, collection)
     return pointer_collection(settings, pointer)

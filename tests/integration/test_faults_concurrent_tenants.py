@@ -55,7 +55,7 @@ def test_200_documents_of_4_tenants_complete_with_exact_chunk_counts(
         splitter = build_splitter(None, defaults=settings.splitter)
         collection = vector_collection("default", settings.collection("default").embedder)
         for (tenant, i), a in accepted.items():
-            document = d.store.get_document(tenant, a["document_id"])
+            document = d.store.documents.get(tenant, a["document_id"])
             expected = len(list(splitter.split([Section(texts[(tenant, i)].decode())])))
             assert document.chunk_count == expected, (tenant, i)
             assert d.chunk_count(tenant, document.id) == expected, (tenant, i)
@@ -63,13 +63,13 @@ def test_200_documents_of_4_tenants_complete_with_exact_chunk_counts(
         embedder = HashEmbedder(settings.collection("default").embedder)
         for tenant in TENANTS:
             own = {a["document_id"] for (t, _), a in accepted.items() if t == tenant}
-            total = sum(d.store.get_document(tenant, doc).chunk_count for doc in own)
+            total = sum(d.store.documents.get(tenant, doc).chunk_count for doc in own)
             assert d.chunk_count(tenant) == total
             # Words every tenant's text shares: only the tenant's own chunks may come back.
             query = asyncio.run(embedder.embed_query("net interest margin deposits million"))
             hits = d.vectors.search(collection, tenant, query, top_k=100)
             assert len(hits) == 100
             assert {hit.document_id for hit in hits} <= own
-            usage = {u.kind: u for u in d.store.usage_totals(tenant)}
+            usage = {u.kind: u for u in d.store.usage.totals(tenant)}
             assert usage["document"].requests == len(own)  # each completed exactly once
         assert d.pending_entries() == [] and d.dead_letters() == []

@@ -39,7 +39,8 @@ from kubemate.auth import Role
 from kubemate.embedded.supervisor import free_port, port_is_free, read_log_tail
 from kubemate.metadata.migrate import upgrade_to_head
 from kubemate.metadata.models import TaskState
-from kubemate.metadata.store import MetadataStore, TaskView
+from kubemate.metadata.store import MetadataStore
+from kubemate.metadata.tasks import TaskView
 from kubemate.queue import IngestQueue
 from kubemate.settings import MilvusConfig, RedisConfig
 from kubemate.vectorstore.milvus import MilvusVectorStore
@@ -301,7 +302,7 @@ class Deployment:
         raise AssertionError(f"timed out after {timeout_s:g} s waiting for {what}\n{tails}")
 
     def task(self, tenant: str, task_id: str) -> TaskView:
-        return self.store.get_task(tenant, task_id)
+        return self.store.tasks.get(tenant, task_id)
 
     def wait_terminal(
         self, tenant: str, task_ids: list[str], *, timeout_s: float = 120.0

@@ -60,7 +60,7 @@ def test_short_outage_is_retried_and_documents_complete(
             assert task.state == TaskState.COMPLETED, task
             assert task.error is None  # the retrying note is gone
             count = d.chunk_count(tenant, accepted["document_id"])
-            assert count == d.store.get_document(tenant, accepted["document_id"]).chunk_count
+            assert count == d.store.documents.get(tenant, accepted["document_id"]).chunk_count
         assert d.dead_letters() == []
 
 

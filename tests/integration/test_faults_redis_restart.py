@@ -58,7 +58,7 @@ def test_nothing_accepted_is_lost_when_redis_restarts(tmp_path: Path, milvus_lit
                 assert not unfinished
                 for a in accepted:
                     if a["tenant"] == tenant:
-                        document = d.store.get_document(tenant, a["document_id"])
+                        document = d.store.documents.get(tenant, a["document_id"])
                         count = d.chunk_count(tenant, document.id)
                         assert count == document.chunk_count > 0
             assert d.dead_letters() == []

@@ -63,12 +63,12 @@ def test_killed_worker_s_document_completes_exactly_once_elsewhere(
         assert task.state == TaskState.COMPLETED, task
         assert task.attempts == 2  # the killed run counts
         assert survivor.events("stream.entry_reclaimed")
-        document = d.store.get_document("acme", accepted["document_id"])
+        document = d.store.documents.get("acme", accepted["document_id"])
         # No duplicates and nothing missing: the rows in Milvus are exactly the chunks.
         assert d.chunk_count("acme", document.id) == document.chunk_count == task.progress_total
         assert document.chunk_count >= BIG
         # Completed exactly once: one usage record, one completion in the logs.
-        (usage,) = [u for u in d.store.usage_totals("acme") if u.kind == "document"]
+        (usage,) = [u for u in d.store.usage.totals("acme") if u.kind == "document"]
         assert usage.requests == 1 and usage.chunks == document.chunk_count
         assert len(survivor.events("document.completed")) == 1
         assert d.dead_letters() == []

@@ -14,8 +14,8 @@ from kubemate.auth import Role, issue_token
 from kubemate.auth.api_keys import issue_api_key, parse_api_key
 from kubemate.errors import ApiKeyNotFound
 from kubemate.metadata import MetadataStore, upgrade_to_head
+from kubemate.metadata.database import make_engine
 from kubemate.metadata.migrate import alembic_config
-from kubemate.metadata.store import make_engine
 from kubemate.settings import AuthConfig, DatabaseConfig
 from kubemate_gateway.main import create_app
 from kubemate_gateway.settings import GatewaySettings
@@ -38,7 +38,7 @@ def tenant() -> str:
 def test_keys_are_created_listed_revoked_per_tenant(store: MetadataStore) -> None:
     acme, globex = tenant(), tenant()
     issued = issue_api_key()
-    key = store.create_api_key(
+    key = store.api_keys.create(
         acme,
         key_id=issued.key_id,
         name="ci",
@@ -47,22 +47,22 @@ def test_keys_are_created_listed_revoked_per_tenant(store: MetadataStore) -> Non
         created_by="admin-1",
     )
     assert key.roles == ("editor", "viewer") and not key.revoked
-    assert [k.id for k in store.list_api_keys(acme)] == [issued.key_id]
-    assert store.list_api_keys(globex) == []
+    assert [k.id for k in store.api_keys.list(acme)] == [issued.key_id]
+    assert store.api_keys.list(globex) == []
     with pytest.raises(ApiKeyNotFound):
-        store.revoke_api_key(globex, issued.key_id)
-    assert not store.find_api_key(issued.key_id).revoked  # type: ignore[union-attr]
-    first = store.revoke_api_key(acme, issued.key_id)
-    again = store.revoke_api_key(acme, issued.key_id)
+        store.api_keys.revoke(globex, issued.key_id)
+    assert not store.api_keys.find(issued.key_id).revoked  # type: ignore[union-attr]
+    first = store.api_keys.revoke(acme, issued.key_id)
+    again = store.api_keys.revoke(acme, issued.key_id)
     assert first.revoked_at == again.revoked_at is not None
-    assert store.find_api_key(issued.key_id).revoked  # type: ignore[union-attr]
-    assert store.find_api_key("0" * 16) is None
+    assert store.api_keys.find(issued.key_id).revoked  # type: ignore[union-attr]
+    assert store.api_keys.find("0" * 16) is None
 
 
 def test_only_the_hash_is_stored(store: MetadataStore) -> None:
     issued = issue_api_key()
     _, secret = parse_api_key(issued.token)
-    store.create_api_key(
+    store.api_keys.create(
         tenant(),
         key_id=issued.key_id,
         name="k",
@@ -70,12 +70,12 @@ def test_only_the_hash_is_stored(store: MetadataStore) -> None:
         secret_sha256=issued.secret_sha256,
         created_by="u",
     )
-    with store.engine.connect() as conn:
+    with store.database.connection() as conn:
         row = conn.execute(text("SELECT * FROM api_keys WHERE id = :id"), {"id": issued.key_id})
         values = [str(v) for v in row.one()]
     assert not any(secret in v for v in values)
     with pytest.raises(ValueError):
-        store.create_api_key(
+        store.api_keys.create(
             tenant(), key_id="x", name="k", roles=[], secret_sha256=secret, created_by="u"
         )
 

@@ -70,8 +70,10 @@ def fail_document(
     assert r.status_code == 202, r.text
     accepted = r.json()
     for _ in range(3):
-        store.update_task(tenant, accepted["task_id"], attempts_increment=True)
-    store.fail_task(tenant, accepted["task_id"], stage="parsing", error="the PDF is encrypted")
+        store.documents.update_task(tenant, accepted["task_id"], attempts_increment=True)
+    store.documents.fail_task(
+        tenant, accepted["task_id"], stage="parsing", error="the PDF is encrypted"
+    )
     job = IngestJob(tenant, accepted["document_id"], accepted["task_id"], "default", splitter)
     entry = dead.add(
         job, reason="the PDF is encrypted", stage="parsing", attempts=3, original_entry_id="1-0"
@@ -173,7 +175,7 @@ def test_another_tenants_entry_and_bad_ids_are_404(
     assert client.get("/v1/dead-letters", headers=globex).json()["items"] == []
     # Still there for its own tenant, and its task untouched.
     assert [i["entry_id"] for i in client.get("/v1/dead-letters").json()["items"]] == [entry]
-    assert store.get_task("acme", accepted["task_id"]).state == TaskState.FAILED
+    assert store.tasks.get("acme", accepted["task_id"]).state == TaskState.FAILED
     r = client.get("/v1/dead-letters", params={"cursor": "garbage"})
     assert r.status_code == 422
     r = client.post(
@@ -186,7 +188,7 @@ def test_retrying_the_dead_letter_of_a_deleted_document_removes_it(
     client: TestClient, dead: DeadLetters, store: MetadataStore, settings: IngestSettings
 ) -> None:
     accepted, entry = fail_document(client, dead, store, "acme", b"deleted since")
-    store.delete_document("acme", accepted["document_id"])
+    store.documents.delete("acme", accepted["document_id"])
     before = main_stream(settings)
     r = client.post(f"/v1/dead-letters/{entry}/retry")
     assert r.status_code == 404 and r.json()["type"].endswith("/document-not-found")

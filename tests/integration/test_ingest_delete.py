@@ -100,7 +100,7 @@ def index(
             for i in range(chunks)
         ],
     )
-    store.complete_document(tenant, document, accepted["task_id"], chunk_count=chunks)
+    store.documents.complete(tenant, document, accepted["task_id"], chunk_count=chunks)
     return document
 
 
@@ -179,7 +179,9 @@ def test_a_document_failed_while_indexing_has_its_partial_chunks_deleted(
             )
         ],
     )
-    store.fail_task("acme", accepted["task_id"], stage="indexing", error="Milvus went away")
+    store.documents.fail_task(
+        "acme", accepted["task_id"], stage="indexing", error="Milvus went away"
+    )
     assert ingest.delete(f"/v1/documents/{document}").status_code == 204
     assert vectors.count(collection, "acme", document) == 0
 

@@ -82,18 +82,20 @@ def upload(base_url: str, tenant: str, data: bytes) -> dict[str, str]:
 def work(store: MetadataStore, tenant: str, task_id: str, *, fail: bool = False) -> None:
     """What the worker writes, a little at a time."""
     time.sleep(0.3)
-    store.update_task(tenant, task_id, state=TaskState.PARSING, stage="parsing")
+    store.documents.update_task(tenant, task_id, state=TaskState.PARSING, stage="parsing")
     time.sleep(0.2)
-    store.update_task(
+    store.documents.update_task(
         tenant, task_id, state=TaskState.EMBEDDING, stage="embedding", progress_total=3
     )
     for done in (1, 2, 3):
         time.sleep(0.15)
-        store.update_task(tenant, task_id, progress_done=done)
+        store.documents.update_task(tenant, task_id, progress_done=done)
     if fail:
-        store.fail_task(tenant, task_id, stage="indexing", error="vector store is unavailable")
+        store.documents.fail_task(
+            tenant, task_id, stage="indexing", error="vector store is unavailable"
+        )
     else:
-        store.update_task(tenant, task_id, state=TaskState.COMPLETED, stage="indexing")
+        store.documents.update_task(tenant, task_id, state=TaskState.COMPLETED, stage="indexing")
 
 
 def read_events(response: httpx.Response) -> Iterator[tuple[str, dict[str, object]]]:
@@ -155,7 +157,7 @@ def test_a_task_deleted_mid_stream_ends_with_an_error_event(
     ) as r:
         events = read_events(r)
         assert next(events)[1]["state"] == "PENDING"
-        store.delete_document("acme", accepted["document_id"])
+        store.documents.delete("acme", accepted["document_id"])
         name, problem = next(events)
         assert name == "error" and str(problem["type"]).endswith("/task-not-found")
         assert list(events) == []
@@ -185,7 +187,7 @@ def test_the_events_route_with_the_test_client(settings: IngestSettings) -> None
     with TestClient(create_app(settings)) as client:
         client.headers.update(identity_headers("acme", Role.EDITOR))
         r = client.post("/v1/documents", files={"file": ("a.txt", b"done already")}).json()
-        client.app.state.store.update_task(  # type: ignore[attr-defined]
+        client.app.state.store.documents.update_task(  # type: ignore[attr-defined]
             "acme", r["task_id"], state=TaskState.COMPLETED
         )
         with client.stream("GET", f"/v1/tasks/{r['task_id']}/events") as response:

@@ -46,7 +46,7 @@ def ingest(client: TestClient, settings: IngestSettings, name: str, data: bytes,
     r.close()
     job = IngestJob.from_fields(fields)
     store = MetadataStore.from_config(settings.database)
-    document = store.get_document(job.tenant_id, job.document_id)
+    document = store.documents.get(job.tenant_id, job.document_id)
     store.dispose()
     with build_object_store(settings.object_store).open(document.object_key) as stream:
         sections = list(extract_sections(stream, document.content_type))

@@ -147,7 +147,7 @@ def test_no_tenant_ever_receives_another_tenants_data(
 
             # Objects: every stored file of the tenant lies under the tenant's own prefix.
             for doc in mine:
-                view = store.get_document(tenant, doc)
+                view = store.documents.get(tenant, doc)
                 prefix = tenant_key(tenant, "x").removesuffix("x")
                 assert view.object_key.startswith(prefix), view.object_key
 

@@ -26,7 +26,7 @@ from kubemate.collections import (
 from kubemate.errors import ServiceError
 from kubemate.inference import build_embedder
 from kubemate.metadata.models import TaskState
-from kubemate.metadata.store import ReindexState
+from kubemate.metadata.reindexes import ReindexState
 from kubemate.queue import StreamEntry
 from kubemate.settings import EmbedderConfig
 from kubemate_ingest.main import create_app
@@ -277,9 +277,9 @@ def test_model_manager_event_is_consumed_through_the_group(
     assert runner.poll(ctx) is True
     assert ctx.queue.client.xlen(stream) == 0  # acknowledged and deleted
 
-    (view,) = ctx.store.list_reindexes("acme")
+    (view,) = ctx.store.reindexes.list("acme")
     assert view.state == ReindexState.COMPLETED and view.source == "models"
-    assert ctx.store.list_reindexes("globex") == []
+    assert ctx.store.reindexes.list("globex") == []
     active = active_vector_collection(ctx.store, ctx.settings, "acme", "default")
     assert active.name == view.new_vector_collection != old
     assert ctx.vectors.count(active.name, "acme", mine["document_id"]) == count
@@ -354,16 +354,16 @@ def test_embedding_tokens_are_metered_per_document_tenant(
     assert outcomes == ["done", "done"]
 
     for tenant, accepted in (("acme", mine), ("globex", theirs)):
-        document = ctx.store.get_document(tenant, accepted["document_id"])
+        document = ctx.store.documents.get(tenant, accepted["document_id"])
         assert document.status == TaskState.COMPLETED
-        embeds = [t for t in ctx.store.usage_totals(tenant) if t.kind == "embed"]
+        embeds = [t for t in ctx.store.usage.totals(tenant) if t.kind == "embed"]
         assert len(embeds) == 1, embeds
         (usage,) = embeds
         assert usage.chunks == document.chunk_count  # this document's chunks, no one else's
         assert usage.prompt_tokens >= document.chunk_count
         assert usage.requests == 1  # one row per document
-    acme = next(t for t in ctx.store.usage_totals("acme") if t.kind == "embed")
-    globex = next(t for t in ctx.store.usage_totals("globex") if t.kind == "embed")
+    acme = next(t for t in ctx.store.usage.totals("acme") if t.kind == "embed")
+    globex = next(t for t in ctx.store.usage.totals("globex") if t.kind == "embed")
     assert acme.prompt_tokens > globex.prompt_tokens
 
 
@@ -376,7 +376,7 @@ def test_an_embedder_change_during_an_unstarted_reindex_follows_it(
     count = ctx.vectors.count(first, "acme", doc["document_id"])
     # A re-index recorded but not started (its stream entry would come later), then the model
     # manager assigns yet another embedder to the tenant.
-    pending, _ = ctx.store.create_reindex(
+    pending, _ = ctx.store.reindexes.create(
         "acme",
         collection="default",
         old_vector_collection=first,
@@ -404,7 +404,7 @@ def test_an_embedder_change_during_an_unstarted_reindex_follows_it(
     )
     assert ReindexRunner(lambda: ctx).poll(ctx) is True
 
-    states = {r.model: r.state for r in ctx.store.list_reindexes("acme")}
+    states = {r.model: r.state for r in ctx.store.reindexes.list("acme")}
     assert states == {"b": ReindexState.COMPLETED, "c": ReindexState.COMPLETED}
     active = active_vector_collection(ctx.store, ctx.settings, "acme", "default")
     assert active.embedder.model == "c"
@@ -564,7 +564,7 @@ def test_a_dual_write_finishing_after_the_cancel_cleanup_is_removed(
     old = configured_collection(ctx.settings, "default").name
     started = start_reindex(ingest)
     rid, new = started["reindex_id"], started["new_vector_collection"]
-    ctx.store.update_reindex("acme", rid, state=ReindexState.RUNNING)  # as its worker does
+    ctx.store.reindexes.update("acme", rid, state=ReindexState.RUNNING)  # as its worker does
     real = reindexing.reindex_document
 
     def cancelled_meanwhile(*args: Any, **kwargs: Any) -> int:

@@ -81,7 +81,7 @@ def test_worker_process_reindexes_and_switches(tmp_path: Path, milvus_lite_uri: 
             assert d.vectors.count(new, "acme", late["document_id"]) > 0
             assert d.vectors.count(old, "acme") == 0
             # Its embedding tokens were metered for acme, once per document.
-            embeds = [t for t in d.store.usage_totals("acme") if t.kind == "embed"]
+            embeds = [t for t in d.store.usage.totals("acme") if t.kind == "embed"]
             assert sum(t.requests for t in embeds) >= 3 and all(t.prompt_tokens for t in embeds)
             if new:
                 d.vectors.drop_collection(new)

@@ -79,7 +79,7 @@ class RetrievalEnv:
             vectors.ensure_collection(name, embedder.dimension)
             for filename, text in files.items():
                 data = text.encode()
-                document, task, _ = store.create_document(
+                document, task, _ = store.documents.create(
                     tenant,
                     collection=collection,
                     filename=filename,
@@ -99,7 +99,7 @@ class RetrievalEnv:
                     title=filename,
                 )
                 vectors.upsert(name, [record])
-                store.complete_document(tenant, document.id, task.id, chunk_count=1)
+                store.documents.complete(tenant, document.id, task.id, chunk_count=1)
                 ids[filename] = document.id
         finally:
             vectors.close()

@@ -23,7 +23,7 @@ from fastapi.testclient import TestClient
 from kubemate.auth import Role
 from kubemate.collections import active_vector_collection, configured_collection
 from kubemate.inference import build_embedder
-from kubemate.metadata.store import ReindexState
+from kubemate.metadata.reindexes import ReindexState
 from kubemate.settings import EmbedderConfig
 from kubemate_retrieval.main import create_app as create_retrieval
 from kubemate_retrieval.settings import RetrievalSettings

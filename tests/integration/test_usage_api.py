@@ -63,15 +63,15 @@ def client(backend_env: dict[str, object]) -> Iterator[TestClient]:
 
 
 def seed(store: MetadataStore, acme: str, globex: str) -> None:
-    store.record_usage(acme, kind="generate", model="llama3.2", prompt_tokens=100,
+    store.usage.record(acme, kind="generate", model="llama3.2", prompt_tokens=100,
                        completion_tokens=20, latency_ms=200)  # fmt: skip
-    store.record_usage(acme, kind="generate", model="llama3.2", prompt_tokens=50,
+    store.usage.record(acme, kind="generate", model="llama3.2", prompt_tokens=50,
                        completion_tokens=10, latency_ms=100)  # fmt: skip
-    store.record_usage(acme, kind="embed", model="minilm", prompt_tokens=7, chunks=1,
+    store.usage.record(acme, kind="embed", model="minilm", prompt_tokens=7, chunks=1,
                        latency_ms=5)  # fmt: skip
-    store.record_usage(acme, kind="document", model="minilm", bytes=4096, chunks=12,
+    store.usage.record(acme, kind="document", model="minilm", bytes=4096, chunks=12,
                        latency_ms=900)  # fmt: skip
-    store.record_usage(globex, kind="generate", model="llama3.2", prompt_tokens=999,
+    store.usage.record(globex, kind="generate", model="llama3.2", prompt_tokens=999,
                        completion_tokens=999)  # fmt: skip
 
 
@@ -168,7 +168,7 @@ async def test_metered_adapters_record_every_call(
     embedder = MeteredEmbedder(HashEmbedder(EmbedderConfig(provider="hash")), meter, acme)
     await embedder.embed(["one two three", "four"])
     await embedder.embed_query("five six")
-    totals = {t.kind: t for t in store.usage_totals(acme)}
+    totals = {t.kind: t for t in store.usage.totals(acme)}
     assert totals["generate"].requests == 2
     assert totals["generate"].prompt_tokens >= completion.prompt_tokens > 0
     assert totals["generate"].completion_tokens >= completion.completion_tokens + len(pieces) - 1

@@ -34,7 +34,7 @@ def test_two_workers_share_one_big_document(tmp_path: Path, milvus_lite_uri: str
         helped = helper.events("fanout.unit_done")
         assert helped, "the other worker embedded no unit"
         assert all(e["document_id"] == accepted["document_id"] for e in helped)
-        document = d.store.get_document("acme", accepted["document_id"])
+        document = d.store.documents.get("acme", accepted["document_id"])
         assert document.chunk_count >= 3000
         assert d.chunk_count("acme", document.id) == document.chunk_count == task.progress_total
         assert d.pending_entries() == []

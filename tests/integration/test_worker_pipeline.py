@@ -81,10 +81,10 @@ def test_document_is_indexed_once_and_acknowledged(ingest: TestClient, ctx: Work
     # Cached answers of the tenant are orphaned by the new document.
     assert current_generation(ctx.queue.client, "acme") > generation
 
-    task = ctx.store.get_task("acme", accepted["task_id"])
+    task = ctx.store.tasks.get("acme", accepted["task_id"])
     assert task.state == TaskState.COMPLETED
     assert task.progress_done == task.progress_total > 1
-    doc = ctx.store.get_document("acme", accepted["document_id"])
+    doc = ctx.store.documents.get("acme", accepted["document_id"])
     collection = ctx.vector_collection("default")
     assert ctx.vectors.count(collection, "acme", doc.id) == doc.chunk_count == task.progress_total
     assert ctx.queue.pending_count() == 0
@@ -120,7 +120,7 @@ def test_entry_of_a_dead_consumer_is_reclaimed(ingest: TestClient, ctx: WorkerCo
     (reclaimed,) = ctx.queue.claim_stale("test-consumer", 10)
     assert reclaimed.entry_id == lost.entry_id
     assert run_entry(ctx, reclaimed) == "done"
-    assert ctx.store.get_task("acme", accepted["task_id"]).state == TaskState.COMPLETED
+    assert ctx.store.tasks.get("acme", accepted["task_id"]).state == TaskState.COMPLETED
     assert ctx.queue.pending_count() == 0
 
 
@@ -130,7 +130,7 @@ def test_unparseable_document_fails_with_reason_and_is_acknowledged(
     accepted = upload(ingest, b"%PDF-1.4\nnot really a pdf at all", name="broken.pdf")
     (entry,) = ctx.queue.read_new("test-consumer", 10, 100)
     assert run_entry(ctx, entry) == "failed"
-    task = ctx.store.get_task("acme", accepted["task_id"])
+    task = ctx.store.tasks.get("acme", accepted["task_id"])
     assert task.state == TaskState.FAILED
     assert task.stage == "parsing" and "PDF" in (task.error or "")
     assert task.attempts == 1  # bad in itself: never retried

@@ -127,7 +127,7 @@ def test_a_new_version_replaces_the_old_only_once_complete(
     accepted = upload(ingest, text)
     tenant, doc = "acme", accepted["document_id"]
     assert run_entry(ctx, read_one(ctx)) == "done"
-    old = ctx.store.get_document(tenant, doc).chunk_count
+    old = ctx.store.documents.get(tenant, doc).chunk_count
     collection = ctx.vector_collection("default")
     old_versions = ctx.ledger.load(collection, tenant, doc)
     (old_version,) = old_versions.written
@@ -152,7 +152,7 @@ def test_a_new_version_replaces_the_old_only_once_complete(
     # Retried: the new version completes, and only then is the old one deleted.
     job = read_one_after_requeue(ctx, tenant, accepted, spec)
     assert run_entry(ctx, job) == "done"
-    new = ctx.store.get_document(tenant, doc).chunk_count
+    new = ctx.store.documents.get(tenant, doc).chunk_count
     assert 0 < new < old
     assert rows_of(ctx, tenant, doc) == new
     final = ctx.ledger.load(collection, tenant, doc)
@@ -165,7 +165,7 @@ def read_one_after_requeue(
     """What the dead-letter retry endpoint does: the task back to PENDING, the job queued."""
     from kubemate.queue import IngestJob
 
-    ctx.store.reset_task(tenant, accepted["task_id"])
+    ctx.store.documents.reset_task(tenant, accepted["task_id"])
     ctx.queue.enqueue(
         IngestJob(tenant, accepted["document_id"], accepted["task_id"], "default", spec)
     )
@@ -178,7 +178,7 @@ def test_a_reader_never_sees_a_document_with_holes_during_the_swap(
     accepted = upload(ingest, paragraphs(300))
     tenant, doc = "acme", accepted["document_id"]
     assert run_entry(ctx, read_one(ctx)) == "done"
-    old = ctx.store.get_document(tenant, doc).chunk_count
+    old = ctx.store.documents.get(tenant, doc).chunk_count
     spec = json.dumps({"strategy": "recursive", "chunk_size": 2048, "chunk_overlap": 0})
     job = read_one_after_requeue(ctx, tenant, accepted, spec)
 
@@ -196,7 +196,7 @@ def test_a_reader_never_sees_a_document_with_holes_during_the_swap(
     finally:
         stop.set()
         thread.join()
-    new = ctx.store.get_document(tenant, doc).chunk_count
+    new = ctx.store.documents.get(tenant, doc).chunk_count
     assert new < old and len(seen) > 3
     # Never fewer rows than a complete version: the old one stays until the new one is whole.
     assert min(seen) >= new
@@ -220,7 +220,7 @@ def test_unexpected_errors_are_retried_then_failed_into_the_dead_letters(
     entry = read_one(ctx)
     assert run_entry(ctx, entry) == "failed"
     assert len(calls) == ctx.settings.worker.max_attempts == 3
-    task = ctx.store.get_task("acme", accepted["task_id"])
+    task = ctx.store.tasks.get("acme", accepted["task_id"])
     assert task.state == TaskState.FAILED and task.attempts == 3
     assert task.error == "internal error (after 3 attempts; see the worker log)"
     ((_, letter),) = ctx.queue.client.xrange(ctx.queue.dead_stream)
@@ -236,10 +236,10 @@ def test_runs_that_all_stopped_without_an_outcome_fail_the_document_on_its_next_
     accepted = upload(ingest, paragraphs(5))
     task_id = accepted["task_id"]
     for _ in range(ctx.settings.worker.max_attempts):
-        ctx.store.begin_attempt("acme", task_id, state=TaskState.PARSING, stage="parsing")
+        ctx.store.documents.begin_attempt("acme", task_id, state=TaskState.PARSING, stage="parsing")
     entry = read_one(ctx)
     assert run_entry(ctx, entry) == "failed"
-    task = ctx.store.get_task("acme", task_id)
+    task = ctx.store.tasks.get("acme", task_id)
     assert task.state == TaskState.FAILED and task.attempts == 3  # no attempt more
     assert task.error is not None and task.error.startswith("gave up after 3 attempts")
     ((_, letter),) = ctx.queue.client.xrange(ctx.queue.dead_stream)
@@ -252,11 +252,11 @@ def test_a_failed_document_whose_dead_letter_was_lost_is_only_dead_lettered(
 ) -> None:
     accepted = upload(ingest, paragraphs(5))
     task_id = accepted["task_id"]
-    ctx.store.fail_task("acme", task_id, stage="embedding", error="the model refused it")
-    failed = ctx.store.get_task("acme", task_id)
+    ctx.store.documents.fail_task("acme", task_id, stage="embedding", error="the model refused it")
+    failed = ctx.store.tasks.get("acme", task_id)
     entry = read_one(ctx)
     assert run_entry(ctx, entry) == "failed"
-    assert ctx.store.get_task("acme", task_id) == failed
+    assert ctx.store.tasks.get("acme", task_id) == failed
     ((_, letter),) = ctx.queue.client.xrange(ctx.queue.dead_stream)
     assert (letter["reason"], letter["stage"]) == ("the model refused it", "embedding")
     assert ctx.queue.backlog() == 0
@@ -270,7 +270,7 @@ def test_a_job_for_a_collection_no_longer_configured_is_failed_not_left_pending(
     ctx.queue.enqueue(job)
     entry = read_one(ctx)
     assert run_entry(ctx, entry) == "failed"
-    assert ctx.store.get_task("acme", accepted["task_id"]).state == TaskState.FAILED
+    assert ctx.store.tasks.get("acme", accepted["task_id"]).state == TaskState.FAILED
     ((_, letter),) = ctx.queue.client.xrange(ctx.queue.dead_stream)
     assert letter["original_entry_id"] == entry.entry_id
     assert not ctx.queue.is_pending(entry.entry_id)
@@ -294,7 +294,7 @@ def test_an_entry_taken_over_midway_is_left_to_its_new_owner(
     ctx.vectors = Stalled(real, allowed=0)  # type: ignore[assignment]
     assert run_entry(ctx, entry) == "lost"
     ctx.vectors = real
-    task = ctx.store.get_task("acme", accepted["task_id"])
+    task = ctx.store.tasks.get("acme", accepted["task_id"])
     assert task.state != TaskState.COMPLETED
     pending = ctx.queue.pending(entry.entry_id)
     assert pending is not None and pending.consumer == "other"
@@ -306,12 +306,12 @@ def test_a_finished_document_whose_ack_was_lost_is_only_acknowledged(
     accepted = upload(ingest, paragraphs(5))
     entry = read_one(ctx)
     assert run_entry(ctx, entry) == "done"
-    usage_before = ctx.store.usage_totals("acme")
+    usage_before = ctx.store.usage.totals("acme")
     # The same job delivered again (an acknowledgement lost in a crash).
     ctx.queue.enqueue(entry.job)
     assert run_entry(ctx, read_one(ctx)) == "done"
-    assert ctx.store.usage_totals("acme") == usage_before
-    assert ctx.store.get_task("acme", accepted["task_id"]).attempts == 1
+    assert ctx.store.usage.totals("acme") == usage_before
+    assert ctx.store.tasks.get("acme", accepted["task_id"]).attempts == 1
 
 
 def test_a_document_deleted_while_it_is_indexed_leaves_no_chunks(
@@ -327,7 +327,7 @@ def test_a_document_deleted_while_it_is_indexed_leaves_no_chunks(
         def upsert(self, collection: str, records: Any) -> None:
             real.upsert(collection, records)
             if self._allowed == 0:
-                ctx.store.delete_document("acme", accepted["document_id"])
+                ctx.store.documents.delete("acme", accepted["document_id"])
                 real.delete_document(collection, "acme", accepted["document_id"])
             self._allowed += 1
 
@@ -366,16 +366,16 @@ def test_rate_limited_embedding_runtime_is_retried_honouring_retry_after(
             accepted = upload(client, paragraphs(3))
         ollama_standin.fail(429, times=6, retry_after=0.05, path="/api/embed")
         notes: list[str] = []
-        real_update = context.store.update_task
+        real_update = context.store.documents.update_task
 
         def watch(*args: Any, **kwargs: Any) -> Any:
             if kwargs.get("error"):
                 notes.append(kwargs["error"])
             return real_update(*args, **kwargs)
 
-        context.store.update_task = watch  # type: ignore[method-assign]
+        context.store.documents.update_task = watch  # type: ignore[method-assign]
         assert run_entry(context, read_one(context)) == "done"
-        task = context.store.get_task("acme", accepted["task_id"])
+        task = context.store.tasks.get("acme", accepted["task_id"])
         assert task.state == TaskState.COMPLETED and task.error is None
         assert any(n.startswith("retrying: ") and "429" in n for n in notes), notes
         assert ollama_standin.calls("/api/embed") >= 7

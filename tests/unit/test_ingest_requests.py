@@ -19,7 +19,7 @@ from kubemate.errors import (
     ValidationFailed,
 )
 from kubemate.metadata.models import TaskState
-from kubemate.metadata.store import TaskView
+from kubemate.metadata.tasks import TaskView
 from kubemate.text.split import SplitterSpec
 from kubemate_ingest.events import task_changes
 from kubemate_ingest.forms import form_files, form_options, read_form

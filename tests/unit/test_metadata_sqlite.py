@@ -11,10 +11,9 @@ import pytest
 from sqlalchemy import event
 
 from kubemate.errors import BackendUnavailable
-from kubemate.metadata import TERMINAL_STATES, MetadataStore, TaskState, upgrade_to_head
-from kubemate.metadata import store as store_module
-from kubemate.metadata.models import UTCDateTime
-from kubemate.metadata.store import make_engine
+from kubemate.metadata import TERMINAL_STATES, MetadataStore, TaskState, database, upgrade_to_head
+from kubemate.metadata.database import make_engine
+from kubemate.metadata.models import MAX_ERROR_CHARS, UTCDateTime
 from kubemate.settings import DatabaseConfig
 
 
@@ -61,35 +60,35 @@ def test_engine_creates_the_directory_and_sets_pragmas(db_path: Path) -> None:
     assert pragma == {
         "journal_mode": "wal",
         "foreign_keys": 1,
-        "busy_timeout": store_module.SQLITE_BUSY_TIMEOUT_MS,
+        "busy_timeout": database.SQLITE_BUSY_TIMEOUT_MS,
     }
 
 
 def test_writes_take_the_lock_up_front(store: MetadataStore) -> None:
     begins: list[str] = []
 
-    @event.listens_for(store.engine, "before_cursor_execute")
+    @event.listens_for(store.database.engine, "before_cursor_execute")
     def record(conn, cursor, statement, params, context, executemany):  # type: ignore[no-untyped-def]
         if statement.startswith("BEGIN"):
             begins.append(statement)
 
-    store.ensure_tenant("t1")
-    store.list_documents("t1")
+    store.tenants.ensure("t1")
+    store.documents.list("t1")
     assert begins == ["BEGIN IMMEDIATE", "BEGIN"]
 
 
 def test_a_locked_database_is_backend_unavailable(
     db_path: Path, store: MetadataStore, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(store_module, "SQLITE_BUSY_TIMEOUT_MS", 100)
+    monkeypatch.setattr(database, "SQLITE_BUSY_TIMEOUT_MS", 100)
     impatient = MetadataStore.from_config(DatabaseConfig(url=f"sqlite:///{db_path}"))
     other_process = sqlite3.connect(db_path, isolation_level=None)
     try:
         other_process.execute("BEGIN IMMEDIATE")
         with pytest.raises(BackendUnavailable):
-            impatient.record_usage("t1", kind="embed", model="m")
+            impatient.usage.record("t1", kind="embed", model="m")
         # WAL: a writer holding the lock does not stop readers.
-        assert impatient.list_documents("t1") == []
+        assert impatient.documents.list("t1") == []
     finally:
         other_process.execute("ROLLBACK")
         other_process.close()
@@ -110,7 +109,7 @@ def test_timestamps_are_utc_aware_both_ways() -> None:
 
 def test_create_document_validates_the_digest(store: MetadataStore) -> None:
     with pytest.raises(ValueError, match="sha256"):
-        store.create_document(
+        store.documents.create(
             "t1",
             collection="default",
             filename="a",
@@ -122,7 +121,7 @@ def test_create_document_validates_the_digest(store: MetadataStore) -> None:
 
 
 def test_long_errors_are_truncated(store: MetadataStore) -> None:
-    _, task, _ = store.create_document(
+    _, task, _ = store.documents.create(
         "t1",
         collection="default",
         filename="a",
@@ -131,12 +130,12 @@ def test_long_errors_are_truncated(store: MetadataStore) -> None:
         sha256="ab" * 32,
         object_key="k",
     )
-    failed = store.fail_task("t1", task.id, stage="parse", error="x" * 100_000)
-    assert len(failed.error or "") == store_module.MAX_ERROR_CHARS
+    failed = store.documents.fail_task("t1", task.id, stage="parse", error="x" * 100_000)
+    assert len(failed.error or "") == MAX_ERROR_CHARS
 
 
 def test_views_are_frozen(store: MetadataStore) -> None:
-    doc, _, _ = store.create_document(
+    doc, _, _ = store.documents.create(
         "t1",
         collection="default",
         filename="a",
@@ -158,7 +157,20 @@ def test_postgres_urls_get_the_shipped_driver() -> None:
 
 
 def test_usage_window_needs_aware_datetimes(store: MetadataStore) -> None:
-    store.record_usage("t1", kind="embed", model="m", chunks=1)
-    assert store.usage_totals("t1", since=datetime.now(UTC) - timedelta(hours=1))[0].chunks == 1
+    store.usage.record("t1", kind="embed", model="m", chunks=1)
+    assert store.usage.totals("t1", since=datetime.now(UTC) - timedelta(hours=1))[0].chunks == 1
     with pytest.raises(ValueError, match="naive"):
-        store.usage_totals("t1", since=datetime(2026, 1, 1))
+        store.usage.totals("t1", since=datetime(2026, 1, 1))
+
+
+def test_ping_answers_and_an_unreachable_database_is_backend_unavailable(
+    store: MetadataStore,
+) -> None:
+    store.ping()
+    # Nothing listens on port 1: the connection is refused at once.
+    unreachable = MetadataStore.from_config(DatabaseConfig(url="postgresql://u@127.0.0.1:1/db"))
+    try:
+        with pytest.raises(BackendUnavailable):
+            unreachable.ping()
+    finally:
+        unreachable.dispose()

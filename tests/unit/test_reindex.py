@@ -23,7 +23,8 @@ from kubemate.collections import (
     vector_collection,
 )
 from kubemate.inference.hash_embedder import HashEmbedder
-from kubemate.metadata.store import ActivePointerView, UsageRow
+from kubemate.metadata.pointers import ActivePointerView
+from kubemate.metadata.usage import UsageRow
 from kubemate.models.metering import UsageMeter
 from kubemate.settings import EmbedderConfig, KubemateSettings
 from kubemate_gateway.routing import route_class, upstream_for

@@ -7,18 +7,21 @@ import asyncio
 from dataclasses import asdict
 from typing import Any
 
-from kubemate.metadata.store import UsageRow
+from kubemate.metadata.usage import UsageRow
 from kubemate.models.metering import MeteredEmbedder
 from kubemate_retrieval.metering import DeferredUsageMeter
 from kubemate_retrieval.timing import Timer
 
 
 class _Ledger:
+    """In the metadata store's place: ``store.usage.add`` writes a row."""
+
     def __init__(self, *, fail: bool = False) -> None:
         self.rows: list[dict[str, Any]] = []
         self.fail = fail
+        self.usage = self
 
-    def add_usage(self, tenant_id: str, row: UsageRow) -> None:
+    def add(self, tenant_id: str, row: UsageRow) -> None:
         if self.fail:
             raise RuntimeError("ledger down")
         self.rows.append({"tenant_id": tenant_id, **asdict(row)})

@@ -9,7 +9,7 @@ from alembic import command
 from alembic.config import Config
 
 from kubemate.logs import get_logger
-from kubemate.metadata.store import WRITE_INTENT, make_engine
+from kubemate.metadata.database import WRITE_INTENT, make_engine
 
 log = get_logger(__name__)
 

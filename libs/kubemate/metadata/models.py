@@ -6,6 +6,7 @@ models; nothing calls ``create_all`` outside tests of the models themselves.
 
 from __future__ import annotations
 
+import re
 import uuid
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -46,6 +47,9 @@ class TaskState(StrEnum):
 TERMINAL_STATES = frozenset({TaskState.COMPLETED, TaskState.FAILED})
 
 USAGE_KINDS = frozenset({"generate", "embed", "document"})
+# How much of an error text a task or a re-index keeps: a stack of nested causes can be huge.
+MAX_ERROR_CHARS = 8192
+SHA256_HEX = re.compile(r"[0-9a-f]{64}")
 
 
 def utcnow() -> datetime:
@@ -181,7 +185,7 @@ class ActiveVectorCollection(Base):
     """Which vector collection (and so which embedder) serves a tenant's knowledge collection.
 
     Absent: the collection's embedder from the settings. Written only when a re-index finishes,
-    in the same transaction that marks it COMPLETED (:meth:`MetadataStore.switch_collection`)."""
+    in the same transaction that marks it COMPLETED (:meth:`ReindexRepository.switch`)."""
 
     __tablename__ = "active_collections"
 

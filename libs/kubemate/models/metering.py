@@ -1,6 +1,6 @@
 """Metering: who used which model how much, recorded once, reported twice.
 
-The ledger is the metadata store's ``usage`` table (:meth:`MetadataStore.record_usage`): one row
+The ledger is the metadata store's ``usage`` table (:class:`UsageRepository`): one row
 per generation, embedding call or processed document, with the tenant, model, tokens, bytes,
 chunks and latency. :class:`UsageMeter` writes it, :class:`MeteredLLM` / :class:`MeteredEmbedder`
 wrap any InferenceInterface adapter so every call is written without the caller remembering to,
@@ -14,18 +14,16 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import AsyncGenerator, Callable, Iterator, Sequence
-from typing import Any
 
 import anyio
 from prometheus_client.core import CounterMetricFamily, Metric
 from prometheus_client.registry import REGISTRY, CollectorRegistry
-from sqlalchemy import func, select
-from sqlalchemy.exc import SQLAlchemyError
 
+from kubemate.errors import ServiceError
 from kubemate.inference.base import LLM, Completion, Embedder, GenerateOptions
 from kubemate.logs import get_logger
-from kubemate.metadata.models import Usage
-from kubemate.metadata.store import MetadataStore, UsageKind, UsageRow
+from kubemate.metadata.store import MetadataStore
+from kubemate.metadata.usage import UsageKind, UsageRow, UsageTotals
 from kubemate.text.tokens import count_tokens
 
 log = get_logger(__name__)
@@ -72,7 +70,7 @@ class UsageMeter:
     def write_row(self, tenant_id: str, row: UsageRow) -> None:
         """One row, blocking; a failure is logged (the ledger is down: the answer goes out)."""
         try:
-            self._store.add_usage(tenant_id, row)
+            self._store.usage.add(tenant_id, row)
         except Exception as exc:  # metering never fails what it measures
             log.warning(
                 "usage.record_failed", kind=row.kind, model=row.model, error=type(exc).__name__
@@ -237,7 +235,7 @@ class UsageCollector:
         self._store: MetadataStore | None = None
         self._ttl_s = ttl_s
         self._clock = clock
-        self._cached: tuple[float, list[Any]] | None = None
+        self._cached: tuple[float, list[tuple[str, UsageTotals]]] | None = None
         self._lock = threading.Lock()
 
     def attach(self, store: MetadataStore | None) -> None:
@@ -245,7 +243,7 @@ class UsageCollector:
             self._store = store
             self._cached = None
 
-    def _rows(self) -> list[Any]:
+    def _rows(self) -> list[tuple[str, UsageTotals]]:
         with self._lock:
             store = self._store
             if store is None:
@@ -253,21 +251,9 @@ class UsageCollector:
             now = self._clock()
             if self._cached is not None and now - self._cached[0] < self._ttl_s:
                 return self._cached[1]
-            query = select(
-                Usage.tenant_id,
-                Usage.model,
-                Usage.kind,
-                func.count(),
-                func.coalesce(func.sum(Usage.prompt_tokens), 0),
-                func.coalesce(func.sum(Usage.completion_tokens), 0),
-                func.coalesce(func.sum(Usage.bytes), 0),
-                func.coalesce(func.sum(Usage.chunks), 0),
-                func.coalesce(func.sum(Usage.latency_ms), 0.0),
-            ).group_by(Usage.tenant_id, Usage.model, Usage.kind)
             try:
-                with store.engine.connect() as conn:
-                    rows = list(conn.execute(query).all())
-            except SQLAlchemyError as exc:
+                rows = store.usage.totals_per_tenant()
+            except ServiceError as exc:
                 log.warning("usage.metrics_query_failed", error=type(exc).__name__)
                 return self._cached[1] if self._cached else []
             self._cached = (now, rows)
@@ -306,15 +292,16 @@ class UsageCollector:
         )
         prompt_sum: dict[tuple[str, str], float] = {}
         completion_sum: dict[tuple[str, str], float] = {}
-        for tenant, model, kind, count, prompt, completion, nbytes, nchunks, ms in self._rows():
+        for tenant, totals in self._rows():
+            model, kind = totals.model, totals.kind
             key = (tenant, model)
-            prompt_sum[key] = prompt_sum.get(key, 0) + float(prompt)
-            completion_sum[key] = completion_sum.get(key, 0) + float(completion)
-            requests.add_metric([tenant, model, kind], float(count))
-            latency.add_metric([tenant, model, kind], float(ms) / 1000)
+            prompt_sum[key] = prompt_sum.get(key, 0) + float(totals.prompt_tokens)
+            completion_sum[key] = completion_sum.get(key, 0) + float(totals.completion_tokens)
+            requests.add_metric([tenant, model, kind], float(totals.requests))
+            latency.add_metric([tenant, model, kind], totals.latency_ms_total / 1000)
             if kind == "document":
-                size.add_metric([tenant, model], float(nbytes))
-                chunks.add_metric([tenant, model], float(nchunks))
+                size.add_metric([tenant, model], float(totals.bytes))
+                chunks.add_metric([tenant, model], float(totals.chunks))
         for (tenant, model), value in prompt_sum.items():
             tokens.add_metric([tenant, model, "prompt"], value)
             tokens.add_metric([tenant, model, "completion"], completion_sum[(tenant, model)])

@@ -19,7 +19,7 @@ from kubemate.auth.internal import IDENTITY_HEADERS, sign_identity
 from kubemate.errors import BackendUnavailable, RateLimitExceeded
 from kubemate.http.body_guard import BodyTooLarge
 from kubemate.logs import get_logger
-from kubemate.metadata.store import ApiKeyView
+from kubemate.metadata.api_keys import ApiKeyView
 from kubemate.tracing import client_span
 from kubemate_gateway.credentials import create_api_key
 from kubemate_gateway.deps import (
@@ -154,7 +154,7 @@ async def create_key(
 async def list_keys(
     admission: GatewayAdmin, store: StoreDep, response: Response
 ) -> list[ApiKeyOut]:
-    keys = await anyio.to_thread.run_sync(store.list_api_keys, admission.identity.tenant_id)
+    keys = await anyio.to_thread.run_sync(store.api_keys.list, admission.identity.tenant_id)
     response.headers.update(admission.headers())
     return [ApiKeyOut.of(k) for k in keys]
 
@@ -163,7 +163,7 @@ async def list_keys(
     "/v1/api-keys/{key_id}", status_code=status.HTTP_204_NO_CONTENT, response_class=Response
 )
 async def revoke_key(key_id: KeyId, admission: GatewayAdmin, store: StoreDep) -> Response:
-    await anyio.to_thread.run_sync(store.revoke_api_key, admission.identity.tenant_id, key_id)
+    await anyio.to_thread.run_sync(store.api_keys.revoke, admission.identity.tenant_id, key_id)
     log.info("gateway.api_key_revoked", key_id=key_id)
     return Response(status_code=status.HTTP_204_NO_CONTENT, headers=admission.headers())
 

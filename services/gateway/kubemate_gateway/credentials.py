@@ -16,7 +16,8 @@ from kubemate.auth.identity import Identity, Role
 from kubemate.auth.verifier import TokenVerifier
 from kubemate.errors import Conflict, Forbidden, Unauthenticated
 from kubemate.logs import get_logger
-from kubemate.metadata.store import ApiKeyView, MetadataStore
+from kubemate.metadata.api_keys import ApiKeyView
+from kubemate.metadata.store import MetadataStore
 
 log = get_logger(__name__)
 
@@ -64,7 +65,7 @@ class Authenticator:
 
     async def _api_key(self, token: str) -> Identity:
         key_id, secret = parse_api_key(token)
-        key = await anyio.to_thread.run_sync(self._store.find_api_key, key_id)
+        key = await anyio.to_thread.run_sync(self._store.api_keys.find, key_id)
         if key is None or key.revoked or not secret_matches(secret, key.secret_sha256):
             log.info("gateway.api_key_refused", key_id=key_id)
             raise Unauthenticated("invalid or revoked API key")
@@ -93,11 +94,11 @@ def create_api_key(
     missing = [r.value for r in roles if not creator.has(r)]
     if missing:
         raise Forbidden(f"a key cannot get roles its creator lacks: {', '.join(missing)}")
-    active = [k for k in store.list_api_keys(creator.tenant_id) if not k.revoked]
+    active = [k for k in store.api_keys.list(creator.tenant_id) if not k.revoked]
     if len(active) >= max_per_tenant:
         raise Conflict(f"the tenant has {len(active)} active API keys: revoke one first")
     issued = issue_api_key()
-    key = store.create_api_key(
+    key = store.api_keys.create(
         creator.tenant_id,
         key_id=issued.key_id,
         name=name,

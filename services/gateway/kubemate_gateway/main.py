@@ -117,7 +117,7 @@ def _readiness(app: FastAPI) -> ReadinessCheck:
 
         def probe_db() -> str:
             try:
-                app.state.store.list_api_keys("readiness-probe")
+                app.state.store.ping()
                 return "ok"
             except Exception as exc:  # readiness reports any failure as text
                 return type(exc).__name__

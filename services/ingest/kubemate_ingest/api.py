@@ -15,8 +15,10 @@ from kubemate.cache_generation import bump_generation
 from kubemate.collections import active_vector_collection
 from kubemate.errors import KubemateError, TaskNotFound
 from kubemate.http.identity import Editor, Viewer
+from kubemate.metadata.documents import DocumentView
 from kubemate.metadata.models import TaskState
-from kubemate.metadata.store import DocumentView, MetadataStore, TaskView
+from kubemate.metadata.store import MetadataStore
+from kubemate.metadata.tasks import TaskView
 from kubemate.queue.dead_letters import DeadLetter
 from kubemate.text.split import STRATEGIES
 from kubemate_ingest.deletion import delete_document as delete_document_everywhere
@@ -345,7 +347,7 @@ async def list_documents(
     offset: Annotated[int, Query(ge=0)] = 0,
 ) -> list[DocumentOut]:
     docs = await anyio.to_thread.run_sync(
-        lambda: store.list_documents(
+        lambda: store.documents.list(
             identity.tenant_id, collection=collection, limit=limit, offset=offset
         )
     )
@@ -354,7 +356,7 @@ async def list_documents(
 
 @router.get("/documents/{document_id}", response_model=DocumentOut)
 async def get_document(document_id: str, identity: Viewer, store: StoreDep) -> DocumentOut:
-    doc = await anyio.to_thread.run_sync(store.get_document, identity.tenant_id, document_id)
+    doc = await anyio.to_thread.run_sync(store.documents.get, identity.tenant_id, document_id)
     return DocumentOut.of(doc)
 
 
@@ -471,7 +473,7 @@ async def finish_upload(
 
 @router.get("/tasks/{task_id}", response_model=TaskOut)
 async def get_task(task_id: str, identity: Viewer, store: StoreDep) -> TaskOut:
-    task = await anyio.to_thread.run_sync(store.get_task, identity.tenant_id, task_id)
+    task = await anyio.to_thread.run_sync(store.tasks.get, identity.tenant_id, task_id)
     return TaskOut.of(task)
 
 
@@ -487,10 +489,10 @@ async def task_events(
     change, ending with the terminal state; an ``error`` event (a problem) if the task is
     deleted meanwhile. Idle streams get comment pings."""
     tenant = identity.tenant_id
-    first = await anyio.to_thread.run_sync(store.get_task, tenant, task_id)  # 404 before streaming
+    first = await anyio.to_thread.run_sync(store.tasks.get, tenant, task_id)  # 404 before streaming
 
     async def load() -> TaskView:
-        return await anyio.to_thread.run_sync(store.get_task, tenant, task_id)
+        return await anyio.to_thread.run_sync(store.tasks.get, tenant, task_id)
 
     async def events() -> AsyncIterator[ServerSentEvent]:
         sequence = 0
@@ -518,7 +520,7 @@ async def list_tasks(
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> list[TaskOut]:
     tasks = await anyio.to_thread.run_sync(
-        lambda: store.list_tasks(identity.tenant_id, state=state, limit=limit)
+        lambda: store.tasks.list(identity.tenant_id, state=state, limit=limit)
     )
     return [TaskOut.of(t) for t in tasks]
 

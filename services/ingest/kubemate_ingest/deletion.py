@@ -14,8 +14,10 @@ from contextlib import suppress
 
 from kubemate.errors import NotFound, TaskNotFound
 from kubemate.logs import get_logger
+from kubemate.metadata.documents import DocumentView
 from kubemate.metadata.models import TaskState
-from kubemate.metadata.store import DocumentView, MetadataStore, TaskView
+from kubemate.metadata.store import MetadataStore
+from kubemate.metadata.tasks import TaskView
 from kubemate.objectstore import ObjectStore
 from kubemate.vectorstore import VectorStore
 
@@ -45,9 +47,9 @@ def delete_document(
     vector_collection_of: VectorCollectionOf,
 ) -> DocumentView:
     """Remove the document of ``tenant_id``; :class:`DocumentNotFound` when there is none."""
-    document = store.get_document(tenant_id, document_id)
+    document = store.documents.get(tenant_id, document_id)
     try:
-        task: TaskView | None = store.latest_task(tenant_id, document_id)
+        task: TaskView | None = store.tasks.latest(tenant_id, document_id)
     except TaskNotFound:
         task = None
     collection = vector_collection_of(document.collection)
@@ -63,7 +65,7 @@ def delete_document(
         )
     with suppress(NotFound):  # already gone: what a delete wants
         objects.delete(document.object_key)
-    deleted = store.delete_document(tenant_id, document_id)
+    deleted = store.documents.delete(tenant_id, document_id)
     if chunks and deleted.status == TaskState.INDEXING:
         assert collection is not None
         vectors.delete_document(collection, tenant_id, document_id)

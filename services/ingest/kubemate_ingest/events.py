@@ -14,7 +14,7 @@ import anyio
 
 from kubemate.errors import BackendUnavailable
 from kubemate.logs import get_logger
-from kubemate.metadata.store import TaskView
+from kubemate.metadata.tasks import TaskView
 
 log = get_logger(__name__)
 

@@ -31,7 +31,8 @@ from kubemate.errors import BackendUnavailable, ReindexConflict, ReindexNotFound
 from kubemate.http.identity import Editor, Viewer
 from kubemate.http.problems import PROBLEM_JSON
 from kubemate.logs import get_logger
-from kubemate.metadata.store import MetadataStore, ReindexState, ReindexView
+from kubemate.metadata.reindexes import ReindexState, ReindexView
+from kubemate.metadata.store import MetadataStore
 from kubemate.settings import EmbedderProvider
 from kubemate_ingest.deps import RedisDep, SettingsDep, StoreDep
 from kubemate_ingest.settings import IngestSettings
@@ -133,7 +134,7 @@ def request_reindex(
         raise ReindexConflict(
             f"{target.provider}:{target.model} already serves collection {name!r}"
         )
-    view, created = store.create_reindex(
+    view, created = store.reindexes.create(
         tenant_id,
         collection=name,
         old_vector_collection=active.name,
@@ -165,7 +166,7 @@ def request_reindex(
             },
         )
     except redis.RedisError as exc:
-        store.update_reindex(
+        store.reindexes.update(
             tenant_id,
             view.id,
             state=ReindexState.FAILED,
@@ -225,7 +226,7 @@ async def start_reindex(
 
 @router.get("/reindex/{reindex_id}", response_model=ReindexOut)
 async def get_reindex(reindex_id: str, identity: Viewer, store: StoreDep) -> ReindexOut:
-    view = await anyio.to_thread.run_sync(store.find_reindex, identity.tenant_id, reindex_id)
+    view = await anyio.to_thread.run_sync(store.reindexes.find, identity.tenant_id, reindex_id)
     return ReindexOut.of(_found(view, reindex_id))
 
 
@@ -240,7 +241,7 @@ async def cancel_reindex(reindex_id: str, identity: Editor, store: StoreDep) -> 
     the worker stops at its next document and then removes what it wrote to the new vector
     collection. Queries keep using the current collection throughout."""
     outcome = await anyio.to_thread.run_sync(
-        lambda: store.cancel_reindex(
+        lambda: store.reindexes.cancel(
             identity.tenant_id, reindex_id, cancelled_by=f"user {identity.user_id}"
         )
     )
@@ -259,6 +260,6 @@ async def list_reindexes(
 ) -> list[ReindexOut]:
     """The tenant's re-indexes, newest first."""
     views = await anyio.to_thread.run_sync(
-        lambda: store.list_reindexes(identity.tenant_id, collection=collection, limit=limit)
+        lambda: store.reindexes.list(identity.tenant_id, collection=collection, limit=limit)
     )
     return [ReindexOut.of(v) for v in views]

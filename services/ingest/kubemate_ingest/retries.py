@@ -12,7 +12,8 @@ from dataclasses import dataclass
 
 from kubemate.errors import DeadLetterNotFound, DocumentNotFound, KubemateError, TaskNotFound
 from kubemate.logs import get_logger
-from kubemate.metadata.store import MetadataStore, TaskView
+from kubemate.metadata.store import MetadataStore
+from kubemate.metadata.tasks import TaskView
 from kubemate.queue.dead_letters import DeadLetter, DeadLetters
 
 log = get_logger(__name__)
@@ -30,7 +31,7 @@ def retry_dead_letter(
 ) -> Requeued:
     letter = dead_letters.get(tenant_id, entry_id)
     try:
-        task = store.reset_task(tenant_id, letter.task_id)
+        task = store.documents.reset_task(tenant_id, letter.task_id)
     except (TaskNotFound, DocumentNotFound):
         # The document was deleted since it failed: nothing to retry, and nothing to keep.
         dead_letters.delete(letter.entry_id)
@@ -41,7 +42,7 @@ def retry_dead_letter(
     try:
         new_entry = dead_letters.requeue(letter)
     except KubemateError:
-        store.fail_task(
+        store.documents.fail_task(
             tenant_id, letter.task_id, stage=letter.stage or "pending", error=letter.reason
         )
         raise

@@ -17,7 +17,9 @@ from typing import BinaryIO
 
 from kubemate.errors import EmptyDocument, KubemateError, PayloadTooLarge, ValidationFailed
 from kubemate.logs import get_logger
-from kubemate.metadata.store import DocumentView, MetadataStore, TaskView
+from kubemate.metadata.documents import DocumentView
+from kubemate.metadata.store import MetadataStore
+from kubemate.metadata.tasks import TaskView
 from kubemate.objectstore import ObjectStore, tenant_key
 from kubemate.queue import IngestJob, IngestQueue
 from kubemate.text.parse import PDF, sniff_content_type
@@ -97,10 +99,10 @@ def accept_upload(
         # Reads the spooled file lazily, within the policy's read budget.
         inspect_pdf(stream, pdf)
 
-    # No ensure_tenant here: create_document inserts the tenant in its own transaction.
+    # No tenants.ensure here: documents.create inserts the tenant in its own transaction.
     key = tenant_key(tenant_id, "documents", collection, sha256)
     objects.put(key, stream, length=size, content_type=content_type, content_addressed=True)
-    document, task, created = store.create_document(
+    document, task, created = store.documents.create(
         tenant_id,
         collection=collection,
         filename=filename,
@@ -123,7 +125,7 @@ def accept_upload(
     try:
         queue.enqueue(job)
     except KubemateError:
-        store.delete_document(tenant_id, document.id)
+        store.documents.delete(tenant_id, document.id)
         raise
     log.info(
         "document.accepted",

@@ -11,7 +11,8 @@ from datetime import UTC, date, datetime, time
 from typing import Any
 
 from kubemate.errors import ValidationFailed
-from kubemate.metadata.store import MetadataStore, UsageTotals
+from kubemate.metadata.store import MetadataStore
+from kubemate.metadata.usage import UsageTotals
 
 GROUP_KEYS = ("kind", "model")
 _SUMMED = ("requests", "prompt_tokens", "completion_tokens", "bytes", "chunks")
@@ -77,7 +78,7 @@ def usage_report(
 ) -> dict[str, Any]:
     if since is not None and until is not None and since >= until:
         raise ValidationFailed("from must be before to")
-    rows = store.usage_totals(tenant_id, since=since, until=until)
+    rows = store.usage.totals(tenant_id, since=since, until=until)
     total = _Sum()
     groups: dict[tuple[str, ...], _Sum] = {}
     for row in rows:

@@ -10,12 +10,8 @@ from __future__ import annotations
 from datetime import datetime
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
-from sqlalchemy import select
-from sqlalchemy.exc import DBAPIError
-from sqlalchemy.orm import Session
 
-from kubemate.errors import BackendUnavailable, ValidationFailed
-from kubemate.metadata.models import Document
+from kubemate.errors import ValidationFailed
 from kubemate.metadata.store import MetadataStore
 
 MAX_LISTED = 1000
@@ -64,27 +60,17 @@ def resolve_document_ids(
     More than ``limit`` matches is refused: the caller should narrow the filter."""
     if not filters.needs_database():
         return list(dict.fromkeys(filters.document_ids or []))
-    query = select(Document.id).where(
-        Document.tenant_id == tenant_id, Document.collection == collection
+    meta = filters.metadata or MetadataFilter()
+    ids = store.documents.matching_ids(
+        tenant_id,
+        collection,
+        limit=limit + 1,  # one more than allowed tells "too many" from "just enough"
+        ids=filters.document_ids,
+        filenames=filters.source,
+        content_types=meta.content_type,
+        created_from=meta.uploaded_after,
+        created_before=meta.uploaded_before,
     )
-    if filters.document_ids:
-        query = query.where(Document.id.in_(filters.document_ids))
-    if filters.source:
-        query = query.where(Document.filename.in_(filters.source))
-    meta = filters.metadata
-    if meta is not None:
-        if meta.content_type:
-            query = query.where(Document.content_type.in_(meta.content_type))
-        if meta.uploaded_after is not None:
-            query = query.where(Document.created_at >= meta.uploaded_after)
-        if meta.uploaded_before is not None:
-            query = query.where(Document.created_at < meta.uploaded_before)
-    query = query.order_by(Document.id).limit(limit + 1)
-    try:
-        with Session(store.engine) as session:
-            ids = list(session.scalars(query))
-    except DBAPIError as exc:
-        raise BackendUnavailable("the metadata database is unavailable") from exc
     if len(ids) > limit:
         raise ValidationFailed(
             f"the filter matches more than {limit} documents; narrow it", field="filters"

@@ -18,7 +18,8 @@ from functools import partial
 import anyio
 
 from kubemate.logs import get_logger
-from kubemate.metadata.store import MetadataStore, UsageRow
+from kubemate.metadata.store import MetadataStore
+from kubemate.metadata.usage import UsageRow
 from kubemate.models.metering import UsageMeter
 
 log = get_logger(__name__)

@@ -62,7 +62,7 @@ class WorkerContext:
             hold_s=settings.worker.retry_max_delay_s + 1.0,
             probes={
                 "vectors": self.vectors.ping,
-                "metadata": self._database_answers,
+                "metadata": self.store.ping,
                 "stream": self.queue.client.ping,
                 "ledger": self.queue.client.ping,
             },
@@ -96,10 +96,6 @@ class WorkerContext:
     def _backend_failed(self, operation: str) -> None:
         if operation.startswith("vectors."):
             self.loaded.invalidate()
-
-    def _database_answers(self) -> None:
-        with self.store.engine.connect() as connection:
-            connection.exec_driver_sql("SELECT 1")
 
     def run(self, coro: Coroutine[Any, Any, T]) -> T:
         return self.submit(coro).result()
@@ -176,7 +172,7 @@ class WorkerContext:
         cached = self._pointers.get(tenant_id)
         if cached is not None and now - cached[0] < ttl:
             return cached[1]
-        embedders = active_embedders(self.settings, self.store.active_collections(tenant_id))
+        embedders = active_embedders(self.settings, self.store.pointers.list(tenant_id))
         if len(self._pointers) > 10_000:
             self._pointers.clear()
         self._pointers[tenant_id] = (now, embedders)

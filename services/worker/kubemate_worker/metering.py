@@ -19,7 +19,7 @@ from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from kubemate.metadata.store import UsageRow
+from kubemate.metadata.usage import UsageRow
 from kubemate.models.metering import UsageMeter
 from kubemate.text.tokens import count_tokens
 from kubemate_worker.embedding import EmbedService, Vector

@@ -23,8 +23,9 @@ from typing import BinaryIO, cast
 from kubemate.collections import ensure_vector_collection
 from kubemate.errors import ClientError, DocumentProcessingError
 from kubemate.logs import get_logger
+from kubemate.metadata.documents import DocumentView
 from kubemate.metadata.models import TaskState
-from kubemate.metadata.store import DocumentView, UsageRow
+from kubemate.metadata.usage import UsageRow
 from kubemate.metrics import DOCUMENT_PROCESSING_STATUS
 from kubemate.queue import IngestJob
 from kubemate.queue.streams import Lease
@@ -86,7 +87,7 @@ def index_document(
     tenant = job.tenant_id
     if document is None:
         document = call(
-            "metadata.get_document", lambda: ctx.store.get_document(tenant, job.document_id)
+            "metadata.get_document", lambda: ctx.store.documents.get(tenant, job.document_id)
         )
     splitter, splitter_spec = ctx.splitter_for(job)
     service = ctx.embed_service(job.collection)
@@ -230,7 +231,7 @@ def index_document(
     try:
         call(
             "metadata.complete",
-            lambda: ctx.store.complete_document(
+            lambda: ctx.store.documents.complete(
                 tenant,
                 document.id,
                 job.task_id,

@@ -35,7 +35,7 @@ from kubemate.errors import (
 )
 from kubemate.logs import get_logger
 from kubemate.metadata.models import TaskState
-from kubemate.metadata.store import TaskView
+from kubemate.metadata.tasks import TaskView
 from kubemate.metrics import DOCUMENT_PROCESSING_STATUS
 from kubemate.queue.streams import Lease
 from kubemate.retry import backoff_delay
@@ -250,7 +250,9 @@ def _fail(ctx: WorkerContext, held: Held, reason: str, stage: str, attempts: int
     try:
         ctx.retrier.call(
             "metadata.fail",
-            lambda: ctx.store.fail_task(job.tenant_id, job.task_id, stage=stage, error=reason),
+            lambda: ctx.store.documents.fail_task(
+                job.tenant_id, job.task_id, stage=stage, error=reason
+            ),
         )
     except (TaskNotFound, DocumentNotFound):
         return _gone(ctx, held)

@@ -13,8 +13,9 @@ from typing import Any
 
 from kubemate.errors import BackendUnavailable
 from kubemate.logs import get_logger
+from kubemate.metadata.documents import Attempt
 from kubemate.metadata.models import TaskState
-from kubemate.metadata.store import Attempt, MetadataStore
+from kubemate.metadata.store import MetadataStore
 from kubemate.metrics import DOCUMENT_PROCESSING_STATUS
 from kubemate.queue import IngestJob
 
@@ -38,8 +39,8 @@ class TaskReporter:
     def begin_attempt(self, max_attempts: int | None = None) -> Attempt:
         """Count an attempt and enter PARSING, in one write that must succeed (raises); the
         task and its document are read with it. None begins on a task that is finished or has
-        had ``max_attempts`` (``begun`` False): see :meth:`MetadataStore.begin_attempt`."""
-        attempt = self._store.begin_attempt(
+        had ``max_attempts`` (``begun`` False): see :meth:`DocumentRepository.begin_attempt`."""
+        attempt = self._store.documents.begin_attempt(
             self._job.tenant_id,
             self._job.task_id,
             state=TaskState.PARSING,
@@ -70,7 +71,7 @@ class TaskReporter:
         """Show that a backend is being waited for; cleared by the next write after it."""
         self._retrying = True
         try:
-            self._store.update_task(
+            self._store.documents.update_task(
                 self._job.tenant_id, self._job.task_id, error=f"retrying: {reason}"
             )
         except BackendUnavailable as exc:  # the database may be what is down
@@ -88,7 +89,7 @@ class TaskReporter:
             # error when a task enters a working state).
             values.setdefault("state", self.state)
         try:
-            self._store.update_task(self._job.tenant_id, self._job.task_id, **values)
+            self._store.documents.update_task(self._job.tenant_id, self._job.task_id, **values)
         except BackendUnavailable as exc:
             # Progress is best effort: the final write is retried by the pipeline.
             log.warning("task.progress_write_failed", error=exc.detail)

@@ -59,7 +59,7 @@ from kubemate.errors import (
 )
 from kubemate.logs import get_logger
 from kubemate.metadata.models import TaskState
-from kubemate.metadata.store import ReindexState, ReindexView
+from kubemate.metadata.reindexes import ReindexState, ReindexView
 from kubemate.models.assignments import AssignmentDoc, decode_event, tenant_field
 from kubemate.queue import IngestJob
 from kubemate.queue.streams import Lease
@@ -122,9 +122,11 @@ def reindex_document(
     ``target``; returns its chunk count. Idempotent: the chunk ids are those of the version
     (content, splitter, model), and rows of other versions there are deleted after."""
     call = ctx.retrier.call
-    document = call("metadata.get_document", lambda: ctx.store.get_document(tenant_id, document_id))
+    document = call(
+        "metadata.get_document", lambda: ctx.store.documents.get(tenant_id, document_id)
+    )
     # Split as when it was indexed (documents indexed before this was recorded: the default).
-    chosen = call("metadata.splitter", lambda: ctx.store.document_splitter(tenant_id, document_id))
+    chosen = call("metadata.splitter", lambda: ctx.store.splitters.get(tenant_id, document_id))
     splitter, spec = ctx.splitter_for(
         IngestJob(tenant_id, document_id, "", collection, splitter=chosen or "")
     )
@@ -216,7 +218,7 @@ def run_reindex(
     """Run the re-index to its end (COMPLETED, FAILED or CANCELLED); None when there is no such
     re-index. ``beat`` is called between documents (the stream entry's heartbeat)."""
     store = ctx.store
-    view = ctx.retrier.call("metadata.reindex", lambda: store.find_reindex(tenant_id, reindex_id))
+    view = ctx.retrier.call("metadata.reindex", lambda: store.reindexes.find(tenant_id, reindex_id))
     if view is None:
         log.warning("reindex.missing", reindex_id=reindex_id, tenant_id=tenant_id)
         return None
@@ -257,7 +259,7 @@ def _run(ctx: WorkerContext, view: ReindexView, beat: Callable[[], None]) -> Non
         call("vectors.delete", lambda: ctx.vectors.delete_tenant(target, tenant))
     started = call(
         "metadata.reindex",
-        lambda: store.update_reindex(tenant, view.id, state=ReindexState.RUNNING),
+        lambda: store.reindexes.update(tenant, view.id, state=ReindexState.RUNNING),
     )
     _check_running(started)  # cancelled since it was read: stop before writing anything
     work = ctx.for_tenant(tenant, {name: target_embedder(ctx, view)})
@@ -273,13 +275,13 @@ def _run(ctx: WorkerContext, view: ReindexView, beat: Callable[[], None]) -> Non
         while True:
             completed = call(
                 "metadata.documents",
-                lambda: store.document_ids(tenant, name, status=TaskState.COMPLETED),
+                lambda: store.documents.ids(tenant, name, status=TaskState.COMPLETED),
             )
             todo = [d for d in completed if d not in done]
             total, already = len(completed), len(completed) - len(todo)
             call(
                 "metadata.reindex",
-                lambda t=total, a=already: store.update_reindex(  # type: ignore[misc]
+                lambda t=total, a=already: store.reindexes.update(  # type: ignore[misc]
                     tenant, view.id, progress_done=a, progress_total=t
                 ),
             )
@@ -287,7 +289,7 @@ def _run(ctx: WorkerContext, view: ReindexView, beat: Callable[[], None]) -> Non
                 break
             for position, document_id in enumerate(todo, start=1):
                 beat()
-                _check_running(store.find_reindex(tenant, view.id))
+                _check_running(store.reindexes.find(tenant, view.id))
                 try:
                     reindex_document(work, tenant, document_id, name, target, ensure)
                 except DocumentNotFound:
@@ -298,15 +300,15 @@ def _run(ctx: WorkerContext, view: ReindexView, beat: Callable[[], None]) -> Non
                 call("ledger.done", lambda d=document_id: client.sadd(done_key, d))  # type: ignore[misc]
                 call(
                     "metadata.reindex",
-                    lambda p=already + position: store.update_reindex(  # type: ignore[misc]
+                    lambda p=already + position: store.reindexes.update(  # type: ignore[misc]
                         tenant, view.id, progress_done=p
                     ),
                 )
         # Documents deleted while the re-index ran (their delete went to the old collection).
-        existing = set(call("metadata.documents", lambda: store.document_ids(tenant, name)))
+        existing = set(call("metadata.documents", lambda: store.documents.ids(tenant, name)))
         for gone in sorted(done - existing):
             _forget_document(ctx, target, tenant, gone)
-        call("metadata.switch", lambda: store.switch_collection(tenant, view.id))
+        call("metadata.switch", lambda: store.reindexes.switch(tenant, view.id))
     finally:
         work.flush_usage()
     log.info(
@@ -343,7 +345,7 @@ def _after_switch(ctx: WorkerContext, view: ReindexView) -> None:
     except redis.RedisError as exc:
         log.warning("cache.generation_bump_failed", error=str(exc))
     try:
-        documents = set(ctx.store.document_ids(tenant, name))
+        documents = set(ctx.store.documents.ids(tenant, name))
         documents |= _done(ctx, view.id)
         for document_id in sorted(documents):
             _forget_document(ctx, old, tenant, document_id)
@@ -361,7 +363,7 @@ def _fail(ctx: WorkerContext, view: ReindexView, exc: Exception) -> ReindexState
     try:
         recorded = ctx.retrier.call(
             "metadata.reindex",
-            lambda: ctx.store.update_reindex(
+            lambda: ctx.store.reindexes.update(
                 view.tenant_id, view.id, state=ReindexState.FAILED, error=reason
             ),
         )
@@ -401,7 +403,7 @@ def _undo_if_abandoned(ctx: WorkerContext, running: ReindexView, document_id: st
     """After a dual write: if the re-index failed or was cancelled meanwhile, its cleanup may
     have read the done set before ``document_id`` joined it, so the document goes here. (Read
     after it joined: one of the two cleanups sees it; both is harmless.)"""
-    now = ctx.store.find_reindex(running.tenant_id, running.id)
+    now = ctx.store.reindexes.find(running.tenant_id, running.id)
     if now is None or now.state in (ReindexState.FAILED, ReindexState.CANCELLED):
         _forget_document(ctx, running.new_vector_collection, running.tenant_id, document_id)
         ctx.queue.client.srem(_done_key(ctx, running.id), document_id)
@@ -419,7 +421,7 @@ def catch_up(ctx: WorkerContext, job: IngestJob) -> None:
     written = ctx.vector_collection(name)
     try:
         # (The upload's splitter was recorded with the completion.)
-        pointer, running = ctx.store.reindex_status(tenant, name)
+        pointer, running = ctx.store.reindexes.status(tenant, name)
         active = (
             configured_collection(ctx.settings, name)
             if pointer is None
@@ -484,14 +486,16 @@ def reindexes_of_event(
     new_name = vector_collection(name, target)
     if event.get("tenant_id", "*") == "*":
         tenants = [
-            t for t in ctx.store.tenants_with_documents(name) if not _own_choice(ctx, t, name)
+            t
+            for t in ctx.store.documents.tenants_with_documents(name)
+            if not _own_choice(ctx, t, name)
         ]
     else:
         tenants = [event["tenant_id"]]
     made = []
     for tenant in tenants:
         while True:
-            pointer = ctx.store.active_collection(tenant, name)
+            pointer = ctx.store.pointers.get(tenant, name)
             old = (
                 configured_collection(ctx.settings, name)
                 if pointer is None
@@ -499,7 +503,7 @@ def reindexes_of_event(
             )
             if old.name == new_name:
                 break
-            view, created = ctx.store.create_reindex(
+            view, created = ctx.store.reindexes.create(
                 tenant,
                 collection=name,
                 old_vector_collection=old.name,

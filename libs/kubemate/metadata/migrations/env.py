@@ -6,8 +6,8 @@ from __future__ import annotations
 from alembic import context
 from sqlalchemy.engine import Connection
 
+from kubemate.metadata.database import WRITE_INTENT, make_engine
 from kubemate.metadata.models import Base
-from kubemate.metadata.store import WRITE_INTENT, make_engine
 
 config = context.config
 target_metadata = Base.metadata
