@@ -11,7 +11,7 @@ from sqlalchemy import select
 
 from kubemate.errors import ApiKeyNotFound
 from kubemate.logs import get_logger
-from kubemate.metadata.database import Database
+from kubemate.metadata.database import Repository
 from kubemate.metadata.models import SHA256_HEX, ApiKey, utcnow
 from kubemate.metadata.tenants import insert_tenant
 
@@ -50,10 +50,7 @@ class ApiKeyView:
         return f"ApiKeyView(id={self.id!r}, tenant_id={self.tenant_id!r}, name={self.name!r})"
 
 
-class ApiKeyRepository:
-    def __init__(self, database: Database) -> None:
-        self._db = database
-
+class ApiKeyRepository(Repository):
     def create(
         self,
         tenant_id: str,

@@ -146,3 +146,11 @@ class Database:
 
     def dispose(self) -> None:
         self._engine.dispose()
+
+
+class Repository:
+    """The base of each aggregate's repository: its methods open their transactions on the one
+    :class:`Database` of the process."""
+
+    def __init__(self, database: Database) -> None:
+        self._db = database

@@ -25,7 +25,7 @@ from sqlalchemy.orm import Session
 
 from kubemate.errors import DocumentNotFound, TaskNotFound
 from kubemate.logs import get_logger
-from kubemate.metadata.database import Database
+from kubemate.metadata.database import Repository
 from kubemate.metadata.models import (
     MAX_ERROR_CHARS,
     SHA256_HEX,
@@ -220,13 +220,10 @@ def _document_row(session: Session, tenant_id: str, document_id: str) -> Documen
     return doc
 
 
-class DocumentRepository:
+class DocumentRepository(Repository):
     """Raises :class:`DocumentNotFound` / :class:`TaskNotFound` for rows that are missing or
     belong to another tenant, and :class:`BackendUnavailable` when the database cannot be
     reached or stays locked."""
-
-    def __init__(self, database: Database) -> None:
-        self._db = database
 
     # ---- the document --------------------------------------------------------------------------
 

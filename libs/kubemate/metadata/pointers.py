@@ -10,7 +10,7 @@ from datetime import datetime
 
 from sqlalchemy import select
 
-from kubemate.metadata.database import Database
+from kubemate.metadata.database import Repository
 from kubemate.metadata.models import ActiveVectorCollection
 
 
@@ -39,10 +39,7 @@ class ActivePointerView:
         )
 
 
-class PointerRepository:
-    def __init__(self, database: Database) -> None:
-        self._db = database
-
+class PointerRepository(Repository):
     def get(self, tenant_id: str, collection: str) -> ActivePointerView | None:
         """The tenant's pointer for ``collection``; None: the settings' embedder serves it."""
         with self._db.transaction() as session:

@@ -16,7 +16,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from kubemate.logs import get_logger
-from kubemate.metadata.database import Database
+from kubemate.metadata.database import Repository
 from kubemate.metadata.models import (
     MAX_ERROR_CHARS,
     ActiveVectorCollection,
@@ -108,10 +108,7 @@ def _locked_row(session: Session, tenant_id: str, reindex_id: str) -> Reindex | 
     ).one_or_none()
 
 
-class ReindexRepository:
-    def __init__(self, database: Database) -> None:
-        self._db = database
-
+class ReindexRepository(Repository):
     def create(
         self,
         tenant_id: str,

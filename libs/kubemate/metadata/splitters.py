@@ -8,7 +8,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
-from kubemate.metadata.database import INSERT_OR_IGNORE, Database
+from kubemate.metadata.database import INSERT_OR_IGNORE, Repository
 from kubemate.metadata.models import Document, DocumentSplitter
 
 
@@ -21,10 +21,7 @@ def splitter_upsert(dialect: str, tenant_id: str, document_id: str, spec: str) -
     )
 
 
-class SplitterRepository:
-    def __init__(self, database: Database) -> None:
-        self._db = database
-
+class SplitterRepository(Repository):
     def record(self, tenant_id: str, document_id: str, spec: str) -> None:
         """Remember how the document was split. A document deleted meanwhile is ignored. (The
         worker records it with the document's completion: DocumentRepository.complete.)"""

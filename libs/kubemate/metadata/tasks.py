@@ -14,7 +14,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from kubemate.errors import DocumentNotFound, TaskNotFound
-from kubemate.metadata.database import Database
+from kubemate.metadata.database import Repository
 from kubemate.metadata.models import Document, Task, TaskState, new_id
 
 
@@ -95,12 +95,9 @@ def new_task_row(session: Session, document: Document, now: datetime) -> Task:
     return task
 
 
-class TaskRepository:
+class TaskRepository(Repository):
     """Raises :class:`TaskNotFound` (and :class:`DocumentNotFound`) for rows that are missing or
     belong to another tenant."""
-
-    def __init__(self, database: Database) -> None:
-        self._db = database
 
     def get(self, tenant_id: str, task_id: str) -> TaskView:
         with self._db.transaction() as session:

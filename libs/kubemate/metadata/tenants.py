@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from sqlalchemy.orm import Session
 
-from kubemate.metadata.database import INSERT_OR_IGNORE, Database
+from kubemate.metadata.database import INSERT_OR_IGNORE, Repository
 from kubemate.metadata.models import Tenant, utcnow
 
 
@@ -19,10 +19,7 @@ def insert_tenant(session: Session, tenant_id: str, name: str | None = None) -> 
     )
 
 
-class TenantRepository:
-    def __init__(self, database: Database) -> None:
-        self._db = database
-
+class TenantRepository(Repository):
     def ensure(self, tenant_id: str, name: str | None = None) -> None:
         """Create the tenant if it does not exist. Safe to call concurrently and repeatedly."""
         with self._db.transaction(write=True) as session:

@@ -12,7 +12,7 @@ from sqlalchemy import Select, func, insert, select
 from sqlalchemy.engine import Connection
 from sqlalchemy.orm import InstrumentedAttribute
 
-from kubemate.metadata.database import Database
+from kubemate.metadata.database import Repository
 from kubemate.metadata.models import USAGE_KINDS, Usage, utcnow
 
 UsageKind = Literal["generate", "embed", "document"]
@@ -106,10 +106,7 @@ def _totals_of(row: Sequence[Any]) -> UsageTotals:
     )
 
 
-class UsageRepository:
-    def __init__(self, database: Database) -> None:
-        self._db = database
-
+class UsageRepository(Repository):
     def record(
         self,
         tenant_id: str,
