@@ -25,6 +25,8 @@ export default defineConfig({
     modulePreload: { polyfill: false },
     target: "es2022",
     sourcemap: false,
+    // Which files each page loads: read by tests/budget.test.ts.
+    manifest: true,
   },
   server: {
     proxy: {
