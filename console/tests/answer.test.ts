@@ -1,22 +1,8 @@
 import { describe, expect, it } from "vitest";
-import type { ChatAnswer } from "../src/api/types";
 import { offersAnswerMode, outcomeOf, segments } from "../src/chat/answer";
+import { chatAnswer } from "./standin";
 
-function answer(extra: Partial<ChatAnswer>): ChatAnswer {
-  return {
-    answer: "",
-    citations: [],
-    model: "gemma3",
-    conversation_id: null,
-    no_documents: false,
-    search_mode: "hybrid",
-    reranked: false,
-    cached: false,
-    warnings: [],
-    timings: {},
-    ...extra,
-  };
-}
+const answer = chatAnswer;
 
 const citation = { index: 1, document_id: "d", chunk_id: "c", source: "a.txt", title: "", page: 0, score: 0.5, snippet: "s", cited: true };
 

@@ -3,7 +3,7 @@ import { afterEach, beforeEach, describe, expect, it, vi } from "vitest";
 import { createMemoryHistory, createRouter } from "vue-router";
 import ChatPage from "../src/pages/ChatPage.vue";
 import { endSession, signIn } from "../src/session";
-import { fakeJwt, json, problem, sse, standIn, testI18n, type StandIn } from "./standin";
+import { chatAnswer, fakeJwt, json, problem, sse, standIn, testI18n, type StandIn } from "./standin";
 
 const citation = {
   index: 1,
@@ -18,21 +18,7 @@ const citation = {
 };
 
 function done(extra: Record<string, unknown> = {}) {
-  return {
-    answer: "It was 3.2 percent [1].",
-    citations: [citation],
-    model: "gemma3",
-    conversation_id: "conv-1",
-    no_documents: false,
-    search_mode: "hybrid",
-    reranked: false,
-    cached: false,
-    warnings: [],
-    timings: {},
-    query: "q",
-    rewritten: false,
-    ...extra,
-  };
+  return chatAnswer({ answer: "It was 3.2 percent [1].", citations: [citation], conversation_id: "conv-1", ...extra });
 }
 
 let server: StandIn;

@@ -3,6 +3,7 @@
 // (The real API is exercised end to end by e2e/console.e2e.mjs against the embedded stack.)
 import { vi } from "vitest";
 import { createI18n } from "vue-i18n";
+import type { ChatAnswer } from "../src/api/types";
 import en from "../src/locales/en.json";
 import zh from "../src/locales/zh.json";
 
@@ -72,4 +73,23 @@ export function fakeJwt(claims: Record<string, unknown>): string {
 
 export async function settle(rounds = 5): Promise<void> {
   for (let i = 0; i < rounds; i++) await new Promise((resolve) => setTimeout(resolve, 0));
+}
+
+/** A /v1/chat answer as the API sends it, with `extra` fields set. */
+export function chatAnswer(extra: Partial<ChatAnswer> = {}): ChatAnswer {
+  return {
+    answer: "",
+    citations: [],
+    model: "gemma3-270m-q4_k_m",
+    conversation_id: null,
+    no_documents: false,
+    search_mode: "hybrid",
+    reranked: false,
+    cached: false,
+    warnings: [],
+    timings: {},
+    query: "",
+    rewritten: false,
+    ...extra,
+  };
 }
