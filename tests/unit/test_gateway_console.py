@@ -23,6 +23,7 @@ INDEX = (
     b'</script></head><body><div id="app"></div></body></html>'
 )
 SCRIPT = b"console.log('kubemate')"
+BIG_SCRIPT = b"export const messages = {};\n" * 2000
 
 
 @pytest.fixture
@@ -31,6 +32,7 @@ def build(tmp_path: Path) -> Path:
     (dist / "assets").mkdir(parents=True)
     (dist / "index.html").write_bytes(INDEX)
     (dist / "assets" / "index-3f2a1b.js").write_bytes(SCRIPT)
+    (dist / "assets" / "app-9e8d7c.js").write_bytes(BIG_SCRIPT)
     (dist / "favicon.svg").write_text("<svg xmlns='http://www.w3.org/2000/svg'/>")
     return dist
 
@@ -69,7 +71,9 @@ def test_index_and_client_routes_get_the_app_with_a_strict_policy(client: TestCl
         assert r.headers["x-content-type-options"] == "nosniff"
 
 
-def test_hashed_assets_are_cached_for_good_and_others_revalidate(client: TestClient) -> None:
+def test_hashed_assets_are_cached_for_good_compressed_and_others_revalidate(
+    client: TestClient,
+) -> None:
     r = client.get("/assets/index-3f2a1b.js")
     assert r.status_code == 200 and r.content == SCRIPT
     assert "javascript" in r.headers["content-type"]
@@ -77,6 +81,14 @@ def test_hashed_assets_are_cached_for_good_and_others_revalidate(client: TestCli
     assert r.headers["content-security-policy"] == CONSOLE_CSP
     again = client.get("/assets/index-3f2a1b.js", headers={"If-None-Match": r.headers["etag"]})
     assert again.status_code == 304
+
+    big = client.get("/assets/app-9e8d7c.js", headers={"Accept-Encoding": "gzip"})
+    assert big.headers["content-encoding"] == "gzip" and big.content == BIG_SCRIPT
+    assert big.headers["cache-control"] == "public, max-age=31536000, immutable"
+    assert (
+        "content-encoding"
+        not in client.get("/assets/app-9e8d7c.js", headers={"Accept-Encoding": "identity"}).headers
+    )
 
     r = client.get("/favicon.svg")
     assert r.status_code == 200 and r.headers["cache-control"] == "no-cache"
