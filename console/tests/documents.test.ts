@@ -127,6 +127,29 @@ describe("the documents page", () => {
     wrapper.unmount();
   });
 
+  it("shows why a document failed and queues it again from its dead letter", async () => {
+    const doc = { document_id: "d1", collection: "default", filename: "scan.pdf", content_type: "application/pdf", size_bytes: 9, sha256: "0", status: "FAILED", chunk_count: 0 };
+    server.on("GET", "/v1/documents", () => json([doc]));
+    server.on("GET", "/v1/models", () => json({ data: [], unavailable: {} }));
+    server.on("GET", "/v1/tasks", () => json([task("FAILED", { stage: "parsing", error: "the PDF has no text layer (scanned?)" })]));
+    server.on("GET", "/v1/dead-letters", ({ url }) =>
+      url.searchParams.get("cursor")
+        ? json({ items: [{ entry_id: "9-0", document_id: "d1", task_id: "t1", collection: "default", reason: "x", stage: "parsing", attempts: 3, failed_at: null }], next_cursor: null })
+        : json({ items: [{ entry_id: "8-0", document_id: "other", task_id: "t0", collection: "default", reason: "x", stage: "parsing", attempts: 3, failed_at: null }], next_cursor: "8-0" }),
+    );
+    server.on("POST", "/v1/dead-letters/9-0/retry", () => json({ document_id: "d1", task_id: "t2", state: "PENDING", entry_id: "10-0" }, 202));
+    server.on("GET", "/v1/tasks/t2/events", () => sse([{ event: "task", data: task("EMBEDDING", { task_id: "t2", progress: { done: 1, total: 2 } }) }]));
+    await signIn(fakeJwt({ tenant_id: "acme", roles: ["editor"] }));
+    const wrapper = mount(DocumentsPage, { global: { plugins: [testI18n(), router()] } });
+    await vi.waitFor(() => expect(wrapper.text()).toContain("the PDF has no text layer (scanned?)"));
+    const row = wrapper.get("[data-testid=documents-table] tr[data-filename='scan.pdf']");
+    expect(row.text()).toContain("While Parsing:");
+    await row.get("button:not(.danger)").trigger("click");
+    await vi.waitFor(() => expect(wrapper.get("[data-testid=documents-table] tr[data-filename='scan.pdf']").text()).toContain("Embedding 1/2"));
+    expect(server.calls.filter((c) => c.path === "/v1/dead-letters")).toHaveLength(2); // paged to find it
+    wrapper.unmount();
+  });
+
   it("hides uploads and deletes from a viewer", async () => {
     server.on("GET", "/v1/documents", () =>
       json([{ document_id: "d1", collection: "default", filename: "a.txt", content_type: "text/plain", size_bytes: 3, sha256: "0", status: "COMPLETED", chunk_count: 1 }]),

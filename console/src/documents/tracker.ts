@@ -10,6 +10,7 @@ import { TERMINAL_STATES, type Task } from "../api/types";
 export interface TrackerOptions {
   maxStreams?: number;
   pollMs?: number;
+  reconnectMs?: number;
   onSettled?: (task: Task) => void;
 }
 
@@ -21,11 +22,13 @@ export class TaskTracker {
   private pollTimer: ReturnType<typeof setTimeout> | undefined;
   private readonly maxStreams: number;
   private readonly pollMs: number;
+  private readonly reconnectMs: number;
   private readonly onSettled: (task: Task) => void;
 
   constructor(options: TrackerOptions = {}) {
     this.maxStreams = options.maxStreams ?? 3;
     this.pollMs = options.pollMs ?? 3000;
+    this.reconnectMs = options.reconnectMs ?? 1000;
     this.onSettled = options.onSettled ?? (() => {});
   }
 
@@ -95,6 +98,8 @@ export class TaskTracker {
         }
         const task = this.tasks.get(taskId);
         if (!task || TERMINAL_STATES.has(task.state)) return;
+        // Ended before the task did: reconnect, but never in a tight loop.
+        await new Promise((resolve) => setTimeout(resolve, this.reconnectMs));
       }
     } finally {
       this.streaming.delete(taskId);
