@@ -13,7 +13,7 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
 help: ## List the targets
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
 
 $(VENV)/.installed: libs/pyproject.toml pyproject.toml $(addsuffix /pyproject.toml,$(SERVICES))
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -26,20 +26,44 @@ $(VENV)/.installed: libs/pyproject.toml pyproject.toml $(addsuffix /pyproject.to
 
 install: $(VENV)/.installed ## Create .venv and install Kubemate with the embedded backends and test tools
 
-up: install ## Install, then run the whole embedded stack (Ctrl-C stops it)
+up: install console ## Install, then run the whole embedded stack (Ctrl-C stops it)
 	$(VENV)/bin/kubemate up
+
+# The web console (console/, served by the gateway at /): npm ci when its lock file changed,
+# vite build when a source is newer than the build.
+CONSOLE_SOURCES := $(shell find console/src console/public -type f 2>/dev/null) \
+	$(addprefix console/,index.html package.json tsconfig.json vite.config.ts)
+console/node_modules/.package-lock.json: console/package.json console/package-lock.json
+	cd console && npm ci --no-audit --no-fund
+	touch $@
+
+console/dist/index.html: console/node_modules/.package-lock.json $(CONSOLE_SOURCES)
+	cd console && npm run build
+
+console: console/dist/index.html ## Build the web console (npm ci + vite build) when its sources changed
+
+console-test: console ## The console's type check and component tests (Vitest)
+	cd console && npm run typecheck && npm test
 
 # promtool/amtool check the shipped alert rules and Alertmanager config. Debian packages them
 # with Prometheus; installed when the machine allows it (root with apt), else those checks skip.
+# Chromium (Debian's, never a downloaded build) runs the console's browser tests, with a CJK font
+# for its Chinese pages; without it those tests fail and say so.
+APT_INSTALL := DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends
 test-tools:
 	@command -v promtool >/dev/null && command -v amtool >/dev/null \
 	  || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null \
-	       && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
-	          prometheus prometheus-alertmanager >/dev/null; } \
+	       && $(APT_INSTALL) prometheus prometheus-alertmanager >/dev/null; } \
 	  || echo "promtool/amtool not installed: the rule checks will be skipped"
+	@command -v chromium >/dev/null \
+	  || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null \
+	       && { $(APT_INSTALL) chromium fonts-wqy-microhei >/dev/null 2>&1 \
+	            || { apt-get update -qq && $(APT_INSTALL) chromium fonts-wqy-microhei >/dev/null; }; }; } \
+	  || echo "chromium not installed: the console's browser tests will fail"
 
-test: install test-tools ## Install, then run unit, integration and e2e tests
+test: install test-tools console ## Install, then run lint, the console's tests, unit, integration and e2e tests
 	$(VENV)/bin/ruff check .
+	$(MAKE) console-test
 	$(VENV)/bin/pytest
 
 test-unit: install ## Only the unit tests (no network)
@@ -50,4 +74,4 @@ lint: install ## ruff and mypy
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy libs/kubemate services
 
-.PHONY: help install up test test-tools test-unit lint
+.PHONY: help install up console console-test test test-tools test-unit lint

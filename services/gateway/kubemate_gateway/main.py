@@ -18,6 +18,7 @@ from kubemate.http.app import ReadinessCheck, build_app
 from kubemate.logs import configure_logging
 from kubemate.metadata.store import MetadataStore
 from kubemate_gateway.api import router
+from kubemate_gateway.console import serve_console
 from kubemate_gateway.credentials import Authenticator
 from kubemate_gateway.limits import ConcurrencyLimiter, RateLimiter
 from kubemate_gateway.settings import GatewayConfig, GatewaySettings
@@ -70,6 +71,7 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
         "gateway", lifespan=lifespan, readiness=_readiness, http=http, tracing=settings.tracing
     )
     app.include_router(router)
+    serve_console(app, config.console_dir)  # the web console at /, for what no route matches
     return app
 
 

@@ -7,6 +7,7 @@ Rate limits are set per route class, for example
 from __future__ import annotations
 
 from ipaddress import IPv4Network, IPv6Network
+from pathlib import Path
 from typing import Self
 
 from pydantic import BaseModel, Field, model_validator
@@ -71,6 +72,9 @@ class GatewayConfig(BaseModel):
     rate_limits: RateLimitConfig = RateLimitConfig()
     http: HttpConfig = HttpConfig()
     api_key_max_per_tenant: int = Field(100, ge=1)
+    # The web console's built files (console/dist); default: the source tree's, when the gateway
+    # runs from one (kubemate_gateway.console.default_console_dir).
+    console_dir: Path | None = None
 
 
 class GatewaySettings(KubemateSettings):

@@ -1,0 +1,395 @@
+// The console in headless Chromium (Debian's /usr/bin/chromium, driven by playwright-core)
+// against a running Kubemate stack. tests/e2e/test_console.py starts the embedded stack and a
+// stand-in Ollama runtime, then runs this file with `node --test`; the environment names the
+// stack and the credentials:
+//
+//   KUBEMATE_URL                  the gateway, e.g. http://127.0.0.1:8000
+//   KUBEMATE_E2E_ADMIN_TOKEN      a token of an admin of a tenant no other test uses
+//   KUBEMATE_E2E_VIEWER_TOKEN     a viewer of the same tenant
+//   KUBEMATE_E2E_SHORT_TOKEN      an admin token that expires a few seconds after it was made
+//   KUBEMATE_E2E_PULL_RUNTIME     the stand-in runtime's id (ollama:<name>), which can pull
+//   KUBEMATE_E2E_PULL_MODEL       a model it can pull
+//   KUBEMATE_E2E_ARTEFACTS        where screenshots and timings go
+//   CHROMIUM                      the browser (default /usr/bin/chromium)
+//
+// Screenshots of every page (laptop and phone widths, English and Chinese) are saved as
+// artefacts; the documents page's time to interactive is written to timing.json.
+import assert from "node:assert/strict";
+import { mkdirSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
+import { after, before, describe, test } from "node:test";
+import { chromium } from "playwright-core";
+
+const env = (name, fallback) => {
+  const value = process.env[name] ?? fallback;
+  if (value === undefined) throw new Error(`${name} is not set (see the top of ${import.meta.url})`);
+  return value;
+};
+
+const BASE = env("KUBEMATE_URL");
+const ADMIN = env("KUBEMATE_E2E_ADMIN_TOKEN");
+const VIEWER = env("KUBEMATE_E2E_VIEWER_TOKEN");
+const SHORT = env("KUBEMATE_E2E_SHORT_TOKEN");
+const PULL_RUNTIME = env("KUBEMATE_E2E_PULL_RUNTIME");
+const PULL_MODEL = env("KUBEMATE_E2E_PULL_MODEL");
+const ARTEFACTS = env("KUBEMATE_E2E_ARTEFACTS");
+const CHROMIUM = env("CHROMIUM", "/usr/bin/chromium");
+
+const LAPTOP = { width: 1366, height: 850 };
+const PHONE = { width: 390, height: 844 };
+const STEP_MS = 240_000; // a step may wait for ingestion or an answer on a busy 2-core machine
+
+const ACME = [
+  "# Acme Bank annual report 2025",
+  "",
+  "The net interest margin of Acme Bank was 3.2 percent in 2025, up from 2.9 percent in 2024.",
+  "",
+  "Acme Bank opened twelve new branches in Lyon during 2025.",
+  "",
+].join("\n");
+const GLOBEX = [
+  "Globex Corporation research notes.",
+  "",
+  "Globex opened a materials research laboratory in Grenoble in 2024 with forty engineers.",
+  "",
+].join("\n");
+
+let browser;
+const violations = [];
+const pageErrors = [];
+mkdirSync(ARTEFACTS, { recursive: true });
+
+async function newPage(viewport = LAPTOP) {
+  const context = await browser.newContext({ viewport, locale: "en-US" });
+  // Any Content-Security-Policy violation fails the run: the console must need nothing inline.
+  await context.addInitScript(() => {
+    document.addEventListener("securitypolicyviolation", (event) => {
+      console.error(`CSP violation: ${event.violatedDirective} ${event.blockedURI}`);
+    });
+  });
+  const page = await context.newPage();
+  page.on("console", (message) => {
+    if (message.type() === "error" && /CSP violation|Content Security Policy/.test(message.text())) {
+      violations.push(message.text());
+    }
+  });
+  page.on("pageerror", (error) => pageErrors.push(String(error)));
+  return page;
+}
+
+async function shot(page, name) {
+  await page.screenshot({ path: join(ARTEFACTS, `${name}.png`), fullPage: true });
+}
+
+async function signIn(page, credential) {
+  await page.goto(`${BASE}/`);
+  await page.waitForURL(/\/signin/);
+  await page.getByLabel("API key or token").fill(credential);
+  await page.getByRole("button", { name: "Sign in" }).click();
+  await page.waitForURL(/\/documents/);
+  await page.getByRole("heading", { name: "Documents", level: 1 }).waitFor();
+}
+
+async function drop(page, files) {
+  const dataTransfer = await page.evaluateHandle((list) => {
+    const transfer = new DataTransfer();
+    for (const file of list) transfer.items.add(new File([file.text], file.name, { type: file.type }));
+    return transfer;
+  }, files);
+  await page.dispatchEvent("[data-testid=dropzone]", "drop", { dataTransfer });
+}
+
+function uploadRow(page, filename) {
+  return page.locator(`[data-testid=uploads] li[data-filename="${filename}"]`);
+}
+
+before(async () => {
+  browser = await chromium.launch({
+    executablePath: CHROMIUM,
+    headless: true,
+    args: ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-dev-shm-usage"],
+  });
+});
+
+after(async () => {
+  await browser?.close();
+});
+
+describe("the console", { concurrency: false }, () => {
+  let admin; // one tab signed in as the tenant's admin, used by the steps in order
+
+  test("an expired token brings you back to sign-in with the reason", { timeout: 60_000 }, async () => {
+    const page = await newPage();
+    await page.goto(`${BASE}/signin`);
+    await shot(page, "01-signin");
+    await page.getByLabel("API key or token").fill("not-a-token");
+    await page.getByRole("button", { name: "Sign in" }).click();
+    await page.getByRole("alert").waitFor();
+    assert.match(await page.getByRole("alert").innerText(), /token/i);
+    await shot(page, "01-signin-refused");
+
+    await page.getByLabel("API key or token").fill(SHORT);
+    await page.getByRole("button", { name: "Sign in" }).click();
+    // The short token expires within seconds: the console signs out by itself and says why.
+    await page.getByTestId("signin-reason").waitFor({ timeout: 45_000 });
+    assert.equal(await page.getByTestId("signin-reason").innerText(), "Your token has expired. Sign in again.");
+    await shot(page, "01-signin-expired");
+    await page.context().close();
+  });
+
+  test("sign in with a token", { timeout: 60_000 }, async () => {
+    admin = await newPage();
+    await signIn(admin, ADMIN);
+    assert.match(await admin.getByTestId("who").innerText(), /admin/);
+    const stored = await admin.evaluate(() => [sessionStorage.getItem("kubemate.session"), localStorage.getItem("kubemate.session")]);
+    assert.ok(stored[0]?.includes("credential"), "the token is kept for the tab");
+    assert.equal(stored[1], null, "and nowhere that outlives it");
+  });
+
+  test("upload two files and watch both reach COMPLETED", { timeout: STEP_MS }, async () => {
+    await drop(admin, [
+      { name: "acme-2025.md", text: ACME, type: "text/markdown" },
+      { name: "globex-notes.txt", text: GLOBEX, type: "text/plain" },
+    ]);
+    const rows = [uploadRow(admin, "acme-2025.md"), uploadRow(admin, "globex-notes.txt")];
+    // Some stage is named on the way (the stream may be quick: at least queued or later).
+    await rows[0].locator("[data-testid=task-status]").waitFor();
+    await shot(admin, "02-documents-uploading");
+    for (const row of rows) {
+      await row.locator("[data-testid=task-status][data-state=COMPLETED]").waitFor({ timeout: STEP_MS });
+      await row.getByText(/^\d+ chunks?$/).waitFor(); // read from the document once it completed
+    }
+    await admin.locator("[data-testid=documents-table] tr[data-filename='acme-2025.md']").waitFor();
+    await shot(admin, "02-documents-completed");
+  });
+
+  test("upload an unsupported type and see the reason", { timeout: 60_000 }, async () => {
+    await admin.locator("[data-testid=file-input]").setInputFiles({
+      name: "setup.exe",
+      mimeType: "application/octet-stream",
+      buffer: Buffer.from([0x4d, 0x5a, 0x90, 0x00, 0x03, 0x00, 0x00, 0x00, 0x04, 0x00, 0xff, 0xff]),
+    });
+    const row = uploadRow(admin, "setup.exe");
+    await row.locator("[data-testid=refusal-reason]").waitFor();
+    assert.match(await row.innerText(), /Refused/);
+    assert.match(await row.locator("[data-testid=refusal-reason]").innerText(), /neither PDF nor UTF-8 text|unsupported/i);
+    await shot(admin, "03-documents-refused");
+  });
+
+  test("the documents page's time to interactive", { timeout: 120_000 }, async () => {
+    const session = await admin.evaluate(() => sessionStorage.getItem("kubemate.session"));
+    const samples = [];
+    // Cold: a new browser context (empty cache), the session handed over as a tab would have it.
+    for (let run = 0; run < 3; run++) {
+      const context = await browser.newContext({ viewport: LAPTOP });
+      await context.addInitScript((value) => sessionStorage.setItem("kubemate.session", value), session);
+      const page = await context.newPage();
+      await page.goto(`${BASE}/documents`);
+      samples.push({ cache: "cold", ...(await readyTiming(page)) });
+      // Warm: the same tab reloaded (hashed assets from the cache, index.html revalidated).
+      for (let reload = 0; reload < 2; reload++) {
+        await page.reload();
+        samples.push({ cache: "warm", ...(await readyTiming(page)) });
+      }
+      await context.close();
+    }
+    const median = (cache) => {
+      const values = samples.filter((s) => s.cache === cache).map((s) => s.readyMs).sort((a, b) => a - b);
+      return values[Math.floor(values.length / 2)];
+    };
+    const report = { url: `${BASE}/documents`, cold_median_ms: median("cold"), warm_median_ms: median("warm"), samples };
+    writeFileSync(join(ARTEFACTS, "timing.json"), JSON.stringify(report, null, 2));
+    console.log(`documents page time to interactive: cold median ${report.cold_median_ms} ms, warm median ${report.warm_median_ms} ms`);
+    assert.ok(report.cold_median_ms < 10_000, "the documents page is usable within 10 s");
+  });
+
+  test("ask a question and open its citation", { timeout: STEP_MS }, async () => {
+    await admin.getByRole("link", { name: "Chat" }).click();
+    await admin.getByRole("heading", { name: "Chat", level: 1 }).waitFor();
+    await shot(admin, "04-chat-empty");
+    await admin.getByLabel("Question").fill("What was the net interest margin of Acme Bank in 2025?");
+    await admin.getByRole("button", { name: "Ask" }).click();
+    const citation = admin.getByTestId("citation").first();
+    await citation.waitFor({ timeout: STEP_MS });
+    await admin.locator(".turn[data-phase=done]").waitFor();
+    assert.match(await citation.innerText(), /acme-2025\.md/);
+    await shot(admin, "04-chat-answer");
+    await citation.click();
+    const dialog = admin.getByTestId("citation-dialog");
+    await dialog.getByTestId("citation-text").waitFor();
+    assert.match(await dialog.getByTestId("citation-text").innerText(), /net interest margin/i);
+    await shot(admin, "04-chat-citation");
+    await dialog.getByTestId("citation-open-document").click();
+    await admin.waitForURL(/\/documents\/[0-9a-f]+\?chunk=/);
+    const focused = admin.locator(".chunk.focused");
+    await focused.waitFor({ timeout: 60_000 });
+    assert.match(await focused.innerText(), /net interest margin/i);
+    await shot(admin, "05-document");
+  });
+
+  test("pull a model from the stand-in runtime and watch the bar", { timeout: STEP_MS }, async () => {
+    await admin.getByRole("link", { name: "Models" }).click();
+    await admin.getByRole("heading", { name: "Models", level: 1 }).waitFor();
+    await admin.locator(`[data-testid=pull-runtime] option[value="${PULL_RUNTIME}"]`).waitFor({ state: "attached" });
+    await shot(admin, "06-models");
+    await admin.getByTestId("pull-model").fill(PULL_MODEL);
+    await admin.getByTestId("pull-runtime").selectOption(PULL_RUNTIME);
+    const started = admin.waitForResponse((r) => r.url().endsWith("/v1/models/pull") && r.request().method() === "POST");
+    await admin.getByRole("button", { name: "Pull", exact: true }).click();
+    const response = await started;
+    assert.equal(response.status(), 202, await response.text());
+    const { task_id: taskId } = await response.json();
+    const row = admin.locator(`[data-testid=pulls] li[data-task="${taskId}"]`);
+    await row.waitFor();
+    const seen = new Set();
+    const deadline = Date.now() + STEP_MS - 10_000;
+    let shotTaken = false;
+    while (Date.now() < deadline) {
+      const state = await row.getAttribute("data-state");
+      const value = await row.locator("progress").getAttribute("value");
+      if (value !== null) seen.add(Number(value));
+      if (!shotTaken && value !== null && Number(value) > 0 && Number(value) < 100) {
+        await shot(admin, "06-models-pulling");
+        shotTaken = true;
+      }
+      if (state === "COMPLETED" || state === "FAILED") break;
+      await admin.waitForTimeout(100);
+    }
+    assert.equal(await row.getAttribute("data-state"), "COMPLETED", await row.innerText());
+    const between = [...seen].filter((v) => v > 0 && v < 100);
+    assert.ok(between.length > 0, `the bar moved through values between 0 and 100: saw ${[...seen]}`);
+    assert.match(await row.innerText(), /100 %/);
+    await admin.locator(`[data-testid=models-table] tr[data-model^="${PULL_MODEL}"]`).waitFor();
+    await shot(admin, "06-models-pulled");
+  });
+
+  test("usage and health pages", { timeout: 90_000 }, async () => {
+    await admin.getByRole("link", { name: "Usage" }).click();
+    await admin.getByTestId("usage-table").waitFor();
+    assert.match(await admin.getByTestId("usage-table").innerText(), /documents|answers|embeddings/);
+    await shot(admin, "07-usage");
+    await admin.getByRole("link", { name: "Health" }).click();
+    const stats = admin.getByTestId("health-stats");
+    await stats.getByText("ready", { exact: true }).waitFor();
+    // The rate needs two scrapes of /metrics, 5 s apart.
+    await admin.waitForFunction(() => !document.querySelector("[data-testid=health-stats]")?.textContent?.includes("…"), null, { timeout: 30_000 });
+    await shot(admin, "08-health");
+  });
+
+  test("switch the language", { timeout: 60_000 }, async () => {
+    await admin.getByTestId("locale").selectOption("zh");
+    await admin.getByRole("heading", { name: "健康状况", level: 1 }).waitFor();
+    await shot(admin, "09-health-zh");
+    await admin.getByRole("link", { name: "文档" }).click();
+    await admin.getByRole("heading", { name: "文档", level: 1 }).waitFor();
+    assert.match(await admin.locator("[data-testid=documents-table]").innerText(), /已完成/);
+    await shot(admin, "09-documents-zh");
+    await admin.getByRole("link", { name: "问答" }).click();
+    await admin.getByRole("heading", { name: "问答", level: 1 }).waitFor();
+    await shot(admin, "09-chat-zh");
+    await admin.getByRole("link", { name: "模型" }).click();
+    await admin.getByRole("heading", { name: "模型", level: 1 }).waitFor();
+    await shot(admin, "09-models-zh");
+    // The choice outlives the page (it is not a secret: localStorage).
+    await admin.reload();
+    await admin.getByRole("heading", { name: "模型", level: 1 }).waitFor();
+    await admin.getByTestId("locale").selectOption("en");
+    await admin.getByRole("heading", { name: "Models", level: 1 }).waitFor();
+  });
+
+  test("on a phone", { timeout: 90_000 }, async () => {
+    const session = await admin.evaluate(() => sessionStorage.getItem("kubemate.session"));
+    const context = await browser.newContext({ viewport: PHONE, isMobile: true, hasTouch: true });
+    await context.addInitScript((value) => sessionStorage.setItem("kubemate.session", value), session);
+    const page = await context.newPage();
+    for (const [path, heading] of [["/documents", "Documents"], ["/chat", "Chat"], ["/models", "Models"], ["/health", "Health"]]) {
+      await page.goto(`${BASE}${path}`);
+      await page.getByRole("heading", { name: heading, level: 1 }).waitFor();
+      // Against the phone's width, not innerWidth: a mobile browser zooms out to fit what overflows.
+      const overflow = (await page.evaluate(() => document.documentElement.scrollWidth)) - PHONE.width;
+      assert.ok(overflow <= 1, `${path} fits the phone's width (overflow ${overflow}px)`);
+      await shot(page, `10-phone${path.replace("/", "-")}`);
+    }
+    await context.close();
+  });
+
+  test("a viewer sees only what a viewer may do", { timeout: 60_000 }, async () => {
+    const page = await newPage();
+    await signIn(page, VIEWER);
+    assert.match(await page.getByTestId("who").innerText(), /viewer/);
+    await page.locator("[data-testid=documents-table]").waitFor();
+    assert.equal(await page.getByTestId("dropzone").count(), 0);
+    assert.equal(await page.getByRole("button", { name: /^Delete/ }).count(), 0);
+    assert.equal(await page.getByRole("link", { name: "Usage" }).count(), 0);
+    await page.getByRole("link", { name: "Models" }).click();
+    await page.getByTestId("models-table").waitFor();
+    assert.equal(await page.getByTestId("pull-model").count(), 0);
+    await shot(page, "11-viewer-models");
+    await page.context().close();
+  });
+
+  test("keyboard: the skip link, the navigation and the upload are reachable without a mouse", { timeout: 60_000 }, async () => {
+    const session = await admin.evaluate(() => sessionStorage.getItem("kubemate.session"));
+    const page = await newPage();
+    await page.context().addInitScript((value) => sessionStorage.setItem("kubemate.session", value), session);
+    await page.goto(`${BASE}/documents`);
+    await page.getByRole("heading", { name: "Documents", level: 1 }).waitFor();
+    const focused = () => page.evaluate(() => document.activeElement?.textContent?.trim() || document.activeElement?.getAttribute("aria-label") || "");
+    await page.keyboard.press("Tab");
+    assert.equal(await focused(), "Skip to content");
+    const reached = [];
+    for (let i = 0; i < 25; i++) {
+      await page.keyboard.press("Tab");
+      reached.push(await focused());
+    }
+    for (const name of ["Chat", "Models", "Sign out", "Choose files…"]) {
+      assert.ok(reached.includes(name), `${name} is in the tab order: ${reached.join(" | ")}`);
+    }
+    // Enter on a link of the navigation goes there.
+    await page.getByRole("link", { name: "Chat" }).focus();
+    await page.keyboard.press("Enter");
+    await page.getByRole("heading", { name: "Chat", level: 1 }).waitFor();
+    await page.keyboard.type("What does Globex research?");
+    assert.equal(await page.getByLabel("Question").inputValue(), "", "typing without focus writes nowhere");
+    await page.getByLabel("Question").focus();
+    await page.keyboard.type("What does Globex research?");
+    assert.equal(await page.getByLabel("Question").inputValue(), "What does Globex research?");
+    await page.context().close();
+  });
+
+  test("a revoked API key brings you back to sign-in with the server's reason", { timeout: 60_000 }, async () => {
+    const auth = { Authorization: `Bearer ${ADMIN}` };
+    const created = await admin.request.post(`${BASE}/v1/api-keys`, { headers: auth, data: { name: "console-e2e", roles: ["editor"] } });
+    assert.equal(created.status(), 201, await created.text());
+    const key = await created.json();
+    const page = await newPage();
+    await signIn(page, key.key);
+    assert.match(await page.getByTestId("who").innerText(), /API key · editor/);
+    const revoked = await admin.request.delete(`${BASE}/v1/api-keys/${key.id}`, { headers: auth });
+    assert.equal(revoked.status(), 204);
+    await page.getByRole("link", { name: "Chat" }).click();
+    await page.getByRole("link", { name: "Documents" }).click();
+    await page.getByTestId("signin-reason").waitFor();
+    assert.match(await page.getByTestId("signin-reason").innerText(), /The server refused your credential: .+/);
+    await shot(page, "12-signin-revoked");
+    await page.context().close();
+  });
+
+  test("nothing broke the Content-Security-Policy, and no page threw", () => {
+    assert.deepEqual(violations, []);
+    assert.deepEqual(pageErrors, []);
+  });
+});
+
+async function readyTiming(page) {
+  await page.waitForFunction(() => performance.getEntriesByName("kubemate:documents-ready").length > 0, null, { timeout: 30_000 });
+  return page.evaluate(() => {
+    const nav = performance.getEntriesByType("navigation")[0];
+    return {
+      readyMs: Math.round(performance.getEntriesByName("kubemate:documents-ready")[0].startTime),
+      domContentLoadedMs: Math.round(nav.domContentLoadedEventEnd),
+      loadMs: Math.round(nav.loadEventEnd),
+      transferredBytes: performance.getEntriesByType("resource").reduce((sum, r) => sum + r.transferSize, nav.transferSize),
+    };
+  });
+}

@@ -1,0 +1,222 @@
+// The bodies of the /v1 API as the console reads them (tests/snapshots/openapi has the schemas).
+
+export type Role = "viewer" | "editor" | "admin";
+
+export interface Problem {
+  type?: string;
+  title?: string;
+  status?: number;
+  detail?: string;
+  [extra: string]: unknown;
+}
+
+export interface Progress {
+  done: number;
+  total: number;
+}
+
+export interface Task {
+  task_id: string;
+  document_id: string;
+  state: string;
+  stage: string | null;
+  progress: Progress;
+  error: string | null;
+  attempts: number;
+}
+
+export interface DocumentInfo {
+  document_id: string;
+  collection: string;
+  filename: string;
+  content_type: string;
+  size_bytes: number;
+  sha256: string;
+  status: string;
+  chunk_count: number;
+}
+
+export interface BatchItem {
+  filename: string;
+  status: number;
+  document_id?: string | null;
+  task_id?: string | null;
+  state?: string | null;
+  duplicate?: boolean | null;
+  problem?: Problem | null;
+}
+
+export interface BatchAccepted {
+  accepted: number;
+  refused: number;
+  results: BatchItem[];
+}
+
+export interface DeadLetter {
+  entry_id: string;
+  document_id: string;
+  task_id: string;
+  collection: string;
+  reason: string;
+  stage: string;
+  attempts: number;
+  failed_at: string | null;
+}
+
+export interface DeadLetterPage {
+  items: DeadLetter[];
+  next_cursor: string | null;
+}
+
+export interface RetryAccepted {
+  document_id: string;
+  task_id: string;
+  state: string;
+  entry_id: string;
+}
+
+export interface Hit {
+  document_id: string;
+  chunk_id: string;
+  source: string;
+  title: string;
+  page: number;
+  position: number;
+  score: number;
+  text: string;
+}
+
+export interface QueryResult {
+  hits: Hit[];
+  no_documents: boolean;
+  search_mode: string;
+  reranked: boolean;
+}
+
+export interface Citation {
+  index: number;
+  document_id: string;
+  chunk_id: string;
+  source: string;
+  title: string;
+  page: number;
+  score: number;
+  snippet: string;
+  cited: boolean;
+}
+
+export interface ChatAnswer {
+  answer: string;
+  citations: Citation[];
+  model: string;
+  conversation_id: string | null;
+  no_documents: boolean;
+  search_mode: string;
+  reranked: boolean;
+  cached: boolean;
+  warnings: string[];
+  timings: Record<string, number>;
+  // Fields a later API may add (answer modes, an explicit "cannot answer"): read when present.
+  [extra: string]: unknown;
+}
+
+export interface Conversation {
+  conversation_id: string;
+  summary: string;
+  turns: { question: string; answer: string }[];
+}
+
+export interface ModelEntry {
+  id: string;
+  name: string;
+  runtime: string;
+  owned_by: string;
+  size?: number | null;
+  family?: string | null;
+  quantization?: string | null;
+  parameter_size?: string | null;
+  format?: string | null;
+  role?: string | null;
+  collection?: string;
+  chat_model?: string;
+  embedding_model?: string | null;
+}
+
+export interface ModelList {
+  data: ModelEntry[];
+  unavailable: Record<string, string>;
+}
+
+export interface Runtime {
+  id: string;
+  kind: string;
+  base_url: string | null;
+  available: boolean;
+  error: string | null;
+  models: string[];
+}
+
+export interface RunningModel {
+  name: string;
+  runtime: string;
+  size: number;
+  size_vram: number;
+  expires_at: string | null;
+  loaded_at: string | null;
+}
+
+export interface Pull {
+  task_id: string;
+  model: string;
+  runtime: string;
+  state: string;
+  status: string;
+  completed: number;
+  total: number;
+  error: string | null;
+  created_at: string;
+  events: string;
+}
+
+export interface RegistryEntry {
+  name: string;
+  format: string;
+  size: number;
+  sha256: string;
+}
+
+export interface Reindex {
+  reindex_id: string;
+  collection: string;
+  state: string;
+  embedder: { provider: string; model: string; base_url: string | null };
+  progress: Progress;
+  error: string | null;
+  created_at: string;
+  finished_at: string | null;
+}
+
+export interface UsageSums {
+  requests: number;
+  prompt_tokens: number;
+  completion_tokens: number;
+  total_tokens: number;
+  bytes: number;
+  chunks: number;
+  latency_ms_avg: number;
+}
+
+export interface UsageGroup extends UsageSums {
+  kind?: string;
+  model?: string;
+}
+
+export interface UsageReport {
+  tenant: string;
+  from: string | null;
+  to: string | null;
+  totals: UsageSums;
+  groups: UsageGroup[];
+}
+
+export const TERMINAL_STATES = new Set(["COMPLETED", "FAILED"]);

@@ -1,0 +1,124 @@
+import { flushPromises, mount } from "@vue/test-utils";
+import { afterEach, beforeEach, describe, expect, it, vi } from "vitest";
+import { createMemoryHistory, createRouter } from "vue-router";
+import ChatPage from "../src/pages/ChatPage.vue";
+import { endSession, signIn } from "../src/session";
+import { chatAnswer, fakeJwt, json, problem, sse, standIn, testI18n, type StandIn } from "./standin";
+
+const citation = {
+  index: 1,
+  document_id: "d1",
+  chunk_id: "c9",
+  source: "acme-2025.txt",
+  title: "Acme annual report",
+  page: 3,
+  score: 0.82,
+  snippet: "The net interest margin of Acme Bank was 3.2 percent in 2025.",
+  cited: true,
+};
+
+function done(extra: Record<string, unknown> = {}) {
+  return chatAnswer({ answer: "It was 3.2 percent [1].", citations: [citation], conversation_id: "conv-1", ...extra });
+}
+
+let server: StandIn;
+
+function mountChat() {
+  const router = createRouter({ history: createMemoryHistory(), routes: [{ path: "/:any(.*)*", component: { template: "<div />" } }] });
+  return mount(ChatPage, { global: { plugins: [testI18n(), router] }, attachTo: document.body });
+}
+
+async function ask(wrapper: ReturnType<typeof mountChat>, question: string): Promise<void> {
+  await wrapper.get("textarea").setValue(question);
+  await wrapper.get("form.ask").trigger("submit");
+  await flushPromises();
+}
+
+beforeEach(async () => {
+  server = standIn();
+  server.on("GET", "/v1/documents", () => json([]));
+  server.on("GET", "/v1/models", () => json({ data: [], unavailable: {} }));
+  await signIn(fakeJwt({ tenant_id: "acme", sub: "alice", roles: ["viewer"] }));
+  sessionStorage.removeItem("kubemate.conversations:acme:alice");
+  // happy-dom has no modal dialogs: opening one just marks it open.
+  HTMLDialogElement.prototype.showModal ??= function (this: HTMLDialogElement) {
+    this.setAttribute("open", "");
+  };
+});
+
+afterEach(() => {
+  endSession({ kind: "signed-out" });
+  document.body.innerHTML = "";
+  vi.unstubAllGlobals();
+});
+
+describe("chat", () => {
+  it("streams the answer, lists its citations and opens one", async () => {
+    server.on("POST", "/v1/chat", () =>
+      sse([
+        { event: "token", data: { text: "It was " } },
+        { event: "token", data: { text: "3.2 percent [1]." } },
+        { event: "done", data: done() },
+      ]),
+    );
+    const wrapper = mountChat();
+    await ask(wrapper, "What was the margin?");
+    await vi.waitFor(() => expect(wrapper.find("[data-testid=citation]").exists()).toBe(true));
+    const request = server.calls.find((c) => c.path === "/v1/chat")?.body as Record<string, unknown>;
+    expect(request).toMatchObject({ question: "What was the margin?", stream: true, collection: "default" });
+    expect(request.hybrid).toBeUndefined();
+    expect(request.answer_mode).toBeUndefined();
+    expect(wrapper.get(".answer-text").text()).toBe("It was 3.2 percent [1].");
+    expect(wrapper.get("[data-testid=citation]").text()).toBe("[1] acme-2025.txt · page 3");
+    expect(wrapper.find("[data-testid=cannot-answer]").exists()).toBe(false);
+    // No answer-mode switch: this API's answers name no mode.
+    expect(wrapper.find("[data-testid=switch-answer-mode]").exists()).toBe(false);
+
+    await wrapper.get("button.cite").trigger("click");
+    await flushPromises();
+    expect(wrapper.get("[data-testid=citation-text]").text()).toBe(citation.snippet);
+    expect(wrapper.get("[data-testid=citation-open-document]").attributes("href")).toBe("/documents/d1?chunk=c9");
+
+    // The conversation is remembered for this tab and continued by the next question.
+    expect(wrapper.text()).toContain("What was the margin?");
+    server.on("POST", "/v1/chat", () => sse([{ event: "done", data: done({ answer: "Twelve [1]." }) }]));
+    await wrapper.get("[data-testid=switch-hybrid]").setValue("off");
+    await ask(wrapper, "And the branches?");
+    const second = server.calls.filter((c) => c.path === "/v1/chat")[1].body as Record<string, unknown>;
+    expect(second).toMatchObject({ conversation_id: "conv-1", hybrid: false });
+    wrapper.unmount();
+  });
+
+  it("shows 'cannot answer' as such, not as an error", async () => {
+    server.on("POST", "/v1/chat", () =>
+      sse([{ event: "done", data: done({ answer: "The documents do not say.", citations: [], conversation_id: null }) }]),
+    );
+    const wrapper = mountChat();
+    await ask(wrapper, "Who won the 1998 World Cup?");
+    await vi.waitFor(() => expect(wrapper.find("[data-testid=cannot-answer]").exists()).toBe(true));
+    expect(wrapper.get("[data-testid=cannot-answer]").text()).toBe("Cannot answer from your documents");
+    expect(wrapper.find("[role=alert]").exists()).toBe(false);
+    wrapper.unmount();
+  });
+
+  it("offers the answer mode once the API says it has one", async () => {
+    server.on("POST", "/v1/chat", () => sse([{ event: "done", data: done({ answer_mode: "extractive" }) }]));
+    const wrapper = mountChat();
+    await ask(wrapper, "q1");
+    await vi.waitFor(() => expect(wrapper.find("[data-testid=switch-answer-mode]").exists()).toBe(true));
+    await wrapper.get("[data-testid=switch-answer-mode]").setValue("generative");
+    await ask(wrapper, "q2");
+    const second = server.calls.filter((c) => c.path === "/v1/chat")[1].body as Record<string, unknown>;
+    expect(second.answer_mode).toBe("generative");
+    wrapper.unmount();
+  });
+
+  it("says when to retry when the tenant's answers are all busy", async () => {
+    server.on("POST", "/v1/chat", () => problem(429, "this tenant already has 4 answers in progress", { "Retry-After": "1" }));
+    const wrapper = mountChat();
+    await ask(wrapper, "q");
+    await vi.waitFor(() => expect(wrapper.find("[role=alert]").exists()).toBe(true));
+    expect(wrapper.get("[role=alert]").text()).toContain("Try again in 1 s.");
+    wrapper.unmount();
+  });
+});
