@@ -136,7 +136,7 @@ def run_round(args: argparse.Namespace) -> dict[str, Any]:
 
             def one_document() -> None:
                 (entry,) = ctx.queue.read_new(CONSUMER, 1, 1000)
-                ctx.inflight.add(entry.entry_id, entry.job)
+                ctx.inflight.add(entry.entry_id, entry.message)
                 outcome = process_entry(ctx, entry.entry_id)
                 if outcome != "done":
                     raise RuntimeError(f"entry {entry.entry_id} ended {outcome}")
