@@ -136,7 +136,7 @@ def run_round(args: argparse.Namespace) -> dict[str, Any]:
 
             def one_document() -> None:
                 (entry,) = ctx.queue.read_new(CONSUMER, 1, 1000)
-                ctx.inflight.add(entry.entry_id, entry.job)
+                ctx.inflight.add(entry.entry_id, entry.message)
                 outcome = process_entry(ctx, entry.entry_id)
                 if outcome != "done":
                     raise RuntimeError(f"entry {entry.entry_id} ended {outcome}")
@@ -184,14 +184,15 @@ def run_round(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def child(tree: Path, args: argparse.Namespace, milvus_uri: str, milvus_pid: int) -> dict:
-    """One round in a fresh process, importing the worker and libs of ``tree``."""
+    """One round in a fresh process, importing the worker and libs of ``tree`` and running
+    ``tree``'s own copy of this script, whose calls into the worker match that tree's."""
     with tempfile.NamedTemporaryFile(suffix=".json") as result:
         env = dict(os.environ)
         paths = [str(tree / "libs"), str(tree / "services" / "worker")]
         env["PYTHONPATH"] = os.pathsep.join([*paths, env.get("PYTHONPATH", "")])
         argv = [
             sys.executable,
-            str(Path(__file__).resolve()),
+            str(tree / "loadtest" / Path(__file__).name),
             "--child",
             result.name,
             "--milvus-uri",

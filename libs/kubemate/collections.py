@@ -7,8 +7,9 @@ Milvus adapter adds the deployment's ``collection_prefix`` in front.)
 Which vector collection serves a tenant is a pointer in the metadata database
 (:func:`active_vector_collection`): absent, the settings' embedder; moved only when a re-index
 of the tenant's documents into a new vector collection is complete (``POST /v1/reindex``, or the
-model manager's ``embedder_changed`` events, both run by the worker's re-indexer). Everything
-that writes, searches or deletes a tenant's chunks must resolve the collection through it.
+model manager's ``embedder_changed`` events, both opened by :func:`open_reindex` and run by the
+worker's re-indexer). Everything that writes, searches or deletes a tenant's chunks must resolve
+the collection through it.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import hashlib
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
+from enum import StrEnum
 from typing import TYPE_CHECKING
 
 from pydantic import BaseModel, Field
@@ -27,6 +29,7 @@ from kubemate.vectorstore.index import IndexSpec, resolve_index
 
 if TYPE_CHECKING:
     from kubemate.metadata.pointers import ActivePointerView
+    from kubemate.metadata.reindexes import ReindexView
     from kubemate.metadata.store import MetadataStore
 
 _SAFE = re.compile(r"[^A-Za-z0-9_]")
@@ -46,14 +49,21 @@ def index_of(config: CollectionConfig) -> IndexSpec:
 
 
 def ensure_vector_collection(
-    vectors: VectorStore, settings: KubemateSettings, collection_name: str, dimension: int
+    vectors: VectorStore,
+    settings: KubemateSettings,
+    collection_name: str,
+    dimension: int,
+    *,
+    name: str | None = None,
 ) -> str:
     """Make sure the vector collection of the knowledge collection ``collection_name`` exists,
     indexed by its template and analysed for its language; returns its name for the store.
+    ``name``: that vector collection when it is not the settings' embedder's (a tenant's that a
+    re-index moved, :class:`ActiveCollection`).
 
     Raises UnknownCollection for a collection the settings do not configure."""
     config = settings.collection(collection_name)
-    name = vector_collection(collection_name, config.embedder)
+    name = name or vector_collection(collection_name, config.embedder)
     vectors.ensure_collection(name, dimension, language=config.language, index=index_of(config))
     return name
 
@@ -146,32 +156,73 @@ def active_vector_collection(
     return pointer_collection(settings, pointer)
 
 
-def settings_with_embedders(
-    settings: KubemateSettings, embedders: dict[str, EmbedderConfig]
-) -> KubemateSettings:
-    """A copy of ``settings`` whose collections in ``embedders`` use those embedders, so code
-    that resolves a collection through the settings (``vector_collection``,
-    ``ensure_vector_collection``) lands on the tenant's active vector collection."""
-    changed = {
-        name: embedder
-        for name, embedder in embedders.items()
-        if name in settings.collections and settings.collections[name].embedder != embedder
-    }
-    if not changed:
-        return settings
-    collections = {
-        name: config.model_copy(update={"embedder": changed[name]}) if name in changed else config
-        for name, config in settings.collections.items()
-    }
-    return settings.model_copy(update={"collections": collections})
-
-
-def active_embedders(
+def tenant_collections(
     settings: KubemateSettings, pointers: Iterable[ActivePointerView]
-) -> dict[str, EmbedderConfig]:
-    """Collection -> embedder for the pointers of one tenant (of configured collections)."""
-    return {
-        p.collection: pointer_collection(settings, p).embedder
-        for p in pointers
-        if p.collection in settings.collections
-    }
+) -> dict[str, ActiveCollection]:
+    """Every configured collection -> what serves it for the tenant whose ``pointers`` these
+    are (pointers of collections no longer configured are left out)."""
+    collections = {name: configured_collection(settings, name) for name in settings.collections}
+    for pointer in pointers:
+        if pointer.collection in collections:
+            collections[pointer.collection] = pointer_collection(settings, pointer)
+    return collections
+
+
+# ---- opening a re-index -----------------------------------------------------------------------
+
+
+class Opening(StrEnum):
+    CREATED = "created"  # a new PENDING re-index
+    REPEATED = "repeated"  # the same re-index is unfinished already: asked twice
+    BLOCKED = "blocked"  # another re-index of the collection is unfinished
+    SERVING = "serving"  # the embedder serves the collection already: nothing to do
+
+
+@dataclass(frozen=True, slots=True)
+class ReindexOpening:
+    outcome: Opening
+    target: EmbedderConfig  # the embedder asked for, as it will be used
+    vector_collection: str  # its vector collection
+    view: ReindexView | None  # created, repeated or in the way; None when SERVING
+
+
+def open_reindex(
+    store: MetadataStore,
+    settings: KubemateSettings,
+    tenant_id: str,
+    collection: str,
+    *,
+    provider: str,
+    model: str,
+    base_url: str | None,
+    requested_by: str,
+    source: str,
+) -> ReindexOpening:
+    """Record a PENDING re-index of ``tenant_id``'s ``collection`` onto ``provider:model``,
+    unless that embedder serves it already or another re-index of it is unfinished (one at a
+    time per collection). ``base_url`` is stored as given: None means the runtime the settings
+    name, resolved at each use (:func:`embedder_variant`), so a re-indexed tenant follows an
+    operator who moves it. Blocking. Raises UnknownCollection and BackendUnavailable."""
+    target = embedder_variant(settings.collection(collection).embedder, provider, model, base_url)
+    active = active_vector_collection(store, settings, tenant_id, collection)
+    new_name = vector_collection(collection, target)
+    if new_name == active.name:
+        return ReindexOpening(Opening.SERVING, target, new_name, None)
+    view, created = store.reindexes.create(
+        tenant_id,
+        collection=collection,
+        old_vector_collection=active.name,
+        new_vector_collection=new_name,
+        provider=target.provider,
+        model=target.model,
+        base_url=base_url or None,
+        requested_by=requested_by,
+        source=source,
+    )
+    if created:
+        outcome = Opening.CREATED
+    elif view.new_vector_collection == new_name:
+        outcome = Opening.REPEATED
+    else:
+        outcome = Opening.BLOCKED
+    return ReindexOpening(outcome, target, new_name, view)

@@ -48,10 +48,10 @@ try:
     while entries := ctx.queue.read_new("hostile", 10, 100):
         for entry in entries:
             started = time.monotonic()
-            ctx.inflight.add(entry.entry_id, entry.job)
+            ctx.inflight.add(entry.entry_id, entry.message)
             outcome = str(process_entry(ctx, entry.entry_id))
             runs.append({
-                "document_id": entry.job.document_id,
+                "document_id": entry.message.document_id,
                 "outcome": outcome,
                 "seconds": round(time.monotonic() - started, 2),
                 # the peak so far: it only grows, so a jump belongs to this document

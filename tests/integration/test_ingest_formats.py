@@ -14,7 +14,7 @@ from kubemate.auth import Role
 from kubemate.errors import DocumentProcessingError
 from kubemate.metadata.store import MetadataStore
 from kubemate.objectstore import build_object_store
-from kubemate.queue import IngestJob
+from kubemate.queue import INGEST_JOBS
 from kubemate.text.parse import extract_sections
 from kubemate.text.split import Chunk, build_splitter
 from kubemate_ingest.main import create_app
@@ -44,7 +44,7 @@ def ingest(client: TestClient, settings: IngestSettings, name: str, data: bytes,
     r = redis.Redis.from_url(MACHINE_REDIS, decode_responses=True)
     *_, (_, fields) = r.xrange(settings.redis.ingest_stream)
     r.close()
-    job = IngestJob.from_fields(fields)
+    job = INGEST_JOBS.decode(fields)
     store = MetadataStore.from_config(settings.database)
     document = store.documents.get(job.tenant_id, job.document_id)
     store.dispose()

@@ -122,7 +122,7 @@ class Stack:
             ctx.queue.ensure_group()
             while entries := ctx.queue.read_new("isolation", 50, 100):
                 for entry in entries:
-                    ctx.inflight.add(entry.entry_id, entry.job)
+                    ctx.inflight.add(entry.entry_id, entry.message)
                     outcomes.append(str(process_entry(ctx, entry.entry_id)))
         finally:
             ctx.close()

@@ -27,7 +27,8 @@ from kubemate.errors import ServiceError
 from kubemate.inference import build_embedder
 from kubemate.metadata.models import TaskState
 from kubemate.metadata.reindexes import ReindexState
-from kubemate.queue import StreamEntry
+from kubemate.queue import IngestEntry
+from kubemate.queue.reindex import REINDEX_ENTRIES
 from kubemate.settings import EmbedderConfig
 from kubemate_ingest.main import create_app
 from kubemate_ingest.settings import IngestSettings
@@ -128,7 +129,7 @@ def upload(client: TestClient, data: bytes, name: str) -> dict[str, str]:
 
 def process_all(ctx: WorkerContext) -> None:
     for entry in ctx.queue.read_new("test-consumer", 50, 100):
-        ctx.inflight.add(entry.entry_id, entry.job)
+        ctx.inflight.add(entry.entry_id, entry.message)
         assert str(process_entry(ctx, entry.entry_id)) == "done"
 
 
@@ -196,7 +197,7 @@ def test_reindex_switches_only_when_complete_and_loses_nothing(
 
     fields = first_entry(ctx.queue.client, ctx.settings.reindex.stream)
     assert fields["type"] == "reindex_requested"
-    assert handle_entry(ctx, fields, during) == [ReindexState.COMPLETED]
+    assert handle_entry(ctx, REINDEX_ENTRIES.decode(fields), during) == [ReindexState.COMPLETED]
 
     done = ingest.get(f"/v1/reindex/{started['reindex_id']}").json()
     assert done["state"] == "COMPLETED", done
@@ -343,13 +344,13 @@ def test_embedding_tokens_are_metered_per_document_tenant(
     mine = upload(ingest, text("bank", 20), "bank.txt")
     theirs = upload(other, text("tea", 4), "tea.txt")
     # Both in flight together: the embed service batches their chunks into shared calls.
-    entries: list[StreamEntry] = ctx.queue.read_new("test-consumer", 10, 100)
+    entries: list[IngestEntry] = ctx.queue.read_new("test-consumer", 10, 100)
     assert len(entries) == 2
     import concurrent.futures
 
     with concurrent.futures.ThreadPoolExecutor(2) as pool:
         for entry in entries:
-            ctx.inflight.add(entry.entry_id, entry.job)
+            ctx.inflight.add(entry.entry_id, entry.message)
         outcomes = list(pool.map(lambda e: str(process_entry(ctx, e.entry_id)), entries))
     assert outcomes == ["done", "done"]
 

@@ -24,6 +24,7 @@ from kubemate.auth import Role
 from kubemate.collections import active_vector_collection, configured_collection
 from kubemate.inference import build_embedder
 from kubemate.metadata.reindexes import ReindexState
+from kubemate.queue.reindex import REINDEX_ENTRIES
 from kubemate.settings import EmbedderConfig
 from kubemate_retrieval.main import create_app as create_retrieval
 from kubemate_retrieval.settings import RetrievalSettings
@@ -148,7 +149,9 @@ def test_queries_follow_the_reindex_pointer_of_their_tenant(
         during.append(body)
 
     fields = first_entry(ctx.queue.client, ctx.settings.reindex.stream)
-    assert handle_entry(ctx, fields, while_running) == [ReindexState.COMPLETED]
+    assert handle_entry(ctx, REINDEX_ENTRIES.decode(fields), while_running) == [
+        ReindexState.COMPLETED
+    ]
     assert len(during) == len(DOCS)
     active = active_vector_collection(ctx.store, ctx.settings, "acme", "default")
     assert active.name == new != old
@@ -210,7 +213,9 @@ def test_chat_answers_from_the_active_collection(
             r = ingest.post("/v1/reindex", json={"embedder": MINILM})
             assert r.status_code == 202, r.text
             fields = first_entry(ctx.queue.client, ctx.settings.reindex.stream)
-            assert handle_entry(ctx, fields, lambda: None) == [ReindexState.COMPLETED]
+            assert handle_entry(ctx, REINDEX_ENTRIES.decode(fields), lambda: None) == [
+                ReindexState.COMPLETED
+            ]
 
             after = client.post("/v1/chat", json=ask, headers=headers)
             assert after.status_code == 200, after.text

@@ -135,7 +135,7 @@ def test_upload_trace_continues_into_the_worker(
     assert trace_id_of(fields["traceparent"]) == upload_trace
 
     (entry,) = ctx.queue.read_new("test-consumer", 10, 100)
-    ctx.inflight.add(entry.entry_id, entry.job)
+    ctx.inflight.add(entry.entry_id, entry.message)
     assert process_entry(ctx, entry.entry_id) == "done"
 
     (work,) = [s for s in finished(spans) if s.name == "ingest.process_document"]
@@ -164,7 +164,7 @@ def test_untraced_upload_is_processed_in_a_trace_of_its_own(
 
     start_tracing(ON, service="worker", exporter=spans)
     (entry,) = ctx.queue.read_new("test-consumer", 10, 100)
-    ctx.inflight.add(entry.entry_id, entry.job)
+    ctx.inflight.add(entry.entry_id, entry.message)
     assert process_entry(ctx, entry.entry_id) == "done"
     (work,) = [s for s in finished(spans) if s.name == "ingest.process_document"]
     assert work.parent is None

@@ -8,8 +8,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from kubemate.queue import IngestJob, IngestQueue
-from kubemate.queue.streams import Lease
+from kubemate.queue import IngestJob, IngestQueue, Lease
 from kubemate.settings import RedisConfig
 from kubemate_worker.versions import LEGACY, ChunkLedger, ChunkVersions, HeldEntry
 from tests.fixtures.services import MACHINE_REDIS

@@ -14,13 +14,14 @@ from fastapi.testclient import TestClient
 
 from kubemate.auth import Role
 from kubemate.cache_generation import current_generation
+from kubemate.collections import configured_collection
 from kubemate.metadata.models import TaskState
-from kubemate.queue import StreamEntry
+from kubemate.queue import IngestEntry
 from kubemate_ingest.main import create_app
 from kubemate_ingest.settings import IngestSettings
 from kubemate_worker.context import WorkerContext
 from kubemate_worker.inflight import Held
-from kubemate_worker.pipeline import index_document
+from kubemate_worker.pipeline import DocumentIndexer
 from kubemate_worker.processing import process_entry
 from kubemate_worker.progress import TaskReporter
 from kubemate_worker.settings import WorkerSettings
@@ -61,9 +62,9 @@ def ctx(backend_env: dict[str, object], milvus_lite_uri: str) -> Iterator[Worker
     client.close()
 
 
-def run_entry(ctx: WorkerContext, entry: StreamEntry) -> str:
+def run_entry(ctx: WorkerContext, entry: IngestEntry) -> str:
     """What the dispatcher and the Celery task do for an entry read by ``test-consumer``."""
-    ctx.inflight.add(entry.entry_id, entry.job)
+    ctx.inflight.add(entry.entry_id, entry.message)
     return str(process_entry(ctx, entry.entry_id))
 
 
@@ -85,7 +86,7 @@ def test_document_is_indexed_once_and_acknowledged(ingest: TestClient, ctx: Work
     assert task.state == TaskState.COMPLETED
     assert task.progress_done == task.progress_total > 1
     doc = ctx.store.documents.get("acme", accepted["document_id"])
-    collection = ctx.vector_collection("default")
+    collection = configured_collection(ctx.settings, "default").name
     assert ctx.vectors.count(collection, "acme", doc.id) == doc.chunk_count == task.progress_total
     assert ctx.queue.pending_count() == 0
 
@@ -96,16 +97,16 @@ def test_reprocessing_replaces_chunks_without_duplicates(
     accepted = upload(ingest, TEXT)
     (entry,) = ctx.queue.read_new("test-consumer", 10, 100)
     run_entry(ctx, entry)
-    collection = ctx.vector_collection("default")
+    collection = configured_collection(ctx.settings, "default").name
     first = ctx.vectors.count(collection, "acme", accepted["document_id"])
 
     # Indexing the document a second time (as a reclaimed entry would) writes the same chunk
     # ids. The entry is acknowledged, so only the lease check at the end notices.
-    ctx.queue.enqueue(entry.job)
+    ctx.queue.enqueue(entry.message)
     (again,) = ctx.queue.read_new("test-consumer", 10, 100)
-    held = Held(again.entry_id, again.job)
-    reporter = TaskReporter(ctx.store, again.job, interval_s=0)
-    assert index_document(ctx, again.job, held=held, reporter=reporter) == first
+    held = Held(again.entry_id, again.message)
+    reporter = TaskReporter(ctx.store, again.message, interval_s=0)
+    assert DocumentIndexer(ctx, ctx.scope("acme"), held, reporter).run() == first
     assert ctx.vectors.count(collection, "acme", accepted["document_id"]) == first
 
 

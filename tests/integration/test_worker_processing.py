@@ -21,12 +21,14 @@ import redis
 from fastapi.testclient import TestClient
 
 from kubemate.auth import Role
+from kubemate.collections import configured_collection
 from kubemate.metadata.models import TaskState
-from kubemate.queue import StreamEntry
+from kubemate.queue import IngestEntry
 from kubemate_ingest.main import create_app
 from kubemate_ingest.settings import IngestSettings
 from kubemate_worker import chunking, processing
 from kubemate_worker.context import WorkerContext
+from kubemate_worker.pipeline import DocumentIndexer
 from kubemate_worker.settings import WorkerSettings
 from kubemate_worker.versions import versioned_chunk_id
 from tests.fixtures.inference import OllamaStandIn
@@ -85,18 +87,20 @@ def upload(client: TestClient, data: bytes, name: str = "report.txt", **form: st
     return response.json()
 
 
-def read_one(ctx: WorkerContext) -> StreamEntry:
+def read_one(ctx: WorkerContext) -> IngestEntry:
     (entry,) = ctx.queue.read_new(CONSUMER, 1, 100)
     return entry
 
 
-def run_entry(ctx: WorkerContext, entry: StreamEntry) -> str:
-    ctx.inflight.add(entry.entry_id, entry.job)
+def run_entry(ctx: WorkerContext, entry: IngestEntry) -> str:
+    ctx.inflight.add(entry.entry_id, entry.message)
     return str(processing.process_entry(ctx, entry.entry_id))
 
 
 def rows_of(ctx: WorkerContext, tenant: str, document_id: str) -> int:
-    return ctx.vectors.count(ctx.vector_collection("default"), tenant, document_id)
+    return ctx.vectors.count(
+        configured_collection(ctx.settings, "default").name, tenant, document_id
+    )
 
 
 # ---- versions ------------------------------------------------------------------------------
@@ -128,7 +132,7 @@ def test_a_new_version_replaces_the_old_only_once_complete(
     tenant, doc = "acme", accepted["document_id"]
     assert run_entry(ctx, read_one(ctx)) == "done"
     old = ctx.store.documents.get(tenant, doc).chunk_count
-    collection = ctx.vector_collection("default")
+    collection = configured_collection(ctx.settings, "default").name
     old_versions = ctx.ledger.load(collection, tenant, doc)
     (old_version,) = old_versions.written
     assert old_versions.live == old_version and rows_of(ctx, tenant, doc) == old
@@ -161,7 +165,7 @@ def test_a_new_version_replaces_the_old_only_once_complete(
 
 def read_one_after_requeue(
     ctx: WorkerContext, tenant: str, accepted: dict[str, str], spec: str
-) -> StreamEntry:
+) -> IngestEntry:
     """What the dead-letter retry endpoint does: the task back to PENDING, the job queued."""
     from kubemate.queue import IngestJob
 
@@ -216,7 +220,7 @@ def test_unexpected_errors_are_retried_then_failed_into_the_dead_letters(
         calls.append(1)
         raise RuntimeError("injected: a bug in the pipeline")
 
-    monkeypatch.setattr(processing, "index_document", broken)
+    monkeypatch.setattr(DocumentIndexer, "run", broken)
     entry = read_one(ctx)
     assert run_entry(ctx, entry) == "failed"
     assert len(calls) == ctx.settings.worker.max_attempts == 3
@@ -266,7 +270,7 @@ def test_a_job_for_a_collection_no_longer_configured_is_failed_not_left_pending(
     ingest: TestClient, ctx: WorkerContext
 ) -> None:
     accepted = upload(ingest, paragraphs(5))
-    job = replace(read_one(ctx).job, collection="removed")
+    job = replace(read_one(ctx).message, collection="removed")
     ctx.queue.enqueue(job)
     entry = read_one(ctx)
     assert run_entry(ctx, entry) == "failed"
@@ -308,7 +312,7 @@ def test_a_finished_document_whose_ack_was_lost_is_only_acknowledged(
     assert run_entry(ctx, entry) == "done"
     usage_before = ctx.store.usage.totals("acme")
     # The same job delivered again (an acknowledgement lost in a crash).
-    ctx.queue.enqueue(entry.job)
+    ctx.queue.enqueue(entry.message)
     assert run_entry(ctx, read_one(ctx)) == "done"
     assert ctx.store.usage.totals("acme") == usage_before
     assert ctx.store.tasks.get("acme", accepted["task_id"]).attempts == 1

@@ -15,11 +15,10 @@ from kubemate.auth.identity import Role
 from kubemate.cli.app import app
 from kubemate.cli.common import CliState
 from kubemate.collections import (
-    active_embedders,
     configured_collection,
     embedder_variant,
     pointer_collection,
-    settings_with_embedders,
+    tenant_collections,
     vector_collection,
 )
 from kubemate.inference.hash_embedder import HashEmbedder
@@ -91,20 +90,20 @@ def test_a_pointer_without_an_address_follows_the_runtime_the_settings_name() ->
     assert active.embedder.base_url == "http://b"
 
 
-def test_settings_with_embedders_points_collections_at_the_active_ones() -> None:
+def test_tenant_collections_resolve_every_collection_to_what_serves_it() -> None:
     base = settings()
-    assert settings_with_embedders(base, {}) is base
-    embedders = active_embedders(
-        base, [pointer("default", "sentence_transformers", "m"), pointer("gone", "hash", "x")]
-    )
-    assert set(embedders) == {"default"}  # a pointer of a collection no longer configured
-    view = settings_with_embedders(base, embedders)
-    assert view.collection("default").embedder.provider == "sentence_transformers"
-    assert view.collection("default").embedder.batch_size == 7
-    assert view.collection("zh") == base.collection("zh")
-    assert base.collection("default").embedder == HASH  # the original is untouched
-    active = configured_collection(view, "default")
-    assert active.name == pointer("default", "sentence_transformers", "m").vector_collection
+    assert tenant_collections(base, []) == {
+        name: configured_collection(base, name) for name in ("default", "zh")
+    }
+    moved = pointer("default", "sentence_transformers", "m")
+    collections = tenant_collections(base, [moved, pointer("gone", "hash", "x")])
+    assert set(collections) == {"default", "zh"}  # a pointer of a collection no longer configured
+    active = collections["default"]
+    assert active.name == moved.vector_collection and active.reindex_id == "r1"
+    assert active.embedder.provider == "sentence_transformers"
+    assert active.embedder.batch_size == 7  # the rest of the collection's embedder settings
+    assert collections["zh"] == configured_collection(base, "zh")
+    assert base.collection("default").embedder == HASH  # the settings are untouched
 
 
 def test_reindex_routes_go_to_ingest_and_declare_roles() -> None:

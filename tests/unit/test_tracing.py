@@ -18,7 +18,8 @@ from opentelemetry.trace import SpanKind
 from opentelemetry.util._once import Once
 
 from kubemate.http.app import ReadinessCheck, build_app
-from kubemate.queue.streams import TRACE_FIELDS, IngestJob, current_trace_fields
+from kubemate.queue import INGEST_JOBS, IngestJob
+from kubemate.queue.streams import TRACE_FIELDS, current_trace_fields
 from kubemate.settings import KubemateSettings, TracingConfig
 from kubemate.tracing import (
     otlp_traces_url,
@@ -140,12 +141,12 @@ def test_traceparent_round_trips_through_stream_fields() -> None:
     provider = TracerProvider()  # not the global one: current spans need no global provider
     tracer = provider.get_tracer("test")
     with tracer.start_as_current_span("upload") as upload:
-        fields = {**JOB.to_fields(), **current_trace_fields()}
+        fields = {**INGEST_JOBS.encode(JOB), **current_trace_fields()}
     assert fields["traceparent"].startswith("00-")
 
     # As the worker reads it back from Redis: every field a str.
-    job = IngestJob.from_fields(dict(fields))
-    assert job.to_fields() == fields
+    job = INGEST_JOBS.decode(dict(fields))
+    assert INGEST_JOBS.encode(job) == fields
     with tracer.start_as_current_span("process", context=job.trace_context()) as process:
         pass
     assert isinstance(process, ReadableSpan)
@@ -156,17 +157,23 @@ def test_traceparent_round_trips_through_stream_fields() -> None:
 
 def test_untraced_entries_keep_their_fields() -> None:
     assert current_trace_fields() == {}  # no current span
-    assert set(JOB.to_fields()) == {"tenant_id", "document_id", "task_id", "collection", "splitter"}
+    assert set(INGEST_JOBS.encode(JOB)) == {
+        "tenant_id",
+        "document_id",
+        "task_id",
+        "collection",
+        "splitter",
+    }
     # Entries written before the trace fields existed read as before.
     old = {"tenant_id": "acme", "document_id": "d", "task_id": "t", "collection": "default"}
-    job = IngestJob.from_fields(old)
+    job = INGEST_JOBS.decode(old)
     assert job.traceparent == job.tracestate == ""
     assert not trace.get_current_span(job.trace_context()).get_span_context().is_valid
     # A malformed traceparent (someone else's writer) is ignored, not an error.
-    garbled = IngestJob.from_fields({**old, "traceparent": "00-not-a-trace"})
+    garbled = INGEST_JOBS.decode({**old, "traceparent": "00-not-a-trace"})
     assert not trace.get_current_span(garbled.trace_context()).get_span_context().is_valid
-    assert garbled.to_fields()["traceparent"] == "00-not-a-trace"  # kept as it came
-    assert [name for name in TRACE_FIELDS if name in garbled.to_fields()] == ["traceparent"]
+    assert INGEST_JOBS.encode(garbled)["traceparent"] == "00-not-a-trace"  # kept as it came
+    assert [name for name in TRACE_FIELDS if name in INGEST_JOBS.encode(garbled)] == ["traceparent"]
 
 
 def test_outgoing_calls_outside_any_trace_are_not_sampled(spans: InMemorySpanExporter) -> None:

@@ -7,13 +7,8 @@ its own document, else the global one, else the static settings (``llm``, ``coll
 Changing the embedder of a collection changes its vector collection (the name carries the
 embedder's fingerprint, :mod:`kubemate.collections`), so the documents have to be embedded again.
 The change is recorded as an event on the Redis stream ``models.reindex_stream`` in the same
-transaction as the new assignment; the ingest side consumes it. The event contract (all values
-strings):
-
-``type=embedder_changed``, ``scope`` (``global`` | ``tenant``), ``tenant_id`` (a tenant id, or
-``*`` for every tenant without its own assignment for that collection), ``collection``,
-``old_provider``, ``old_model``, ``old_base_url``, ``old_vector_collection``, ``new_provider``,
-``new_model``, ``new_base_url``, ``new_vector_collection``, ``requested_by``, ``requested_at``.
+transaction as the new assignment; the worker's re-indexer consumes it. The event is an
+:class:`~kubemate.queue.reindex.EmbedderChanged` (its wire format is described there).
 """
 
 from __future__ import annotations
@@ -31,6 +26,7 @@ from kubemate.collections import vector_collection
 from kubemate.errors import BackendUnavailable, ValidationFailed
 from kubemate.logs import get_logger
 from kubemate.models.config import ModelsConfig
+from kubemate.queue.reindex import REINDEX_ENTRIES, EmbedderChanged
 from kubemate.settings import EmbedderConfig, KubemateSettings, LLMConfig
 
 log = get_logger(__name__)
@@ -293,22 +289,23 @@ class ModelAssignments:
             if old_vc == new_vc and old_cfg.base_url == new_cfg.base_url:
                 continue
             events.append(
-                {
-                    "type": "embedder_changed",
-                    "scope": scope,
-                    "tenant_id": target,
-                    "collection": collection,
-                    "old_provider": old_cfg.provider,
-                    "old_model": old_cfg.model,
-                    "old_base_url": old_cfg.base_url or "",
-                    "old_vector_collection": old_vc,
-                    "new_provider": new_cfg.provider,
-                    "new_model": new_cfg.model,
-                    "new_base_url": new_cfg.base_url or "",
-                    "new_vector_collection": new_vc,
-                    "requested_by": updated_by,
-                    "requested_at": at,
-                }
+                REINDEX_ENTRIES.encode(
+                    EmbedderChanged(
+                        scope=scope,
+                        tenant_id=target,
+                        collection=collection,
+                        old_provider=old_cfg.provider,
+                        old_model=old_cfg.model,
+                        old_base_url=old_cfg.base_url or "",
+                        old_vector_collection=old_vc,
+                        new_provider=new_cfg.provider,
+                        new_model=new_cfg.model,
+                        new_base_url=new_cfg.base_url or "",
+                        new_vector_collection=new_vc,
+                        requested_by=updated_by,
+                        requested_at=at,
+                    )
+                )
             )
         return events
 
@@ -346,19 +343,10 @@ class ModelAssignments:
         return users
 
 
-def decode_event(fields: Mapping[bytes | str, bytes | str]) -> dict[str, str]:
-    """A re-index event read back from the stream, as ``str`` keys and values."""
-    return {
-        (k.decode() if isinstance(k, bytes) else k): (v.decode() if isinstance(v, bytes) else v)
-        for k, v in fields.items()
-    }
-
-
 __all__ = [
     "AssignmentDoc",
     "Effective",
     "ModelAssignments",
     "ModelRef",
     "Scope",
-    "decode_event",
 ]

@@ -1,5 +1,22 @@
-"""The ingest work queue on Redis Streams: the stream is the record of what is still owed."""
+"""Work queues on Redis Streams: a stream is the record of what is still owed.
 
-from kubemate.queue.streams import IngestJob, IngestQueue, StreamEntry
+:class:`StreamQueue` is the stream with its consumer group, whatever it carries; a codec per
+kind of message says how its entries are written and read (:mod:`kubemate.queue.ingest`,
+:mod:`kubemate.queue.reindex`).
+"""
 
-__all__ = ["IngestJob", "IngestQueue", "StreamEntry"]
+from kubemate.queue.ingest import INGEST_JOBS, IngestEntry, IngestJob, IngestQueue
+from kubemate.queue.lease import Lease, LeaseLost
+from kubemate.queue.streams import EntryCodec, StreamEntry, StreamQueue
+
+__all__ = [
+    "INGEST_JOBS",
+    "EntryCodec",
+    "IngestEntry",
+    "IngestJob",
+    "IngestQueue",
+    "Lease",
+    "LeaseLost",
+    "StreamEntry",
+    "StreamQueue",
+]

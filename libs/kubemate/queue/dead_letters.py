@@ -17,7 +17,8 @@ from typing import Any, cast
 import redis
 
 from kubemate.errors import BackendUnavailable, DeadLetterNotFound, ValidationFailed
-from kubemate.queue.streams import DEAD_LETTER_SUFFIX, IngestJob, dead_letter_fields
+from kubemate.queue.ingest import INGEST_JOBS, IngestJob
+from kubemate.queue.streams import DEAD_LETTER_SUFFIX, dead_letter_fields
 from kubemate.settings import RedisConfig
 
 _ENTRY_ID = re.compile(r"\d{1,20}-\d{1,20}")
@@ -145,7 +146,7 @@ class DeadLetters:
         transaction: :meth:`IngestQueue.dead_letter`); for tools and tests."""
         fields = dead_letter_fields(
             original_entry_id,
-            job,
+            INGEST_JOBS.encode(job),
             reason=reason,
             stage=stage,
             attempts=attempts,
@@ -195,7 +196,7 @@ class DeadLetters:
         """Move the entry's job back to the main stream; its new entry id, or None when the entry
         was gone already (another retry took it)."""
         args: list[str] = [letter.entry_id]
-        for key, value in letter.job.to_fields().items():
+        for key, value in INGEST_JOBS.encode(letter.job).items():
             args += [key, value]
         try:
             new_id = self._requeue(keys=[self.stream, self.main_stream], args=args)

@@ -1,27 +1,30 @@
-"""Redis Streams with a consumer group carry ingestion work.
+"""Redis Streams with a consumer group: a durable record of work still owed.
 
-An entry is acknowledged only when its document reached a final state, so a worker that dies
-mid-document leaves its entry pending; after ``claim_idle_ms`` without a heartbeat another
-consumer takes it over with XAUTOCLAIM. Processing is idempotent, so a second run is harmless.
+One class, :class:`StreamQueue`, for every stream; what an entry carries is the business of its
+:class:`EntryCodec` (:mod:`kubemate.queue.ingest` for ingest jobs, :mod:`kubemate.queue.reindex`
+for re-index requests and embedder changes). An entry is acknowledged only when its work reached
+a final state, so a consumer that dies mid-way leaves its entry pending; after
+``claim_idle_ms`` without a heartbeat another consumer takes it over with XAUTOCLAIM. The work
+is idempotent, so a second run is harmless.
 
-A document that fails for good is written to the dead-letter stream ``<ingest_stream>:dead``
-and acknowledged in one MULTI transaction, so an entry is either still owed or dead-lettered,
-never lost in between. The fields of a dead letter are a contract with the ingest service
-(:mod:`kubemate.queue.dead_letters` reads them).
+Work that fails for good is written to the dead-letter stream ``<stream>:dead`` and
+acknowledged in one MULTI transaction, so an entry is either still owed or dead-lettered, never
+lost in between. The fields of a dead letter are the entry's plus why, where and when: a
+contract with the ingest service (:mod:`kubemate.queue.dead_letters` reads them).
 
-An entry queued while a traced request runs also carries that request's W3C trace context in
-the fields ``traceparent`` (and ``tracestate``), so the worker's span joins the upload's trace.
-Readers ignore fields they do not know, so entries with or without them read the same.
+A queue built ``traced`` writes the W3C trace context of the request that queues an entry in
+the fields ``traceparent`` (and ``tracestate``), so the consumer's span joins that request's
+trace. Codecs ignore fields they do not know, so entries with or without them read the same.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
+import dataclasses
+from collections.abc import Collection, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from datetime import UTC, datetime
-from enum import IntEnum
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar, cast
 
 import redis
 from opentelemetry.context import Context
@@ -30,11 +33,17 @@ from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapProp
 from kubemate.cache_generation import queue_bump
 from kubemate.errors import BackendUnavailable
 from kubemate.logs import get_logger
-from kubemate.settings import RedisConfig
+from kubemate.queue.lease import Lease
+
+if TYPE_CHECKING:
+    from _typeshed import DataclassInstance
 
 log = get_logger(__name__)
 
 DEAD_LETTER_SUFFIX = ":dead"
+
+M = TypeVar("M")
+D = TypeVar("D", bound="DataclassInstance")
 
 # W3C trace context only, whatever propagators the process configured: baggage could carry
 # anything into a stream that outlives the request.
@@ -81,53 +90,6 @@ return {1, redis.call('HGET', KEYS[2], ARGV[4])}
 """
 
 
-class Lease(IntEnum):
-    """Where a pending entry stands for the consumer asking."""
-
-    GONE = -1  # acknowledged: nothing is owed any more
-    LOST = 0  # pending, but another consumer took it over
-    HELD = 1  # pending and owned by the caller
-
-
-@dataclass(frozen=True, slots=True)
-class IngestJob:
-    tenant_id: str
-    document_id: str
-    task_id: str
-    collection: str
-    # The upload's splitter choice as SplitterSpec JSON (kubemate.text.split.build_splitter);
-    # "" means the worker's settings. Optional, so entries written before it still read.
-    splitter: str = ""
-    # The W3C trace context of the request that queued the job; "" when it was not traced.
-    traceparent: str = ""
-    tracestate: str = ""
-
-    def to_fields(self) -> dict[str, str]:
-        fields = asdict(self)
-        for name in TRACE_FIELDS:  # written only when set: untraced entries stay as they were
-            if not fields[name]:
-                del fields[name]
-        return fields
-
-    @classmethod
-    def from_fields(cls, fields: dict[str, str]) -> IngestJob:
-        return cls(
-            tenant_id=fields["tenant_id"],
-            document_id=fields["document_id"],
-            task_id=fields["task_id"],
-            collection=fields["collection"],
-            splitter=fields.get("splitter", ""),
-            traceparent=fields.get("traceparent", ""),
-            tracestate=fields.get("tracestate", ""),
-        )
-
-    def trace_context(self) -> Context:
-        """The context to parent the job's processing span from (empty when untraced)."""
-        return extract_trace_context(
-            {"traceparent": self.traceparent, "tracestate": self.tracestate}
-        )
-
-
 def current_trace_fields() -> dict[str, str]:
     """``traceparent`` (and ``tracestate``) of the current span; empty outside a valid span,
     e.g. with tracing disabled."""
@@ -142,10 +104,51 @@ def extract_trace_context(fields: Mapping[str, str]) -> Context:
     return _TRACE_CONTEXT.extract({k: fields[k] for k in TRACE_FIELDS if fields.get(k)})
 
 
+class EntryCodec(Protocol[M]):
+    """How one kind of message is written into a stream entry's fields (all strings) and read
+    back. The field names are a wire format: entries already in a stream when a new version
+    starts must still read, so a field is never renamed, a new one is optional on reading,
+    and fields a codec does not know are ignored."""
+
+    def encode(self, message: M) -> dict[str, str]: ...
+
+    def decode(self, fields: Mapping[str, str]) -> M:
+        """Raises KeyError for an entry without a field the message cannot do without."""
+        ...
+
+
+class FieldsCodec(Generic[D]):
+    """The codec of a dataclass whose attributes are all strings: a field per attribute, named
+    alike, in their order. Reading, a field the entry lacks takes the attribute's default (it
+    was written before the attribute existed); one without a default raises KeyError.
+    ``omit_empty``: attributes written only when they are not empty."""
+
+    def __init__(self, cls: type[D], *, omit_empty: Collection[str] = ()) -> None:
+        self._cls = cls
+        attributes = dataclasses.fields(cls)
+        self._names = [a.name for a in attributes]
+        self._required = [
+            a.name
+            for a in attributes
+            if a.default is dataclasses.MISSING and a.default_factory is dataclasses.MISSING
+        ]
+        self._omit_empty = frozenset(omit_empty)
+
+    def encode(self, message: D) -> dict[str, str]:
+        values = ((name, getattr(message, name)) for name in self._names)
+        return {name: value for name, value in values if value or name not in self._omit_empty}
+
+    def decode(self, fields: Mapping[str, str]) -> D:
+        for name in self._required:
+            if name not in fields:
+                raise KeyError(name)
+        return self._cls(**{name: fields[name] for name in self._names if name in fields})
+
+
 @dataclass(frozen=True, slots=True)
-class StreamEntry:
+class StreamEntry(Generic[M]):
     entry_id: str
-    job: IngestJob
+    message: M
 
 
 @dataclass(frozen=True, slots=True)
@@ -157,16 +160,17 @@ class PendingEntry:
 
 def dead_letter_fields(
     entry_id: str,
-    job: IngestJob,
+    fields: Mapping[str, str],
     *,
     reason: str,
     stage: str,
     attempts: int,
     failed_at: datetime | None = None,
 ) -> dict[str, str]:
-    """A dead letter in the contract's format: the job's fields plus why, where and when."""
+    """A dead letter in the contract's format: the entry's ``fields`` plus why, where and
+    when."""
     return {
-        **job.to_fields(),
+        **fields,
         "reason": reason,
         "stage": stage,
         "attempts": str(attempts),
@@ -184,25 +188,30 @@ def _redis_errors() -> Iterator[None]:
         raise BackendUnavailable(f"redis: {exc}") from exc
 
 
-class IngestQueue:
-    """The ingest stream and its consumer group. Every method raises
-    :class:`~kubemate.errors.BackendUnavailable` when Redis cannot be reached."""
+class StreamQueue(Generic[M]):
+    """A stream and its consumer group, its entries read and written by ``codec``. Every method
+    raises :class:`~kubemate.errors.BackendUnavailable` when Redis cannot be reached."""
 
     def __init__(
-        self, client: redis.Redis, config: RedisConfig, *, claim_idle_ms: int = 60_000
+        self,
+        client: redis.Redis,
+        codec: EntryCodec[M],
+        *,
+        stream: str,
+        group: str,
+        claim_idle_ms: int = 60_000,
+        traced: bool = False,
     ) -> None:
         # decode_responses=True is expected: ids and fields are str.
         self._r = client
-        self.stream = config.ingest_stream
-        self.dead_stream = config.ingest_stream + DEAD_LETTER_SUFFIX
-        self.group = config.consumer_group
+        self._codec = codec
+        self.stream = stream
+        self.dead_stream = stream + DEAD_LETTER_SUFFIX
+        self.group = group
         self.claim_idle_ms = claim_idle_ms
+        self._traced = traced
         self._heartbeat = client.register_script(_HEARTBEAT)
         self._lease_then_hash_script = client.register_script(_LEASE_THEN_HASH)
-
-    @classmethod
-    def from_config(cls, config: RedisConfig, **kwargs: int) -> IngestQueue:
-        return cls(redis.Redis.from_url(config.url, decode_responses=True), config, **kwargs)
 
     @property
     def client(self) -> redis.Redis:
@@ -217,33 +226,37 @@ class IngestQueue:
         except redis.RedisError as exc:
             raise BackendUnavailable(f"redis: {exc}") from exc
 
-    def enqueue(self, job: IngestJob) -> str:
-        fields = job.to_fields()
-        # The caller's trace (the upload's request) wins over one the job carries from an
-        # earlier entry: the worker's span then joins the request that queued it this time.
-        if trace_fields := current_trace_fields():
+    def enqueue(self, message: M) -> str:
+        fields = self._codec.encode(message)
+        # The caller's trace (the upload's request) wins over one the message carries from an
+        # earlier entry: the consumer's span then joins the request that queued it this time.
+        if self._traced and (trace_fields := current_trace_fields()):
             for name in TRACE_FIELDS:
                 fields.pop(name, None)
             fields.update(trace_fields)
         with _redis_errors():
             return str(self._r.xadd(self.stream, fields))  # type: ignore[arg-type]
 
-    def claim_stale(self, consumer: str, count: int) -> list[StreamEntry]:
+    def _entries(self, items: Sequence[tuple[str, dict[str, str]]]) -> list[StreamEntry[M]]:
+        # XAUTOCLAIM answers an entry deleted meanwhile with empty fields: nothing is owed.
+        return [StreamEntry(eid, self._codec.decode(f)) for eid, f in items if f]
+
+    def claim_stale(self, consumer: str, count: int) -> list[StreamEntry[M]]:
         """Entries of dead consumers: pending and idle longer than ``claim_idle_ms``."""
         with _redis_errors():
             _next, claimed, _deleted = self._r.xautoclaim(
                 self.stream, self.group, consumer, self.claim_idle_ms, "0-0", count=count
             )
-        return [StreamEntry(eid, IngestJob.from_fields(f)) for eid, f in claimed if f]
+        return self._entries(claimed)
 
-    def read_new(self, consumer: str, count: int, block_ms: int) -> list[StreamEntry]:
+    def read_new(self, consumer: str, count: int, block_ms: int) -> list[StreamEntry[M]]:
         with _redis_errors():
             reply: list[tuple[str, list[tuple[str, dict[str, str]]]]] | None = self._r.xreadgroup(  # type: ignore[assignment]
                 self.group, consumer, {self.stream: ">"}, count=count, block=block_ms
             )
-        entries: list[StreamEntry] = []
+        entries: list[StreamEntry[M]] = []
         for _stream, items in reply or []:
-            entries.extend(StreamEntry(eid, IngestJob.from_fields(f)) for eid, f in items)
+            entries.extend(self._entries(items))
         return entries
 
     def heartbeat(self, consumer: str, entry_ids: Sequence[str]) -> dict[str, Lease]:
@@ -322,11 +335,13 @@ class IngestQueue:
             log.warning("cache.generation_bump_failed", error=str(errors[0]))
 
     def dead_letter(
-        self, entry_id: str, job: IngestJob, *, reason: str, stage: str, attempts: int
+        self, entry_id: str, message: M, *, reason: str, stage: str, attempts: int
     ) -> str:
         """Move the entry to the dead-letter stream: XADD there, XACK and XDEL here, in one
         transaction. Returns the dead letter's id."""
-        fields = dead_letter_fields(entry_id, job, reason=reason, stage=stage, attempts=attempts)
+        fields = dead_letter_fields(
+            entry_id, self._codec.encode(message), reason=reason, stage=stage, attempts=attempts
+        )
         with _redis_errors():
             pipe = self._r.pipeline(transaction=True)
             pipe.xadd(self.dead_stream, fields)  # type: ignore[arg-type]

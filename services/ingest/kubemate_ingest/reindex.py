@@ -13,7 +13,7 @@ stops at its next document and removes what it wrote, and the current collection
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Annotated, Any, TypeVar
 
 import anyio
@@ -21,18 +21,14 @@ import redis
 from fastapi import APIRouter, Query, status
 from pydantic import BaseModel, ConfigDict, Field
 
-from kubemate.collections import (
-    ReindexConfig,
-    active_vector_collection,
-    embedder_variant,
-    vector_collection,
-)
+from kubemate.collections import Opening, ReindexConfig, open_reindex
 from kubemate.errors import BackendUnavailable, ReindexConflict, ReindexNotFound
 from kubemate.http.identity import Editor, Viewer
 from kubemate.http.problems import PROBLEM_JSON
 from kubemate.logs import get_logger
 from kubemate.metadata.reindexes import ReindexState, ReindexView
 from kubemate.metadata.store import MetadataStore
+from kubemate.queue.reindex import ReindexRequested, reindex_queue
 from kubemate.settings import EmbedderProvider
 from kubemate_ingest.deps import RedisDep, SettingsDep, StoreDep
 from kubemate_ingest.settings import IngestSettings
@@ -120,52 +116,38 @@ def request_reindex(
     """Record the re-index and queue it. Raises UnknownCollection, ReindexConflict (another
     one is unfinished, or the embedder already serves the collection), BackendUnavailable."""
     name = body.collection or settings.ingest.default_collection
-    base = settings.collection(name).embedder
-    target = (
-        base
-        if body.embedder is None
-        else embedder_variant(
-            base, body.embedder.provider, body.embedder.model, body.embedder.base_url
-        )
-    )
-    active = active_vector_collection(store, settings, tenant_id, name)
-    new_name = vector_collection(name, target)
-    if new_name == active.name:
-        raise ReindexConflict(
-            f"{target.provider}:{target.model} already serves collection {name!r}"
-        )
-    view, created = store.reindexes.create(
+    configured = settings.collection(name).embedder
+    asked = body.embedder or EmbedderIn(provider=configured.provider, model=configured.model)
+    opening = open_reindex(
+        store,
+        settings,
         tenant_id,
-        collection=name,
-        old_vector_collection=active.name,
-        new_vector_collection=new_name,
-        provider=target.provider,
-        model=target.model,
+        name,
+        provider=asked.provider,
+        model=asked.model,
         # As asked: left out, the collection's runtime is found where the settings say at each
         # use (embedder_variant), so the tenant follows when an operator moves the server.
-        base_url=(body.embedder.base_url or None) if body.embedder is not None else None,
+        base_url=asked.base_url,
         requested_by=requested_by,
         source="api",
     )
-    if not created:
-        if view.new_vector_collection == new_name:
-            return view  # asked twice: the same re-index
+    target, view = opening.target, opening.view
+    if view is None:
+        raise ReindexConflict(
+            f"{target.provider}:{target.model} already serves collection {name!r}"
+        )
+    if opening.outcome == Opening.REPEATED:
+        return view  # asked twice: the same re-index
+    if opening.outcome == Opening.BLOCKED:
         raise ReindexConflict(
             f"re-index {view.id} of collection {name!r} is unfinished ({view.state})"
         )
+    request = ReindexRequested(
+        reindex_id=view.id, tenant_id=tenant_id, collection=name, requested_by=requested_by
+    )
     try:
-        client.xadd(
-            config.stream,
-            {
-                "type": "reindex_requested",
-                "reindex_id": view.id,
-                "tenant_id": tenant_id,
-                "collection": name,
-                "requested_by": requested_by,
-                "requested_at": datetime.now(UTC).isoformat(),
-            },
-        )
-    except redis.RedisError as exc:
+        reindex_queue(client, config).enqueue(request)
+    except BackendUnavailable as exc:
         store.reindexes.update(
             tenant_id,
             view.id,
@@ -173,7 +155,12 @@ def request_reindex(
             error="could not be queued: the re-index stream (Redis) is unavailable",
         )
         raise BackendUnavailable("the re-index stream (Redis) is unavailable") from exc
-    log.info("reindex.requested", reindex_id=view.id, collection=name, target=new_name)
+    log.info(
+        "reindex.requested",
+        reindex_id=view.id,
+        collection=name,
+        target=opening.vector_collection,
+    )
     return view
 
 

@@ -44,6 +44,7 @@ from kubemate.errors import BackendUnavailable, KubemateError, TaskNotFound, Unk
 from kubemate.logs import get_logger
 from kubemate.models.base import ModelRuntime
 from kubemate.models.config import PullsConfig
+from kubemate.queue import LeaseLost
 
 log = get_logger(__name__)
 
@@ -234,10 +235,6 @@ def _store_errors() -> Iterator[None]:
         raise BackendUnavailable("the pull task store (Redis) is unavailable") from exc
 
 
-class _LeaseLost(Exception):
-    """Our write was refused: the lock is no longer ours, or the task was already failed."""
-
-
 class PullTasks:
     """The pull tasks of every replica sharing ``redis`` and ``config.key_prefix``."""
 
@@ -335,7 +332,8 @@ class PullTasks:
             ],
         )
         if not written:
-            raise _LeaseLost(task.id)
+            # The lock is no longer ours, or the task was already failed.
+            raise LeaseLost(task.id)
         task.version += 1
 
     async def _keep_lease(self, task_id: str, lock: str, worker: asyncio.Task[None]) -> None:
@@ -386,7 +384,7 @@ class PullTasks:
                     task, lock, "the model manager stopped during the pull", "cancelled"
                 )
             raise
-        except _LeaseLost:
+        except LeaseLost:
             log.warning("pull.lease_lost", task_id=task.id, replica=self.replica)
         except KubemateError as exc:
             finished = await self._fail(task, lock, exc.detail, exc.type_slug)
@@ -423,7 +421,7 @@ class PullTasks:
         log.warning("pull.failed", task_id=task.id, model=task.model, error=reason)
         try:
             await self._write(task, lock, final=True)
-        except (_LeaseLost, RedisError):
+        except (LeaseLost, RedisError):
             return False
         return True
 

@@ -1,23 +1,27 @@
-"""Long-lived clients of a worker process, built once from settings and shared by its tasks."""
+"""Long-lived clients of a worker process, built once from settings and shared by its tasks.
+
+Shared by every tenant's work: whose work it is, and where that tenant's collections are, is a
+:class:`~kubemate_worker.scope.TenantScope` (:meth:`WorkerContext.scope`) handed to the code
+that indexes."""
 
 from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-import copy
 import socket
 import threading
 import time
 from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
 
-from kubemate.collections import active_embedders, settings_with_embedders, vector_collection
+from kubemate.collections import ActiveCollection, tenant_collections
 from kubemate.inference import build_embedder
 from kubemate.inference.torch_threads import limit_torch_threads
 from kubemate.metadata.store import MetadataStore
 from kubemate.models.metering import UsageMeter
 from kubemate.objectstore import ObjectStore, build_object_store
 from kubemate.queue import IngestJob, IngestQueue
+from kubemate.queue.reindex import reindex_queue
 from kubemate.settings import EmbedderConfig
 from kubemate.text.split import Splitter, build_splitter, parse_spec
 from kubemate.vectorstore import VectorStore
@@ -27,6 +31,7 @@ from kubemate_worker.inflight import BackendGate, InFlight
 from kubemate_worker.loaded import LoadedCollections
 from kubemate_worker.metering import EmbedUsage, TenantEmbedService
 from kubemate_worker.retrying import Retrier
+from kubemate_worker.scope import TenantScope
 from kubemate_worker.settings import WorkerSettings
 from kubemate_worker.slots import RedisSemaphore
 from kubemate_worker.upserts import UpsertBatcher
@@ -56,6 +61,7 @@ class WorkerContext:
         self.queue = IngestQueue.from_config(
             settings.redis, claim_idle_ms=settings.worker.claim_idle_ms
         )
+        self.reindex_queue = reindex_queue(self.queue.client, settings.reindex)
         self.ledger = ChunkLedger(self.queue.client, settings.redis.ingest_stream)
         self.inflight = InFlight()
         self.gate = BackendGate(
@@ -79,12 +85,10 @@ class WorkerContext:
         self._splitters: dict[str, Splitter] = {}
         self._slots: dict[str, RedisSemaphore] = {}
         self._lock = threading.Lock()
-        # Set on the views of for_tenant(): whose work this is, and what it embedded.
-        self.tenant_id: str | None = None
-        self.usage: EmbedUsage | None = None
         self._meter = UsageMeter(self.store)
-        self._pointers: dict[str, tuple[float, dict[str, EmbedderConfig]]] = {}
-        self._loaded_views: dict[str, LoadedCollections] = {}
+        # What serves each collection for a tenant without pointers (no re-index ever switched).
+        self._configured = tenant_collections(settings, [])
+        self._pointers: dict[str, tuple[float, dict[str, ActiveCollection]]] = {}
         # One event loop for the process: async adapters (HTTP clients) stay bound to it, and the
         # Celery task threads submit coroutines to it.
         self._loop = asyncio.new_event_loop()
@@ -117,10 +121,11 @@ class WorkerContext:
                 splitter = self._splitters[key] = build_splitter(spec, defaults=defaults)
         return splitter, key
 
-    def embed_service(self, collection: str) -> EmbedService:
-        """The collection's embedder (in a tenant's view: the one its active vector collection
-        was embedded with), shared by every document in flight; metered for the view's tenant."""
-        config = self.settings.collection(collection).embedder
+    def embed_service(self, scope: TenantScope, collection: str) -> EmbedService:
+        """The embedder of ``collection`` for ``scope``'s tenant (the one its active vector
+        collection was embedded with), shared by every document in flight; metered for the
+        tenant."""
+        config = scope.embedder(collection)
         key = f"{collection}/{config.provider}:{config.model}@{config.base_url or ''}"
         worker = self.settings.worker
         with self._lock:
@@ -141,47 +146,35 @@ class WorkerContext:
                     group_by_length=config.provider in IN_PROCESS_PROVIDERS,
                 )
             service = self._embed[key]
-        if self.usage is None:
-            return service
-        return TenantEmbedService(service, self.usage)  # type: ignore[return-value]
+        return TenantEmbedService(service, scope.usage)  # type: ignore[return-value]
 
-    def for_tenant(
-        self, tenant_id: str, embedders: dict[str, EmbedderConfig] | None = None
-    ) -> WorkerContext:
-        """This context for one tenant's work: the same clients, its collections resolved to
-        its active vector collections (or to ``embedders``), its embedding tokens counted for
-        it (written by :meth:`flush_usage`). Raises BackendUnavailable when the database is."""
-        if embedders is None:
-            embedders = self._active_embedders(tenant_id)
-        view = copy.copy(self)
-        view.tenant_id = tenant_id
-        view.usage = EmbedUsage(tenant_id)
-        settings = settings_with_embedders(self.settings, embedders)
-        if settings is not self.settings:
-            view.settings = settings  # type: ignore[assignment]
-            key = ",".join(sorted(f"{c}={vector_collection(c, e)}" for c, e in embedders.items()))
-            with self._lock:
-                if key not in self._loaded_views:
-                    self._loaded_views[key] = LoadedCollections(settings)
-                view.loaded = self._loaded_views[key]
-        return view
+    def scope(self, tenant_id: str) -> TenantScope:
+        """``tenant_id``'s work: its collections resolved to its active vector collections, its
+        embedding tokens counted for it (written by :meth:`flush_usage`). Raises
+        BackendUnavailable when the database is."""
+        return TenantScope(tenant_id, self._active_collections(tenant_id), EmbedUsage(tenant_id))
 
-    def _active_embedders(self, tenant_id: str) -> dict[str, EmbedderConfig]:
+    def pinned_scope(self, tenant_id: str, active: ActiveCollection) -> TenantScope:
+        """``tenant_id``'s work on ``active`` (a vector collection that is not, or not yet, the
+        one serving its collection: a re-index's target), whatever the pointers say."""
+        collections = {**self._configured, active.collection: active}
+        return TenantScope(tenant_id, collections, EmbedUsage(tenant_id))
+
+    def _active_collections(self, tenant_id: str) -> dict[str, ActiveCollection]:
         ttl = self.settings.reindex.pointer_ttl_s
         now = time.monotonic()
         cached = self._pointers.get(tenant_id)
         if cached is not None and now - cached[0] < ttl:
             return cached[1]
-        embedders = active_embedders(self.settings, self.store.pointers.list(tenant_id))
+        collections = tenant_collections(self.settings, self.store.pointers.list(tenant_id))
         if len(self._pointers) > 10_000:
             self._pointers.clear()
-        self._pointers[tenant_id] = (now, embedders)
-        return embedders
+        self._pointers[tenant_id] = (now, collections)
+        return collections
 
-    def flush_usage(self) -> None:
-        """Record the embedding tokens of this view's work so far (one row per model)."""
-        if self.usage is not None:
-            self.usage.flush(self._meter, self.run)
+    def flush_usage(self, scope: TenantScope) -> None:
+        """Record the embedding tokens of ``scope``'s work so far (one row per model)."""
+        scope.usage.flush(self._meter, self.run)
 
     def _global_slots(self, config: EmbedderConfig) -> RedisSemaphore | None:
         limit = self.settings.worker.embed_global_limits.get(config.provider)
@@ -198,9 +191,6 @@ class WorkerContext:
                 self.queue.client, key, limit, self.settings.worker.embed_slot_ttl_s
             )
         return self._slots[key]
-
-    def vector_collection(self, collection: str) -> str:
-        return vector_collection(collection, self.settings.collection(collection).embedder)
 
     def close(self) -> None:
         for service in self._embed.values():

@@ -3,9 +3,9 @@
 Runs as a Celery bootstep inside every worker process. It reads only as many entries as this
 worker has free slots (``concurrency`` minus the documents in flight), so entries wait in the
 stream (the durable record, which any worker may take) rather than behind a busy worker, and it
-takes over entries whose worker stopped heart-beating (XAUTOCLAIM). Each entry goes to this
-worker's own Celery queue (``worker_direct``): the worker that holds an entry in the consumer
-group is the one that processes it.
+takes over entries whose worker stopped heart-beating (XAUTOCLAIM). Each entry's id goes to
+this worker's own Celery queue (``worker_direct``): the worker that holds an entry in the
+consumer group is the one that processes it, and finds the entry in its :class:`InFlight`.
 
 A second thread, the lease keeper, heart-beats every entry in flight and tells the tasks when one
 was taken over by another consumer.
@@ -21,7 +21,7 @@ from celery import Celery, bootsteps
 from celery.utils import worker_direct
 
 from kubemate.logs import get_logger
-from kubemate.queue import StreamEntry
+from kubemate.queue import IngestEntry
 from kubemate_worker.context import WorkerContext
 from kubemate_worker.reindexing import ReindexRunner
 from kubemate_worker.tasks import PROCESS_DOCUMENT
@@ -103,20 +103,18 @@ class StreamDispatcher:
                 log.warning("stream.read_failed", error=str(exc))
                 self._stop.wait(ERROR_WAIT_S)
 
-    def _dispatch(self, ctx: WorkerContext, entry: StreamEntry) -> None:
-        if ctx.inflight.add(entry.entry_id, entry.job) is None:
+    def _dispatch(self, ctx: WorkerContext, entry: IngestEntry) -> None:
+        if ctx.inflight.add(entry.entry_id, entry.message) is None:
             return  # reclaimed from ourselves after missed heartbeats: already being worked on
         try:
             self._app.send_task(
-                PROCESS_DOCUMENT,
-                kwargs={"entry_id": entry.entry_id, "job": entry.job.to_fields()},
-                queue=self._queue,
+                PROCESS_DOCUMENT, kwargs={"entry_id": entry.entry_id}, queue=self._queue
             )
         except Exception:
             # Not sent: forget it here, so it turns idle and is reclaimed through the stream.
             ctx.inflight.finish(entry.entry_id)
             raise
-        log.debug("stream.entry_dispatched", entry_id=entry.entry_id, task_id=entry.job.task_id)
+        log.debug("stream.entry_dispatched", entry_id=entry.entry_id, task_id=entry.message.task_id)
 
     def _keep_leases(self) -> None:
         ctx = self._ctx_getter()

@@ -163,15 +163,15 @@ def help_with_unit(ctx: WorkerContext, key: str) -> str:
         return "skipped"
     payload: dict[str, Any] = json.loads(raw)
     target = Target(**payload["target"])
-    ctx = ctx.for_tenant(target.tenant_id)  # its embedder for the collection, metered for it
+    scope = ctx.scope(target.tenant_id)  # its embedder for the collection, metered for it
     unit = [Chunk(position=p, text=t, page=g, title=h) for p, t, g, h in payload["chunks"]]
     try:
-        service = ctx.embed_service(target.collection)
+        service = ctx.embed_service(scope, target.collection)
         # One try each: on any trouble the owner takes the unit back and retries it with its
         # own budget, so a helper never holds a unit while it waits.
         vectors = ctx.run(embed_all(service, [c.text for c in unit]))
         r.pexpire(_claim_key(key), ttl_ms)
-        ctx.loaded.ensure(target.collection, len(vectors[0]))
+        ctx.loaded.ensure(target.collection, target.vector_collection, len(vectors[0]))
         ctx.upserts.upsert(target.vector_collection, target.records(unit, vectors))
         pipe = r.pipeline(transaction=True)
         pipe.set(_done_key(key), ctx.consumer, ex=UNIT_TTL_S)
@@ -182,6 +182,6 @@ def help_with_unit(ctx: WorkerContext, key: str) -> str:
         with contextlib.suppress(redis.RedisError):  # else the claim expires on its own
             r.delete(_claim_key(key))
         return "released"
-    ctx.flush_usage()
+    ctx.flush_usage(scope)
     log.info("fanout.unit_done", unit=key, chunks=len(unit), document_id=target.document_id)
     return "done"

@@ -1,9 +1,10 @@
 """What this worker process holds right now: stream entries read and not yet finished.
 
-The dispatcher registers an entry when it reads it and hands it to Celery; the task marks it
-started and removes it when done. A lease keeper heart-beats every registered entry, and learns
-from Redis when one was taken over by another consumer (this worker stalled past the idle
-timeout): the task working on it then stops at its next check instead of finishing it twice.
+The dispatcher registers an entry when it reads it and hands only its id to Celery; the task
+finds the entry here, marks it started and removes it when done. A lease keeper heart-beats
+every registered entry, and learns from Redis when one was taken over by another consumer (this
+worker stalled past the idle timeout): the task working on it then stops at its next check
+instead of finishing it twice.
 """
 
 from __future__ import annotations
@@ -13,12 +14,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from kubemate.queue import IngestJob
-from kubemate.queue.streams import Lease
-
-
-class LeaseLost(Exception):
-    """Another consumer owns the entry now: stop without finishing or acknowledging it."""
+from kubemate.queue import IngestJob, Lease, LeaseLost
 
 
 @dataclass

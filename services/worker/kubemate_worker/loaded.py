@@ -33,17 +33,20 @@ class LoadedCollections:
         with self._lock:
             self._checked.clear()
 
-    def ensure(self, collection: str, dimension: int) -> None:
-        """``collection`` is the knowledge collection's name. Raises BackendUnavailable when
+    def ensure(self, collection: str, vector_collection: str, dimension: int) -> None:
+        """``vector_collection`` of the knowledge collection ``collection`` (a tenant's, which
+        a re-index may have moved off the settings' embedder). Raises BackendUnavailable when
         the vector store cannot be reached."""
-        if time.monotonic() - self._checked.get(collection, -1e9) < self._ttl_s:
+        if time.monotonic() - self._checked.get(vector_collection, -1e9) < self._ttl_s:
             return
         with self._lock:
-            if time.monotonic() - self._checked.get(collection, -1e9) < self._ttl_s:
+            if time.monotonic() - self._checked.get(vector_collection, -1e9) < self._ttl_s:
                 return
             fresh = MilvusVectorStore(self._settings.milvus)
             try:
-                ensure_vector_collection(fresh, self._settings, collection, dimension)
+                ensure_vector_collection(
+                    fresh, self._settings, collection, dimension, name=vector_collection
+                )
             finally:
                 fresh.close()
-            self._checked[collection] = time.monotonic()
+            self._checked[vector_collection] = time.monotonic()

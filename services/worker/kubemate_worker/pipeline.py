@@ -16,27 +16,27 @@ import concurrent.futures
 import contextlib
 import itertools
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from itertools import islice
 from typing import BinaryIO, cast
 
 from kubemate.collections import ensure_vector_collection
 from kubemate.errors import ClientError, DocumentProcessingError
 from kubemate.logs import get_logger
-from kubemate.metadata.documents import DocumentView
 from kubemate.metadata.models import TaskState
+from kubemate.metadata.documents import DocumentView
 from kubemate.metadata.usage import UsageRow
 from kubemate.metrics import DOCUMENT_PROCESSING_STATUS
-from kubemate.queue import IngestJob
-from kubemate.queue.streams import Lease
+from kubemate.queue import Lease, LeaseLost
 from kubemate.text.parse import Section
-from kubemate.text.split import Chunk
+from kubemate.text.split import Chunk, Splitter
 from kubemate_worker.chunking import CountingReader, document_sections, windows
 from kubemate_worker.context import WorkerContext
-from kubemate_worker.embedding import Vector
+from kubemate_worker.embedding import EmbedService, Vector
 from kubemate_worker.fanout import FanOut
-from kubemate_worker.inflight import Held, LeaseLost
+from kubemate_worker.inflight import Held
 from kubemate_worker.progress import TaskReporter
+from kubemate_worker.scope import TenantScope
 from kubemate_worker.versions import (
     ChunkVersions,
     HeldEntry,
@@ -67,235 +67,309 @@ def estimated_total(done: int, consumed: int, size: int) -> int:
     return max(done, round(done * size / min(consumed, size)))
 
 
-def index_document(
-    ctx: WorkerContext,
-    job: IngestJob,
-    *,
-    held: Held,
-    reporter: TaskReporter,
-    document: DocumentView | None = None,
-    stored: Stored | None = None,
-) -> int:
-    """Index the document of ``job`` (``document``: its row, read as the attempt began;
-    ``stored``: its chunk ledger's entry, read with the entry's lease before that); returns its
-    chunk count. Raises our errors on failure,
-    :class:`~kubemate_worker.retrying.BackendGaveUp` when a backend stayed down, and
-    :class:`LeaseLost` when another worker took the entry over."""
-    worker = ctx.settings.worker
-    call = ctx.retrier.call
-    note = reporter.retrying
-    tenant = job.tenant_id
-    if document is None:
-        document = call(
-            "metadata.get_document", lambda: ctx.store.documents.get(tenant, job.document_id)
-        )
-    splitter, splitter_spec = ctx.splitter_for(job)
-    service = ctx.embed_service(job.collection)
-    collection = ctx.vector_collection(job.collection)
-    target = Target(
-        tenant_id=tenant,
-        document_id=document.id,
-        task_id=job.task_id,
-        collection=job.collection,
-        vector_collection=collection,
-        # The vector collection's name already names the embedding provider and model.
-        version=version_tag(document.sha256, splitter_spec, service.model),
-        source=document.filename,
-    )
-    if stored is not None:
-        versions = stored.versions(legacy_chunks=document.chunk_count)
-    else:
-        versions = call(
-            "ledger.load",
-            lambda: ctx.ledger.load(
-                collection, tenant, document.id, legacy_chunks=document.chunk_count
-            ),
-            on_retry=note,
-        )
+class DocumentIndexer:
+    """Indexes the document of one held entry, once (one attempt).
 
-    def reserve(upto: int) -> None:
-        # Written ahead of the rows, so a crash never leaves rows the ledger does not know.
-        if upto > versions.written.get(target.version, 0):
-            versions.written[target.version] = upto
-            call(
-                "ledger.save",
-                lambda: ctx.ledger.save(collection, tenant, document.id, versions),
-                on_retry=note,
+    ``document``: its row, read as the attempt began (read here when None); ``stored``: its
+    chunk ledger's entry, read with the entry's lease before that. :meth:`run` raises our errors
+    on failure, :class:`~kubemate_worker.retrying.BackendGaveUp` when a backend stayed down, and
+    :class:`LeaseLost` when another worker took the entry over.
+    """
+
+    # Known once run() has read the document (_prepare).
+    _document: DocumentView
+    _splitter: Splitter
+    _service: EmbedService
+    _target: Target
+    _versions: ChunkVersions
+    _reader: CountingReader
+
+    def __init__(
+        self,
+        ctx: WorkerContext,
+        scope: TenantScope,
+        held: Held,
+        reporter: TaskReporter,
+        *,
+        document: DocumentView | None = None,
+        stored: Stored | None = None,
+    ) -> None:
+        self._ctx = ctx
+        self._scope = scope
+        self._held = held
+        self._job = held.job
+        self._reporter = reporter
+        self._worker = ctx.settings.worker
+        self._call = ctx.retrier.call
+        self._note = reporter.retrying
+        self._given_document = document
+        self._stored = stored
+        self._exact: int | None = None  # the chunk count, when split completely up front
+        self._fanout: FanOut | None = None
+        self._done = 0  # chunks written by this worker
+        self._seen = 0  # chunks split so far
+        self._pending: tuple[list[Chunk], concurrent.futures.Future[list[Vector]]] | None = None
+
+    def run(self) -> int:
+        """Index the document; returns its chunk count."""
+        self._prepare()
+        started = time.perf_counter()
+        with contextlib.ExitStack() as stack:
+            chunks = self._chunks(stack)
+            self._reporter.enter(
+                TaskState.EMBEDDING, progress_done=0, progress_total=self._total(0)
+            )
+            if self._worker.fanout_min_chunks:
+                self._fanout = FanOut.for_document(self._ctx, self._target, self._held)
+            for unit in units(chunks, self._worker.fanout_unit_chunks):
+                self._take(unit)
+            self._flush_pending()
+            self._finish_fanout()
+        embed_s = time.perf_counter() - started
+        if self._done == 0:
+            raise DocumentProcessingError("no text could be extracted from the document")
+        self._complete(embed_s)
+        return self._done
+
+    # ---- before the first chunk --------------------------------------------------------------
+
+    def _prepare(self) -> None:
+        job, tenant = self._job, self._job.tenant_id
+        document = self._given_document
+        if document is None:
+            document = self._call(
+                "metadata.get_document",
+                lambda: self._ctx.store.documents.get(tenant, job.document_id),
+            )
+        self._document = document
+        self._splitter, splitter_spec = self._ctx.splitter_for(job)
+        self._service = self._ctx.embed_service(self._scope, job.collection)
+        collection = self._scope.vector_collection(job.collection)
+        self._target = Target(
+            tenant_id=tenant,
+            document_id=document.id,
+            task_id=job.task_id,
+            collection=job.collection,
+            vector_collection=collection,
+            # The vector collection's name already names the embedding provider and model.
+            version=version_tag(document.sha256, splitter_spec, self._service.model),
+            source=document.filename,
+        )
+        if self._stored is not None:
+            self._versions = self._stored.versions(legacy_chunks=document.chunk_count)
+        else:
+            self._versions = self._call(
+                "ledger.load",
+                lambda: self._ctx.ledger.load(
+                    collection, tenant, document.id, legacy_chunks=document.chunk_count
+                ),
+                on_retry=self._note,
             )
 
-    started = time.perf_counter()
-    with contextlib.ExitStack() as stack:
-        raw = call(
+    def _chunks(self, stack: contextlib.ExitStack) -> Iterator[Chunk]:
+        """The document's chunks, parsed and split lazily from its stored object (split
+        completely here, for an exact total, when the document is small)."""
+        document = self._document
+        raw = self._call(
             "objects.open",
-            lambda: stack.enter_context(ctx.objects.open(document.object_key)),
-            on_retry=note,
+            lambda: stack.enter_context(self._ctx.objects.open(document.object_key)),
+            on_retry=self._note,
         )
-        reader = CountingReader(raw)
-        sections = _parsing(document_sections(cast(BinaryIO, reader), document.content_type))
+        self._reader = CountingReader(raw)
+        sections = _parsing(document_sections(cast(BinaryIO, self._reader), document.content_type))
         # The first section is pulled while the task says PARSING: parsers that need the whole
         # file (PDF, DOCX, HTML) read it, and refuse a corrupt one, right here.
         head = next(sections, None)
         if head is None:
             raise DocumentProcessingError("no text could be extracted from the document")
         sections = itertools.chain([head], sections)
-        chunks: Iterator[Chunk] = iter(splitter.split(windows(sections, worker.split_window_chars)))
-        exact: int | None = None
-        if document.size_bytes <= worker.exact_progress_bytes:
-            reporter.enter(TaskState.SPLITTING)
+        window = self._worker.split_window_chars
+        chunks: Iterator[Chunk] = iter(self._splitter.split(windows(sections, window)))
+        if document.size_bytes <= self._worker.exact_progress_bytes:
+            self._reporter.enter(TaskState.SPLITTING)
             listed = list(chunks)
-            exact, chunks = len(listed), iter(listed)
+            self._exact, chunks = len(listed), iter(listed)
             if not listed:
                 raise DocumentProcessingError("no text could be extracted from the document")
+        return chunks
 
-        def total(done: int) -> int:
-            if exact is not None:
-                return exact
-            return estimated_total(done, reader.consumed, document.size_bytes)
+    def _total(self, done: int) -> int:
+        if self._exact is not None:
+            return self._exact
+        return estimated_total(done, self._reader.consumed, self._document.size_bytes)
 
-        reporter.enter(TaskState.EMBEDDING, progress_done=0, progress_total=total(0))
-        fanout = FanOut.for_document(ctx, target, held) if worker.fanout_min_chunks else None
-        done = 0
-        seen = 0
-        pending: tuple[list[Chunk], concurrent.futures.Future[list[Vector]]] | None = None
+    # ---- unit by unit ------------------------------------------------------------------------
 
-        def finish(unit: list[Chunk], first: concurrent.futures.Future[list[Vector]]) -> None:
-            nonlocal done
-            vectors = embed_unit(ctx, service, unit, started=first, on_retry=note)
-            held.check()
-            if done == 0:
-                # Here rather than up front: an unreachable vector store is reported at the
-                # stage that needs it, and some runtimes tell the dimension only with vectors.
-                dimension = len(vectors[0])
-                call(
-                    "vectors.ensure_collection",
-                    lambda: ensure_vector_collection(
-                        ctx.vectors, ctx.settings, job.collection, dimension
-                    ),
-                    on_retry=note,
-                )
-            write_unit(ctx, target, unit, vectors, on_retry=note)
-            done += len(unit)
-            helped = fanout.collect() if fanout is not None else 0
-            if exact is None or done + helped < exact:
-                # The last unit's progress is written with the completion, in one transaction.
-                reporter.progress(done + helped, total(done + helped))
-
-        for unit in units(chunks, worker.fanout_unit_chunks):
-            held.check()
-            seen += len(unit)
-            reserve(unit[-1].position + 1)
-            if fanout is not None and seen > worker.fanout_min_chunks and fanout.can_offer():
-                fanout.offer(unit)
-                continue
-            first = ctx.submit(embed_all(service, [c.text for c in unit]))
-            if pending is not None:
-                finish(*pending)
-            pending = (unit, first)
-        if pending is not None:
-            finish(*pending)
-        if fanout is not None:
-            done += fanout.finish(
-                lambda unit: write_unit(
-                    ctx,
-                    target,
-                    unit,
-                    embed_unit(ctx, service, unit, on_retry=note),
-                    on_retry=note,
+    def _reserve(self, upto: int) -> None:
+        # Written ahead of the rows, so a crash never leaves rows the ledger does not know.
+        versions, version = self._versions, self._target.version
+        if upto > versions.written.get(version, 0):
+            versions.written[version] = upto
+            target = self._target
+            self._call(
+                "ledger.save",
+                lambda: self._ctx.ledger.save(
+                    target.vector_collection, target.tenant_id, target.document_id, versions
                 ),
-                on_wait=lambda helped: reporter.progress(done + helped, total(done + helped)),
+                on_retry=self._note,
             )
-    embed_s = time.perf_counter() - started
-    if done == 0:
-        raise DocumentProcessingError("no text could be extracted from the document")
 
-    # Shown at once only when the swap has old rows to delete, which takes a while: otherwise
-    # COMPLETED follows within milliseconds, and the write would cost every small document a
-    # database transaction that nobody could see.
-    replacing = any(version != target.version for version in versions.written)
-    reporter.enter(TaskState.INDEXING, force=replacing, progress_done=done, progress_total=done)
-    _switch_version(ctx, target, versions, done, held, note)
-    # The metering rows (the document's, its embedding tokens') and how it was split (which a
-    # re-index repeats) go in the completion's transaction: one write at the end of a document
-    # instead of three or four, and no completed document without them.
-    embedded = ctx.usage.take_rows() if ctx.usage is not None else []
-    usage = [
-        *embedded,
-        UsageRow(
-            kind="document",
-            model=service.model,
-            bytes=document.size_bytes,
-            chunks=done,
-            latency_ms=embed_s * 1000,
-        ),
-    ]
-    try:
-        call(
-            "metadata.complete",
-            lambda: ctx.store.documents.complete(
-                tenant,
-                document.id,
-                job.task_id,
-                chunk_count=done,
-                usage=usage,
-                splitter=job.splitter or None,
+    def _take(self, unit: list[Chunk]) -> None:
+        """Offer ``unit`` to other workers, or start embedding it here and write the one
+        before it meanwhile."""
+        self._held.check()
+        self._seen += len(unit)
+        self._reserve(unit[-1].position + 1)
+        fanout = self._fanout
+        if (
+            fanout is not None
+            and self._seen > self._worker.fanout_min_chunks
+            and fanout.can_offer()
+        ):
+            fanout.offer(unit)
+            return
+        first = self._ctx.submit(embed_all(self._service, [c.text for c in unit]))
+        self._flush_pending()
+        self._pending = (unit, first)
+
+    def _flush_pending(self) -> None:
+        if self._pending is not None:
+            unit, first = self._pending
+            self._pending = None
+            self._write(unit, first)
+
+    def _write(self, unit: list[Chunk], first: concurrent.futures.Future[list[Vector]]) -> None:
+        ctx, note = self._ctx, self._note
+        vectors = embed_unit(ctx, self._service, unit, started=first, on_retry=note)
+        self._held.check()
+        if self._done == 0:
+            # Here rather than up front: an unreachable vector store is reported at the
+            # stage that needs it, and some runtimes tell the dimension only with vectors.
+            self._ensure_collection(len(vectors[0]))
+        write_unit(ctx, self._target, unit, vectors, on_retry=note)
+        self._done += len(unit)
+        helped = self._fanout.collect() if self._fanout is not None else 0
+        if self._exact is None or self._done + helped < self._exact:
+            # The last unit's progress is written with the completion, in one transaction.
+            self._progress(helped)
+
+    def _ensure_collection(self, dimension: int) -> None:
+        ctx, target = self._ctx, self._target
+        self._call(
+            "vectors.ensure_collection",
+            lambda: ensure_vector_collection(
+                ctx.vectors,
+                ctx.settings,
+                target.collection,
+                dimension,
+                name=target.vector_collection,
             ),
+            on_retry=self._note,
         )
-    except BaseException:
-        if ctx.usage is not None:
-            ctx.usage.put_back(embedded)  # still written, by the flush at the end of the entry
-        raise
-    DOCUMENT_PROCESSING_STATUS.labels(TaskState.COMPLETED.value).inc()
-    # (The cached answers of the tenant, which predate the document, are orphaned with the
-    # entry's acknowledgement: kubemate_worker.processing.)
-    log.debug(
-        "document.indexed",
-        document_id=document.id,
-        chunks=done,
-        seconds=round(embed_s, 3),
-        version=target.version,
-    )
-    return done
 
+    def _progress(self, helped: int) -> None:
+        self._reporter.progress(self._done + helped, self._total(self._done + helped))
 
-def _switch_version(
-    ctx: WorkerContext,
-    target: Target,
-    versions: ChunkVersions,
-    count: int,
-    held: Held,
-    note: Callable[[str], None],
-) -> None:
-    """Make ``target.version`` live, then delete every other version's rows."""
-    call = ctx.retrier.call
-    held.check()
-    key = (target.vector_collection, target.tenant_id, target.document_id)
-    versions.live = target.version
-    versions.written[target.version] = max(versions.written.get(target.version, 0), count)
-    # The last moment to find out that another worker owns the entry now: the switch is saved
-    # only while this run holds it (one atomic step), and past this point it finishes the
-    # document.
-    lease = call(
-        "stream.lease",
-        lambda: ctx.ledger.save_while_held(
-            HeldEntry(ctx.queue, ctx.consumer, held.entry_id), *key, versions=versions
-        ),
-        on_retry=note,
-    )
-    if lease != Lease.HELD:
-        held.mark_lost()
-        raise LeaseLost(held.entry_id)
-    stale = stale_chunk_ids(target.tenant_id, target.document_id, versions, target.version, count)
-    deleted = 0
-    while batch := list(islice(stale, DELETE_BATCH)):
-        call(
-            "vectors.delete",
-            lambda b=batch: ctx.vectors.delete_chunks(  # type: ignore[misc]
-                target.vector_collection, target.tenant_id, b
+    def _finish_fanout(self) -> None:
+        """Wait for the units offered to other workers, doing those nobody does."""
+        if self._fanout is None:
+            return
+        ctx, service, note = self._ctx, self._service, self._note
+
+        def process(unit: list[Chunk]) -> None:
+            vectors = embed_unit(ctx, service, unit, on_retry=note)
+            write_unit(ctx, self._target, unit, vectors, on_retry=note)
+
+        self._done += self._fanout.finish(process, on_wait=self._progress)
+
+    # ---- after the last chunk ----------------------------------------------------------------
+
+    def _complete(self, embed_s: float) -> None:
+        job, document, target, done = self._job, self._document, self._target, self._done
+        # Shown at once only when the swap has old rows to delete, which takes a while: otherwise
+        # COMPLETED follows within milliseconds, and the write would cost every small document a
+        # database transaction that nobody could see.
+        replacing = any(version != target.version for version in self._versions.written)
+        self._reporter.enter(
+            TaskState.INDEXING, force=replacing, progress_done=done, progress_total=done
+        )
+        self._switch_version()
+        # The metering rows (the document's, its embedding tokens') and how it was split (which a
+        # re-index repeats) go in the completion's transaction: one write at the end of a document
+        # instead of three or four, and no completed document without them.
+        usage = self._scope.usage
+        embedded = usage.take_rows()
+        rows = [
+            *embedded,
+            UsageRow(
+                kind="document",
+                model=self._service.model,
+                bytes=document.size_bytes,
+                chunks=done,
+                latency_ms=embed_s * 1000,
+            ),
+        ]
+        try:
+            self._call(
+                "metadata.complete",
+                lambda: self._ctx.store.documents.complete(
+                    job.tenant_id,
+                    document.id,
+                    job.task_id,
+                    chunk_count=done,
+                    usage=rows,
+                    splitter=job.splitter or None,
+                ),
+            )
+        except BaseException:
+            usage.put_back(embedded)  # still written, by the flush at the end of the entry
+            raise
+        DOCUMENT_PROCESSING_STATUS.labels(TaskState.COMPLETED.value).inc()
+        # (The cached answers of the tenant, which predate the document, are orphaned with the
+        # entry's acknowledgement: kubemate_worker.processing.)
+        log.debug(
+            "document.indexed",
+            document_id=document.id,
+            chunks=done,
+            seconds=round(embed_s, 3),
+            version=target.version,
+        )
+
+    def _switch_version(self) -> None:
+        """Make the target's version live, then delete every other version's rows."""
+        ctx, target, versions, held = self._ctx, self._target, self._versions, self._held
+        call, note, count = self._call, self._note, self._done
+        held.check()
+        key = (target.vector_collection, target.tenant_id, target.document_id)
+        versions.live = target.version
+        versions.written[target.version] = max(versions.written.get(target.version, 0), count)
+        # The last moment to find out that another worker owns the entry now: the switch is
+        # saved only while this run holds it (one atomic step), and past this point it finishes
+        # the document.
+        lease = call(
+            "stream.lease",
+            lambda: ctx.ledger.save_while_held(
+                HeldEntry(ctx.queue, ctx.consumer, held.entry_id), *key, versions=versions
             ),
             on_retry=note,
         )
-        deleted += len(batch)
-    if deleted or len(versions.written) > 1:
-        versions.written = {target.version: count}
-        call("ledger.save", lambda: ctx.ledger.save(*key, versions), on_retry=note)
-        log.info("document.version_replaced", version=target.version, stale_rows=deleted)
+        if lease != Lease.HELD:
+            held.mark_lost()
+            raise LeaseLost(held.entry_id)
+        stale = stale_chunk_ids(
+            target.tenant_id, target.document_id, versions, target.version, count
+        )
+        deleted = 0
+        while batch := list(islice(stale, DELETE_BATCH)):
+            call(
+                "vectors.delete",
+                lambda b=batch: ctx.vectors.delete_chunks(  # type: ignore[misc]
+                    target.vector_collection, target.tenant_id, b
+                ),
+                on_retry=note,
+            )
+            deleted += len(batch)
+        if deleted or len(versions.written) > 1:
+            versions.written = {target.version: count}
+            call("ledger.save", lambda: ctx.ledger.save(*key, versions), on_retry=note)
+            log.info("document.version_replaced", version=target.version, stale_rows=deleted)

@@ -37,15 +37,16 @@ from kubemate.logs import get_logger
 from kubemate.metadata.models import TaskState
 from kubemate.metadata.tasks import TaskView
 from kubemate.metrics import DOCUMENT_PROCESSING_STATUS
-from kubemate.queue.streams import Lease
+from kubemate.queue import Lease, LeaseLost
 from kubemate.retry import backoff_delay
 from kubemate.tracing import trace_log_fields
 from kubemate_worker.context import WorkerContext
-from kubemate_worker.inflight import Held, LeaseLost
-from kubemate_worker.pipeline import index_document
+from kubemate_worker.inflight import Held
+from kubemate_worker.pipeline import DocumentIndexer
 from kubemate_worker.progress import TaskReporter
 from kubemate_worker.reindexing import catch_up
 from kubemate_worker.retrying import BackendGaveUp
+from kubemate_worker.scope import TenantScope
 from kubemate_worker.versions import HeldEntry, Stored
 
 log = get_logger(__name__)
@@ -87,7 +88,9 @@ def process_entry(ctx: WorkerContext, entry_id: str) -> Outcome:
                 "messaging.message.id": entry_id,
             },
         ) as span,
-        structlog.contextvars.bound_contextvars(**trace_log_fields()),
+        structlog.contextvars.bound_contextvars(
+            task_id=job.task_id, tenant_id=job.tenant_id, **trace_log_fields()
+        ),
     ):
         outcome = _process_held(ctx, held)
         span.set_attribute("kubemate.outcome", outcome.value)
@@ -98,11 +101,11 @@ def process_entry(ctx: WorkerContext, entry_id: str) -> Outcome:
 
 def _process_held(ctx: WorkerContext, held: Held) -> Outcome:
     entry_id = held.entry_id
-    view = ctx
+    scope: TenantScope | None = None
     try:
-        # The tenant's view: its active vector collections, its embedding tokens metered.
-        view = ctx.retrier.call("metadata.pointers", lambda: ctx.for_tenant(held.job.tenant_id))
-        return _process(view, held)
+        # The tenant's active vector collections; its embedding tokens are metered on it.
+        scope = ctx.retrier.call("metadata.pointers", lambda: ctx.scope(held.job.tenant_id))
+        return _process(ctx, scope, held)
     except LeaseLost:
         log.warning("stream.lease_lost", entry_id=entry_id)
         return Outcome.LOST
@@ -112,14 +115,15 @@ def _process_held(ctx: WorkerContext, held: Held) -> Outcome:
         log.error("stream.entry_released", entry_id=entry_id, error=exc.detail)
         return Outcome.RELEASED
     finally:
-        view.flush_usage()
+        if scope is not None:
+            ctx.flush_usage(scope)
         ctx.inflight.finish(entry_id)
 
 
-def _process(ctx: WorkerContext, held: Held) -> Outcome:
+def _process(ctx: WorkerContext, scope: TenantScope, held: Held) -> Outcome:
     job = held.job
     call = ctx.retrier.call
-    lease, stored = _lease(ctx, held)
+    lease, stored = _lease(ctx, scope, held)
     if lease != Lease.HELD:
         # Acknowledged by an earlier run, or taken over since it was read.
         log.info("stream.entry_already_taken", entry_id=held.entry_id, lease=lease.name)
@@ -131,30 +135,29 @@ def _process(ctx: WorkerContext, held: Held) -> Outcome:
             # Reads the task with its document, and begins an attempt only if one is owed.
             attempt = call("metadata.begin", lambda: reporter.begin_attempt(worker.max_attempts))
         except (TaskNotFound, DocumentNotFound):
-            return _gone(ctx, held)
+            return _gone(ctx, scope, held)
         task, document = attempt.task, attempt.document
         if not attempt.begun:
-            return _settle(ctx, held, task)
+            return _settle(ctx, scope, held, task)
         # (Read for the entry's document, which is the task's.)
         first, stored = (stored if document.id == job.document_id else None), None
         try:
-            chunks = index_document(
-                ctx, job, held=held, reporter=reporter, document=document, stored=first
-            )
+            indexer = DocumentIndexer(ctx, scope, held, reporter, document=document, stored=first)
+            chunks = indexer.run()
         except LeaseLost:
             raise
         except (TaskNotFound, DocumentNotFound):
-            return _gone(ctx, held)
+            return _gone(ctx, scope, held)
         except BackendGaveUp as exc:
             if exc.records_outcomes:
                 raise  # nothing can be recorded now: released, and delivered again later
             # A backend stayed down past the budget: the reason names it; the dead letter
             # lets someone retry the document once it is back.
-            return _fail(ctx, held, exc.detail, reporter.stage, task.attempts)
+            return _fail(ctx, scope, held, exc.detail, reporter.stage, task.attempts)
         except (DocumentProcessingError, ClientError) as exc:
             # Bad in itself: another run would end the same way.
             stage = str(exc.extra.get("stage") or reporter.stage)
-            return _fail(ctx, held, exc.detail, stage, task.attempts)
+            return _fail(ctx, scope, held, exc.detail, stage, task.attempts)
         except Exception as exc:
             detail = exc.detail if isinstance(exc, KubemateError) else "internal error"
             log.error(
@@ -166,7 +169,7 @@ def _process(ctx: WorkerContext, held: Held) -> Outcome:
             )
             if task.attempts >= worker.max_attempts:
                 reason = f"{detail} (after {task.attempts} attempts; see the worker log)"
-                return _fail(ctx, held, reason, reporter.stage, task.attempts)
+                return _fail(ctx, scope, held, reason, reporter.stage, task.attempts)
             delay = backoff_delay(
                 task.attempts,
                 exc,
@@ -177,18 +180,18 @@ def _process(ctx: WorkerContext, held: Held) -> Outcome:
             held.wait_lost(delay)
             held.check()
             continue
-        catch_up(ctx, job)  # a re-index of the collection running or just switched
+        catch_up(ctx, scope, job)  # a re-index of the collection running or just switched
         _ack_completed(ctx, held)
         log.info("document.completed", document_id=job.document_id, chunks=chunks)
         return Outcome.DONE
 
 
-def _lease(ctx: WorkerContext, held: Held) -> tuple[Lease, Stored | None]:
+def _lease(ctx: WorkerContext, scope: TenantScope, held: Held) -> tuple[Lease, Stored | None]:
     """The entry's lease and, for the first attempt, the document's chunk ledger, read with it
     (a retry reads it again: the attempt before changed it)."""
     job = held.job
     try:
-        collection = ctx.vector_collection(job.collection)
+        collection = scope.vector_collection(job.collection)
     except KubemateError:
         # An unknown collection: the attempt fails on it, at the stage that needs it.
         lease = ctx.retrier.call(
@@ -202,7 +205,7 @@ def _lease(ctx: WorkerContext, held: Held) -> tuple[Lease, Stored | None]:
     )
 
 
-def _settle(ctx: WorkerContext, held: Held, task: TaskView) -> Outcome:
+def _settle(ctx: WorkerContext, scope: TenantScope, held: Held, task: TaskView) -> Outcome:
     """An entry whose task owes no attempt: finished already, or out of attempts."""
     if task.state == TaskState.COMPLETED:
         # (The run that completed it may have stopped before its acknowledgement's bump.)
@@ -217,7 +220,7 @@ def _settle(ctx: WorkerContext, held: Held, task: TaskView) -> Outcome:
         f"gave up after {task.attempts} attempts: the worker processing this document "
         "stopped each time (crashed or ran out of memory)"
     )
-    return _fail(ctx, held, reason, task.stage or "pending", task.attempts)
+    return _fail(ctx, scope, held, reason, task.stage or "pending", task.attempts)
 
 
 def _ack_completed(ctx: WorkerContext, held: Held) -> None:
@@ -227,12 +230,12 @@ def _ack_completed(ctx: WorkerContext, held: Held) -> None:
     ctx.retrier.call("stream.ack", lambda: ctx.queue.ack(held.entry_id, bump_generation_of=tenant))
 
 
-def _gone(ctx: WorkerContext, held: Held) -> Outcome:
+def _gone(ctx: WorkerContext, scope: TenantScope, held: Held) -> Outcome:
     """The document was deleted. Its deletion removed the chunks there were then; a run that
     was writing meanwhile (this one, or one that crashed) may have added some since."""
     job = held.job
     log.info("document.gone", document_id=job.document_id)
-    collection = ctx.vector_collection(job.collection)
+    collection = scope.vector_collection(job.collection)
     try:
         ctx.retrier.call(
             "vectors.delete",
@@ -245,7 +248,9 @@ def _gone(ctx: WorkerContext, held: Held) -> Outcome:
     return Outcome.GONE
 
 
-def _fail(ctx: WorkerContext, held: Held, reason: str, stage: str, attempts: int) -> Outcome:
+def _fail(
+    ctx: WorkerContext, scope: TenantScope, held: Held, reason: str, stage: str, attempts: int
+) -> Outcome:
     job = held.job
     try:
         ctx.retrier.call(
@@ -255,7 +260,7 @@ def _fail(ctx: WorkerContext, held: Held, reason: str, stage: str, attempts: int
             ),
         )
     except (TaskNotFound, DocumentNotFound):
-        return _gone(ctx, held)
+        return _gone(ctx, scope, held)
     DOCUMENT_PROCESSING_STATUS.labels(TaskState.FAILED.value).inc()
     log.warning(
         "document.failed",

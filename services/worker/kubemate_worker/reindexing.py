@@ -37,16 +37,19 @@ import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 from itertools import islice
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any
 
 import redis
 
 from kubemate.cache_generation import bump_generation
 from kubemate.collections import (
+    ActiveCollection,
+    Opening,
     active_vector_collection,
     configured_collection,
     embedder_variant,
-    index_of,
+    ensure_vector_collection,
+    open_reindex,
     pointer_collection,
     vector_collection,
 )
@@ -60,16 +63,20 @@ from kubemate.errors import (
 from kubemate.logs import get_logger
 from kubemate.metadata.models import TaskState
 from kubemate.metadata.reindexes import ReindexState, ReindexView
-from kubemate.models.assignments import AssignmentDoc, decode_event, tenant_field
-from kubemate.queue import IngestJob
-from kubemate.queue.streams import Lease
-from kubemate.settings import EmbedderConfig, RedisConfig
+from kubemate.models.assignments import AssignmentDoc, tenant_field
+from kubemate.queue import IngestJob, Lease, LeaseLost, StreamEntry
+from kubemate.queue.reindex import (
+    EmbedderChanged,
+    ReindexEntry,
+    ReindexRequested,
+)
+from kubemate.settings import EmbedderConfig
 from kubemate_worker.chunking import document_sections, windows
+from kubemate_worker.scope import TenantScope
 from kubemate_worker.versions import stale_chunk_ids, version_tag
 from kubemate_worker.writing import Target, embed_all, units
 
 if TYPE_CHECKING:
-    from kubemate.queue import IngestQueue
     from kubemate_worker.context import WorkerContext
 
 log = get_logger(__name__)
@@ -90,10 +97,6 @@ def _done(ctx: WorkerContext, reindex_id: str) -> set[str]:
     return {m.decode() if isinstance(m, bytes) else str(m) for m in members}
 
 
-class LeaseLost(Exception):
-    """Another worker took the stream entry over: it finishes the re-index, not this one."""
-
-
 class ReindexCancelled(Exception):
     """The re-index was cancelled while it ran; the detail is who cancelled it."""
 
@@ -111,26 +114,25 @@ class ReindexFailed(KubemateError):
 
 def reindex_document(
     ctx: WorkerContext,
-    tenant_id: str,
+    scope: TenantScope,
     document_id: str,
     collection: str,
-    target: str,
     on_dimension: Callable[[int], None],
 ) -> int:
-    """Parse, split and embed the stored document with ``ctx``'s embedder for ``collection``
-    (a view made by :meth:`WorkerContext.for_tenant`) and write it to the vector collection
-    ``target``; returns its chunk count. Idempotent: the chunk ids are those of the version
-    (content, splitter, model), and rows of other versions there are deleted after."""
+    """Parse, split and embed the stored document of ``scope``'s tenant with the embedder
+    ``scope`` gives ``collection`` and write it to the vector collection ``scope`` gives it
+    (:meth:`WorkerContext.pinned_scope`: a re-index's target); returns its chunk count.
+    Idempotent: the chunk ids are those of the version (content, splitter, model), and rows of
+    other versions there are deleted after."""
+    tenant_id, target = scope.tenant_id, scope.vector_collection(collection)
     call = ctx.retrier.call
-    document = call(
-        "metadata.get_document", lambda: ctx.store.documents.get(tenant_id, document_id)
-    )
+    document = call("metadata.get_document", lambda: ctx.store.documents.get(tenant_id, document_id))
     # Split as when it was indexed (documents indexed before this was recorded: the default).
     chosen = call("metadata.splitter", lambda: ctx.store.splitters.get(tenant_id, document_id))
     splitter, spec = ctx.splitter_for(
         IngestJob(tenant_id, document_id, "", collection, splitter=chosen or "")
     )
-    service = ctx.embed_service(collection)
+    service = ctx.embed_service(scope, collection)
     where = Target(
         tenant_id=tenant_id,
         document_id=document_id,
@@ -194,11 +196,11 @@ class _Ensured:
     def __call__(self, dimension: int) -> None:
         if self._done:
             return
-        config = self._ctx.settings.collection(self._collection)
-        self._ctx.retrier.call(
+        ctx = self._ctx
+        ctx.retrier.call(
             "vectors.ensure_collection",
-            lambda: self._ctx.vectors.ensure_collection(
-                self._target, dimension, language=config.language, index=index_of(config)
+            lambda: ensure_vector_collection(
+                ctx.vectors, ctx.settings, self._collection, dimension, name=self._target
             ),
         )
         self._done = True
@@ -262,12 +264,13 @@ def _run(ctx: WorkerContext, view: ReindexView, beat: Callable[[], None]) -> Non
         lambda: store.reindexes.update(tenant, view.id, state=ReindexState.RUNNING),
     )
     _check_running(started)  # cancelled since it was read: stop before writing anything
-    work = ctx.for_tenant(tenant, {name: target_embedder(ctx, view)})
-    if work.vector_collection(name) != target:
+    embedder = target_embedder(ctx, view)
+    if vector_collection(name, embedder) != target:
         raise ReindexFailed(
             f"{view.provider}:{view.model} does not write to {target} (settings changed?)"
         )
-    ensure = _Ensured(work, name, target)
+    work = ctx.pinned_scope(tenant, ActiveCollection(name, target, embedder))
+    ensure = _Ensured(ctx, name, target)
     done_key = _done_key(ctx, view.id)
     client = ctx.queue.client
     done = call("ledger.done", lambda: _done(ctx, view.id))
@@ -291,7 +294,7 @@ def _run(ctx: WorkerContext, view: ReindexView, beat: Callable[[], None]) -> Non
                 beat()
                 _check_running(store.reindexes.find(tenant, view.id))
                 try:
-                    reindex_document(work, tenant, document_id, name, target, ensure)
+                    reindex_document(ctx, work, document_id, name, ensure)
                 except DocumentNotFound:
                     pass  # deleted meanwhile: nothing to carry over
                 except (DocumentProcessingError, ClientError) as exc:
@@ -310,7 +313,7 @@ def _run(ctx: WorkerContext, view: ReindexView, beat: Callable[[], None]) -> Non
             _forget_document(ctx, target, tenant, gone)
         call("metadata.switch", lambda: store.reindexes.switch(tenant, view.id))
     finally:
-        work.flush_usage()
+        ctx.flush_usage(work)
     log.info(
         "reindex.switched",
         reindex_id=view.id,
@@ -412,13 +415,13 @@ def _undo_if_abandoned(ctx: WorkerContext, running: ReindexView, document_id: st
 # ---- documents finished while a re-index runs or switches ----------------------------------------
 
 
-def catch_up(ctx: WorkerContext, job: IngestJob) -> None:
-    """After ``job``'s document completed into ``ctx.vector_collection(job.collection)``: write
-    it to a running re-index's target too, and re-do it into the active collection if the
+def catch_up(ctx: WorkerContext, scope: TenantScope, job: IngestJob) -> None:
+    """After ``job``'s document completed into ``scope.vector_collection(job.collection)``:
+    write it to a running re-index's target too, and re-do it into the active collection if the
     tenant's collection was switched while it was being written. Failures are logged, never
     raised: the document itself is finished."""
     tenant, name = job.tenant_id, job.collection
-    written = ctx.vector_collection(name)
+    written = scope.vector_collection(name)
     try:
         # (The upload's splitter was recorded with the completion.)
         pointer, running = ctx.store.reindexes.status(tenant, name)
@@ -428,18 +431,11 @@ def catch_up(ctx: WorkerContext, job: IngestJob) -> None:
             else pointer_collection(ctx.settings, pointer)
         )
         if active.name != written:
-            work = ctx.for_tenant(tenant, {name: active.embedder})
+            work = ctx.pinned_scope(tenant, active)
             try:
-                reindex_document(
-                    work,
-                    tenant,
-                    job.document_id,
-                    name,
-                    active.name,
-                    _Ensured(work, name, active.name),
-                )
+                reindex_document(ctx, work, job.document_id, name, _Ensured(ctx, name, active.name))
             finally:
-                work.flush_usage()
+                ctx.flush_usage(work)
             _forget_document(ctx, written, tenant, job.document_id)
             log.info("reindex.document_caught_up", document_id=job.document_id, target=active.name)
         if (
@@ -448,13 +444,12 @@ def catch_up(ctx: WorkerContext, job: IngestJob) -> None:
             and running.new_vector_collection not in (written, active.name)
         ):
             target = running.new_vector_collection
-            work = ctx.for_tenant(tenant, {name: target_embedder(ctx, running)})
+            embedder = target_embedder(ctx, running)
+            work = ctx.pinned_scope(tenant, ActiveCollection(name, target, embedder))
             try:
-                reindex_document(
-                    work, tenant, job.document_id, name, target, _Ensured(work, name, target)
-                )
+                reindex_document(ctx, work, job.document_id, name, _Ensured(ctx, name, target))
             finally:
-                work.flush_usage()
+                ctx.flush_usage(work)
             ctx.queue.client.sadd(_done_key(ctx, running.id), job.document_id)
             _undo_if_abandoned(ctx, running, job.document_id)
             log.info("reindex.document_dual_written", document_id=job.document_id, target=target)
@@ -469,52 +464,38 @@ def catch_up(ctx: WorkerContext, job: IngestJob) -> None:
 
 
 def reindexes_of_event(
-    ctx: WorkerContext, event: dict[str, str], beat: Callable[[], None] = lambda: None
+    ctx: WorkerContext, event: EmbedderChanged, beat: Callable[[], None] = lambda: None
 ) -> list[tuple[str, str]]:
     """(tenant, re-index id) for an ``embedder_changed`` event: one per tenant it concerns
     whose active collection is not the new one already."""
-    name = event["collection"]
+    name = event.collection
     if name not in ctx.settings.collections:
         log.warning("reindex.event_unknown_collection", collection=name)
         return []
-    target = embedder_variant(
-        ctx.settings.collection(name).embedder,
-        event["new_provider"],
-        event["new_model"],
-        event.get("new_base_url") or None,
-    )
-    new_name = vector_collection(name, target)
-    if event.get("tenant_id", "*") == "*":
+    if event.tenant_id == "*":
         tenants = [
-            t
-            for t in ctx.store.documents.tenants_with_documents(name)
-            if not _own_choice(ctx, t, name)
+            t for t in ctx.store.documents.tenants_with_documents(name) if not _own_choice(ctx, t, name)
         ]
     else:
-        tenants = [event["tenant_id"]]
+        tenants = [event.tenant_id]
     made = []
     for tenant in tenants:
         while True:
-            pointer = ctx.store.pointers.get(tenant, name)
-            old = (
-                configured_collection(ctx.settings, name)
-                if pointer is None
-                else pointer_collection(ctx.settings, pointer)
-            )
-            if old.name == new_name:
-                break
-            view, created = ctx.store.reindexes.create(
+            opening = open_reindex(
+                ctx.store,
+                ctx.settings,
                 tenant,
-                collection=name,
-                old_vector_collection=old.name,
-                new_vector_collection=new_name,
-                provider=target.provider,
-                model=target.model,
-                base_url=event.get("new_base_url") or None,  # as for the API: resolved at use
-                requested_by=event.get("requested_by", "model-manager"),
+                name,
+                provider=event.new_provider,
+                model=event.new_model,
+                base_url=event.new_base_url or None,  # as for the API: resolved at use
+                requested_by=event.requested_by,
                 source="models",
             )
-            if created or view.new_vector_collection == new_name:
+            view = opening.view
+            if view is None:
+                break  # the new embedder serves the tenant already
+            if opening.outcome != Opening.BLOCKED:
                 made.append((tenant, view.id))
                 break
             # Another re-index of the collection is unfinished: this change follows it. One not
@@ -541,15 +522,14 @@ def _own_choice(ctx: WorkerContext, tenant: str, collection: str) -> bool:
 
 
 def handle_entry(
-    ctx: WorkerContext, fields: dict[str, str], beat: Callable[[], None]
+    ctx: WorkerContext, entry: ReindexEntry, beat: Callable[[], None]
 ) -> list[ReindexState | None]:
-    kind = fields.get("type")
-    if kind == "reindex_requested":
-        work = [(fields["tenant_id"], fields["reindex_id"])]
-    elif kind == "embedder_changed":
-        work = reindexes_of_event(ctx, fields, beat)
+    if isinstance(entry, ReindexRequested):
+        work = [(entry.tenant_id, entry.reindex_id)]
+    elif isinstance(entry, EmbedderChanged):
+        work = reindexes_of_event(ctx, entry, beat)
     else:
-        log.warning("reindex.entry_unknown", type=kind)
+        log.warning("reindex.entry_unknown", type=entry.type)
         return []
     return [run_reindex(ctx, tenant, rid, beat=beat) for tenant, rid in work]
 
@@ -583,55 +563,22 @@ class ReindexRunner:
                 log.warning("reindex.read_failed", error=str(exc))
                 self._stop.wait(ERROR_WAIT_S)
 
-    @staticmethod
-    def queue(ctx: WorkerContext) -> IngestQueue:
-        from kubemate.queue import IngestQueue
-
-        config = ctx.settings.reindex
-        return IngestQueue(
-            ctx.queue.client,
-            RedisConfig(
-                url=ctx.settings.redis.url,
-                ingest_stream=config.stream,
-                consumer_group=config.consumer_group,
-            ),
-            claim_idle_ms=config.claim_idle_ms,
-        )
-
     def poll(self, ctx: WorkerContext) -> bool:
         """Take one entry (a stale one first) and finish it; False when there was none."""
-        config = ctx.settings.reindex
-        stream = self.queue(ctx)
+        stream = ctx.reindex_queue
         if not self._grouped:
             stream.ensure_group()
             self._grouped = True
-        client = ctx.queue.client
-        _next, claimed, _deleted = client.xautoclaim(
-            config.stream, config.consumer_group, ctx.consumer, config.claim_idle_ms, "0-0", count=1
+        entries = stream.claim_stale(ctx.consumer, 1) or stream.read_new(
+            ctx.consumer, 1, ctx.settings.reindex.read_block_ms
         )
-        entries = [(eid, f) for eid, f in claimed if f]
-        if not entries:
-            reply = cast(
-                list[tuple[str, list[tuple[str, dict[str, str]]]]] | None,
-                client.xreadgroup(
-                    config.consumer_group,
-                    ctx.consumer,
-                    {config.stream: ">"},
-                    count=1,
-                    block=config.read_block_ms,
-                ),
-            )
-            for _name, items in reply or []:
-                entries.extend(items)
         if not entries:
             return False
-        entry_id, fields = entries[0]
-        self.process(ctx, stream, entry_id, decode_event(fields))
+        self.process(ctx, entries[0])
         return True
 
-    def process(
-        self, ctx: WorkerContext, stream: IngestQueue, entry_id: str, fields: dict[str, str]
-    ) -> None:
+    def process(self, ctx: WorkerContext, entry: StreamEntry[ReindexEntry]) -> None:
+        stream, entry_id = ctx.reindex_queue, entry.entry_id
         lost = threading.Event()
         beating = threading.Event()
 
@@ -651,7 +598,7 @@ class ReindexRunner:
         keeper = threading.Thread(target=heartbeat, name="reindex-lease", daemon=True)
         keeper.start()
         try:
-            outcomes = handle_entry(ctx, fields, beat)
+            outcomes = handle_entry(ctx, entry.message, beat)
         except LeaseLost:
             log.warning("reindex.entry_taken_over", entry_id=entry_id)
             return

@@ -1,5 +1,8 @@
 """The Celery tasks. Thin: they take ids and call the domain (processing, fanout).
 
+A document task carries only its stream entry's id: the entry itself is held by this worker's
+:class:`~kubemate_worker.inflight.InFlight`, where the dispatcher put it when it read it.
+
 Both are acknowledged to Celery on receipt: the Redis stream, not Celery, is the record of what
 is owed. A document task lost with its worker is redone through the stream (its entry is
 reclaimed after the idle timeout); a fan-out unit lost with its helper is taken back by the
@@ -13,7 +16,6 @@ from collections.abc import Callable
 import structlog
 from celery import Celery
 
-from kubemate.queue import IngestJob
 from kubemate_worker.context import WorkerContext
 
 PROCESS_DOCUMENT = "kubemate.process_document"
@@ -26,20 +28,12 @@ def register_tasks(app: Celery, ctx_getter: Callable[[], WorkerContext]) -> None
     from kubemate_worker.processing import process_entry
 
     @app.task(name=PROCESS_DOCUMENT, acks_late=False, ignore_result=True)  # type: ignore[untyped-decorator]
-    def process_document(entry_id: str, job: dict[str, str]) -> str:
-        ingest_job = IngestJob.from_fields(job)
-        structlog.contextvars.bind_contextvars(
-            task_id=ingest_job.task_id, tenant_id=ingest_job.tenant_id, entry_id=entry_id
-        )
-        try:
+    def process_document(entry_id: str, **_sent_before_upgrade: object) -> str:
+        # (A message sent by an older worker also carries the job: the held entry is the truth.)
+        with structlog.contextvars.bound_contextvars(entry_id=entry_id):
             return str(process_entry(ctx_getter(), entry_id))
-        finally:
-            structlog.contextvars.unbind_contextvars("task_id", "tenant_id", "entry_id")
 
     @app.task(name=EMBED_UNIT, acks_late=False, ignore_result=True)  # type: ignore[untyped-decorator]
     def embed_unit(key: str) -> str:
-        structlog.contextvars.bind_contextvars(unit=key)
-        try:
+        with structlog.contextvars.bound_contextvars(unit=key):
             return help_with_unit(ctx_getter(), key)
-        finally:
-            structlog.contextvars.unbind_contextvars("unit")

@@ -31,8 +31,7 @@ from dataclasses import dataclass, field
 import redis
 
 from kubemate.errors import BackendUnavailable
-from kubemate.queue import IngestQueue
-from kubemate.queue.streams import Lease
+from kubemate.queue import IngestQueue, Lease
 from kubemate.text.ids import chunk_id
 
 # Chunks written before versions existed: ids from kubemate.text.ids.chunk_id.

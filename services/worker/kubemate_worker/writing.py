@@ -91,7 +91,7 @@ def write_unit(
     dimension = len(vectors[0]) if vectors else 0
 
     def upsert() -> None:
-        ctx.loaded.ensure(target.collection, dimension)
+        ctx.loaded.ensure(target.collection, target.vector_collection, dimension)
         ctx.upserts.upsert(target.vector_collection, records)
 
     ctx.retrier.call("vectors.upsert", upsert, on_retry=on_retry)
