@@ -24,7 +24,7 @@ from kubemate.collections import (
 )
 from kubemate.inference.hash_embedder import HashEmbedder
 from kubemate.metadata.store import ActivePointerView, UsageRow
-from kubemate.models.metering import UsageMeter
+from kubemate.metering import UsageMeter
 from kubemate.settings import EmbedderConfig, KubemateSettings
 from kubemate_gateway.routing import route_class, upstream_for
 from kubemate_gateway.settings import GatewayConfig

@@ -19,7 +19,7 @@ import anyio
 
 from kubemate.logs import get_logger
 from kubemate.metadata.store import MetadataStore, UsageRow
-from kubemate.models.metering import UsageMeter
+from kubemate.metering import UsageMeter
 
 log = get_logger(__name__)
 

@@ -60,7 +60,7 @@ from kubemate.errors import (
 from kubemate.logs import get_logger
 from kubemate.metadata.models import TaskState
 from kubemate.metadata.store import ReindexState, ReindexView
-from kubemate.models.assignments import AssignmentDoc, decode_event, tenant_field
+from kubemate.model_assignments import AssignmentDoc, decode_event, tenant_field
 from kubemate.queue import IngestJob
 from kubemate.queue.streams import Lease
 from kubemate.settings import EmbedderConfig, RedisConfig
