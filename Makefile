@@ -4,7 +4,9 @@ SHELL := /bin/bash
 VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
-SERVICES := services/gateway services/ingest services/worker services/retrieval services/model_manager
+# Workspace packages over libs/: the services, and the `kubemate` command (cli) on top of them.
+SERVICES := services/gateway services/ingest services/worker services/retrieval services/model_manager \
+	services/cli
 # A portable llama.cpp build: the default -march=native wheel can crash on another CPU, and pip
 # caches the wheel it builds, so it must be one any machine of this kind can run.
 export CMAKE_ARGS ?= -DGGML_NATIVE=OFF
