@@ -154,8 +154,8 @@ class MilvusLiteServer:
             return
         if importlib.util.find_spec("milvus_lite") is None:
             raise MilvusNotAvailable(
-                "milvus-lite is not installed: install the `embedded` extra "
-                "(pip install 'kubemate-libs[embedded]') or point KUBEMATE_MILVUS__URI at a server"
+                "milvus-lite is not installed: pip install 'kubemate-libs[milvus-lite]' (part of "
+                "the `embedded` extra), or point KUBEMATE_MILVUS__URI at a server"
             )
         # Otherwise a server already on the port would pass our readiness check for us.
         if not port_is_free(self.host, self.port):

@@ -56,7 +56,7 @@ def llama_cpp_loader(path: Path, config: LocalRuntimeConfig) -> LoadedHandle:
         from llama_cpp import Llama
     except ImportError as exc:
         raise InferenceError(
-            "llama-cpp-python is not installed: pip install 'kubemate-libs[embedded]'"
+            "llama-cpp-python is not installed: pip install 'kubemate-libs[llamacpp]'"
         ) from exc
     threads = config.threads or os.cpu_count() or 1
     try:
