@@ -5,7 +5,8 @@ kubemate-libs extras it names, and must not bring another service's backends (Ce
 worker, the Kubernetes client only in the model manager, torch never by default). The code is
 parsed too: every third-party package a service imports at module level, directly or through the
 kernel modules it imports, must be installed by what it declares (lazy imports behind a registry
-are covered by the registry's own check). And the kernel imports no service.
+are covered by the registry's own check). And the kernel imports no service, and
+requirements.lock was made from the dependencies declared now.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from __future__ import annotations
 import ast
 import functools
 import importlib.metadata
+import importlib.util
 import re
 import sys
 import tomllib
@@ -305,3 +307,26 @@ def test_the_kernel_imports_no_service_and_no_service_imports_another() -> None:
             if own == "kubemate" or own != "kubemate_cli":
                 offenders.append(f"{module} imports {name}")
     assert not offenders, offenders
+
+
+def _lock_tool() -> Any:
+    spec = importlib.util.spec_from_file_location("lock_tool", ROOT / ".ci" / "lock.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_lock_was_made_from_the_dependencies_declared_now() -> None:
+    tool = _lock_tool()
+    assert tool.recorded_digest() == tool.inputs_digest(), (
+        "a pyproject's dependencies changed since requirements.lock was made: run `make lock`"
+    )
+    pinned = {
+        canonical(line.partition("==")[0])
+        for line in tool.LOCK.read_text().splitlines()
+        if re.match(r"^[A-Za-z0-9][^ ]*==", line)
+    }
+    wanted = {canonical(Requirement(line).name) for line in tool.inputs().splitlines()}
+    assert wanted <= pinned, sorted(wanted - pinned)
+    assert all("==" in line for line in tool.LOCK.read_text().splitlines() if line[:1].isalnum())
