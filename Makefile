@@ -4,7 +4,9 @@ SHELL := /bin/bash
 VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
-SERVICES := services/gateway services/ingest services/worker services/retrieval services/model_manager
+# Workspace packages over libs/: the services, and the `kubemate` command (cli) on top of them.
+SERVICES := services/gateway services/ingest services/worker services/retrieval services/model_manager \
+	services/cli
 # A portable llama.cpp build: the default -march=native wheel can crash on another CPU, and pip
 # caches the wheel it builds, so it must be one any machine of this kind can run.
 export CMAKE_ARGS ?= -DGGML_NATIVE=OFF
@@ -15,16 +17,26 @@ export TRANSFORMERS_OFFLINE := 1
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
 
-$(VENV)/.installed: libs/pyproject.toml pyproject.toml $(addsuffix /pyproject.toml,$(SERVICES))
+$(VENV)/.installed: requirements.lock libs/pyproject.toml pyproject.toml $(addsuffix /pyproject.toml,$(SERVICES))
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PIP) install --quiet --upgrade "pip>=25.1" wheel
 	# torch first and pinned: the CPU build on this machine's disk. Anything that depends on
 	# torch, installed before it, would pull a multi-GB CUDA build.
-	$(PIP) install --quiet "torch==2.13.0"
-	$(PIP) install --quiet -e "libs[embedded]" $(addprefix -e ,$(SERVICES)) --group test
+	$(PIP) install --quiet "$$(grep '^torch==' requirements.lock)"
+	# Every dependency at the version the lock pins, then the workspace's own packages, editable
+	# and without dependencies (the lock holds them all, with every extra and the test tools).
+	$(PIP) install --quiet -r requirements.lock
+	$(PIP) install --quiet --no-deps -e libs $(addprefix -e ,$(SERVICES))
 	touch $@
 
 install: $(VENV)/.installed ## Create .venv and install Kubemate with the embedded backends and test tools
+
+# After a pyproject's dependencies change (a unit test fails until then). LOCK_ARGS=--upgrade
+# re-resolves from scratch instead of keeping the pins that are still allowed.
+lock: ## Pin every dependency again into requirements.lock (pip-tools)
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PIP) install --quiet --upgrade "pip>=25.1" wheel "pip-tools>=7.5"
+	$(PY) .ci/lock.py $(LOCK_ARGS)
 
 up: install console ## Install, then run the whole embedded stack (Ctrl-C stops it)
 	$(VENV)/bin/kubemate up
@@ -74,4 +86,4 @@ lint: install ## ruff and mypy
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy libs/kubemate services
 
-.PHONY: help install up console console-test test test-tools test-unit lint
+.PHONY: help install lock up console console-test test test-tools test-unit lint

@@ -49,10 +49,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from scifact_bench import rate_limits_out_of_the_way
 
 from kubemate.auth import issue_token
-from kubemate.embedded.supervisor import free_port
 from kubemate.settings import EmbedderConfig, KubemateSettings, SplitterConfig
 from kubemate.text.parse import Section
 from kubemate.text.split import build_splitter
+from kubemate_cli.embedded.processes import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_CORPUS = ROOT.parent / "shared" / "datasets" / "scifact" / "corpus.jsonl"

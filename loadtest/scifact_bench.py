@@ -54,9 +54,9 @@ import httpx
 
 from kubemate.auth import Role, issue_token
 from kubemate.collections import vector_collection
-from kubemate.embedded.supervisor import free_port
 from kubemate.settings import KubemateSettings, MilvusConfig
 from kubemate.vectorstore.milvus import MilvusVectorStore
+from kubemate_cli.embedded.processes import free_port
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_DATASET = REPO.parent / "shared" / "datasets" / "scifact"

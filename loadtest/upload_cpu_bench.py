@@ -60,9 +60,9 @@ import redis
 
 from kubemate.auth import Identity, Role
 from kubemate.auth.internal import sign_identity
-from kubemate.embedded.supervisor import free_port
 from kubemate.metadata.migrate import upgrade_to_head
 from kubemate.settings import AuthConfig
+from kubemate_cli.embedded.processes import free_port
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 

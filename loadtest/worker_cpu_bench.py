@@ -231,8 +231,8 @@ def main() -> None:
         Path(args.child).write_text(json.dumps(run_round(args)))
         return
 
-    from kubemate.embedded.milvus import MilvusLiteServer
-    from kubemate.embedded.supervisor import free_port
+    from kubemate_cli.embedded.milvus import MilvusLiteServer
+    from kubemate_cli.embedded.processes import free_port
 
     trees = {"this": ROOT}
     if args.against is not None:

@@ -239,7 +239,7 @@ class PresignedUploadsUnsupported(ClientError):
 
 class PdfRefused(ClientError):
     """An uploaded PDF refused for what it is, before anything is stored
-    (kubemate.text.pdf_inspect)."""
+    (the ingest service's PDF inspection)."""
 
     type_slug = "pdf-refused"
     title = "PDF refused"

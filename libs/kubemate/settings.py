@@ -16,7 +16,6 @@ from pydantic import BaseModel, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from kubemate.http.config import HttpConfig
-from kubemate.text.prompt import PromptConfig
 
 # Development defaults. Production mode refuses to start with any of them (see check below).
 DEV_JWT_SECRET = "kubemate-dev-jwt-secret-change-me"
@@ -209,7 +208,6 @@ class KubemateSettings(BaseSettings):
     collections: dict[str, CollectionConfig] = Field(default_factory=_default_collections)
     llm: LLMConfig = LLMConfig()
     splitter: SplitterConfig = SplitterConfig()
-    prompt: PromptConfig = PromptConfig()
     auth: AuthConfig = AuthConfig()
     observability: ObservabilityConfig = ObservabilityConfig()
     tracing: TracingConfig = TracingConfig()

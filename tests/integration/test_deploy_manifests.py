@@ -47,6 +47,7 @@ PROMETHEUS_DIR = ROOT / "deploy" / "prometheus"
 ALERTMANAGER = ROOT / "deploy" / "alertmanager" / "alertmanager.yml"
 DASHBOARD = ROOT / "deploy" / "grafana" / "dashboards" / "kubemate.json"
 DOCKERFILE = ROOT / "deploy" / "docker" / "Dockerfile"
+DOCKERIGNORE = ROOT / "deploy" / "docker" / "Dockerfile.dockerignore"
 
 RELEASE = "kubemate"
 NAMESPACE = "kubemate"
@@ -416,6 +417,10 @@ def test_entry_points(render: Callable[[str], list[Manifest]]) -> None:
         assert command[command.index("--host") + 1] == "0.0.0.0"
     (worker,) = deployments["worker"]["spec"]["template"]["spec"]["containers"]
     assert worker["command"] == ["python", "-m", "kubemate_worker"]
+    # each component runs its own image (deploy/docker/Dockerfile, one SERVICE each)
+    for name, deployment in deployments.items():
+        (container,) = deployment["spec"]["template"]["spec"]["containers"]
+        assert container["image"].startswith(f"kubemate/kubemate-{name}:"), container["image"]
     env = {e["name"]: e.get("value") for e in worker["env"]}
     assert env["KUBEMATE_WORKER__METRICS_HOST"] == "0.0.0.0"
     assert env["KUBEMATE_WORKER__METRICS_PORT"] == "9101"
@@ -511,6 +516,7 @@ def test_migration_runs_as_pre_install_and_pre_upgrade_hook(
     assert annotations["helm.sh/hook"] == "pre-install,pre-upgrade"
     (container,) = job["spec"]["template"]["spec"]["containers"]
     assert "upgrade_to_head(os.environ['KUBEMATE_DATABASE__URL'])" in container["command"][-1]
+    assert container["image"].startswith("kubemate/kubemate-migrate:")
     # Hooks run before the release's own Secret exists: the Job reads a hook Secret created
     # just before it.
     secret_name = container["env"][0]["valueFrom"]["secretKeyRef"]["name"]
@@ -693,6 +699,10 @@ def test_compose_has_the_whole_stack(compose: dict[str, Any]) -> None:
             "service_completed_successfully"
         )
     assert "upgrade_to_head" in kubemate["migrate"]["command"][-1]
+    # one image per service, built for it (deploy/docker/Dockerfile's SERVICE)
+    for name, spec in kubemate.items():
+        assert spec["build"]["args"]["SERVICE"] == name.replace("-", "_")
+        assert spec["image"] == f"${{KUBEMATE_IMAGE:-kubemate}}-{name}:${{KUBEMATE_TAG:-dev}}"
     assert kubemate["worker"]["command"] == ["python", "-m", "kubemate_worker"]
     assert kubemate["gateway"]["command"][:3] == [
         "uvicorn",
@@ -1036,15 +1046,23 @@ def test_dockerfile_layers_and_user() -> None:
                 return i
         raise AssertionError(f"no line matches {pattern}")
 
-    torch = first(r'pip install "torch==\$\{TORCH_VERSION\}"')
-    assert re.search(r"^ARG TORCH_VERSION=2\.13\.0$", text, re.M)
+    lock = first(r"^COPY requirements\.lock ")
     manifests = first(r"^COPY libs/pyproject\.toml")
-    deps = first(r"pip install -r /tmp/requirements\.txt")
+    # torch from the lock's pin and the CPU index, only for the extras that need it
+    torch = first(r"pip install -c requirements\.lock torch --index-url")
+    assert "sentence-transformers" in lines[torch - 1] or "sentence-transformers" in lines[torch]
+    deps = first(r"pip install -c requirements\.lock \$\(cat /tmp/packages\)")
     source = first(r"^COPY libs libs$")
-    # torch pinned first, then dependencies from the pyproject files, then the source
-    assert torch < manifests < deps < source
+    # the lock and the manifests, then torch, then the dependencies they pin, then the source
+    assert lock < manifests < torch < deps < source
+    assert re.search(r"--no-deps", lines[first(r"^RUN pip install --no-deps")])
     for service in ("gateway", "ingest", "retrieval", "model_manager", "worker"):
         first(rf"^COPY services/{service}/pyproject\.toml")
+    # one image per service: SERVICE picks the package, and what the image runs by default
+    assert re.search(r"^ARG SERVICE=gateway$", text, re.M)
+    assert '"${SERVICE}" = migrate' in text and "services/${SERVICE}" in text
+    assert "KUBEMATE_SERVICE=${SERVICE}" in text
+    assert "!requirements.lock" in DOCKERIGNORE.read_text().splitlines()
     # the runtime stage runs as a numeric non-root user, and holds no secret
     assert lines[first(r"^USER ")] == "USER 10001:10001"
     assert first(r"^USER ") > first(r"^FROM .* AS runtime$")

@@ -36,7 +36,6 @@ import httpx
 import redis
 
 from kubemate.auth import Role
-from kubemate.embedded.supervisor import free_port, port_is_free, read_log_tail
 from kubemate.metadata.migrate import upgrade_to_head
 from kubemate.metadata.models import TaskState
 from kubemate.metadata.store import MetadataStore
@@ -44,6 +43,7 @@ from kubemate.metadata.tasks import TaskView
 from kubemate.queue import IngestQueue
 from kubemate.settings import MilvusConfig, RedisConfig
 from kubemate.vectorstore.milvus import MilvusVectorStore
+from kubemate_cli.embedded.processes import free_port, port_is_free, read_log_tail
 from kubemate_worker.settings import WorkerSettings
 from tests.fixtures.services import identity_headers
 

@@ -1,5 +1,5 @@
 """Milvus unavailable for a while: a Milvus Lite server of the test's own (``milvus-lite
-server`` through kubemate.embedded.milvus.MilvusLiteServer) is stopped and started again on the
+server`` through kubemate_cli.embedded.milvus.MilvusLiteServer) is stopped and started again on the
 same data directory and port while workers run."""
 
 from __future__ import annotations
@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from kubemate.embedded.milvus import MilvusLiteServer
 from kubemate.metadata.models import TaskState
+from kubemate_cli.embedded.milvus import MilvusLiteServer
 from tests.fixtures.services import MACHINE_REDIS
 from tests.integration.test_faults_harness import deployment, paragraphs, restartable_port
 

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from kubemate.embedded.redis import RedisServer
 from kubemate.metadata.models import TaskState
+from kubemate_cli.embedded.redis import RedisServer
 from tests.integration.test_faults_harness import deployment, paragraphs, restartable_port
 
 pytestmark = pytest.mark.integration

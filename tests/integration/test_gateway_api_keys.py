@@ -11,12 +11,12 @@ from fastapi.testclient import TestClient
 from sqlalchemy import text
 
 from kubemate.auth import Role, issue_token
-from kubemate.auth.api_keys import issue_api_key, parse_api_key
 from kubemate.errors import ApiKeyNotFound
 from kubemate.metadata import MetadataStore, upgrade_to_head
 from kubemate.metadata.database import make_engine
 from kubemate.metadata.migrate import alembic_config
 from kubemate.settings import AuthConfig, DatabaseConfig
+from kubemate_gateway.api_keys import issue_api_key, parse_api_key
 from kubemate_gateway.main import create_app
 from kubemate_gateway.settings import GatewaySettings
 

@@ -32,10 +32,10 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
 from kubemate.auth import Role, issue_token
-from kubemate.embedded.supervisor import free_port
 from kubemate.errors import BackendUnavailable
 from kubemate.metadata.migrate import upgrade_to_head
 from kubemate.settings import AuthConfig
+from kubemate_cli.embedded.processes import free_port
 from kubemate_gateway.limits import ConcurrencyLimiter, RateLimiter
 from kubemate_gateway.main import create_app
 from kubemate_gateway.settings import Bucket, GatewaySettings

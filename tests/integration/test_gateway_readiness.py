@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
-from kubemate.embedded.supervisor import free_port
 from kubemate.metadata import upgrade_to_head
+from kubemate_cli.embedded.processes import free_port
 from kubemate_gateway.main import create_app
 from kubemate_gateway.settings import GatewaySettings
 from tests.fixtures.services import MACHINE_REDIS

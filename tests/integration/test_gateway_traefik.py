@@ -29,9 +29,9 @@ import yaml
 
 from kubemate.auth import Role, issue_token
 from kubemate.auth.internal import IDENTITY_HEADERS
-from kubemate.embedded.supervisor import free_port
 from kubemate.metadata.migrate import upgrade_to_head
 from kubemate.settings import AuthConfig
+from kubemate_cli.embedded.processes import free_port
 from tests.fixtures.services import MACHINE_REDIS
 
 pytestmark = pytest.mark.integration

@@ -3,7 +3,8 @@
 Real tools, offline: helm v4 (tests/deploy_tools.py) renders the chart; the model manager's
 environment from that rendering (ConfigMap, Secret, its container's env) is loaded into
 ``ModelManagerSettings``; the runtime manifests the model manager would apply are rendered from
-those settings by ``kubemate.k8s.manifests`` and checked with ``kubernetes-validate --strict``.
+those settings by ``kubemate_model_manager.k8s.manifests`` and checked with
+``kubernetes-validate --strict``.
 No cluster runs here, so nothing is applied: this proves the names and keys line up and that no
 credential is written into a Deployment, not that a pod starts.
 """
@@ -19,7 +20,7 @@ from typing import Any
 import pytest
 import yaml
 
-from kubemate.k8s.manifests import ModelDeploymentSpec, ModelSource, render
+from kubemate_model_manager.k8s.manifests import ModelDeploymentSpec, ModelSource, render
 from kubemate_model_manager.settings import ModelManagerSettings
 from tests import deploy_tools
 

@@ -206,7 +206,7 @@ HOSTILE: dict[str, tuple[str, bytes]] = {
     "truncated pdf": ("broken.pdf", pdf(3, "cut short")[:400]),
 }
 
-# Refused by the upload's PDF check (kubemate.text.pdf_inspect) before anything is written.
+# Refused by the upload's PDF check (kubemate_ingest.pdf_inspect) before anything is written.
 REFUSED_AT_UPLOAD: dict[str, str] = {
     "encrypted pdf (password)": "pdf-encrypted",
     "encrypted pdf (empty password)": "pdf-encrypted",

@@ -17,11 +17,11 @@ from kubemate.auth import Role
 from kubemate.collections import vector_collection
 from kubemate.metadata.models import TaskState
 from kubemate.metadata.store import MetadataStore
-from kubemate.text.ids import chunk_id
 from kubemate.vectorstore import ChunkRecord
 from kubemate.vectorstore.milvus import MilvusVectorStore
 from kubemate_ingest.main import create_app
 from kubemate_ingest.settings import IngestSettings
+from kubemate_worker.ids import chunk_id
 from tests.fixtures.services import identity_headers
 
 pytestmark = pytest.mark.integration

@@ -17,10 +17,10 @@ import uvicorn
 from fastapi.testclient import TestClient
 
 from kubemate.auth import Role
-from kubemate.cli.client import KubemateClient, PollingWatcher, SseWatcher, TaskStatus
-from kubemate.embedded.supervisor import free_port
 from kubemate.metadata.models import TaskState
 from kubemate.metadata.store import MetadataStore
+from kubemate_cli.client import KubemateClient, PollingWatcher, SseWatcher, TaskStatus
+from kubemate_cli.embedded.processes import free_port
 from kubemate_ingest.main import create_app
 from kubemate_ingest.settings import IngestSettings
 from tests.fixtures.services import identity_headers

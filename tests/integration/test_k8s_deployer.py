@@ -27,9 +27,9 @@ from fastapi.testclient import TestClient
 
 from kubemate.auth import Role
 from kubemate.errors import DeploymentNotFound
-from kubemate.k8s.config import KubernetesConfig
-from kubemate.k8s.deployer import KubernetesDeployer
-from kubemate.k8s.manifests import ModelDeploymentSpec, ModelSource, render
+from kubemate_model_manager.k8s.config import KubernetesConfig
+from kubemate_model_manager.k8s.deployer import KubernetesDeployer
+from kubemate_model_manager.k8s.manifests import ModelDeploymentSpec, ModelSource, render
 from kubemate_model_manager.main import create_app
 from kubemate_model_manager.settings import ModelManagerSettings
 from tests import deploy_tools

@@ -16,10 +16,10 @@ import pytest
 from fastapi.testclient import TestClient
 
 from kubemate.auth import Role
-from kubemate.models.config import OllamaInstanceConfig
-from kubemate.models.registry import ModelRegistry
+from kubemate.models_config import OllamaInstanceConfig
 from kubemate.objectstore import build_object_store
 from kubemate_model_manager.main import create_app
+from kubemate_model_manager.registry.store import ModelRegistry
 from kubemate_model_manager.settings import ModelManagerSettings
 from tests.fixtures.inference import OllamaStandIn
 from tests.fixtures.services import identity_headers

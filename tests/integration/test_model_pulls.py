@@ -24,9 +24,9 @@ import pytest
 import redis.asyncio as aioredis
 
 from kubemate.errors import BackendUnavailable, RetryableInferenceError
-from kubemate.models.base import PullProgress
-from kubemate.models.config import PullsConfig
+from kubemate.models_config import PullsConfig
 from kubemate_model_manager.pulls import ABANDONED, PullState, PullTasks
+from kubemate_model_manager.runtimes.base import PullProgress
 from tests.fixtures.services import MACHINE_REDIS
 
 pytestmark = pytest.mark.integration
@@ -183,8 +183,8 @@ _OWNER = textwrap.dedent(
     """
     import asyncio, sys
     import redis.asyncio as aioredis
-    from kubemate.models.base import PullProgress
-    from kubemate.models.config import PullsConfig
+    from kubemate_model_manager.runtimes.base import PullProgress
+    from kubemate.models_config import PullsConfig
     from kubemate_model_manager.pulls import PullTasks
 
     class Hanging:

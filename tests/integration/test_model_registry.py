@@ -22,11 +22,11 @@ from fastapi.testclient import TestClient
 
 from kubemate.auth import Role
 from kubemate.errors import ChecksumMismatch, InvalidModelFile
-from kubemate.models.config import RegistryConfig
-from kubemate.models.registry import ModelRegistry
+from kubemate.models_config import RegistryConfig
 from kubemate.objectstore.s3 import S3ObjectStore
 from kubemate.settings import ObjectStoreConfig
 from kubemate_model_manager.main import create_app
+from kubemate_model_manager.registry.store import ModelRegistry
 from kubemate_model_manager.settings import ModelManagerSettings
 from tests.fixtures.services import identity_headers
 from tests.unit.test_model_gguf import ONNX_BYTES, make_gguf

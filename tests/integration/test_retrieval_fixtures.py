@@ -36,11 +36,11 @@ from kubemate.cache_generation import bump_generation, generation_key
 from kubemate.collections import vector_collection
 from kubemate.inference import build_embedder
 from kubemate.metadata.store import MetadataStore
-from kubemate.text.ids import chunk_id
 from kubemate.vectorstore import ChunkRecord
 from kubemate.vectorstore.milvus import MilvusVectorStore
 from kubemate_retrieval.main import create_app as create_retrieval
 from kubemate_retrieval.settings import RetrievalSettings
+from kubemate_worker.ids import chunk_id
 from tests.fixtures.inference import _ThreadedServer
 from tests.fixtures.services import MACHINE_REDIS, identity_headers
 

@@ -19,7 +19,7 @@ from kubemate.inference import GenerateOptions
 from kubemate.inference.hash_embedder import HashEmbedder
 from kubemate.inference.ollama import OllamaLLM
 from kubemate.metadata.store import MetadataStore
-from kubemate.models.metering import MeteredEmbedder, MeteredLLM, UsageMeter
+from kubemate.metering import MeteredEmbedder, MeteredLLM, UsageMeter
 from kubemate.settings import EmbedderConfig, LLMConfig
 from kubemate_model_manager.main import create_app
 from kubemate_model_manager.settings import ModelManagerSettings

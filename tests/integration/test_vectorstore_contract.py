@@ -17,12 +17,12 @@ from pymilvus import DataType, MilvusClient
 from structlog.testing import capture_logs
 
 from kubemate.collections import ensure_vector_collection, vector_collection
-from kubemate.embedded.supervisor import free_port
 from kubemate.errors import BackendUnavailable, ServiceError, ValidationFailed
 from kubemate.settings import CollectionConfig, HnswConfig, KubemateSettings, MilvusConfig
 from kubemate.vectorstore.base import ChunkRecord, VectorStore
 from kubemate.vectorstore.index import resolve_index
 from kubemate.vectorstore.milvus import CHUNK_TEXT_MAX_BYTES, TITLE_MAX_BYTES, MilvusVectorStore
+from kubemate_cli.embedded.processes import free_port
 
 pytestmark = pytest.mark.integration
 

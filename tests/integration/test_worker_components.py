@@ -218,7 +218,7 @@ def test_a_live_holder_keeps_its_slot_past_the_ttl(slots_key: str) -> None:
 
 
 def test_the_embedded_stack_runs_n_workers_with_ports_of_their_own(tmp_path: Path) -> None:
-    from kubemate.embedded.supervisor import EmbeddedStack, StackConfig
+    from kubemate_cli.embedded.supervisor import EmbeddedStack, StackConfig
 
     one = EmbeddedStack(StackConfig(data_dir=tmp_path))._worker_specs({}, taken=set())
     assert [s.name for s in one] == ["worker"]

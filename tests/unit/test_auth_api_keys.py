@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import pytest
 
-from kubemate.auth.api_keys import (
+from kubemate.errors import Unauthenticated
+from kubemate_gateway.api_keys import (
     hash_secret,
     issue_api_key,
     looks_like_api_key,
     parse_api_key,
     secret_matches,
 )
-from kubemate.errors import Unauthenticated
 
 
 def test_issued_keys_parse_back_and_match_their_hash() -> None:

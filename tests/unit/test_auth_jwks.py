@@ -23,10 +23,10 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from jwt.algorithms import ECAlgorithm, RSAAlgorithm
 
 from kubemate.auth import Identity, Role
-from kubemate.auth.jwks import JwksConfig, JwksKeys, parse_jwks
-from kubemate.auth.verifier import TokenVerifier
 from kubemate.errors import BackendUnavailable, Unauthenticated
 from kubemate.settings import AuthConfig
+from kubemate_gateway.jwks import JwksConfig, JwksKeys, parse_jwks
+from kubemate_gateway.verifier import TokenVerifier
 
 AUTH = AuthConfig()
 

@@ -12,11 +12,11 @@ import pytest
 from typer.testing import CliRunner
 
 from kubemate.auth import Role, verify_token
-from kubemate.cli.app import app
-from kubemate.cli.client import PollingWatcher
-from kubemate.cli.common import CliState
-from kubemate.cli.ingest import expand_paths
 from kubemate.settings import KubemateSettings
+from kubemate_cli.app import app
+from kubemate_cli.client import PollingWatcher
+from kubemate_cli.common import CliState
+from kubemate_cli.ingest import expand_paths
 
 PROBLEM = "application/problem+json"
 

@@ -13,16 +13,16 @@ import httpx
 import pytest
 from typer.testing import CliRunner
 
-from kubemate.cli.app import app
-from kubemate.cli.client import (
+from kubemate.retry import RetryPolicy
+from kubemate_cli.app import app
+from kubemate_cli.client import (
     RATE_LIMIT_RETRY,
     ApiError,
     KubemateClient,
     PollingWatcher,
     parse_retry_after,
 )
-from kubemate.cli.common import CliState
-from kubemate.retry import RetryPolicy
+from kubemate_cli.common import CliState
 
 PROBLEM = {"content-type": "application/problem+json"}
 ANSWER = {"answer": "The margin was 3.2 percent.", "citations": []}

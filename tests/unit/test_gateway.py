@@ -184,9 +184,9 @@ def test_active_keys_per_tenant_are_capped(tmp_path: Path) -> None:
 
 
 def test_verified_tokens_are_remembered_until_they_expire(monkeypatch: pytest.MonkeyPatch) -> None:
-    from kubemate.auth import verifier as verifier_module
-    from kubemate.auth.verifier import TokenVerifier
     from kubemate.errors import Unauthenticated
+    from kubemate_gateway import verifier as verifier_module
+    from kubemate_gateway.verifier import TokenVerifier
 
     auth = AuthConfig(leeway_s=0)
     decodes: list[str] = []

@@ -88,7 +88,7 @@ def test_missing_optional_package_names_the_extra(monkeypatch: pytest.MonkeyPatc
         return None if name == "llama_cpp" else real_find_spec(name, *args)  # type: ignore[arg-type]
 
     monkeypatch.setattr(importlib.util, "find_spec", find_spec)
-    with pytest.raises(registry.MissingExtra, match=r"pip install 'kubemate-libs\[embedded\]'"):
+    with pytest.raises(registry.MissingExtra, match=r"pip install 'kubemate-libs\[llamacpp\]'"):
         build_llm(LLMConfig(provider="llamacpp"))
 
 

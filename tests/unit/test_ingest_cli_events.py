@@ -12,9 +12,9 @@ import httpx
 import pytest
 from typer.testing import CliRunner
 
-from kubemate.cli.app import app
-from kubemate.cli.client import KubemateClient, PollingWatcher, SseWatcher, TaskStatus
-from kubemate.cli.common import CliState
+from kubemate_cli.app import app
+from kubemate_cli.client import KubemateClient, PollingWatcher, SseWatcher, TaskStatus
+from kubemate_cli.common import CliState
 
 PROBLEM = "application/problem+json"
 

@@ -6,8 +6,8 @@ from __future__ import annotations
 import pytest
 
 from kubemate.errors import ValidationFailed
-from kubemate.k8s.config import KubernetesConfig
-from kubemate.k8s.manifests import ModelDeploymentSpec, ModelSource, render
+from kubemate_model_manager.k8s.config import KubernetesConfig
+from kubemate_model_manager.k8s.manifests import ModelDeploymentSpec, ModelSource, render
 
 CONFIG = KubernetesConfig(namespace="inference")
 GGUF = ModelSource(kind="file", key="models/tiny/blobs/abc123", filename="tiny.gguf")

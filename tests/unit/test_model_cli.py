@@ -11,8 +11,8 @@ import httpx
 import pytest
 from typer.testing import CliRunner
 
-from kubemate.cli.app import app
-from kubemate.cli.common import CliState
+from kubemate_cli.app import app
+from kubemate_cli.common import CliState
 
 PROBLEM = {"content-type": "application/problem+json"}
 

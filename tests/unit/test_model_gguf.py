@@ -15,8 +15,8 @@ import numpy as np
 import pytest
 
 from kubemate.errors import ChecksumMismatch, CorruptModelFile, InvalidModelFile, PayloadTooLarge
-from kubemate.models.formats import CheckingReader, sniff_format
-from kubemate.models.gguf_header import read_gguf_header
+from kubemate_model_manager.registry.formats import CheckingReader, sniff_format
+from kubemate_model_manager.registry.gguf_header import read_gguf_header
 
 # A minimal ONNX ModelProto prefix: ir_version=9 (field 1), producer_name="test" (field 2).
 ONNX_BYTES = b"\x08\x09\x12\x04test" + bytes(200)

@@ -16,10 +16,10 @@ from pathlib import Path
 import pytest
 
 from kubemate.errors import UnknownModel, ValidationFailed
-from kubemate.models.config import LocalRuntimeConfig, RegistryConfig
-from kubemate.models.local import LocalGGUFRuntime
-from kubemate.models.registry import ModelRegistry
+from kubemate.models_config import LocalRuntimeConfig, RegistryConfig
 from kubemate.objectstore.filesystem import FilesystemObjectStore
+from kubemate_model_manager.registry.store import ModelRegistry
+from kubemate_model_manager.runtimes.local import LocalGGUFRuntime
 from tests.unit.test_model_gguf import ONNX_BYTES, make_gguf
 
 

@@ -11,8 +11,8 @@ from datetime import UTC, datetime, timedelta, timezone
 
 import httpx
 
-from kubemate.models.config import OllamaInstanceConfig
-from kubemate.models.ollama import OllamaModels
+from kubemate.models_config import OllamaInstanceConfig
+from kubemate_model_manager.runtimes.ollama import OllamaModels
 
 # The example of Ollama's API reference (docs/api.md, "List Running Models"), plus a GPU model.
 PS = {

@@ -12,8 +12,6 @@ import pytest
 from typer.testing import CliRunner
 
 from kubemate.auth.identity import Role
-from kubemate.cli.app import app
-from kubemate.cli.common import CliState
 from kubemate.collections import (
     configured_collection,
     embedder_variant,
@@ -24,8 +22,10 @@ from kubemate.collections import (
 from kubemate.inference.hash_embedder import HashEmbedder
 from kubemate.metadata.pointers import ActivePointerView
 from kubemate.metadata.usage import UsageRow
-from kubemate.models.metering import UsageMeter
+from kubemate.metering import UsageMeter
 from kubemate.settings import EmbedderConfig, KubemateSettings
+from kubemate_cli.app import app
+from kubemate_cli.common import CliState
 from kubemate_gateway.routing import route_class, upstream_for
 from kubemate_gateway.settings import GatewayConfig
 from kubemate_worker.embedding import EmbedService

@@ -8,7 +8,7 @@ from dataclasses import asdict
 from typing import Any
 
 from kubemate.metadata.usage import UsageRow
-from kubemate.models.metering import MeteredEmbedder
+from kubemate.metering import MeteredEmbedder
 from kubemate_retrieval.metering import DeferredUsageMeter
 from kubemate_retrieval.timing import Timer
 

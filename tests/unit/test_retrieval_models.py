@@ -11,7 +11,7 @@ import pytest
 
 from kubemate.collections import ActiveCollection, embedder_variant, vector_collection
 from kubemate.errors import ModelUnavailable
-from kubemate.models.assignments import Effective, ModelAssignments, ModelRef
+from kubemate.model_assignments import Effective, ModelAssignments, ModelRef
 from kubemate.settings import EmbedderConfig
 from kubemate_retrieval.models import LoadedModels
 from kubemate_retrieval.settings import RetrievalSettings

@@ -7,15 +7,15 @@ import pytest
 
 from kubemate.errors import ValidationFailed
 from kubemate.inference import GenerateOptions
-from kubemate.text.prompt import (
+from kubemate.vectorstore import SearchHit
+from kubemate_retrieval.answering import cited_labels, cut_to_tokens, pack_context, prepare_prompt
+from kubemate_retrieval.conversations import Conversation, Turn, fit_history, turns_to_fold
+from kubemate_retrieval.prompt import (
     PromptConfig,
     build_prompt,
     build_summary_prompt,
     format_history,
 )
-from kubemate.vectorstore import SearchHit
-from kubemate_retrieval.answering import cited_labels, cut_to_tokens, pack_context, prepare_prompt
-from kubemate_retrieval.conversations import Conversation, Turn, fit_history, turns_to_fold
 
 
 def words(text: str) -> int:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from kubemate.inference import Completion, GenerateOptions
-from kubemate.text.prompt import PromptConfig, format_history
+from kubemate_retrieval.prompt import PromptConfig, format_history
 from kubemate_retrieval.rewriting import accept_rewrite, clean_rewrite, rewrite_query
 from kubemate_retrieval.settings import RewriteConfig
 

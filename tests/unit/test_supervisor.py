@@ -15,19 +15,17 @@ from pathlib import Path
 import pytest
 import redis
 
-from kubemate.embedded.redis import RedisNotAvailable, RedisServer, redact_url
-from kubemate.embedded.supervisor import (
+from kubemate_cli.embedded.processes import ProcessChild, free_port, pick_port
+from kubemate_cli.embedded.redis import RedisNotAvailable, RedisServer, redact_url
+from kubemate_cli.embedded.supervisor import (
     ChildExited,
     ChildStartError,
     EmbeddedStack,
-    ProcessChild,
     ProcessSpec,
     ShutdownRequested,
     StackConfig,
     StackError,
     Supervisor,
-    free_port,
-    pick_port,
     stack_environment,
 )
 
@@ -325,7 +323,7 @@ def test_killed_supervisor_takes_its_children_with_it(tmp_path: Path) -> None:
         f"""
         import sys, time
         from pathlib import Path
-        from kubemate.embedded.supervisor import ProcessSpec, Supervisor
+        from kubemate_cli.embedded.supervisor import ProcessSpec, Supervisor
         sup = Supervisor(Path({str(tmp_path / "logs")!r}))
         argv = [sys.executable, "-c", "import time; time.sleep(600)"]
         sup.start_processes([ProcessSpec("sleeper", argv, min_alive_s=0.1)])

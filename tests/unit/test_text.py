@@ -10,7 +10,6 @@ from pydantic import ValidationError
 from kubemate.errors import DocumentProcessingError, EmptyDocument, UnsupportedMediaType
 from kubemate.settings import SplitterConfig
 from kubemate.text.docx_text import DOCX, ZipLimits
-from kubemate.text.ids import chunk_id
 from kubemate.text.parse import (
     HTML,
     MARKDOWN,
@@ -22,7 +21,6 @@ from kubemate.text.parse import (
     extract_sections,
     sniff_content_type,
 )
-from kubemate.text.prompt import DEFAULT_TEMPLATES, PromptConfig, build_prompt
 from kubemate.text.split import (
     FixedTokenSplitter,
     RecursiveTokenSplitter,
@@ -32,6 +30,8 @@ from kubemate.text.split import (
     parse_spec,
 )
 from kubemate.text.tokens import count_tokens, get_encoding
+from kubemate_retrieval.prompt import DEFAULT_TEMPLATES, PromptConfig, build_prompt
+from kubemate_worker.ids import chunk_id
 
 
 def make_pdf(pages: list[str]) -> bytes:

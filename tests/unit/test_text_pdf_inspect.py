@@ -1,4 +1,4 @@
-"""The upload-time PDF check (kubemate.text.pdf_inspect) on hand-built files: each place a PDF
+"""The upload-time PDF check (kubemate_ingest.pdf_inspect) on hand-built files: each place a PDF
 can hide JavaScript or a Launch action is found, page counts come from the page tree (not the
 file's own /Count), and the read budget bounds what a damaged file can make it read."""
 
@@ -11,7 +11,7 @@ import pytest
 from pypdf import PdfWriter
 
 from kubemate.errors import PdfActiveContent, PdfEncrypted, PdfTooManyPages, PdfUninspectable
-from kubemate.text.pdf_inspect import PdfPolicy, inspect_pdf
+from kubemate_ingest.pdf_inspect import PdfPolicy, inspect_pdf
 
 PAGE = b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792]%s >>"
 JS = b"<< /S /JavaScript /JS (app.alert(1)) >>"

@@ -70,11 +70,15 @@ model-manager:
 {{- printf "http://%s-%s:%v" (include "kubemate.fullname" .root) .component $port -}}
 {{- end -}}
 
+{{/* The image of one component. Call with (dict "root" $ "component" "gateway"). */}}
 {{- define "kubemate.image" -}}
-{{- if .Values.image.digest -}}
-{{- printf "%s@%s" .Values.image.repository .Values.image.digest -}}
+{{- $image := .root.Values.image -}}
+{{- $repository := printf "%s-%s" $image.repository .component -}}
+{{- $digest := index ($image.digests | default dict) .component -}}
+{{- if $digest -}}
+{{- printf "%s@%s" $repository $digest -}}
 {{- else -}}
-{{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) -}}
+{{- printf "%s:%s" $repository (default .root.Chart.AppVersion $image.tag) -}}
 {{- end -}}
 {{- end -}}
 

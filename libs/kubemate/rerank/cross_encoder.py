@@ -54,7 +54,7 @@ class CrossEncoderReranker:
                 except ImportError as exc:
                     raise InferenceError(
                         "sentence-transformers is not installed: "
-                        "pip install 'kubemate-libs[embedded]'"
+                        "pip install 'kubemate-libs[sentence-transformers]'"
                     ) from exc
                 try:
                     encoder = CrossEncoder(

@@ -15,11 +15,17 @@ from kubemate.rerank.base import Reranker, RerankerConfig, RerankerProvider
 
 RERANKER_ADAPTERS: dict[RerankerProvider, AdapterSpec] = {
     "cross_encoder": AdapterSpec(
-        "kubemate.rerank.cross_encoder", "CrossEncoderReranker", ("sentence_transformers",)
+        "kubemate.rerank.cross_encoder",
+        "CrossEncoderReranker",
+        ("sentence_transformers",),
+        "sentence-transformers",
     ),
     "http": AdapterSpec("kubemate.rerank.http", "HttpReranker"),
     "llm_likelihood": AdapterSpec(
-        "kubemate.rerank.llm_likelihood", "LlmLikelihoodReranker", ("llama_cpp", "numpy")
+        "kubemate.rerank.llm_likelihood",
+        "LlmLikelihoodReranker",
+        ("llama_cpp", "numpy"),
+        "llamacpp",
     ),
 }
 

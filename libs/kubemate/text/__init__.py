@@ -1,1 +1,1 @@
-"""Text processing: offline tokenizer, parsing uploads into text, splitting, prompts."""
+"""Text processing: offline tokenizer, parsing uploads into text, splitting."""

@@ -14,7 +14,7 @@ SEARCH_MODES: tuple[SearchMode, ...] = ("dense", "hybrid", "bm25")
 
 @dataclass(frozen=True, slots=True)
 class ChunkRecord:
-    chunk_id: str  # deterministic: hash of (tenant, document, position); see kubemate.text.ids
+    chunk_id: str  # deterministic: hash of (tenant, document, position); the worker's chunk_id
     tenant_id: str
     document_id: str
     chunk_text: str

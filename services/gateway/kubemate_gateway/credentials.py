@@ -11,13 +11,18 @@ from dataclasses import dataclass
 
 import anyio
 
-from kubemate.auth.api_keys import issue_api_key, looks_like_api_key, parse_api_key, secret_matches
 from kubemate.auth.identity import Identity, Role
-from kubemate.auth.verifier import TokenVerifier
 from kubemate.errors import Conflict, Forbidden, Unauthenticated
 from kubemate.logs import get_logger
 from kubemate.metadata.api_keys import ApiKeyView
 from kubemate.metadata.store import MetadataStore
+from kubemate_gateway.api_keys import (
+    issue_api_key,
+    looks_like_api_key,
+    parse_api_key,
+    secret_matches,
+)
+from kubemate_gateway.verifier import TokenVerifier
 
 log = get_logger(__name__)
 

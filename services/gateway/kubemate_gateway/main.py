@@ -13,7 +13,6 @@ from fastapi import FastAPI
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
-from kubemate.auth.verifier import TokenVerifier
 from kubemate.http.app import ReadinessCheck, build_app
 from kubemate.logs import configure_logging
 from kubemate.metadata.store import MetadataStore
@@ -22,6 +21,7 @@ from kubemate_gateway.console import serve_console
 from kubemate_gateway.credentials import Authenticator
 from kubemate_gateway.limits import ConcurrencyLimiter, RateLimiter
 from kubemate_gateway.settings import GatewayConfig, GatewaySettings
+from kubemate_gateway.verifier import TokenVerifier
 
 
 def create_app(settings: GatewaySettings | None = None) -> FastAPI:

@@ -12,9 +12,9 @@ from typing import Self
 
 from pydantic import BaseModel, Field, model_validator
 
-from kubemate.auth.jwks import JwksConfig
 from kubemate.http.config import HttpConfig
 from kubemate.settings import KubemateSettings
+from kubemate_gateway.jwks import JwksConfig
 
 
 class Bucket(BaseModel):

@@ -39,8 +39,8 @@ from kubemate.metadata.store import MetadataStore
 from kubemate.objectstore import ObjectStore, tenant_key
 from kubemate.queue import IngestQueue
 from kubemate.settings import RedisConfig
-from kubemate.text.pdf_inspect import PdfPolicy
 from kubemate.text.split import SplitterSpec
+from kubemate_ingest.pdf_inspect import PdfPolicy
 from kubemate_ingest.uploads import Accepted, accept_upload
 
 log = get_logger(__name__)

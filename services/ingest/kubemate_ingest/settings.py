@@ -8,8 +8,8 @@ from pydantic import BaseModel, Field
 
 from kubemate.collections import ReindexConfig
 from kubemate.settings import KubemateSettings
-from kubemate.text.pdf_inspect import PdfPolicy
 from kubemate.text.split import SplitterSpec, Strategy
+from kubemate_ingest.pdf_inspect import PdfPolicy
 
 PositiveBytes = Annotated[int, Field(ge=1)]
 

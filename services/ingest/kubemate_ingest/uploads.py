@@ -23,8 +23,8 @@ from kubemate.metadata.tasks import TaskView
 from kubemate.objectstore import ObjectStore, tenant_key
 from kubemate.queue import IngestJob, IngestQueue
 from kubemate.text.parse import PDF, sniff_content_type
-from kubemate.text.pdf_inspect import PdfPolicy, inspect_pdf
 from kubemate.text.split import SplitterSpec
+from kubemate_ingest.pdf_inspect import PdfPolicy, inspect_pdf
 
 log = get_logger(__name__)
 

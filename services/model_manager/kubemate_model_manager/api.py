@@ -19,9 +19,7 @@ from sse_starlette import EventSourceResponse, ServerSentEvent
 
 from kubemate.errors import Forbidden, UnknownModel, UnsupportedMediaType
 from kubemate.http.identity import Admin, Viewer
-from kubemate.models.assignments import AssignmentDoc, Effective, ModelRef
-from kubemate.models.base import RunningModel
-from kubemate.models.registry import RegistryEntry, check_model_name
+from kubemate.model_assignments import AssignmentDoc, Effective, ModelRef
 from kubemate_model_manager.catalog import model_list
 from kubemate_model_manager.deployments_api import router as deployments_router
 from kubemate_model_manager.deps import (
@@ -33,6 +31,8 @@ from kubemate_model_manager.deps import (
 )
 from kubemate_model_manager.model_settings import check_assignments
 from kubemate_model_manager.pulls import PullTask, unknown_model_failure
+from kubemate_model_manager.registry.store import RegistryEntry, check_model_name
+from kubemate_model_manager.runtimes.base import RunningModel
 from kubemate_model_manager.usage_api import router as usage_router
 
 router = APIRouter(prefix="/v1")

@@ -13,8 +13,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from kubemate.models.assignments import Effective, ModelRef
-from kubemate.models.base import ModelInfo
+from kubemate.model_assignments import Effective, ModelRef
+from kubemate_model_manager.runtimes.base import ModelInfo
 
 KB_PREFIX = "kb-"
 

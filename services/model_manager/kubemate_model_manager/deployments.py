@@ -7,9 +7,15 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from kubemate.errors import ValidationFailed
-from kubemate.k8s.config import KubernetesConfig
-from kubemate.k8s.manifests import Manifest, ModelDeploymentSpec, ModelSource, RuntimeKind, render
-from kubemate.models.registry import ModelRegistry
+from kubemate_model_manager.k8s.config import KubernetesConfig
+from kubemate_model_manager.k8s.manifests import (
+    Manifest,
+    ModelDeploymentSpec,
+    ModelSource,
+    RuntimeKind,
+    render,
+)
+from kubemate_model_manager.registry.store import ModelRegistry
 
 
 @dataclass(frozen=True, slots=True)

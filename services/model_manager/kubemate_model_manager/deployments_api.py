@@ -10,9 +10,9 @@ from fastapi import APIRouter, Response, status
 from pydantic import BaseModel, Field
 
 from kubemate.http.identity import Admin
-from kubemate.k8s.deployer import DeploymentStatus
 from kubemate_model_manager.deployments import DeploymentRequest, manifests_for
 from kubemate_model_manager.deps import DeployerDep, RegistryDep, SettingsDep
+from kubemate_model_manager.k8s.deployer import DeploymentStatus
 
 router = APIRouter()
 

@@ -6,12 +6,12 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
-from kubemate.k8s.deployer import KubernetesDeployer
 from kubemate.metadata.store import MetadataStore
-from kubemate.models.assignments import ModelAssignments
-from kubemate.models.registry import ModelRegistry
+from kubemate.model_assignments import ModelAssignments
+from kubemate_model_manager.k8s.deployer import KubernetesDeployer
 from kubemate_model_manager.manager import ModelManager
 from kubemate_model_manager.pulls import PullTasks
+from kubemate_model_manager.registry.store import ModelRegistry
 from kubemate_model_manager.settings import ModelManagerSettings
 
 

@@ -12,19 +12,19 @@ import redis.asyncio as aioredis
 from fastapi import FastAPI
 
 from kubemate.http.app import ReadinessCheck, build_app
-from kubemate.k8s.deployer import KubernetesDeployer
 from kubemate.logs import configure_logging, get_logger
 from kubemate.metadata.store import MetadataStore
-from kubemate.models.assignments import ModelAssignments
-from kubemate.models.base import ModelRuntime
-from kubemate.models.local import LocalGGUFRuntime
-from kubemate.models.metering import usage_collector
-from kubemate.models.ollama import OllamaModels
-from kubemate.models.registry import ModelRegistry
+from kubemate.metering import usage_collector
+from kubemate.model_assignments import ModelAssignments
 from kubemate.objectstore import build_object_store
 from kubemate_model_manager.api import router
+from kubemate_model_manager.k8s.deployer import KubernetesDeployer
 from kubemate_model_manager.manager import ModelManager
 from kubemate_model_manager.pulls import PullState, PullTask, PullTasks
+from kubemate_model_manager.registry.store import ModelRegistry
+from kubemate_model_manager.runtimes.base import ModelRuntime
+from kubemate_model_manager.runtimes.local import LocalGGUFRuntime
+from kubemate_model_manager.runtimes.ollama import OllamaModels
 from kubemate_model_manager.settings import ModelManagerSettings
 
 log = get_logger(__name__)

@@ -17,9 +17,9 @@ import anyio
 
 from kubemate.errors import Conflict, KubemateError, ModelInUse, UnknownModel, UnknownRuntime
 from kubemate.logs import get_logger
-from kubemate.models.assignments import ModelAssignments
-from kubemate.models.base import ModelInfo, ModelRuntime, RunningModel
-from kubemate.models.registry import REGISTRY_RUNTIME, ModelRegistry
+from kubemate.model_assignments import ModelAssignments
+from kubemate_model_manager.registry.store import REGISTRY_RUNTIME, ModelRegistry
+from kubemate_model_manager.runtimes.base import ModelInfo, ModelRuntime, RunningModel
 
 log = get_logger(__name__)
 T = TypeVar("T")

@@ -9,9 +9,9 @@ runtime the manager knows.
 from __future__ import annotations
 
 from kubemate.errors import UnknownRuntime, ValidationFailed
-from kubemate.models.assignments import IN_PROCESS_EMBEDDERS, AssignmentDoc, ModelRef
-from kubemate.models.registry import REGISTRY_RUNTIME
+from kubemate.model_assignments import IN_PROCESS_EMBEDDERS, AssignmentDoc, ModelRef
 from kubemate_model_manager.manager import ModelManager
+from kubemate_model_manager.registry.store import REGISTRY_RUNTIME
 
 
 async def _exists(manager: ModelManager, ref: ModelRef) -> None:

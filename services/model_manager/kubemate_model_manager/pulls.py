@@ -42,9 +42,9 @@ from redis.exceptions import RedisError
 
 from kubemate.errors import BackendUnavailable, KubemateError, TaskNotFound, UnknownModel
 from kubemate.logs import get_logger
-from kubemate.models.base import ModelRuntime
-from kubemate.models.config import PullsConfig
+from kubemate.models_config import PullsConfig
 from kubemate.queue import LeaseLost
+from kubemate_model_manager.runtimes.base import ModelRuntime
 
 log = get_logger(__name__)
 

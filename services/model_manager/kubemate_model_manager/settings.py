@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from kubemate.k8s.config import KubernetesConfig
-from kubemate.models.config import ModelsConfig, OllamaInstanceConfig
+from kubemate.models_config import ModelsConfig, OllamaInstanceConfig
 from kubemate.settings import KubemateSettings
+from kubemate_model_manager.k8s.config import KubernetesConfig
 
 
 class ModelManagerSettings(KubemateSettings):

@@ -14,8 +14,8 @@ from dataclasses import dataclass
 
 from kubemate.errors import ValidationFailed
 from kubemate.inference import LLM, GenerateOptions
-from kubemate.text.prompt import CONTEXT_SEPARATOR, Language, PromptConfig, build_prompt
 from kubemate.vectorstore import SearchHit
+from kubemate_retrieval.prompt import CONTEXT_SEPARATOR, Language, PromptConfig, build_prompt
 
 # Tokens kept free besides the answer: tokenizers count a joined text slightly differently
 # from the sum of its parts.

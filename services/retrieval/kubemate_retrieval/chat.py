@@ -18,7 +18,6 @@ from kubemate.errors import BackendUnavailable, ConversationNotFound, KubemateEr
 from kubemate.inference import LLM, GenerateOptions
 from kubemate.logs import get_logger
 from kubemate.metrics import RAG_REQUESTS
-from kubemate.text.prompt import Language, format_history
 from kubemate.text.tokens import count_tokens as estimate_tokens
 from kubemate.vectorstore import SearchHit
 from kubemate_retrieval.answering import PreparedPrompt, cited_labels, prepare_prompt
@@ -39,6 +38,7 @@ from kubemate_retrieval.conversations import (
 from kubemate_retrieval.jobs import BackgroundJobs
 from kubemate_retrieval.models import LoadedModels, TenantModels
 from kubemate_retrieval.pipeline import QueryRequest, Retrieval, RetrievalPipeline
+from kubemate_retrieval.prompt import Language, format_history
 from kubemate_retrieval.settings import RetrievalSettings
 from kubemate_retrieval.timing import Timer
 
@@ -310,7 +310,7 @@ class ChatService:
             )
         await self._remember(tenant_id, request, plan, result)
         if plan.prepared is not None:
-            # Its usage row was written by the metered LLM (kubemate.models.metering).
+            # Its usage row was written by the metered LLM (kubemate.metering).
             RAG_REQUESTS.labels(result.model, tenant_id).inc()
         log.info(
             "chat.answered",

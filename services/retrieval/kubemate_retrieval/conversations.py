@@ -27,7 +27,7 @@ from redis.exceptions import RedisError, WatchError
 from kubemate.errors import BackendUnavailable, ConversationNotFound
 from kubemate.inference import LLM, GenerateOptions
 from kubemate.logs import get_logger
-from kubemate.text.prompt import Language, PromptConfig, build_summary_prompt, format_history
+from kubemate_retrieval.prompt import Language, PromptConfig, build_summary_prompt, format_history
 from kubemate_retrieval.settings import ConversationConfig
 
 log = get_logger(__name__)

@@ -13,7 +13,7 @@ from redis.exceptions import RedisError
 from kubemate.http.app import ReadinessCheck, build_app
 from kubemate.logs import configure_logging
 from kubemate.metadata.store import MetadataStore
-from kubemate.models.assignments import ModelAssignments
+from kubemate.model_assignments import ModelAssignments
 from kubemate.vectorstore.milvus import MilvusVectorStore
 from kubemate_retrieval import api, openai_api
 from kubemate_retrieval.caches import Caches

@@ -20,7 +20,7 @@ import anyio
 from kubemate.logs import get_logger
 from kubemate.metadata.store import MetadataStore
 from kubemate.metadata.usage import UsageRow
-from kubemate.models.metering import UsageMeter
+from kubemate.metering import UsageMeter
 
 log = get_logger(__name__)
 

@@ -1,7 +1,7 @@
 """The models serving each tenant: built and loaded on first use, kept per model, metered per call.
 
 Which chat and rerank model serves a tenant is the model manager's assignment
-(:class:`~kubemate.models.assignments.ModelAssignments`, set by ``PUT /v1/settings/models``),
+(:class:`~kubemate.model_assignments.ModelAssignments`, set by ``PUT /v1/settings/models``),
 read once per request; without one, the settings (``llm``, ``reranker``). An adapter is built and
 loaded once per model and shared by every tenant it serves; each request wraps it in
 :class:`MeteredLLM` / :class:`MeteredEmbedder` for its tenant, so every generation and
@@ -41,14 +41,14 @@ from kubemate.inference import LLM, Embedder, build_embedder, build_llm
 from kubemate.inference.registry import MissingExtra, UnknownProvider
 from kubemate.inference.torch_threads import limit_torch_threads
 from kubemate.logs import get_logger
-from kubemate.models.assignments import (
+from kubemate.metering import MeteredEmbedder, MeteredLLM, UsageMeter
+from kubemate.model_assignments import (
     IN_PROCESS_EMBEDDERS,
+    LOCAL_RUNTIME,
     Effective,
     ModelAssignments,
     ModelRef,
 )
-from kubemate.models.local import LOCAL_RUNTIME
-from kubemate.models.metering import MeteredEmbedder, MeteredLLM, UsageMeter
 from kubemate.rerank import Reranker, RerankerConfig, build_reranker
 from kubemate.settings import EmbedderConfig, LLMConfig
 from kubemate_retrieval.settings import RetrievalSettings

@@ -28,8 +28,8 @@ from kubemate.errors import BackendUnavailable, ModelUnavailable, ServiceError, 
 from kubemate.inference import Embedder
 from kubemate.logs import get_logger
 from kubemate.metadata.store import MetadataStore
+from kubemate.metering import MeteredEmbedder
 from kubemate.metrics import VECTOR_SEARCH_DURATION
-from kubemate.models.metering import MeteredEmbedder
 from kubemate.vectorstore import SearchHit, VectorStore
 from kubemate_retrieval.caches import Caches, digest, hits_from_json, hits_to_json, vector_digest
 from kubemate_retrieval.filters import Filters, resolve_document_ids

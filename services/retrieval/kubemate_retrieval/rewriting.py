@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 
 from kubemate.inference import LLM, GenerateOptions
-from kubemate.text.prompt import HISTORY_LABELS, Language, PromptConfig, build_rewrite_prompt
+from kubemate_retrieval.prompt import HISTORY_LABELS, Language, PromptConfig, build_rewrite_prompt
 from kubemate_retrieval.settings import RewriteConfig
 
 # Labels and wrappers models like to add around the query itself.

@@ -11,9 +11,10 @@ from typing import Self
 from pydantic import BaseModel, Field, model_validator
 
 from kubemate.collections import ReindexConfig
-from kubemate.models.config import ModelsConfig
+from kubemate.models_config import ModelsConfig
 from kubemate.rerank import RerankerConfig
 from kubemate.settings import KubemateSettings
+from kubemate_retrieval.prompt import PromptConfig
 
 
 class RetrievalConfig(BaseModel):
@@ -83,6 +84,7 @@ class RetrievalSettings(KubemateSettings):
     reranker: RerankerConfig = RerankerConfig()
     cache: CacheConfig = CacheConfig()
     conversations: ConversationConfig = ConversationConfig()
+    prompt: PromptConfig = PromptConfig()  # KUBEMATE_PROMPT__...: the answer prompts
     # The model manager's section (``KUBEMATE_MODELS__...``): where per-tenant model
     # assignments are stored, the Ollama instances and the local GGUF directory they name.
     models: ModelsConfig = ModelsConfig()

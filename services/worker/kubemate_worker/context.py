@@ -18,7 +18,7 @@ from kubemate.collections import ActiveCollection, tenant_collections
 from kubemate.inference import build_embedder
 from kubemate.inference.torch_threads import limit_torch_threads
 from kubemate.metadata.store import MetadataStore
-from kubemate.models.metering import UsageMeter
+from kubemate.metering import UsageMeter
 from kubemate.objectstore import ObjectStore, build_object_store
 from kubemate.queue import IngestJob, IngestQueue
 from kubemate.queue.reindex import reindex_queue

@@ -1,13 +1,13 @@
 """Embedding tokens metered per tenant, although the worker embeds several tenants at once.
 
 The worker's :class:`~kubemate_worker.embedding.EmbedService` batches the chunks of all
-documents in flight into one model call, so a :class:`~kubemate.models.metering.MeteredEmbedder`
+documents in flight into one model call, so a :class:`~kubemate.metering.MeteredEmbedder`
 (one tenant per wrapped embedder) cannot attribute the call. Instead each document's work goes
 through a :class:`TenantEmbedService`, a view of the shared service that counts the tokens of the
 texts it submits, once per document an ``embed`` row (tokens estimated with cl100k_base, the
 number of chunks, the time spent waiting for vectors). A completed document's rows go in its
 completion transaction (:meth:`EmbedUsage.take_rows`); any other ending writes them through the
-same :class:`~kubemate.models.metering.UsageMeter` the metered adapters use
+same :class:`~kubemate.metering.UsageMeter` the metered adapters use
 (:meth:`EmbedUsage.flush`).
 """
 
@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from kubemate.metadata.usage import UsageRow
-from kubemate.models.metering import UsageMeter
+from kubemate.metering import UsageMeter
 from kubemate.text.tokens import count_tokens
 from kubemate_worker.embedding import EmbedService, Vector
 

@@ -63,7 +63,7 @@ from kubemate.errors import (
 from kubemate.logs import get_logger
 from kubemate.metadata.models import TaskState
 from kubemate.metadata.reindexes import ReindexState, ReindexView
-from kubemate.models.assignments import AssignmentDoc, tenant_field
+from kubemate.model_assignments import AssignmentDoc, tenant_field
 from kubemate.queue import IngestJob, Lease, LeaseLost, StreamEntry
 from kubemate.queue.reindex import (
     EmbedderChanged,

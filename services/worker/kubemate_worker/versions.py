@@ -32,9 +32,9 @@ import redis
 
 from kubemate.errors import BackendUnavailable
 from kubemate.queue import IngestQueue, Lease
-from kubemate.text.ids import chunk_id
+from kubemate_worker.ids import chunk_id
 
-# Chunks written before versions existed: ids from kubemate.text.ids.chunk_id.
+# Chunks written before versions existed: ids from kubemate_worker.ids.chunk_id.
 LEGACY = ""
 
 

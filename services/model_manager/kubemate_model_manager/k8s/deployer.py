@@ -32,9 +32,9 @@ from kubemate.errors import (
     ServiceError,
     ValidationFailed,
 )
-from kubemate.k8s.config import KubernetesConfig
-from kubemate.k8s.manifests import MANAGED_BY, Manifest
 from kubemate.logs import get_logger
+from kubemate_model_manager.k8s.config import KubernetesConfig
+from kubemate_model_manager.k8s.manifests import MANAGED_BY, Manifest
 
 log = get_logger(__name__)
 

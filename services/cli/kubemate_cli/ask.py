@@ -11,8 +11,8 @@ from rich.markup import escape
 from rich.panel import Panel
 from rich.table import Table
 
-from kubemate.cli.client import ChatAnswer
-from kubemate.cli.common import (
+from kubemate_cli.client import ChatAnswer
+from kubemate_cli.common import (
     CollectionOption,
     DataDirOption,
     TokenOption,

@@ -20,9 +20,9 @@ import httpx
 from kubemate.errors import InferenceError, KubemateError, UnknownModel
 from kubemate.inference._transport import HttpTransport
 from kubemate.inference.http_errors import error_from_exception, raise_for_status
-from kubemate.models.base import ModelInfo, PullProgress, RunningModel
-from kubemate.models.config import OllamaInstanceConfig
+from kubemate.models_config import OllamaInstanceConfig
 from kubemate.retry import RetryPolicy, retry_async
+from kubemate_model_manager.runtimes.base import ModelInfo, PullProgress, RunningModel
 
 _FRACTION = re.compile(r"(\.\d{6})\d+")
 
@@ -51,7 +51,7 @@ def _pull_error(backend: str, message: str) -> KubemateError:
 
 
 class OllamaModels:
-    """Implements :class:`kubemate.models.base.ModelRuntime` for one Ollama instance."""
+    """Implements :class:`~kubemate_model_manager.runtimes.base.ModelRuntime` for one Ollama."""
 
     kind = "ollama"
 

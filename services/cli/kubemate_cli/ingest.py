@@ -13,8 +13,8 @@ from rich.markup import escape
 from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from kubemate.cli.client import ApiError, KubemateClient, TaskStatus, TaskWatcher, Upload
-from kubemate.cli.common import (
+from kubemate_cli.client import ApiError, KubemateClient, TaskStatus, TaskWatcher, Upload
+from kubemate_cli.common import (
     CollectionOption,
     DataDirOption,
     TokenOption,

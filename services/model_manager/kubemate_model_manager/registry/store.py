@@ -4,8 +4,8 @@ Layout under ``<prefix>/<name>/``: the file itself as ``blobs/<upload id>`` and 
 ``manifest.json`` naming the current blob with its format, size, SHA-256 and GGUF metadata. A
 model exists once its manifest does. Each upload writes a new blob (the store commits an object
 only when its stream was read to the end and passed the checks in
-:class:`kubemate.models.formats.CheckingReader`), then the manifest, then removes the blob it
-replaced: a failed upload leaves nothing behind and never damages the previous version.
+:class:`kubemate_model_manager.registry.formats.CheckingReader`), then the manifest, then removes
+the blob it replaced: a failed upload leaves nothing behind and never damages the previous version.
 
 Model files are platform-wide, not per tenant: keys do not carry a tenant.
 """
@@ -31,10 +31,10 @@ from kubemate.errors import (
     ValidationFailed,
 )
 from kubemate.logs import get_logger
-from kubemate.models.base import ModelInfo
-from kubemate.models.config import RegistryConfig
-from kubemate.models.formats import CheckingReader
+from kubemate.models_config import RegistryConfig
 from kubemate.objectstore.base import ObjectStore
+from kubemate_model_manager.registry.formats import CheckingReader
+from kubemate_model_manager.runtimes.base import ModelInfo
 
 log = get_logger(__name__)
 

@@ -28,8 +28,8 @@ from rich.progress import (
 )
 from rich.table import Table
 
-from kubemate.cli.client import ApiError, GatewayUnreachable, send
-from kubemate.cli.common import (
+from kubemate_cli.client import ApiError, GatewayUnreachable, send
+from kubemate_cli.common import (
     CliFailure,
     CliState,
     DataDirOption,

@@ -8,12 +8,12 @@ import typer
 
 from kubemate.auth import Role, issue_token
 from kubemate.auth.tokens import TENANT_ID_PATTERN
-from kubemate.cli.ask import ask
-from kubemate.cli.common import DEFAULT_TENANT, clean_errors, settings
-from kubemate.cli.ingest import ingest
-from kubemate.cli.models import app as models_app
-from kubemate.cli.reindex import reindex
-from kubemate.cli.up import up
+from kubemate_cli.ask import ask
+from kubemate_cli.common import DEFAULT_TENANT, clean_errors, settings
+from kubemate_cli.ingest import ingest
+from kubemate_cli.models import app as models_app
+from kubemate_cli.reindex import reindex
+from kubemate_cli.up import up
 
 app = typer.Typer(
     name="kubemate",

@@ -18,10 +18,10 @@ import httpx
 import jwt
 
 from kubemate.auth.identity import Identity
-from kubemate.auth.jwks import JwksConfig, JwksKeys
 from kubemate.auth.tokens import REQUIRED_CLAIMS, identity_from_claims, verified_claims
 from kubemate.errors import Unauthenticated
 from kubemate.settings import AuthConfig
+from kubemate_gateway.jwks import JwksConfig, JwksKeys
 
 # A JWT is three base64url parts; anything far longer is not one of ours (and costs to parse).
 MAX_TOKEN_CHARS = 16 * 1024

@@ -15,7 +15,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-from kubemate.cli.common import (
+from kubemate_cli.common import (
     CollectionOption,
     DataDirOption,
     TokenOption,
@@ -26,7 +26,7 @@ from kubemate.cli.common import (
     resolve_url,
     state,
 )
-from kubemate.cli.models import ModelsApi
+from kubemate_cli.models import ModelsApi
 
 POLL_S = 1.0
 ENDED = ("COMPLETED", "FAILED", "CANCELLED")

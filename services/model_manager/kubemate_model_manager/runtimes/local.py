@@ -30,14 +30,14 @@ import anyio
 
 from kubemate.errors import InferenceError, KubemateError, UnknownModel, ValidationFailed
 from kubemate.logs import get_logger
-from kubemate.models.base import ModelInfo, PullProgress, RunningModel
-from kubemate.models.config import LocalRuntimeConfig
-from kubemate.models.gguf_header import read_gguf_header
-from kubemate.models.registry import ModelRegistry, RegistryEntry, check_model_name
+from kubemate.model_assignments import LOCAL_RUNTIME
+from kubemate.models_config import LocalRuntimeConfig
+from kubemate_model_manager.registry.gguf_header import read_gguf_header
+from kubemate_model_manager.registry.store import ModelRegistry, RegistryEntry, check_model_name
+from kubemate_model_manager.runtimes.base import ModelInfo, PullProgress, RunningModel
 
 log = get_logger(__name__)
 
-LOCAL_RUNTIME = "llamacpp"
 SUFFIX = ".gguf"
 SIDECAR = ".gguf.json"
 CHUNK = 1024 * 1024
@@ -56,7 +56,7 @@ def llama_cpp_loader(path: Path, config: LocalRuntimeConfig) -> LoadedHandle:
         from llama_cpp import Llama
     except ImportError as exc:
         raise InferenceError(
-            "llama-cpp-python is not installed: pip install 'kubemate-libs[embedded]'"
+            "llama-cpp-python is not installed: pip install 'kubemate-libs[llamacpp]'"
         ) from exc
     threads = config.threads or os.cpu_count() or 1
     try:
@@ -80,7 +80,7 @@ class _Loaded:
 
 
 class LocalGGUFRuntime:
-    """Implements :class:`kubemate.models.base.ModelRuntime` on a local directory."""
+    """Implements :class:`~kubemate_model_manager.runtimes.base.ModelRuntime` on a directory."""
 
     kind = LOCAL_RUNTIME
     id = LOCAL_RUNTIME

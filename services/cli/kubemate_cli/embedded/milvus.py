@@ -5,7 +5,7 @@ share one ``milvus-lite server`` over gRPC, since Milvus Lite lets only one proc
 directory. :class:`MilvusStandaloneServer` runs the real Milvus 2.3.5 binary shipped in PyPI's
 ``milvus`` package, so the integration tests cover a real server too.
 
-Both run as :class:`~kubemate.embedded.supervisor.ProcessChild`: own process group, output in a
+Both run as :class:`~kubemate_cli.embedded.supervisor.ProcessChild`: own process group, output in a
 log file, and killed by the kernel if this process dies without stopping them.
 """
 
@@ -24,9 +24,15 @@ from typing import Any, Self
 
 import httpx
 
-from kubemate.embedded.supervisor import LOOPBACK, ProcessChild, free_port, http_url, port_is_free
 from kubemate.errors import BackendUnavailable
 from kubemate.logs import get_logger
+from kubemate_cli.embedded.processes import (
+    LOOPBACK,
+    ProcessChild,
+    free_port,
+    http_url,
+    port_is_free,
+)
 
 log = get_logger(__name__)
 
@@ -148,8 +154,8 @@ class MilvusLiteServer:
             return
         if importlib.util.find_spec("milvus_lite") is None:
             raise MilvusNotAvailable(
-                "milvus-lite is not installed: install the `embedded` extra "
-                "(pip install 'kubemate-libs[embedded]') or point KUBEMATE_MILVUS__URI at a server"
+                "milvus-lite is not installed: pip install 'kubemate-libs[milvus-lite]' (part of "
+                "the `embedded` extra), or point KUBEMATE_MILVUS__URI at a server"
             )
         # Otherwise a server already on the port would pass our readiness check for us.
         if not port_is_free(self.host, self.port):

@@ -15,16 +15,16 @@ from rich.markup import escape
 from rich.panel import Panel
 from rich.text import Text
 
-from kubemate.cli.common import STACK_FILE, CliFailure, clean_errors, read_stack_file, settings
-from kubemate.embedded.supervisor import (
+from kubemate.logs import configure_logging
+from kubemate.settings import ObservabilityConfig
+from kubemate_cli.common import STACK_FILE, CliFailure, clean_errors, read_stack_file, settings
+from kubemate_cli.embedded.supervisor import (
     EmbeddedStack,
     ShutdownRequested,
     StackConfig,
     StackError,
     StackInfo,
 )
-from kubemate.logs import configure_logging
-from kubemate.settings import ObservabilityConfig
 
 
 def up(

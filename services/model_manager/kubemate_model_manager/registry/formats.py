@@ -20,7 +20,7 @@ from kubemate.errors import (
     InvalidModelFile,
     PayloadTooLarge,
 )
-from kubemate.models.gguf_header import (
+from kubemate_model_manager.registry.gguf_header import (
     GGUF_MAGIC,
     GGUFHeader,
     HeaderIncomplete,

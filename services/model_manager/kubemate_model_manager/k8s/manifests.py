@@ -23,7 +23,7 @@ from typing import Any, Literal
 from urllib.parse import urlsplit
 
 from kubemate.errors import ValidationFailed
-from kubemate.k8s.config import KubernetesConfig
+from kubemate_model_manager.k8s.config import KubernetesConfig
 
 RuntimeKind = Literal["ollama", "vllm"]
 Manifest = dict[str, Any]

@@ -19,9 +19,9 @@ from urllib.parse import urlsplit, urlunsplit
 
 import redis
 
-from kubemate.embedded.supervisor import LOOPBACK, ProcessChild, free_port
 from kubemate.errors import BackendUnavailable
 from kubemate.logs import get_logger
+from kubemate_cli.embedded.processes import LOOPBACK, ProcessChild, free_port
 
 log = get_logger(__name__)
 

