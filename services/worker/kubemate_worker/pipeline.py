@@ -23,8 +23,8 @@ from typing import BinaryIO, cast
 from kubemate.collections import ensure_vector_collection
 from kubemate.errors import ClientError, DocumentProcessingError
 from kubemate.logs import get_logger
-from kubemate.metadata.models import TaskState
 from kubemate.metadata.documents import DocumentView
+from kubemate.metadata.models import TaskState
 from kubemate.metadata.usage import UsageRow
 from kubemate.metrics import DOCUMENT_PROCESSING_STATUS
 from kubemate.queue import Lease, LeaseLost

@@ -126,7 +126,9 @@ def reindex_document(
     other versions there are deleted after."""
     tenant_id, target = scope.tenant_id, scope.vector_collection(collection)
     call = ctx.retrier.call
-    document = call("metadata.get_document", lambda: ctx.store.documents.get(tenant_id, document_id))
+    document = call(
+        "metadata.get_document", lambda: ctx.store.documents.get(tenant_id, document_id)
+    )
     # Split as when it was indexed (documents indexed before this was recorded: the default).
     chosen = call("metadata.splitter", lambda: ctx.store.splitters.get(tenant_id, document_id))
     splitter, spec = ctx.splitter_for(
@@ -474,7 +476,9 @@ def reindexes_of_event(
         return []
     if event.tenant_id == "*":
         tenants = [
-            t for t in ctx.store.documents.tenants_with_documents(name) if not _own_choice(ctx, t, name)
+            t
+            for t in ctx.store.documents.tenants_with_documents(name)
+            if not _own_choice(ctx, t, name)
         ]
     else:
         tenants = [event.tenant_id]
