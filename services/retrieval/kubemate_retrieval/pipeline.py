@@ -86,13 +86,15 @@ class Retrieval:
 
 @dataclass(frozen=True, slots=True)
 class Search:
-    """One search of a retrieval: what is searched, where, and with which embedder."""
+    """One search of a retrieval: what is searched, where, and with which embedder. Without a
+    ``vector``, the embedder's blocking encode makes it in the search's worker thread (an
+    in-process embedder, with the caches off)."""
 
     tenant_id: str
     request: QueryRequest
     active: ActiveCollection  # the vector collection searched
     query: str  # the rewrite, or the question as asked
-    embedder: Embedder  # made ``vector``, or makes it in the search's worker thread (None)
+    embedder: Embedder
     models: TenantModels
     timer: Timer
     vector: list[float] | None = None
@@ -191,7 +193,15 @@ class RetrievalPipeline:
         models: TenantModels,
     ) -> Retrieval:
         embedder = await models.embedder(active)
-        search = Search(tenant_id, request, active, query, embedder, models, timer)
+        search = Search(
+            tenant_id=tenant_id,
+            request=request,
+            active=active,
+            query=query,
+            embedder=embedder,
+            models=models,
+            timer=timer,
+        )
         vectors = self._caches.vectors if request.cache else None
         if _blocking_encoder(embedder) is not None and not (request.cache and self._caches.enabled):
             # No cache is read (the query-vector LRU is off with the caches), so nothing sits
