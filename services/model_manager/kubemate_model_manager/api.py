@@ -11,7 +11,6 @@ import json
 from typing import Annotated, Any
 
 import anyio
-import anyio.from_thread
 from fastapi import APIRouter, Query, Request, Response, status
 from sse_starlette import EventSourceResponse, ServerSentEvent
 
@@ -30,6 +29,7 @@ from kubemate_model_manager.deps import (
 )
 from kubemate_model_manager.model_settings import check_assignments
 from kubemate_model_manager.pulls import unknown_model_failure
+from kubemate_model_manager.request_body import ThreadedBody
 from kubemate_model_manager.schemas import (
     LoadIn,
     ModelSettingsIn,
@@ -183,28 +183,11 @@ async def upload_model(
             "send the file itself as the body (application/octet-stream), not a form"
         )
     length = int(request.headers.get("content-length") or -1)
-    chunks = request.stream().__aiter__()
-    pending = bytearray()
-
-    async def next_chunk() -> bytes:
-        return await chunks.__anext__()
-
-    def read(size: int) -> bytes:
-        # In the worker thread: pull the next request chunks from the event loop as needed.
-        while size < 0 or len(pending) < size:
-            try:
-                pending.extend(anyio.from_thread.run(next_chunk))
-            except StopAsyncIteration:
-                break
-        take = len(pending) if size < 0 else min(size, len(pending))
-        out = bytes(pending[:take])
-        del pending[:take]
-        return out
-
+    body = ThreadedBody(request)
     entry = await anyio.to_thread.run_sync(
         lambda: registry.upload(
             name,
-            read,
+            body.read,
             length=length,
             expected_sha256=sha256,
             uploaded_by=f"{identity.tenant_id}/{identity.user_id}",
