@@ -18,12 +18,11 @@ from kubemate.errors import TaskNotFound
 from kubemate.http.identity import Editor, Viewer
 from kubemate.metadata.models import TaskState
 from kubemate.metadata.store import MetadataStore, TaskView
-from kubemate.objectstore import ObjectStore
-from kubemate.queue import IngestQueue
 from kubemate.text.split import STRATEGIES
 from kubemate_ingest.deletion import delete_document as delete_document_everywhere
 from kubemate_ingest.deps import (
     DeadLettersDep,
+    IntakeDep,
     ObjectsDep,
     PendingUploadsDep,
     QueueDep,
@@ -52,7 +51,7 @@ from kubemate_ingest.schemas import (
     UploadTicket,
 )
 from kubemate_ingest.settings import IngestSettings
-from kubemate_ingest.uploads import Accepted, IncomingFile, Intake, Refused, clean_filename
+from kubemate_ingest.uploads import Accepted, Destination, IncomingFile, Refused, clean_filename
 
 router = APIRouter(prefix="/v1")
 
@@ -88,16 +87,13 @@ def _multipart(file_field: str, *, many: bool) -> dict[str, Any]:
 @asynccontextmanager
 async def _upload_form(
     request: Request,
-    field: str,
-    *,
-    body_limit: int,
-    max_files: int,
     identity: Identity,
     settings: IngestSettings,
-    store: MetadataStore,
-    objects: ObjectStore,
-    queue: IngestQueue,
-) -> AsyncIterator[tuple[Intake, list[IncomingFile]]]:
+    *,
+    field: str,
+    body_limit: int,
+    max_files: int,
+) -> AsyncIterator[tuple[Destination, list[IncomingFile]]]:
     """What both upload routes do around their files: the form read within ``body_limit``
     (413 otherwise), its options checked (collection, splitter), and the files of ``field``,
     spooled until the block ends."""
@@ -105,18 +101,14 @@ async def _upload_form(
     form = await read_form(request, body_limit=body_limit, max_files=max_files)
     try:
         options = form_options(form)
-        intake = Intake(
+        destination = Destination(
             tenant_id=tenant,
             collection=collection_of(settings, options),
             max_bytes=settings.ingest.max_upload_for(tenant),
-            store=store,
-            objects=objects,
-            queue=queue,
-            pdf=settings.ingest.pdf,
             splitter=splitter_of(settings, tenant, options),
         )
         files = [IncomingFile(f.filename, f.file, f.size) for f in form_files(form, field)]
-        yield intake, files
+        yield destination, files
     finally:
         await form.close()
 
@@ -128,25 +120,13 @@ async def _upload_form(
     openapi_extra=_multipart("file", many=False),
 )
 async def upload_document(
-    request: Request,
-    identity: Editor,
-    settings: SettingsDep,
-    store: StoreDep,
-    objects: ObjectsDep,
-    queue: QueueDep,
+    request: Request, identity: Editor, settings: SettingsDep, intake: IntakeDep
 ) -> UploadAccepted:
+    limit = settings.ingest.max_upload_for(identity.tenant_id) + FORM_OVERHEAD_BYTES
     async with _upload_form(
-        request,
-        "file",
-        body_limit=settings.ingest.max_upload_for(identity.tenant_id) + FORM_OVERHEAD_BYTES,
-        max_files=1,
-        identity=identity,
-        settings=settings,
-        store=store,
-        objects=objects,
-        queue=queue,
-    ) as (intake, (file,)):
-        accepted = await anyio.to_thread.run_sync(intake.accept_file, file)
+        request, identity, settings, field="file", body_limit=limit, max_files=1
+    ) as (destination, (file,)):
+        accepted = await anyio.to_thread.run_sync(intake.accept_file, file, destination)
     return UploadAccepted.of(accepted)
 
 
@@ -157,26 +137,14 @@ async def upload_document(
     openapi_extra=_multipart("files", many=True),
 )
 async def upload_batch(
-    request: Request,
-    identity: Editor,
-    settings: SettingsDep,
-    store: StoreDep,
-    objects: ObjectsDep,
-    queue: QueueDep,
+    request: Request, identity: Editor, settings: SettingsDep, intake: IntakeDep
 ) -> BatchAccepted:
     """Several files in the ``files`` field; each gets its own result, accepted or a problem."""
+    limit, most = settings.ingest.max_batch_bytes, settings.ingest.max_batch_files
     async with _upload_form(
-        request,
-        "files",
-        body_limit=settings.ingest.max_batch_bytes,
-        max_files=settings.ingest.max_batch_files,
-        identity=identity,
-        settings=settings,
-        store=store,
-        objects=objects,
-        queue=queue,
-    ) as (intake, incoming):
-        results = await anyio.to_thread.run_sync(intake.accept_batch, incoming)
+        request, identity, settings, field="files", body_limit=limit, max_files=most
+    ) as (destination, incoming):
+        results = await anyio.to_thread.run_sync(intake.accept_batch, incoming, destination)
     items = [_batch_item(f.filename or "", r) for f, r in zip(incoming, results, strict=True)]
     accepted = sum(item.problem is None for item in items)
     return BatchAccepted(accepted=accepted, refused=len(items) - accepted, results=items)

@@ -16,6 +16,7 @@ from kubemate.vectorstore import VectorStore
 from kubemate.vectorstore.milvus import MilvusVectorStore
 from kubemate_ingest.presigned import PendingUploads
 from kubemate_ingest.settings import IngestSettings
+from kubemate_ingest.uploads import Intake
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,6 +30,7 @@ class IngestState:
     dead_letters: DeadLetters
     pending_uploads: PendingUploads
     redis: redis.Redis
+    intake: Intake
 
 
 SettingsDep = Annotated[IngestSettings, from_state(IngestState, "settings")]
@@ -39,3 +41,4 @@ VectorsDep = Annotated[VectorStore, from_state(IngestState, "vectors")]
 DeadLettersDep = Annotated[DeadLetters, from_state(IngestState, "dead_letters")]
 PendingUploadsDep = Annotated[PendingUploads, from_state(IngestState, "pending_uploads")]
 RedisDep = Annotated[redis.Redis, from_state(IngestState, "redis")]
+IntakeDep = Annotated[Intake, from_state(IngestState, "intake")]

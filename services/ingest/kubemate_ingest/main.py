@@ -21,6 +21,7 @@ from kubemate_ingest.api import router
 from kubemate_ingest.deps import IngestState
 from kubemate_ingest.presigned import PendingUploads
 from kubemate_ingest.settings import IngestSettings
+from kubemate_ingest.uploads import Intake
 
 
 def create_app(settings: IngestSettings | None = None) -> FastAPI:
@@ -30,15 +31,19 @@ def create_app(settings: IngestSettings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         client = redis.Redis.from_url(settings.redis.url, decode_responses=True)
+        store = MetadataStore.from_config(settings.database)
+        objects = build_object_store(settings.object_store)
+        queue = IngestQueue.from_config(settings.redis)
         state = IngestState(
             settings=settings,
-            store=MetadataStore.from_config(settings.database),
-            objects=build_object_store(settings.object_store),
-            queue=IngestQueue.from_config(settings.redis),
+            store=store,
+            objects=objects,
+            queue=queue,
             vectors=MilvusVectorStore(settings.milvus),
             dead_letters=DeadLetters(client, settings.redis),
             pending_uploads=PendingUploads(client, settings.redis),
             redis=client,
+            intake=Intake(store, objects, queue, settings.ingest.pdf),
         )
         install_state(app, state)
         try:

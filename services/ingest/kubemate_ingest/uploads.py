@@ -137,43 +137,52 @@ def accept_upload(
 
 
 @dataclass(frozen=True, slots=True)
-class Intake:
-    """Where the files of one upload request go (the tenant's collection, its size limit and
-    splitter) and the backends that take them: what a single upload and a batch share."""
+class Destination:
+    """Where the files of one upload request go: the tenant's collection, with its size limit
+    and splitter."""
 
     tenant_id: str
     collection: str
     max_bytes: int
+    splitter: SplitterSpec | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Intake:
+    """The backends that take uploaded files, built once (in the lifespan): what a single
+    upload and a batch share."""
+
     store: MetadataStore
     objects: ObjectStore
     queue: IngestQueue
     pdf: PdfPolicy
-    splitter: SplitterSpec | None = None
 
-    def accept_file(self, incoming: IncomingFile) -> Accepted:
+    def accept_file(self, incoming: IncomingFile, to: Destination) -> Accepted:
         """A file of an upload form: its name cleaned, its size checked, then accepted."""
         filename = clean_filename(incoming.filename)
-        if incoming.size is not None and incoming.size > self.max_bytes:
-            raise PayloadTooLarge(f"the file is larger than the limit of {self.max_bytes} bytes")
+        if incoming.size is not None and incoming.size > to.max_bytes:
+            raise PayloadTooLarge(f"the file is larger than the limit of {to.max_bytes} bytes")
         return accept_upload(
-            tenant_id=self.tenant_id,
-            collection=self.collection,
+            tenant_id=to.tenant_id,
+            collection=to.collection,
             filename=filename,
             stream=incoming.stream,
-            max_bytes=self.max_bytes,
+            max_bytes=to.max_bytes,
             store=self.store,
             objects=self.objects,
             queue=self.queue,
             pdf=self.pdf,
-            splitter=self.splitter,
+            splitter=to.splitter,
         )
 
-    def accept_batch(self, files: Sequence[IncomingFile]) -> list[Accepted | Refused]:
+    def accept_batch(
+        self, files: Sequence[IncomingFile], to: Destination
+    ) -> list[Accepted | Refused]:
         """Each file on its own, in order: one refused or failing file never fails the others."""
         results: list[Accepted | Refused] = []
         for incoming in files:
             try:
-                results.append(self.accept_file(incoming))
+                results.append(self.accept_file(incoming, to))
             except KubemateError as exc:
                 log.info("document.refused", filename=incoming.filename, error_type=exc.type_slug)
                 results.append(Refused(exc))
