@@ -62,13 +62,7 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
                 forwarder = Forwarder(
                     settings, admitter=admitter, client=client, llm_slots=llm_slots
                 )
-                state = GatewayState(
-                    settings=settings,
-                    store=store,
-                    redis=redis_client,
-                    admitter=admitter,
-                    forwarder=forwarder,
-                )
+                state = GatewayState(settings, store, redis_client, admitter, forwarder)
                 install_state(app, state)
                 yield
         finally:

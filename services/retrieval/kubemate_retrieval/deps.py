@@ -10,7 +10,6 @@ import redis.asyncio
 from kubemate.http.state import from_state
 from kubemate.metadata.store import MetadataStore
 from kubemate.vectorstore.milvus import MilvusVectorStore
-from kubemate_retrieval.caches import Caches
 from kubemate_retrieval.chat import ChatService
 from kubemate_retrieval.conversations import ConversationStore
 from kubemate_retrieval.jobs import BackgroundJobs
@@ -28,7 +27,6 @@ class RetrievalState:
     redis: redis.asyncio.Redis
     meter: DeferredUsageMeter
     models: LoadedModels
-    caches: Caches
     conversations: ConversationStore
     jobs: BackgroundJobs
     pipeline: RetrievalPipeline

@@ -86,18 +86,9 @@ def build_state(settings: RetrievalSettings) -> RetrievalState:
         conversations=conversations,
         jobs=jobs,
     )
+    # Positional: every field has a type of its own, so a swap does not type-check.
     return RetrievalState(
-        settings=settings,
-        store=store,
-        vectors=vectors,
-        redis=client,
-        meter=meter,
-        models=models,
-        caches=caches,
-        conversations=conversations,
-        jobs=jobs,
-        pipeline=pipeline,
-        chat=chat,
+        settings, store, vectors, client, meter, models, conversations, jobs, pipeline, chat
     )
 
 

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import KW_ONLY, dataclass, field, replace
 
 import anyio
 
@@ -90,13 +90,14 @@ class Search:
     ``vector``, the embedder's blocking encode makes it in the search's worker thread (an
     in-process embedder, with the caches off)."""
 
-    tenant_id: str
     request: QueryRequest
     active: ActiveCollection  # the vector collection searched
-    query: str  # the rewrite, or the question as asked
     embedder: Embedder
     models: TenantModels
     timer: Timer
+    _: KW_ONLY  # the two strings, named
+    tenant_id: str
+    query: str  # the rewrite, or the question as asked
     vector: list[float] | None = None
     ensured: bool = False  # the vector collection exists (the cache lookup made sure of it)
 
@@ -193,15 +194,7 @@ class RetrievalPipeline:
         models: TenantModels,
     ) -> Retrieval:
         embedder = await models.embedder(active)
-        search = Search(
-            tenant_id=tenant_id,
-            request=request,
-            active=active,
-            query=query,
-            embedder=embedder,
-            models=models,
-            timer=timer,
-        )
+        search = Search(request, active, embedder, models, timer, tenant_id=tenant_id, query=query)
         vectors = self._caches.vectors if request.cache else None
         if _blocking_encoder(embedder) is not None and not (request.cache and self._caches.enabled):
             # No cache is read (the query-vector LRU is off with the caches), so nothing sits
