@@ -187,7 +187,7 @@ def test_the_events_route_with_the_test_client(settings: IngestSettings) -> None
     with TestClient(create_app(settings)) as client:
         client.headers.update(identity_headers("acme", Role.EDITOR))
         r = client.post("/v1/documents", files={"file": ("a.txt", b"done already")}).json()
-        client.app.state.store.documents.update_task(  # type: ignore[attr-defined]
+        client.app.state.service.store.documents.update_task(  # type: ignore[attr-defined]
             "acme", r["task_id"], state=TaskState.COMPLETED
         )
         with client.stream("GET", f"/v1/tasks/{r['task_id']}/events") as response:

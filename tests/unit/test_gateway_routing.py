@@ -7,7 +7,8 @@ from ipaddress import ip_network
 import pytest
 
 from kubemate.errors import NotFound
-from kubemate_gateway.forwarding import client_address, upstream_path
+from kubemate_gateway.admission import client_address
+from kubemate_gateway.forwarding import upstream_path
 from kubemate_gateway.routing import holds_llm, route_class
 
 

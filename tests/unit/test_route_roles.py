@@ -61,8 +61,13 @@ def declared_routes(service: str) -> dict[str, set[Role]]:
             continue
         key = f"{','.join(sorted(route.methods or {'*'}))} {path}"
         dependant = getattr(route, "dependant", None)
-        # A plain Starlette route or a mounted app has no dependencies: it cannot declare a role.
-        declared[key] = roles_declared(dependant) if isinstance(dependant, Dependant) else set()
+        if isinstance(dependant, Dependant):
+            declared[key] = roles_declared(dependant)
+        else:
+            # A plain ASGI route (the gateway's /v1 proxy) declares the role its endpoint checks
+            # on the endpoint; a mounted app declares none.
+            role = declared_role(getattr(route, "endpoint", None))
+            declared[key] = {role} if role is not None else set()
     return declared
 
 
@@ -91,6 +96,8 @@ def test_roles_of_known_routes() -> None:
             assert roles == {Role.ADMIN}, f"model_manager {key} is not admin-only: {roles}"
     gateway = declared_routes("gateway")
     assert all(roles == {Role.ADMIN} for key, roles in gateway.items() if "api-keys" in key)
+    # The /v1 proxy admits every role; the service behind it checks the finer one.
+    assert gateway["DELETE,GET,PATCH,POST,PUT /v1/{path:path}"] == {Role.VIEWER}
     for key, roles in ingest.items():
         if key.split(" ")[0] in {"POST", "PUT", "PATCH", "DELETE"}:
             assert roles & {Role.EDITOR, Role.ADMIN}, f"ingest {key} changes data as {roles}"

@@ -21,6 +21,7 @@ from kubemate.inference.http_errors import (
     raise_for_status,
 )
 from kubemate.retry import ConcurrencyLimit, RetryPolicy, retry_async
+from kubemate.settings import EmbedderConfig, LLMConfig
 
 T = TypeVar("T")
 
@@ -47,6 +48,28 @@ class HttpTransport:
             # A dead host should fail fast; a busy runtime may take long to answer.
             timeout=httpx.Timeout(timeout_s, connect=min(timeout_s, 10.0)),
             headers=dict(headers or {}),
+        )
+
+    @classmethod
+    def of_model(
+        cls,
+        config: LLMConfig | EmbedderConfig,
+        *,
+        backend: str,
+        base_url: str,
+        retry: RetryPolicy | None,
+        client: httpx.AsyncClient | None,
+        headers: Mapping[str, str] | None = None,
+    ) -> HttpTransport:
+        """The transport of an LLM or embedder adapter, bounded by its settings."""
+        return cls(
+            backend=backend,
+            base_url=base_url,
+            timeout_s=config.timeout_s,
+            max_concurrency=config.max_concurrency,
+            retry=retry,
+            headers=headers,
+            client=client,
         )
 
     async def request_json(

@@ -9,20 +9,32 @@ with ``response`` pieces and a final ``done: true`` object otherwise) and ``POST
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncGenerator, Sequence
+from collections.abc import AsyncGenerator
 from typing import Any
 
 import httpx
 
 from kubemate.errors import InferenceError, KubemateError, UnknownModel
-from kubemate.inference._transport import HttpTransport, check_vectors, gather_or_cancel
+from kubemate.inference._remote_embedder import RemoteEmbedder
+from kubemate.inference._transport import HttpTransport
 from kubemate.inference.base import Completion, GenerateOptions
 from kubemate.inference.http_errors import estimate_tokens
-from kubemate.retry import ConcurrencyLimit, RetryPolicy
+from kubemate.retry import RetryPolicy
 from kubemate.settings import EmbedderConfig, LLMConfig
 
 DEFAULT_BASE_URL = "http://127.0.0.1:11434"
 BACKEND = "ollama"
+
+
+def _transport(
+    config: LLMConfig | EmbedderConfig,
+    retry: RetryPolicy | None,
+    client: httpx.AsyncClient | None,
+) -> HttpTransport:
+    base_url = config.base_url or DEFAULT_BASE_URL
+    return HttpTransport.of_model(
+        config, backend=BACKEND, base_url=base_url, retry=retry, client=client
+    )
 
 
 def _stream_error(chunk: dict[str, Any]) -> KubemateError:
@@ -45,14 +57,7 @@ class OllamaLLM:
     ) -> None:
         self.model = config.model
         self._config = config
-        self._http = HttpTransport(
-            backend=BACKEND,
-            base_url=config.base_url or DEFAULT_BASE_URL,
-            timeout_s=config.timeout_s,
-            max_concurrency=config.max_concurrency,
-            retry=retry,
-            client=client,
-        )
+        self._http = _transport(config, retry, client)
 
     def _payload(self, prompt: str, options: GenerateOptions, *, stream: bool) -> dict[str, Any]:
         model_options: dict[str, Any] = {
@@ -123,13 +128,10 @@ class OllamaLLM:
         await self._http.aclose()
 
 
-class OllamaEmbedder:
-    """Implements :class:`kubemate.inference.base.Embedder` via ``POST /api/embed``.
+class OllamaEmbedder(RemoteEmbedder):
+    """Embeddings via ``POST /api/embed`` (``input`` list -> ``embeddings``)."""
 
-    Texts go in batches of ``config.batch_size``, at most ``config.max_concurrency`` at once.
-    Without ``config.dimension`` the dimension is learned from the first answer; call
-    :meth:`load` first if you need :attr:`dimension` before embedding anything.
-    """
+    path = "/api/embed"
 
     def __init__(
         self,
@@ -138,60 +140,7 @@ class OllamaEmbedder:
         retry: RetryPolicy | None = None,
         client: httpx.AsyncClient | None = None,
     ) -> None:
-        self.model = config.model
-        self._config = config
-        self._dimension = config.dimension
-        # Batches are bounded here; the transport's own limit would count the same requests.
-        self._batches = ConcurrencyLimit(config.max_concurrency)
-        self._http = HttpTransport(
-            backend=BACKEND,
-            base_url=config.base_url or DEFAULT_BASE_URL,
-            timeout_s=config.timeout_s,
-            max_concurrency=config.max_concurrency,
-            retry=retry,
-            client=client,
-        )
+        super().__init__(config, _transport(config, retry, client))
 
-    @property
-    def dimension(self) -> int:
-        if self._dimension is None:
-            raise InferenceError(
-                f"the dimension of {BACKEND} model {self.model} is learned from its first "
-                "answer: set embedder.dimension or await load() first"
-            )
-        return self._dimension
-
-    async def load(self) -> None:
-        """Learn the dimension (and have Ollama load the model) with one short request."""
-        if self._dimension is None:
-            await self.embed(["dimension probe"])
-
-    async def _embed_batch(self, batch: list[str]) -> list[list[float]]:
-        async with self._batches:
-            data = await self._http.request_json(
-                "POST",
-                "/api/embed",
-                {"model": self.model, "input": batch},
-                operation="ollama.embed",
-            )
-        vectors = check_vectors(
-            data.get("embeddings"),
-            expected=len(batch),
-            dimension=self._dimension,
-            backend=BACKEND,
-        )
-        if self._dimension is None and vectors:
-            self._dimension = len(vectors[0])
-        return vectors
-
-    async def embed(self, texts: Sequence[str]) -> list[list[float]]:
-        size = self._config.batch_size
-        batches = [list(texts[i : i + size]) for i in range(0, len(texts), size)]
-        results = await gather_or_cancel([self._embed_batch(b) for b in batches])
-        return [vector for batch in results for vector in batch]
-
-    async def embed_query(self, text: str) -> list[float]:
-        return (await self.embed([text]))[0]
-
-    async def aclose(self) -> None:
-        await self._http.aclose()
+    def _vectors(self, answer: Any) -> Any:
+        return answer.get("embeddings")

@@ -10,17 +10,18 @@ without a chat template. ``base_url`` may be given with or without its ``/v1`` s
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncGenerator, Sequence
+from collections.abc import AsyncGenerator
 from typing import Any, Literal
 
 import httpx
 from pydantic import SecretStr
 
 from kubemate.errors import InferenceError
-from kubemate.inference._transport import HttpTransport, check_vectors, gather_or_cancel
+from kubemate.inference._remote_embedder import RemoteEmbedder
+from kubemate.inference._transport import HttpTransport
 from kubemate.inference.base import Completion, GenerateOptions
 from kubemate.inference.http_errors import estimate_tokens
-from kubemate.retry import ConcurrencyLimit, RetryPolicy
+from kubemate.retry import RetryPolicy
 from kubemate.settings import EmbedderConfig, LLMConfig
 
 BACKEND = "openai"
@@ -39,6 +40,17 @@ def _headers(api_key: SecretStr | None) -> dict[str, str]:
     if api_key is None:
         return {}
     return {"Authorization": f"Bearer {api_key.get_secret_value()}"}
+
+
+def _transport(
+    config: LLMConfig | EmbedderConfig,
+    retry: RetryPolicy | None,
+    client: httpx.AsyncClient | None,
+) -> HttpTransport:
+    base_url, headers = api_base(config.base_url), _headers(config.api_key)
+    return HttpTransport.of_model(
+        config, backend=BACKEND, base_url=base_url, retry=retry, client=client, headers=headers
+    )
 
 
 def _api_error(payload: dict[str, Any]) -> InferenceError:
@@ -60,15 +72,7 @@ class OpenAICompatLLM:
     ) -> None:
         self.model = config.model
         self._endpoint = endpoint
-        self._http = HttpTransport(
-            backend=BACKEND,
-            base_url=api_base(config.base_url),
-            timeout_s=config.timeout_s,
-            max_concurrency=config.max_concurrency,
-            retry=retry,
-            headers=_headers(config.api_key),
-            client=client,
-        )
+        self._http = _transport(config, retry, client)
 
     @property
     def _path(self) -> str:
@@ -154,12 +158,10 @@ class OpenAICompatLLM:
         await self._http.aclose()
 
 
-class OpenAICompatEmbedder:
-    """Implements :class:`kubemate.inference.base.Embedder` via ``POST {base_url}/v1/embeddings``.
+class OpenAICompatEmbedder(RemoteEmbedder):
+    """Embeddings via ``POST {base_url}/v1/embeddings``."""
 
-    Without ``config.dimension`` the dimension is learned from the first answer; call
-    :meth:`load` first if you need :attr:`dimension` before embedding anything.
-    """
+    path = "/embeddings"
 
     def __init__(
         self,
@@ -168,64 +170,11 @@ class OpenAICompatEmbedder:
         retry: RetryPolicy | None = None,
         client: httpx.AsyncClient | None = None,
     ) -> None:
-        self.model = config.model
-        self._config = config
-        self._dimension = config.dimension
-        self._batches = ConcurrencyLimit(config.max_concurrency)
-        self._http = HttpTransport(
-            backend=BACKEND,
-            base_url=api_base(config.base_url),
-            timeout_s=config.timeout_s,
-            max_concurrency=config.max_concurrency,
-            retry=retry,
-            headers=_headers(config.api_key),
-            client=client,
-        )
+        super().__init__(config, _transport(config, retry, client))
 
-    @property
-    def dimension(self) -> int:
-        if self._dimension is None:
-            raise InferenceError(
-                f"the dimension of {BACKEND} model {self.model} is learned from its first "
-                "answer: set embedder.dimension or await load() first"
-            )
-        return self._dimension
-
-    async def load(self) -> None:
-        """Learn the dimension with one short request."""
-        if self._dimension is None:
-            await self.embed(["dimension probe"])
-
-    async def _embed_batch(self, batch: list[str]) -> list[list[float]]:
-        async with self._batches:
-            data = await self._http.request_json(
-                "POST",
-                "/embeddings",
-                {"model": self.model, "input": batch},
-                operation="openai.embed",
-            )
-        if not isinstance(data, dict) or not isinstance(data.get("data"), list):
+    def _vectors(self, answer: Any) -> Any:
+        if not isinstance(answer, dict) or not isinstance(answer.get("data"), list):
             raise InferenceError(f"{BACKEND}: an embeddings answer without data")
         # The spec gives each item an index; order by it rather than trusting list order.
-        items = sorted(data["data"], key=lambda item: item.get("index", 0))
-        vectors = check_vectors(
-            [item.get("embedding") for item in items],
-            expected=len(batch),
-            dimension=self._dimension,
-            backend=BACKEND,
-        )
-        if self._dimension is None and vectors:
-            self._dimension = len(vectors[0])
-        return vectors
-
-    async def embed(self, texts: Sequence[str]) -> list[list[float]]:
-        size = self._config.batch_size
-        batches = [list(texts[i : i + size]) for i in range(0, len(texts), size)]
-        results = await gather_or_cancel([self._embed_batch(b) for b in batches])
-        return [vector for batch in results for vector in batch]
-
-    async def embed_query(self, text: str) -> list[float]:
-        return (await self.embed([text]))[0]
-
-    async def aclose(self) -> None:
-        await self._http.aclose()
+        items = sorted(answer["data"], key=lambda item: item.get("index", 0))
+        return [item.get("embedding") for item in items]

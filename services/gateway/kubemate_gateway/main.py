@@ -14,11 +14,15 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
 from kubemate.http.app import ReadinessCheck, build_app
+from kubemate.http.state import install_state, state_of
 from kubemate.logs import configure_logging
 from kubemate.metadata.store import MetadataStore
-from kubemate_gateway.api import router
+from kubemate_gateway.admission import Admitter
+from kubemate_gateway.api import ProxyRoute, router
 from kubemate_gateway.console import serve_console
 from kubemate_gateway.credentials import Authenticator
+from kubemate_gateway.deps import GatewayState
+from kubemate_gateway.forwarding import Forwarder
 from kubemate_gateway.limits import ConcurrencyLimiter, RateLimiter
 from kubemate_gateway.settings import GatewayConfig, GatewaySettings
 from kubemate_gateway.verifier import TokenVerifier
@@ -31,7 +35,6 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        app.state.settings = settings
         store = MetadataStore.from_config(settings.database)
         # Limits sit on every request's path: with Redis down, fail (open or closed) within a
         # second or two, instead of redis-py's default of several retries with backoff.
@@ -43,13 +46,12 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
         )
         verifier = TokenVerifier(settings.auth, config.jwks, accept_hs256=config.accept_hs256)
         limits = config.rate_limits
-        app.state.store = store
-        app.state.redis = redis_client
-        app.state.authenticator = Authenticator(verifier, store)
-        app.state.rate_limiter = RateLimiter(
-            redis_client, prefix=limits.key_prefix, fail_open=limits.fail_open
+        admitter = Admitter(
+            limits,
+            Authenticator(verifier, store),
+            RateLimiter(redis_client, prefix=limits.key_prefix, fail_open=limits.fail_open),
         )
-        app.state.llm_slots = ConcurrencyLimiter(
+        llm_slots = ConcurrencyLimiter(
             redis_client,
             prefix=limits.key_prefix,
             limit=limits.llm_concurrency,
@@ -58,7 +60,11 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
         )
         try:
             async with upstream_client(config) as client:
-                app.state.http = client
+                forwarder = Forwarder(
+                    settings, admitter=admitter, client=client, llm_slots=llm_slots
+                )
+                state = GatewayState(settings, store, redis_client, admitter, forwarder)
+                install_state(app, state)
                 yield
         finally:
             await verifier.aclose()
@@ -71,6 +77,7 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
         "gateway", lifespan=lifespan, readiness=_readiness, http=http, tracing=settings.tracing
     )
     app.include_router(router)
+    app.router.routes.append(ProxyRoute())  # last: it takes every other /v1 path
     serve_console(app, config.console_dir)  # the web console at /, for what no route matches
     return app
 
@@ -110,16 +117,17 @@ def _readiness(app: FastAPI) -> ReadinessCheck:
     # part of this one, a Milvus outage (retrieval not ready) would take every gateway replica
     # out of its Service, and uploads, which only need ingest and Redis, would fail with it.
     async def check() -> dict[str, str]:
+        state = state_of(app, GatewayState)
         results: dict[str, str] = {}
         try:
-            await app.state.redis.ping()
+            await state.redis.ping()
             results["redis"] = "ok"
         except Exception as exc:  # readiness reports any failure as text
             results["redis"] = type(exc).__name__
 
         def probe_db() -> str:
             try:
-                app.state.store.ping()
+                state.store.ping()
                 return "ok"
             except Exception as exc:  # readiness reports any failure as text
                 return type(exc).__name__

@@ -3,27 +3,27 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from datetime import datetime
 from typing import Annotated, Any
 
 import anyio
 from fastapi import APIRouter, Query, Request, Response, status
-from pydantic import BaseModel, ConfigDict, Field
 from sse_starlette import EventSourceResponse, ServerSentEvent
 
+from kubemate.auth.identity import Identity
 from kubemate.cache_generation import bump_generation
 from kubemate.collections import active_vector_collection
-from kubemate.errors import KubemateError, TaskNotFound
+from kubemate.errors import TaskNotFound
 from kubemate.http.identity import Editor, Viewer
-from kubemate.metadata.documents import DocumentView
 from kubemate.metadata.models import TaskState
 from kubemate.metadata.store import MetadataStore
 from kubemate.metadata.tasks import TaskView
-from kubemate.queue.dead_letters import DeadLetter
 from kubemate.text.split import STRATEGIES
 from kubemate_ingest.deletion import delete_document as delete_document_everywhere
 from kubemate_ingest.deps import (
     DeadLettersDep,
+    IntakeDep,
     ObjectsDep,
     PendingUploadsDep,
     QueueDep,
@@ -34,179 +34,27 @@ from kubemate_ingest.deps import (
 )
 from kubemate_ingest.events import task_changes
 from kubemate_ingest.forms import FORM_OVERHEAD_BYTES, form_files, form_options, read_form
-from kubemate_ingest.options import UploadOptions, collection_of, splitter_of
+from kubemate_ingest.options import collection_of, splitter_of
 from kubemate_ingest.presigned import complete_upload, start_upload
 from kubemate_ingest.reindex import router as reindex_router
 from kubemate_ingest.retries import retry_dead_letter
-from kubemate_ingest.settings import IngestSettings
-from kubemate_ingest.uploads import (
-    Accepted,
-    IncomingFile,
-    Refused,
-    accept_batch,
-    accept_file,
-    clean_filename,
+from kubemate_ingest.schemas import (
+    BatchAccepted,
+    BatchItem,
+    DeadLetterOut,
+    DeadLetterPageOut,
+    DocumentOut,
+    Problem,
+    RetryAccepted,
+    TaskOut,
+    UploadAccepted,
+    UploadRequest,
+    UploadTicket,
 )
+from kubemate_ingest.settings import IngestSettings
+from kubemate_ingest.uploads import Accepted, Destination, IncomingFile, Refused, clean_filename
 
 router = APIRouter(prefix="/v1")
-
-SHA256_PATTERN = r"^[0-9a-fA-F]{64}$"
-
-
-# ---- response models ---------------------------------------------------------------------------
-
-
-class Progress(BaseModel):
-    done: int
-    total: int
-
-
-class TaskOut(BaseModel):
-    task_id: str
-    document_id: str
-    state: str
-    stage: str | None
-    progress: Progress
-    error: str | None
-    attempts: int
-
-    @classmethod
-    def of(cls, task: TaskView) -> TaskOut:
-        return cls(
-            task_id=task.id,
-            document_id=task.document_id,
-            state=str(task.state),
-            stage=task.stage,
-            progress=Progress(done=task.progress_done, total=task.progress_total),
-            error=task.error,
-            attempts=task.attempts,
-        )
-
-
-class DocumentOut(BaseModel):
-    document_id: str
-    collection: str
-    filename: str
-    content_type: str
-    size_bytes: int
-    sha256: str
-    status: str
-    chunk_count: int
-
-    @classmethod
-    def of(cls, doc: DocumentView) -> DocumentOut:
-        return cls(
-            document_id=doc.id,
-            collection=doc.collection,
-            filename=doc.filename,
-            content_type=doc.content_type,
-            size_bytes=doc.size_bytes,
-            sha256=doc.sha256,
-            status=str(doc.status),
-            chunk_count=doc.chunk_count,
-        )
-
-
-class UploadAccepted(BaseModel):
-    document_id: str
-    task_id: str
-    state: str
-    duplicate: bool = Field(description="identical content was uploaded before; nothing re-queued")
-
-    @classmethod
-    def of(cls, accepted: Accepted) -> UploadAccepted:
-        return cls(
-            document_id=accepted.document.id,
-            task_id=accepted.task.id,
-            state=str(accepted.task.state),
-            duplicate=accepted.duplicate,
-        )
-
-
-class Problem(BaseModel):
-    """RFC 9457 problem details, as one file of a batch got them."""
-
-    type: str
-    title: str
-    status: int
-    detail: str
-
-    @classmethod
-    def of(cls, error: KubemateError) -> Problem:
-        return cls(type=error.type_uri, title=error.title, status=error.status, detail=error.detail)
-
-
-class BatchItem(BaseModel):
-    filename: str
-    status: int = Field(description="202 when accepted, else the problem's status")
-    document_id: str | None = None
-    task_id: str | None = None
-    state: str | None = None
-    duplicate: bool | None = None
-    problem: Problem | None = None
-
-
-class BatchAccepted(BaseModel):
-    accepted: int
-    refused: int
-    results: list[BatchItem] = Field(description="one per file, in the order of the form")
-
-
-class DeadLetterOut(BaseModel):
-    entry_id: str
-    document_id: str
-    task_id: str
-    collection: str
-    reason: str
-    stage: str
-    attempts: int
-    failed_at: datetime | None
-    original_entry_id: str
-
-    @classmethod
-    def of(cls, letter: DeadLetter) -> DeadLetterOut:
-        return cls(
-            entry_id=letter.entry_id,
-            document_id=letter.document_id,
-            task_id=letter.task_id,
-            collection=letter.collection,
-            reason=letter.reason,
-            stage=letter.stage,
-            attempts=letter.attempts,
-            failed_at=letter.failed_at,
-            original_entry_id=letter.original_entry_id,
-        )
-
-
-class DeadLetterPageOut(BaseModel):
-    items: list[DeadLetterOut]
-    next_cursor: str | None = Field(description="pass as `cursor` for the next page; null: no more")
-
-
-class RetryAccepted(BaseModel):
-    document_id: str
-    task_id: str
-    state: str
-    entry_id: str = Field(description="the job's new entry on the ingest stream")
-
-
-class UploadRequest(UploadOptions):
-    model_config = ConfigDict(extra="forbid")
-
-    filename: str = Field(min_length=1, max_length=255)
-    size_bytes: int | None = Field(None, ge=1, description="checked when the upload completes")
-    sha256: str | None = Field(
-        None, pattern=SHA256_PATTERN, description="hex; checked when the upload completes"
-    )
-
-
-class UploadTicket(BaseModel):
-    upload_id: str
-    url: str = Field(description="PUT the file's bytes here, then POST the complete URL")
-    method: str = "PUT"
-    expires_at: datetime
-    max_bytes: int
-    complete_url: str
 
 
 def _multipart(file_field: str, *, many: bool) -> dict[str, Any]:
@@ -237,6 +85,35 @@ def _multipart(file_field: str, *, many: bool) -> dict[str, Any]:
 # ---- documents -----------------------------------------------------------------------------------
 
 
+@asynccontextmanager
+async def _upload_form(
+    request: Request,
+    identity: Identity,
+    settings: IngestSettings,
+    *,
+    field: str,
+    body_limit: int,
+    max_files: int,
+) -> AsyncIterator[tuple[Destination, list[IncomingFile]]]:
+    """What both upload routes do around their files: the form read within ``body_limit``
+    (413 otherwise), its options checked (collection, splitter), and the files of ``field``,
+    spooled until the block ends."""
+    tenant = identity.tenant_id
+    form = await read_form(request, body_limit=body_limit, max_files=max_files)
+    try:
+        options = form_options(form)
+        destination = Destination(
+            tenant_id=tenant,
+            collection=collection_of(settings, options),
+            max_bytes=settings.ingest.max_upload_for(tenant),
+            splitter=splitter_of(settings, tenant, options),
+        )
+        files = [IncomingFile(f.filename, f.file, f.size) for f in form_files(form, field)]
+        yield destination, files
+    finally:
+        await form.close()
+
+
 @router.post(
     "/documents",
     status_code=status.HTTP_202_ACCEPTED,
@@ -244,36 +121,13 @@ def _multipart(file_field: str, *, many: bool) -> dict[str, Any]:
     openapi_extra=_multipart("file", many=False),
 )
 async def upload_document(
-    request: Request,
-    identity: Editor,
-    settings: SettingsDep,
-    store: StoreDep,
-    objects: ObjectsDep,
-    queue: QueueDep,
+    request: Request, identity: Editor, settings: SettingsDep, intake: IntakeDep
 ) -> UploadAccepted:
-    tenant = identity.tenant_id
-    limit = settings.ingest.max_upload_for(tenant)
-    form = await read_form(request, body_limit=limit + FORM_OVERHEAD_BYTES, max_files=1)
-    try:
-        options = form_options(form)
-        name = collection_of(settings, options)
-        splitter = splitter_of(settings, tenant, options)
-        (file,) = form_files(form, "file")
-        accepted = await anyio.to_thread.run_sync(
-            lambda: accept_file(
-                IncomingFile(file.filename, file.file, file.size),
-                tenant_id=tenant,
-                collection=name,
-                max_bytes=limit,
-                store=store,
-                objects=objects,
-                queue=queue,
-                pdf=settings.ingest.pdf,
-                splitter=splitter,
-            )
-        )
-    finally:
-        await form.close()
+    limit = settings.ingest.max_upload_for(identity.tenant_id) + FORM_OVERHEAD_BYTES
+    async with _upload_form(
+        request, identity, settings, field="file", body_limit=limit, max_files=1
+    ) as (destination, (file,)):
+        accepted = await anyio.to_thread.run_sync(intake.accept_file, file, destination)
     return UploadAccepted.of(accepted)
 
 
@@ -284,41 +138,14 @@ async def upload_document(
     openapi_extra=_multipart("files", many=True),
 )
 async def upload_batch(
-    request: Request,
-    identity: Editor,
-    settings: SettingsDep,
-    store: StoreDep,
-    objects: ObjectsDep,
-    queue: QueueDep,
+    request: Request, identity: Editor, settings: SettingsDep, intake: IntakeDep
 ) -> BatchAccepted:
     """Several files in the ``files`` field; each gets its own result, accepted or a problem."""
-    tenant = identity.tenant_id
-    limit = settings.ingest.max_upload_for(tenant)
-    form = await read_form(
-        request,
-        body_limit=settings.ingest.max_batch_bytes,
-        max_files=settings.ingest.max_batch_files,
-    )
-    try:
-        options = form_options(form)
-        name = collection_of(settings, options)
-        splitter = splitter_of(settings, tenant, options)
-        incoming = [IncomingFile(f.filename, f.file, f.size) for f in form_files(form, "files")]
-        results = await anyio.to_thread.run_sync(
-            lambda: accept_batch(
-                incoming,
-                tenant_id=tenant,
-                collection=name,
-                max_bytes=limit,
-                store=store,
-                objects=objects,
-                queue=queue,
-                pdf=settings.ingest.pdf,
-                splitter=splitter,
-            )
-        )
-    finally:
-        await form.close()
+    limit, most = settings.ingest.max_batch_bytes, settings.ingest.max_batch_files
+    async with _upload_form(
+        request, identity, settings, field="files", body_limit=limit, max_files=most
+    ) as (destination, incoming):
+        results = await anyio.to_thread.run_sync(intake.accept_batch, incoming, destination)
     items = [_batch_item(f.filename or "", r) for f, r in zip(incoming, results, strict=True)]
     accepted = sum(item.problem is None for item in items)
     return BatchAccepted(accepted=accepted, refused=len(items) - accepted, results=items)

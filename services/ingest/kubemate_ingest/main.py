@@ -10,6 +10,7 @@ import redis
 from fastapi import FastAPI
 
 from kubemate.http.app import ReadinessCheck, build_app
+from kubemate.http.state import install_state, state_of
 from kubemate.logs import configure_logging
 from kubemate.metadata.store import MetadataStore
 from kubemate.objectstore import build_object_store
@@ -17,8 +18,10 @@ from kubemate.queue import IngestQueue
 from kubemate.queue.dead_letters import DeadLetters
 from kubemate.vectorstore.milvus import MilvusVectorStore
 from kubemate_ingest.api import router
+from kubemate_ingest.deps import IngestState
 from kubemate_ingest.presigned import PendingUploads
 from kubemate_ingest.settings import IngestSettings
+from kubemate_ingest.uploads import Intake
 
 
 def create_app(settings: IngestSettings | None = None) -> FastAPI:
@@ -27,23 +30,29 @@ def create_app(settings: IngestSettings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        app.state.settings = settings
-        app.state.store = MetadataStore.from_config(settings.database)
-        app.state.objects = build_object_store(settings.object_store)
-        app.state.queue = IngestQueue.from_config(settings.redis)
-        # Deletes only; it connects on first use, so the API starts without Milvus.
-        app.state.vectors = MilvusVectorStore(settings.milvus)
         client = redis.Redis.from_url(settings.redis.url, decode_responses=True)
-        app.state.dead_letters = DeadLetters(client, settings.redis)
-        app.state.pending_uploads = PendingUploads(client, settings.redis)
-        app.state.redis = client
+        store = MetadataStore.from_config(settings.database)
+        objects = build_object_store(settings.object_store)
+        queue = IngestQueue.from_config(settings.redis)
+        state = IngestState(
+            settings=settings,
+            store=store,
+            objects=objects,
+            queue=queue,
+            vectors=MilvusVectorStore(settings.milvus),
+            dead_letters=DeadLetters(client, settings.redis),
+            pending_uploads=PendingUploads(client, settings.redis),
+            redis=client,
+            intake=Intake(store, objects, queue, settings.ingest.pdf),
+        )
+        install_state(app, state)
         try:
             yield
         finally:
             client.close()
-            app.state.vectors.close()
-            app.state.queue.close()
-            app.state.store.dispose()
+            state.vectors.close()
+            state.queue.close()
+            state.store.dispose()
 
     app = build_app(
         "ingest",
@@ -61,7 +70,7 @@ def _readiness(app: FastAPI) -> ReadinessCheck:
         def probe() -> dict[str, str]:
             results: dict[str, str] = {}
             try:
-                app.state.queue.ensure_group()
+                state_of(app, IngestState).queue.ensure_group()
                 results["redis"] = "ok"
             except Exception as exc:  # readiness reports any failure as text
                 results["redis"] = type(exc).__name__

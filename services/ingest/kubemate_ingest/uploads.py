@@ -138,69 +138,57 @@ def accept_upload(
     return Accepted(document, task, duplicate=False)
 
 
-def accept_file(
-    incoming: IncomingFile,
-    *,
-    tenant_id: str,
-    collection: str,
-    max_bytes: int,
-    store: MetadataStore,
-    objects: ObjectStore,
-    queue: IngestQueue,
-    pdf: PdfPolicy,
-    splitter: SplitterSpec | None = None,
-) -> Accepted:
-    """A file of an upload form: its name cleaned, its size checked, then accepted."""
-    filename = clean_filename(incoming.filename)
-    if incoming.size is not None and incoming.size > max_bytes:
-        raise PayloadTooLarge(f"the file is larger than the limit of {max_bytes} bytes")
-    return accept_upload(
-        tenant_id=tenant_id,
-        collection=collection,
-        filename=filename,
-        stream=incoming.stream,
-        max_bytes=max_bytes,
-        store=store,
-        objects=objects,
-        queue=queue,
-        pdf=pdf,
-        splitter=splitter,
-    )
+@dataclass(frozen=True, slots=True)
+class Destination:
+    """Where the files of one upload request go: the tenant's collection, with its size limit
+    and splitter."""
+
+    tenant_id: str
+    collection: str
+    max_bytes: int
+    splitter: SplitterSpec | None = None
 
 
-def accept_batch(
-    files: Sequence[IncomingFile],
-    *,
-    tenant_id: str,
-    collection: str,
-    max_bytes: int,
-    store: MetadataStore,
-    objects: ObjectStore,
-    queue: IngestQueue,
-    pdf: PdfPolicy,
-    splitter: SplitterSpec | None = None,
-) -> list[Accepted | Refused]:
-    """Each file on its own, in order: one refused or failing file never fails the others."""
-    results: list[Accepted | Refused] = []
-    for incoming in files:
-        try:
-            results.append(
-                accept_file(
-                    incoming,
-                    tenant_id=tenant_id,
-                    collection=collection,
-                    max_bytes=max_bytes,
-                    store=store,
-                    objects=objects,
-                    queue=queue,
-                    pdf=pdf,
-                    splitter=splitter,
-                )
-            )
-        except KubemateError as exc:
-            log.info("document.refused", filename=incoming.filename, error_type=exc.type_slug)
-            results.append(Refused(exc))
-        except Exception as exc:  # reported for this file only; the details go to the log
-            log.error("document.upload_failed", filename=incoming.filename, exc_info=exc)
-            results.append(Refused(KubemateError("the file could not be stored")))
-    return results
+@dataclass(frozen=True, slots=True)
+class Intake:
+    """The backends that take uploaded files, built once (in the lifespan): what a single
+    upload and a batch share."""
+
+    store: MetadataStore
+    objects: ObjectStore
+    queue: IngestQueue
+    pdf: PdfPolicy
+
+    def accept_file(self, incoming: IncomingFile, to: Destination) -> Accepted:
+        """A file of an upload form: its name cleaned, its size checked, then accepted."""
+        filename = clean_filename(incoming.filename)
+        if incoming.size is not None and incoming.size > to.max_bytes:
+            raise PayloadTooLarge(f"the file is larger than the limit of {to.max_bytes} bytes")
+        return accept_upload(
+            tenant_id=to.tenant_id,
+            collection=to.collection,
+            filename=filename,
+            stream=incoming.stream,
+            max_bytes=to.max_bytes,
+            store=self.store,
+            objects=self.objects,
+            queue=self.queue,
+            pdf=self.pdf,
+            splitter=to.splitter,
+        )
+
+    def accept_batch(
+        self, files: Sequence[IncomingFile], to: Destination
+    ) -> list[Accepted | Refused]:
+        """Each file on its own, in order: one refused or failing file never fails the others."""
+        results: list[Accepted | Refused] = []
+        for incoming in files:
+            try:
+                results.append(self.accept_file(incoming, to))
+            except KubemateError as exc:
+                log.info("document.refused", filename=incoming.filename, error_type=exc.type_slug)
+                results.append(Refused(exc))
+            except Exception as exc:  # reported for this file only; the details go to the log
+                log.error("document.upload_failed", filename=incoming.filename, exc_info=exc)
+                results.append(Refused(KubemateError("the file could not be stored")))
+        return results

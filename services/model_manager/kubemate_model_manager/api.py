@@ -8,18 +8,15 @@ pull tasks are visible to every admin; assignments are per tenant or global.
 from __future__ import annotations
 
 import json
-from datetime import datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 import anyio
-import anyio.from_thread
 from fastapi import APIRouter, Query, Request, Response, status
-from pydantic import BaseModel, Field
 from sse_starlette import EventSourceResponse, ServerSentEvent
 
 from kubemate.errors import Forbidden, UnknownModel, UnsupportedMediaType
 from kubemate.http.identity import Admin, Viewer
-from kubemate.model_assignments import AssignmentDoc, Effective, ModelRef
+from kubemate.model_assignments import AssignmentDoc, Effective
 from kubemate_model_manager.catalog import model_list
 from kubemate_model_manager.deployments_api import router as deployments_router
 from kubemate_model_manager.deps import (
@@ -30,9 +27,18 @@ from kubemate_model_manager.deps import (
     SettingsDep,
 )
 from kubemate_model_manager.model_settings import check_assignments
-from kubemate_model_manager.pulls import PullTask, unknown_model_failure
-from kubemate_model_manager.registry.store import RegistryEntry, check_model_name
-from kubemate_model_manager.runtimes.base import RunningModel
+from kubemate_model_manager.pulls import unknown_model_failure
+from kubemate_model_manager.registry.store import check_model_name
+from kubemate_model_manager.request_body import ThreadedBody
+from kubemate_model_manager.schemas import (
+    LoadIn,
+    ModelSettingsIn,
+    PullIn,
+    PullOut,
+    RegistryOut,
+    RunningListOut,
+    RunningOut,
+)
 from kubemate_model_manager.usage_api import router as usage_router
 
 router = APIRouter(prefix="/v1")
@@ -82,44 +88,12 @@ async def list_runtimes(identity: Admin, manager: ManagerDep) -> dict[str, Any]:
     return {"runtimes": runtimes}
 
 
-class RunningOut(BaseModel):
-    name: str
-    runtime: str
-    size: int
-    size_vram: int
-    expires_at: datetime | None
-    loaded_at: datetime | None
-
-    @classmethod
-    def of(cls, model: RunningModel) -> RunningOut:
-        return cls(
-            name=model.name,
-            runtime=model.runtime,
-            size=model.size,
-            size_vram=model.size_vram,
-            expires_at=model.expires_at,
-            loaded_at=model.loaded_at,
-        )
-
-
-class RunningListOut(BaseModel):
-    models: list[RunningOut]
-    unavailable: dict[str, str]
-
-
 @router.get("/models/running", response_model=RunningListOut)
 async def running_models(identity: Admin, manager: ManagerDep) -> RunningListOut:
     listing = await manager.running()
     return RunningListOut(
         models=[RunningOut.of(m) for m in listing.models], unavailable=listing.unavailable
     )
-
-
-class LoadIn(BaseModel):
-    model: str = Field(min_length=1, max_length=256)
-    runtime: str | None = Field(None, max_length=128)
-    # Seconds to keep the model loaded while idle; negative: until unloaded.
-    keep_alive_s: float | None = Field(None, ge=-1, le=7 * 86400)
 
 
 @router.post("/models/running", response_model=RunningOut)
@@ -146,32 +120,6 @@ async def _single_holder(manager: ManagerDep, name: str) -> str:
 
 
 # ---- pulls ---------------------------------------------------------------------------------------
-
-
-class PullIn(BaseModel):
-    model: str = Field(min_length=1, max_length=256)
-    runtime: str | None = Field(None, max_length=128)
-
-
-class PullOut(BaseModel):
-    task_id: str
-    model: str
-    runtime: str
-    state: str
-    status: str
-    completed: int
-    total: int
-    error: str | None
-    error_type: str | None
-    created_at: str
-    updated_at: str
-    finished_at: str | None
-    shared: bool = False
-    events: str = ""
-
-    @classmethod
-    def of(cls, task: PullTask, *, shared: bool = False) -> PullOut:
-        return cls(**task.snapshot(), shared=shared, events=f"/v1/models/pulls/{task.id}/events")
 
 
 @router.post("/models/pull", response_model=PullOut, status_code=status.HTTP_202_ACCEPTED)
@@ -217,32 +165,6 @@ async def pull_events(task_id: str, identity: Admin, pulls: PullsDep) -> EventSo
 # ---- upload into the registry --------------------------------------------------------------------
 
 
-class RegistryOut(BaseModel):
-    name: str
-    format: str
-    size: int
-    sha256: str
-    family: str | None
-    quantization: str | None
-    parameter_size: str | None
-    context_length: int | None
-    uploaded_at: str
-
-    @classmethod
-    def of(cls, entry: RegistryEntry) -> RegistryOut:
-        return cls(
-            name=entry.name,
-            format=entry.format,
-            size=entry.size,
-            sha256=entry.sha256,
-            family=entry.family,
-            quantization=entry.quantization,
-            parameter_size=entry.parameter_size,
-            context_length=entry.context_length,
-            uploaded_at=entry.uploaded_at,
-        )
-
-
 @router.post("/models/upload", response_model=RegistryOut, status_code=status.HTTP_201_CREATED)
 async def upload_model(
     request: Request,
@@ -261,28 +183,11 @@ async def upload_model(
             "send the file itself as the body (application/octet-stream), not a form"
         )
     length = int(request.headers.get("content-length") or -1)
-    chunks = request.stream().__aiter__()
-    pending = bytearray()
-
-    async def next_chunk() -> bytes:
-        return await chunks.__anext__()
-
-    def read(size: int) -> bytes:
-        # In the worker thread: pull the next request chunks from the event loop as needed.
-        while size < 0 or len(pending) < size:
-            try:
-                pending.extend(anyio.from_thread.run(next_chunk))
-            except StopAsyncIteration:
-                break
-        take = len(pending) if size < 0 else min(size, len(pending))
-        out = bytes(pending[:take])
-        del pending[:take]
-        return out
-
+    body = ThreadedBody(request)
     entry = await anyio.to_thread.run_sync(
         lambda: registry.upload(
             name,
-            read,
+            body.read,
             length=length,
             expected_sha256=sha256,
             uploaded_by=f"{identity.tenant_id}/{identity.user_id}",
@@ -292,13 +197,6 @@ async def upload_model(
 
 
 # ---- model settings ------------------------------------------------------------------------------
-
-
-class ModelSettingsIn(BaseModel):
-    scope: Literal["global", "tenant"] = "tenant"
-    chat: ModelRef | None = None
-    embeddings: dict[str, ModelRef] = Field(default_factory=dict)
-    rerank: ModelRef | None = None
 
 
 def _effective(effective: Effective) -> dict[str, Any]:

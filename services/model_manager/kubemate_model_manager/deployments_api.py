@@ -3,39 +3,18 @@
 from __future__ import annotations
 
 from dataclasses import asdict
-from typing import Any, Literal
+from typing import Any
 
 import anyio
 from fastapi import APIRouter, Response, status
-from pydantic import BaseModel, Field
 
 from kubemate.http.identity import Admin
 from kubemate_model_manager.deployments import DeploymentRequest, manifests_for
 from kubemate_model_manager.deps import DeployerDep, RegistryDep, SettingsDep
 from kubemate_model_manager.k8s.deployer import DeploymentStatus
+from kubemate_model_manager.schemas import DeploymentIn, ScaleIn
 
 router = APIRouter()
-
-
-class DeploymentIn(BaseModel):
-    name: str = Field(min_length=1, max_length=63, description="DNS label of the Deployment")
-    runtime: Literal["ollama", "vllm"]
-    model: str = Field(min_length=1, max_length=200, description="the name it is served as")
-    registry_model: str | None = Field(None, description="registry file; default: model")
-    source_prefix: str | None = Field(
-        None, max_length=512, description="object-store prefix of a model directory instead"
-    )
-    replicas: int = Field(1, ge=0, le=100)
-    gpus: int = Field(1, ge=0, le=16)
-    cpu: str = "2"
-    memory: str = "8Gi"
-    node_selector: dict[str, str] | None = None
-    tolerations: list[dict[str, str]] | None = None
-    extra_args: list[str] = Field(default_factory=list, max_length=64)
-
-
-class ScaleIn(BaseModel):
-    replicas: int = Field(ge=0, le=100)
 
 
 def _out(found: DeploymentStatus) -> dict[str, Any]:

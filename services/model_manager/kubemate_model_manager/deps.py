@@ -1,11 +1,13 @@
-"""Annotated dependencies of the model manager routes, declared once."""
+"""The model manager's state, built in the lifespan, and the dependencies of its routes."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Annotated
 
-from fastapi import Depends, Request
+import redis.asyncio as aioredis
 
+from kubemate.http.state import from_state
 from kubemate.metadata.store import MetadataStore
 from kubemate.model_assignments import ModelAssignments
 from kubemate_model_manager.k8s.deployer import KubernetesDeployer
@@ -15,38 +17,20 @@ from kubemate_model_manager.registry.store import ModelRegistry
 from kubemate_model_manager.settings import ModelManagerSettings
 
 
-def _settings(request: Request) -> ModelManagerSettings:
-    return request.app.state.settings  # type: ignore[no-any-return]
+@dataclass(frozen=True, slots=True)
+class ModelManagerState:
+    settings: ModelManagerSettings
+    manager: ModelManager
+    pulls: PullTasks
+    redis: aioredis.Redis
+    store: MetadataStore
+    deployer: KubernetesDeployer
 
 
-def _manager(request: Request) -> ModelManager:
-    return request.app.state.manager  # type: ignore[no-any-return]
-
-
-def _pulls(request: Request) -> PullTasks:
-    return request.app.state.pulls  # type: ignore[no-any-return]
-
-
-def _assignments(request: Request) -> ModelAssignments:
-    return request.app.state.manager.assignments  # type: ignore[no-any-return]
-
-
-def _registry(request: Request) -> ModelRegistry:
-    return request.app.state.manager.registry  # type: ignore[no-any-return]
-
-
-def _store(request: Request) -> MetadataStore:
-    return request.app.state.store  # type: ignore[no-any-return]
-
-
-def _deployer(request: Request) -> KubernetesDeployer:
-    return request.app.state.deployer  # type: ignore[no-any-return]
-
-
-SettingsDep = Annotated[ModelManagerSettings, Depends(_settings)]
-ManagerDep = Annotated[ModelManager, Depends(_manager)]
-PullsDep = Annotated[PullTasks, Depends(_pulls)]
-AssignmentsDep = Annotated[ModelAssignments, Depends(_assignments)]
-RegistryDep = Annotated[ModelRegistry, Depends(_registry)]
-StoreDep = Annotated[MetadataStore, Depends(_store)]
-DeployerDep = Annotated[KubernetesDeployer, Depends(_deployer)]
+SettingsDep = Annotated[ModelManagerSettings, from_state(ModelManagerState, "settings")]
+ManagerDep = Annotated[ModelManager, from_state(ModelManagerState, "manager")]
+PullsDep = Annotated[PullTasks, from_state(ModelManagerState, "pulls")]
+AssignmentsDep = Annotated[ModelAssignments, from_state(ModelManagerState, "manager.assignments")]
+RegistryDep = Annotated[ModelRegistry, from_state(ModelManagerState, "manager.registry")]
+StoreDep = Annotated[MetadataStore, from_state(ModelManagerState, "store")]
+DeployerDep = Annotated[KubernetesDeployer, from_state(ModelManagerState, "deployer")]

@@ -12,12 +12,14 @@ import redis.asyncio as aioredis
 from fastapi import FastAPI
 
 from kubemate.http.app import ReadinessCheck, build_app
+from kubemate.http.state import install_state, state_of
 from kubemate.logs import configure_logging, get_logger
 from kubemate.metadata.store import MetadataStore
 from kubemate.metering import usage_collector
 from kubemate.model_assignments import ModelAssignments
 from kubemate.objectstore import build_object_store
 from kubemate_model_manager.api import router
+from kubemate_model_manager.deps import ModelManagerState
 from kubemate_model_manager.k8s.deployer import KubernetesDeployer
 from kubemate_model_manager.manager import ModelManager
 from kubemate_model_manager.pulls import PullState, PullTask, PullTasks
@@ -46,7 +48,6 @@ def create_app(settings: ModelManagerSettings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        app.state.settings = settings
         registry = ModelRegistry(
             build_object_store(settings.object_store), settings.models.registry
         )
@@ -69,14 +70,18 @@ def create_app(settings: ModelManagerSettings | None = None) -> FastAPI:
             if task.state == PullState.COMPLETED:
                 manager.note_pulled(task.model, task.runtime)
 
-        app.state.manager = manager
-        app.state.pulls = PullTasks(redis, settings.models.pulls, on_finished=on_finished)
-        await app.state.pulls.open()
-        app.state.redis = redis
-        app.state.store = MetadataStore.from_config(settings.database)
-        app.state.deployer = KubernetesDeployer(settings.kubernetes)
+        state = ModelManagerState(
+            settings=settings,
+            manager=manager,
+            pulls=PullTasks(redis, settings.models.pulls, on_finished=on_finished),
+            redis=redis,
+            store=MetadataStore.from_config(settings.database),
+            deployer=KubernetesDeployer(settings.kubernetes),
+        )
+        await state.pulls.open()
+        install_state(app, state)
         collector = usage_collector()
-        collector.attach(app.state.store)
+        collector.attach(state.store)
         reaper = (
             asyncio.create_task(_reap_idle(local, settings.models.reaper_interval_s))
             if local is not None
@@ -89,12 +94,12 @@ def create_app(settings: ModelManagerSettings | None = None) -> FastAPI:
                 reaper.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await reaper
-            await app.state.pulls.aclose()
+            await state.pulls.aclose()
             await manager.aclose()
             await redis.aclose()
             collector.attach(None)
-            app.state.deployer.close()
-            app.state.store.dispose()
+            state.deployer.close()
+            state.store.dispose()
 
     app = build_app(
         "model_manager",
@@ -109,16 +114,17 @@ def create_app(settings: ModelManagerSettings | None = None) -> FastAPI:
 
 def _readiness(app: FastAPI) -> ReadinessCheck:
     async def check() -> dict[str, str]:
+        state = state_of(app, ModelManagerState)
         checks: dict[str, str] = {}
         try:
-            await app.state.redis.ping()
+            await state.redis.ping()
             checks["redis"] = "ok"
         except Exception as exc:  # readiness reports any failure as text
             checks["redis"] = type(exc).__name__
 
         def registry() -> str:
             try:
-                app.state.manager.registry.list()
+                state.manager.registry.list()
                 return "ok"
             except Exception as exc:  # readiness reports any failure as text
                 return type(exc).__name__

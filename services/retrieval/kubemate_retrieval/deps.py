@@ -1,37 +1,39 @@
-"""Annotated dependencies of the retrieval routes, declared once.
-
-``async def``: FastAPI runs a plain ``def`` dependency in its thread pool, a thread hop per
-dependency per request for what is an attribute read."""
+"""The retrieval service's state, built in the lifespan, and the dependencies of its routes."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Annotated
 
-from fastapi import Depends, Request
+import redis.asyncio
 
+from kubemate.http.state import from_state
+from kubemate.metadata.store import MetadataStore
+from kubemate.vectorstore.milvus import MilvusVectorStore
 from kubemate_retrieval.chat import ChatService
 from kubemate_retrieval.conversations import ConversationStore
+from kubemate_retrieval.jobs import BackgroundJobs
+from kubemate_retrieval.metering import DeferredUsageMeter
+from kubemate_retrieval.models import LoadedModels
 from kubemate_retrieval.pipeline import RetrievalPipeline
 from kubemate_retrieval.settings import RetrievalSettings
 
 
-async def _settings(request: Request) -> RetrievalSettings:
-    return request.app.state.settings  # type: ignore[no-any-return]
+@dataclass(frozen=True, slots=True)
+class RetrievalState:
+    settings: RetrievalSettings
+    store: MetadataStore
+    vectors: MilvusVectorStore
+    redis: redis.asyncio.Redis
+    meter: DeferredUsageMeter
+    models: LoadedModels
+    conversations: ConversationStore
+    jobs: BackgroundJobs
+    pipeline: RetrievalPipeline
+    chat: ChatService
 
 
-async def _pipeline(request: Request) -> RetrievalPipeline:
-    return request.app.state.pipeline  # type: ignore[no-any-return]
-
-
-async def _chat(request: Request) -> ChatService:
-    return request.app.state.chat  # type: ignore[no-any-return]
-
-
-async def _conversations(request: Request) -> ConversationStore:
-    return request.app.state.conversations  # type: ignore[no-any-return]
-
-
-SettingsDep = Annotated[RetrievalSettings, Depends(_settings)]
-PipelineDep = Annotated[RetrievalPipeline, Depends(_pipeline)]
-ChatDep = Annotated[ChatService, Depends(_chat)]
-ConversationsDep = Annotated[ConversationStore, Depends(_conversations)]
+SettingsDep = Annotated[RetrievalSettings, from_state(RetrievalState, "settings")]
+PipelineDep = Annotated[RetrievalPipeline, from_state(RetrievalState, "pipeline")]
+ChatDep = Annotated[ChatService, from_state(RetrievalState, "chat")]
+ConversationsDep = Annotated[ConversationStore, from_state(RetrievalState, "conversations")]

@@ -11,6 +11,7 @@ from fastapi import FastAPI
 from redis.exceptions import RedisError
 
 from kubemate.http.app import ReadinessCheck, build_app
+from kubemate.http.state import install_state, state_of
 from kubemate.logs import configure_logging
 from kubemate.metadata.store import MetadataStore
 from kubemate.model_assignments import ModelAssignments
@@ -19,6 +20,7 @@ from kubemate_retrieval import api, openai_api
 from kubemate_retrieval.caches import Caches
 from kubemate_retrieval.chat import ChatService
 from kubemate_retrieval.conversations import ConversationStore
+from kubemate_retrieval.deps import RetrievalState
 from kubemate_retrieval.jobs import BackgroundJobs
 from kubemate_retrieval.metering import DeferredUsageMeter
 from kubemate_retrieval.models import LoadedModels
@@ -35,37 +37,8 @@ def create_app(settings: RetrievalSettings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        state = app.state
-        state.settings = settings
-        state.store = MetadataStore.from_config(settings.database)
-        state.vectors = MilvusVectorStore(settings.milvus)
-        state.redis = redis.asyncio.Redis.from_url(
-            settings.redis.url,
-            socket_timeout=REDIS_TIMEOUT_S,
-            socket_connect_timeout=REDIS_TIMEOUT_S,
-        )
-        state.meter = DeferredUsageMeter(state.store)
-        state.models = LoadedModels(
-            settings,
-            meter=state.meter,
-            assignments=ModelAssignments(
-                state.redis, settings.models, settings, settings.ollama_urls()
-            ),
-        )
-        state.caches = Caches(state.redis, settings.cache)
-        state.conversations = ConversationStore(state.redis, settings.conversations)
-        state.jobs = BackgroundJobs()
-        state.pipeline = RetrievalPipeline(
-            settings, state.vectors, state.store, state.models, state.caches
-        )
-        state.chat = ChatService(
-            settings=settings,
-            pipeline=state.pipeline,
-            models=state.models,
-            caches=state.caches,
-            conversations=state.conversations,
-            jobs=state.jobs,
-        )
+        state = build_state(settings)
+        install_state(app, state)
         try:
             yield
         finally:
@@ -87,17 +60,51 @@ def create_app(settings: RetrievalSettings | None = None) -> FastAPI:
     return app
 
 
+def build_state(settings: RetrievalSettings) -> RetrievalState:
+    store = MetadataStore.from_config(settings.database)
+    vectors = MilvusVectorStore(settings.milvus)
+    client = redis.asyncio.Redis.from_url(
+        settings.redis.url,
+        socket_timeout=REDIS_TIMEOUT_S,
+        socket_connect_timeout=REDIS_TIMEOUT_S,
+    )
+    meter = DeferredUsageMeter(store)
+    models = LoadedModels(
+        settings,
+        meter=meter,
+        assignments=ModelAssignments(client, settings.models, settings, settings.ollama_urls()),
+    )
+    caches = Caches(client, settings.cache)
+    conversations = ConversationStore(client, settings.conversations)
+    jobs = BackgroundJobs()
+    pipeline = RetrievalPipeline(settings, vectors, store, models, caches)
+    chat = ChatService(
+        settings=settings,
+        pipeline=pipeline,
+        models=models,
+        caches=caches,
+        conversations=conversations,
+        jobs=jobs,
+    )
+    # Positional: every field has a type of its own, so a swap does not type-check.
+    return RetrievalState(
+        settings, store, vectors, client, meter, models, conversations, jobs, pipeline, chat
+    )
+
+
 def _readiness(app: FastAPI) -> ReadinessCheck:
     async def check() -> dict[str, str]:
+        state = state_of(app, RetrievalState)
+
         def probe_milvus() -> str:
             try:
-                app.state.vectors.ping()
+                state.vectors.ping()
                 return "ok"
             except Exception as exc:  # readiness reports any failure as text
                 return type(exc).__name__
 
         try:
-            await app.state.redis.ping()
+            await state.redis.ping()
             redis_state = "ok"
         except RedisError as exc:
             redis_state = type(exc).__name__

@@ -3,9 +3,10 @@
 Which chat and rerank model serves a tenant is the model manager's assignment
 (:class:`~kubemate.model_assignments.ModelAssignments`, set by ``PUT /v1/settings/models``),
 read once per request; without one, the settings (``llm``, ``reranker``). An adapter is built and
-loaded once per model and shared by every tenant it serves; each request wraps it in
-:class:`MeteredLLM` / :class:`MeteredEmbedder` for its tenant, so every generation and
-embedding lands in the usage ledger that ``GET /v1/usage`` reads.
+loaded once per model and shared by every tenant it serves; each request wraps the answer model
+in :class:`MeteredLLM` for its tenant and records each query embedding
+(:meth:`TenantModels.record_query`), so every generation and embedding lands in the usage ledger
+that ``GET /v1/usage`` reads.
 
 Query embeddings come from the embedder that wrote the tenant's active vector collection
 (:class:`~kubemate.collections.ActiveCollection`: the re-index pointer, else the settings): the
@@ -41,7 +42,7 @@ from kubemate.inference import LLM, Embedder, build_embedder, build_llm
 from kubemate.inference.registry import MissingExtra, UnknownProvider
 from kubemate.inference.torch_threads import limit_torch_threads
 from kubemate.logs import get_logger
-from kubemate.metering import MeteredEmbedder, MeteredLLM, UsageMeter
+from kubemate.metering import MeteredLLM, UsageMeter
 from kubemate.model_assignments import (
     IN_PROCESS_EMBEDDERS,
     LOCAL_RUNTIME,
@@ -51,6 +52,7 @@ from kubemate.model_assignments import (
 )
 from kubemate.rerank import Reranker, RerankerConfig, build_reranker
 from kubemate.settings import EmbedderConfig, LLMConfig
+from kubemate.text.tokens import count_tokens
 from kubemate_retrieval.settings import RetrievalSettings
 
 log = get_logger(__name__)
@@ -246,10 +248,15 @@ class LoadedModels:
     def metered_llm(self, llm: LLM, tenant_id: str) -> LLM:
         return llm if self._meter is None else MeteredLLM(llm, self._meter, tenant_id)
 
-    def metered_embedder(self, embedder: Embedder, tenant_id: str) -> Embedder:
-        if self._meter is None:
-            return embedder
-        return MeteredEmbedder(embedder, self._meter, tenant_id)
+    async def record_query(
+        self, tenant_id: str, embedder: Embedder, text: str, latency_s: float
+    ) -> None:
+        """The usage row of one query embedding (tokens estimated with cl100k_base, as for
+        every embedder, which report none)."""
+        if self._meter is not None:
+            await self._meter.embedding_of(
+                tenant_id, embedder.model, [text], count_tokens, latency_s
+            )
 
     async def _build(self, what: str, build: Any, config: Any) -> Any:
         try:
@@ -318,8 +325,12 @@ class TenantModels:
         return self._loaded.metered_llm(llm, self.tenant_id)
 
     async def embedder(self, active: ActiveCollection) -> Embedder:
-        embedder = await self._loaded.embedder(await self.embedder_config(active))
-        return self._loaded.metered_embedder(embedder, self.tenant_id)
+        """The query embedder, unmetered: the pipeline records each query's embedding
+        (:meth:`record_query`), wherever it ran the encode."""
+        return await self._loaded.embedder(await self.embedder_config(active))
+
+    async def record_query(self, embedder: Embedder, text: str, latency_s: float) -> None:
+        await self._loaded.record_query(self.tenant_id, embedder, text, latency_s)
 
     async def reranker(self) -> Reranker | None:
         return await self._loaded.reranker(await self.reranker_config())

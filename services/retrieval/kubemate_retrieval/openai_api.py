@@ -15,10 +15,9 @@ import json
 import time
 import uuid
 from collections.abc import AsyncIterator
-from typing import Any, Literal
+from typing import Any
 
 from fastapi import APIRouter
-from pydantic import BaseModel, ConfigDict, Field
 from sse_starlette import EventSourceResponse
 
 from kubemate.errors import UnknownCollection, UnknownModel, ValidationFailed
@@ -27,62 +26,13 @@ from kubemate.metrics import RAG_REQUEST_DURATION
 from kubemate_retrieval.chat import ChatRequest, ChatResult, ChatStream
 from kubemate_retrieval.conversations import Turn
 from kubemate_retrieval.deps import ChatDep, SettingsDep
-from kubemate_retrieval.filters import Filters
-from kubemate_retrieval.schemas import CitationOut, QueryIn
+from kubemate_retrieval.schemas import ChatCompletionIn, CitationOut, Message, QueryIn
 from kubemate_retrieval.settings import RetrievalSettings
 from kubemate_retrieval.sse import Event, event_stream, problem_of
 
 router = APIRouter(prefix="/v1")
 
 MODEL_PREFIX = "kb-"
-
-
-class ContentPart(BaseModel):
-    model_config = ConfigDict(extra="allow")
-
-    type: str
-    text: str | None = None
-
-
-class Message(BaseModel):
-    model_config = ConfigDict(extra="allow")
-
-    role: Literal["system", "developer", "user", "assistant", "tool", "function"]
-    content: str | list[ContentPart] | None = None
-
-    def text(self) -> str:
-        if self.content is None:
-            return ""
-        if isinstance(self.content, str):
-            return self.content
-        return "".join(part.text or "" for part in self.content if part.type == "text")
-
-
-class StreamOptions(BaseModel):
-    model_config = ConfigDict(extra="allow")
-
-    include_usage: bool = False
-
-
-class ChatCompletionIn(BaseModel):
-    # OpenAI clients send many options we have no use for (user, seed, top_p, ...).
-    model_config = ConfigDict(extra="ignore")
-
-    model: str = Field(max_length=128)
-    messages: list[Message] = Field(min_length=1, max_length=1000)
-    stream: bool = False
-    stream_options: StreamOptions | None = None
-    max_tokens: int | None = Field(None, ge=1)
-    max_completion_tokens: int | None = Field(None, ge=1)
-    temperature: float | None = Field(None, ge=0.0, le=2.0)
-    n: int = Field(1, ge=1, le=1)
-    # Kubemate's retrieval switches, as extra body fields.
-    top_k: int | None = Field(None, ge=1)
-    ef: int | None = Field(None, ge=1, le=4096)
-    hybrid: bool | None = None
-    rerank: bool | None = None
-    rewrite: bool | None = None
-    filters: Filters | None = None
 
 
 def collection_of(model: str, settings: RetrievalSettings) -> str:

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import KW_ONLY, dataclass, field, replace
 
 import anyio
 
@@ -28,7 +28,6 @@ from kubemate.errors import BackendUnavailable, ModelUnavailable, ServiceError, 
 from kubemate.inference import Embedder
 from kubemate.logs import get_logger
 from kubemate.metadata.store import MetadataStore
-from kubemate.metering import MeteredEmbedder
 from kubemate.metrics import VECTOR_SEARCH_DURATION
 from kubemate.vectorstore import SearchHit, VectorStore
 from kubemate_retrieval.caches import Caches, digest, hits_from_json, hits_to_json, vector_digest
@@ -43,6 +42,9 @@ log = get_logger(__name__)
 
 # Tenants' pointers kept at most (then forgotten at once, like the worker's).
 MAX_POINTERS = 10_000
+
+# A search's hits, the mode that ran, and whether the tenant has no documents at all.
+Found = tuple[list[SearchHit], SearchMode, bool]
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,6 +82,24 @@ class Retrieval:
     cached: bool = False
     no_documents: bool = False
     warnings: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True, slots=True)
+class Search:
+    """One search of a retrieval: what is searched, where, and with which embedder. Without a
+    ``vector``, the embedder's blocking encode makes it in the search's worker thread (an
+    in-process embedder, with the caches off)."""
+
+    request: QueryRequest
+    active: ActiveCollection  # the vector collection searched
+    embedder: Embedder
+    models: TenantModels
+    timer: Timer
+    _: KW_ONLY  # the two strings, named
+    tenant_id: str
+    query: str  # the rewrite, or the question as asked
+    vector: list[float] | None = None
+    ensured: bool = False  # the vector collection exists (the cache lookup made sure of it)
 
 
 class RetrievalPipeline:
@@ -174,30 +194,21 @@ class RetrievalPipeline:
         models: TenantModels,
     ) -> Retrieval:
         embedder = await models.embedder(active)
+        search = Search(request, active, embedder, models, timer, tenant_id=tenant_id, query=query)
         vectors = self._caches.vectors if request.cache else None
-        encode = _blocking_encoder(embedder)
-        if encode is not None and not (request.cache and self._caches.enabled):
+        if _blocking_encoder(embedder) is not None and not (request.cache and self._caches.enabled):
             # No cache is read (the query-vector LRU is off with the caches), so nothing sits
             # between the embedding and the search: both run in one worker-thread hop. With
             # the caches, the vector is the retrieval cache's key and is needed first.
-            return await self._search(
-                tenant_id,
-                request,
-                active,
-                False,
-                query,
-                None,
-                embedder.dimension,
-                timer,
-                models,
-                encode=(encode, embedder),
-            )
+            return await self._search(search)
         with timer.stage("embed"):
             # Keyed by the vector collection: its embedder is the one that made the vector.
             vector = vectors.get(active.name, query) if vectors else None
             if vector is None:
+                started = time.perf_counter()
                 async with self._models.unavailable_as_503("embedding model"):
                     vector = await embedder.embed_query(query)
+                await models.record_query(embedder, query, time.perf_counter() - started)
                 if vectors:
                     vectors.put(active.name, query, vector)
 
@@ -221,9 +232,7 @@ class RetrievalPipeline:
                 no_documents=cached["no_documents"],
             )
 
-        result = await self._search(
-            tenant_id, request, active, ensured, query, vector, embedder.dimension, timer, models
-        )
+        result = await self._search(replace(search, vector=vector, ensured=ensured))
         if generation is not None and not result.warnings:
             # Keyed by the mode that really ran: the store may have fallen back since the lookup.
             reranker = await self.reranker_id(models) if request.rerank else None
@@ -326,75 +335,58 @@ class RetrievalPipeline:
             warnings.append("rewrite skipped: the answer model is unavailable")
             return None
 
-    async def _search(
-        self,
-        tenant_id: str,
-        request: QueryRequest,
-        active: ActiveCollection,
-        ensured: bool,
-        query: str,
-        vector: list[float] | None,
-        dimension: int,
-        timer: Timer,
-        models: TenantModels,
-        *,
-        encode: tuple[Callable[[str], list[float]], Embedder] | None = None,
-    ) -> Retrieval:
-        """``vector`` None: ``encode`` makes it, in the search's worker thread (the blocking
-        encode and the embedder that meters it)."""
-        settings = self._settings
+    async def _search(self, search: Search) -> Retrieval:
+        """Filters, the search (with the query's embedding when ``search.vector`` is None),
+        then the rerank."""
+        request = search.request
         document_ids: list[str] | None = None
         if request.filters is not None:
             filters = request.filters
-            with timer.stage("filter"):
+            with search.timer.stage("filter"):
                 document_ids = await anyio.to_thread.run_sync(
                     lambda: resolve_document_ids(
                         self._store,
-                        tenant_id,
+                        search.tenant_id,
                         request.collection,
                         filters,
-                        settings.retrieval.max_filter_documents,
+                        self._settings.retrieval.max_filter_documents,
                     )
                 )
             if not document_ids:
-                return Retrieval(hits=[], query=query)
+                return Retrieval(hits=[], query=search.query)
 
+        hits, mode, no_documents = await self._find(search, document_ids)
+        result = Retrieval(
+            hits=hits, query=search.query, search_mode=mode, no_documents=no_documents
+        )
+        if request.rerank and len(hits) > 1:
+            with search.timer.stage("rerank"):
+                await self._rerank(result, request.top_k, search.models)
+        result.hits = result.hits[: request.top_k]
+        return result
+
+    async def _find(self, search: Search, document_ids: list[str] | None) -> Found:
+        """Hits (``rerank_recall_k`` of them when a rerank follows), the mode that ran, and
+        whether the tenant has no documents at all: one worker-thread hop, which encodes the
+        query first when ``search.vector`` is None."""
+        request, active = search.request, search.active
         recall_k = (
-            max(request.top_k, settings.retrieval.rerank_recall_k)
+            max(request.top_k, self._settings.retrieval.rerank_recall_k)
             if request.rerank
             else request.top_k
         )
 
-        embed_s = 0.0
-        search_s = 0.0
-
-        def search() -> tuple[list[SearchHit], SearchMode, bool] | Exception:
-            nonlocal embed_s, search_s
-            query_vector = vector
-            if query_vector is None:
-                assert encode is not None
-                started = time.perf_counter()
-                try:
-                    query_vector = encode[0](query)
-                except Exception as exc:  # raised on the loop, as a 503 where it is one
-                    return exc
-                finally:
-                    embed_s = time.perf_counter() - started
-            started = time.perf_counter()
-            try:
-                return find(query_vector)
-            finally:
-                search_s = time.perf_counter() - started
-
-        def find(query_vector: list[float]) -> tuple[list[SearchHit], SearchMode, bool]:
-            collection = active.name if ensured else self._ensure(active, dimension)
+        def find(query_vector: list[float]) -> Found:
+            collection = (
+                active.name if search.ensured else self._ensure(active, search.embedder.dimension)
+            )
             found = search_chunks(
                 self._vectors,
                 collection,
-                tenant_id,
+                search.tenant_id,
                 query_vector,
                 recall_k,
-                query_text=query,
+                query_text=search.query,
                 hybrid=request.hybrid,
                 ef=request.ef,
                 document_ids=document_ids,
@@ -403,31 +395,39 @@ class RetrievalPipeline:
             empty = (
                 not found
                 and document_ids is None
-                and self._vectors.count(collection, tenant_id) == 0
+                and self._vectors.count(collection, search.tenant_id) == 0
             )
             return list(found), mode_of(found), empty
 
-        if encode is None:
-            with timer.stage("search"), VECTOR_SEARCH_DURATION.time():
-                searched = await anyio.to_thread.run_sync(search)
-        else:
-            searched = await anyio.to_thread.run_sync(search)
-            timer.add("embed", embed_s)
-            if isinstance(searched, Exception):
-                async with self._models.unavailable_as_503("embedding model"):
-                    raise searched
-            timer.add("search", search_s)
-            VECTOR_SEARCH_DURATION.observe(search_s)
-            if isinstance(encode[1], MeteredEmbedder):
-                await encode[1].record_query(query, embed_s)
-        assert not isinstance(searched, Exception)  # only an encode fails without raising
-        hits, mode, no_documents = searched
-        result = Retrieval(hits=hits, query=query, search_mode=mode, no_documents=no_documents)
-        if request.rerank and len(hits) > 1:
-            with timer.stage("rerank"):
-                await self._rerank(result, request.top_k, models)
-        result.hits = result.hits[: request.top_k]
-        return result
+        if search.vector is not None:
+            vector = search.vector
+            with search.timer.stage("search"), VECTOR_SEARCH_DURATION.time():
+                return await anyio.to_thread.run_sync(find, vector)
+
+        encode = _blocking_encoder(search.embedder)
+        assert encode is not None  # a search without a vector has the blocking encoder
+
+        def encode_and_find() -> tuple[Found | Exception, float, float]:
+            """What ``find`` found (or the encode's failure), the encode's and the search's
+            seconds."""
+            started = time.perf_counter()
+            try:
+                query_vector = encode(search.query)
+            except Exception as exc:  # raised on the loop, as a 503 where it is one
+                return exc, time.perf_counter() - started, 0.0
+            encoded = time.perf_counter()
+            found = find(query_vector)
+            return found, encoded - started, time.perf_counter() - encoded
+
+        found, embed_s, search_s = await anyio.to_thread.run_sync(encode_and_find)
+        search.timer.add("embed", embed_s)
+        if isinstance(found, Exception):
+            async with self._models.unavailable_as_503("embedding model"):
+                raise found
+        search.timer.add("search", search_s)
+        VECTOR_SEARCH_DURATION.observe(search_s)
+        await search.models.record_query(search.embedder, search.query, embed_s)
+        return found
 
     async def _rerank(self, result: Retrieval, keep: int, models: TenantModels) -> None:
         try:
@@ -452,6 +452,5 @@ class RetrievalPipeline:
 def _blocking_encoder(embedder: Embedder) -> Callable[[str], list[float]] | None:
     """The in-process embedder's blocking query encode, if it has one (a network embedder
     has none: it is awaited on the loop, not run in a thread)."""
-    inner = embedder.wrapped if isinstance(embedder, MeteredEmbedder) else embedder
-    encode: Callable[[str], list[float]] | None = getattr(inner, "embed_query_blocking", None)
+    encode: Callable[[str], list[float]] | None = getattr(embedder, "embed_query_blocking", None)
     return encode

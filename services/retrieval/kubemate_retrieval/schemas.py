@@ -1,6 +1,9 @@
-"""Request and response bodies of ``/v1/query`` and ``/v1/chat``."""
+"""Request and response bodies of ``/v1/query``, ``/v1/chat`` and the OpenAI-compatible
+``/v1/chat/completions``."""
 
 from __future__ import annotations
+
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -199,3 +202,54 @@ class ConversationOut(BaseModel):
     conversation_id: str
     summary: str
     turns: list[TurnOut]
+
+
+# ---- POST /v1/chat/completions (OpenAI's shape) ------------------------------------------------
+
+
+class ContentPart(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    type: str
+    text: str | None = None
+
+
+class Message(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    role: Literal["system", "developer", "user", "assistant", "tool", "function"]
+    content: str | list[ContentPart] | None = None
+
+    def text(self) -> str:
+        if self.content is None:
+            return ""
+        if isinstance(self.content, str):
+            return self.content
+        return "".join(part.text or "" for part in self.content if part.type == "text")
+
+
+class StreamOptions(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    include_usage: bool = False
+
+
+class ChatCompletionIn(BaseModel):
+    # OpenAI clients send many options we have no use for (user, seed, top_p, ...).
+    model_config = ConfigDict(extra="ignore")
+
+    model: str = Field(max_length=128)
+    messages: list[Message] = Field(min_length=1, max_length=1000)
+    stream: bool = False
+    stream_options: StreamOptions | None = None
+    max_tokens: int | None = Field(None, ge=1)
+    max_completion_tokens: int | None = Field(None, ge=1)
+    temperature: float | None = Field(None, ge=0.0, le=2.0)
+    n: int = Field(1, ge=1, le=1)
+    # Kubemate's retrieval switches, as extra body fields.
+    top_k: int | None = Field(None, ge=1)
+    ef: int | None = Field(None, ge=1, le=4096)
+    hybrid: bool | None = None
+    rerank: bool | None = None
+    rewrite: bool | None = None
+    filters: Filters | None = None
