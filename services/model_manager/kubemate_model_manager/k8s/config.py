@@ -39,6 +39,10 @@ class KubernetesConfig(BaseModel):
     kubeconfig: Path | None = None
     context: str | None = None
     namespace: str = "kubemate"
+    # Namespace per tenant: the tenant this model manager serves (its release's). Every runtime it
+    # deploys carries the label kubemate.dev/tenant with it, in ``namespace`` (the tenant's), and
+    # it sees and changes only runtimes with that label. None: shared runtimes, no tenant label.
+    tenant: str | None = Field(None, pattern=r"^[a-z]([-a-z0-9]{0,61}[a-z0-9])?$")
     field_manager: str = "kubemate-model-manager"
     request_timeout_s: float = Field(30.0, gt=0)
     images: ImagesConfig = ImagesConfig()

@@ -34,7 +34,7 @@ from kubemate.errors import (
 )
 from kubemate.logs import get_logger
 from kubemate_model_manager.k8s.config import KubernetesConfig
-from kubemate_model_manager.k8s.manifests import MANAGED_BY, Manifest
+from kubemate_model_manager.k8s.manifests import Manifest, owner_labels
 
 log = get_logger(__name__)
 
@@ -131,6 +131,7 @@ class KubernetesDeployer:
         self._config = config
         self._api_client = api_client
         self.namespace = config.namespace
+        self._owner = owner_labels(config)
 
     # ---- connection -------------------------------------------------------------------------
 
@@ -227,8 +228,9 @@ class KubernetesDeployer:
             deployment = self._apps().read_namespaced_deployment(
                 name, self.namespace, _request_timeout=self._config.request_timeout_s
             )
-        if (deployment.metadata.labels or {}).get("app.kubernetes.io/managed-by") != MANAGED_BY:
-            # Not ours: report it like a missing one rather than let the API touch it.
+        if not self._owner.items() <= (deployment.metadata.labels or {}).items():
+            # Not ours (or another tenant's): report it like a missing one rather than let the
+            # API touch it.
             raise DeploymentNotFound(f"deployment {name!r} not found")
         return status_of(deployment)
 
@@ -267,7 +269,7 @@ class KubernetesDeployer:
         with self._mapped("*"):
             found = self._apps().list_namespaced_deployment(
                 self.namespace,
-                label_selector=f"app.kubernetes.io/managed-by={MANAGED_BY}",
+                label_selector=",".join(f"{k}={v}" for k, v in self._owner.items()),
                 _request_timeout=self._config.request_timeout_s,
             )
         return [status_of(d) for d in found.items]

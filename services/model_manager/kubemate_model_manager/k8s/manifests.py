@@ -33,6 +33,7 @@ DNS_LABEL = re.compile(r"^[a-z]([-a-z0-9]{0,61}[a-z0-9])?$")
 MODEL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:/@-]{0,199}$")
 QUANTITY = re.compile(r"^[0-9]+(\.[0-9]+)?(m|k|Ki|M|Mi|G|Gi|T|Ti)?$")
 MANAGED_BY = "kubemate"
+TENANT_LABEL = "kubemate.dev/tenant"
 MODELS_DIR = "/models"
 PORTS: dict[RuntimeKind, int] = {"ollama": 11434, "vllm": 8000}
 
@@ -80,12 +81,22 @@ class ModelDeploymentSpec:
             raise ValidationFailed("invalid object key for the model source")
 
 
-def labels_of(spec: ModelDeploymentSpec) -> dict[str, str]:
+def owner_labels(config: KubernetesConfig) -> dict[str, str]:
+    """The labels that mark a runtime as this model manager's: Kubemate's, and its tenant's when
+    it serves one (namespace per tenant). Also the selector it lists and checks runtimes by."""
+    labels = {"app.kubernetes.io/managed-by": MANAGED_BY}
+    if config.tenant:
+        labels[TENANT_LABEL] = config.tenant
+    return labels
+
+
+def labels_of(spec: ModelDeploymentSpec, config: KubernetesConfig) -> dict[str, str]:
     return {
+        **spec.labels,
         "app.kubernetes.io/name": spec.runtime,
         "app.kubernetes.io/instance": spec.name,
         "app.kubernetes.io/component": "inference",
-        "app.kubernetes.io/managed-by": MANAGED_BY,
+        **owner_labels(config),
     }
 
 
@@ -229,7 +240,7 @@ def _vllm_container(spec: ModelDeploymentSpec, config: KubernetesConfig) -> Mani
 
 def render_deployment(spec: ModelDeploymentSpec, config: KubernetesConfig) -> Manifest:
     spec.validate()
-    labels = {**spec.labels, **labels_of(spec)}
+    labels = labels_of(spec, config)
     selector = {k: labels[k] for k in ("app.kubernetes.io/name", "app.kubernetes.io/instance")}
     runtime = _ollama_container if spec.runtime == "ollama" else _vllm_container
     volumes: list[Manifest] = [
@@ -276,7 +287,7 @@ def render_deployment(spec: ModelDeploymentSpec, config: KubernetesConfig) -> Ma
 
 def render_service(spec: ModelDeploymentSpec, config: KubernetesConfig) -> Manifest:
     spec.validate()
-    labels = {**spec.labels, **labels_of(spec)}
+    labels = labels_of(spec, config)
     selector = {k: labels[k] for k in ("app.kubernetes.io/name", "app.kubernetes.io/instance")}
     port = PORTS[spec.runtime]
     return {
