@@ -147,13 +147,15 @@ class StandInApiServer:
 
         @app.get("/apis/apps/v1/namespaces/{ns}/deployments")
         async def list_deployments(ns: str, request: Request) -> JSONResponse:
-            key, _, value = request.query_params.get("labelSelector", "").partition("=")
+            # equality-based selectors, comma-separated (all must hold), as the API reads them
+            selector = request.query_params.get("labelSelector", "")
+            wanted = dict(term.split("=", 1) for term in selector.split(",") if term)
             items = [
                 obj
                 for (kind, ref), obj in self.objects.items()
                 if kind == "Deployment"
                 and ref.startswith(f"{ns}/")
-                and (not key or obj["metadata"].get("labels", {}).get(key) == value)
+                and wanted.items() <= obj["metadata"].get("labels", {}).items()
             ]
             return JSONResponse({"kind": "DeploymentList", "apiVersion": "apps/v1", "items": items})
 
@@ -355,6 +357,76 @@ def test_deployments_api(client: TestClient, api_server: StandInApiServer) -> No
         assert r.json()["type"].endswith(f"/{slug}")
     viewer = identity_headers("default", Role.VIEWER)
     assert client.get("/v1/deployments/tiny", headers=viewer).status_code == 403
+
+
+def test_a_tenants_model_manager_deploys_into_its_namespace_with_its_label(
+    backend_env: dict[str, object],
+    kube_config: KubernetesConfig,
+    api_server: StandInApiServer,
+    tmp_path: Path,
+) -> None:
+    """Namespace per tenant (KUBEMATE_KUBERNETES__TENANT and __NAMESPACE, set by the chart's
+    values-tenant.yaml): the runtimes go to the tenant's namespace with its label, and a runtime
+    of another tenant (or a shared one) in that namespace is invisible and untouchable."""
+    config = kube_config.model_copy(update={"namespace": "kubemate-acme", "tenant": "acme"})
+    settings = ModelManagerSettings(
+        **{  # type: ignore[arg-type]
+            **backend_env,
+            "models": {"assignments_key": f"test:assignments:{uuid.uuid4().hex[:8]}"},
+            "kubernetes": config.model_dump(),
+        }
+    )
+    source = ModelSource(kind="directory", key="mirrors/ollama")
+    for name, tenant in (("globex-llm", "globex"), ("shared-llm", None)):
+        other = config.model_copy(update={"tenant": tenant})
+        spec = ModelDeploymentSpec(name=name, runtime="ollama", model="m", source=source, gpus=0)
+        KubernetesDeployer(other).apply(render(spec, other))
+    api_server.requests.clear()
+    with TestClient(create_app(settings), raise_server_exceptions=False) as c:
+        c.headers.update(identity_headers("acme", Role.ADMIN))
+        body = {
+            "name": "acme-llm",
+            "runtime": "ollama",
+            "model": "m",
+            "source_prefix": "mirrors/ollama",
+            "gpus": 0,
+        }
+        r = c.post("/v1/deployments", json=body)
+        assert r.status_code == 202, r.text
+        assert r.json()["namespace"] == "kubemate-acme"
+        applied = [r for r in api_server.requests if r["method"] == "PATCH"]
+        assert [r["path"] for r in applied] == [
+            "/apis/apps/v1/namespaces/kubemate-acme/deployments/acme-llm",
+            "/api/v1/namespaces/kubemate-acme/services/acme-llm",
+        ]
+        for request in applied:
+            labels = request["body"]["metadata"]["labels"]
+            assert labels["kubemate.dev/tenant"] == "acme"
+        pod_labels = applied[0]["body"]["spec"]["template"]["metadata"]["labels"]
+        assert pod_labels["kubemate.dev/tenant"] == "acme"
+
+        listed = c.get("/v1/deployments").json()["deployments"]
+        assert [d["name"] for d in listed] == ["acme-llm"]
+        for name in ("globex-llm", "shared-llm"):
+            assert c.get(f"/v1/deployments/{name}").status_code == 404
+            assert c.patch(f"/v1/deployments/{name}/scale", json={"replicas": 0}).status_code == 404
+            assert c.delete(f"/v1/deployments/{name}").status_code == 404
+            assert ("Deployment", f"kubemate-acme/{name}") in api_server.objects
+    assert api_server.objects[("Deployment", "kubemate-acme/globex-llm")]["spec"]["replicas"] == 1
+
+
+def test_shared_runtimes_carry_no_tenant_label() -> None:
+    spec = sample_specs()[0]
+    for manifest in render(spec, KubernetesConfig()):
+        assert "kubemate.dev/tenant" not in manifest["metadata"]["labels"]
+    tenant = KubernetesConfig(tenant="acme", namespace="kubemate-acme")
+    deployment, service = render(spec, tenant)
+    assert (
+        deployment["metadata"]["namespace"] == service["metadata"]["namespace"] == "kubemate-acme"
+    )
+    assert deployment["metadata"]["labels"]["kubemate.dev/tenant"] == "acme"
+    # the selector is unchanged: tenancy is a label, not part of a runtime's identity
+    assert "kubemate.dev/tenant" not in deployment["spec"]["selector"]["matchLabels"]
 
 
 # ---- a real cluster, when one is configured -----------------------------------------------------

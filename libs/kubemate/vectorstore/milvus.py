@@ -313,17 +313,17 @@ class MilvusVectorStore:
         except (MilvusException, grpc.RpcError) as exc:
             self._raise(exc, op, collection)
 
-    def _use_database(self, client: MilvusClient, db_name: str) -> None:
-        """Switch ``client`` to ``db_name``, creating it first if missing. Creating races with
-        other replicas doing the same; the loser finds it there and only switches."""
-        if db_name not in client.list_databases(timeout=self._timeout):
-            try:
-                client.create_database(db_name, timeout=self._timeout)
-                log.info("milvus.database_created", db_name=db_name)
-            except MilvusException:
-                if db_name not in client.list_databases(timeout=self._timeout):
-                    raise
-        client.using_database(db_name)
+    def _create_database(self, client: MilvusClient, db_name: str) -> None:
+        """Create ``db_name`` unless it exists. Creating races with other replicas doing the
+        same; the loser finds it there."""
+        if db_name in client.list_databases(timeout=self._timeout):
+            return
+        try:
+            client.create_database(db_name, timeout=self._timeout)
+            log.info("milvus.database_created", db_name=db_name)
+        except MilvusException:
+            if db_name not in client.list_databases(timeout=self._timeout):
+                raise
 
     def _connection(self) -> MilvusClient:
         client = self._client
@@ -338,7 +338,16 @@ class MilvusVectorStore:
                 try:
                     version = str(client.get_server_version(timeout=self._timeout))
                     if self._config.db_name:
-                        self._use_database(client, self._config.db_name)
+                        self._create_database(client, self._config.db_name)
+                        # A client of that database from the start: switching a client's
+                        # database (use_database) needs DescribeDatabase, which Milvus 2.3 lacks.
+                        client.close()
+                        client = MilvusClient(
+                            uri=self._config.uri,
+                            token=token,
+                            db_name=self._config.db_name,
+                            timeout=self._timeout,
+                        )
                 except BaseException:
                     client.close()
                     raise
