@@ -32,12 +32,14 @@ from kubemate.auth.internal import IDENTITY_HEADERS
 from kubemate.metadata.migrate import upgrade_to_head
 from kubemate.settings import AuthConfig
 from kubemate_cli.embedded.processes import free_port
+from kubemate_gateway.console import CONSOLE_CSP
 from tests.fixtures.services import MACHINE_REDIS
 
 pytestmark = pytest.mark.integration
 
 TRAEFIK_DIR = Path(__file__).resolve().parents[2] / "deploy" / "traefik"
 READ_BURST = 5
+CONSOLE_PAGE = '<!doctype html><html><body><div id="app"></div></body></html>'
 
 
 def traefik_binary() -> str:
@@ -128,7 +130,12 @@ def edge(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Edge]:
         ),
         "KUBEMATE_GATEWAY__RATE_LIMITS__TRUSTED_PROXIES": '["127.0.0.1/32"]',
         "KUBEMATE_OBSERVABILITY__LOG_LEVEL": "WARNING",
+        "KUBEMATE_GATEWAY__CONSOLE_DIR": str(tmp / "console"),
     }
+    # A console build of two files: its page and one hashed asset.
+    (tmp / "console" / "assets").mkdir(parents=True)
+    (tmp / "console" / "index.html").write_text(CONSOLE_PAGE)
+    (tmp / "console" / "assets" / "app-1234.js").write_text("console.log('kubemate')")
     dynamic_dir = tmp / "dynamic"
     dynamic_dir.mkdir()
     (dynamic_dir / "kubemate.yml").write_text(yaml.safe_dump(dynamic_config(local["gateway"])))
@@ -274,7 +281,8 @@ def test_traefik_routes_only_to_the_gateway(edge: Edge) -> None:
     for name, router in http["routers"].items():
         assert router["service"] == "gateway", name
         assert "kubemate-auth" not in router["middlewares"], name
-        assert router["middlewares"][:2] == ["security-headers", "strip-identity"], name
+        headers = "console-headers" if name == "console" else "security-headers"
+        assert router["middlewares"][:2] == [headers, "strip-identity"], name
     before = gateway_requests(edge)
     r = httpx.get(edge.url + "/v1/documents", headers=auth("traefik-route", Role.VIEWER))
     assert r.status_code == 200, r.text
@@ -283,3 +291,24 @@ def test_traefik_routes_only_to_the_gateway(edge: Edge) -> None:
     while gateway_requests(edge) < before + 1 and time.monotonic() < deadline:
         time.sleep(0.05)
     assert gateway_requests(edge) == before + 1
+
+
+def test_the_console_is_served_at_the_root_with_its_own_policy(edge: Edge) -> None:
+    """The console router takes what no API router does: the gateway serves the console's page
+    (client routes included) and assets with the console's Content-Security-Policy, which
+    Traefik's console-headers leaves alone while adding the other security headers; the API
+    keeps its own, stricter policy."""
+    for path in ("/", "/documents/abc"):  # a client route gets the page too
+        r = httpx.get(edge.url + path)
+        assert r.status_code == 200, (path, r.status_code, r.text[:200])
+        assert r.text == CONSOLE_PAGE
+        assert r.headers["content-security-policy"] == CONSOLE_CSP
+        assert r.headers["x-frame-options"] == "DENY"
+        assert r.headers["x-content-type-options"] == "nosniff"
+    asset = httpx.get(edge.url + "/assets/app-1234.js")
+    assert asset.status_code == 200 and "kubemate" in asset.text
+    assert asset.headers["content-security-policy"] == CONSOLE_CSP
+    # Under /v1 the API's routers and headers apply, not the console's.
+    api = httpx.get(edge.url + "/v1/documents")
+    assert api.status_code == 401
+    assert api.headers["content-security-policy"] == "default-src 'none'; frame-ancestors 'none'"
