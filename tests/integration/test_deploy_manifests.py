@@ -429,7 +429,12 @@ def test_model_manager_role_allows_only_runtime_deployments(
         for group in rule["apiGroups"]
         for resource in rule["resources"]
     }
-    assert granted == {("apps", "deployments"), ("apps", "deployments/scale"), ("", "services")}
+    assert granted == {
+        ("apps", "deployments"),
+        ("apps", "deployments/scale"),
+        ("", "services"),
+        ("autoscaling", "horizontalpodautoscalers"),
+    }
     (binding,) = by_kind(manifests, "RoleBinding").values()
     assert binding["roleRef"]["name"] == role["metadata"]["name"]
     assert binding["subjects"][0]["name"].endswith("-model-manager")

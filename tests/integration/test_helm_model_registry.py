@@ -319,6 +319,7 @@ def test_model_manager_role_has_only_the_verbs_the_deployer_uses(
         ("apps", "deployments"): ["create", "delete", "get", "list", "patch"],
         ("apps", "deployments/scale"): ["patch"],
         ("", "services"): ["create", "delete", "patch"],
+        ("autoscaling", "horizontalpodautoscalers"): ["create", "delete", "patch"],
     }
 
 

@@ -15,7 +15,7 @@ import os
 import subprocess
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -26,10 +26,15 @@ from fastapi.responses import JSONResponse
 from fastapi.testclient import TestClient
 
 from kubemate.auth import Role
-from kubemate.errors import DeploymentNotFound
+from kubemate.errors import Conflict, DeploymentNotFound
 from kubemate_model_manager.k8s.config import KubernetesConfig
 from kubemate_model_manager.k8s.deployer import KubernetesDeployer
-from kubemate_model_manager.k8s.manifests import ModelDeploymentSpec, ModelSource, render
+from kubemate_model_manager.k8s.manifests import (
+    ModelDeploymentSpec,
+    ModelSource,
+    RuntimeAutoscaling,
+    render,
+)
 from kubemate_model_manager.main import create_app
 from kubemate_model_manager.settings import ModelManagerSettings
 from tests import deploy_tools
@@ -138,6 +143,17 @@ class StandInApiServer:
         async def apply_service(ns: str, name: str, request: Request) -> JSONResponse:
             return await apply(request, "Service", ns, name)
 
+        @app.patch("/apis/autoscaling/v2/namespaces/{ns}/horizontalpodautoscalers/{name}")
+        async def apply_autoscaler(ns: str, name: str, request: Request) -> JSONResponse:
+            return await apply(request, "HorizontalPodAutoscaler", ns, name)
+
+        @app.delete("/apis/autoscaling/v2/namespaces/{ns}/horizontalpodautoscalers/{name}")
+        async def delete_autoscaler(ns: str, name: str) -> JSONResponse:
+            key = ("HorizontalPodAutoscaler", f"{ns}/{name}")
+            if self.objects.pop(key, None) is None:
+                return _status(404, "NotFound", f'horizontalpodautoscalers "{name}" not found')
+            return JSONResponse({"kind": "Status", "apiVersion": "v1", "status": "Success"})
+
         @app.get("/apis/apps/v1/namespaces/{ns}/deployments/{name}")
         async def get_deployment(ns: str, name: str) -> JSONResponse:
             obj = stored("Deployment", ns, name)
@@ -230,7 +246,11 @@ def sample_specs() -> list[ModelDeploymentSpec]:
 
 
 def test_manifests_pass_kubernetes_validate_strict(tmp_path: Path) -> None:
-    manifests = [m for s in sample_specs() for m in render(s, KubernetesConfig())]
+    queue = RuntimeAutoscaling(pods_metric="vllm:num_requests_waiting", target_cpu_percent=None)
+    scaled = replace(sample_specs()[3], autoscaling=queue)
+    specs = [*sample_specs(), scaled]
+    manifests = [m for s in specs for m in render(s, KubernetesConfig())]
+    assert manifests[-1]["kind"] == "HorizontalPodAutoscaler"
     path = tmp_path / "runtimes.yaml"
     path.write_text(yaml.safe_dump_all(manifests, sort_keys=False))
     result = subprocess.run(
@@ -273,6 +293,32 @@ def test_apply_status_scale_delete(
         deployer.status("tiny-vllm")
     with pytest.raises(DeploymentNotFound):
         deployer.delete("tiny-vllm")
+    deployer.close()
+
+
+def test_an_autoscaled_runtime_gets_an_hpa_that_owns_its_replicas(
+    api_server: StandInApiServer, kube_config: KubernetesConfig
+) -> None:
+    deployer = KubernetesDeployer(kube_config)
+    scaling = RuntimeAutoscaling(min_replicas=1, max_replicas=3, target_cpu_percent=70)
+    spec = replace(sample_specs()[0], autoscaling=scaling)
+    status = deployer.apply(render(spec, kube_config))
+    assert status.autoscaled is True
+    hpa = api_server.objects[("HorizontalPodAutoscaler", "inference/tiny-vllm")]
+    assert hpa["spec"]["scaleTargetRef"]["name"] == "tiny-vllm"
+    assert (hpa["spec"]["minReplicas"], hpa["spec"]["maxReplicas"]) == (1, 3)
+    assert "replicas" not in api_server.objects[("Deployment", "inference/tiny-vllm")]["spec"]
+    # The HPA sizes it: a manual scale would be undone, so it is refused.
+    with pytest.raises(Conflict, match="autoscaled"):
+        deployer.scale("tiny-vllm", 2)
+    # Applied again without autoscaling: the HPA goes, the count is fixed again.
+    assert deployer.apply(render(sample_specs()[0], kube_config)).autoscaled is False
+    assert ("HorizontalPodAutoscaler", "inference/tiny-vllm") not in api_server.objects
+    assert deployer.scale("tiny-vllm", 2).replicas == 2
+    # Deleting an autoscaled runtime deletes its HPA too.
+    deployer.apply(render(spec, kube_config))
+    deployer.delete("tiny-vllm")
+    assert api_server.objects == {}
     deployer.close()
 
 
@@ -355,6 +401,16 @@ def test_deployments_api(client: TestClient, api_server: StandInApiServer) -> No
         r = client.request(method, path, json=payload)
         assert r.status_code == status, (method, path, payload, r.text)
         assert r.json()["type"].endswith(f"/{slug}")
+    scaled = {**body, "autoscaling": {"min_replicas": 1, "max_replicas": 2}}
+    r = client.post("/v1/deployments", json=scaled)
+    assert r.status_code == 202 and r.json()["autoscaled"] is True, r.text
+    r = client.patch("/v1/deployments/tiny/scale", json={"replicas": 2})
+    assert r.status_code == 409 and r.json()["type"].endswith("/conflict"), r.text
+    bad = {**body, "autoscaling": {"min_replicas": 3, "max_replicas": 2}}
+    r = client.post("/v1/deployments", json=bad)
+    assert r.status_code == 422 and r.json()["type"].endswith("/validation-error")
+    assert client.delete("/v1/deployments/tiny").status_code == 204
+    assert api_server.objects == {}
     viewer = identity_headers("default", Role.VIEWER)
     assert client.get("/v1/deployments/tiny", headers=viewer).status_code == 403
 

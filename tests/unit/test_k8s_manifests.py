@@ -7,7 +7,12 @@ import pytest
 
 from kubemate.errors import ValidationFailed
 from kubemate_model_manager.k8s.config import KubernetesConfig
-from kubemate_model_manager.k8s.manifests import ModelDeploymentSpec, ModelSource, render
+from kubemate_model_manager.k8s.manifests import (
+    ModelDeploymentSpec,
+    ModelSource,
+    RuntimeAutoscaling,
+    render,
+)
 
 CONFIG = KubernetesConfig(namespace="inference")
 GGUF = ModelSource(kind="file", key="models/tiny/blobs/abc123", filename="tiny.gguf")
@@ -108,3 +113,51 @@ def test_model_names_cannot_inject_into_the_import_script() -> None:
 def test_invalid_specs_are_refused(changes: dict[str, object]) -> None:
     with pytest.raises(ValidationFailed):
         render(spec(**changes), CONFIG)
+
+
+def test_an_autoscaled_runtime_leaves_its_replicas_to_an_hpa() -> None:
+    scaling = RuntimeAutoscaling(min_replicas=2, max_replicas=6, target_cpu_percent=60)
+    deployment, _, hpa = render(spec(autoscaling=scaling, replicas=5), CONFIG)
+    assert "replicas" not in deployment["spec"]
+    assert deployment["metadata"]["annotations"]["kubemate.dev/autoscaled"] == "true"
+    assert hpa["kind"] == "HorizontalPodAutoscaler" and hpa["apiVersion"] == "autoscaling/v2"
+    assert hpa["metadata"]["namespace"] == "inference"
+    assert hpa["metadata"]["labels"] == deployment["metadata"]["labels"]
+    assert hpa["spec"]["scaleTargetRef"] == {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "name": "tiny-vllm",
+    }
+    assert (hpa["spec"]["minReplicas"], hpa["spec"]["maxReplicas"]) == (2, 6)
+    (metric,) = hpa["spec"]["metrics"]
+    assert metric["resource"]["target"] == {"type": "Utilization", "averageUtilization": 60}
+    # on a custom metric of vLLM's, through a metrics adapter
+    queue = RuntimeAutoscaling(pods_metric="vllm:num_requests_waiting", target_cpu_percent=None)
+    (metric,) = render(spec(autoscaling=queue), CONFIG)[2]["spec"]["metrics"]
+    assert metric == {
+        "type": "Pods",
+        "pods": {
+            "metric": {"name": "vllm:num_requests_waiting"},
+            "target": {"type": "AverageValue", "averageValue": "5"},
+        },
+    }
+    # a fixed runtime has no HPA and keeps its count
+    deployment, _ = render(spec(replicas=3), CONFIG)
+    assert deployment["spec"]["replicas"] == 3
+
+
+@pytest.mark.parametrize(
+    "scaling",
+    [
+        RuntimeAutoscaling(min_replicas=3, max_replicas=2),
+        RuntimeAutoscaling(min_replicas=0),
+        RuntimeAutoscaling(target_cpu_percent=None),
+        RuntimeAutoscaling(pods_metric="vllm:num_requests_waiting"),
+        RuntimeAutoscaling(pods_metric="x; rm -rf /", target_cpu_percent=None),
+        RuntimeAutoscaling(pods_metric="q", target_cpu_percent=None, pods_metric_target="lots"),
+    ],
+    ids=["min-over-max", "zero", "no-metric", "two-metrics", "bad-metric", "bad-target"],
+)
+def test_bad_autoscaling_is_refused(scaling: RuntimeAutoscaling) -> None:
+    with pytest.raises(ValidationFailed):
+        render(spec(autoscaling=scaling), CONFIG)

@@ -12,6 +12,7 @@ from kubemate_model_manager.k8s.manifests import (
     Manifest,
     ModelDeploymentSpec,
     ModelSource,
+    RuntimeAutoscaling,
     RuntimeKind,
     render,
 )
@@ -32,6 +33,7 @@ class DeploymentRequest:
     node_selector: dict[str, str] | None = None
     tolerations: list[dict[str, str]] | None = None
     extra_args: list[str] = field(default_factory=list)
+    autoscaling: RuntimeAutoscaling | None = None
 
 
 def build_spec(request: DeploymentRequest, registry: ModelRegistry) -> ModelDeploymentSpec:
@@ -58,6 +60,7 @@ def build_spec(request: DeploymentRequest, registry: ModelRegistry) -> ModelDepl
         node_selector=request.node_selector,
         tolerations=request.tolerations,
         extra_args=tuple(request.extra_args),
+        autoscaling=request.autoscaling,
     )
     spec.validate()
     return spec

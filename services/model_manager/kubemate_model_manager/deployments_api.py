@@ -12,6 +12,7 @@ from kubemate.http.identity import Admin
 from kubemate_model_manager.deployments import DeploymentRequest, manifests_for
 from kubemate_model_manager.deps import DeployerDep, RegistryDep, SettingsDep
 from kubemate_model_manager.k8s.deployer import DeploymentStatus
+from kubemate_model_manager.k8s.manifests import RuntimeAutoscaling
 from kubemate_model_manager.schemas import DeploymentIn, ScaleIn
 
 router = APIRouter()
@@ -32,7 +33,9 @@ async def create_deployment(
 ) -> dict[str, Any]:
     """Render the Deployment and Service and server-side apply them. ``dry_run=true`` returns
     the manifests without touching the cluster (for ``kubectl apply`` by hand)."""
-    request = DeploymentRequest(**body.model_dump())
+    fields = body.model_dump(exclude={"autoscaling"})
+    scaling = RuntimeAutoscaling(**body.autoscaling.model_dump()) if body.autoscaling else None
+    request = DeploymentRequest(**fields, autoscaling=scaling)
     manifests = await anyio.to_thread.run_sync(
         manifests_for, request, registry, settings.kubernetes
     )

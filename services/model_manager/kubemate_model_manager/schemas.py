@@ -109,6 +109,17 @@ class ModelSettingsIn(BaseModel):
 # ---- deployments ---------------------------------------------------------------------------------
 
 
+class AutoscalingIn(BaseModel):
+    """An HPA for the runtime: on CPU (target_cpu_percent), or on a per-pod custom metric
+    (pods_metric, e.g. vLLM's vllm:num_requests_waiting through a metrics adapter)."""
+
+    min_replicas: int = Field(1, ge=1, le=100)
+    max_replicas: int = Field(4, ge=1, le=100)
+    target_cpu_percent: int | None = Field(80, ge=1, le=1000)
+    pods_metric: str | None = Field(None, max_length=200)
+    pods_metric_target: str = Field("5", max_length=32)
+
+
 class DeploymentIn(BaseModel):
     name: str = Field(min_length=1, max_length=63, description="DNS label of the Deployment")
     runtime: Literal["ollama", "vllm"]
@@ -124,6 +135,9 @@ class DeploymentIn(BaseModel):
     node_selector: dict[str, str] | None = None
     tolerations: list[dict[str, str]] | None = None
     extra_args: list[str] = Field(default_factory=list, max_length=64)
+    autoscaling: AutoscalingIn | None = Field(
+        None, description="an HPA instead of a fixed replica count (replicas is then ignored)"
+    )
 
 
 class ScaleIn(BaseModel):

@@ -34,13 +34,17 @@ from kubemate.errors import (
 )
 from kubemate.logs import get_logger
 from kubemate_model_manager.k8s.config import KubernetesConfig
-from kubemate_model_manager.k8s.manifests import Manifest, owner_labels
+from kubemate_model_manager.k8s.manifests import AUTOSCALED, Manifest, owner_labels
 
 log = get_logger(__name__)
 
 _PATHS = {
     ("apps/v1", "Deployment"): "/apis/apps/v1/namespaces/{namespace}/deployments/{name}",
     ("v1", "Service"): "/api/v1/namespaces/{namespace}/services/{name}",
+    (
+        "autoscaling/v2",
+        "HorizontalPodAutoscaler",
+    ): "/apis/autoscaling/v2/namespaces/{namespace}/horizontalpodautoscalers/{name}",
 }
 
 
@@ -55,6 +59,7 @@ class DeploymentStatus:
     updated_replicas: int
     model: str | None = None
     runtime: str | None = None
+    autoscaled: bool = False  # an HPA owns the replica count
     message: str | None = None
     conditions: list[dict[str, Any]] = field(default_factory=list)
 
@@ -113,6 +118,7 @@ def status_of(deployment: Any) -> DeploymentStatus:
         updated_replicas=updated,
         model=annotations.get("kubemate.dev/model"),
         runtime=annotations.get("kubemate.dev/runtime"),
+        autoscaled=annotations.get(AUTOSCALED) == "true",
         message=message,
         conditions=conditions,
     )
@@ -221,6 +227,8 @@ class KubernetesDeployer:
                     _request_timeout=self._config.request_timeout_s,
                 )
             log.info("k8s.applied", kind=key[1], name=meta["name"], namespace=meta["namespace"])
+        if not any(m["kind"] == "HorizontalPodAutoscaler" for m in manifests):
+            self._delete_autoscaler(name)  # autoscaled before, fixed now
         return self.status(name)
 
     def status(self, name: str) -> DeploymentStatus:
@@ -237,7 +245,10 @@ class KubernetesDeployer:
     def scale(self, name: str, replicas: int) -> DeploymentStatus:
         if not 0 <= replicas <= 100:
             raise ValidationFailed("replicas must be between 0 and 100")
-        self.status(name)  # only ours
+        if self.status(name).autoscaled:  # only ours, and not the HPA's to size
+            raise Conflict(
+                f"deployment {name!r} is autoscaled: change its autoscaling, not its replicas"
+            )
         with self._mapped(name):
             self._apps().patch_namespaced_deployment_scale(
                 name,
@@ -263,7 +274,17 @@ class KubernetesDeployer:
                 )
         except DeploymentNotFound:
             pass  # the Service was already gone
+        self._delete_autoscaler(name)
         log.info("k8s.deleted", name=name, namespace=self.namespace)
+
+    def _delete_autoscaler(self, name: str) -> None:
+        try:
+            with self._mapped(name):
+                k8s.AutoscalingV2Api(self._client()).delete_namespaced_horizontal_pod_autoscaler(
+                    name, self.namespace, _request_timeout=self._config.request_timeout_s
+                )
+        except DeploymentNotFound:
+            pass  # it had none
 
     def list(self) -> list[DeploymentStatus]:
         with self._mapped("*"):

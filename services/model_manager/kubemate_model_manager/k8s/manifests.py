@@ -32,7 +32,9 @@ DNS_LABEL = re.compile(r"^[a-z]([-a-z0-9]{0,61}[a-z0-9])?$")
 # Ollama and Hugging Face model names; anything else never reaches a shell command.
 MODEL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:/@-]{0,199}$")
 QUANTITY = re.compile(r"^[0-9]+(\.[0-9]+)?(m|k|Ki|M|Mi|G|Gi|T|Ti)?$")
+METRIC_NAME = re.compile(r"^[A-Za-z_:][A-Za-z0-9_:]{0,199}$")
 MANAGED_BY = "kubemate"
+AUTOSCALED = "kubemate.dev/autoscaled"
 TENANT_LABEL = "kubemate.dev/tenant"
 MODELS_DIR = "/models"
 PORTS: dict[RuntimeKind, int] = {"ollama": 11434, "vllm": 8000}
@@ -43,6 +45,31 @@ class ModelSource:
     kind: Literal["file", "directory"]
     key: str  # object key (file) or prefix (directory) in the bucket
     filename: str = ""  # file: the name runtimes see (llama.cpp and vLLM read the extension)
+
+
+@dataclass(frozen=True, slots=True)
+class RuntimeAutoscaling:
+    """An HPA for the runtime, between ``min_replicas`` and ``max_replicas``: on the pods'
+    average CPU use (percent of their request), or on a per-pod custom metric (needs a metrics
+    adapter, e.g. prometheus-adapter serving vLLM's ``vllm:num_requests_waiting``)."""
+
+    min_replicas: int = 1
+    max_replicas: int = 4
+    target_cpu_percent: int | None = 80
+    pods_metric: str | None = None
+    pods_metric_target: str = "5"  # average value per pod, a Kubernetes quantity
+
+    def validate(self) -> None:
+        if not 1 <= self.min_replicas <= self.max_replicas <= 100:
+            raise ValidationFailed("autoscaling needs 1 <= min_replicas <= max_replicas <= 100")
+        if (self.target_cpu_percent is None) == (self.pods_metric is None):
+            raise ValidationFailed("autoscaling takes one of target_cpu_percent and pods_metric")
+        if self.target_cpu_percent is not None and not 1 <= self.target_cpu_percent <= 1000:
+            raise ValidationFailed("target_cpu_percent must be between 1 and 1000")
+        if self.pods_metric is not None and not METRIC_NAME.match(self.pods_metric):
+            raise ValidationFailed(f"invalid metric name {self.pods_metric!r}")
+        if not QUANTITY.match(self.pods_metric_target):
+            raise ValidationFailed("pods_metric_target is not a Kubernetes quantity")
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,6 +86,7 @@ class ModelDeploymentSpec:
     tolerations: list[dict[str, str]] | None = None  # default: the GPU taint when gpus > 0
     extra_args: tuple[str, ...] = ()
     labels: dict[str, str] = field(default_factory=dict)
+    autoscaling: RuntimeAutoscaling | None = None  # None: a fixed ``replicas``
 
     def validate(self) -> None:
         if not DNS_LABEL.match(self.name):
@@ -79,6 +107,8 @@ class ModelDeploymentSpec:
             raise ValidationFailed("a file source needs a plain file name")
         if ".." in self.source.key.split("/") or self.source.key.startswith("/"):
             raise ValidationFailed("invalid object key for the model source")
+        if self.autoscaling is not None:
+            self.autoscaling.validate()
 
 
 def owner_labels(config: KubernetesConfig) -> dict[str, str]:
@@ -265,6 +295,12 @@ def render_deployment(spec: ModelDeploymentSpec, config: KubernetesConfig) -> Ma
         pod["nodeSelector"] = dict(node_selector)
     if tolerations:
         pod["tolerations"] = [dict(t) for t in tolerations]
+    annotations = {"kubemate.dev/model": spec.model, "kubemate.dev/runtime": spec.runtime}
+    replicas: Manifest = {"replicas": spec.replicas}
+    if spec.autoscaling:
+        # The HPA owns the count: an apply that set it would undo the HPA's every time.
+        annotations[AUTOSCALED] = "true"
+        replicas = {}
     return {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
@@ -272,10 +308,10 @@ def render_deployment(spec: ModelDeploymentSpec, config: KubernetesConfig) -> Ma
             "name": spec.name,
             "namespace": config.namespace,
             "labels": labels,
-            "annotations": {"kubemate.dev/model": spec.model, "kubemate.dev/runtime": spec.runtime},
+            "annotations": annotations,
         },
         "spec": {
-            "replicas": spec.replicas,
+            **replicas,
             "selector": {"matchLabels": selector},
             # A GPU node rarely has room for a second copy: replace, do not surge.
             "strategy": {"type": "Recreate"} if spec.gpus else {"type": "RollingUpdate"},
@@ -302,6 +338,49 @@ def render_service(spec: ModelDeploymentSpec, config: KubernetesConfig) -> Manif
     }
 
 
+def render_autoscaler(spec: ModelDeploymentSpec, config: KubernetesConfig) -> Manifest:
+    spec.validate()
+    scaling = spec.autoscaling
+    assert scaling is not None
+    metric: Manifest
+    if scaling.pods_metric:
+        metric = {
+            "type": "Pods",
+            "pods": {
+                "metric": {"name": scaling.pods_metric},
+                "target": {"type": "AverageValue", "averageValue": scaling.pods_metric_target},
+            },
+        }
+    else:
+        metric = {
+            "type": "Resource",
+            "resource": {
+                "name": "cpu",
+                "target": {"type": "Utilization", "averageUtilization": scaling.target_cpu_percent},
+            },
+        }
+    return {
+        "apiVersion": "autoscaling/v2",
+        "kind": "HorizontalPodAutoscaler",
+        "metadata": {
+            "name": spec.name,
+            "namespace": config.namespace,
+            "labels": labels_of(spec, config),
+        },
+        "spec": {
+            "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": spec.name},
+            "minReplicas": scaling.min_replicas,
+            "maxReplicas": scaling.max_replicas,
+            "metrics": [metric],
+            # A runtime loads its model for minutes: scale down only after a quiet while.
+            "behavior": {"scaleDown": {"stabilizationWindowSeconds": 900}},
+        },
+    }
+
+
 def render(spec: ModelDeploymentSpec, config: KubernetesConfig) -> list[Manifest]:
-    """The Deployment, then its Service: the order to apply them in."""
-    return [render_deployment(spec, config), render_service(spec, config)]
+    """The Deployment, its Service, and its HPA when autoscaled: the order to apply them in."""
+    manifests = [render_deployment(spec, config), render_service(spec, config)]
+    if spec.autoscaling:
+        manifests.append(render_autoscaler(spec, config))
+    return manifests
