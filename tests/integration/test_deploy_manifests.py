@@ -367,14 +367,27 @@ def test_production_refuses_every_development_default(
     assert f"refuses the development default of {key}" in result.stderr
 
 
-@pytest.mark.parametrize("scenario", ["default", "production"])
+# What an operator puts in the Secret named by existingSecret (values-prod/-gpu/-tenant).
+MANAGED_SECRET = {
+    "KUBEMATE_AUTH__JWT_SECRET": "managed-jwt-0123456789abcdef-0123456789abcdef",
+    "KUBEMATE_AUTH__INTERNAL_SECRET": "managed-internal-0123456789abcdef-01234567",
+    "KUBEMATE_DATABASE__URL": "postgresql+psycopg://kubemate:pw@db:5432/kubemate",
+    "KUBEMATE_OBJECT_STORE__ACCESS_KEY": "managed-access",
+    "KUBEMATE_OBJECT_STORE__SECRET_KEY": "managed-secret-0123456789",
+}
+
+
+@pytest.mark.parametrize("scenario", ["default", "production", "dev", "prod", "gpu", "tenant"])
 def test_chart_environment_builds_every_service_settings(
     render: Callable[[str], list[Manifest]], scenario: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     manifests = render(scenario)
     env = dict(by_kind(manifests, "ConfigMap")[RELEASE]["data"])
-    secret = by_kind(manifests, "Secret")[RELEASE]
-    env.update({k: base64.b64decode(v).decode() for k, v in secret["data"].items()})
+    secret = by_kind(manifests, "Secret").get(RELEASE)
+    if secret is None:  # existingSecret
+        env.update(MANAGED_SECRET)
+    else:
+        env.update({k: base64.b64decode(v).decode() for k, v in secret["data"].items()})
     assert_settings_accept(env, monkeypatch)
 
 
@@ -833,13 +846,7 @@ def test_tenant_values_render_the_tenants_own_namespace_and_database(
     deployment = by_kind(manifests, "Deployment")[f"{RELEASE}-model-manager"]
     (container,) = deployment["spec"]["template"]["spec"]["containers"]
     env = dict(data) | {e["name"]: e["value"] for e in container["env"]}
-    env |= {
-        "KUBEMATE_AUTH__JWT_SECRET": "managed-jwt-0123456789abcdef-0123456789abcdef",
-        "KUBEMATE_AUTH__INTERNAL_SECRET": "managed-internal-0123456789abcdef-01234567",
-        "KUBEMATE_DATABASE__URL": "postgresql+psycopg://kubemate:pw@db:5432/kubemate",
-        "KUBEMATE_OBJECT_STORE__ACCESS_KEY": "managed-access",
-        "KUBEMATE_OBJECT_STORE__SECRET_KEY": "managed-secret-0123456789",
-    }
+    env |= MANAGED_SECRET
     assert_settings_accept(env, monkeypatch)
     settings = ModelManagerSettings()
     assert (settings.kubernetes.tenant, settings.kubernetes.namespace) == ("acme", NAMESPACE)
