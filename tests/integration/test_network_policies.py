@@ -12,6 +12,7 @@ which a test keeps equal to it.
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
@@ -50,11 +51,20 @@ EXPECTED: dict[str, set[str]] = {
     "postgresql": {*DNS},
     "minio": {*DNS},
     "milvus": {"milvus-etcd:2379", *DNS},
-    "milvus-etcd": {"milvus:19530", *DNS},
+    "milvus-etcd": {"milvus:19530", "milvus:9091", *DNS},
     "ollama": {*DNS},
     # outsiders
     "ingress-controller": {"gateway:8000"},
-    "prometheus": {*HTTP, "gateway:8000", "worker:9101", *RUNTIMES},
+    "prometheus": {
+        *HTTP,
+        "gateway:8000",
+        "worker:9101",
+        *RUNTIMES,
+        "redis:9121",
+        "postgresql:9187",
+        "minio:9000",
+        "milvus:9091",
+    },
     "stray-pod": {*DNS},
 }
 
@@ -62,14 +72,14 @@ EXPECTED: dict[str, set[str]] = {
 def backends(namespace: str) -> list[Endpoint]:
     """The backends' pods, labelled as their official charts label them (values.yaml)."""
 
-    def pod(name: str, labels: dict[str, str], port: int) -> Endpoint:
-        return Endpoint(name, namespace, labels, (Port(port),))
+    def pod(name: str, labels: dict[str, str], *ports: int) -> Endpoint:
+        return Endpoint(name, namespace, labels, tuple(Port(p) for p in ports))
 
     return [
-        pod("redis", {"app.kubernetes.io/instance": "kubemate-redis"}, 6379),
-        pod("postgresql", {"app.kubernetes.io/instance": "kubemate-postgresql"}, 5432),
+        pod("redis", {"app.kubernetes.io/instance": "kubemate-redis"}, 6379, 9121),
+        pod("postgresql", {"app.kubernetes.io/instance": "kubemate-postgresql"}, 5432, 9187),
         pod("minio", {"release": "kubemate-minio", "app": "minio"}, 9000),
-        pod("milvus", {"app.kubernetes.io/instance": "kubemate-milvus"}, 19530),
+        pod("milvus", {"app.kubernetes.io/instance": "kubemate-milvus"}, 19530, 9091),
         pod(
             "milvus-etcd",
             {"app.kubernetes.io/instance": "kubemate-milvus", "app.kubernetes.io/name": "etcd"},
@@ -164,6 +174,22 @@ def test_without_the_namespace_wide_deny_the_backends_keep_their_own_policies(
     # ... but nothing is said about the backends' or a stray pod's traffic.
     assert "redis:6379" in allowed["stray-pod"]
     assert "gateway:8000" not in allowed["stray-pod"]
+
+
+def test_extra_egress_opens_exactly_what_it_names(tmp_path: Path) -> None:
+    """networkPolicy.extraEgress: e.g. an LLM provider outside the cluster, for Kubemate's pods
+    and nothing else."""
+    rule = [{"to": [{"ipBlock": {"cidr": "203.0.113.10/32"}}], "ports": [{"port": 443}]}]
+    manifests, endpoints = cluster_of(
+        tmp_path, NAMESPACE, "--set-json", f"networkPolicy.extraEgress={json.dumps(rule)}"
+    )
+    provider = Endpoint("llm-provider", None, ports=(Port(443),), ip="203.0.113.10")
+    neighbour = Endpoint("elsewhere-on-443", None, ports=(Port(443),), ip="203.0.113.11")
+    allowed = Cluster(manifests, {}).matrix([*endpoints, provider, neighbour], {NAMESPACE})
+    reaching = {source for source, targets in allowed.items() if "llm-provider:443" in targets}
+    assert reaching == {"gateway", "ingest", "retrieval", "model-manager", "worker", "migrate"}
+    # the model manager's API-server rule is any address on 443: it alone reaches the neighbour
+    assert {s for s, t in allowed.items() if "elsewhere-on-443:443" in t} == {"model-manager"}
 
 
 def test_tenant_namespaces_cannot_reach_each_other(tmp_path: Path) -> None:
