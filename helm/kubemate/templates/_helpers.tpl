@@ -301,6 +301,13 @@ worker:
   runtimes: true
 migrate:
   backends: [postgresql]
+# The backup CronJobs (backup.enabled): their pods exist only then, and these rules with them.
+backup-postgres:
+  backends: [postgresql]
+backup-objects:
+  backends: [minio, backupTarget]
+backup-vectors:
+  backends: [postgresql, milvus, minio, backupTarget]
 {{- end -}}
 
 {{/* The pods of one backend, as a NetworkPolicy peer. Call with (dict "root" $ "backend" "redis"). */}}
