@@ -56,6 +56,7 @@ class Edge:
     url: str  # Traefik's entry point
     gateway_url: str
     ingest_url: str
+    static_config: Path  # Traefik's configuration file of this run
 
 
 def start(argv: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
@@ -161,7 +162,7 @@ def edge(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Edge]:
         wait_until(local["ping"] + "/ping", traefik, tmp / "traefik.log")
         # The routers are live once an unauthenticated request gets the gateway's 401.
         wait_until(local["entry"] + "/v1/documents", traefik, tmp / "traefik.log", ok=401)
-        yield Edge(local["entry"], local["gateway"], local["ingest"])
+        yield Edge(local["entry"], local["gateway"], local["ingest"], tmp / "traefik.yml")
     finally:
         for process, _, _ in processes:
             process.terminate()
@@ -312,3 +313,21 @@ def test_the_console_is_served_at_the_root_with_its_own_policy(edge: Edge) -> No
     api = httpx.get(edge.url + "/v1/documents")
     assert api.status_code == 401
     assert api.headers["content-security-policy"] == "default-src 'none'; frame-ancestors 'none'"
+
+
+def test_the_compose_healthcheck_command_works_against_the_running_traefik(edge: Edge) -> None:
+    """compose.yaml checks Traefik's health with `traefik healthcheck --configFile=...`: the
+    same command, against this run's configuration, answers 0 while Traefik runs (it asks the
+    ping endpoint the static configuration declares)."""
+    compose = yaml.safe_load((TRAEFIK_DIR.parents[1] / "compose.yaml").read_text())
+    test = compose["services"]["traefik"]["healthcheck"]["test"]
+    assert test[:3] == ["CMD", "traefik", "healthcheck"]
+    (flag,) = test[3:]
+    assert flag == "--configFile=/etc/traefik/traefik.yml"
+    result = subprocess.run(
+        [traefik_binary(), "healthcheck", f"--configFile={edge.static_config}"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
