@@ -110,7 +110,14 @@ SCENARIOS: dict[str, list[str]] = {
         str(CHART / "values-gpu.yaml"),
         *WITH_CRDS,
     ],
-    "tenant": ["-f", str(CHART / "values-tenant.yaml")],
+    # as for `helm template | kubectl apply`: the chart renders the labelled Namespace too
+    "tenant": [
+        "-f",
+        str(CHART / "values-tenant.yaml"),
+        "--set",
+        "tenancy.createNamespace=true",
+    ],
+    "tenant-install": ["-f", str(CHART / "values-tenant.yaml")],
 }
 # Scenarios rendered as for a cluster that serves the custom resources' APIs.
 CRD_SCENARIOS = {"keda-servicemonitor", "prod", "gpu"}
@@ -272,7 +279,7 @@ def test_chart_renders(render: Callable[[str], list[Manifest]], scenario: str) -
         assert not kinds & CRD_KINDS, "custom resources only where the cluster serves them"
     # existingSecret: the chart renders no Secret of its own and every pod uses the given one.
     secrets = by_kind(manifests, "Secret")
-    if scenario in {"production-existing-secret", "prod", "gpu", "tenant"}:
+    if scenario in {"production-existing-secret", "prod", "gpu", "tenant", "tenant-install"}:
         assert RELEASE not in secrets
     else:
         assert f"{RELEASE}" in secrets
@@ -729,6 +736,24 @@ def test_every_deployment_has_a_disruption_budget_and_spreads(
     assert len(budgets) == len(by_kind(manifests, "Deployment"))
 
 
+def test_values_files_have_no_duplicate_keys() -> None:
+    """helm takes the last of two equal keys without a word; a second block would silently
+    replace the first."""
+
+    class Strict(yaml.SafeLoader):
+        pass
+
+    def mapping(loader: yaml.SafeLoader, node: yaml.MappingNode) -> dict[Any, Any]:
+        keys = [loader.construct_object(key) for key, _ in node.value]
+        duplicates = {k for k in keys if keys.count(k) > 1}
+        assert not duplicates, f"duplicate keys {duplicates} at line {node.start_mark.line + 1}"
+        return yaml.SafeLoader.construct_mapping(loader, node)
+
+    Strict.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, mapping)
+    for path in sorted(CHART.glob("values*.yaml")):
+        yaml.load(path.read_text(), Loader=Strict)  # a SafeLoader: no arbitrary objects
+
+
 def test_development_values_run_one_of_each(render: Callable[[str], list[Manifest]]) -> None:
     manifests = render("dev")
     assert not by_kind(manifests, "PodDisruptionBudget")
@@ -827,6 +852,7 @@ def test_runtime_scraping_with_and_without_the_operator(
 def test_tenant_values_render_the_tenants_own_namespace_and_database(
     render: Callable[[str], list[Manifest]], monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    assert not by_kind(render("tenant-install"), "Namespace"), "helm install: it exists already"
     manifests = render("tenant")
     (namespace,) = by_kind(manifests, "Namespace").values()
     assert namespace["metadata"]["name"] == NAMESPACE

@@ -207,6 +207,8 @@ def test_tenant_namespaces_cannot_reach_each_other(tmp_path: Path) -> None:
             str(CHART / "values-tenant.yaml"),
             "--set",
             f"tenancy.tenant={tenant}",
+            "--set",
+            "tenancy.createNamespace=true",
             tenant=tenant,
         )
         (ns,) = [m for m in manifests if m["kind"] == "Namespace"]
