@@ -5,7 +5,7 @@ NetworkPolicy API defines it (https://kubernetes.io/docs/concepts/services-netwo
 
 - A pod is isolated for ingress (egress) once any policy in its namespace selects it with
   ``Ingress`` (``Egress``) in its ``policyTypes``; ``policyTypes`` defaults to ``Ingress`` plus
-  ``Egress`` when the policy has ``egress`` rules. A connection needs both ends to allow it: the
+  ``Egress`` when it has at least one egress rule. A connection needs both ends to allow it: the
   source's egress and the destination's ingress. Policies are additive (a union of allows).
 - A rule's peers: ``podSelector`` alone means pods of the policy's own namespace;
   ``namespaceSelector`` alone, every pod of the matching namespaces; both, the matching pods of
@@ -72,10 +72,12 @@ def selector_matches(selector: Mapping[str, Any] | None, labels: Mapping[str, st
 
 
 def policy_types(policy: Manifest) -> list[str]:
+    # As the API server defaults them (SetDefaults_NetworkPolicySpec): an absent or empty list is
+    # Ingress, plus Egress when there is at least one egress rule.
     spec = policy["spec"]
-    if "policyTypes" in spec:
+    if spec.get("policyTypes"):
         return list(spec["policyTypes"])
-    return ["Ingress", *(["Egress"] if "egress" in spec else [])]
+    return ["Ingress", *(["Egress"] if spec.get("egress") else [])]
 
 
 class Cluster:
