@@ -108,6 +108,10 @@ def promtool() -> Path | None:
     return Path(found) if found else None
 
 
+# Kinds that live in no namespace (of those the chart renders or could).
+CLUSTER_SCOPED = {"Namespace", "ClusterRole", "ClusterRoleBinding", "CustomResourceDefinition"}
+
+
 def helm_env(home: Path) -> dict[str, str]:
     """An environment that keeps helm's caches and configuration under ``home`` and points it
     at no cluster, so runs are hermetic."""
@@ -140,6 +144,3 @@ def helm_template(
         if manifest["kind"] not in CLUSTER_SCOPED:
             manifest["metadata"].setdefault("namespace", namespace)
     return manifests
-
-
-CLUSTER_SCOPED = {"Namespace", "ClusterRole", "ClusterRoleBinding", "CustomResourceDefinition"}
