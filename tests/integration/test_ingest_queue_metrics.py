@@ -1,7 +1,7 @@
 """The ingest service's queue gauges on /metrics, read from real Redis (this machine's, under the
-test's own stream names) at each scrape: the backlog and its age, dead letters per tenant, and
-one series per recent dead letter naming its tenant and document (what KubemateDocumentFailed
-sends to a person)."""
+test's own stream names) at each scrape: the backlog and its age, dead letters of the last hour
+per tenant, and one series per recent dead letter naming its tenant and document (what
+KubemateDocumentFailed sends to a person)."""
 
 from __future__ import annotations
 
@@ -16,6 +16,8 @@ from prometheus_client.parser import text_string_to_metric_families
 from kubemate.auth import Role
 from kubemate.queue import IngestJob
 from kubemate.queue.dead_letters import DeadLetters
+from kubemate.queue.ingest import INGEST_JOBS
+from kubemate.queue.streams import dead_letter_fields
 from kubemate_ingest.main import create_app
 from kubemate_ingest.settings import IngestSettings
 from tests.fixtures.inference import free_port
@@ -76,8 +78,14 @@ def test_backlog_and_dead_letters_after_known_traffic(
     r = redis.Redis.from_url(MACHINE_REDIS, decode_responses=True)
     try:
         # An entry queued two minutes ago (a stream id is its time in ms), then two uploads.
-        queued_ms = int(r.time()[0] * 1000) - QUEUED_AGO_S * 1000
-        r.xadd(settings.redis.ingest_stream, {"stale": "1"}, id=f"{queued_ms}-0")
+        now_ms = int(r.time()[0] * 1000)
+        r.xadd(settings.redis.ingest_stream, {"stale": "1"}, id=f"{now_ms - QUEUED_AGO_S * 1000}-0")
+        # A dead letter of two hours ago: in the total, not in the last hour.
+        old = IngestJob("acme", "doc-0", "task-doc-0", "default")
+        fields = dead_letter_fields(
+            "1-0", INGEST_JOBS.encode(old), reason="old", stage="parsing", attempts=3
+        )
+        r.xadd(dead.stream, fields, id=f"{now_ms - 2 * 3600 * 1000}-0")  # type: ignore[arg-type]
     finally:
         r.close()
     for name in ("a.txt", "b.txt"):
@@ -95,8 +103,8 @@ def test_backlog_and_dead_letters_after_known_traffic(
     assert metrics["kubemate_ingest_backlog_entries"] == [({}, 3.0)]
     ((_, age),) = metrics["kubemate_ingest_backlog_oldest_age_seconds"]
     assert QUEUED_AGO_S <= age < QUEUED_AGO_S + 60
-    assert metrics["kubemate_dead_letter_entries"] == [({}, 3.0)]
-    assert sorted(metrics["kubemate_dead_letters"], key=str) == [
+    assert metrics["kubemate_dead_letter_entries"] == [({}, 4.0)]
+    assert sorted(metrics["kubemate_dead_letters_last_hour"], key=str) == [
         ({"tenant": "acme"}, 2.0),
         ({"tenant": "globex"}, 1.0),
     ]
@@ -116,8 +124,8 @@ def test_backlog_and_dead_letters_after_known_traffic(
     # A retried dead letter is gone from the next scrape; the backlog grows by its job.
     assert dead.requeue(dead.get("acme", first)) is not None
     metrics = scrape(client)
-    assert metrics["kubemate_dead_letter_entries"] == [({}, 2.0)]
-    assert ({"tenant": "acme"}, 1.0) in metrics["kubemate_dead_letters"]
+    assert metrics["kubemate_dead_letter_entries"] == [({}, 3.0)]
+    assert ({"tenant": "acme"}, 1.0) in metrics["kubemate_dead_letters_last_hour"]
     assert metrics["kubemate_ingest_backlog_entries"] == [({}, 4.0)]
 
 
@@ -126,7 +134,7 @@ def test_an_empty_queue_is_zero_not_missing(client: TestClient, dead: DeadLetter
     assert metrics["kubemate_ingest_backlog_entries"] == [({}, 0.0)]
     assert metrics["kubemate_ingest_backlog_oldest_age_seconds"] == [({}, 0.0)]
     assert metrics["kubemate_dead_letter_entries"] == [({}, 0.0)]
-    assert metrics["kubemate_dead_letters"] == []
+    assert metrics["kubemate_dead_letters_last_hour"] == []
 
 
 def test_without_redis_the_gauges_are_absent_and_the_scrape_still_answers(
@@ -137,4 +145,4 @@ def test_without_redis_the_gauges_are_absent_and_the_scrape_still_answers(
     with TestClient(create_app(settings), raise_server_exceptions=False) as client:
         metrics = scrape(client)
     assert "kubemate_ingest_backlog_entries" not in metrics
-    assert "kubemate_dead_letters" not in metrics
+    assert "kubemate_dead_letters_last_hour" not in metrics

@@ -55,7 +55,7 @@ def test_the_dashboard_reads_exported_metrics() -> None:
     dashboard = json.loads(DASHBOARD.read_text())
     exprs = [t["expr"] for p in dashboard["panels"] for t in p.get("targets", [])]
     read = _read(exprs)
-    assert read >= {"rag_requests_total", "kubemate_dead_letters"}
+    assert read >= {"rag_requests_total", "kubemate_dead_letters_last_hour"}
     assert read - exported() == set()
 
 

@@ -18,9 +18,9 @@ class QueueMetricsConfig(BaseModel):
     """The queue's gauges on /metrics (kubemate_ingest.queue_metrics)."""
 
     # The newest dead letters exported one series each (alerts name their documents).
-    named: int = Field(50, ge=0, le=1000)
-    # The newest dead letters counted per tenant; the total is exact whatever this is.
-    scanned: int = Field(10_000, ge=0, le=1_000_000)
+    named: int = Field(50, ge=1, le=1000)
+    # At most this many dead letters of the last hour are read to count them per tenant.
+    recent_cap: int = Field(1000, ge=1, le=100_000)
 
 
 class IngestConfig(BaseModel):
