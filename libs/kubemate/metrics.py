@@ -32,8 +32,8 @@ VECTOR_SEARCH_DURATION = Histogram(
 )
 DOCUMENT_PROCESSING_STATUS = Counter(
     "document_processing_status_total",
-    "Documents reaching a processing state",
-    ["status"],
+    "Documents reaching a processing state, per tenant",
+    ["status", "tenant"],
 )
 HTTP_REQUESTS = Counter(
     "http_requests_total", "HTTP requests by route and status", ["service", "route", "status"]
