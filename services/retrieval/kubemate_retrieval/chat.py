@@ -386,8 +386,11 @@ class ChatService:
 
 
 def _outcome(plan: _Plan, result: ChatResult) -> RagOutcome:
+    """How the request was answered, for ``rag_requests_total``: "cannot_answer" whether the
+    fixed text was made now or comes from the cache (an answer in which the model itself says
+    so belongs here too, once the result says it); "cache_hit" for other cached answers."""
     if result.cached:
-        return "cache_hit"
+        return "cache_hit" if result.citations else "cannot_answer"
     if plan.prepared is None:  # nothing retrieved: the fixed "cannot answer" text
         return "cannot_answer"
     return "answered"
