@@ -18,10 +18,8 @@ import subprocess
 import threading
 import time
 import uuid
-import zipfile
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from io import BytesIO
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +31,7 @@ from kubemate_cli.embedded.processes import free_port
 from tests import deploy_tools
 from tests.e2e.test_upload_to_answer import wait_for_task
 from tests.fixtures.stack import EmbeddedStackHandle
+from tests.integration.test_faults_poison import zip_bomb_docx
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
@@ -155,15 +154,6 @@ def running(argv: list[str], log: Path, ready_url: str) -> Iterator[subprocess.P
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
-
-
-def zip_bomb_docx() -> bytes:
-    """A DOCX whose document part inflates 64 MB of zeros: refused by the parser, for good."""
-    buffer = BytesIO()
-    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
-        archive.writestr("[Content_Types].xml", "<Types/>")
-        archive.writestr("word/document.xml", b"\0" * (64 * 1024 * 1024))
-    return buffer.getvalue()
 
 
 def _wait_for_alert(

@@ -5,7 +5,6 @@ values read from prometheus_client's registry before and after."""
 from __future__ import annotations
 
 import io
-import zipfile
 from typing import Any
 
 from fastapi.testclient import TestClient
@@ -15,6 +14,7 @@ from kubemate.auth import Role
 from kubemate_worker.context import WorkerContext
 from tests.fixtures.services import identity_headers
 from tests.integration.test_faults_harness import paragraphs
+from tests.integration.test_faults_poison import zip_bomb_docx
 from tests.integration.test_worker_processing import (  # noqa: F401 (fixtures)
     ctx,
     ingest,
@@ -33,14 +33,6 @@ def counts(tenant: str) -> dict[str, float]:
         or 0.0
         for state in STATES
     }
-
-
-def zip_bomb_docx() -> bytes:
-    buffer = io.BytesIO()
-    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
-        archive.writestr("[Content_Types].xml", "<Types/>")
-        archive.writestr("word/document.xml", b"\0" * (64 * 1024 * 1024))
-    return buffer.getvalue()
 
 
 def upload(client: TestClient, tenant: str, data: bytes, name: str) -> Any:
