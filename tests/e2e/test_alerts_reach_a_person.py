@@ -1,6 +1,7 @@
 """A poison document's alert reaches a person: a real Prometheus and Alertmanager (Debian's
 packages) scrape the running embedded stack, and the webhook receiver of this test gets the
-alert with the tenant and the document in its labels and annotations.
+alert with the tenant and the document in its labels and annotations; after the runbook's retry
+the alert resolves, and the document's next failure alerts again.
 
 Their configuration is generated from the shipped files: deploy/prometheus/prometheus.yml (its DNS
 discovery replaced by the stack's loopback ports, scraping and evaluating every second),
@@ -157,20 +158,26 @@ def running(argv: list[str], log: Path, ready_url: str) -> Iterator[subprocess.P
 
 
 def _wait_for_alert(
-    receiver: WebhookReceiver, document_id: str, logs: list[Path]
+    receiver: WebhookReceiver,
+    logs: list[Path],
+    what: str,
+    unlike: dict[str, str] | None = None,
+    **expected: str,
 ) -> dict[str, Any]:
+    """The first alert received whose labels (and ``status``) are ``expected``, and whose
+    labels differ from each of ``unlike``."""
     deadline = time.monotonic() + ALERT_TIMEOUT_S
     while time.monotonic() < deadline:
         for alert in receiver.received():
-            labels = alert["labels"]
-            if labels.get("alertname") == "KubemateDocumentFailed" and (
-                labels.get("document") == document_id
+            seen = {**alert["labels"], "status": alert["status"]}
+            if all(seen.get(key) == value for key, value in expected.items()) and all(
+                seen.get(key) != value for key, value in (unlike or {}).items()
             ):
                 return alert
         time.sleep(0.5)
     tails = "\n".join(f"--- {p.name}\n{p.read_text()[-2000:]}" for p in logs if p.exists())
-    names = sorted({a["labels"].get("alertname", "?") for a in receiver.received()})
-    raise AssertionError(f"no KubemateDocumentFailed for {document_id}; got {names}\n{tails}")
+    got = [(a["labels"].get("alertname"), a["status"]) for a in receiver.received()]
+    raise AssertionError(f"no {what}; got {got}\n{tails}")
 
 
 def test_a_poison_documents_alert_reaches_the_webhook_with_tenant_and_document(
@@ -232,8 +239,15 @@ def test_a_poison_documents_alert_reaches_the_webhook_with_tenant_and_document(
                 task = wait_for_task(client, accepted["task_id"])
                 assert task["state"] == "FAILED", task
 
-            alert = _wait_for_alert(receiver, accepted["document_id"], logs)
-            assert alert["status"] == "firing"
+            document = accepted["document_id"]
+            alert = _wait_for_alert(
+                receiver,
+                logs,
+                "firing alert of the failed document",
+                alertname="KubemateDocumentFailed",
+                document=document,
+                status="firing",
+            )
             labels, annotations = alert["labels"], alert["annotations"]
             assert labels["tenant"] == tenant
             assert labels["task"] == accepted["task_id"]
@@ -244,11 +258,37 @@ def test_a_poison_documents_alert_reaches_the_webhook_with_tenant_and_document(
             assert f"/v1/dead-letters/{labels['dead_letter']}/retry" in annotations["description"]
             assert annotations["runbook"] == "docs/runbooks/alerts.md#kubemate-document-failed"
 
-            # The same scrape carries the workers' count of the failure.
+            # The same scrapes carry the workers' count of the tenant's failure.
+            query = f'sum(document_processing_status_total{{status="FAILED", tenant="{tenant}"}})'
             r = httpx.get(
                 f"http://{prometheus_address}/api/v1/query",
-                params={"query": 'sum(document_processing_status_total{status="FAILED"})'},
+                params={"query": query},
                 trust_env=False,
             )
             (sample,) = r.json()["data"]["result"]
-            assert float(sample["value"][1]) >= 1
+            assert float(sample["value"][1]) == 1
+
+            # The runbook's retry: that dead letter's alert resolves, and the document (a zip
+            # bomb still) fails again into a new dead letter, which alerts in its turn.
+            first = labels["dead_letter"]
+            with httpx.Client(base_url=embedded_stack.url, headers=headers, timeout=120) as client:
+                r = client.post(f"/v1/dead-letters/{first}/retry")
+                assert r.status_code == 202, r.text
+            _wait_for_alert(
+                receiver,
+                logs,
+                "resolved alert of the retried dead letter",
+                alertname="KubemateDocumentFailed",
+                dead_letter=first,
+                status="resolved",
+            )
+            again = _wait_for_alert(
+                receiver,
+                logs,
+                "firing alert of the document's second failure",
+                alertname="KubemateDocumentFailed",
+                document=document,
+                status="firing",
+                unlike={"dead_letter": first},
+            )
+            assert again["labels"]["tenant"] == tenant
