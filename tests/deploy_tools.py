@@ -102,10 +102,27 @@ def kubernetes_validate() -> Path:
     return Path(found)
 
 
-def promtool() -> Path | None:
-    """``promtool`` from the Debian ``prometheus`` package, when installed; optional."""
-    found = shutil.which("promtool")
-    return Path(found) if found else None
+def debian_tool(name: str, package: str) -> Path:
+    """A binary of a Debian package (``promtool`` of ``prometheus``, ``amtool`` and
+    ``prometheus-alertmanager`` of ``prometheus-alertmanager``), installed by ``make test``'s
+    test-tools target.
+
+    Missing, the calling test fails where that target can install it (CI, or root with apt: a
+    skip there would hide that the alert rules went untested) and skips elsewhere."""
+    found = shutil.which(name)
+    if found:
+        return Path(found)
+    import pytest  # only the tests call this
+
+    why = f"{name} not installed (apt-get install {package}, or make test-tools)"
+    if os.environ.get("CI") or (os.geteuid() == 0 and shutil.which("apt-get")):
+        pytest.fail(why + ": this machine can install it, so the test may not skip", False)
+    pytest.skip(why)
+
+
+def promtool() -> Path:
+    """``promtool`` from the Debian ``prometheus`` package (see :func:`debian_tool`)."""
+    return debian_tool("promtool", "prometheus")
 
 
 # Kinds that live in no namespace (of those the chart renders or could).

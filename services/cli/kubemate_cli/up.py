@@ -154,6 +154,7 @@ def _write_stack_file(path: Path, info: StackInfo) -> None:
         "redis_url": info.redis_url,
         "milvus_uri": info.milvus_uri,
         "ports": info.ports,
+        "metrics_ports": info.metrics_ports,  # the workers' Prometheus endpoints
         # Lets a test harness clean up children if this process is ever killed outright.
         "pids": info.pids,
     }

@@ -9,7 +9,7 @@ import anyio
 import redis
 from fastapi import FastAPI
 
-from kubemate.http.app import ReadinessCheck, build_app
+from kubemate.http.app import MetricsRefresh, ReadinessCheck, build_app
 from kubemate.http.state import install_state, state_of
 from kubemate.logs import configure_logging
 from kubemate.metadata.store import MetadataStore
@@ -17,6 +17,7 @@ from kubemate.objectstore import build_object_store
 from kubemate.queue import IngestQueue
 from kubemate.queue.dead_letters import DeadLetters
 from kubemate.vectorstore.milvus import MilvusVectorStore
+from kubemate_ingest import queue_metrics
 from kubemate_ingest.api import router
 from kubemate_ingest.deps import IngestState
 from kubemate_ingest.presigned import PendingUploads
@@ -60,6 +61,7 @@ def create_app(settings: IngestSettings | None = None) -> FastAPI:
         readiness=_readiness,
         http=settings.http,
         tracing=settings.tracing,
+        metrics_refresh=_queue_metrics,
     )
     app.include_router(router)
     return app
@@ -79,3 +81,16 @@ def _readiness(app: FastAPI) -> ReadinessCheck:
         return await anyio.to_thread.run_sync(probe)
 
     return check
+
+
+def _queue_metrics(app: FastAPI) -> MetricsRefresh:
+    async def refresh() -> None:
+        state = state_of(app, IngestState)
+        await anyio.to_thread.run_sync(
+            queue_metrics.refresh,
+            state.redis,
+            state.settings.redis,
+            state.settings.ingest.queue_metrics,
+        )
+
+    return refresh

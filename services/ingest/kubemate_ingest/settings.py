@@ -14,6 +14,15 @@ from kubemate_ingest.pdf_inspect import PdfPolicy
 PositiveBytes = Annotated[int, Field(ge=1)]
 
 
+class QueueMetricsConfig(BaseModel):
+    """The queue's gauges on /metrics (kubemate_ingest.queue_metrics)."""
+
+    # The newest dead letters exported one series each (alerts name their documents).
+    named: int = Field(50, ge=1, le=1000)
+    # At most this many dead letters of the last hour are read to count them per tenant.
+    recent_cap: int = Field(1000, ge=1, le=100_000)
+
+
 class IngestConfig(BaseModel):
     max_upload_bytes: int = Field(100 * 1024 * 1024, ge=1)  # per file
     # Per-tenant overrides of max_upload_bytes, e.g.
@@ -37,6 +46,7 @@ class IngestConfig(BaseModel):
     dead_letters_max_page: int = Field(500, ge=1, le=10_000)
     # What an uploaded PDF may be (pages, no scripts), checked before anything is stored.
     pdf: PdfPolicy = PdfPolicy()
+    queue_metrics: QueueMetricsConfig = QueueMetricsConfig()
 
     def max_upload_for(self, tenant_id: str) -> int:
         return self.tenant_max_upload_bytes.get(tenant_id, self.max_upload_bytes)

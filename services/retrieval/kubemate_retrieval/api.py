@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-import time
-
 from fastapi import APIRouter, Response
 from sse_starlette import EventSourceResponse
 
 from kubemate.http.identity import Viewer
-from kubemate.metrics import RAG_REQUEST_DURATION
 from kubemate_retrieval.chat import ChatRequest
 from kubemate_retrieval.deps import ChatDep, ConversationsDep, PipelineDep, SettingsDep
 from kubemate_retrieval.schemas import (
@@ -29,11 +26,9 @@ router = APIRouter(prefix="/v1")
 async def query(
     body: QueryIn, identity: Viewer, settings: SettingsDep, pipeline: PipelineDep
 ) -> Response:
-    started = time.perf_counter()
     request = body.resolve(settings)
     timer = Timer()
     retrieval = await pipeline.retrieve(identity.tenant_id, request, timer)
-    RAG_REQUEST_DURATION.labels("query").observe(time.perf_counter() - started)
     # Serialised by the model it is: returned as a model, FastAPI would validate it again
     # against response_model first (which stays, for the schema).
     out = QueryOut.of(retrieval, timer.total())
@@ -48,7 +43,6 @@ async def query(
 async def chat(
     body: ChatIn, identity: Viewer, settings: SettingsDep, service: ChatDep
 ) -> ChatOut | EventSourceResponse:
-    started = time.perf_counter()
     request = ChatRequest(
         query=body.resolve(settings, has_history=body.conversation_id is not None),
         user_id=identity.user_id,
@@ -64,7 +58,6 @@ async def chat(
             chat_events(stream, lambda result: ChatOut.of(result, snippet).model_dump_json())
         )
     result = await service.answer(identity.tenant_id, request)
-    RAG_REQUEST_DURATION.labels("chat").observe(time.perf_counter() - started)
     return ChatOut.of(result, snippet)
 
 

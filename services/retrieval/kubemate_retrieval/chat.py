@@ -17,7 +17,7 @@ from typing import Any
 from kubemate.errors import BackendUnavailable, ConversationNotFound, KubemateError
 from kubemate.inference import LLM, GenerateOptions
 from kubemate.logs import get_logger
-from kubemate.metrics import RAG_REQUESTS
+from kubemate.metrics import RagOutcome, count_rag_request
 from kubemate.text.tokens import count_tokens as estimate_tokens
 from kubemate.vectorstore import SearchHit
 from kubemate_retrieval.answering import PreparedPrompt, cited_labels, prepare_prompt
@@ -309,9 +309,8 @@ class ChatService:
                 "answer", tenant_id, plan.generation, plan.answer_key, _result_to_cache(result)
             )
         await self._remember(tenant_id, request, plan, result)
-        if plan.prepared is not None:
-            # Its usage row was written by the metered LLM (kubemate.metering).
-            RAG_REQUESTS.labels(result.model, tenant_id).inc()
+        # An LLM answer's usage row was written by the metered LLM (kubemate.metering).
+        count_rag_request(model=result.model, tenant_id=tenant_id, outcome=_outcome(plan, result))
         log.info(
             "chat.answered",
             collection=request.query.collection,
@@ -384,6 +383,17 @@ class ChatService:
         except KubemateError as exc:
             # The turns stay; the next prompt keeps only the most recent that fit.
             log.warning("conversation.summary_failed", error=exc.detail)
+
+
+def _outcome(plan: _Plan, result: ChatResult) -> RagOutcome:
+    """How the request was answered, for ``rag_requests_total``: "cannot_answer" whether the
+    fixed text was made now or comes from the cache (an answer in which the model itself says
+    so belongs here too, once the result says it); "cache_hit" for other cached answers."""
+    if result.cached:
+        return "cache_hit" if result.citations else "cannot_answer"
+    if plan.prepared is None:  # nothing retrieved: the fixed "cannot answer" text
+        return "cannot_answer"
+    return "answered"
 
 
 @dataclass(slots=True)

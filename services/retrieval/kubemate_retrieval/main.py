@@ -25,6 +25,7 @@ from kubemate_retrieval.jobs import BackgroundJobs
 from kubemate_retrieval.metering import DeferredUsageMeter
 from kubemate_retrieval.models import LoadedModels
 from kubemate_retrieval.pipeline import RetrievalPipeline
+from kubemate_retrieval.request_metrics import RagRequestMetrics
 from kubemate_retrieval.settings import RetrievalSettings
 
 # Conversations need Redis; a cache lookup is bounded separately (cache.timeout_s).
@@ -57,6 +58,8 @@ def create_app(settings: RetrievalSettings | None = None) -> FastAPI:
     )
     app.include_router(api.router)
     app.include_router(openai_api.router)
+    # Outermost: the whole request, and its status after every handler and middleware.
+    app.add_middleware(RagRequestMetrics)
     return app
 
 

@@ -22,7 +22,6 @@ from sse_starlette import EventSourceResponse
 
 from kubemate.errors import UnknownCollection, UnknownModel, ValidationFailed
 from kubemate.http.identity import Viewer
-from kubemate.metrics import RAG_REQUEST_DURATION
 from kubemate_retrieval.chat import ChatRequest, ChatResult, ChatStream
 from kubemate_retrieval.conversations import Turn
 from kubemate_retrieval.deps import ChatDep, SettingsDep
@@ -102,7 +101,6 @@ def _usage(result: ChatResult) -> dict[str, int]:
 async def chat_completions(
     body: ChatCompletionIn, identity: Viewer, settings: SettingsDep, service: ChatDep
 ) -> Any:
-    started = time.perf_counter()
     collection = collection_of(body.model, settings)
     question, turns = split_messages(body.messages)
     query = QueryIn(
@@ -130,7 +128,6 @@ async def chat_completions(
         include_usage = body.stream_options is not None and body.stream_options.include_usage
         return _chunk_stream(stream, completion_id, created, body.model, snippet, include_usage)
     result = await service.answer(identity.tenant_id, request)
-    RAG_REQUEST_DURATION.labels("chat_completions").observe(time.perf_counter() - started)
     return {
         "id": completion_id,
         "object": "chat.completion",

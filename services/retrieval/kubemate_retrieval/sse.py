@@ -11,6 +11,7 @@ from sse_starlette import EventSourceResponse
 from kubemate.errors import PROBLEM_TYPE_BASE, KubemateError
 from kubemate.logs import get_logger
 from kubemate_retrieval.chat import ChatResult, ChatStream
+from kubemate_retrieval.request_metrics import stream_failed
 
 log = get_logger(__name__)
 
@@ -18,8 +19,10 @@ Event = dict[str, str]
 
 
 def problem_of(exc: Exception) -> dict[str, Any]:
-    """An RFC 9457 body for an error raised after the response started."""
+    """An RFC 9457 body for an error raised after the response started; the request's metrics
+    count it as failed with that status."""
     if isinstance(exc, KubemateError):
+        stream_failed(exc.status)
         return {
             "type": exc.type_uri,
             "title": exc.title,
@@ -27,6 +30,7 @@ def problem_of(exc: Exception) -> dict[str, Any]:
             "detail": exc.detail,
         }
     log.error("stream.unhandled_error", exc_info=exc)
+    stream_failed(500)
     return {
         "type": PROBLEM_TYPE_BASE + "internal-error",
         "title": "Internal error",

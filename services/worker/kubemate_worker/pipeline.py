@@ -324,7 +324,7 @@ class DocumentIndexer:
         except BaseException:
             usage.put_back(embedded)  # still written, by the flush at the end of the entry
             raise
-        DOCUMENT_PROCESSING_STATUS.labels(TaskState.COMPLETED.value).inc()
+        DOCUMENT_PROCESSING_STATUS.labels(TaskState.COMPLETED.value, job.tenant_id).inc()
         # (The cached answers of the tenant, which predate the document, are orphaned with the
         # entry's acknowledgement: kubemate_worker.processing.)
         log.debug(

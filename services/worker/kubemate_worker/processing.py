@@ -261,7 +261,7 @@ def _fail(
         )
     except (TaskNotFound, DocumentNotFound):
         return _gone(ctx, scope, held)
-    DOCUMENT_PROCESSING_STATUS.labels(TaskState.FAILED.value).inc()
+    DOCUMENT_PROCESSING_STATUS.labels(TaskState.FAILED.value, job.tenant_id).inc()
     log.warning(
         "document.failed",
         document_id=job.document_id,

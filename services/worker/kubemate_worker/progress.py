@@ -49,7 +49,7 @@ class TaskReporter:
         )
         if attempt.begun:
             self.state = TaskState.PARSING
-            DOCUMENT_PROCESSING_STATUS.labels(self.state.value).inc()
+            DOCUMENT_PROCESSING_STATUS.labels(self.state.value, self._job.tenant_id).inc()
             self._last_write = time.monotonic()
             self._unwritten.clear()
             self._retrying = False
@@ -58,7 +58,7 @@ class TaskReporter:
     def enter(self, state: TaskState, *, force: bool = False, **progress: int) -> None:
         if state != self.state:
             self.state = state
-            DOCUMENT_PROCESSING_STATUS.labels(state.value).inc()
+            DOCUMENT_PROCESSING_STATUS.labels(state.value, self._job.tenant_id).inc()
             self._unwritten.update(state=state, stage=self.stage)
         self._unwritten.update(progress)
         self._write(force)

@@ -377,6 +377,9 @@ class StackInfo:
     milvus_uri: str
     ports: dict[str, int]
     pids: dict[str, int]
+    # Each worker's Prometheus endpoint (it has no HTTP API), by process name; Prometheus
+    # scrapes the HTTP services' /metrics on their `ports`.
+    metrics_ports: dict[str, int] = field(default_factory=dict)
 
 
 def stack_environment(
@@ -523,7 +526,9 @@ class EmbeddedStack:
             [spec(n, LOOPBACK) for n in ("ingest", "retrieval", "model_manager")], timeout
         )
         sup.start_processes([spec("gateway", cfg.host)], timeout)
-        sup.start_processes(self._worker_specs(env, taken=set(ports.values())), timeout)
+        metrics_ports: dict[str, int] = {}
+        workers = self._worker_specs(env, taken=set(ports.values()), metrics_ports=metrics_ports)
+        sup.start_processes(workers, timeout)
 
         return StackInfo(
             url=http_url(cfg.host, ports["gateway"]),
@@ -533,9 +538,12 @@ class EmbeddedStack:
             milvus_uri=milvus_uri,
             ports=ports,
             pids=sup.pids(),
+            metrics_ports=metrics_ports,
         )
 
-    def _worker_specs(self, env: Mapping[str, str], taken: set[int]) -> list[ProcessSpec]:
+    def _worker_specs(
+        self, env: Mapping[str, str], taken: set[int], metrics_ports: dict[str, int]
+    ) -> list[ProcessSpec]:
         count = self.config.workers
         if count < 1:
             raise StackError("the stack needs at least one worker")
@@ -543,12 +551,13 @@ class EmbeddedStack:
         metrics = env.get("KUBEMATE_WORKER__METRICS_PORT", str(DEFAULT_WORKER_METRICS_PORT))
         for i in range(count):
             worker_env = dict(env)
+            name = "worker" if count == 1 else f"worker-{i + 1}"
             if metrics != "0":  # 0: no metrics endpoint; otherwise each needs a port of its own
                 preferred = int(metrics) + i if metrics.isdigit() else None
                 port = pick_port(LOOPBACK, preferred, taken)
                 worker_env["KUBEMATE_WORKER__METRICS_PORT"] = str(port)
+                metrics_ports[name] = port
             # The metrics port too is picked free: 9101 may belong to another stack on the host.
-            name = "worker" if count == 1 else f"worker-{i + 1}"
             specs.append(ProcessSpec(name, self.worker_argv(), env=worker_env))
         return specs
 
