@@ -23,6 +23,7 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import cast
 
 import redis.asyncio
 from redis.exceptions import RedisError, WatchError
@@ -251,8 +252,10 @@ class ConversationStore:
         """The user's conversations that still exist, the most recently continued first."""
         index = self._index(tenant_id, user_id)
         try:
-            rows: list[tuple[bytes | str, float]] = await self._redis.zrevrange(
-                index, 0, limit - 1, withscores=True
+            # withscores: (member, score) pairs, which redis-py's annotation does not narrow to.
+            rows = cast(
+                list[tuple[bytes | str, float]],
+                await self._redis.zrevrange(index, 0, limit - 1, withscores=True),
             )
             ids = [_text(member) for member, _ in rows]
             async with self._redis.pipeline(transaction=False) as pipe:
