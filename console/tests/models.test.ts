@@ -195,3 +195,21 @@ describe("the usage page", () => {
     wrapper.unmount();
   });
 });
+
+describe("a bar chart", () => {
+  it("thins its tick labels when the bars are narrow, always keeping the newest", async () => {
+    const { default: BarChart } = await import("../src/components/BarChart.vue");
+    const labels = Array.from({ length: 30 }, (_, i) => `12/${i + 1}`);
+    const chart = mount(BarChart, {
+      props: { title: "t", labels, series: [{ name: "s", values: labels.map(() => 1), tone: 1 }], format: String },
+    });
+    const ticks = chart.findAll("text.tick").map((t) => t.text()).filter((t) => t.includes("/"));
+    expect(ticks.at(-1)).toBe("12/30");
+    expect(ticks.length).toBeLessThan(15);
+    expect(ticks.length).toBeGreaterThan(4);
+    // Every value is still in the table screen readers get.
+    expect(chart.findAll("table tbody tr")).toHaveLength(30);
+    const few = mount(BarChart, { props: { title: "t", labels: ["a", "b"], series: [{ name: "s", values: [1, 2], tone: 1 }], format: String } });
+    expect(few.findAll("text.tick").map((t) => t.text())).toEqual(["2", "0", "a", "b"]);
+  });
+});
