@@ -407,8 +407,8 @@ describe("the console", { concurrency: false }, () => {
     assert.match(await page.getByTestId("who").innerText(), /API key · editor/);
     const revoked = await admin.request.delete(`${BASE}/v1/api-keys/${key.id}`, { headers: auth });
     assert.equal(revoked.status(), 204);
+    // The chat page reads the user's conversations at once: refused, back to sign-in.
     await page.getByRole("link", { name: "Chat" }).click();
-    await page.getByRole("link", { name: "Documents" }).click();
     await page.getByTestId("signin-reason").waitFor();
     assert.match(await page.getByTestId("signin-reason").innerText(), /The server refused your credential: .+/);
     await shot(page, "12-signin-revoked");
