@@ -141,6 +141,8 @@ describe("chat", () => {
     const wrapper = mountChat();
     await ask(wrapper, "q1");
     await vi.waitFor(() => expect(wrapper.find("[data-testid=switch-answer-mode]").exists()).toBe(true));
+    // Each answer says how it was made.
+    expect(wrapper.get("[data-testid=answer-mode]").text()).toBe("Quoted passages");
     await wrapper.get("[data-testid=switch-answer-mode]").setValue("generative");
     await ask(wrapper, "q2");
     const second = server.calls.filter((c) => c.path === "/v1/chat")[1].body as Record<string, unknown>;
