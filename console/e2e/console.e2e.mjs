@@ -15,7 +15,7 @@
 // Screenshots of every page (laptop and phone widths, English and Chinese) are saved as
 // artefacts; the documents page's time to interactive is written to timing.json.
 import assert from "node:assert/strict";
-import { mkdirSync, writeFileSync } from "node:fs";
+import { mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
 import { chromium } from "playwright-core";
@@ -161,6 +161,15 @@ describe("the console", { concurrency: false }, () => {
     }
     await admin.locator("[data-testid=documents-table] tr[data-filename='acme-2025.md']").waitFor();
     await shot(admin, "02-documents-completed");
+    // The list filters on the server and says how many match.
+    await admin.getByTestId("filter-name").fill("globex");
+    await admin.getByRole("button", { name: "Filter" }).click();
+    await admin.getByTestId("documents-total").getByText("1 document", { exact: true }).waitFor();
+    assert.equal(await admin.locator("[data-testid=documents-table] tbody tr").count(), 1);
+    await shot(admin, "02-documents-filtered");
+    await admin.getByTestId("filter-name").fill("");
+    await admin.getByRole("button", { name: "Filter" }).click();
+    await admin.getByTestId("documents-total").getByText("2 documents", { exact: true }).waitFor();
   });
 
   test("upload an unsupported type and see the reason", { timeout: 60_000 }, async () => {
@@ -220,11 +229,24 @@ describe("the console", { concurrency: false }, () => {
     assert.match(await dialog.getByTestId("citation-text").innerText(), /net interest margin/i);
     await shot(admin, "04-chat-citation");
     await dialog.getByTestId("citation-open-document").click();
-    await admin.waitForURL(/\/documents\/[0-9a-f]+\?chunk=/);
+    await admin.waitForURL(/\/documents\/[0-9a-f]+\?chunk=[^&]+&at=\d+/);
+    // The page of chunks holding the cited one, that chunk marked and focused, its place named.
     const focused = admin.locator(".chunk.focused");
     await focused.waitFor({ timeout: 60_000 });
     assert.match(await focused.innerText(), /net interest margin/i);
+    assert.match(await focused.locator(".chunk-meta").innerText(), /^Chunk \d+/);
+    assert.equal(await admin.evaluate(() => document.activeElement?.classList.contains("focused")), true);
     await shot(admin, "05-document");
+    // The file as uploaded, under its own name.
+    const [download] = await Promise.all([admin.waitForEvent("download"), admin.getByTestId("download").click()]);
+    assert.equal(download.suggestedFilename(), "acme-2025.md");
+    const path = await download.path();
+    assert.equal(readFileSync(path, "utf8"), ACME);
+    // The conversation is the server's: listed on the chat page after a reload.
+    await admin.getByRole("link", { name: "Chat" }).click();
+    await admin.reload();
+    await admin.locator(".conversation-title", { hasText: "What was the net interest margin of Acme Bank in 2025?" }).waitFor();
+    await shot(admin, "04-chat-conversations");
   });
 
   test("pull a model from the stand-in runtime and watch the bar", { timeout: STEP_MS }, async () => {
@@ -261,18 +283,33 @@ describe("the console", { concurrency: false }, () => {
     assert.match(await row.innerText(), /100 %/);
     await admin.locator(`[data-testid=models-table] tr[data-model^="${PULL_MODEL}"]`).waitFor();
     await shot(admin, "06-models-pulled");
+    // Each collection's index template, with what each would cost.
+    const picker = admin.locator("[data-testid=templates] fieldset[data-collection=default]");
+    await picker.waitFor();
+    assert.equal(await picker.locator("[data-template]").count(), 4);
+    assert.match(await picker.locator("[data-template=balanced]").innerText(), /in use/);
+    await picker.locator("[data-template=exact] input").check();
+    await picker.getByTestId("template-setting").waitFor();
+    assert.match(await picker.getByTestId("template-setting").innerText(), /INDEX_TEMPLATE=exact/);
+    await picker.scrollIntoViewIfNeeded();
+    await shot(admin, "06-models-templates");
   });
 
   test("usage and health pages", { timeout: 90_000 }, async () => {
     await admin.getByRole("link", { name: "Usage" }).click();
     await admin.getByTestId("usage-table").waitFor();
     assert.match(await admin.getByTestId("usage-table").innerText(), /documents|answers|embeddings/);
+    // Today's point of the daily series counts the two documents this run processed.
+    assert.equal(await admin.getByTestId("usage-documents").innerText(), "2");
+    assert.equal(await admin.locator("[data-testid=usage-charts] figure.chart").count(), 3);
     await shot(admin, "07-usage");
     await admin.getByRole("link", { name: "Health" }).click();
-    const stats = admin.getByTestId("health-stats");
-    await stats.getByText("ready", { exact: true }).waitFor();
-    // The rate needs two scrapes of /metrics, 5 s apart.
-    await admin.waitForFunction(() => !document.querySelector("[data-testid=health-stats]")?.textContent?.includes("…"), null, { timeout: 30_000 });
+    await admin.getByTestId("readiness").getByText("ready", { exact: true }).waitFor();
+    await admin.getByTestId("health-stats").waitFor();
+    assert.match(await admin.getByTestId("health-source").innerText(), /services' own \/metrics/);
+    // Rates need two reads of the services' metrics, 5 s apart.
+    await admin.waitForFunction(() => document.querySelector("[data-testid=request-rate]")?.textContent?.trim() !== "–", null, { timeout: 30_000 });
+    assert.notEqual(await admin.getByTestId("backlog").innerText(), "–");
     await shot(admin, "08-health");
   });
 
@@ -280,6 +317,9 @@ describe("the console", { concurrency: false }, () => {
     await admin.getByTestId("locale").selectOption("zh");
     await admin.getByRole("heading", { name: "健康状况", level: 1 }).waitFor();
     await shot(admin, "09-health-zh");
+    await admin.getByRole("link", { name: "用量" }).click();
+    await admin.getByTestId("usage-charts").waitFor();
+    await shot(admin, "09-usage-zh");
     await admin.getByRole("link", { name: "文档" }).click();
     await admin.getByRole("heading", { name: "文档", level: 1 }).waitFor();
     assert.match(await admin.locator("[data-testid=documents-table]").innerText(), /已完成/);
@@ -302,7 +342,7 @@ describe("the console", { concurrency: false }, () => {
     const context = await browser.newContext({ viewport: PHONE, isMobile: true, hasTouch: true });
     await context.addInitScript((value) => sessionStorage.setItem("kubemate.session", value), session);
     const page = await context.newPage();
-    for (const [path, heading] of [["/documents", "Documents"], ["/chat", "Chat"], ["/models", "Models"], ["/health", "Health"]]) {
+    for (const [path, heading] of [["/documents", "Documents"], ["/chat", "Chat"], ["/models", "Models"], ["/usage", "Usage"], ["/health", "Health"]]) {
       await page.goto(`${BASE}${path}`);
       await page.getByRole("heading", { name: heading, level: 1 }).waitFor();
       // Against the phone's width, not innerWidth: a mobile browser zooms out to fit what overflows.
@@ -367,8 +407,8 @@ describe("the console", { concurrency: false }, () => {
     assert.match(await page.getByTestId("who").innerText(), /API key · editor/);
     const revoked = await admin.request.delete(`${BASE}/v1/api-keys/${key.id}`, { headers: auth });
     assert.equal(revoked.status(), 204);
+    // The chat page reads the user's conversations at once: refused, back to sign-in.
     await page.getByRole("link", { name: "Chat" }).click();
-    await page.getByRole("link", { name: "Documents" }).click();
     await page.getByTestId("signin-reason").waitFor();
     assert.match(await page.getByTestId("signin-reason").innerText(), /The server refused your credential: .+/);
     await shot(page, "12-signin-revoked");

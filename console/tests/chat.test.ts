@@ -12,6 +12,7 @@ const citation = {
   source: "acme-2025.txt",
   title: "Acme annual report",
   page: 3,
+  position: 41,
   score: 0.82,
   snippet: "The net interest margin of Acme Bank was 3.2 percent in 2025.",
   cited: true,
@@ -39,7 +40,7 @@ beforeEach(async () => {
   server.on("GET", "/v1/documents", () => json([]));
   server.on("GET", "/v1/models", () => json({ data: [], unavailable: {} }));
   await signIn(fakeJwt({ tenant_id: "acme", sub: "alice", roles: ["viewer"] }));
-  sessionStorage.removeItem("kubemate.conversations:acme:alice");
+  server.on("GET", "/v1/chat/conversations", () => json([]));
   // happy-dom has no modal dialogs: opening one just marks it open.
   HTMLDialogElement.prototype.showModal ??= function (this: HTMLDialogElement) {
     this.setAttribute("open", "");
@@ -77,15 +78,49 @@ describe("chat", () => {
     await wrapper.get("button.cite").trigger("click");
     await flushPromises();
     expect(wrapper.get("[data-testid=citation-text]").text()).toBe(citation.snippet);
-    expect(wrapper.get("[data-testid=citation-open-document]").attributes("href")).toBe("/documents/d1?chunk=c9");
+    // The document page opens at the cited chunk's page of chunks, naming the file's page.
+    expect(wrapper.get("[data-testid=citation-open-document]").attributes("href")).toBe("/documents/d1?chunk=c9&at=41&page=3");
 
-    // The conversation is remembered for this tab and continued by the next question.
+    // The conversation is listed at once and continued by the next question.
     expect(wrapper.text()).toContain("What was the margin?");
     server.on("POST", "/v1/chat", () => sse([{ event: "done", data: done({ answer: "Twelve [1]." }) }]));
     await wrapper.get("[data-testid=switch-hybrid]").setValue("off");
     await ask(wrapper, "And the branches?");
     const second = server.calls.filter((c) => c.path === "/v1/chat")[1].body as Record<string, unknown>;
     expect(second).toMatchObject({ conversation_id: "conv-1", hybrid: false });
+    wrapper.unmount();
+  });
+
+  it("lists the user's stored conversations, continues one and deletes another", async () => {
+    const item = (id: string, title: string) => ({ conversation_id: id, collection: "default", title, turns: 2, created_at: "2026-12-07T01:00:00Z", updated_at: "2026-12-07T02:00:00Z" });
+    let listed = [item("c-new", "Where did Globex open a lab?"), item("c-old", "What was the margin?")];
+    server.on("GET", "/v1/chat/conversations", () => json(listed));
+    server.on("GET", "/v1/chat/conversations/c-old", () =>
+      json({ conversation_id: "c-old", summary: "", turns: [{ question: "What was the margin?", answer: "3.2 percent [1]." }] }),
+    );
+    server.on("DELETE", "/v1/chat/conversations/c-new", () => {
+      listed = listed.filter((c) => c.conversation_id !== "c-new");
+      return new Response(null, { status: 204 });
+    });
+    server.on("POST", "/v1/chat", () => sse([{ event: "done", data: done({ conversation_id: "c-old" }) }]));
+    const wrapper = mountChat();
+    await flushPromises();
+    const titles = () => wrapper.findAll(".conversation-title").map((b) => b.text());
+    expect(titles()[0]).toContain("Where did Globex open a lab?");
+    expect(titles()[0]).toContain("2 turns");
+
+    await wrapper.findAll(".conversation-title")[1].trigger("click");
+    await flushPromises();
+    expect(wrapper.get("[data-testid=transcript]").text()).toContain("3.2 percent");
+    await ask(wrapper, "And in 2024?");
+    const body = server.calls.filter((c) => c.path === "/v1/chat")[0].body as Record<string, unknown>;
+    expect(body.conversation_id).toBe("c-old");
+    expect(titles()[0]).toContain("What was the margin?"); // continued: first now
+
+    await wrapper.get("[aria-label='Delete conversation Where did Globex open a lab?']").trigger("click");
+    await flushPromises();
+    expect(server.calls.some((c) => c.method === "DELETE" && c.path === "/v1/chat/conversations/c-new")).toBe(true);
+    expect(titles()).toHaveLength(1);
     wrapper.unmount();
   });
 
@@ -106,6 +141,8 @@ describe("chat", () => {
     const wrapper = mountChat();
     await ask(wrapper, "q1");
     await vi.waitFor(() => expect(wrapper.find("[data-testid=switch-answer-mode]").exists()).toBe(true));
+    // Each answer says how it was made.
+    expect(wrapper.get("[data-testid=answer-mode]").text()).toBe("Quoted passages");
     await wrapper.get("[data-testid=switch-answer-mode]").setValue("generative");
     await ask(wrapper, "q2");
     const second = server.calls.filter((c) => c.path === "/v1/chat")[1].body as Record<string, unknown>;

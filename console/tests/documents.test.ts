@@ -128,10 +128,11 @@ describe("the documents page", () => {
   });
 
   it("shows why a document failed and queues it again from its dead letter", async () => {
-    const doc = { document_id: "d1", collection: "default", filename: "scan.pdf", content_type: "application/pdf", size_bytes: 9, sha256: "0", status: "FAILED", chunk_count: 0 };
+    const doc = { document_id: "d1", collection: "default", filename: "scan.pdf", content_type: "application/pdf", size_bytes: 9, sha256: "0", status: "FAILED", chunk_count: 0, task_id: "t1" };
     server.on("GET", "/v1/documents", () => json([doc]));
     server.on("GET", "/v1/models", () => json({ data: [], unavailable: {} }));
-    server.on("GET", "/v1/tasks", () => json([task("FAILED", { stage: "parsing", error: "the PDF has no text layer (scanned?)" })]));
+    // The row names its latest task: its stream says why it failed, no task list is read.
+    server.on("GET", "/v1/tasks/t1/events", () => sse([{ event: "task", data: task("FAILED", { stage: "parsing", error: "the PDF has no text layer (scanned?)" }) }]));
     server.on("GET", "/v1/dead-letters", ({ url }) =>
       url.searchParams.get("cursor")
         ? json({ items: [{ entry_id: "9-0", document_id: "d1", task_id: "t1", collection: "default", reason: "x", stage: "parsing", attempts: 3, failed_at: null }], next_cursor: null })
@@ -147,6 +148,30 @@ describe("the documents page", () => {
     await row.get("button:not(.danger)").trigger("click");
     await vi.waitFor(() => expect(wrapper.get("[data-testid=documents-table] tr[data-filename='scan.pdf']").text()).toContain("Embedding 1/2"));
     expect(server.calls.filter((c) => c.path === "/v1/dead-letters")).toHaveLength(2); // paged to find it
+    expect(server.calls.map((c) => c.path)).not.toContain("/v1/tasks");
+    wrapper.unmount();
+  });
+
+  it("filters on the server and shows the total, the upload time and the task", async () => {
+    const doc = { document_id: "d1", collection: "default", filename: "q3-report.pdf", content_type: "application/pdf", size_bytes: 9, sha256: "0", status: "COMPLETED", chunk_count: 4, created_at: "2026-12-07T01:02:03Z", task_id: "0123456789abcdef" };
+    server.on("GET", "/v1/documents", () => json([doc], 200, { "X-Total-Count": "137" }));
+    server.on("GET", "/v1/models", () => json({ data: [], unavailable: {} }));
+    await signIn(fakeJwt({ tenant_id: "acme", roles: ["viewer"] }));
+    const wrapper = mount(DocumentsPage, { global: { plugins: [testI18n(), router()] } });
+    await flushPromises();
+    expect(wrapper.get("[data-testid=documents-total]").text()).toBe("137 documents");
+    const row = wrapper.get("[data-testid=documents-table] tr[data-filename='q3-report.pdf']");
+    expect(row.get("time").attributes("datetime")).toBe("2026-12-07T01:02:03Z");
+    expect(row.text()).toContain("01234567");
+    expect(wrapper.text()).toContain("1 / 2");
+
+    await wrapper.get("[data-testid=filter-status]").setValue("FAILED");
+    await flushPromises();
+    await wrapper.get("[data-testid=filter-name]").setValue("  report ");
+    await wrapper.get("form.filters").trigger("submit");
+    await flushPromises();
+    const last = server.calls.filter((c) => c.path === "/v1/documents").at(-1)!;
+    expect(last.query).toEqual({ status: "FAILED", name: "report", limit: "100", offset: "0" });
     wrapper.unmount();
   });
 

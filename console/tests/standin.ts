@@ -11,7 +11,7 @@ export type Handler = (request: { url: URL; init: RequestInit; body: unknown }) 
 
 export interface StandIn {
   routes: Map<string, Handler>;
-  calls: { method: string; path: string; body: unknown; headers: Record<string, string> }[];
+  calls: { method: string; path: string; query: Record<string, string>; body: unknown; headers: Record<string, string> }[];
   on(method: string, path: string, handler: Handler): void;
 }
 
@@ -53,7 +53,8 @@ export function standIn(): StandIn {
     const method = (init.method ?? "GET").toUpperCase();
     let body: unknown = init.body;
     if (typeof init.body === "string") body = JSON.parse(init.body);
-    server.calls.push({ method, path: url.pathname, body, headers: { ...(init.headers as Record<string, string>) } });
+    const query = Object.fromEntries(url.searchParams.entries());
+    server.calls.push({ method, path: url.pathname, query, body, headers: { ...(init.headers as Record<string, string>) } });
     const handler = server.routes.get(`${method} ${url.pathname}`);
     if (!handler) return problem(404, `no stand-in route for ${method} ${url.pathname}`);
     return handler({ url, init, body });

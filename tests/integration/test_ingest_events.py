@@ -18,6 +18,7 @@ from fastapi.testclient import TestClient
 
 from kubemate.auth import Role
 from kubemate.metadata.models import TaskState
+from kubemate.metadata.reindexes import ReindexState
 from kubemate.metadata.store import MetadataStore
 from kubemate_cli.client import KubemateClient, PollingWatcher, SseWatcher, TaskStatus
 from kubemate_cli.embedded.processes import free_port
@@ -193,3 +194,60 @@ def test_the_events_route_with_the_test_client(settings: IngestSettings) -> None
         with client.stream("GET", f"/v1/tasks/{r['task_id']}/events") as response:
             events = list(read_events(response))
     assert [(n, e["state"]) for n, e in events] == [("task", "COMPLETED")]
+
+
+def test_reindex_events_stream_progress_then_end(server: str, store: MetadataStore) -> None:
+    """GET /v1/reindex/{id}/events: the re-index now, each change of state or progress, and the
+    end with its terminal state; another tenant's re-index is a 404 problem, not a stream."""
+    reindex, created = store.reindexes.create(
+        "acme",
+        collection="default",
+        old_vector_collection="default_old",
+        new_vector_collection="default_new",
+        provider="hash",
+        model="hash-b",
+        base_url=None,
+        requested_by="tester",
+        source="api",
+    )
+    assert created
+
+    def run() -> None:
+        store.reindexes.update("acme", reindex.id, state=ReindexState.RUNNING, progress_total=2)
+        for done in (1, 2):
+            time.sleep(0.15)
+            store.reindexes.update("acme", reindex.id, progress_done=done)
+        time.sleep(0.15)
+        store.reindexes.update("acme", reindex.id, state=ReindexState.COMPLETED)
+
+    worker = threading.Thread(target=run)
+    events = []
+    with httpx.stream(
+        "GET",
+        f"{server}/v1/reindex/{reindex.id}/events",
+        headers=identity_headers("acme", Role.VIEWER),
+        timeout=30,
+    ) as r:
+        assert r.status_code == 200
+        assert r.headers["content-type"].startswith("text/event-stream")
+        for event in read_events(r):  # returns: the server ends the stream itself
+            events.append(event)
+            if len(events) == 1:
+                worker.start()  # the changes begin once the stream has said where it starts
+    worker.join()
+    assert {name for name, _ in events} == {"reindex"}
+    seen = [(e["state"], e["progress"]["done"]) for _, e in events]  # type: ignore[index]
+    assert seen == [
+        ("PENDING", 0),
+        ("RUNNING", 0),
+        ("RUNNING", 1),
+        ("RUNNING", 2),
+        ("COMPLETED", 2),
+    ]
+    other = httpx.get(
+        f"{server}/v1/reindex/{reindex.id}/events",
+        headers=identity_headers("globex", Role.VIEWER),
+        timeout=30,
+    )
+    assert other.status_code == 404
+    assert other.headers["content-type"] == "application/problem+json"

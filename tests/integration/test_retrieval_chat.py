@@ -344,3 +344,53 @@ def test_the_store_appends_only_for_the_owner(retrieval_env: RetrievalEnv) -> No
             await client.aclose()
 
     asyncio.run(scenario())
+
+
+def test_each_user_lists_their_own_conversations_newest_first(
+    retrieval_env: RetrievalEnv,  # noqa: F811
+    chat: TestClient,
+) -> None:
+    """GET /v1/chat/conversations: the caller's own, the most recently continued first, titled
+    by their first question; deleted and expired ones drop out; other users see none of them."""
+    alice, bob = _user(retrieval_env, "alice"), _user(retrieval_env, "bob")
+
+    def ask(question: str, conversation_id: str | None = None) -> str:
+        body = {"question": question, "rewrite": False, "conversation_id": conversation_id}
+        r = chat.post("/v1/chat", json=body, headers=alice)
+        assert r.status_code == 200, r.text
+        return str(r.json()["conversation_id"])
+
+    cats = ask("How long do cats sleep?")
+    bank = ask("What was the bank's margin?")
+    gone = ask("Soon deleted?")
+    time.sleep(1.1)  # the index orders by whole seconds
+    assert ask("And the dogs?", cats) == cats
+
+    listed = chat.get("/v1/chat/conversations", headers=alice)
+    assert listed.status_code == 200, listed.text
+    rows = listed.json()
+    assert [r["conversation_id"] for r in rows][:1] == [cats]
+    assert {r["conversation_id"] for r in rows} == {cats, bank, gone}
+    first = rows[0]
+    assert (first["title"], first["turns"], first["collection"]) == (
+        "How long do cats sleep?",
+        2,
+        "default",
+    )
+    assert first["updated_at"] >= first["created_at"]
+    assert chat.get("/v1/chat/conversations", headers=bob).json() == []
+    assert len(chat.get("/v1/chat/conversations", params={"limit": 1}, headers=alice).json()) == 1
+
+    assert chat.delete(f"/v1/chat/conversations/{gone}", headers=alice).status_code == 204
+    # Expired: its keys are gone but its id is still in the index, which the list then drops.
+    client = redis.Redis.from_url(MACHINE_REDIS)
+    prefix = retrieval_env.settings().conversations.key_prefix
+    base = f"{prefix}:{retrieval_env.tenant}"
+    client.delete(f"{base}:{bank}", f"{base}:{bank}:turns")
+    remaining = chat.get("/v1/chat/conversations", headers=alice).json()
+    assert [r["conversation_id"] for r in remaining] == [cats]
+    try:
+        assert client.zrange(f"{base}:by-owner:alice", 0, -1) == [cats.encode()]
+    finally:
+        client.close()
+    assert chat.get("/v1/chat/conversations", params={"limit": 0}, headers=alice).status_code == 422

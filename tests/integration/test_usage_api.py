@@ -174,3 +174,54 @@ async def test_metered_adapters_record_every_call(
     assert totals["generate"].completion_tokens >= completion.completion_tokens + len(pieces) - 1
     assert totals["embed"].requests == 2 and totals["embed"].chunks == 3
     assert totals["embed"].prompt_tokens > 0
+
+
+def test_usage_series_has_a_point_per_day_of_the_tenant_alone(
+    client: TestClient,
+    store: MetadataStore,
+    tenants: tuple[str, str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """GET /v1/usage/series?days=N: N UTC days ending today, zeros included, tokens split into
+    prompt, answer and embedding, documents with their bytes; another tenant's rows never
+    count. Rows are dated by moving the ledger's clock back."""
+    import kubemate.metadata.usage as ledger
+
+    acme, globex = tenants
+    today = datetime.now(UTC).replace(hour=12, minute=0, second=0, microsecond=0)
+    seed(store, acme, globex)  # today
+    monkeypatch.setattr(ledger, "utcnow", lambda: today - timedelta(days=2))
+    store.usage.record(acme, kind="document", model="minilm", bytes=1000, chunks=3)
+    store.usage.record(acme, kind="generate", model="llama3.2", prompt_tokens=5)
+    monkeypatch.setattr(ledger, "utcnow", lambda: today - timedelta(days=9))
+    store.usage.record(acme, kind="generate", model="llama3.2", prompt_tokens=1000)  # too old
+
+    r = client.get(
+        "/v1/usage/series", params={"days": 3}, headers=identity_headers(acme, Role.ADMIN)
+    )
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["tenant"] == acme
+    points = body["series"]
+    dates = [(today - timedelta(days=d)).date().isoformat() for d in (2, 1, 0)]
+    assert [p["date"] for p in points] == dates
+    two_days_ago, yesterday, now = points
+    assert (two_days_ago["tokens"], two_days_ago["documents"], two_days_ago["bytes"]) == (
+        5,
+        1,
+        1000,
+    )
+    assert yesterday == {"date": dates[1], **dict.fromkeys(
+        ["tokens", "prompt_tokens", "completion_tokens", "embedded_tokens", "documents", "bytes",
+         "chunks"], 0)}  # fmt: skip
+    assert (now["prompt_tokens"], now["completion_tokens"], now["embedded_tokens"]) == (150, 30, 7)
+    assert (now["tokens"], now["documents"], now["bytes"], now["chunks"]) == (187, 1, 4096, 12)
+
+    for days in ("0", "367", "many"):
+        bad = client.get(
+            "/v1/usage/series", params={"days": days}, headers=identity_headers(acme, Role.ADMIN)
+        )
+        assert bad.status_code == 422, days
+        assert bad.headers["content-type"] == "application/problem+json"
+    viewer = client.get("/v1/usage/series", headers=identity_headers(acme, Role.VIEWER))
+    assert viewer.status_code == 403

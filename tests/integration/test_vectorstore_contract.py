@@ -233,6 +233,36 @@ class TestVectorStoreContract:
         store.delete_document(collection, A, "nope")
         assert store.count(collection, A) == 2
 
+    def test_document_chunks_page_by_position_within_the_tenant(
+        self, store: MilvusVectorStore, collection: str
+    ) -> None:
+        # Written out of order, over several batches, beside another document and tenant.
+        store.upsert(
+            collection,
+            [record(f"a-{i}", axis(i), position=i, page=i // 2 + 1) for i in (4, 0, 3, 1, 2)]
+            + [record("other-0", axis(0), document="doc-2", position=0)]
+            + [
+                record("b-0", axis(0), tenant=B, position=0),
+                record("b-1", axis(1), tenant=B, position=1),
+            ],
+        )
+        page = store.document_chunks(collection, A, "doc-1", first=1, limit=3)
+        assert [(c.chunk_id, c.position, c.page) for c in page] == [
+            ("a-1", 1, 1),
+            ("a-2", 2, 2),
+            ("a-3", 3, 2),
+        ]
+        assert page[0].chunk_text == "text of a-1"
+        assert [
+            c.position for c in store.document_chunks(collection, A, "doc-1", first=3, limit=9)
+        ] == [3, 4]
+        assert store.document_chunks(collection, A, "doc-1", first=5, limit=5) == []
+        assert [
+            c.chunk_id for c in store.document_chunks(collection, B, "doc-1", first=0, limit=5)
+        ] == ["b-0", "b-1"]
+        with pytest.raises(ValidationFailed):
+            store.document_chunks(collection, A, "doc-1", first=0, limit=0)
+
     def test_delete_tenant_removes_only_that_tenant(
         self, store: MilvusVectorStore, collection: str, named: list[str]
     ) -> None:

@@ -34,6 +34,23 @@ export interface DocumentInfo {
   sha256: string;
   status: string;
   chunk_count: number;
+  created_at?: string;
+  task_id?: string | null;
+}
+
+export interface Chunk {
+  chunk_id: string;
+  index: number;
+  page: number;
+  text: string;
+}
+
+export interface ChunkPage {
+  document_id: string;
+  total: number;
+  offset: number;
+  limit: number;
+  items: Chunk[];
 }
 
 export interface BatchItem {
@@ -100,6 +117,7 @@ export interface Citation {
   source: string;
   title: string;
   page: number;
+  position?: number;
   score: number;
   snippet: string;
   cited: boolean;
@@ -118,6 +136,15 @@ export interface ChatAnswer {
   timings: Record<string, number>;
   // Fields a later API may add (answer modes, an explicit "cannot answer"): read when present.
   [extra: string]: unknown;
+}
+
+export interface ConversationItem {
+  conversation_id: string;
+  collection: string;
+  title: string;
+  turns: number;
+  created_at: string;
+  updated_at: string;
 }
 
 export interface Conversation {
@@ -209,6 +236,63 @@ export interface UsageSums {
 export interface UsageGroup extends UsageSums {
   kind?: string;
   model?: string;
+}
+
+export interface UsageDay {
+  date: string;
+  tokens: number;
+  prompt_tokens: number;
+  completion_tokens: number;
+  embedded_tokens: number;
+  documents: number;
+  bytes: number;
+  chunks: number;
+}
+
+export interface UsageSeries {
+  tenant: string;
+  days: number;
+  series: UsageDay[];
+}
+
+export interface IndexTemplate {
+  name: string;
+  index: string;
+  build: Record<string, number>;
+  search_width: number | null;
+  memory_bytes: number;
+  distances_per_query: number;
+  distances_per_insert: number;
+  exact: boolean;
+  current: boolean;
+}
+
+export interface CollectionInfo {
+  name: string;
+  language: string;
+  embedder: string;
+  index_template: string;
+  expected_vectors: number;
+  dimension: number;
+  dimension_assumed: boolean;
+  vector_collection: string;
+  templates: IndexTemplate[];
+}
+
+export interface HealthSummary {
+  source: "prometheus" | "services";
+  unreachable: string[];
+  traffic: {
+    request_rate: number | null;
+    error_rate: number | null;
+    p95_latency_ms: number | null;
+    vector_search_p95_ms: number | null;
+  };
+  pipeline: {
+    documents: Record<string, number>;
+    backlog: number | null;
+    dead_letters: number | null;
+  };
 }
 
 export interface UsageReport {

@@ -14,6 +14,7 @@ export interface Turn {
   phase: "streaming" | "done" | "failed" | "restored";
   outcome: Outcome;
   error: unknown;
+  mode?: string; // how the API made the answer (quoted or written), where it says so
 }
 
 export const chat = reactive({

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, NamedTuple, cast
 
-from sqlalchemy import Table, and_, bindparam, delete, select, update
+from sqlalchemy import Select, Table, and_, bindparam, delete, func, select, update
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
@@ -517,6 +517,31 @@ class DocumentRepository(Repository):
         log.info("metadata.task_reset", tenant_id=tenant_id, task_id=task_id)
         return view
 
+    def count(
+        self,
+        tenant_id: str,
+        collection: str | None = None,
+        *,
+        status: TaskState | None = None,
+        name_contains: str | None = None,
+    ) -> int:
+        """How many documents :meth:`list` pages through with the same filters."""
+        query = _filtered(
+            select(func.count()).select_from(Document), tenant_id, collection, status, name_contains
+        )
+        with self._db.transaction() as session:
+            return int(session.scalar(query) or 0)
+
+    def count_by_status(self, tenant_id: str) -> dict[str, int]:
+        """The tenant's documents per status (statuses without any are absent)."""
+        query = (
+            select(Document.status, func.count())
+            .where(Document.tenant_id == tenant_id)
+            .group_by(Document.status)
+        )
+        with self._db.transaction() as session:
+            return {status: int(count) for status, count in session.execute(query)}
+
     # Last: a method named ``list`` shadows the builtin in the annotations after it.
     def list(
         self,
@@ -524,11 +549,32 @@ class DocumentRepository(Repository):
         collection: str | None = None,
         limit: int = 100,
         offset: int = 0,
+        *,
+        status: TaskState | None = None,
+        name_contains: str | None = None,
     ) -> list[DocumentView]:
-        """Newest first."""
-        query = select(Document).where(Document.tenant_id == tenant_id)
-        if collection is not None:
-            query = query.where(Document.collection == collection)
+        """Newest first. ``name_contains`` matches part of the file name, ignoring case."""
+        query = _filtered(select(Document), tenant_id, collection, status, name_contains)
         query = query.order_by(Document.created_at.desc(), Document.id).limit(limit).offset(offset)
         with self._db.transaction() as session:
             return [DocumentView.of(row) for row in session.scalars(query)]
+
+
+def _filtered(
+    query: Select[Any],
+    tenant_id: str,
+    collection: str | None,
+    status: TaskState | None,
+    name_contains: str | None,
+) -> Select[Any]:
+    query = query.where(Document.tenant_id == tenant_id)
+    if collection is not None:
+        query = query.where(Document.collection == collection)
+    if status is not None:
+        query = query.where(Document.status == status.value)
+    if name_contains:
+        # autoescape: a % or _ in the name is that character, not a wildcard.
+        query = query.where(
+            func.lower(Document.filename).contains(name_contains.lower(), autoescape=True)
+        )
+    return query

@@ -7,6 +7,7 @@ holds the row helpers both share.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -102,6 +103,19 @@ class TaskRepository(Repository):
     def get(self, tenant_id: str, task_id: str) -> TaskView:
         with self._db.transaction() as session:
             return TaskView.of(task_row(session, tenant_id, task_id))
+
+    def latest_ids(self, tenant_id: str, document_ids: Sequence[str]) -> dict[str, str]:
+        """The newest task's id of each of ``document_ids`` that has one (a page of a list)."""
+        if not document_ids:
+            return {}
+        query = (
+            select(Task.document_id, Task.id)
+            .where(Task.tenant_id == tenant_id, Task.document_id.in_(list(document_ids)))
+            .order_by(Task.created_at, Task.id)
+        )
+        with self._db.transaction() as session:
+            # Oldest first, so each document keeps its newest task's id.
+            return {document_id: task_id for document_id, task_id in session.execute(query)}
 
     def latest(self, tenant_id: str, document_id: str) -> TaskView:
         """The document's newest task."""

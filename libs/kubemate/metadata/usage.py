@@ -5,12 +5,15 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import date, datetime
 from typing import Any, Literal
 
-from sqlalchemy import Select, func, insert, select
+from sqlalchemy import Date, Select, func, insert, select
 from sqlalchemy.engine import Connection
+from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.orm import InstrumentedAttribute
+from sqlalchemy.sql.compiler import SQLCompiler
+from sqlalchemy.sql.functions import FunctionElement
 
 from kubemate.metadata.database import Repository
 from kubemate.metadata.models import USAGE_KINDS, Usage, utcnow
@@ -64,6 +67,25 @@ class UsageTotals:
     @property
     def latency_ms_avg(self) -> float:
         return self.latency_ms_total / self.requests if self.requests else 0.0
+
+
+class utc_day(FunctionElement[date]):  # lower case, as SQL names its functions
+    """The UTC calendar day of a timestamp column, on both databases: PostgreSQL's ``date()``
+    would use the session's time zone, SQLite keeps naive UTC text."""
+
+    type = Date()
+    inherit_cache = True
+    name = "utc_day"
+
+
+@compiles(utc_day, "postgresql")
+def _utc_day_postgresql(element: utc_day, compiler: SQLCompiler, **kw: Any) -> str:
+    return f"(({compiler.process(element.clauses, **kw)}) AT TIME ZONE 'UTC')::date"
+
+
+@compiles(utc_day)
+def _utc_day_default(element: utc_day, compiler: SQLCompiler, **kw: Any) -> str:
+    return f"date({compiler.process(element.clauses, **kw)})"
 
 
 def insert_usage(connection: Connection, tenant_id: str, rows: Sequence[UsageRow]) -> None:
@@ -154,6 +176,20 @@ class UsageRepository(Repository):
         with self._db.connection() as connection:
             return [_totals_of(row) for row in connection.execute(query)]
 
+    def daily(
+        self, tenant_id: str, since: datetime, until: datetime
+    ) -> list[tuple[date, UsageTotals]]:
+        """Sums per UTC day and (kind, model) over ``since <= created_at < until``, by day."""
+        for bound in (since, until):
+            if bound.tzinfo is None:
+                raise ValueError("naive datetimes are ambiguous: pass timezone-aware bounds")
+        day = utc_day(Usage.created_at).label("day")
+        query = _totals(day).where(  # type: ignore[arg-type]
+            Usage.tenant_id == tenant_id, Usage.created_at >= since, Usage.created_at < until
+        )
+        with self._db.connection() as connection:
+            return [(_as_date(row[0]), _totals_of(row[1:])) for row in connection.execute(query)]
+
     def totals_per_tenant(self) -> list[tuple[str, UsageTotals]]:
         """Every tenant's sums per (kind, model), of all time: the ledger's running totals."""
         with self._db.connection() as connection:
@@ -161,3 +197,8 @@ class UsageRepository(Repository):
                 (row[0], _totals_of(row[1:]))
                 for row in connection.execute(_totals(Usage.tenant_id))
             ]
+
+
+def _as_date(value: date | str) -> date:
+    """SQLite's ``date()`` is text; PostgreSQL's a date."""
+    return value if isinstance(value, date) else date.fromisoformat(value)

@@ -6,6 +6,7 @@ from kubemate.vectorstore.base import (
     SearchHit,
     SearchMode,
     SearchResult,
+    StoredChunk,
     VectorStore,
 )
 from kubemate.vectorstore.index import IndexSpec, resolve_index
@@ -17,6 +18,7 @@ __all__ = [
     "SearchHit",
     "SearchMode",
     "SearchResult",
+    "StoredChunk",
     "VectorStore",
     "resolve_index",
 ]

@@ -39,6 +39,16 @@ class SearchHit:
     score: float
 
 
+@dataclass(frozen=True, slots=True)
+class StoredChunk:
+    """A chunk as stored, without its vector: what a document's page of chunks shows."""
+
+    chunk_id: str
+    position: int
+    page: int
+    chunk_text: str
+
+
 class SearchResult(list[SearchHit]):
     """The hits, best first, and the search that produced them: ``mode`` is "dense" when a
     hybrid or BM25 search was asked of an engine or a collection without BM25."""
@@ -115,5 +125,14 @@ class VectorStore(Protocol):
         ...
 
     def count(self, collection: str, tenant_id: str, document_id: str | None = None) -> int: ...
+
+    def document_chunks(
+        self, collection: str, tenant_id: str, document_id: str, *, first: int, limit: int
+    ) -> list[StoredChunk]:
+        """The chunks of one document of ``tenant_id`` whose positions are in
+        ``[first, first + limit)``, by position. Positions run from 0 without gaps, so this pages
+        through a document without the engine sorting (neither Milvus nor Milvus Lite sorts a
+        query)."""
+        ...
 
     def drop_collection(self, name: str) -> None: ...

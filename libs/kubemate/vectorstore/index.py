@@ -10,6 +10,9 @@ A user picks a template without knowing Milvus; :func:`resolve_index` turns it i
   Milvus's rule of thumb, and the clusters are trained when segments are indexed.
 * ``exact``: FLAT, a brute-force scan: exact results, for small collections and ground truth.
 
+:func:`estimate_cost` says what a template costs at a size (memory, work per query and per
+insert), from the index's parameters, so that a user can compare them before choosing.
+
 A per-request search width (the API's ``ef``) is bounded here: HNSW's ``ef`` within
 :class:`HnswConfig`'s bounds and never below ``top_k``, IVF's ``nprobe`` within ``[1, nlist]``.
 """
@@ -25,6 +28,10 @@ from annotated_types import Ge, Le
 from kubemate.settings import HnswConfig, IndexTemplate
 
 IndexKind = Literal["HNSW", "IVF_FLAT", "FLAT"]
+INDEX_TEMPLATES: tuple[IndexTemplate, ...] = ("balanced", "fastest", "memory", "exact")
+FLOAT_BYTES = 4
+LINK_BYTES = 4  # an HNSW neighbour id
+KMEANS_ITERATIONS = 10  # IVF training passes over the vectors, Faiss/Knowhere's usual number
 
 # Milvus's limits of the IVF parameters.
 NLIST_MIN, NLIST_MAX = 1, 65536
@@ -141,3 +148,43 @@ def search_params(spec: IndexSpec, top_k: int, requested: int | None) -> dict[st
         default = spec.search_width or default_nprobe(nlist or NLIST_MAX)
         return {"nprobe": search_nprobe(requested, default, nlist)}
     return {}
+
+
+@dataclass(frozen=True, slots=True)
+class IndexCost:
+    """Estimates from an index's parameters, for comparing templates, not measurements.
+
+    ``memory_bytes``: the vectors plus the index's own structures (HNSW's level-0 links, 2*M per
+    vector; IVF's centroids). ``distances_per_query``: vectors compared by a search at the
+    default width (HNSW ~ ef * M, IVF ~ nlist + n * nprobe / nlist, FLAT: all of them).
+    ``distances_per_insert``: the build's work per vector (HNSW ~ efConstruction * M; IVF's
+    k-means training, KMEANS_ITERATIONS passes over nlist centroids; FLAT none)."""
+
+    memory_bytes: int
+    distances_per_query: int
+    distances_per_insert: int
+    exact: bool
+
+
+def estimate_cost(spec: IndexSpec, vectors: int, dimension: int) -> IndexCost:
+    raw = vectors * dimension * FLOAT_BYTES
+    if spec.kind == "HNSW":
+        m, ef = spec.build["M"], spec.search_width or HnswConfig().ef
+        return IndexCost(
+            memory_bytes=raw + vectors * 2 * m * LINK_BYTES,
+            distances_per_query=min(vectors, ef * m),
+            distances_per_insert=spec.build["efConstruction"] * m,
+            exact=False,
+        )
+    if spec.kind == "IVF_FLAT":
+        nlist = spec.nlist or ivf_nlist(vectors)
+        nprobe = spec.search_width or default_nprobe(nlist)
+        return IndexCost(
+            memory_bytes=raw + nlist * dimension * FLOAT_BYTES,
+            distances_per_query=min(vectors, nlist + math.ceil(vectors * nprobe / nlist)),
+            distances_per_insert=KMEANS_ITERATIONS * nlist,
+            exact=False,
+        )
+    return IndexCost(
+        memory_bytes=raw, distances_per_query=vectors, distances_per_insert=0, exact=True
+    )

@@ -52,6 +52,7 @@ from kubemate.vectorstore.base import (
     SearchHit,
     SearchMode,
     SearchResult,
+    StoredChunk,
 )
 from kubemate.vectorstore.deferred_flush import DeferredFlush
 from kubemate.vectorstore.fulltext import (
@@ -809,6 +810,39 @@ class MilvusVectorStore:
                 timeout=self._timeout,
             )
         return int(rows[0]["count(*)"]) if rows else 0
+
+    def document_chunks(
+        self, collection: str, tenant_id: str, document_id: str, *, first: int, limit: int
+    ) -> list[StoredChunk]:
+        _check_id("tenant_id", tenant_id)
+        _check_id("document_id", document_id)
+        if first < 0 or not 1 <= limit <= MAX_TOP_K:
+            raise ValidationFailed(f"a page of chunks is 1 to {MAX_TOP_K} from position 0 on")
+        physical = self.physical_name(collection)
+        expr = (
+            f"{build_filter(tenant_id, document_ids=[document_id])}"
+            f" and position >= {int(first)} and position < {int(first) + int(limit)}"
+        )
+        client = self._connection()
+        with self._mapped("document_chunks", physical):
+            rows = client.query(
+                physical,
+                filter=expr,
+                output_fields=["chunk_id", TEXT_FIELD, "position", "page"],
+                limit=limit,
+                consistency_level=self._consistency,
+                timeout=self._timeout,
+            )
+        chunks = {
+            int(row["position"]): StoredChunk(
+                chunk_id=str(row["chunk_id"]),
+                position=int(row["position"]),
+                page=int(row.get("page") or 0),
+                chunk_text=str(row.get(TEXT_FIELD) or ""),
+            )
+            for row in rows
+        }
+        return [chunks[position] for position in sorted(chunks)]
 
     def drop_collection(self, name: str) -> None:
         physical = self.physical_name(name)

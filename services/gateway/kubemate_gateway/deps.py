@@ -18,6 +18,7 @@ from kubemate.http.state import from_state
 from kubemate.metadata.store import MetadataStore
 from kubemate_gateway.admission import Admission, Admitter
 from kubemate_gateway.forwarding import Forwarder
+from kubemate_gateway.health import TrafficSource
 from kubemate_gateway.settings import GatewaySettings
 
 
@@ -28,11 +29,14 @@ class GatewayState:
     redis: aioredis.Redis
     admitter: Admitter
     forwarder: Forwarder
+    traffic: TrafficSource
 
 
 SettingsDep = Annotated[GatewaySettings, from_state(GatewayState, "settings")]
 StoreDep = Annotated[MetadataStore, from_state(GatewayState, "store")]
 AdmitterDep = Annotated[Admitter, from_state(GatewayState, "admitter")]
+RedisDep = Annotated[aioredis.Redis, from_state(GatewayState, "redis")]
+TrafficDep = Annotated[TrafficSource, from_state(GatewayState, "traffic")]
 
 
 async def admit(request: Request, admitter: AdmitterDep) -> Admission:

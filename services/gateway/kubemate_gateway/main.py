@@ -23,6 +23,8 @@ from kubemate_gateway.console import serve_console
 from kubemate_gateway.credentials import Authenticator
 from kubemate_gateway.deps import GatewayState
 from kubemate_gateway.forwarding import Forwarder
+from kubemate_gateway.health import PrometheusTraffic, ServicesTraffic, TrafficSource
+from kubemate_gateway.health_api import router as health_router
 from kubemate_gateway.limits import ConcurrencyLimiter, RateLimiter
 from kubemate_gateway.settings import GatewayConfig, GatewaySettings
 from kubemate_gateway.verifier import TokenVerifier
@@ -63,7 +65,14 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
                 forwarder = Forwarder(
                     settings, admitter=admitter, client=client, llm_slots=llm_slots
                 )
-                state = GatewayState(settings, store, redis_client, admitter, forwarder)
+                state = GatewayState(
+                    settings,
+                    store,
+                    redis_client,
+                    admitter,
+                    forwarder,
+                    traffic_source(settings, client),
+                )
                 install_state(app, state)
                 yield
         finally:
@@ -77,9 +86,22 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
         "gateway", lifespan=lifespan, readiness=_readiness, http=http, tracing=settings.tracing
     )
     app.include_router(router)
+    app.include_router(health_router)
     app.router.routes.append(ProxyRoute())  # last: it takes every other /v1 path
     serve_console(app, config.console_dir)  # the web console at /, for what no route matches
     return app
+
+
+def traffic_source(settings: GatewaySettings, client: aiohttp.ClientSession) -> TrafficSource:
+    """Prometheus when one is configured, else the services' own /metrics."""
+    if settings.prometheus_url:
+        return PrometheusTraffic(settings.prometheus_url, client)
+    config = settings.gateway
+    urls = {
+        name: getattr(config, f"{name}_url").rstrip("/") + "/metrics"
+        for name in ("ingest", "retrieval", "model_manager")
+    }
+    return ServicesTraffic(urls, client)
 
 
 def upstream_client(config: GatewayConfig) -> aiohttp.ClientSession:

@@ -16,6 +16,7 @@ ROUTES: dict[str, str] = {
     "uploads": "ingest",
     "dead-letters": "ingest",
     "reindex": "ingest",
+    "collections": "ingest",
     "query": "retrieval",
     "chat": "retrieval",
     "models": "model_manager",
@@ -26,11 +27,11 @@ ROUTES: dict[str, str] = {
 }
 
 # Segments answered by the gateway itself (never proxied).
-LOCAL = frozenset({"api-keys"})
+LOCAL = frozenset({"api-keys", "health"})
 
 _QUERY = frozenset({"query", "chat"})
 _ADMIN = frozenset(
-    {"models", "runtimes", "deployments", "usage", "settings", "api-keys", "dead-letters"}
+    {"models", "runtimes", "deployments", "usage", "settings", "api-keys", "dead-letters", "health"}
 )
 # Calls that hold an LLM for their whole duration: limited in flight per tenant.
 LLM_PATHS = frozenset({"chat", "chat/completions"})

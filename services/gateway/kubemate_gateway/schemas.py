@@ -1,13 +1,15 @@
-"""Request and response bodies of the gateway's own routes (the API keys)."""
+"""Request and response bodies of the gateway's own routes (the API keys, the health summary)."""
 
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Literal
 
 from pydantic import BaseModel, Field
 
 from kubemate.auth.identity import Role
 from kubemate.metadata.api_keys import ApiKeyView
+from kubemate_gateway.health import Pipeline, Traffic
 
 
 class ApiKeyIn(BaseModel):
@@ -37,3 +39,44 @@ class ApiKeyOut(BaseModel):
 
 class ApiKeyCreated(ApiKeyOut):
     key: str = Field(description="the whole key: shown this once, never again")
+
+
+class TrafficOut(BaseModel):
+    request_rate: float | None = Field(description="API requests per second through the gateway")
+    error_rate: float | None = Field(description="5xx answers per second")
+    p95_latency_ms: float | None
+    vector_search_p95_ms: float | None
+
+
+class PipelineOut(BaseModel):
+    documents: dict[str, int] = Field(description="the tenant's documents per status")
+    backlog: int | None = Field(description="ingest jobs waiting or in progress (all tenants)")
+    dead_letters: int | None = Field(description="documents that failed for good (all tenants)")
+
+
+class HealthSummary(BaseModel):
+    source: Literal["prometheus", "services"]
+    unreachable: list[str] = Field(description="sources that did not answer this time")
+    traffic: TrafficOut
+    pipeline: PipelineOut
+
+    @classmethod
+    def of(cls, traffic: Traffic, pipeline: Pipeline) -> HealthSummary:
+        def ms(seconds: float | None) -> float | None:
+            return None if seconds is None else round(seconds * 1000, 3)
+
+        return cls(
+            source=traffic.source,
+            unreachable=list(traffic.unreachable),
+            traffic=TrafficOut(
+                request_rate=traffic.request_rate,
+                error_rate=traffic.error_rate,
+                p95_latency_ms=ms(traffic.p95_latency_s),
+                vector_search_p95_ms=ms(traffic.vector_search_p95_s),
+            ),
+            pipeline=PipelineOut(
+                documents=pipeline.documents,
+                backlog=pipeline.backlog,
+                dead_letters=pipeline.dead_letters,
+            ),
+        )

@@ -79,6 +79,9 @@ class GatewayConfig(BaseModel):
 
 class GatewaySettings(KubemateSettings):
     gateway: GatewayConfig = GatewayConfig()
+    # The health summary's traffic figures from this Prometheus (KUBEMATE_PROMETHEUS_URL), else
+    # from the services' own /metrics.
+    prometheus_url: str | None = None
 
     @model_validator(mode="after")
     def _a_way_to_authenticate_in_production(self) -> Self:

@@ -9,6 +9,7 @@ from typing import Annotated, Any
 
 import anyio
 from fastapi import APIRouter, Query, Request, Response, status
+from fastapi.responses import StreamingResponse
 from sse_starlette import EventSourceResponse, ServerSentEvent
 
 from kubemate.auth.identity import Identity
@@ -16,6 +17,7 @@ from kubemate.cache_generation import bump_generation
 from kubemate.collections import active_vector_collection
 from kubemate.errors import TaskNotFound
 from kubemate.http.identity import Editor, Viewer
+from kubemate.metadata.documents import DocumentView
 from kubemate.metadata.models import TaskState
 from kubemate.metadata.store import MetadataStore
 from kubemate.metadata.tasks import TaskView
@@ -36,11 +38,14 @@ from kubemate_ingest.events import task_changes
 from kubemate_ingest.forms import FORM_OVERHEAD_BYTES, form_files, form_options, read_form
 from kubemate_ingest.options import collection_of, splitter_of
 from kubemate_ingest.presigned import complete_upload, start_upload
+from kubemate_ingest.reading import chunk_page, content_disposition, file_blocks
 from kubemate_ingest.reindex import router as reindex_router
 from kubemate_ingest.retries import retry_dead_letter
 from kubemate_ingest.schemas import (
     BatchAccepted,
     BatchItem,
+    ChunkPageOut,
+    CollectionOut,
     DeadLetterOut,
     DeadLetterPageOut,
     DocumentOut,
@@ -52,6 +57,7 @@ from kubemate_ingest.schemas import (
     UploadTicket,
 )
 from kubemate_ingest.settings import IngestSettings
+from kubemate_ingest.templates import collection_templates
 from kubemate_ingest.uploads import Accepted, Destination, IncomingFile, Refused, clean_filename
 
 router = APIRouter(prefix="/v1")
@@ -165,26 +171,107 @@ def _batch_item(filename: str, result: Accepted | Refused) -> BatchItem:
     )
 
 
-@router.get("/documents", response_model=list[DocumentOut])
+TOTAL_HEADER = "X-Total-Count"
+
+
+@router.get(
+    "/documents",
+    response_model=list[DocumentOut],
+    responses={
+        200: {
+            "headers": {
+                TOTAL_HEADER: {
+                    "description": "how many documents match the filters, across all pages",
+                    "schema": {"type": "integer"},
+                }
+            }
+        }
+    },
+)
 async def list_documents(
     identity: Viewer,
     store: StoreDep,
+    response: Response,
     collection: Annotated[str | None, Query(max_length=64)] = None,
+    state: Annotated[TaskState | None, Query(alias="status")] = None,
+    name: Annotated[
+        str | None, Query(max_length=255, description="part of the file name, any case")
+    ] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     offset: Annotated[int, Query(ge=0)] = 0,
 ) -> list[DocumentOut]:
-    docs = await anyio.to_thread.run_sync(
-        lambda: store.documents.list(
-            identity.tenant_id, collection=collection, limit=limit, offset=offset
+    """Newest first; the total across pages is in the ``X-Total-Count`` header (the body stays
+    the list it always was)."""
+    tenant = identity.tenant_id
+
+    def read() -> tuple[list[DocumentView], int, dict[str, str]]:
+        docs = store.documents.list(
+            tenant, collection, limit, offset, status=state, name_contains=name
         )
-    )
-    return [DocumentOut.of(d) for d in docs]
+        total = store.documents.count(tenant, collection, status=state, name_contains=name)
+        return docs, total, store.tasks.latest_ids(tenant, [d.id for d in docs])
+
+    docs, total, task_ids = await anyio.to_thread.run_sync(read)
+    response.headers[TOTAL_HEADER] = str(total)
+    return [DocumentOut.of(d, task_ids.get(d.id)) for d in docs]
 
 
 @router.get("/documents/{document_id}", response_model=DocumentOut)
 async def get_document(document_id: str, identity: Viewer, store: StoreDep) -> DocumentOut:
-    doc = await anyio.to_thread.run_sync(store.documents.get, identity.tenant_id, document_id)
-    return DocumentOut.of(doc)
+    tenant = identity.tenant_id
+    doc = await anyio.to_thread.run_sync(store.documents.get, tenant, document_id)
+    task_ids = await anyio.to_thread.run_sync(store.tasks.latest_ids, tenant, [document_id])
+    return DocumentOut.of(doc, task_ids.get(document_id))
+
+
+@router.get("/documents/{document_id}/chunks", response_model=ChunkPageOut)
+async def document_chunks(
+    document_id: str,
+    identity: Viewer,
+    settings: SettingsDep,
+    store: StoreDep,
+    vectors: VectorsDep,
+    offset: Annotated[int, Query(ge=0)] = 0,
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+) -> ChunkPageOut:
+    """The document's chunks by position (``index``), with the page each came from (0: the
+    format has no pages)."""
+    tenant = identity.tenant_id
+    page = await anyio.to_thread.run_sync(
+        lambda: chunk_page(
+            tenant,
+            document_id,
+            offset=offset,
+            limit=limit,
+            store=store,
+            vectors=vectors,
+            vector_collection_of=lambda name: _vector_collection(settings, store, tenant, name),
+        )
+    )
+    return ChunkPageOut.of(page, offset=offset, limit=limit)
+
+
+@router.get(
+    "/documents/{document_id}/file",
+    response_class=StreamingResponse,
+    responses={200: {"content": {"application/octet-stream": {}}, "description": "the file"}},
+)
+async def document_file(
+    document_id: str, identity: Viewer, store: StoreDep, objects: ObjectsDep
+) -> StreamingResponse:
+    """The file as uploaded, streamed from the object store, as an attachment."""
+    document = await anyio.to_thread.run_sync(store.documents.get, identity.tenant_id, document_id)
+    # Stat first: a missing object is a 404 problem, not a response cut short after its headers.
+    info = await anyio.to_thread.run_sync(objects.stat, document.object_key)
+    return StreamingResponse(
+        file_blocks(objects, document.object_key),
+        media_type=document.content_type or "application/octet-stream",
+        headers={
+            "Content-Length": str(info.size),
+            "Content-Disposition": content_disposition(document.filename),
+            "X-Content-Type-Options": "nosniff",
+        },
+    )
 
 
 @router.delete("/documents/{document_id}", status_code=status.HTTP_204_NO_CONTENT)
@@ -222,6 +309,21 @@ def _vector_collection(
         return None
     # The tenant's active collection: after a re-index it is not the settings' one.
     return active_vector_collection(store, settings, tenant_id, name).name
+
+
+# ---- collections and their index templates ---------------------------------------------------
+
+
+@router.get("/collections", response_model=list[CollectionOut])
+async def list_collections(
+    identity: Viewer, settings: SettingsDep, store: StoreDep
+) -> list[CollectionOut]:
+    """The knowledge collections, each with its index template and what every template would
+    cost at its expected size (estimates from the index parameters)."""
+    described = await anyio.to_thread.run_sync(
+        collection_templates, settings, store, identity.tenant_id
+    )
+    return [CollectionOut.of(d) for d in described]
 
 
 # ---- uploads by presigned URL ------------------------------------------------------------------

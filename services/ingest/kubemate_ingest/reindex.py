@@ -13,6 +13,7 @@ stops at its next document and removes what it wrote, and the current collection
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from datetime import datetime
 from typing import Annotated, Any, TypeVar
 
@@ -20,6 +21,7 @@ import anyio
 import redis
 from fastapi import APIRouter, Query, status
 from pydantic import BaseModel, ConfigDict, Field
+from sse_starlette import EventSourceResponse, ServerSentEvent
 
 from kubemate.collections import Opening, ReindexConfig, open_reindex
 from kubemate.errors import BackendUnavailable, ReindexConflict, ReindexNotFound
@@ -31,6 +33,7 @@ from kubemate.metadata.store import MetadataStore
 from kubemate.queue.reindex import ReindexRequested, reindex_queue
 from kubemate.settings import EmbedderProvider
 from kubemate_ingest.deps import RedisDep, SettingsDep, StoreDep
+from kubemate_ingest.events import reindex_changes
 from kubemate_ingest.settings import IngestSettings
 
 log = get_logger(__name__)
@@ -215,6 +218,41 @@ async def start_reindex(
 async def get_reindex(reindex_id: str, identity: Viewer, store: StoreDep) -> ReindexOut:
     view = await anyio.to_thread.run_sync(store.reindexes.find, identity.tenant_id, reindex_id)
     return ReindexOut.of(_found(view, reindex_id))
+
+
+@router.get(
+    "/reindex/{reindex_id}/events",
+    response_class=EventSourceResponse,
+    responses={200: {"content": {"text/event-stream": {}}, "description": "re-index events"}},
+)
+async def reindex_events(
+    reindex_id: str, identity: Viewer, store: StoreDep, settings: SettingsDep
+) -> EventSourceResponse:
+    """Server-Sent Events: a ``reindex`` event (a ReindexOut) now and on every change of state
+    or progress, ending with COMPLETED, FAILED or CANCELLED. Idle streams get comment pings."""
+    tenant = identity.tenant_id
+    first = _found(
+        await anyio.to_thread.run_sync(store.reindexes.find, tenant, reindex_id), reindex_id
+    )
+
+    async def load() -> ReindexView:
+        found = await anyio.to_thread.run_sync(store.reindexes.find, tenant, reindex_id)
+        return _found(found, reindex_id)
+
+    async def events() -> AsyncIterator[ServerSentEvent]:
+        sequence = 0
+        async for view in reindex_changes(
+            load,
+            first=first,
+            poll_s=settings.ingest.events_poll_s,
+            max_s=settings.ingest.events_max_s,
+        ):
+            sequence += 1
+            yield ServerSentEvent(
+                data=ReindexOut.of(view).model_dump_json(), event="reindex", id=str(sequence)
+            )
+
+    return EventSourceResponse(events(), ping=settings.ingest.events_ping_s)
 
 
 @router.post(

@@ -11,6 +11,8 @@ from kubemate.metadata.documents import DocumentView
 from kubemate.metadata.tasks import TaskView
 from kubemate.queue.dead_letters import DeadLetter
 from kubemate_ingest.options import UploadOptions
+from kubemate_ingest.reading import ChunkPage
+from kubemate_ingest.templates import CollectionTemplates
 from kubemate_ingest.uploads import Accepted
 
 SHA256_PATTERN = r"^[0-9a-fA-F]{64}$"
@@ -52,9 +54,11 @@ class DocumentOut(BaseModel):
     sha256: str
     status: str
     chunk_count: int
+    created_at: datetime
+    task_id: str | None = Field(None, description="the document's latest ingest task")
 
     @classmethod
-    def of(cls, doc: DocumentView) -> DocumentOut:
+    def of(cls, doc: DocumentView, task_id: str | None = None) -> DocumentOut:
         return cls(
             document_id=doc.id,
             collection=doc.collection,
@@ -64,6 +68,36 @@ class DocumentOut(BaseModel):
             sha256=doc.sha256,
             status=str(doc.status),
             chunk_count=doc.chunk_count,
+            created_at=doc.created_at,
+            task_id=task_id,
+        )
+
+
+class ChunkOut(BaseModel):
+    chunk_id: str
+    index: int = Field(description="the chunk's position in its document, from 0")
+    page: int = Field(description="1-based page of paged formats (PDF); 0 when there is none")
+    text: str
+
+
+class ChunkPageOut(BaseModel):
+    document_id: str
+    total: int = Field(description="the document's chunk count")
+    offset: int
+    limit: int
+    items: list[ChunkOut]
+
+    @classmethod
+    def of(cls, page: ChunkPage, *, offset: int, limit: int) -> ChunkPageOut:
+        return cls(
+            document_id=page.document.id,
+            total=page.total,
+            offset=offset,
+            limit=limit,
+            items=[
+                ChunkOut(chunk_id=c.chunk_id, index=c.position, page=c.page, text=c.chunk_text)
+                for c in page.chunks
+            ],
         )
 
 
@@ -167,3 +201,55 @@ class UploadTicket(BaseModel):
     expires_at: datetime
     max_bytes: int
     complete_url: str
+
+
+class TemplateOut(BaseModel):
+    name: str
+    index: str = Field(description="the Milvus index type: HNSW, IVF_FLAT or FLAT")
+    build: dict[str, int]
+    search_width: int | None = Field(description="default ef (HNSW) or nprobe (IVF_FLAT)")
+    memory_bytes: int = Field(description="estimate: vectors plus the index's structures")
+    distances_per_query: int = Field(description="estimate: vectors compared per search")
+    distances_per_insert: int = Field(description="estimate: the build's work per vector")
+    exact: bool
+    current: bool = Field(description="the template the collection is configured with")
+
+
+class CollectionOut(BaseModel):
+    name: str
+    language: str
+    embedder: str = Field(description="provider:model")
+    index_template: str
+    expected_vectors: int
+    dimension: int
+    dimension_assumed: bool = Field(description="the embedder's dimension is learned at load time")
+    vector_collection: str = Field(description="the vector collection serving this tenant")
+    templates: list[TemplateOut]
+
+    @classmethod
+    def of(cls, described: CollectionTemplates) -> CollectionOut:
+        config = described.config
+        return cls(
+            name=described.name,
+            language=config.language,
+            embedder=f"{config.embedder.provider}:{config.embedder.model}",
+            index_template=config.index_template,
+            expected_vectors=config.expected_vectors,
+            dimension=described.dimension,
+            dimension_assumed=described.dimension_assumed,
+            vector_collection=described.vector_collection,
+            templates=[
+                TemplateOut(
+                    name=option.spec.template,
+                    index=option.spec.kind,
+                    build=option.spec.build,
+                    search_width=option.spec.search_width,
+                    memory_bytes=option.cost.memory_bytes,
+                    distances_per_query=option.cost.distances_per_query,
+                    distances_per_insert=option.cost.distances_per_insert,
+                    exact=option.cost.exact,
+                    current=option.spec.template == config.index_template,
+                )
+                for option in described.options
+            ],
+        )

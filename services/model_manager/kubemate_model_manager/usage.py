@@ -7,7 +7,7 @@ by ``kind``, by ``model``, by both, or not at all (one total for the tenant).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, time
+from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 
 from kubemate.errors import ValidationFailed
@@ -98,3 +98,60 @@ def usage_report(
         if group_by
         else [],
     }
+
+
+MAX_SERIES_DAYS = 366
+
+
+def usage_series(store: MetadataStore, tenant_id: str, *, days: int, today: date) -> dict[str, Any]:
+    """A point per UTC day, oldest first, ending ``today``, each day there even without usage
+    (a chart needs its zeros): tokens generated and embedded, documents processed, and their
+    bytes and chunks."""
+    if not 1 <= days <= MAX_SERIES_DAYS:
+        raise ValidationFailed(f"days must be between 1 and {MAX_SERIES_DAYS}")
+    first = today - timedelta(days=days - 1)
+    since = datetime.combine(first, time(), UTC)
+    until = datetime.combine(today + timedelta(days=1), time(), UTC)
+    points = {first + timedelta(days=i): _Day() for i in range(days)}
+    for day, row in store.usage.daily(tenant_id, since, until):
+        if day in points:
+            points[day].add(row)
+    return {
+        "tenant": tenant_id,
+        "days": days,
+        "from": since.isoformat(),
+        "to": until.isoformat(),
+        "series": [{"date": day.isoformat(), **point.out()} for day, point in points.items()],
+    }
+
+
+@dataclass
+class _Day:
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    embedded_tokens: int = 0
+    documents: int = 0
+    bytes: int = 0
+    chunks: int = 0
+
+    def add(self, row: UsageTotals) -> None:
+        if row.kind == "generate":
+            self.prompt_tokens += row.prompt_tokens
+            self.completion_tokens += row.completion_tokens
+        elif row.kind == "embed":
+            self.embedded_tokens += row.prompt_tokens
+        elif row.kind == "document":
+            self.documents += row.requests
+            self.bytes += row.bytes
+            self.chunks += row.chunks  # its embedding tokens are on an "embed" row of its own
+
+    def out(self) -> dict[str, int]:
+        return {
+            "tokens": self.prompt_tokens + self.completion_tokens + self.embedded_tokens,
+            "prompt_tokens": self.prompt_tokens,
+            "completion_tokens": self.completion_tokens,
+            "embedded_tokens": self.embedded_tokens,
+            "documents": self.documents,
+            "bytes": self.bytes,
+            "chunks": self.chunks,
+        }

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Annotated, Any
 
 import anyio
@@ -9,7 +10,13 @@ from fastapi import APIRouter, Query
 
 from kubemate.http.identity import Admin
 from kubemate_model_manager.deps import StoreDep
-from kubemate_model_manager.usage import parse_bound, parse_group_by, usage_report
+from kubemate_model_manager.usage import (
+    MAX_SERIES_DAYS,
+    parse_bound,
+    parse_group_by,
+    usage_report,
+    usage_series,
+)
 
 router = APIRouter()
 
@@ -27,4 +34,17 @@ async def usage(
     keys = parse_group_by(group_by)
     return await anyio.to_thread.run_sync(
         lambda: usage_report(store, identity.tenant_id, since=start, until=end, group_by=keys)
+    )
+
+
+@router.get("/usage/series")
+async def usage_over_time(
+    identity: Admin,
+    store: StoreDep,
+    days: Annotated[int, Query(ge=1, le=MAX_SERIES_DAYS, description="ending today (UTC)")] = 30,
+) -> dict[str, Any]:
+    """The tenant's usage per UTC day: tokens (generated and embedded), documents, bytes."""
+    today = datetime.now(UTC).date()
+    return await anyio.to_thread.run_sync(
+        lambda: usage_series(store, identity.tenant_id, days=days, today=today)
     )

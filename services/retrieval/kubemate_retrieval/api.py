@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Response
+from typing import Annotated
+
+from fastapi import APIRouter, Query, Response
 from sse_starlette import EventSourceResponse
 
 from kubemate.http.identity import Viewer
@@ -11,6 +13,7 @@ from kubemate_retrieval.deps import ChatDep, ConversationsDep, PipelineDep, Sett
 from kubemate_retrieval.schemas import (
     ChatIn,
     ChatOut,
+    ConversationItemOut,
     ConversationOut,
     QueryIn,
     QueryOut,
@@ -59,6 +62,17 @@ async def chat(
         )
     result = await service.answer(identity.tenant_id, request)
     return ChatOut.of(result, snippet)
+
+
+@router.get("/chat/conversations", response_model=list[ConversationItemOut])
+async def list_conversations(
+    identity: Viewer,
+    conversations: ConversationsDep,
+    limit: Annotated[int, Query(ge=1, le=200)] = 50,
+) -> list[ConversationItemOut]:
+    """The caller's own stored conversations, the most recently continued first."""
+    items = await conversations.list(identity.tenant_id, identity.user_id, limit=limit)
+    return [ConversationItemOut.of(item) for item in items]
 
 
 @router.get("/chat/conversations/{conversation_id}", response_model=ConversationOut)

@@ -2,10 +2,13 @@
 
 A conversation is two keys with the same TTL (refreshed on every turn):
 ``<prefix>:<tenant>:<id>`` (a hash: summary, collection, created, owner) and ``...:turns`` (a
-list of JSON ``{"q", "a"}``, oldest first). The tenant is part of every key, so another tenant's
-id is simply not there: 404, exactly like an unknown or expired one. Within the tenant, a
-conversation belongs to the user who started it (``owner``, the verified identity's user id):
-every other user gets the very same 404, so whether the id exists is not told either.
+list of JSON ``{"q", "a"}``, oldest first). Each user's conversations are listed by a sorted
+set ``<prefix>:<tenant>:by-owner:<user>`` (id -> last turn's time) with the same TTL; ids of
+conversations that expired meanwhile are dropped from it when it is read. The tenant is part
+of every key, so another tenant's id is simply not there: 404, exactly like an unknown or
+expired one. Within the tenant, a conversation belongs to the user who started it (``owner``,
+the verified identity's user id): every other user gets the very same 404, so whether the id
+exists is not told either.
 
 The prompt gets the summary plus as many recent turns as fit its token budget. When summary and
 turns outgrow the budget, older turns are folded into the summary by the LLM (in the
@@ -20,6 +23,7 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import cast
 
 import redis.asyncio
 from redis.exceptions import RedisError, WatchError
@@ -38,7 +42,8 @@ _ID = re.compile(r"[0-9a-f]{32}")
 # not brought back as turns without their conversation. A conversation stored before owners
 # were recorded has no ``owner`` field and stays open to every user of its tenant (the ids
 # were only ever given to that tenant's users; they expire with the TTL).
-# KEYS: meta, turns. ARGV: user id, row, turns kept, TTL. Returns 0: not this user's / gone.
+# KEYS: meta, turns, the owner's index. ARGV: user id, row, turns kept, TTL, now, id.
+# Returns 0: not this user's / gone.
 _APPEND = """
 if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
 local owner = redis.call('HGET', KEYS[1], 'owner')
@@ -47,13 +52,17 @@ redis.call('RPUSH', KEYS[2], ARGV[2])
 redis.call('LTRIM', KEYS[2], -tonumber(ARGV[3]), -1)
 redis.call('EXPIRE', KEYS[2], ARGV[4])
 redis.call('EXPIRE', KEYS[1], ARGV[4])
+redis.call('ZADD', KEYS[3], ARGV[5], ARGV[6])
+redis.call('EXPIRE', KEYS[3], ARGV[4])
 return 1
 """
-# KEYS: meta, turns. ARGV: user id. Returns the keys removed (0: not this user's / gone).
+# KEYS: meta, turns, the owner's index. ARGV: user id, id. Returns the keys removed (0: not
+# this user's / gone).
 _DELETE = """
 if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
 local owner = redis.call('HGET', KEYS[1], 'owner')
 if owner and owner ~= ARGV[1] then return 0 end
+redis.call('ZREM', KEYS[3], ARGV[2])
 return redis.call('DEL', KEYS[1], KEYS[2])
 """
 
@@ -71,6 +80,21 @@ class Turn:
 
     def pair(self) -> tuple[str, str]:
         return (self.question, self.answer)
+
+
+@dataclass(frozen=True, slots=True)
+class ConversationSummary:
+    """One line of a user's list of conversations."""
+
+    id: str
+    collection: str
+    created: int  # unix seconds
+    updated: int  # unix seconds of the last turn
+    title: str  # the first question, cut short
+    turns: int
+
+
+TITLE_CHARS = 120
 
 
 @dataclass(frozen=True, slots=True)
@@ -140,6 +164,9 @@ class ConversationStore:
         base = f"{self._config.key_prefix}:{tenant_id}:{conversation_id}"
         return base, base + ":turns"
 
+    def _index(self, tenant_id: str, user_id: str) -> str:
+        return f"{self._config.key_prefix}:{tenant_id}:by-owner:{user_id}"
+
     async def create(self, tenant_id: str, collection: str, user_id: str) -> str:
         conversation_id = uuid.uuid4().hex
         meta, _ = self._keys(tenant_id, conversation_id)
@@ -155,6 +182,9 @@ class ConversationStore:
                     },
                 )
                 pipe.expire(meta, self._config.ttl_s)
+                index = self._index(tenant_id, user_id)
+                pipe.zadd(index, {conversation_id: int(time.time())})
+                pipe.expire(index, self._config.ttl_s)
                 await pipe.execute()
         except RedisError as exc:
             raise BackendUnavailable("the conversation store is unavailable") from exc
@@ -188,8 +218,15 @@ class ConversationStore:
         row = json.dumps({"q": turn.question, "a": turn.answer}, ensure_ascii=False)
         try:
             appended = await self._append(
-                keys=list(self._keys(tenant_id, conversation_id)),
-                args=[user_id, row, self._config.max_turns_kept, self._config.ttl_s],
+                keys=[*self._keys(tenant_id, conversation_id), self._index(tenant_id, user_id)],
+                args=[
+                    user_id,
+                    row,
+                    self._config.max_turns_kept,
+                    self._config.ttl_s,
+                    int(time.time()),
+                    conversation_id,
+                ],
             )
         except RedisError as exc:
             raise BackendUnavailable("the conversation store is unavailable") from exc
@@ -203,12 +240,58 @@ class ConversationStore:
             raise ConversationNotFound(f"conversation {conversation_id!r} does not exist")
         try:
             removed = await self._delete(
-                keys=list(self._keys(tenant_id, conversation_id)), args=[user_id]
+                keys=[*self._keys(tenant_id, conversation_id), self._index(tenant_id, user_id)],
+                args=[user_id, conversation_id],
             )
         except RedisError as exc:
             raise BackendUnavailable("the conversation store is unavailable") from exc
         if not removed:
             raise ConversationNotFound(f"conversation {conversation_id!r} does not exist")
+
+    async def list(self, tenant_id: str, user_id: str, *, limit: int) -> list[ConversationSummary]:
+        """The user's conversations that still exist, the most recently continued first."""
+        index = self._index(tenant_id, user_id)
+        try:
+            # withscores: (member, score) pairs, which redis-py's annotation does not narrow to.
+            rows = cast(
+                list[tuple[bytes | str, float]],
+                await self._redis.zrevrange(index, 0, limit - 1, withscores=True),
+            )
+            ids = [_text(member) for member, _ in rows]
+            async with self._redis.pipeline(transaction=False) as pipe:
+                for conversation_id in ids:
+                    meta, turns_key = self._keys(tenant_id, conversation_id)
+                    pipe.hmget(meta, ["collection", "created", "owner"])
+                    pipe.lindex(turns_key, 0)
+                    pipe.llen(turns_key)
+                found = await pipe.execute()
+        except RedisError as exc:
+            raise BackendUnavailable("the conversation store is unavailable") from exc
+        listed: list[ConversationSummary] = []
+        gone: list[str] = []
+        for i, (conversation_id, (_, updated)) in enumerate(zip(ids, rows, strict=True)):
+            meta_fields, first, count = found[3 * i : 3 * i + 3]
+            collection, created, owner = meta_fields
+            if created is None or not _owned_by(owner, user_id):
+                gone.append(conversation_id)
+                continue
+            question = json.loads(first)["q"] if first else ""
+            listed.append(
+                ConversationSummary(
+                    id=conversation_id,
+                    collection=_text(collection),
+                    created=int(_text(created)),
+                    updated=int(updated),
+                    title=question[:TITLE_CHARS],
+                    turns=int(count),
+                )
+            )
+        if gone:  # expired since: the index keeps no ids of conversations that are not there
+            try:
+                await self._redis.zrem(index, *gone)
+            except RedisError as exc:
+                log.warning("conversation.index_cleanup_failed", error=type(exc).__name__)
+        return listed
 
     async def fold(
         self, tenant_id: str, conversation: Conversation, folded: int, summary: str

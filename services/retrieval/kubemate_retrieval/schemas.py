@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
@@ -10,6 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from kubemate.errors import ValidationFailed
 from kubemate.vectorstore import SearchHit
 from kubemate_retrieval.chat import ChatResult, Citation
+from kubemate_retrieval.conversations import ConversationSummary
 from kubemate_retrieval.filters import MAX_LISTED, Filters
 from kubemate_retrieval.pipeline import QueryRequest, Retrieval
 from kubemate_retrieval.settings import RetrievalSettings
@@ -148,6 +150,7 @@ class CitationOut(BaseModel):
     source: str
     title: str
     page: int
+    position: int = Field(description="the chunk's index in its document (its page of chunks)")
     score: float
     snippet: str
     cited: bool = Field(description="whether the answer refers to [n]")
@@ -162,6 +165,7 @@ class CitationOut(BaseModel):
             source=hit.source,
             title=hit.title,
             page=hit.page,
+            position=hit.position,
             score=hit.score,
             snippet=hit.chunk_text[:snippet_chars],
             cited=citation.cited,
@@ -196,6 +200,26 @@ class ChatOut(PipelineInfo):
 class TurnOut(BaseModel):
     question: str
     answer: str
+
+
+class ConversationItemOut(BaseModel):
+    conversation_id: str
+    collection: str
+    title: str = Field(description="the first question, cut short")
+    turns: int
+    created_at: datetime
+    updated_at: datetime = Field(description="when the last turn was added")
+
+    @classmethod
+    def of(cls, item: ConversationSummary) -> ConversationItemOut:
+        return cls(
+            conversation_id=item.id,
+            collection=item.collection,
+            title=item.title,
+            turns=item.turns,
+            created_at=datetime.fromtimestamp(item.created, UTC),
+            updated_at=datetime.fromtimestamp(item.updated, UTC),
+        )
 
 
 class ConversationOut(BaseModel):

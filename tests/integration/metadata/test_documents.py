@@ -197,3 +197,60 @@ def test_matching_ids_apply_every_condition_given(store: MetadataStore, tenant: 
     assert matching(created_from=start, created_before=start + timedelta(days=1)) == ids
     assert store.documents.matching_ids(tenant, "default", limit=2) == ids[:2]
     assert store.documents.matching_ids(f"x{tenant}", "default", limit=10) == []
+
+
+def test_list_filters_count_and_latest_tasks(
+    store: MetadataStore, tenant: str, other_tenant: str
+) -> None:
+    """Status, collection and part of the name (any case, ``%`` and ``_`` taken literally) narrow
+    the list; ``count`` agrees with it across pages; each document's newest task id is found."""
+    docs = {}
+    for n, name, collection in [
+        (1, "Q3_Report.pdf", "default"),
+        (2, "q3-notes.pdf", "default"),
+        (3, "q3 report.pdf", "zh"),
+        (4, "100%.pdf", "default"),
+    ]:
+        doc, task, _ = store.documents.create(
+            tenant,
+            collection=collection,
+            filename=name,
+            content_type="application/pdf",
+            size_bytes=n,
+            sha256=sha(n),
+            object_key=f"tenants/{tenant}/{n}/raw",
+        )
+        docs[name] = (doc, task)
+    store.documents.create(
+        other_tenant,
+        collection="default",
+        filename="Q3_Report.pdf",
+        content_type="application/pdf",
+        size_bytes=1,
+        sha256=sha(1),
+        object_key=f"tenants/{other_tenant}/1/raw",
+    )
+    first, first_task = docs["Q3_Report.pdf"]
+    store.documents.complete(tenant, first.id, first_task.id, chunk_count=3)
+
+    def names(**filters: object) -> list[str]:
+        return sorted(d.filename for d in store.documents.list(tenant, **filters))  # type: ignore[arg-type]
+
+    assert names(name_contains="REPORT") == ["Q3_Report.pdf", "q3 report.pdf"]
+    assert names(name_contains="3_") == ["Q3_Report.pdf"]  # "_" is no wildcard
+    assert names(name_contains="%") == ["100%.pdf"]
+    assert names(status=TaskState.COMPLETED) == ["Q3_Report.pdf"]
+    assert names(status=TaskState.PENDING, collection="default") == ["100%.pdf", "q3-notes.pdf"]
+    assert store.documents.count(tenant) == 4
+    assert store.documents.count(tenant, "default", name_contains="q3") == 2
+    assert store.documents.count(tenant, status=TaskState.FAILED) == 0
+    assert len(store.documents.list(tenant, limit=2, offset=2)) == 2
+    assert store.documents.count_by_status(tenant) == {"COMPLETED": 1, "PENDING": 3}
+
+    latest = store.tasks.latest_ids(tenant, [first.id, docs["q3-notes.pdf"][0].id, "missing"])
+    assert latest == {
+        first.id: first_task.id,
+        docs["q3-notes.pdf"][0].id: docs["q3-notes.pdf"][1].id,
+    }
+    assert store.tasks.latest_ids(other_tenant, [first.id]) == {}
+    assert store.tasks.latest_ids(tenant, []) == {}

@@ -71,3 +71,38 @@ def test_totals_per_tenant_are_each_tenants_totals(
         key=lambda row: (row[0], row[1].kind, row[1].model),
     )
     assert len(per_tenant) == 3
+
+
+def test_daily_sums_by_utc_day_and_kind(
+    store: MetadataStore, tenant: str, other_tenant: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Rows a few hours either side of UTC midnight land on their UTC day on both databases
+    (PostgreSQL's ``date()`` alone would use the session's time zone)."""
+    import kubemate.metadata.usage as usage
+
+    midnight = datetime(2026, 12, 5, tzinfo=UTC)
+
+    def record_at(at: datetime, tenant_id: str, **fields: object) -> None:
+        monkeypatch.setattr(usage, "utcnow", lambda: at)
+        store.usage.record(tenant_id, **fields)  # type: ignore[arg-type]
+
+    record_at(midnight - timedelta(minutes=5), tenant, kind="generate", model="g", prompt_tokens=3)
+    record_at(midnight + timedelta(minutes=5), tenant, kind="generate", model="g", prompt_tokens=4)
+    record_at(midnight + timedelta(hours=23), tenant, kind="document", model="m", bytes=10)
+    record_at(
+        midnight + timedelta(hours=2), other_tenant, kind="generate", model="g", prompt_tokens=99
+    )
+
+    days = store.usage.daily(tenant, midnight - timedelta(days=1), midnight + timedelta(days=1))
+    got = [(day.isoformat(), t.kind, t.prompt_tokens, t.bytes) for day, t in days]
+    assert got == [
+        ("2026-12-04", "generate", 3, 0),
+        ("2026-12-05", "document", 0, 10),
+        ("2026-12-05", "generate", 4, 0),
+    ]
+    # The window bounds are exclusive at the end.
+    assert (
+        store.usage.daily(tenant, midnight, midnight + timedelta(hours=1))[0][1].prompt_tokens == 4
+    )
+    with pytest.raises(ValueError, match="naive"):
+        store.usage.daily(tenant, datetime(2026, 12, 5), midnight)
