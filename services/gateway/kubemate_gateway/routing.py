@@ -26,11 +26,11 @@ ROUTES: dict[str, str] = {
 }
 
 # Segments answered by the gateway itself (never proxied).
-LOCAL = frozenset({"api-keys"})
+LOCAL = frozenset({"api-keys", "audit", "me"})
 
 _QUERY = frozenset({"query", "chat"})
 _ADMIN = frozenset(
-    {"models", "runtimes", "deployments", "usage", "settings", "api-keys", "dead-letters"}
+    {"models", "runtimes", "deployments", "usage", "settings", "api-keys", "dead-letters", "audit"}
 )
 # Calls that hold an LLM for their whole duration: limited in flight per tenant.
 LLM_PATHS = frozenset({"chat", "chat/completions"})
