@@ -10,20 +10,26 @@ forwarded action is recorded with the 503 the gateway answered.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from functools import partial
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
+import anyio
 import pytest
 from fastapi import FastAPI
 from fastapi.routing import iter_route_contexts
 from fastapi.testclient import TestClient
 from structlog.testing import capture_logs
 
-from kubemate.auth import Role, issue_token
+from kubemate.auth import Identity, Role, issue_token
+from kubemate.errors import BackendUnavailable
 from kubemate.metadata.audit import AuditRepository
 from kubemate.metadata.migrate import upgrade_to_head
 from kubemate.settings import AuthConfig
+from kubemate_gateway.auditing import record_action
 from kubemate_gateway.main import create_app as create_gateway
+from kubemate_gateway.policy import decide
 from kubemate_gateway.settings import GatewaySettings
 from kubemate_ingest.main import create_app as create_ingest
 from kubemate_model_manager.main import create_app as create_model_manager
@@ -182,6 +188,9 @@ def test_filters_and_pages(client: TestClient) -> None:
         {"limit": 0},
         {"limit": 501},
         {"cursor": 0},
+        {"cursor": 2**63},
+        {"subject": "a\x00b"},
+        {"action": "models delete"},
         {"outcome": "maybe"},
         {"from": "2026-01-01T00:00:00"},  # no offset: ambiguous
         {"from": "yesterday"},
@@ -222,3 +231,30 @@ def test_the_record_is_also_a_structured_log_event(client: TestClient) -> None:
     [event] = [e for e in logs if e.get("event") == "audit.recorded"]
     assert event["tenant_id"] == "logged" and event["action"] == "api_keys.create"
     assert event["status"] == 201 and event["outcome"] == "succeeded" and event["request_id"]
+
+
+def test_a_record_the_database_refuses_is_still_logged_whole() -> None:
+    """The answer has gone out: the record goes to the log at error level instead."""
+
+    class DownAudit:
+        def append(self, entry: object) -> int:
+            raise BackendUnavailable("metadata database is unavailable")
+
+    store = SimpleNamespace(audit=DownAudit())
+    identity = Identity("acme", "alice", frozenset({Role.ADMIN}))
+    record = partial(
+        record_action,
+        store,  # type: ignore[arg-type]
+        identity,
+        decide("DELETE", "/v1/documents/d1"),
+        method="DELETE",
+        path="/v1/documents/d1",
+        status=204,
+        request_id="req-9",
+    )
+    with capture_logs() as logs:
+        anyio.run(record)
+    [event] = [e for e in logs if e["event"] == "audit.unstored"]
+    assert event["log_level"] == "error" and event["action"] == "documents.delete"
+    assert (event["tenant_id"], event["subject"], event["target"]) == ("acme", "alice", "d1")
+    assert event["status"] == 204 and event["request_id"] == "req-9"

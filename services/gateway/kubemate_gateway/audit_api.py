@@ -21,6 +21,8 @@ from kubemate_gateway.schemas import AuditPageOut, AuditRecordOut
 
 router = APIRouter()
 
+MAX_RECORD_ID = 2**63 - 1  # the id column is a BIGINT
+
 
 @router.get("/v1/audit", response_model=AuditPageOut)
 async def audit_log(
@@ -34,8 +36,12 @@ async def audit_log(
             description="the operator: one tenant's records (default: every tenant's)",
         ),
     ] = None,
-    action: Annotated[str | None, Query(max_length=64, description="e.g. models.delete")] = None,
-    subject: Annotated[str | None, Query(max_length=255)] = None,
+    action: Annotated[
+        str | None,
+        Query(pattern=r"^[a-z0-9_-]+\.[a-z_]+$", max_length=64, description="models.delete"),
+    ] = None,
+    # Printable ASCII, as user ids are (kubemate.auth.tokens): a NUL would fail PostgreSQL.
+    subject: Annotated[str | None, Query(pattern=r"^[\x20-\x7e]{1,255}$")] = None,
     outcome: Outcome | None = None,
     since: Annotated[
         AwareDatetime | None, Query(alias="from", description="ISO 8601 with offset, inclusive")
@@ -43,7 +49,9 @@ async def audit_log(
     until: Annotated[
         AwareDatetime | None, Query(alias="to", description="ISO 8601 with offset, exclusive")
     ] = None,
-    cursor: Annotated[int | None, Query(ge=1, description="next_cursor of the last page")] = None,
+    cursor: Annotated[
+        int | None, Query(ge=1, le=MAX_RECORD_ID, description="next_cursor of the last page")
+    ] = None,
     limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 100,
 ) -> AuditPageOut:
     identity = admission.identity
