@@ -176,6 +176,9 @@ def test_the_gateway_decides_each_route_as_its_service_matches_it() -> None:
     # A path no route has still needs its segment's strictest role (the service answers 404).
     assert decide("POST", "/v1/models/anything/else").role is Role.OPERATOR
     assert decide("GET", "/v1/documents/d1/content").role is Role.EDITOR
+    unknown = decide("POST", "/v1/models/anything/else")
+    assert (unknown.action, unknown.target) == ("models.post", "/v1/models/anything/else")
+    assert decide("POST", "/v1/no-such-segment").action is None  # 404 at the gateway
     assert decide("POST", "/v1/query").action is None  # questions change nothing
 
 

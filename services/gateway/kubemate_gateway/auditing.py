@@ -92,7 +92,11 @@ class AuditMiddleware:
         self.store = store
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["method"] in _READS:
+        if (
+            scope["type"] != "http"
+            or scope["method"] in _READS
+            or not scope["path"].startswith("/v1/")
+        ):
             await self.app(scope, receive, send)
             return
         decision = decide(scope["method"], scope["path"])

@@ -158,10 +158,11 @@ def decide(method: str, path: str) -> Decision:
         params = policy.match(method, path)
         if params is not None:
             return Decision.of(policy, params)
-    role = _STRICTEST.get(head, VIEWER)
-    # Unknown routes that would change something are still audited: an attempt is an event.
-    action = None if method == "GET" else f"{head}.{method.lower()}"
-    return Decision(role, action, None)
+    if head not in _STRICTEST:  # no service has it: the gateway answers 404, nothing to record
+        return Decision(VIEWER, None, None)
+    # A change on a path no route has is still recorded: an attempt is an event.
+    action = None if method in ("GET", "HEAD") else f"{head}.{method.lower()}"
+    return Decision(_STRICTEST[head], action, path)
 
 
 def permitted_actions(identity: Identity, policies: Iterable[RoutePolicy] = POLICIES) -> list[str]:
