@@ -135,7 +135,9 @@ class Decision:
 
     @classmethod
     def of(cls, policy: RoutePolicy, params: Mapping[str, str]) -> Decision:
-        return cls(policy.role, policy.action, "/".join(params.values()) or None)
+        if not params:  # most requests (query, chat, listings): made once per route
+            return _PLAIN[policy]
+        return cls(policy.role, policy.action, "/".join(params.values()))
 
 
 def _by_method_and_segment() -> dict[tuple[str, str], tuple[RoutePolicy, ...]]:
@@ -148,6 +150,7 @@ def _by_method_and_segment() -> dict[tuple[str, str], tuple[RoutePolicy, ...]]:
 # Every forwarded request is decided: only the few templates of its method and first segment
 # are tried, in the table's order.
 _CANDIDATES = _by_method_and_segment()
+_PLAIN = {policy: Decision(policy.role, policy.action, None) for policy in POLICIES}
 
 
 def decide(method: str, path: str) -> Decision:
