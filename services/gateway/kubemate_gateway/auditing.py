@@ -7,8 +7,9 @@ status as the outcome, whether the gateway answered it (API keys, a refusal) or 
 verified are recorded: the tenant comes from the credential, and a request without one names
 no one (it is counted in the request metrics and logged like any other).
 
-Traefik sends requests to the services itself and asks only ``/auth/verify`` first: there the
-gateway records the admission (:func:`record_action` with no status), or the refusal.
+Behind a forwardAuth that sends requests to the services itself, the gateway sees only the
+``/auth/verify`` call: there it records the admission (:func:`record_action` with no status),
+or the refusal. (The shipped Traefik configuration sends /v1 to the gateway instead.)
 """
 
 from __future__ import annotations
@@ -119,13 +120,16 @@ class AuditMiddleware:
             raise
         finally:
             identity = remembered_identity(scope)
+            # Shielded: a client gone before the end does not undo what it asked for, so its
+            # action is recorded all the same.
             if identity is not None:
-                await record_action(
-                    self.store(),
-                    identity,
-                    decision,
-                    method=scope["method"],
-                    path=scope["path"],
-                    status=status,
-                    request_id=str(scope.get("state", {}).get("request_id", "")),
-                )
+                with anyio.CancelScope(shield=True):
+                    await record_action(
+                        self.store(),
+                        identity,
+                        decision,
+                        method=scope["method"],
+                        path=scope["path"],
+                        status=status,
+                        request_id=str(scope.get("state", {}).get("request_id", "")),
+                    )
