@@ -56,6 +56,14 @@ class Forbidden(ClientError):
     status = 403
 
 
+class OperatorRequired(Forbidden):
+    """The action changes what every tenant shares (models, runtimes, deployments, global
+    settings): a tenant's admin may not, only the platform operator."""
+
+    type_slug = "operator-required"
+    title = "Platform operator only"
+
+
 class NotFound(ClientError):
     type_slug = "not-found"
     title = "Not found"

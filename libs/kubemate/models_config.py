@@ -61,7 +61,5 @@ class ModelsConfig(BaseModel):
     registry: RegistryConfig = RegistryConfig()
     assignments_key: str = "kubemate:model-assignments"
     reindex_stream: str = "kubemate:reindex"
-    # Admins of these tenants may change the global assignments (there is no platform role yet).
-    platform_tenants: list[str] = Field(default_factory=lambda: ["default"])
     reaper_interval_s: float = Field(15.0, gt=0)
     pulls: PullsConfig = PullsConfig()

@@ -165,6 +165,10 @@ class AuthConfig(BaseModel):
     # a tenant.
     internal_secret: SecretStr = SecretStr(DEV_INTERNAL_SECRET)
     internal_max_age_s: int = 300
+    # Tenants whose credentials may carry the operator role (models, runtimes, deployments,
+    # global settings: what every tenant shares). Production: a tenant of the platform team's
+    # own, never a customer's (docs/security.md).
+    operator_tenants: list[str] = Field(default_factory=lambda: ["default"])
 
 
 class ObservabilityConfig(BaseModel):

@@ -29,7 +29,7 @@ pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
 REPO = Path(__file__).resolve().parents[2]
 CONSOLE = REPO / "console"
-TENANT = "console-e2e"
+TENANT = "console-e2e"  # an operator tenant of the stack (tests/fixtures/stack.py)
 RUN_TIMEOUT_S = 1500
 
 
@@ -67,7 +67,8 @@ def test_console_in_chromium(
     env = {
         **os.environ,
         "KUBEMATE_URL": embedded_stack.url,
-        "KUBEMATE_E2E_ADMIN_TOKEN": embedded_stack.token_for(TENANT, Role.ADMIN),
+        # The admin also runs the platform: the pull step is the operator's (issue 14).
+        "KUBEMATE_E2E_ADMIN_TOKEN": embedded_stack.token_for(TENANT, Role.OPERATOR, Role.ADMIN),
         "KUBEMATE_E2E_VIEWER_TOKEN": embedded_stack.token_for(TENANT, Role.VIEWER),
         "KUBEMATE_E2E_SHORT_TOKEN": embedded_stack.token_for(TENANT, ttl_s=15),
         "KUBEMATE_E2E_PULL_RUNTIME": STANDIN_RUNTIME,

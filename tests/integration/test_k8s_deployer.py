@@ -360,7 +360,7 @@ def client(
         }
     )
     with TestClient(create_app(settings), raise_server_exceptions=False) as c:
-        c.headers.update(identity_headers("default", Role.ADMIN))
+        c.headers.update(identity_headers("default", Role.OPERATOR))
         data = make_gguf(tmp_path / "tiny.gguf")
         r = c.post(
             "/v1/models/upload",

@@ -33,6 +33,7 @@ from tests.fixtures.services import MACHINE_REDIS, identity_headers
 pytestmark = pytest.mark.integration
 
 ADMIN = Role.ADMIN
+OPERATOR = Role.OPERATOR  # models are shared by every tenant: the platform operator's
 
 
 class BreakingOllama(OllamaStandIn):
@@ -121,7 +122,7 @@ def settings(backend_env: dict[str, object], ollama: BreakingOllama) -> Iterator
 @pytest.fixture
 def client(settings: ModelManagerSettings) -> Iterator[TestClient]:
     with TestClient(create_app(settings), raise_server_exceptions=False) as c:
-        c.headers.update(identity_headers("default", ADMIN))
+        c.headers.update(identity_headers("default", OPERATOR))
         yield c
 
 
@@ -196,7 +197,7 @@ def test_unreachable_runtime_does_not_fail_the_list(
         }
     )
     with TestClient(create_app(settings)) as c:
-        c.headers.update(identity_headers("default", ADMIN))
+        c.headers.update(identity_headers("default", OPERATOR))
         body = c.get("/v1/models").json()
         runtimes = {r["id"]: r for r in c.get("/v1/runtimes").json()["runtimes"]}
     assert "ollama:dead" in body["unavailable"]
@@ -253,7 +254,7 @@ def test_pulls_are_shared_by_replicas(
     both share one task and one download, and either replica reports and streams it."""
     ollama.stream_delay_s = 0.2  # a slow download, so both requests come while it runs
     with TestClient(create_app(settings), raise_server_exceptions=False) as other:
-        other.headers.update(identity_headers("default", ADMIN))
+        other.headers.update(identity_headers("default", OPERATOR))
         # FastAPI builds a route on its first request, silencing a pydantic warning with
         # warnings.catch_warnings(), which is not thread-safe: two apps building routes in two
         # threads at once can let it escape, and pytest's "error" filter makes that a 500. A
@@ -280,7 +281,7 @@ def test_sse_on_one_replica_follows_a_pull_running_on_another(
     r = client.post("/v1/models/pull", json={"model": "llama3.2"})
     assert r.status_code == 202 and r.json()["state"] == "PULLING"
     with TestClient(create_app(settings), raise_server_exceptions=False) as other:
-        other.headers.update(identity_headers("default", ADMIN))
+        other.headers.update(identity_headers("default", OPERATOR))
         events = sse_events(other, r.json()["events"])
     kinds = [k for k, _ in events]
     assert kinds[-1] == "completed" and kinds.count("progress") >= 2
@@ -333,7 +334,11 @@ def test_delete_refuses_the_model_serving_chat(client: TestClient, ollama: Break
         headers=acme,
     )
     assert r.status_code == 200
+    # acme's admin may not delete a model at all (issue 14); the operator may not delete one
+    # a tenant's choice pins.
     r = client.delete("/v1/models/all-minilm:latest", headers=acme)
+    assert r.status_code == 403 and r.json()["type"].endswith("/operator-required")
+    r = client.delete("/v1/models/all-minilm:latest")
     assert r.status_code == 409 and r.json()["used_by"] == ["tenant:acme.chat"]
 
 

@@ -53,7 +53,7 @@ def settings(backend_env: dict[str, object], gemma_path: Path) -> ModelManagerSe
 @pytest.fixture
 def client(settings: ModelManagerSettings) -> Iterator[TestClient]:
     with TestClient(create_app(settings), raise_server_exceptions=False) as c:
-        c.headers.update(identity_headers("default", Role.ADMIN))
+        c.headers.update(identity_headers("default", Role.OPERATOR))
         yield c
 
 
@@ -104,7 +104,7 @@ def test_running_models_report_memory_and_expiry_for_every_runtime(
         }
     )
     with TestClient(create_app(with_ollama), raise_server_exceptions=False) as client:
-        client.headers.update(identity_headers("default", Role.ADMIN))
+        client.headers.update(identity_headers("default", Role.OPERATOR))
         _pull(client, "gemma3-270m")
         for body in (
             {"model": "gemma3-270m", "runtime": "llamacpp", "keep_alive_s": 120},

@@ -50,7 +50,7 @@ def client(backend_env: dict[str, object]) -> Iterator[TestClient]:
         }
     )
     with TestClient(create_app(settings), raise_server_exceptions=False) as c:
-        c.headers.update(identity_headers("default", Role.ADMIN))
+        c.headers.update(identity_headers("default", Role.OPERATOR))
         c.objects = Path(str(backend_env["data_dir"])) / "objects"  # type: ignore[attr-defined]
         c.models_dir = settings.local_models_dir()  # type: ignore[attr-defined]
         yield c

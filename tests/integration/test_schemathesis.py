@@ -66,7 +66,7 @@ def built(
 
 def identity_headers() -> dict[str, str]:
     # Signed per call: the signature carries a timestamp that expires.
-    return sign_identity(AuthConfig(), Identity(TENANT, "schemathesis", frozenset({Role.ADMIN})))
+    return sign_identity(AuthConfig(), Identity(TENANT, "schemathesis", frozenset({Role.OPERATOR})))
 
 
 def gateway_headers() -> dict[str, str]:

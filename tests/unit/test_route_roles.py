@@ -18,6 +18,7 @@ from fastapi.routing import iter_route_contexts
 from kubemate.auth.identity import Role
 from kubemate.http.identity import declared_role
 from kubemate_gateway.main import create_app as create_gateway
+from kubemate_gateway.policy import POLICIES, decide
 from kubemate_ingest.main import create_app as create_ingest
 from kubemate_model_manager.main import create_app as create_model_manager
 from kubemate_retrieval.main import create_app as create_retrieval
@@ -80,8 +81,9 @@ def test_every_route_declares_a_role(service: str) -> None:
 
 
 def test_roles_of_known_routes() -> None:
-    """The intended roles: admin for models, keys and usage; editor to change documents;
-    viewer to read and to query."""
+    """The intended roles: the operator for what every tenant shares (models, runtimes,
+    deployments); admin for keys, usage, the audit log and the tenant's model choices; editor
+    to change documents; viewer to read and to query."""
     ingest = declared_routes("ingest")
     assert ingest["POST /v1/documents"] == {Role.EDITOR}
     assert ingest["GET /v1/documents"] == {Role.VIEWER}
@@ -90,12 +92,27 @@ def test_roles_of_known_routes() -> None:
     assert retrieval["POST /v1/chat"] == {Role.VIEWER}
     models = declared_routes("model_manager")
     assert models, "the model manager has routes"
-    # Listing the models (to pick one for chat) is open to every role; all else is admin.
+    # Listing the models (to pick one for chat) is open to every role; a tenant's admin reads
+    # one model, its usage and sets its own model choices (global ones need the operator: the
+    # service checks the body's scope); all else is the operator's (issue 14).
+    tenant_admin = {
+        "GET /v1/models/{name:path}",
+        "GET /v1/settings/models",
+        "PUT /v1/settings/models",
+        "GET /v1/usage",
+        "GET /v1/usage/series",
+    }
     for key, roles in models.items():
-        if key != "GET /v1/models":
-            assert roles == {Role.ADMIN}, f"model_manager {key} is not admin-only: {roles}"
+        if key == "GET /v1/models":
+            continue
+        expected = {Role.ADMIN} if key in tenant_admin else {Role.OPERATOR}
+        assert roles == expected, f"model_manager {key} needs {roles}, not {expected}"
+    assert models["DELETE /v1/models/{name:path}"] == {Role.OPERATOR}
+    assert models["POST /v1/deployments"] == {Role.OPERATOR}
     gateway = declared_routes("gateway")
     assert all(roles == {Role.ADMIN} for key, roles in gateway.items() if "api-keys" in key)
+    assert gateway["GET /v1/audit"] == {Role.ADMIN}
+    assert gateway["GET /v1/me"] == {Role.VIEWER}
     # The /v1 proxy admits every role; the service behind it checks the finer one.
     assert gateway["DELETE,GET,PATCH,POST,PUT /v1/{path:path}"] == {Role.VIEWER}
     for key, roles in ingest.items():
@@ -116,3 +133,57 @@ def test_reviewed_role_choices() -> None:
     # is a 404 (tests/integration/test_retrieval_chat.py).
     retrieval = declared_routes("retrieval")
     assert retrieval["DELETE /v1/chat/conversations/{conversation_id}"] == {Role.VIEWER}
+
+
+PROXY_KEY = "DELETE,GET,PATCH,POST,PUT /v1/{path:path}"
+
+
+def every_route() -> dict[str, set[Role]]:
+    """Every route the gateway answers or forwards, by ``METHOD path``, with its roles."""
+    found: dict[str, set[Role]] = {}
+    for service in SERVICES:
+        for key, roles in declared_routes(service).items():
+            if key == PROXY_KEY:
+                continue
+            for method in key.split(" ")[0].split(","):
+                found[f"{method} {key.split(' ', 1)[1]}"] = roles
+    return found
+
+
+def test_the_gateway_table_declares_every_route_with_its_services_role() -> None:
+    """The gateway checks each route's role before forwarding it (kubemate_gateway.policy): a
+    service route missing from its table, or there with another role, fails here, as does an
+    entry no service answers."""
+    table = {f"{p.method} {p.path}": p.role for p in POLICIES}
+    assert len(table) == len(POLICIES), "a route is in the gateway's table twice"
+    routes = every_route()
+    missing = sorted(set(routes) - set(table))
+    assert missing == [], f"routes the gateway's table does not declare: {missing}"
+    stale = sorted(set(table) - set(routes))
+    assert stale == [], f"the gateway's table declares routes no service has: {stale}"
+    differing = {k: (table[k], r) for k, r in routes.items() if r != {table[k]}}
+    assert differing == {}, f"gateway role != service role: {differing}"
+
+
+def test_the_gateway_decides_each_route_as_its_service_matches_it() -> None:
+    """A concrete path is decided by the entry of the route its service would answer, not by an
+    earlier, looser template (/v1/models/running is not /v1/models/{name:path})."""
+    assert decide("DELETE", "/v1/models/running/gemma").action == "models.unload"
+    assert decide("DELETE", "/v1/models/library/gemma:2b").action == "models.delete"
+    assert decide("DELETE", "/v1/models/library/gemma:2b").target == "library/gemma:2b"
+    assert decide("GET", "/v1/models/pulls/abc/events").role is Role.OPERATOR
+    assert decide("GET", "/v1/models/gemma").role is Role.ADMIN
+    assert decide("POST", "/v1/deployments").role is Role.OPERATOR
+    # A path no route has still needs its segment's strictest role (the service answers 404).
+    assert decide("POST", "/v1/models/anything/else").role is Role.OPERATOR
+    assert decide("GET", "/v1/documents/d1/content").role is Role.EDITOR
+    unknown = decide("POST", "/v1/models/anything/else")
+    assert (unknown.action, unknown.target) == ("models.post", "/v1/models/anything/else")
+    assert decide("POST", "/v1/no-such-segment").action is None  # 404 at the gateway
+    assert decide("POST", "/v1/query").action is None  # questions change nothing
+
+
+def test_a_route_missing_from_the_gateway_table_fails_the_check() -> None:
+    """The check above can fail: a table without one route leaves that route missing."""
+    table = {f"{p.method} {p.path}" for p in POLICIES if p.path != "/v1/deployments"}
+    assert {"POST /v1/deployments", "GET /v1/deployments"} <= set(every_route()) - table

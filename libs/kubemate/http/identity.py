@@ -10,7 +10,7 @@ from fastapi import Depends, Request
 
 from kubemate.auth.identity import Identity, Role
 from kubemate.auth.internal import verify_identity
-from kubemate.errors import Forbidden
+from kubemate.auth.roles import refuse_missing_role
 from kubemate.settings import KubemateSettings
 
 # Set on every role-checking dependency, so that a test can list the routes that declare none.
@@ -47,14 +47,14 @@ def require(role: Role) -> Callable[[Identity], Awaitable[Identity]]:
     below); tests/unit/test_route_roles.py fails for a route that declares none."""
 
     async def dependency(identity: CurrentIdentity) -> Identity:  # async: no thread-pool hop
-        if not identity.has(role):
-            raise Forbidden(f"this action needs the {role.value} role")
+        refuse_missing_role(identity, role)
         return identity
 
     declare_role(dependency, role)
     return dependency
 
 
+Operator = Annotated[Identity, Depends(require(Role.OPERATOR))]
 Viewer = Annotated[Identity, Depends(require(Role.VIEWER))]
 Editor = Annotated[Identity, Depends(require(Role.EDITOR))]
 Admin = Annotated[Identity, Depends(require(Role.ADMIN))]

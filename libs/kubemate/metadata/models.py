@@ -235,3 +235,26 @@ class DocumentSplitter(Base):
     )
     tenant_id: Mapped[str] = mapped_column(String(64))
     spec: Mapped[str] = mapped_column(Text)
+
+
+class AuditRecord(Base):
+    """One administrative action: who did what to which target, when, and how it ended.
+
+    Append-only: rows are inserted and read, never updated or deleted (the repository has no
+    such method, and the migration adds triggers that refuse both on either database)."""
+
+    __tablename__ = "audit"
+    __table_args__ = (Index("ix_audit_tenant_id_id", "tenant_id", "id"),)
+
+    id: Mapped[int] = mapped_column(BigIntPK, primary_key=True, autoincrement=True)
+    at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
+    tenant_id: Mapped[str] = mapped_column(String(64))
+    subject: Mapped[str] = mapped_column(String(255))  # the credential's user (a token's sub)
+    key_id: Mapped[str | None] = mapped_column(String(32))  # the API key, when one was used
+    roles: Mapped[str] = mapped_column(String(64))  # comma-separated Role values
+    action: Mapped[str] = mapped_column(String(64), index=True)
+    target: Mapped[str | None] = mapped_column(String(1024))
+    method: Mapped[str] = mapped_column(String(8))
+    path: Mapped[str] = mapped_column(String(1024))
+    status: Mapped[int | None] = mapped_column(Integer)  # None: admitted, answer not seen
+    request_id: Mapped[str] = mapped_column(String(128))

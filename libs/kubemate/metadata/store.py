@@ -13,6 +13,7 @@ pointer is the re-indexes repository's (it completes the re-index under that row
 from __future__ import annotations
 
 from kubemate.metadata.api_keys import ApiKeyRepository
+from kubemate.metadata.audit import AuditRepository
 from kubemate.metadata.database import Database
 from kubemate.metadata.documents import DocumentRepository
 from kubemate.metadata.pointers import PointerRepository
@@ -38,6 +39,7 @@ class MetadataStore:
         self.reindexes = ReindexRepository(database)
         self.pointers = PointerRepository(database)
         self.splitters = SplitterRepository(database)
+        self.audit = AuditRepository(database)
 
     @classmethod
     def from_config(cls, config: DatabaseConfig) -> MetadataStore:

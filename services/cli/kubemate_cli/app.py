@@ -44,7 +44,10 @@ def token(
     role: Annotated[
         list[Role] | None,
         typer.Option(
-            "--role", help="Role; repeat for several. Default: admin.", show_default=False
+            "--role",
+            help="Role; repeat for several (operator: only for an operator tenant). "
+            "Default: admin.",
+            show_default=False,
         ),
     ] = None,
     ttl: Annotated[int, typer.Option("--ttl", min=1, help="Lifetime in seconds.")] = 86400,

@@ -19,7 +19,7 @@ from pydantic import ValidationError
 from rich.console import Console
 from rich.markup import escape
 
-from kubemate.auth import issue_token
+from kubemate.auth import Role, issue_token
 from kubemate.retry import RetryPolicy
 from kubemate.settings import KubemateSettings
 from kubemate_cli.client import (
@@ -181,7 +181,9 @@ def resolve_token(token: str | None) -> str:
             "Production mode: pass --token or set KUBEMATE_TOKEN (a token from your identity "
             "provider, or `kubemate token` on a machine that holds the secret).",
         )
-    return issue_token(cfg.auth, DEFAULT_TENANT)
+    # The embedded stack's one user runs the platform too (models, runtimes): its tenant is an
+    # operator tenant by default (auth.operator_tenants).
+    return issue_token(cfg.auth, DEFAULT_TENANT, roles=(Role.OPERATOR,))
 
 
 def make_client(

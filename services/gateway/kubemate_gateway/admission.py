@@ -15,7 +15,8 @@ from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network, ip_add
 import structlog
 
 from kubemate.auth.identity import Identity, Role
-from kubemate.errors import Forbidden, KubemateError, RateLimitExceeded
+from kubemate.auth.roles import refuse_missing_role
+from kubemate.errors import KubemateError, RateLimitExceeded
 from kubemate_gateway.credentials import Authenticator
 from kubemate_gateway.limits import Decision, RateLimiter, tighter
 from kubemate_gateway.routing import RouteClass, route_class
@@ -67,17 +68,21 @@ class Admission:
         return self.rate.headers() if self.rate is not None else {}
 
     def require(self, role: Role) -> None:
-        if not self.identity.has(role):
-            raise Forbidden(f"this action needs the {role.value} role")
+        refuse_missing_role(self.identity, role)
+
+
+def forwarded_request(headers: Mapping[str, str]) -> tuple[str, str]:
+    """Method and path (still percent-encoded) of the request Traefik's forwardAuth call
+    authorises, from X-Forwarded-Method / X-Forwarded-Uri."""
+    method = headers.get("x-forwarded-method", "GET")
+    uri = headers.get("x-forwarded-uri", "/")
+    return method, uri.split("?", 1)[0]
 
 
 def _limited_request(method: str, path: str, headers: Mapping[str, str]) -> tuple[str, str]:
-    """Method and path the limits are for. Traefik's forwardAuth call names the request it
-    authorises in X-Forwarded-Method / X-Forwarded-Uri."""
+    """Method and path the limits are for: for forwardAuth, the request it authorises."""
     if path == "/auth/verify":
-        method = headers.get("x-forwarded-method", "GET")
-        uri = headers.get("x-forwarded-uri", "/")
-        return method, uri.split("?", 1)[0]
+        return forwarded_request(headers)
     return method, path
 
 

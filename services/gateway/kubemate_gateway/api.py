@@ -1,22 +1,36 @@
-"""Routes of the gateway: forwardAuth for Traefik, the tenant's API keys, and the /v1 proxy."""
+"""Routes of the gateway: forwardAuth for Traefik, the caller (/v1/me), the tenant's API keys, and
+the /v1 proxy (the audit log's route: audit_api.py)."""
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Annotated
+from urllib.parse import unquote
 
 import anyio
-from fastapi import APIRouter, Path, Response, status
+from fastapi import APIRouter, Path, Request, Response, status
 from starlette.routing import Match, Route
 from starlette.types import Receive, Scope, Send
 
 from kubemate.auth.internal import IDENTITY_HEADERS, sign_identity
+from kubemate.errors import Forbidden
 from kubemate.http.identity import declare_role
 from kubemate.http.state import state_of
 from kubemate.logs import get_logger
+from kubemate_gateway.admission import forwarded_request
+from kubemate_gateway.auditing import record_action
 from kubemate_gateway.credentials import create_api_key
-from kubemate_gateway.deps import Admitted, GatewayAdmin, GatewayState, SettingsDep, StoreDep
+from kubemate_gateway.deps import (
+    Admitted,
+    GatewayAdmin,
+    GatewayState,
+    GatewayViewer,
+    SettingsDep,
+    StoreDep,
+)
 from kubemate_gateway.forwarding import PROXY_METHODS, PROXY_ROLE
-from kubemate_gateway.schemas import ApiKeyCreated, ApiKeyIn, ApiKeyOut
+from kubemate_gateway.policy import decide, permitted_actions
+from kubemate_gateway.schemas import ApiKeyCreated, ApiKeyIn, ApiKeyOut, MeOut
 
 router = APIRouter()
 log = get_logger(__name__)
@@ -36,11 +50,42 @@ log = get_logger(__name__)
         }
     },
 )
-async def verify(admission: Admitted, settings: SettingsDep) -> Response:
+async def verify(
+    request: Request, admission: Admitted, settings: SettingsDep, store: StoreDep
+) -> Response:
     """Traefik forwardAuth: 200 with the signed identity headers (copied to the upstream request
-    by ``authResponseHeaders``); 401, 403 or 429 problems otherwise."""
+    by ``authResponseHeaders``); 401, 403 or 429 problems otherwise. The forwarded request's
+    route needs its role here as through the proxy, and an audited one is recorded (admitted,
+    or refused: Traefik sends it to the service itself, so its answer is not seen here)."""
+    method, raw_path = forwarded_request(request.headers)
+    path = unquote(raw_path)
+    if path.startswith("/v1/"):
+        decision = decide(method, path)
+        audit = partial(
+            record_action,
+            store,
+            admission.identity,
+            decision,
+            method=method.upper(),
+            path=path,
+            request_id=request.state.request_id,
+        )
+        try:
+            admission.require(decision.role)
+        except Forbidden as refused:
+            await audit(status=refused.status)
+            raise
+        await audit(status=None)
     headers = sign_identity(settings.auth, admission.identity) | admission.headers()
     return Response(status_code=200, headers=headers)
+
+
+@router.get("/v1/me", response_model=MeOut)
+async def me(admission: GatewayViewer, response: Response) -> MeOut:
+    """The verified caller: tenant, roles, whether the platform operator, and the actions the
+    console may offer (the audited actions this caller's roles permit)."""
+    response.headers.update(admission.headers())
+    return MeOut.of(admission.identity, permitted_actions(admission.identity))
 
 
 # ---- API keys ------------------------------------------------------------------------------------

@@ -6,12 +6,13 @@ Accepted forms: ``Authorization: Bearer <jwt>``, ``Authorization: Bearer km_...`
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 
 import anyio
 
-from kubemate.auth.identity import Identity, Role
+from kubemate.auth.identity import API_KEY_SUBJECT_PREFIX, Identity, Role
+from kubemate.auth.roles import check_operator_claim
 from kubemate.errors import Conflict, Forbidden, Unauthenticated
 from kubemate.logs import get_logger
 from kubemate.metadata.api_keys import ApiKeyView
@@ -25,8 +26,6 @@ from kubemate_gateway.api_keys import (
 from kubemate_gateway.verifier import TokenVerifier
 
 log = get_logger(__name__)
-
-API_KEY_USER_PREFIX = "apikey:"
 
 
 def _credential(headers: Mapping[str, str]) -> tuple[bool, str]:
@@ -48,15 +47,22 @@ def _credential(headers: Mapping[str, str]) -> tuple[bool, str]:
 
 
 class Authenticator:
-    def __init__(self, verifier: TokenVerifier, store: MetadataStore) -> None:
+    def __init__(
+        self, verifier: TokenVerifier, store: MetadataStore, operator_tenants: Collection[str]
+    ) -> None:
         self._verifier = verifier
         self._store = store
+        self._operator_tenants = frozenset(operator_tenants)
 
     async def authenticate(self, headers: Mapping[str, str]) -> Identity:
+        """The verified identity, or Unauthenticated (also for an operator role claimed by a
+        tenant that is not an operator tenant: kubemate.auth.roles)."""
         is_api_key, credential = _credential(headers)
         if is_api_key:
-            return await self._api_key(credential)
-        return await self._verifier.verify(credential)
+            identity = await self._api_key(credential)
+        else:
+            identity = await self._verifier.verify(credential)
+        return check_operator_claim(identity, self._operator_tenants)
 
     @staticmethod
     def reads_storage(headers: Mapping[str, str]) -> bool:
@@ -76,7 +82,7 @@ class Authenticator:
             raise Unauthenticated("invalid or revoked API key")
         return Identity(
             tenant_id=key.tenant_id,
-            user_id=API_KEY_USER_PREFIX + key.id,
+            user_id=API_KEY_SUBJECT_PREFIX + key.id,
             roles=frozenset(Role(r) for r in key.roles),
         )
 

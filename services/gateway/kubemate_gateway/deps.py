@@ -17,6 +17,7 @@ from kubemate.http.identity import declare_role
 from kubemate.http.state import from_state
 from kubemate.metadata.store import MetadataStore
 from kubemate_gateway.admission import Admission, Admitter
+from kubemate_gateway.auditing import remember_identity
 from kubemate_gateway.forwarding import Forwarder
 from kubemate_gateway.health import TrafficSource
 from kubemate_gateway.settings import GatewaySettings
@@ -41,7 +42,9 @@ TrafficDep = Annotated[TrafficSource, from_state(GatewayState, "traffic")]
 
 async def admit(request: Request, admitter: AdmitterDep) -> Admission:
     peer = request.client.host if request.client else None
-    return await admitter.admit(request.method, request.url.path, request.headers, peer)
+    admission = await admitter.admit(request.method, request.url.path, request.headers, peer)
+    remember_identity(request.scope, admission.identity)  # for the audit log, refused or not
+    return admission
 
 
 Admitted = Annotated[Admission, Depends(admit)]
@@ -59,3 +62,4 @@ def require_role(role: Role) -> Callable[[Admission], Awaitable[Admission]]:
 
 
 GatewayAdmin = Annotated[Admission, Depends(require_role(Role.ADMIN))]
+GatewayViewer = Annotated[Admission, Depends(require_role(Role.VIEWER))]

@@ -3,8 +3,9 @@ dependency solving (about half of the gateway's CPU per cached query went there)
 here.
 
 :class:`Forwarder` admits the request (rate limits, credential, :data:`PROXY_ROLE`), holds an
-LLM slot while an answer is made, and forwards it to the service that owns its path, which
-checks the finer role (editor, admin) itself. Everything it refuses raises our errors, which
+LLM slot while an answer is made, and forwards it to the service that owns its path. The
+route's role (:mod:`kubemate_gateway.policy`) is checked here, before anything is forwarded, and
+again by the service. Everything it refuses raises our errors, which
 the app's problem handlers answer, as for any route.
 """
 
@@ -27,13 +28,16 @@ from kubemate.http.body_guard import BodyTooLarge
 from kubemate.logs import get_logger
 from kubemate.tracing import client_span
 from kubemate_gateway.admission import Admission, Admitter
+from kubemate_gateway.auditing import remember_identity
 from kubemate_gateway.limits import ConcurrencyLimiter, Slot
+from kubemate_gateway.policy import decide
 from kubemate_gateway.routing import holds_llm, upstream_for
 from kubemate_gateway.settings import GatewaySettings
 
 log = get_logger(__name__)
 
-# Every caller of the proxy needs this role; the services check finer ones.
+# Every caller of the proxy needs at least this role; each route's own (kubemate_gateway.policy)
+# is checked before forwarding, and again by the service.
 PROXY_ROLE = Role.VIEWER
 PROXY_METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE")
 
@@ -113,7 +117,8 @@ class Forwarder:
         admission = await self._admitter.admit(
             scope["method"], scope["path"], request.headers, client[0] if client else None
         )
-        admission.require(PROXY_ROLE)
+        remember_identity(scope, admission.identity)  # for the audit log, refused or not
+        admission.require(decide(scope["method"], scope["path"]).role)
         response = await self._forward(request, scope["path_params"]["path"], admission)
         await response(scope, receive, send)
 

@@ -19,6 +19,8 @@ from kubemate.logs import configure_logging
 from kubemate.metadata.store import MetadataStore
 from kubemate_gateway.admission import Admitter
 from kubemate_gateway.api import ProxyRoute, router
+from kubemate_gateway.audit_api import router as audit_router
+from kubemate_gateway.auditing import AuditMiddleware
 from kubemate_gateway.console import serve_console
 from kubemate_gateway.credentials import Authenticator
 from kubemate_gateway.deps import GatewayState
@@ -50,7 +52,7 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
         limits = config.rate_limits
         admitter = Admitter(
             limits,
-            Authenticator(verifier, store),
+            Authenticator(verifier, store, settings.auth.operator_tenants),
             RateLimiter(redis_client, prefix=limits.key_prefix, fail_open=limits.fail_open),
         )
         llm_slots = ConcurrencyLimiter(
@@ -87,8 +89,11 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
     )
     app.include_router(router)
     app.include_router(health_router)
+    app.include_router(audit_router)
     app.router.routes.append(ProxyRoute())  # last: it takes every other /v1 path
     serve_console(app, config.console_dir)  # the web console at /, for what no route matches
+    # Outermost: it sees the status of every answer, the problem handlers' and the services'.
+    app.add_middleware(AuditMiddleware, store=lambda: state_of(app, GatewayState).store)
     return app
 
 

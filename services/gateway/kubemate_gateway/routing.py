@@ -27,11 +27,21 @@ ROUTES: dict[str, str] = {
 }
 
 # Segments answered by the gateway itself (never proxied).
-LOCAL = frozenset({"api-keys", "health"})
+LOCAL = frozenset({"api-keys", "audit", "me", "health"})
 
 _QUERY = frozenset({"query", "chat"})
 _ADMIN = frozenset(
-    {"models", "runtimes", "deployments", "usage", "settings", "api-keys", "dead-letters", "health"}
+    {
+        "models",
+        "runtimes",
+        "deployments",
+        "usage",
+        "settings",
+        "api-keys",
+        "dead-letters",
+        "audit",
+        "health",
+    }
 )
 # Calls that hold an LLM for their whole duration: limited in flight per tenant.
 LLM_PATHS = frozenset({"chat", "chat/completions"})

@@ -1,4 +1,5 @@
-"""Request and response bodies of the gateway's own routes (the API keys, the health summary)."""
+"""Request and response bodies of the gateway's own routes (API keys, the caller, the audit log,
+the health summary)."""
 
 from __future__ import annotations
 
@@ -7,8 +8,9 @@ from typing import Literal
 
 from pydantic import BaseModel, Field
 
-from kubemate.auth.identity import Role
+from kubemate.auth.identity import Identity, Role
 from kubemate.metadata.api_keys import ApiKeyView
+from kubemate.metadata.audit import AuditRecordView, Outcome
 from kubemate_gateway.health import Pipeline, Traffic
 
 
@@ -80,3 +82,53 @@ class HealthSummary(BaseModel):
                 dead_letters=pipeline.dead_letters,
             ),
         )
+
+
+class MeOut(BaseModel):
+    tenant_id: str
+    user_id: str
+    roles: list[Role]
+    operator: bool = Field(description="the platform operator: manages what every tenant shares")
+    api_key_id: str | None = Field(description="the API key presented, if one was")
+    actions: list[str] = Field(
+        description="the audited actions this caller may take (what the console may offer)"
+    )
+
+    @classmethod
+    def of(cls, identity: Identity, actions: list[str]) -> MeOut:
+        return cls(
+            tenant_id=identity.tenant_id,
+            user_id=identity.user_id,
+            roles=sorted(identity.roles),
+            operator=identity.is_operator,
+            api_key_id=identity.api_key_id,
+            actions=actions,
+        )
+
+
+class AuditRecordOut(BaseModel):
+    id: int
+    at: datetime
+    tenant_id: str
+    subject: str = Field(description="who: the credential's user (a token's sub, or apikey:<id>)")
+    key_id: str | None
+    roles: list[str]
+    action: str
+    target: str | None
+    method: str
+    path: str
+    status: int | None = Field(description="the answer's status; null: admitted by forwardAuth")
+    outcome: Outcome
+    request_id: str
+
+    @classmethod
+    def of(cls, record: AuditRecordView) -> AuditRecordOut:
+        return cls(
+            **{f: getattr(record, f) for f in cls.model_fields if f != "roles"},
+            roles=list(record.roles),
+        )
+
+
+class AuditPageOut(BaseModel):
+    items: list[AuditRecordOut]
+    next_cursor: int | None = Field(description="pass as cursor for the next (older) page")

@@ -1,8 +1,10 @@
 """Routes of the model manager: models, pulls, uploads and model settings.
 
-``GET /v1/models`` is viewer-readable (the OpenAI client lists models with an ordinary key);
-everything else needs the admin role. Models are platform-wide (a runtime's store is shared), so
-pull tasks are visible to every admin; assignments are per tenant or global.
+``GET /v1/models`` is viewer-readable (the OpenAI client lists models with an ordinary key); a
+tenant's admin may read one model and set the tenant's own model choices. Everything that
+changes or reveals what every tenant shares (runtimes, pulls, uploads, loading, deleting, the
+global model settings) is the platform operator's: models are platform-wide (a runtime's store
+is shared), and pull tasks name who asked.
 """
 
 from __future__ import annotations
@@ -14,8 +16,10 @@ import anyio
 from fastapi import APIRouter, Query, Request, Response, status
 from sse_starlette import EventSourceResponse, ServerSentEvent
 
-from kubemate.errors import Forbidden, UnknownModel, UnsupportedMediaType
-from kubemate.http.identity import Admin, Viewer
+from kubemate.auth.identity import Role
+from kubemate.auth.roles import refuse_missing_role
+from kubemate.errors import UnknownModel, UnsupportedMediaType
+from kubemate.http.identity import Admin, Operator, Viewer
 from kubemate.model_assignments import AssignmentDoc, Effective
 from kubemate_model_manager.catalog import model_list
 from kubemate_model_manager.deployments_api import router as deployments_router
@@ -70,7 +74,7 @@ async def list_models(
 
 
 @router.get("/runtimes")
-async def list_runtimes(identity: Admin, manager: ManagerDep) -> dict[str, Any]:
+async def list_runtimes(identity: Operator, manager: ManagerDep) -> dict[str, Any]:
     """The runtimes behind the model routes, with the models each holds now."""
     listing = await manager.installed()
     runtimes = []
@@ -89,7 +93,7 @@ async def list_runtimes(identity: Admin, manager: ManagerDep) -> dict[str, Any]:
 
 
 @router.get("/models/running", response_model=RunningListOut)
-async def running_models(identity: Admin, manager: ManagerDep) -> RunningListOut:
+async def running_models(identity: Operator, manager: ManagerDep) -> RunningListOut:
     listing = await manager.running()
     return RunningListOut(
         models=[RunningOut.of(m) for m in listing.models], unavailable=listing.unavailable
@@ -97,7 +101,7 @@ async def running_models(identity: Admin, manager: ManagerDep) -> RunningListOut
 
 
 @router.post("/models/running", response_model=RunningOut)
-async def load_model(body: LoadIn, identity: Admin, manager: ManagerDep) -> RunningOut:
+async def load_model(body: LoadIn, identity: Operator, manager: ManagerDep) -> RunningOut:
     runtime_id = body.runtime or await _single_holder(manager, body.model)
     loaded = await manager.runtime(runtime_id).load(body.model, body.keep_alive_s)
     return RunningOut.of(loaded)
@@ -105,7 +109,7 @@ async def load_model(body: LoadIn, identity: Admin, manager: ManagerDep) -> Runn
 
 @router.delete("/models/running/{name:path}", status_code=status.HTTP_204_NO_CONTENT)
 async def unload_model(
-    name: str, identity: Admin, manager: ManagerDep, runtime: str | None = None
+    name: str, identity: Operator, manager: ManagerDep, runtime: str | None = None
 ) -> Response:
     runtime_id = runtime or await _single_holder(manager, name)
     await manager.runtime(runtime_id).unload(name)
@@ -124,7 +128,7 @@ async def _single_holder(manager: ManagerDep, name: str) -> str:
 
 @router.post("/models/pull", response_model=PullOut, status_code=status.HTTP_202_ACCEPTED)
 async def pull_model(
-    body: PullIn, identity: Admin, manager: ManagerDep, pulls: PullsDep, response: Response
+    body: PullIn, identity: Operator, manager: ManagerDep, pulls: PullsDep, response: Response
 ) -> PullOut:
     runtime = await manager.pull_runtime(body.model, body.runtime)
     task, created = await pulls.start(
@@ -138,17 +142,17 @@ async def pull_model(
 
 
 @router.get("/models/pulls", response_model=list[PullOut])
-async def list_pulls(identity: Admin, pulls: PullsDep) -> list[PullOut]:
+async def list_pulls(identity: Operator, pulls: PullsDep) -> list[PullOut]:
     return [PullOut.of(t) for t in await pulls.all()]
 
 
 @router.get("/models/pulls/{task_id}", response_model=PullOut)
-async def get_pull(task_id: str, identity: Admin, pulls: PullsDep) -> PullOut:
+async def get_pull(task_id: str, identity: Operator, pulls: PullsDep) -> PullOut:
     return PullOut.of(await pulls.get(task_id))
 
 
 @router.get("/models/pulls/{task_id}/events", response_class=EventSourceResponse)
-async def pull_events(task_id: str, identity: Admin, pulls: PullsDep) -> EventSourceResponse:
+async def pull_events(task_id: str, identity: Operator, pulls: PullsDep) -> EventSourceResponse:
     """Server-Sent Events: ``progress`` with the task (bytes ``completed``/``total``) on every
     change, then one ``completed`` or ``failed`` event, and the stream ends."""
     await pulls.get(task_id)  # 404 before the stream starts
@@ -168,7 +172,7 @@ async def pull_events(task_id: str, identity: Admin, pulls: PullsDep) -> EventSo
 @router.post("/models/upload", response_model=RegistryOut, status_code=status.HTTP_201_CREATED)
 async def upload_model(
     request: Request,
-    identity: Admin,
+    identity: Operator,
     registry: RegistryDep,
     name: Annotated[str, Query(min_length=1, max_length=128, description="registry name")],
     sha256: Annotated[str | None, Query(pattern=SHA256)] = None,
@@ -220,12 +224,12 @@ async def get_model_settings(identity: Admin, assignments: AssignmentsDep) -> di
 
 @router.put("/settings/models")
 async def put_model_settings(
-    body: ModelSettingsIn, identity: Admin, manager: ManagerDep, settings: SettingsDep
+    body: ModelSettingsIn, identity: Admin, manager: ManagerDep
 ) -> dict[str, Any]:
-    """Replace the assignments of one scope (the caller's tenant, or global for admins of a
-    platform tenant). A changed embedder publishes re-index events (see ``reindex``)."""
-    if body.scope == "global" and identity.tenant_id not in settings.models.platform_tenants:
-        raise Forbidden("only admins of a platform tenant may change the global model settings")
+    """Replace the assignments of one scope (the caller's tenant, or global for the platform
+    operator). A changed embedder publishes re-index events (see ``reindex``)."""
+    if body.scope == "global":
+        refuse_missing_role(identity, Role.OPERATOR)
     doc = AssignmentDoc(chat=body.chat, embeddings=body.embeddings, rerank=body.rerank)
     await check_assignments(manager, doc)
     stored, events = await manager.assignments.put(
@@ -263,7 +267,7 @@ async def show_model(
 
 @router.delete("/models/{name:path}")
 async def delete_model(
-    name: str, identity: Admin, manager: ManagerDep, runtime: str | None = None
+    name: str, identity: Operator, manager: ManagerDep, runtime: str | None = None
 ) -> dict[str, str]:
     runtime_id = await manager.delete(name, runtime)
     return {"deleted": name, "runtime": runtime_id}

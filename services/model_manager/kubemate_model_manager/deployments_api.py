@@ -1,4 +1,4 @@
-"""Routes for inference runtimes on Kubernetes (admin only)."""
+"""Routes for inference runtimes on Kubernetes: the platform operator's (shared GPUs)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from typing import Any
 import anyio
 from fastapi import APIRouter, Response, status
 
-from kubemate.http.identity import Admin
+from kubemate.http.identity import Operator
 from kubemate_model_manager.deployments import DeploymentRequest, manifests_for
 from kubemate_model_manager.deps import DeployerDep, RegistryDep, SettingsDep
 from kubemate_model_manager.k8s.deployer import DeploymentStatus
@@ -25,7 +25,7 @@ def _out(found: DeploymentStatus) -> dict[str, Any]:
 @router.post("/deployments", status_code=status.HTTP_202_ACCEPTED)
 async def create_deployment(
     body: DeploymentIn,
-    identity: Admin,
+    identity: Operator,
     registry: RegistryDep,
     deployer: DeployerDep,
     settings: SettingsDep,
@@ -46,24 +46,24 @@ async def create_deployment(
 
 
 @router.get("/deployments")
-async def list_deployments(identity: Admin, deployer: DeployerDep) -> dict[str, Any]:
+async def list_deployments(identity: Operator, deployer: DeployerDep) -> dict[str, Any]:
     found = await anyio.to_thread.run_sync(deployer.list)
     return {"deployments": [_out(d) for d in found]}
 
 
 @router.get("/deployments/{name}")
-async def get_deployment(name: str, identity: Admin, deployer: DeployerDep) -> dict[str, Any]:
+async def get_deployment(name: str, identity: Operator, deployer: DeployerDep) -> dict[str, Any]:
     return _out(await anyio.to_thread.run_sync(deployer.status, name))
 
 
 @router.patch("/deployments/{name}/scale")
 async def scale_deployment(
-    name: str, body: ScaleIn, identity: Admin, deployer: DeployerDep
+    name: str, body: ScaleIn, identity: Operator, deployer: DeployerDep
 ) -> dict[str, Any]:
     return _out(await anyio.to_thread.run_sync(deployer.scale, name, body.replicas))
 
 
 @router.delete("/deployments/{name}", status_code=status.HTTP_204_NO_CONTENT)
-async def delete_deployment(name: str, identity: Admin, deployer: DeployerDep) -> Response:
+async def delete_deployment(name: str, identity: Operator, deployer: DeployerDep) -> Response:
     await anyio.to_thread.run_sync(deployer.delete, name)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
