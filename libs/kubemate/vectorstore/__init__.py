@@ -6,6 +6,7 @@ from kubemate.vectorstore.base import (
     SearchHit,
     SearchMode,
     SearchResult,
+    VectorExport,
     VectorStore,
 )
 from kubemate.vectorstore.index import IndexSpec, resolve_index
@@ -17,6 +18,7 @@ __all__ = [
     "SearchHit",
     "SearchMode",
     "SearchResult",
+    "VectorExport",
     "VectorStore",
     "resolve_index",
 ]

@@ -787,6 +787,48 @@ class MilvusVectorStore:
             )
         return int(rows[0]["count(*)"]) if rows else 0
 
+    # ---- export (kubemate.vectorstore.VectorExport) -----------------------------------------------
+
+    def collections(self) -> list[str]:
+        prefix = self._config.collection_prefix
+        client = self._connection()
+        with self._mapped("list_collections"):
+            names = client.list_collections(timeout=self._timeout)
+        if not prefix:
+            return sorted(names)
+        return sorted(n[len(prefix) + 1 :] for n in names if n.startswith(prefix + "_"))
+
+    def dimension(self, collection: str) -> int:
+        return self._layout(self.physical_name(collection)).dimension
+
+    def export(self, collection: str, *, batch_size: int = 1000) -> Iterator[list[ChunkRecord]]:
+        """Pages by primary key (``chunk_id > last``, a page at a time, sorted here): Milvus
+        answers a query with ``limit`` sorted by primary key, and a key cursor needs no server
+        state, so it works the same on Milvus 2.3 and Milvus Lite (query iterators differ)."""
+        if not 1 <= batch_size <= MAX_TOP_K:
+            raise ValueError(f"batch_size must be between 1 and {MAX_TOP_K}")
+        physical = self.physical_name(collection)
+        self.ensure_collection(collection, self.dimension(collection))  # loaded for queries
+        client = self._connection()
+        last = ""
+        while True:
+            with self._mapped("export", physical):
+                rows = client.query(
+                    physical,
+                    filter=f"chunk_id > {quote(last)}",
+                    output_fields=[*_OUTPUT_FIELDS, VECTOR_FIELD, "tenant_id"],
+                    limit=batch_size,
+                    consistency_level=self._consistency,
+                    timeout=self._timeout,
+                )
+            if not rows:
+                return
+            rows.sort(key=lambda row: str(row["chunk_id"]))
+            yield [_to_record(row) for row in rows]
+            last = str(rows[-1]["chunk_id"])
+            if len(rows) < batch_size:
+                return
+
     def drop_collection(self, name: str) -> None:
         physical = self.physical_name(name)
         client = self._connection()
@@ -813,4 +855,18 @@ def _to_hit(hit: Any, *, bm25: bool = False) -> SearchHit:
         position=int(entity.get("position", 0)),
         page=int(entity.get("page", 0)),
         score=abs(distance) if bm25 else distance,
+    )
+
+
+def _to_record(row: Mapping[str, Any]) -> ChunkRecord:
+    return ChunkRecord(
+        chunk_id=str(row["chunk_id"]),
+        tenant_id=str(row["tenant_id"]),
+        document_id=str(row["document_id"]),
+        chunk_text=str(row.get(TEXT_FIELD, "")),
+        vector=[float(x) for x in row[VECTOR_FIELD]],
+        source=str(row.get("source", "")),
+        title=str(row.get("title", "")),
+        position=int(row.get("position", 0)),
+        page=int(row.get("page", 0)),
     )

@@ -1,0 +1,39 @@
+"""The backup's sources and a restore's destination, built from the service's settings (the
+CLI's, the CronJobs' and the admin API's are the same settings)."""
+
+from __future__ import annotations
+
+import redis
+
+from kubemate.metadata.store import MetadataStore
+from kubemate.objectstore.registry import build_object_store
+from kubemate.queue import IngestQueue
+from kubemate.vectorstore.milvus import MilvusVectorStore
+from kubemate_ingest.backup.create import BackupSources
+from kubemate_ingest.backup.restore import RestoreDestination
+from kubemate_ingest.backup.target import BackupTarget
+from kubemate_ingest.settings import IngestSettings
+
+
+def backup_target(settings: IngestSettings) -> BackupTarget:
+    return BackupTarget.from_config(settings.backup.target)
+
+
+def backup_sources(settings: IngestSettings) -> BackupSources:
+    return BackupSources(
+        database=settings.database,
+        objects=build_object_store(settings.object_store),
+        vectors=MilvusVectorStore(settings.milvus),
+        redis=redis.Redis.from_url(settings.redis.url, decode_responses=True),
+        redis_config=settings.redis,
+    )
+
+
+def restore_destination(settings: IngestSettings) -> RestoreDestination:
+    return RestoreDestination(
+        settings=settings,
+        store=MetadataStore.from_config(settings.database),
+        objects=build_object_store(settings.object_store),
+        vectors=MilvusVectorStore(settings.milvus),
+        queue=IngestQueue.from_config(settings.redis),
+    )
