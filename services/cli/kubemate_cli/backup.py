@@ -16,9 +16,8 @@ from rich.markup import escape
 from rich.table import Table
 
 from kubemate_cli.common import clean_errors, quiet_logs
-from kubemate_ingest.backup import create_backup, prune, restore_backup, verify_backup
-from kubemate_ingest.backup.metrics import write_textfile
-from kubemate_ingest.backup.wiring import backup_sources, backup_target, restore_destination
+from kubemate_ingest.backup import prune, restore_backup, verify_backup
+from kubemate_ingest.backup.wiring import backup_target, restore_destination, take_backup
 from kubemate_ingest.settings import IngestSettings
 
 app = typer.Typer(help="Back up and restore every piece of state.", no_args_is_help=True)
@@ -44,22 +43,12 @@ def create(
     console = Console()
     with clean_errors():
         quiet_logs()
-        settings = _settings()
-        target = backup_target(settings)
-        manifest = create_backup(
-            backup_sources(settings), target, vector_batch=settings.backup.vector_batch
-        )
-        if settings.backup.metrics_textfile is not None:
-            write_textfile(settings.backup.metrics_textfile, manifest)
+        manifest = take_backup(_settings(), prune_after=prune_after)
         console.print(
             f"[green]backup {manifest.id}[/] in {manifest.seconds:.1f} s: "
             f"{manifest.objects.count} objects ({manifest.objects.copied} copied), "
             f"{sum(v.rows for v in manifest.vectors)} vectors, {_mib(manifest.size_bytes)}"
         )
-        if prune_after:
-            pruned = prune(target, settings.backup.keep_last)
-            if pruned.backups:
-                console.print(f"pruned {len(pruned.backups)} backups, {pruned.blobs} blobs")
     typer.echo(manifest.id)
 
 

@@ -16,6 +16,7 @@ ROUTES: dict[str, str] = {
     "uploads": "ingest",
     "dead-letters": "ingest",
     "reindex": "ingest",
+    "backups": "ingest",
     "query": "retrieval",
     "chat": "retrieval",
     "models": "model_manager",
@@ -30,7 +31,16 @@ LOCAL = frozenset({"api-keys"})
 
 _QUERY = frozenset({"query", "chat"})
 _ADMIN = frozenset(
-    {"models", "runtimes", "deployments", "usage", "settings", "api-keys", "dead-letters"}
+    {
+        "models",
+        "runtimes",
+        "deployments",
+        "usage",
+        "settings",
+        "api-keys",
+        "dead-letters",
+        "backups",
+    }
 )
 # Calls that hold an LLM for their whole duration: limited in flight per tenant.
 LLM_PATHS = frozenset({"chat", "chat/completions"})
