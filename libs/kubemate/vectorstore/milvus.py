@@ -787,7 +787,7 @@ class MilvusVectorStore:
             )
         return int(rows[0]["count(*)"]) if rows else 0
 
-    # ---- export (kubemate.vectorstore.VectorExport) -----------------------------------------------
+    # ---- export (kubemate.vectorstore.VectorExport) --------------------------------------------
 
     def collections(self) -> list[str]:
         prefix = self._config.collection_prefix
@@ -802,32 +802,31 @@ class MilvusVectorStore:
         return self._layout(self.physical_name(collection)).dimension
 
     def export(self, collection: str, *, batch_size: int = 1000) -> Iterator[list[ChunkRecord]]:
-        """Pages by primary key (``chunk_id > last``, a page at a time, sorted here): Milvus
-        answers a query with ``limit`` sorted by primary key, and a key cursor needs no server
-        state, so it works the same on Milvus 2.3 and Milvus Lite (query iterators differ)."""
+        """Through pymilvus's query iterator, which pages by primary key from a snapshot
+        timestamp on Milvus 2.3+ and on Milvus Lite alike. (A plain ``query`` with ``limit``
+        and a key cursor does not work: Milvus Lite answers it with any rows, unsorted.)"""
         if not 1 <= batch_size <= MAX_TOP_K:
             raise ValueError(f"batch_size must be between 1 and {MAX_TOP_K}")
         physical = self.physical_name(collection)
         self.ensure_collection(collection, self.dimension(collection))  # loaded for queries
         client = self._connection()
-        last = ""
-        while True:
-            with self._mapped("export", physical):
-                rows = client.query(
-                    physical,
-                    filter=f"chunk_id > {quote(last)}",
-                    output_fields=[*_OUTPUT_FIELDS, VECTOR_FIELD, "tenant_id"],
-                    limit=batch_size,
-                    consistency_level=self._consistency,
-                    timeout=self._timeout,
-                )
-            if not rows:
-                return
-            rows.sort(key=lambda row: str(row["chunk_id"]))
-            yield [_to_record(row) for row in rows]
-            last = str(rows[-1]["chunk_id"])
-            if len(rows) < batch_size:
-                return
+        with self._mapped("export", physical):
+            iterator = client.query_iterator(
+                physical,
+                batch_size=batch_size,
+                filter="",
+                output_fields=[*_OUTPUT_FIELDS, VECTOR_FIELD, "tenant_id"],
+                timeout=self._timeout,
+            )
+        try:
+            while True:
+                with self._mapped("export", physical):
+                    rows = iterator.next()
+                if not rows:
+                    return
+                yield [_to_record(row) for row in rows]
+        finally:
+            iterator.close()
 
     def drop_collection(self, name: str) -> None:
         physical = self.physical_name(name)

@@ -30,10 +30,11 @@ import tempfile
 import time
 from collections import Counter
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import redis
 
@@ -87,21 +88,26 @@ def create_backup(
     backup_id = new_backup_id(created_at)
     log.info("backup.started", backup_id=backup_id)
     previous = target.manifests()
+    timings: dict[str, float] = {}
     with tempfile.TemporaryDirectory(prefix="kubemate-backup-") as tmp:
         work = Path(tmp)
-        dump = dump_database(sources.database, work)
-        database = DatabasePart(
-            dialect=dump.dialect,
-            file=target.put_file(backup_id, dump.path.name, dump.path),
-        )
-        objects = _mirror_objects(
-            sources.objects, target, backup_id, work, previous[-1] if previous else None
-        )
-        vectors = [
-            _export_collection(sources.vectors, target, backup_id, work, name, vector_batch)
-            for name in sources.vectors.collections()
-        ]
-        redis_entry = _save_redis(sources, target, backup_id, work)
+        with timed(timings, "database"):
+            dump = dump_database(sources.database, work)
+            database = DatabasePart(
+                dialect=dump.dialect,
+                file=target.put_file(backup_id, dump.path.name, dump.path),
+            )
+        with timed(timings, "objects"):
+            objects = _mirror_objects(
+                sources.objects, target, backup_id, work, previous[-1] if previous else None
+            )
+        with timed(timings, "vectors"):
+            vectors = [
+                _export_collection(sources.vectors, target, backup_id, work, name, vector_batch)
+                for name in sources.vectors.collections()
+            ]
+        with timed(timings, "redis"):
+            redis_entry = _save_redis(sources, target, backup_id, work)
     manifest = Manifest(
         id=backup_id,
         created_at=created_at,
@@ -111,6 +117,7 @@ def create_backup(
         vectors=vectors,
         redis=redis_entry,
         seconds=round(time.monotonic() - started, 3),
+        timings=timings,
     )
     target.write_manifest(manifest)
     log.info(
@@ -123,6 +130,13 @@ def create_backup(
         vectors=sum(part.rows for part in vectors),
     )
     return manifest
+
+
+@contextmanager
+def timed(timings: dict[str, float], name: str) -> Iterator[None]:
+    started = time.monotonic()
+    yield
+    timings[name] = round(time.monotonic() - started, 3)
 
 
 def _previous_index(
@@ -236,10 +250,11 @@ def _save_redis(
     # Only the fields of each job: the restore re-queues unfinished documents with the splitter
     # their upload chose. Entry ids, consumers and deliveries are left behind on purpose.
     splitters: dict[str, str] = {}
-    for _entry_id, fields in client.xrange(stream):
-        document_id = _text(fields.get(b"document_id", fields.get("document_id", "")))
-        if document_id:
-            splitters[document_id] = _text(fields.get(b"splitter", fields.get("splitter", "")))
+    entries = cast(list[tuple[Any, dict[Any, Any]]], client.xrange(stream))
+    for _entry_id, raw in entries:
+        fields = {_text(k): _text(v) for k, v in raw.items()}
+        if fields.get("document_id"):
+            splitters[fields["document_id"]] = fields.get("splitter", "")
     ledgers: dict[str, dict[str, str]] = {}
     for key in client.scan_iter(match=f"{stream}{LEDGER_INFIX}*", count=1000):
         name = _text(key)[len(stream) + len(LEDGER_INFIX) :]

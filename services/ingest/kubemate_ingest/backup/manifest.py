@@ -57,6 +57,9 @@ class Manifest(BaseModel):
     # Redis: the queued jobs' fields (no leases) and the chunk-version ledger.
     redis: FileEntry
     seconds: float = 0.0
+    # Seconds per piece (database, objects, vectors, redis): what a restore time projection
+    # and the benchmark read.
+    timings: dict[str, float] = Field(default_factory=dict)
 
     def files(self) -> list[FileEntry]:
         return [

@@ -40,7 +40,7 @@ from kubemate.collections import active_vector_collection
 from kubemate.errors import UnknownCollection
 from kubemate.logs import get_logger
 from kubemate.metadata.documents import DocumentView
-from kubemate.metadata.dump import DatabaseDump, load_database
+from kubemate.metadata.dump import DatabaseDump, Dialect, load_database
 from kubemate.metadata.migrate import upgrade_to_head
 from kubemate.metadata.models import TaskState
 from kubemate.metadata.store import MetadataStore
@@ -49,7 +49,7 @@ from kubemate.queue import IngestQueue
 from kubemate.queue.ingest import IngestJob
 from kubemate.settings import CollectionConfig, KubemateSettings
 from kubemate.vectorstore import ChunkRecord, VectorExport, VectorStore
-from kubemate_ingest.backup.create import LEDGER_INFIX, OBJECTS_INDEX
+from kubemate_ingest.backup.create import LEDGER_INFIX, OBJECTS_INDEX, timed
 from kubemate_ingest.backup.manifest import Manifest
 from kubemate_ingest.backup.records import line_to_chunk, read_lines
 from kubemate_ingest.backup.target import CHUNK, BackupCorrupt, BackupTarget, blob_key
@@ -85,6 +85,7 @@ class RestoreReport:
     dropped: int = 0
     vectors: int = 0
     seconds: float = 0.0
+    timings: dict[str, float] = field(default_factory=dict)
     kept_per_tenant: dict[str, int] = field(default_factory=dict)
     requeued_ids: list[str] = field(default_factory=list)
 
@@ -98,18 +99,27 @@ def restore_backup(
     log.info("restore.started", backup_id=backup_id)
     with tempfile.TemporaryDirectory(prefix="kubemate-restore-") as tmp:
         work = Path(tmp)
-        files = {e.name: target.fetch_file(backup_id, e, work) for e in manifest.files()}
+        timings = report.timings
+        with timed(timings, "fetch"):
+            files = {e.name: target.fetch_file(backup_id, e, work) for e in manifest.files()}
         settings = destination.settings
-        database = DatabaseDump(manifest.database.dialect, files[manifest.database.file.name])  # type: ignore[arg-type]
-        load_database(settings.database, database)
-        upgrade_to_head(settings.database.url)
-        keys = _restore_objects(target, destination.objects, files[OBJECTS_INDEX], report)
-        exported = _exported_counts(manifest, files)
-        kept, requeue = _judge(destination, keys, exported, report)
-        _restore_vectors(manifest, files, destination, kept, report)
-        saved = next(read_lines(files[manifest.redis.name]))
-        _restore_ledgers(destination, saved.get("ledgers", {}), kept)
-        _requeue(destination, requeue, saved.get("splitters", {}), report)
+        with timed(timings, "database"):
+            dialect: Dialect = manifest.database.dialect  # type: ignore[assignment]
+            load_database(
+                settings.database, DatabaseDump(dialect, files[manifest.database.file.name])
+            )
+            upgrade_to_head(settings.database.url)
+        with timed(timings, "objects"):
+            keys = _restore_objects(target, destination.objects, files[OBJECTS_INDEX], report)
+        with timed(timings, "judge"):
+            exported = _exported_counts(manifest, files)
+            kept, requeue = _judge(destination, keys, exported, report)
+        with timed(timings, "vectors"):
+            _restore_vectors(manifest, files, destination, kept, report)
+        with timed(timings, "queue"):
+            saved = next(read_lines(files[manifest.redis.name]))
+            _restore_ledgers(destination, saved.get("ledgers", {}), kept)
+            _requeue(destination, requeue, saved.get("splitters", {}), report)
     report.seconds = round(time.monotonic() - started, 3)
     log.info(
         "restore.finished",
@@ -262,9 +272,7 @@ def _restore_ledgers(
     stream = destination.queue.stream
     for name, entries in ledgers.items():
         mine = {
-            field: value
-            for field, value in entries.items()
-            if tuple(field.split("/", 1)) in kept
+            field: value for field, value in entries.items() if tuple(field.split("/", 1)) in kept
         }
         if mine:
             client.hset(f"{stream}{LEDGER_INFIX}{name}", mapping=mine)  # type: ignore[arg-type]

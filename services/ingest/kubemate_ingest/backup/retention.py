@@ -10,7 +10,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from kubemate.logs import get_logger
-from kubemate_ingest.backup.create import OBJECTS_INDEX
 from kubemate_ingest.backup.records import read_lines
 from kubemate_ingest.backup.target import BackupTarget, blob_key
 

@@ -110,7 +110,9 @@ class BackupTarget:
 
     def write_manifest(self, manifest: Manifest) -> None:
         raw = manifest.model_dump_json(indent=2).encode()
-        self.store.put(self.key(manifest.id, MANIFEST), io.BytesIO(raw), len(raw), "application/json")
+        self.store.put(
+            self.key(manifest.id, MANIFEST), io.BytesIO(raw), len(raw), "application/json"
+        )
 
     def manifest(self, backup_id: str) -> Manifest:
         try:

@@ -43,7 +43,9 @@ def verify_backup(target: BackupTarget, backup_id: str, *, full: bool = False) -
                 result.problems.append(f"{entry.name}: {exc}")
                 continue
             if path.stat().st_size != entry.bytes:
-                result.problems.append(f"{entry.name}: {path.stat().st_size} bytes, not {entry.bytes}")
+                result.problems.append(
+                    f"{entry.name}: {path.stat().st_size} bytes, not {entry.bytes}"
+                )
             result.files += 1
             if entry.name == OBJECTS_INDEX:
                 index = path
