@@ -20,6 +20,7 @@ Prints a Markdown table and the projection to 10 million chunks::
 
     .venv/bin/python loadtest/backup_bench.py                 # 1k and 10k chunks, SQLite
     .venv/bin/python loadtest/backup_bench.py --chunks 1000 --postgres
+    .venv/bin/python loadtest/backup_bench.py --chunks 10000 --milvus standalone --no-rebuild
 """
 
 from __future__ import annotations
@@ -46,7 +47,7 @@ from kubemate.metadata.store import MetadataStore
 from kubemate.objectstore.filesystem import FilesystemObjectStore
 from kubemate.vectorstore import ChunkRecord
 from kubemate.vectorstore.milvus import MilvusVectorStore
-from kubemate_cli.embedded.milvus import MilvusLiteServer
+from kubemate_cli.embedded.milvus import MilvusLiteServer, MilvusStandaloneServer
 from kubemate_cli.embedded.processes import free_port
 from kubemate_ingest.backup import restore_backup
 from kubemate_ingest.backup.wiring import backup_target, restore_destination, take_backup
@@ -182,11 +183,22 @@ def _wipe(settings: IngestSettings, client: redis.Redis, prefix: str) -> None:
         client.delete(*keys)
 
 
-def run(chunks: int, work: Path, database_url: str | None, rng: random.Random) -> Run:
+def _milvus(engine: str, data: Path) -> MilvusLiteServer | MilvusStandaloneServer:
+    if engine == "lite":
+        return MilvusLiteServer(data / "milvus", port=free_port(), log_path=data / "milvus.log")
+    import milvus
+
+    cache = Path.home() / ".cache" / "kubemate" / f"milvus-{milvus.__version__}"
+    return MilvusStandaloneServer(
+        data / "milvus", port=free_port(), bin_cache=cache, time_tick_ms=50, stop_timeout_s=1.0
+    )
+
+
+def run(chunks: int, work: Path, database_url: str | None, engine: str, rng: random.Random) -> Run:
     documents = max(1, chunks // CHUNKS_PER_DOCUMENT)
     data = work / f"data-{chunks}"
     prefix = f"bench-backup-{uuid.uuid4().hex[:8]}"
-    milvus = MilvusLiteServer(data / "milvus", port=free_port(), log_path=data / "milvus.log")
+    milvus = _milvus(engine, data)
     milvus.start()
     env = {
         "KUBEMATE_DATABASE__URL": database_url or f"sqlite:///{data / 'db' / 'kubemate.db'}",
@@ -263,6 +275,12 @@ def main() -> None:
     parser.add_argument("--chunks", type=int, nargs="+", default=[1000, 10_000])
     parser.add_argument("--postgres", action="store_true", help="PostgreSQL instead of SQLite")
     parser.add_argument("--no-rebuild", action="store_true", help="skip the MiniLM sample")
+    parser.add_argument(
+        "--milvus",
+        choices=["lite", "standalone"],
+        default="lite",
+        help="Milvus Lite's server (the embedded stack) or the Milvus 2.3 standalone binary",
+    )
     args = parser.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     rng = random.Random(42)
@@ -281,7 +299,7 @@ def main() -> None:
                     c.execute(f"CREATE DATABASE {name}")
                 database_url = f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}"
             try:
-                runs.append(run(chunks, Path(tmp), database_url, rng))
+                runs.append(run(chunks, Path(tmp), database_url, args.milvus, rng))
             finally:
                 if database_url:
                     with psycopg.connect(
@@ -295,7 +313,8 @@ def main() -> None:
         f"Machine: {os.cpu_count()} CPUs, Python {platform.python_version()}, "
         f"load average {os.getloadavg()[0]:.2f} at the end; database "
         f"{kind}; "
-        f"Milvus Lite server; run took {total:.0f} s."
+        f"{'Milvus Lite server' if args.milvus == 'lite' else 'Milvus 2.3.5 standalone'}; "
+        f"run took {total:.0f} s."
     )
     print()
     print(

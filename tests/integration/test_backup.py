@@ -313,7 +313,7 @@ def test_admin_api_takes_lists_and_verifies_backups(settings: IngestSettings) ->
         assert "rows_per_tenant" not in listed[0]
         verified = client.post(f"/v1/backups/{backup_id}/verify", headers=admin).json()
         assert verified["ok"] is True and verified["files"] == 4
-        unknown = client.post("/v1/backups/20990101T000000Z-abcdef/verify", headers=admin)
+        unknown = client.post("/v1/backups/20990101T000000000Z-abcdef/verify", headers=admin)
         assert unknown.status_code == 404
         assert unknown.json()["type"].endswith("/backup-not-found")
         bad = client.post("/v1/backups/..%2Fetc/verify", headers=admin)
@@ -321,11 +321,35 @@ def test_admin_api_takes_lists_and_verifies_backups(settings: IngestSettings) ->
             "application/problem+json"
         )
         metrics = client.get("/metrics").text
-        line = next(x for x in metrics.splitlines() if x.startswith(LAST_SUCCESS + " "))
-        assert float(line.split()[1]) == pytest.approx(
-            target_finished(settings, backup_id), abs=1e-3
-        )
+        assert _gauge(metrics) == pytest.approx(target_finished(settings, backup_id), abs=1e-3)
 
 
 def target_finished(settings: IngestSettings, backup_id: str) -> float:
     return backup_target(settings).manifest(backup_id).finished_at.timestamp()
+
+
+def test_backup_gauges_come_from_the_target(settings: IngestSettings, tmp_path: Path) -> None:
+    """Whoever took the backup (a CronJob, the CLI), the service's gauge shows the newest one;
+    with none the gauge is absent, so an absent() alert fires. The CLI's textfile says the same."""
+    from prometheus_client import CollectorRegistry, generate_latest
+
+    from kubemate_ingest.backup.metrics import LatestBackupCollector
+
+    registry = CollectorRegistry()
+    registry.register(LatestBackupCollector(backup_target(settings), refresh_s=0))
+    assert LAST_SUCCESS not in generate_latest(registry).decode()
+    Fixture(settings).close()
+    textfile = tmp_path / "textfile" / "kubemate_backup.prom"
+    manifest = take_backup(
+        settings.model_copy(
+            update={"backup": settings.backup.model_copy(update={"metrics_textfile": textfile})}
+        )
+    )
+    expected = manifest.finished_at.timestamp()
+    assert _gauge(generate_latest(registry).decode()) == pytest.approx(expected, abs=1e-3)
+    assert _gauge(textfile.read_text()) == pytest.approx(expected, abs=1e-3)
+
+
+def _gauge(exposition: str) -> float:
+    line = next(x for x in exposition.splitlines() if x.startswith(LAST_SUCCESS + " "))
+    return float(line.split()[1])

@@ -137,3 +137,8 @@ class VectorExport(Protocol):
         """Every row of ``collection``, every tenant, in batches of at most ``batch_size``;
         each row once. What is written meanwhile may or may not be included."""
         ...
+
+    def load(self, collection: str, records: Sequence[ChunkRecord]) -> None:
+        """Insert rows known to be new (a restore into a re-created collection): no lookup of
+        existing ids, unlike ``upsert``. Rows whose id is there already would be duplicated."""
+        ...

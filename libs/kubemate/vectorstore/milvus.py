@@ -828,6 +828,19 @@ class MilvusVectorStore:
         finally:
             iterator.close()
 
+    def load(self, collection: str, records: Sequence[ChunkRecord]) -> None:
+        if not records:
+            return
+        physical = self.physical_name(collection)
+        client = self._connection()
+        rows = [self._row(record, physical) for record in records]
+        for start in range(0, len(rows), self._batch_size):
+            batch = rows[start : start + self._batch_size]
+            with self._mapped("load", physical):
+                client.insert(physical, batch, timeout=self._timeout)
+        if self._flush_writes and self._layout(physical).bm25:
+            self._deferred_flush.wrote(physical, len(rows))
+
     def drop_collection(self, name: str) -> None:
         physical = self.physical_name(name)
         client = self._connection()

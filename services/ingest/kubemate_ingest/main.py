@@ -8,6 +8,7 @@ from contextlib import asynccontextmanager
 import anyio
 import redis
 from fastapi import FastAPI
+from prometheus_client import REGISTRY
 
 from kubemate.http.app import ReadinessCheck, build_app
 from kubemate.http.state import install_state, state_of
@@ -18,6 +19,8 @@ from kubemate.queue import IngestQueue
 from kubemate.queue.dead_letters import DeadLetters
 from kubemate.vectorstore.milvus import MilvusVectorStore
 from kubemate_ingest.api import router
+from kubemate_ingest.backup.metrics import LatestBackupCollector
+from kubemate_ingest.backup.wiring import backup_target
 from kubemate_ingest.deps import IngestState
 from kubemate_ingest.presigned import PendingUploads
 from kubemate_ingest.settings import IngestSettings
@@ -46,9 +49,12 @@ def create_app(settings: IngestSettings | None = None) -> FastAPI:
             intake=Intake(store, objects, queue, settings.ingest.pdf),
         )
         install_state(app, state)
+        backups = LatestBackupCollector(backup_target(settings))
+        REGISTRY.register(backups)
         try:
             yield
         finally:
+            REGISTRY.unregister(backups)
             client.close()
             state.vectors.close()
             state.queue.close()

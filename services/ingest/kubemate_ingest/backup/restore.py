@@ -15,7 +15,8 @@ Every file is fetched and checked against the manifest before anything is change
      while it was): **queued again**, its task reset, none of its vectors restored;
 
 4. each backed-up vector collection is dropped and re-created, and only the kept documents'
-   rows are inserted, so no vector of a deleted or unfinished document survives;
+   rows are inserted (plain inserts: the collection is new, so no id lookup as an upsert
+   does), so no vector of a deleted or unfinished document survives;
 5. the kept documents' chunk-version ledger entries go back into Redis, and every document
    queued again gets a fresh stream entry (with the splitter its upload chose).
 
@@ -256,10 +257,10 @@ def _restore_vectors(
                 continue
             batch.append(line_to_chunk(line))
             if len(batch) >= UPSERT_BATCH:
-                vectors.upsert(part.collection, batch)
+                vectors.load(part.collection, batch)
                 report.vectors += len(batch)
                 batch = []
-        vectors.upsert(part.collection, batch)
+        vectors.load(part.collection, batch)
         report.vectors += len(batch)
 
 

@@ -33,7 +33,8 @@ from kubemate_ingest.backup.manifest import FileEntry, Manifest
 BACKUPS = "backups/"
 BLOBS = "blobs/"
 MANIFEST = "manifest.json"
-BACKUP_ID = re.compile(r"\d{8}T\d{6}Z-[0-9a-f]{6}")
+# UTC time to the millisecond, then randomness: ids sort in the order backups were started.
+BACKUP_ID = re.compile(r"\d{8}T\d{9}Z-[0-9a-f]{6}")
 CHUNK = 1 << 20
 
 

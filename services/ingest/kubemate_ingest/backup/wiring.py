@@ -11,7 +11,7 @@ from kubemate.queue import IngestQueue
 from kubemate.vectorstore.milvus import MilvusVectorStore
 from kubemate_ingest.backup.create import BackupSources, create_backup
 from kubemate_ingest.backup.manifest import Manifest
-from kubemate_ingest.backup.metrics import service_gauges, write_textfile
+from kubemate_ingest.backup.metrics import write_textfile
 from kubemate_ingest.backup.restore import RestoreDestination
 from kubemate_ingest.backup.retention import prune
 from kubemate_ingest.backup.target import BackupTarget
@@ -43,14 +43,13 @@ def restore_destination(settings: IngestSettings) -> RestoreDestination:
 
 
 def take_backup(settings: IngestSettings, *, prune_after: bool = True) -> Manifest:
-    """A backup with the settings' target, its gauges exported (this process's /metrics, and
-    the textfile when configured), then retention applied. The one way every caller (CLI,
-    CronJob, admin API) takes one."""
+    """A backup with the settings' target, its gauges written to the textfile when one is
+    configured, then retention applied. The one way every caller (CLI, CronJob, admin API)
+    takes one."""
     target = backup_target(settings)
     manifest = create_backup(
         backup_sources(settings), target, vector_batch=settings.backup.vector_batch
     )
-    service_gauges().observe(manifest)
     if settings.backup.metrics_textfile is not None:
         write_textfile(settings.backup.metrics_textfile, manifest)
     if prune_after:
