@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Self
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, model_validator
 
 from kubemate.collections import ReindexConfig
-from kubemate.settings import KubemateSettings, ObjectStoreConfig
+from kubemate.settings import DEV_S3_SECRET, KubemateSettings, ObjectStoreConfig
 from kubemate.text.split import SplitterSpec, Strategy
 from kubemate_ingest.pdf_inspect import PdfPolicy
 
@@ -63,3 +63,14 @@ class IngestSettings(KubemateSettings):
     ingest: IngestConfig = IngestConfig()
     reindex: ReindexConfig = ReindexConfig()
     backup: BackupConfig = BackupConfig()
+
+    @model_validator(mode="after")
+    def _refuse_default_backup_secret(self) -> Self:
+        # A bucket holding every tenant's data must not open with the development key.
+        target = self.backup.target
+        secret = target.secret_key.get_secret_value()
+        if self.mode == "production" and target.provider == "s3" and secret in ("", DEV_S3_SECRET):
+            raise ValueError(
+                "production mode refuses backup.target.secret_key empty or the development default"
+            )
+        return self
