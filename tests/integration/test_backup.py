@@ -25,7 +25,7 @@ from kubemate.vectorstore import ChunkRecord
 from kubemate.vectorstore.milvus import MilvusVectorStore
 from kubemate_ingest.backup import prune, restore_backup, verify_backup
 from kubemate_ingest.backup.metrics import LAST_SUCCESS
-from kubemate_ingest.backup.target import blob_key
+from kubemate_ingest.backup.target import BackupCorrupt, blob_key
 from kubemate_ingest.backup.wiring import backup_target, restore_destination, take_backup
 from kubemate_ingest.main import create_app
 from kubemate_ingest.settings import IngestSettings
@@ -290,6 +290,16 @@ def test_verify_finds_a_damaged_blob(settings: IngestSettings) -> None:
     assert verify_backup(target, manifest.id).ok
     damaged = verify_backup(target, manifest.id, full=True)
     assert not damaged.ok and "does not match its checksum" in damaged.problems[0]
+    # A restore from it stops at that object and leaves no damaged copy behind.
+    destination = restore_destination(settings)
+    try:
+        with pytest.raises(BackupCorrupt):
+            restore_backup(target, manifest.id, destination)
+    finally:
+        destination.store.dispose()
+        destination.vectors.close()
+        destination.queue.close()
+    assert [info.size for info in FilesystemObjectStore(settings.object_store.root).list("")] == []
     path.unlink()
     missing = verify_backup(target, manifest.id)
     assert not missing.ok and "missing" in missing.problems[0]
