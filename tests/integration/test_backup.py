@@ -20,7 +20,7 @@ from kubemate.metadata.migrate import upgrade_to_head
 from kubemate.metadata.models import TaskState
 from kubemate.metadata.store import MetadataStore
 from kubemate.objectstore.filesystem import FilesystemObjectStore
-from kubemate.settings import DatabaseConfig, MilvusConfig
+from kubemate.settings import DatabaseConfig, MilvusConfig, ObjectStoreConfig
 from kubemate.vectorstore import ChunkRecord
 from kubemate.vectorstore.milvus import MilvusVectorStore
 from kubemate_ingest.backup import prune, restore_backup, verify_backup
@@ -363,3 +363,26 @@ def test_backup_gauges_come_from_the_target(settings: IngestSettings, tmp_path: 
 def _gauge(exposition: str) -> float:
     line = next(x for x in exposition.splitlines() if x.startswith(LAST_SUCCESS + " "))
     return float(line.split()[1])
+
+
+def test_an_s3_bucket_is_a_target_too(
+    settings: IngestSettings, s3_config: ObjectStoreConfig
+) -> None:
+    """The same backup into a bucket (moto's server, a stand-in for MinIO: no auth checks),
+    incremental, verified and pruned there."""
+    bucket = s3_config.model_copy(update={"bucket": f"km-backup-{uuid.uuid4().hex[:12]}"})
+    on_s3 = settings.model_copy(
+        update={"backup": settings.backup.model_copy(update={"target": bucket})}
+    )
+    f = Fixture(settings)
+    f.document("a", "one")
+    f.document("b", "two")
+    f.close()
+    first = take_backup(on_s3, prune_after=False)
+    second = take_backup(on_s3, prune_after=False)
+    assert (first.objects.copied, second.objects.copied) == (2, 0)
+    target = backup_target(on_s3)
+    assert verify_backup(target, second.id, full=True).ok
+    assert prune(target, keep_last=1).backups == [first.id]
+    assert [m.id for m in target.manifests()] == [second.id]
+    assert len(list(target.blobs())) == 2
