@@ -247,8 +247,7 @@ def run(chunks: int, work: Path, database_url: str | None, engine: str, rng: ran
         cpu = _cpu_s(milvus.pid)
         report = restore_backup(backup_target(settings), manifest.id, destination)
         restore_cpu_s = _cpu_s(milvus.pid) - cpu
-        destination.store.dispose()
-        destination.vectors.close()
+        destination.close()
         assert report.vectors == documents * CHUNKS_PER_DOCUMENT, report
         assert report.kept == documents and report.requeued == 0, report
         return Run(

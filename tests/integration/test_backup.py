@@ -243,9 +243,7 @@ def test_backup_verify_prune_and_restore(settings: IngestSettings) -> None:
     try:
         report = restore_backup(target, second.id, destination)
     finally:
-        destination.store.dispose()
-        destination.vectors.close()
-        destination.queue.close()
+        destination.close()
     assert (report.kept, report.requeued, report.dropped) == (2, 2, 1)
     assert report.kept_per_tenant == {"a": 1, "b": 1}
     assert report.vectors == 5
@@ -296,9 +294,7 @@ def test_verify_finds_a_damaged_blob(settings: IngestSettings) -> None:
         with pytest.raises(BackupCorrupt):
             restore_backup(target, manifest.id, destination)
     finally:
-        destination.store.dispose()
-        destination.vectors.close()
-        destination.queue.close()
+        destination.close()
     assert [info.size for info in FilesystemObjectStore(settings.object_store.root).list("")] == []
     path.unlink()
     missing = verify_backup(target, manifest.id)
@@ -386,3 +382,48 @@ def test_an_s3_bucket_is_a_target_too(
     assert prune(target, keep_last=1).backups == [first.id]
     assert [m.id for m in target.manifests()] == [second.id]
     assert len(list(target.blobs())) == 2
+
+
+def _env(settings: IngestSettings) -> dict[str, str]:
+    """The settings as the KUBEMATE_* variables the CLI reads."""
+    return {
+        "KUBEMATE_DATABASE__URL": settings.database.url,
+        "KUBEMATE_OBJECT_STORE__PROVIDER": "filesystem",
+        "KUBEMATE_OBJECT_STORE__ROOT": str(settings.object_store.root),
+        "KUBEMATE_REDIS__URL": settings.redis.url,
+        "KUBEMATE_REDIS__INGEST_STREAM": settings.redis.ingest_stream,
+        "KUBEMATE_REDIS__CONSUMER_GROUP": settings.redis.consumer_group,
+        "KUBEMATE_MILVUS__URI": settings.milvus.uri,
+        "KUBEMATE_MILVUS__COLLECTION_PREFIX": settings.milvus.collection_prefix,
+        "KUBEMATE_COLLECTIONS": '{"default": {"embedder": {"provider": "hash", "dimension": 8}}}',
+        "KUBEMATE_BACKUP__TARGET__ROOT": str(settings.backup.target.root),
+        "KUBEMATE_BACKUP__KEEP_LAST": "1",
+    }
+
+
+def test_the_cli_creates_lists_verifies_and_restores(settings: IngestSettings) -> None:
+    from typer.testing import CliRunner
+
+    from kubemate_cli.app import app
+
+    f = Fixture(settings)
+    done = f.document("a", "done")
+    f.complete("a", *done, chunks=3, written=3)
+    f.close()
+    runner = CliRunner()
+    env = _env(settings)
+    created = [runner.invoke(app, ["backup", "create"], env=env) for _ in range(2)]
+    assert [r.exit_code for r in created] == [0, 0], created[0].output
+    newest = created[1].output.strip().splitlines()[-1]
+    listed = runner.invoke(app, ["backup", "list"], env=env)
+    assert listed.exit_code == 0 and newest in listed.output
+    assert created[0].output.strip().splitlines()[-1] not in listed.output  # keep_last 1
+    verified = runner.invoke(app, ["backup", "verify", newest, "--full"], env=env)
+    assert verified.exit_code == 0 and "ok" in verified.output
+    missing = runner.invoke(app, ["backup", "verify", "20990101T000000000Z-abcdef"], env=env)
+    assert missing.exit_code == 1 and "Backup not found" in missing.output
+    refused = runner.invoke(app, ["backup", "restore", newest], env=env, input="n\n")
+    assert refused.exit_code == 1  # asked, and declined: nothing replaced
+    restored = runner.invoke(app, ["backup", "restore", newest, "--yes"], env=env)
+    assert restored.exit_code == 0, restored.output
+    assert "1 documents complete, 0 queued again" in " ".join(restored.output.split())

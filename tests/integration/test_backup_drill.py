@@ -194,9 +194,7 @@ def test_restore_drill(
         try:
             report = restore_backup(backup_target(settings), manifest.id, destination)
         finally:
-            destination.store.dispose()
-            destination.vectors.close()
-            destination.queue.close()
+            destination.close()
         d.store = MetadataStore.from_config(settings.database)
         assert report.dropped == 0
         assert report.requeued > 0, "the drill needs documents in flight at the backup"

@@ -8,14 +8,18 @@ asks before it replaces anything unless ``--yes``. The domain is
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Annotated
 
 import typer
+from pydantic import ValidationError
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from kubemate_cli.common import clean_errors, quiet_logs
+from kubemate.errors import KubemateError
+from kubemate_cli.common import CliFailure, clean_errors, quiet_logs
 from kubemate_ingest.backup import prune, restore_backup, verify_backup
 from kubemate_ingest.backup.wiring import backup_target, restore_destination, take_backup
 from kubemate_ingest.settings import IngestSettings
@@ -27,6 +31,19 @@ BackupId = Annotated[str, typer.Argument(help="The backup's id (see `kubemate ba
 
 def _settings() -> IngestSettings:
     return IngestSettings()
+
+
+@contextmanager
+def _errors() -> Iterator[None]:
+    """Our errors (a backup not found, a corrupt one, a backend down) and a configuration the
+    settings refuse, as a message and exit 1, like every other command's."""
+    with clean_errors():
+        try:
+            yield
+        except KubemateError as exc:
+            raise CliFailure(exc.title, exc.detail) from None
+        except ValidationError as exc:
+            raise CliFailure("Invalid configuration", str(exc)) from None
 
 
 def _mib(n: int) -> str:
@@ -41,7 +58,7 @@ def create(
 ) -> None:
     """Take a backup now (safe while ingestion runs)."""
     console = Console()
-    with clean_errors():
+    with _errors():
         quiet_logs()
         manifest = take_backup(_settings(), prune_after=prune_after)
         console.print(
@@ -55,14 +72,17 @@ def create(
 @app.command("list")
 def list_backups() -> None:
     """Finished backups, oldest first."""
-    with clean_errors():
+    with _errors():
         quiet_logs()
         manifests = backup_target(_settings()).manifests()
-    table = Table("id", "finished", "seconds", "objects", "vectors", "size")
+    table = Table()
+    table.add_column("id", no_wrap=True)  # copied into `verify` and `restore`: never wrapped
+    for name in ("finished (UTC)", "seconds", "objects", "vectors", "size"):
+        table.add_column(name)
     for m in manifests:
         table.add_row(
             m.id,
-            m.finished_at.isoformat(timespec="seconds"),
+            f"{m.finished_at:%Y-%m-%d %H:%M}",
             f"{m.seconds:.1f}",
             str(m.objects.count),
             str(sum(v.rows for v in m.vectors)),
@@ -77,7 +97,7 @@ def verify(
     full: Annotated[bool, typer.Option("--full", help="Re-hash every object blob too.")] = False,
 ) -> None:
     """Check a backup against its manifest without restoring it; exit 1 on any problem."""
-    with clean_errors():
+    with _errors():
         quiet_logs()
         result = verify_backup(backup_target(_settings()), backup_id, full=full)
     for problem in result.problems:
@@ -100,10 +120,14 @@ def restore(
             abort=True,
         )
     console = Console()
-    with clean_errors():
+    with _errors():
         quiet_logs()
         settings = _settings()
-        report = restore_backup(backup_target(settings), backup_id, restore_destination(settings))
+        destination = restore_destination(settings)
+        try:
+            report = restore_backup(backup_target(settings), backup_id, destination)
+        finally:
+            destination.close()
     console.print(
         f"[green]restored {escape(report.backup_id)}[/] in {report.seconds:.1f} s: "
         f"{report.kept} documents complete, {report.requeued} queued again, "
@@ -115,7 +139,7 @@ def restore(
 @app.command("prune")
 def prune_backups() -> None:
     """Apply retention now: keep the newest backup.keep_last backups."""
-    with clean_errors():
+    with _errors():
         quiet_logs()
         settings = _settings()
         pruned = prune(backup_target(settings), settings.backup.keep_last)

@@ -68,6 +68,8 @@ _SAFE = re.compile(r"[^A-Za-z0-9_]")
 class RestorableVectors(VectorStore, VectorExport, Protocol):
     """A vector store that can also be read back whole (Milvus)."""
 
+    def close(self) -> None: ...
+
 
 @dataclass(frozen=True, slots=True)
 class RestoreDestination:
@@ -78,6 +80,11 @@ class RestoreDestination:
     objects: ObjectStore
     vectors: RestorableVectors
     queue: IngestQueue
+
+    def close(self) -> None:
+        self.store.dispose()
+        self.vectors.close()
+        self.queue.close()
 
 
 @dataclass
