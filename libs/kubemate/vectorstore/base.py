@@ -138,6 +138,10 @@ class VectorExport(Protocol):
         each row once. What is written meanwhile may or may not be included."""
         ...
 
+    def close(self) -> None:
+        """Release the connection (a backup's store lives for one backup)."""
+        ...
+
     def load(self, collection: str, records: Sequence[ChunkRecord]) -> None:
         """Insert rows known to be new (a restore into a re-created collection): no lookup of
         existing ids, unlike ``upsert``. Rows whose id is there already would be duplicated."""

@@ -8,7 +8,6 @@ from contextlib import asynccontextmanager
 import anyio
 import redis
 from fastapi import FastAPI
-from prometheus_client import REGISTRY
 
 from kubemate.http.app import ReadinessCheck, build_app
 from kubemate.http.state import install_state, state_of
@@ -19,7 +18,7 @@ from kubemate.queue import IngestQueue
 from kubemate.queue.dead_letters import DeadLetters
 from kubemate.vectorstore.milvus import MilvusVectorStore
 from kubemate_ingest.api import router
-from kubemate_ingest.backup.metrics import LatestBackupCollector
+from kubemate_ingest.backup.metrics import expose as expose_backup_metrics
 from kubemate_ingest.backup.wiring import backup_target
 from kubemate_ingest.deps import IngestState
 from kubemate_ingest.presigned import PendingUploads
@@ -49,12 +48,10 @@ def create_app(settings: IngestSettings | None = None) -> FastAPI:
             intake=Intake(store, objects, queue, settings.ingest.pdf),
         )
         install_state(app, state)
-        backups = LatestBackupCollector(backup_target(settings))
-        REGISTRY.register(backups)
+        expose_backup_metrics(backup_target(settings))
         try:
             yield
         finally:
-            REGISTRY.unregister(backups)
             client.close()
             state.vectors.close()
             state.queue.close()

@@ -74,6 +74,10 @@ class BackupSources:
     redis: redis.Redis
     redis_config: RedisConfig
 
+    def close(self) -> None:
+        self.vectors.close()
+        self.redis.close()
+
 
 def new_backup_id(now: datetime) -> str:
     return f"{now:%Y%m%dT%H%M%S}{now.microsecond // 1000:03d}Z-{secrets.token_hex(3)}"

@@ -15,7 +15,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from prometheus_client import CollectorRegistry, Gauge, write_to_textfile
+from prometheus_client import REGISTRY, CollectorRegistry, Gauge, write_to_textfile
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
@@ -54,6 +54,12 @@ class LatestBackupCollector(Collector):
         self._read_at = float("-inf")
         self._values: dict[str, float] = {}
 
+    def retarget(self, target: BackupTarget) -> None:
+        with self._lock:
+            self._target = target
+            self._read_at = float("-inf")
+            self._values = {}
+
     def _refresh(self) -> None:
         with self._lock:
             if time.monotonic() - self._read_at < self._refresh_s:
@@ -76,6 +82,23 @@ class LatestBackupCollector(Collector):
         self._refresh()
         for name, value in self._values.items():
             yield GaugeMetricFamily(name, _HELP[name], value=value)
+
+
+_exposed: LatestBackupCollector | None = None
+_exposed_lock = threading.Lock()
+
+
+def expose(target: BackupTarget) -> None:
+    """This process's /metrics shows the newest backup in ``target``. One collector per
+    process, registered once: several apps in one process (tests) would otherwise register the
+    same names twice; the last app started names the target."""
+    global _exposed
+    with _exposed_lock:
+        if _exposed is None:
+            _exposed = LatestBackupCollector(target)
+            REGISTRY.register(_exposed)
+        else:
+            _exposed.retarget(target)
 
 
 def write_textfile(path: Path, manifest: Manifest) -> None:

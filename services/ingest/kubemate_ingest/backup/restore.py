@@ -68,8 +68,6 @@ _SAFE = re.compile(r"[^A-Za-z0-9_]")
 class RestorableVectors(VectorStore, VectorExport, Protocol):
     """A vector store that can also be read back whole (Milvus)."""
 
-    def close(self) -> None: ...
-
 
 @dataclass(frozen=True, slots=True)
 class RestoreDestination:

@@ -47,9 +47,11 @@ def take_backup(settings: IngestSettings, *, prune_after: bool = True) -> Manife
     configured, then retention applied. The one way every caller (CLI, CronJob, admin API)
     takes one."""
     target = backup_target(settings)
-    manifest = create_backup(
-        backup_sources(settings), target, vector_batch=settings.backup.vector_batch
-    )
+    sources = backup_sources(settings)
+    try:
+        manifest = create_backup(sources, target, vector_batch=settings.backup.vector_batch)
+    finally:
+        sources.close()  # the ingest service takes backups for as long as it runs
     if settings.backup.metrics_textfile is not None:
         write_textfile(settings.backup.metrics_textfile, manifest)
     if prune_after:
