@@ -134,6 +134,10 @@ def settings(tmp_path: Path, milvus_lite_uri: str) -> Iterator[IngestSettings]:
         "milvus": {"uri": milvus_lite_uri, "collection_prefix": f"b{suffix}"},
         "collections": {"default": {"embedder": {"provider": "hash", "dimension": DIM}}},
         "backup": {"target": {"provider": "filesystem", "root": tmp_path / "backups"}},
+        "reindex": {
+            "stream": f"test:backup:{suffix}:reindex",
+            "consumer_group": f"reindexers-{suffix}",
+        },
     }
     settings = IngestSettings(**values)  # type: ignore[arg-type]
     upgrade_to_head(settings.database.url)
@@ -213,6 +217,18 @@ def test_backup_verify_prune_and_restore(settings: IngestSettings) -> None:
     f.vectors.upsert(f.collection, _records("a", a_flight[0], 2))
     # deleted while the backup ran: its object is gone by the time objects are copied
     b_gone, _ = f.document("b", "gone", store_object=False)
+    # a re-index under way: its stream entry is not in the backup
+    running, _ = f.store.reindexes.create(
+        "a",
+        collection="default",
+        old_vector_collection=f.collection,
+        new_vector_collection="default_0000beef",
+        provider="hash",
+        model="other",
+        base_url=None,
+        requested_by="tester",
+        source="api",
+    )
     f.close()
 
     target = backup_target(settings)
@@ -267,6 +283,10 @@ def test_backup_verify_prune_and_restore(settings: IngestSettings) -> None:
         assert set(queued) == {a_short[0], a_flight[0]}
         assert queued[a_flight[0]]["task_id"] == a_flight[1]
         assert '"name": "flight"' in queued[a_flight[0]]["splitter"]
+        # The re-index is asked for again, so it finishes instead of blocking new ones.
+        assert report.reindexes_requeued == 1
+        ((_id, request),) = g.redis.xrange(settings.reindex.stream)
+        assert (request["reindex_id"], request["tenant_id"]) == (running.id, "a")
         group = g.redis.xinfo_groups(settings.redis.ingest_stream)[0]
         assert group["pending"] == 0 and group["name"] == settings.redis.consumer_group
         body = b"the document done of a"

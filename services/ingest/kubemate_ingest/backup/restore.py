@@ -17,8 +17,10 @@ Every file is fetched and checked against the manifest before anything is change
 4. each backed-up vector collection is dropped and re-created, and only the kept documents'
    rows are inserted (plain inserts: the collection is new, so no id lookup as an upsert
    does), so no vector of a deleted or unfinished document survives;
-5. the kept documents' chunk-version ledger entries go back into Redis, and every document
-   queued again gets a fresh stream entry (with the splitter its upload chose).
+5. the kept documents' chunk-version ledger entries go back into Redis, every document queued
+   again gets a fresh stream entry (with the splitter its upload chose), and every re-index
+   the database has PENDING or RUNNING gets a fresh request on the re-index stream (else it
+   would stay unfinished for ever, and block any new re-index of its collection).
 
 So after a restore every document is COMPLETED with all its vectors, or queued again.
 """
@@ -49,12 +51,14 @@ from kubemate.metadata.store import MetadataStore
 from kubemate.objectstore import ObjectStore
 from kubemate.queue import IngestQueue
 from kubemate.queue.ingest import IngestJob
+from kubemate.queue.reindex import ReindexRequested, reindex_queue
 from kubemate.settings import CollectionConfig, KubemateSettings
 from kubemate.vectorstore import ChunkRecord, VectorExport, VectorStore
 from kubemate_ingest.backup.create import LEDGER_INFIX, OBJECTS_INDEX, timed
 from kubemate_ingest.backup.manifest import Manifest
 from kubemate_ingest.backup.records import line_to_chunk, read_lines
 from kubemate_ingest.backup.target import CHUNK, BackupCorrupt, BackupTarget, blob_key
+from kubemate_ingest.settings import IngestSettings
 
 log = get_logger(__name__)
 
@@ -73,7 +77,7 @@ class RestorableVectors(VectorStore, VectorExport, Protocol):
 class RestoreDestination:
     """The (stopped, usually empty) deployment a backup is restored into."""
 
-    settings: KubemateSettings
+    settings: IngestSettings
     store: MetadataStore
     objects: ObjectStore
     vectors: RestorableVectors
@@ -97,6 +101,7 @@ class RestoreReport:
     timings: dict[str, float] = field(default_factory=dict)
     kept_per_tenant: dict[str, int] = field(default_factory=dict)
     requeued_ids: list[str] = field(default_factory=list)
+    reindexes_requeued: int = 0
 
 
 def restore_backup(
@@ -129,6 +134,7 @@ def restore_backup(
             saved = next(read_lines(files[manifest.redis.name]))
             _restore_ledgers(destination, saved.get("ledgers", {}), kept)
             _requeue(destination, requeue, saved.get("splitters", {}), report)
+            _requeue_reindexes(destination, report)
     report.seconds = round(time.monotonic() - started, 3)
     log.info(
         "restore.finished",
@@ -319,3 +325,26 @@ def _requeue(
         )
         report.requeued_ids.append(document.id)
     report.requeued = len(documents)
+
+
+def _requeue_reindexes(destination: RestoreDestination, report: RestoreReport) -> None:
+    """Re-indexes are idempotent (a re-embedded document is overwritten): the re-indexer starts
+    each unfinished one again from its first document."""
+    store, settings = destination.store, destination.settings
+    queue = reindex_queue(destination.queue.client, settings.reindex)
+    queue.ensure_group()
+    for tenant_id in store.tenants.ids():
+        for collection in settings.collections:
+            running = store.reindexes.unfinished(tenant_id, collection)
+            if running is None:
+                continue
+            queue.enqueue(
+                ReindexRequested(
+                    reindex_id=running.id,
+                    tenant_id=tenant_id,
+                    collection=collection,
+                    requested_by=running.requested_by,
+                )
+            )
+            report.reindexes_requeued += 1
+            log.info("restore.reindex_requeued", tenant_id=tenant_id, reindex_id=running.id)
