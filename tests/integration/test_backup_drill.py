@@ -10,6 +10,7 @@ come from the hash embedder: the drill is about state, not retrieval quality.
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import re
 import shutil
@@ -137,7 +138,14 @@ def test_restore_drill(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     redis_server, milvus = servers
-    with deployment(tmp_path / "deployment", redis_server.url, milvus.uri) as d:
+    # An exact (FLAT) index: an HNSW graph rebuilt from the same rows is another graph, whose
+    # approximate top-5 may differ by a near tie; the drill checks the data, not the index.
+    embedder = {"provider": "hash", "dimension": EMBED_DIMENSION}
+    exact = {"default": {"embedder": embedder, "index_template": "exact"}}
+    collections = {"KUBEMATE_COLLECTIONS": json.dumps(exact)}
+    with deployment(
+        tmp_path / "deployment", redis_server.url, milvus.uri, settings_env=collections
+    ) as d:
         d.start_ingest()
         d.start_workers("w1")
         settings = _settings(d, tmp_path / "backups", monkeypatch)

@@ -332,12 +332,13 @@ def _requeue_reindexes(destination: RestoreDestination, report: RestoreReport) -
     each unfinished one again from its first document."""
     store, settings = destination.store, destination.settings
     queue = reindex_queue(destination.queue.client, settings.reindex)
-    queue.ensure_group()
     for tenant_id in store.tenants.ids():
         for collection in settings.collections:
             running = store.reindexes.unfinished(tenant_id, collection)
             if running is None:
                 continue
+            if not report.reindexes_requeued:
+                queue.ensure_group()  # only when there is something to read
             queue.enqueue(
                 ReindexRequested(
                     reindex_id=running.id,
