@@ -28,7 +28,6 @@ So after a restore every document is COMPLETED with all its vectors, or queued a
 from __future__ import annotations
 
 import hashlib
-import re
 import tempfile
 import time
 from collections import Counter
@@ -40,7 +39,7 @@ from typing import Any, BinaryIO, Protocol
 
 import redis
 
-from kubemate.collections import active_vector_collection
+from kubemate.collections import active_vector_collection, index_of, vector_collection
 from kubemate.errors import UnknownCollection
 from kubemate.logs import get_logger
 from kubemate.metadata.documents import DocumentView
@@ -66,7 +65,6 @@ PAGE = 500
 # Objects put back at once (threads: the work is waiting on the object stores).
 OBJECT_CONCURRENCY = 8
 UPSERT_BATCH = 1000
-_SAFE = re.compile(r"[^A-Za-z0-9_]")
 
 
 class RestorableVectors(VectorStore, VectorExport, Protocol):
@@ -251,7 +249,8 @@ def _collection_config(settings: KubemateSettings, name: str) -> CollectionConfi
     """The knowledge collection a vector collection (``<collection>_<fingerprint>``) serves."""
     base = name.rsplit("_", 1)[0]
     for collection, config in settings.collections.items():
-        if _SAFE.sub("_", collection) == base:
+        # Any embedder's collection of it has the same base (a re-index's too).
+        if vector_collection(collection, config.embedder).rsplit("_", 1)[0] == base:
             return config
     return None
 
@@ -263,8 +262,6 @@ def _restore_vectors(
     kept: set[tuple[str, str]],
     report: RestoreReport,
 ) -> None:
-    from kubemate.collections import index_of
-
     vectors = destination.vectors
     for part in manifest.vectors:
         config = _collection_config(destination.settings, part.collection)

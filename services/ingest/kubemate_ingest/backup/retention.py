@@ -7,7 +7,9 @@ it is deleted too. A younger one may still be running, so it is left alone.
 
 from __future__ import annotations
 
+import tempfile
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from kubemate.logs import get_logger
 from kubemate_ingest.backup.records import read_lines
@@ -24,9 +26,6 @@ class Pruned:
 
 
 def prune(target: BackupTarget, keep_last: int) -> Pruned:
-    import tempfile
-    from pathlib import Path
-
     if keep_last < 1:
         raise ValueError("keep_last must be at least 1: pruning never deletes every backup")
     finished = target.manifests()

@@ -8,7 +8,9 @@ every byte of the object mirror: slower, catches bit rot in the target).
 from __future__ import annotations
 
 import hashlib
+import tempfile
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from kubemate.errors import NotFound
 from kubemate_ingest.backup.create import OBJECTS_INDEX
@@ -29,9 +31,6 @@ class Verification:
 
 
 def verify_backup(target: BackupTarget, backup_id: str, *, full: bool = False) -> Verification:
-    import tempfile
-    from pathlib import Path
-
     manifest = target.manifest(backup_id)
     result = Verification(backup_id=backup_id)
     with tempfile.TemporaryDirectory(prefix="kubemate-verify-") as tmp:
