@@ -119,6 +119,11 @@ SCENARIOS: dict[str, list[str]] = {
         "tenancy.createNamespace=true",
     ],
     "tenant-install": ["-f", str(CHART / "values-tenant.yaml")],
+    "backup": [
+        "--set",
+        "backup.enabled=true",
+        *_set({"backup.targetAccessKey": "backup-key", "backup.targetSecretKey": "backup-s3cret"}),
+    ],
 }
 # Scenarios rendered as for a cluster that serves the custom resources' APIs.
 CRD_SCENARIOS = {"keda-servicemonitor", "prod", "gpu"}
@@ -1290,3 +1295,66 @@ def test_dockerfile_layers_and_user() -> None:
     assert first(r"^USER ") > first(r"^FROM .* AS runtime$")
     for line in lines:
         assert not re.search(r"(SECRET|PASSWORD|TOKEN|API_KEY)\w*=", line), line
+
+
+# --- backups ------------------------------------------------------------------------------------
+
+BACKUP_JOBS = {"backup-objects", "backup-vectors", "backup-postgres"}
+
+
+def test_backups_are_off_unless_enabled(render: Callable[[str], list[Manifest]]) -> None:
+    assert by_kind(render("default"), "CronJob") == {}
+
+
+def test_backup_cronjobs(render: Callable[[str], list[Manifest]]) -> None:
+    """Each CronJob has its schedule, retention and resources from values.yaml, never runs two
+    at once, and takes its credentials from the Secret, never from the manifest."""
+    manifests = render("backup")
+    jobs = {component(j): j for j in by_kind(manifests, "CronJob").values()}
+    assert set(jobs) == BACKUP_JOBS
+    for name, job in jobs.items():
+        spec = job["spec"]
+        assert spec["concurrencyPolicy"] == "Forbid", name
+        assert spec["schedule"].count(" ") == 4, name
+        pod = spec["jobTemplate"]["spec"]["template"]["spec"]
+        (container,) = pod["containers"]
+        assert container["resources"]["limits"] and container["resources"]["requests"], name
+        assert container["securityContext"]["runAsNonRoot"] is True, name
+        for env in container.get("env", []):
+            if "KEY" in env["name"] or env["name"].endswith("DATABASE__URL"):
+                assert "valueFrom" in env, f"{name}: {env['name']} must come from the Secret"
+    objects = jobs["backup-objects"]["spec"]["jobTemplate"]["spec"]["template"]["spec"]
+    (mirror,) = objects["containers"]
+    assert mirror["image"].startswith("minio/mc")
+    script = mirror["args"][0]
+    assert "mc mirror" in script and "NoncurrentDays" in script
+    assert {"name": "RETENTION_DAYS", "value": "14"} in mirror["env"]
+    vectors = jobs["backup-vectors"]["spec"]["jobTemplate"]["spec"]["template"]["spec"]
+    (backup,) = vectors["containers"]
+    assert backup["command"] == ["python", "-m", "kubemate_ingest.backup"]
+    assert {"name": "KUBEMATE_BACKUP__KEEP_LAST", "value": "7"} in backup["env"]
+    postgres = jobs["backup-postgres"]["spec"]["jobTemplate"]["spec"]["template"]["spec"]
+    (dump,) = postgres["containers"]
+    assert "pg_dump --format=custom" in dump["args"][0]
+    assert {"name": "KEEP_LAST", "value": "7"} in dump["env"]
+    claims = by_kind(manifests, "PersistentVolumeClaim")
+    assert postgres["volumes"][0]["persistentVolumeClaim"]["claimName"] in claims
+    secret = by_kind(manifests, "Secret")[RELEASE]
+    assert {"KUBEMATE_BACKUP__TARGET__ACCESS_KEY", "KUBEMATE_BACKUP__TARGET__SECRET_KEY"} <= set(
+        secret["data"]
+    )
+
+
+def test_backup_job_environment_builds_the_ingest_settings(
+    render: Callable[[str], list[Manifest]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The vectors job's KUBEMATE_* variables are real settings (a typo would be ignored)."""
+    job = next(
+        j for j in by_kind(render("backup"), "CronJob").values() if component(j) == "backup-vectors"
+    )
+    (container,) = job["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"]
+    env = {e["name"]: e["value"] for e in container["env"] if "value" in e}
+    assert_settings_accept(env, monkeypatch)
+    settings = IngestSettings()
+    assert settings.backup.target.provider == "s3"
+    assert settings.backup.keep_last == 7

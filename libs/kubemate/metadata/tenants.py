@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from kubemate.metadata.database import INSERT_OR_IGNORE, Repository
@@ -24,3 +25,9 @@ class TenantRepository(Repository):
         """Create the tenant if it does not exist. Safe to call concurrently and repeatedly."""
         with self._db.transaction(write=True) as session:
             insert_tenant(session, tenant_id, name)
+
+    def ids(self) -> list[str]:
+        """Every tenant's id, sorted. For platform-wide work only (a restore walks each tenant's
+        documents in turn); a request never lists other tenants."""
+        with self._db.transaction() as session:
+            return list(session.scalars(select(Tenant.id).order_by(Tenant.id)))

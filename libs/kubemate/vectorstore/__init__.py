@@ -7,6 +7,7 @@ from kubemate.vectorstore.base import (
     SearchMode,
     SearchResult,
     StoredChunk,
+    VectorExport,
     VectorStore,
 )
 from kubemate.vectorstore.index import IndexSpec, resolve_index
@@ -19,6 +20,7 @@ __all__ = [
     "SearchMode",
     "SearchResult",
     "StoredChunk",
+    "VectorExport",
     "VectorStore",
     "resolve_index",
 ]

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Literal, Protocol
 
@@ -136,3 +136,32 @@ class VectorStore(Protocol):
         ...
 
     def drop_collection(self, name: str) -> None: ...
+
+
+class VectorExport(Protocol):
+    """Reading whole collections back, for backups (:mod:`kubemate_ingest.backup`). Apart from
+    :class:`VectorStore`: the services' request paths never need it.
+
+    Raises :class:`kubemate.errors.BackendUnavailable` when the engine cannot be reached."""
+
+    def collections(self) -> list[str]:
+        """The logical names of every collection this store's prefix owns, sorted."""
+        ...
+
+    def dimension(self, collection: str) -> int:
+        """The vector dimension of an existing collection."""
+        ...
+
+    def export(self, collection: str, *, batch_size: int = 1000) -> Iterator[list[ChunkRecord]]:
+        """Every row of ``collection``, every tenant, in batches of at most ``batch_size``;
+        each row once. What is written meanwhile may or may not be included."""
+        ...
+
+    def close(self) -> None:
+        """Release the connection (a backup's store lives for one backup)."""
+        ...
+
+    def load(self, collection: str, records: Sequence[ChunkRecord]) -> None:
+        """Insert rows known to be new (a restore into a re-created collection): no lookup of
+        existing ids, unlike ``upsert``. Rows whose id is there already would be duplicated."""
+        ...

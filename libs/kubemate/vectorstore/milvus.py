@@ -844,6 +844,60 @@ class MilvusVectorStore:
         }
         return [chunks[position] for position in sorted(chunks)]
 
+    # ---- export (kubemate.vectorstore.VectorExport) --------------------------------------------
+
+    def collections(self) -> list[str]:
+        prefix = self._config.collection_prefix
+        client = self._connection()
+        with self._mapped("list_collections"):
+            names = client.list_collections(timeout=self._timeout)
+        if not prefix:
+            return sorted(names)
+        return sorted(n[len(prefix) + 1 :] for n in names if n.startswith(prefix + "_"))
+
+    def dimension(self, collection: str) -> int:
+        return self._layout(self.physical_name(collection)).dimension
+
+    def export(self, collection: str, *, batch_size: int = 1000) -> Iterator[list[ChunkRecord]]:
+        """Through pymilvus's query iterator, which pages by primary key from a snapshot
+        timestamp on Milvus 2.3+ and on Milvus Lite alike. (A plain ``query`` with ``limit``
+        and a key cursor does not work: Milvus Lite answers it with any rows, unsorted.)"""
+        if not 1 <= batch_size <= MAX_TOP_K:
+            raise ValueError(f"batch_size must be between 1 and {MAX_TOP_K}")
+        physical = self.physical_name(collection)
+        self.ensure_collection(collection, self.dimension(collection))  # loaded for queries
+        client = self._connection()
+        with self._mapped("export", physical):
+            iterator = client.query_iterator(
+                physical,
+                batch_size=batch_size,
+                filter="",
+                output_fields=[*_OUTPUT_FIELDS, VECTOR_FIELD, "tenant_id"],
+                timeout=self._timeout,
+            )
+        try:
+            while True:
+                with self._mapped("export", physical):
+                    rows = iterator.next()
+                if not rows:
+                    return
+                yield [_to_record(row) for row in rows]
+        finally:
+            iterator.close()
+
+    def load(self, collection: str, records: Sequence[ChunkRecord]) -> None:
+        if not records:
+            return
+        physical = self.physical_name(collection)
+        client = self._connection()
+        rows = [self._row(record, physical) for record in records]
+        for start in range(0, len(rows), self._batch_size):
+            batch = rows[start : start + self._batch_size]
+            with self._mapped("load", physical):
+                client.insert(physical, batch, timeout=self._timeout)
+        if self._flush_writes and self._layout(physical).bm25:
+            self._deferred_flush.wrote(physical, len(rows))
+
     def drop_collection(self, name: str) -> None:
         physical = self.physical_name(name)
         client = self._connection()
@@ -870,4 +924,18 @@ def _to_hit(hit: Any, *, bm25: bool = False) -> SearchHit:
         position=int(entity.get("position", 0)),
         page=int(entity.get("page", 0)),
         score=abs(distance) if bm25 else distance,
+    )
+
+
+def _to_record(row: Mapping[str, Any]) -> ChunkRecord:
+    return ChunkRecord(
+        chunk_id=str(row["chunk_id"]),
+        tenant_id=str(row["tenant_id"]),
+        document_id=str(row["document_id"]),
+        chunk_text=str(row.get(TEXT_FIELD, "")),
+        vector=[float(x) for x in row[VECTOR_FIELD]],
+        source=str(row.get("source", "")),
+        title=str(row.get("title", "")),
+        position=int(row.get("position", 0)),
+        page=int(row.get("page", 0)),
     )

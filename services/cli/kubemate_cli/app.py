@@ -9,6 +9,7 @@ import typer
 from kubemate.auth import Role, issue_token
 from kubemate.auth.tokens import TENANT_ID_PATTERN
 from kubemate_cli.ask import ask
+from kubemate_cli.backup import app as backup_app
 from kubemate_cli.common import DEFAULT_TENANT, clean_errors, settings
 from kubemate_cli.ingest import ingest
 from kubemate_cli.models import app as models_app
@@ -27,6 +28,7 @@ app.command()(ingest)
 app.command()(ask)
 app.command()(reindex)
 app.add_typer(models_app, name="models")
+app.add_typer(backup_app, name="backup")
 
 
 def _tenant(value: str) -> str:

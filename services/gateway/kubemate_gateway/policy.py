@@ -83,6 +83,10 @@ POLICIES: tuple[RoutePolicy, ...] = _table(
     ("GET", "/v1/reindex/{reindex_id}", VIEWER, None),
     ("GET", "/v1/reindex/{reindex_id}/events", VIEWER, None),
     ("POST", "/v1/reindex/{reindex_id}/cancel", EDITOR, "reindex.cancel"),
+    # A backup holds every tenant's data: the operator's (restore is the CLI's only).
+    ("POST", "/v1/backups", OPERATOR, "backups.create"),
+    ("GET", "/v1/backups", OPERATOR, None),
+    ("POST", "/v1/backups/{backup_id}/verify", OPERATOR, "backups.verify"),
     # ---- retrieval: questions change nothing another tenant sees
     ("POST", "/v1/query", VIEWER, None),
     ("POST", "/v1/chat", VIEWER, None),

@@ -17,6 +17,7 @@ ROUTES: dict[str, str] = {
     "dead-letters": "ingest",
     "reindex": "ingest",
     "collections": "ingest",
+    "backups": "ingest",
     "query": "retrieval",
     "chat": "retrieval",
     "models": "model_manager",
@@ -41,6 +42,7 @@ _ADMIN = frozenset(
         "dead-letters",
         "audit",
         "health",
+        "backups",
     }
 )
 # Calls that hold an LLM for their whole duration: limited in flight per tenant.

@@ -22,6 +22,7 @@ from kubemate.metadata.models import TaskState
 from kubemate.metadata.store import MetadataStore
 from kubemate.metadata.tasks import TaskView
 from kubemate.text.split import STRATEGIES
+from kubemate_ingest.backups import router as backups_router
 from kubemate_ingest.deletion import delete_document as delete_document_everywhere
 from kubemate_ingest.deps import (
     DeadLettersDep,
@@ -501,3 +502,4 @@ async def retry(
 
 
 router.include_router(reindex_router)
+router.include_router(backups_router)

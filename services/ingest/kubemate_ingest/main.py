@@ -19,6 +19,8 @@ from kubemate.queue.dead_letters import DeadLetters
 from kubemate.vectorstore.milvus import MilvusVectorStore
 from kubemate_ingest import queue_metrics
 from kubemate_ingest.api import router
+from kubemate_ingest.backup.metrics import expose as expose_backup_metrics
+from kubemate_ingest.backup.wiring import backup_target
 from kubemate_ingest.deps import IngestState
 from kubemate_ingest.presigned import PendingUploads
 from kubemate_ingest.settings import IngestSettings
@@ -47,6 +49,7 @@ def create_app(settings: IngestSettings | None = None) -> FastAPI:
             intake=Intake(store, objects, queue, settings.ingest.pdf),
         )
         install_state(app, state)
+        expose_backup_metrics(backup_target(settings))
         try:
             yield
         finally:

@@ -253,3 +253,25 @@ class CollectionOut(BaseModel):
                 for option in described.options
             ],
         )
+
+
+class BackupOut(BaseModel):
+    """A finished backup, without per-tenant figures: the caller is one tenant's admin."""
+
+    backup_id: str
+    created_at: datetime
+    finished_at: datetime
+    seconds: float
+    size_bytes: int
+    objects: int
+    objects_copied: int
+    vectors: int
+    database: str  # the dialect: postgresql | sqlite
+
+
+class VerificationOut(BaseModel):
+    backup_id: str
+    ok: bool
+    files: int
+    objects: int
+    problems: list[str]

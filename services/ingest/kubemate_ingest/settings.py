@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from pathlib import Path
+from typing import Annotated, Self
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, model_validator
 
 from kubemate.collections import ReindexConfig
-from kubemate.settings import KubemateSettings
+from kubemate.settings import DEV_S3_SECRET, KubemateSettings, ObjectStoreConfig
 from kubemate.text.split import SplitterSpec, Strategy
 from kubemate_ingest.pdf_inspect import PdfPolicy
 
@@ -52,6 +53,34 @@ class IngestConfig(BaseModel):
         return self.tenant_max_upload_bytes.get(tenant_id, self.max_upload_bytes)
 
 
+class BackupConfig(BaseModel):
+    """Where backups go and how many are kept (``kubemate backup``, ``/v1/admin/backups``).
+
+    ``target`` is an object store of its own: a directory (``provider: filesystem``, ``root``)
+    or an S3 bucket, e.g. KUBEMATE_BACKUP__TARGET__PROVIDER=s3,
+    KUBEMATE_BACKUP__TARGET__BUCKET=kubemate-backups."""
+
+    target: ObjectStoreConfig = ObjectStoreConfig(root=Path(".kubemate/backups"))
+    # Finished backups kept by pruning (after each `kubemate backup create`, and on demand).
+    keep_last: int = Field(7, ge=1, le=10_000)
+    # Rows per page of the vector export.
+    vector_batch: int = Field(1000, ge=1, le=16_384)
+    # Where `kubemate backup create` writes its gauges as a Prometheus textfile; None: nowhere.
+    metrics_textfile: Path | None = None
+
+
 class IngestSettings(KubemateSettings):
     ingest: IngestConfig = IngestConfig()
     reindex: ReindexConfig = ReindexConfig()
+    backup: BackupConfig = BackupConfig()
+
+    @model_validator(mode="after")
+    def _refuse_default_backup_secret(self) -> Self:
+        # A bucket holding every tenant's data must not open with the development key.
+        target = self.backup.target
+        secret = target.secret_key.get_secret_value()
+        if self.mode == "production" and target.provider == "s3" and secret in ("", DEV_S3_SECRET):
+            raise ValueError(
+                "production mode refuses backup.target.secret_key empty or the development default"
+            )
+        return self
