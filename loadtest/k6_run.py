@@ -251,7 +251,9 @@ def table(results: Sequence[K6Result]) -> str:
         "|---|---|---|---|---|---|---|---|---|",
     ]
     for result in results:
-        verdict = "held" if result.thresholds_held else f"FAILED (k6 exit {result.exit_code})"
+        verdict = {0: "held", THRESHOLDS_FAILED: "FAILED"}.get(
+            result.exit_code, f"k6 broke (exit {result.exit_code})"
+        )
         for endpoint in ENDPOINTS[result.script]:
             f = result.endpoint(endpoint)
             fives = result.value(f"http_5xx{{endpoint:{endpoint}}}", "count", 0.0)
@@ -281,6 +283,25 @@ def facts() -> dict[str, Any]:
 # ---- sweep --------------------------------------------------------------------------------------
 
 
+class StackCpu:
+    """CPU seconds of the stack's processes (each one in stack.json and its children: the
+    worker's Celery pool, Milvus Lite's server, Redis), apart from the rest of the machine."""
+
+    def __init__(self, pids: Mapping[str, int]) -> None:
+        self._roots = [psutil.Process(pid) for pid in pids.values() if psutil.pid_exists(pid)]
+
+    def seconds(self) -> float:
+        total = 0.0
+        for root in self._roots:
+            for proc in [root, *root.children(recursive=True)]:
+                try:
+                    times = proc.cpu_times()
+                except psutil.Error:
+                    continue  # gone meanwhile
+                total += times.user + times.system
+        return total
+
+
 def sweep(
     script: str,
     url: str,
@@ -288,23 +309,29 @@ def sweep(
     out: Path,
     rates: Sequence[float],
     env: Mapping[str, str],
+    *,
+    rate_var: str = "RATE",
+    stack: StackCpu | None = None,
 ) -> list[dict[str, Any]]:
-    """One constant-rate run per rate, lowest first, until one fails its thresholds; the
-    machine's CPU use (all cores, every process) and load average measured over each run."""
+    """One run per rate (``rate_var`` set to it), lowest first, until one fails its
+    thresholds. Beside each: the stack's CPU use in cores (when its pids are known), the whole
+    machine's, and the load average (other work on a shared machine shows there)."""
     steps: list[dict[str, Any]] = []
     for rate in rates:
         psutil.cpu_percent(percpu=False)  # starts the interval
         load_before = os.getloadavg()[0]
-        result = run_k6(
-            script, url, tokens, out / f"{script}-{rate:g}.json", {**env, "RATE": f"{rate:g}"}
-        )
+        cpu_before, started = (stack.seconds() if stack else 0.0), time.monotonic()
+        summary = out / f"{script}-{rate_var.lower()}-{rate:g}.json"
+        result = run_k6(script, url, tokens, summary, {**env, rate_var: f"{rate:g}"})
+        wall = time.monotonic() - started
         step = {
             "rate": rate,
-            "cpu_percent": psutil.cpu_percent(percpu=False),
-            "load_1m": (load_before, os.getloadavg()[0]),
             "held": result.thresholds_held,
+            "stack_cores": (stack.seconds() - cpu_before) / wall if stack else None,
+            "machine_cpu_percent": psutil.cpu_percent(percpu=False),
+            "load_1m": (load_before, os.getloadavg()[0]),
             "dropped": result.value("dropped_iterations", "count"),
-            "endpoints": {e: result.endpoint(e) for e in ENDPOINTS[script]},
+            "endpoints": {e: f for e in ENDPOINTS[script] if (f := result.endpoint(e))["requests"]},
             "failed": result.failed_thresholds(),
         }
         steps.append(step)
@@ -313,10 +340,11 @@ def sweep(
             f"err {f['failed']:.1%}"
             for e, f in step["endpoints"].items()
         )
+        cores = f"stack {step['stack_cores']:.2f} cores, " if stack else ""
         print(
-            f"rate {rate:g}/s: {'held' if step['held'] else 'FAILED'}; {figures}; "
-            f"dropped {step['dropped']:.0f}; CPU {step['cpu_percent']:.0f} % of all cores; "
-            f"load {step['load_1m'][0]:.1f} -> {step['load_1m'][1]:.1f}"
+            f"{rate_var}={rate:g}/s: {'held' if step['held'] else 'FAILED'}; {figures}; "
+            f"dropped {step['dropped']:.0f}; {cores}machine {step['machine_cpu_percent']:.0f} %"
+            f"; load {step['load_1m'][0]:.1f} -> {step['load_1m'][1]:.1f}"
             + (f"; failed: {step['failed']}" if step["failed"] else ""),
             flush=True,
         )
@@ -326,6 +354,12 @@ def sweep(
 
 
 # ---- the run ------------------------------------------------------------------------------------
+
+
+def stack_pids(data_dir: Path) -> dict[str, int]:
+    """The processes of the embedded stack in ``data_dir`` (its stack.json)."""
+    pids: dict[str, int] = json.loads((data_dir / "stack.json").read_text())["pids"]
+    return pids
 
 
 def parse_env(pairs: Sequence[str]) -> dict[str, str]:
@@ -341,7 +375,11 @@ def parse_env(pairs: Sequence[str]) -> dict[str, str]:
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
     parser.add_argument("--url", help="a running stack's gateway (default: start kubemate up)")
-    parser.add_argument("--data-dir", type=Path, help="the started stack's data dir")
+    parser.add_argument(
+        "--data-dir",
+        type=Path,
+        help="the started stack's data dir; with --url, that stack's (for its CPU in a sweep)",
+    )
     parser.add_argument("--scripts", default=",".join(SCRIPTS), help="comma-separated")
     parser.add_argument("--profile", choices=("load", "smoke"), default="load")
     parser.add_argument("--env", action="append", default=[], metavar="NAME=value")
@@ -350,6 +388,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--out", type=Path, help="summaries go here (default: a new tmp dir)")
     parser.add_argument("--sweep", action="store_true", help="find the highest rate that holds")
     parser.add_argument("--rates", default="1,2,4,8,16", help="the sweep's rates, per second")
+    parser.add_argument("--rate-var", default="RATE", help="the setting a sweep varies")
     parser.add_argument("--start-timeout", type=float, default=600.0)
     return parser.parse_args(argv)
 
@@ -376,7 +415,10 @@ def run(args: argparse.Namespace, url: str) -> int:
         if len(scripts) != 1:
             raise SystemExit("--sweep measures one script: pass --scripts NAME")
         rates = [float(r) for r in args.rates.split(",")]
-        steps = sweep(scripts[0], url, tokens, out, rates, overrides)
+        stack = StackCpu(stack_pids(args.data_dir)) if args.data_dir else None
+        steps = sweep(
+            scripts[0], url, tokens, out, rates, overrides, rate_var=args.rate_var, stack=stack
+        )
         (out / f"sweep-{scripts[0]}.json").write_text(
             json.dumps({"machine": facts(), "steps": steps}, indent=2) + "\n"
         )
@@ -405,6 +447,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     # busy 2-core machine, and its default 256 would make chat a test of generation alone.
     env.setdefault("KUBEMATE_LLM__MAX_TOKENS", "64")
     with embedded_stack(data_dir, env, args.start_timeout) as url:
+        args.data_dir = data_dir
         return run(args, url)
 
 

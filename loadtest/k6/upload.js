@@ -3,25 +3,14 @@
 // is stored and queued for indexing (the worker's backlog grows; this measures the upload path).
 //   RATE (single uploads/s, default 2), BATCH_RATE (batches/s, default 0.5), DURATION (default
 //   30s), UPLOAD_P95_MS, UPLOAD_BATCH_P95_MS; see lib/kubemate.js.
-import {
-  constantRate,
-  handleSummary,
-  number,
-  thresholds,
-  TREND_STATS,
-  upload,
-  uploadBatch,
-} from './lib/kubemate.js';
+import { handleSummary, number, options as optionsOf, upload, uploadBatch } from './lib/kubemate.js';
 
-const duration = __ENV.DURATION || '30s';
-
-export const options = {
-  scenarios: {
-    upload: constantRate('upload', number('RATE', 2), duration),
-    upload_batch: constantRate('uploadBatch', number('BATCH_RATE', 0.5), duration),
-  },
-  thresholds: thresholds(['upload', 'upload_batch']),
-  summaryTrendStats: TREND_STATS,
-};
+export const options = optionsOf(
+  [
+    { endpoint: 'upload', exec: 'upload', rate: number('RATE', 2) },
+    { endpoint: 'upload_batch', exec: 'uploadBatch', rate: number('BATCH_RATE', 0.5) },
+  ],
+  __ENV.DURATION || '30s',
+);
 
 export { upload, uploadBatch, handleSummary };

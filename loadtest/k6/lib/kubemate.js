@@ -18,8 +18,8 @@ import http from 'k6/http';
 import { check } from 'k6';
 import { Counter, Trend } from 'k6/metrics';
 
-export const BASE_URL = (__ENV.BASE_URL || 'http://127.0.0.1:8000').replace(/\/+$/, '');
-export const COLLECTION = __ENV.COLLECTION || 'default';
+const BASE_URL = (__ENV.BASE_URL || 'http://127.0.0.1:8000').replace(/\/+$/, '');
+const COLLECTION = __ENV.COLLECTION || 'default';
 const CACHE = (__ENV.CACHE || 'false').toLowerCase() === 'true';
 const MAX_TOKENS = __ENV.MAX_TOKENS ? parseInt(__ENV.MAX_TOKENS, 10) : null;
 const TOP_K = number('TOP_K', 5);
@@ -27,7 +27,7 @@ const BATCH_FILES = number('BATCH_FILES', 5);
 
 // The same documents loadtest/k6_run.py seeds into each tenant, and questions about them.
 const corpus = JSON.parse(open(import.meta.resolve('../data/corpus.json')));
-export const QUESTIONS = corpus.questions;
+const QUESTIONS = corpus.questions;
 const DOCUMENTS = corpus.documents;
 
 const TOKENS = parseTokens(__ENV.TOKENS);
@@ -49,9 +49,9 @@ const serverErrors = new Counter('http_5xx');
 const rateLimited = new Counter('http_429');
 // Time to the first byte of a streamed answer: the stream opens once retrieval is done and the
 // LLM's first token is made (kubemate_retrieval.chat), so this is the time to first token.
-export const chatTtfb = new Trend('chat_ttfb', true);
+const chatTtfb = new Trend('chat_ttfb', true);
 
-export const TREND_STATS = ['avg', 'min', 'med', 'p(90)', 'p(95)', 'p(99)', 'max', 'count'];
+const TREND_STATS = ['avg', 'min', 'med', 'p(90)', 'p(95)', 'p(99)', 'max', 'count'];
 
 export function number(name, fallback) {
   const raw = __ENV[name];
@@ -214,7 +214,7 @@ function uniqueFile(field) {
 
 // multipart/form-data by hand: k6's object form cannot repeat a field, and a batch sends each
 // file under the same `files` field.
-export function multipart(fields, files) {
+function multipart(fields, files) {
   const boundary = `kubemate-k6-${Math.random().toString(36).slice(2)}`;
   const parts = [];
   for (const [name, value] of Object.entries(fields)) {
@@ -242,7 +242,7 @@ const GRACEFUL_STOP = '300s';
 // An open model: `perSecond` arrivals a second whatever the latency (counted per minute, so
 // fractional rates work), with VUs added as requests queue up; a shortage of VUs shows as
 // dropped_iterations.
-export function constantRate(exec, perSecond, duration) {
+function constantRate(exec, perSecond, duration) {
   return {
     executor: 'constant-arrival-rate',
     exec,
@@ -256,7 +256,7 @@ export function constantRate(exec, perSecond, duration) {
 }
 
 // From 0 to `perSecond` over `ramp`, held for `hold`.
-export function rampingRate(exec, perSecond, ramp, hold) {
+function rampingRate(exec, perSecond, ramp, hold) {
   const target = Math.max(1, Math.round(perSecond * 60));
   return {
     executor: 'ramping-arrival-rate',
@@ -273,9 +273,26 @@ export function rampingRate(exec, perSecond, ramp, hold) {
   };
 }
 
+// The options of a script whose endpoints each run at their own rate ({endpoint, exec, rate}
+// per second): constant over `duration`, or with `ramp` ramped up from 0 over it and then held
+// for `duration`. A rate of 0 leaves the endpoint out (a sweep measures one at a time).
+export function options(specs, duration, ramp) {
+  const active = specs.filter((spec) => spec.rate > 0);
+  if (active.length === 0) throw new Error('every rate is 0: nothing to run');
+  const scenario = (spec) =>
+    ramp
+      ? rampingRate(spec.exec, spec.rate, ramp, duration)
+      : constantRate(spec.exec, spec.rate, duration);
+  return {
+    scenarios: Object.fromEntries(active.map((spec) => [spec.endpoint, scenario(spec)])),
+    thresholds: thresholds(active.map((spec) => spec.endpoint)),
+    summaryTrendStats: TREND_STATS,
+  };
+}
+
 // p95 and error rate (< 1 %) per endpoint, no 5xx at all, and the checks. Every endpoint must
 // also have been called: k6 passes a threshold of a metric without samples.
-export function thresholds(endpoints) {
+function thresholds(endpoints) {
   const out = {
     http_5xx: ['count==0'],
     checks: ['rate>0.99'],
