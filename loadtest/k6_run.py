@@ -324,10 +324,16 @@ def sweep(
         summary = out / f"{script}-{rate_var.lower()}-{rate:g}.json"
         result = run_k6(script, url, tokens, summary, {**env, rate_var: f"{rate:g}"})
         wall = time.monotonic() - started
+        cpu_s = stack.seconds() - cpu_before if stack else None
+        requests = sum(result.endpoint(e)["requests"] for e in ENDPOINTS[script])
         step = {
             "rate": rate,
             "held": result.thresholds_held,
-            "stack_cores": (stack.seconds() - cpu_before) / wall if stack else None,
+            "stack_cores": cpu_s / wall if cpu_s is not None else None,
+            # The stack's CPU per request, whatever else the machine runs: the cost to plan with.
+            "stack_cpu_ms_per_request": (
+                cpu_s * 1000 / requests if cpu_s is not None and requests else None
+            ),
             "machine_cpu_percent": psutil.cpu_percent(percpu=False),
             "load_1m": (load_before, os.getloadavg()[0]),
             "dropped": result.value("dropped_iterations", "count"),
@@ -340,7 +346,12 @@ def sweep(
             f"err {f['failed']:.1%}"
             for e, f in step["endpoints"].items()
         )
-        cores = f"stack {step['stack_cores']:.2f} cores, " if stack else ""
+        cores = (
+            f"stack {step['stack_cores']:.2f} cores, "
+            f"{step['stack_cpu_ms_per_request']:.0f} CPU ms/request, "
+            if step["stack_cpu_ms_per_request"] is not None
+            else ""
+        )
         print(
             f"{rate_var}={rate:g}/s: {'held' if step['held'] else 'FAILED'}; {figures}; "
             f"dropped {step['dropped']:.0f}; {cores}machine {step['machine_cpu_percent']:.0f} %"

@@ -1,4 +1,4 @@
-// The mix a deployment sees, over every tenant in TOKENS: of RATE requests/s in all (default 4),
+// The mix a deployment sees, over every tenant in TOKENS: of RATE requests/s in all (default 1),
 // 70 % queries, 20 % chats (half of them streamed) and 10 % single uploads, ramped up from 0
 // over RAMP (default 30s) and held for HOLD (default 60s).
 //   Shares: QUERY_SHARE, CHAT_SHARE, UPLOAD_SHARE (defaults 0.7, 0.2, 0.1; 0 leaves one out);
@@ -13,7 +13,7 @@ import {
   upload,
 } from './lib/kubemate.js';
 
-const rate = number('RATE', 4);
+const rate = number('RATE', 1);
 const chatRate = (rate * number('CHAT_SHARE', 0.2)) / 2;
 
 export const options = optionsOf(
