@@ -430,10 +430,9 @@ def run(args: argparse.Namespace, url: str) -> int:
         steps = sweep(
             scripts[0], url, tokens, out, rates, overrides, rate_var=args.rate_var, stack=stack
         )
-        (out / f"sweep-{scripts[0]}.json").write_text(
-            json.dumps({"machine": facts(), "steps": steps}, indent=2) + "\n"
-        )
-        print(f"sweep written to {out / f'sweep-{scripts[0]}.json'}")
+        written = out / f"sweep-{scripts[0]}-{args.rate_var.lower()}.json"
+        written.write_text(json.dumps({"machine": facts(), "steps": steps}, indent=2) + "\n")
+        print(f"sweep written to {written}")
         return 0
     results = []
     for script in scripts:
