@@ -51,6 +51,7 @@ const rateLimited = new Counter('http_429');
 // LLM's first token is made (kubemate_retrieval.chat), so this is the time to first token.
 const chatTtfb = new Trend('chat_ttfb', true);
 
+const JSON_TYPE = { 'Content-Type': 'application/json' };
 const TREND_STATS = ['avg', 'min', 'med', 'p(90)', 'p(95)', 'p(99)', 'max', 'count'];
 
 export function number(name, fallback) {
@@ -70,33 +71,26 @@ function parseTokens(raw) {
   return tokens;
 }
 
-// ---- tenants -----------------------------------------------------------------------------------
+// ---- requests ----------------------------------------------------------------------------------
 
-// Iterations go round the tenants, each VU starting at its own place, so every tenant gets an
-// even share whatever the number of VUs.
-function tenant() {
+// One POST as the next tenant: iterations go round the tenants, each VU starting at its own
+// place, so every tenant gets an even share whatever the number of VUs. Tagged with its endpoint
+// (thresholds and figures are per endpoint) and counted in http_5xx and http_429.
+function post(endpoint, path, body, headers) {
   const index = (__VU + __ITER) % TOKENS.length;
-  return { index, token: TOKENS[index] };
-}
-
-function params(endpoint, tenantIndex, headers) {
-  return {
-    headers: { Authorization: `Bearer ${TOKENS[tenantIndex]}`, ...headers },
-    tags: { endpoint, tenant: `t${tenantIndex}` },
-    // Generation on a busy CPU can take a minute; the p95 thresholds judge the latency.
+  const res = http.post(`${BASE_URL}${path}`, body, {
+    headers: { Authorization: `Bearer ${TOKENS[index]}`, ...headers },
+    tags: { endpoint, tenant: `t${index}` },
+    // Generation on a busy CPU can take minutes; the p95 thresholds judge the latency.
     timeout: '300s',
-  };
+  });
+  serverErrors.add(res.status >= 500 ? 1 : 0, { endpoint });
+  rateLimited.add(res.status === 429 ? 1 : 0, { endpoint });
+  return res;
 }
 
 function pick(list) {
   return list[Math.floor(Math.random() * list.length)];
-}
-
-function counted(res, endpoint) {
-  const tags = { endpoint };
-  serverErrors.add(res.status >= 500 ? 1 : 0, tags);
-  rateLimited.add(res.status === 429 ? 1 : 0, tags);
-  return res;
 }
 
 function json(res) {
@@ -107,15 +101,9 @@ function json(res) {
   }
 }
 
-// ---- requests ----------------------------------------------------------------------------------
-
 export function query() {
-  const { index } = tenant();
   const body = { question: pick(QUESTIONS), collection: COLLECTION, top_k: TOP_K, cache: CACHE };
-  const res = counted(
-    http.post(`${BASE_URL}/v1/query`, JSON.stringify(body), params('query', index, jsonType())),
-    'query',
-  );
+  const res = post('query', '/v1/query', JSON.stringify(body), JSON_TYPE);
   const out = json(res);
   check(res, {
     'query: 200': (r) => r.status === 200,
@@ -124,11 +112,7 @@ export function query() {
 }
 
 export function chat() {
-  const { index } = tenant();
-  const res = counted(
-    http.post(`${BASE_URL}/v1/chat`, chatBody(false), params('chat', index, jsonType())),
-    'chat',
-  );
+  const res = post('chat', '/v1/chat', chatBody(false), JSON_TYPE);
   const out = json(res);
   check(res, {
     'chat: 200': (r) => r.status === 200,
@@ -138,12 +122,8 @@ export function chat() {
 }
 
 export function chatStream() {
-  const { index } = tenant();
-  const headers = { ...jsonType(), Accept: 'text/event-stream' };
-  const res = counted(
-    http.post(`${BASE_URL}/v1/chat`, chatBody(true), params('chat_stream', index, headers)),
-    'chat_stream',
-  );
+  const headers = { ...JSON_TYPE, Accept: 'text/event-stream' };
+  const res = post('chat_stream', '/v1/chat', chatBody(true), headers);
   if (res.status === 200) chatTtfb.add(res.timings.waiting, { endpoint: 'chat_stream' });
   const body = typeof res.body === 'string' ? res.body : '';
   check(res, {
@@ -155,12 +135,8 @@ export function chatStream() {
 }
 
 export function upload() {
-  const { index } = tenant();
   const form = multipart({ collection: COLLECTION }, [uniqueFile('file')]);
-  const res = counted(
-    http.post(`${BASE_URL}/v1/documents`, form.body, params('upload', index, form.headers)),
-    'upload',
-  );
+  const res = post('upload', '/v1/documents', form.body, form.headers);
   const out = json(res);
   check(res, {
     'upload: 202': (r) => r.status === 202,
@@ -169,26 +145,14 @@ export function upload() {
 }
 
 export function uploadBatch() {
-  const { index } = tenant();
   const files = Array.from({ length: BATCH_FILES }, () => uniqueFile('files'));
   const form = multipart({ collection: COLLECTION }, files);
-  const res = counted(
-    http.post(
-      `${BASE_URL}/v1/documents/batch`,
-      form.body,
-      params('upload_batch', index, form.headers),
-    ),
-    'upload_batch',
-  );
+  const res = post('upload_batch', '/v1/documents/batch', form.body, form.headers);
   const out = json(res);
   check(res, {
     'upload_batch: 202': (r) => r.status === 202,
     'upload_batch: every file accepted': () => out !== null && out.accepted === BATCH_FILES,
   });
-}
-
-function jsonType() {
-  return { 'Content-Type': 'application/json' };
 }
 
 function chatBody(stream) {
