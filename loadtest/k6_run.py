@@ -284,22 +284,34 @@ def facts() -> dict[str, Any]:
 
 
 class StackCpu:
-    """CPU seconds of the stack's processes (each one in stack.json and its children: the
-    worker's Celery pool, Milvus Lite's server, Redis), apart from the rest of the machine."""
+    """CPU seconds of the embedded stack, by process: each child of ``kubemate up`` (the
+    services, the worker, Milvus Lite's server, Redis) with its own children (the worker's
+    pool), named as in stack.json, else ``milvus`` or its executable's name."""
 
-    def __init__(self, pids: Mapping[str, int]) -> None:
-        self._roots = [psutil.Process(pid) for pid in pids.values() if psutil.pid_exists(pid)]
+    def __init__(self, stack: Mapping[str, Any]) -> None:
+        self._supervisor = psutil.Process(stack["pid"])
+        self._names = {pid: name for name, pid in stack["pids"].items()}
 
-    def seconds(self) -> float:
-        total = 0.0
-        for root in self._roots:
-            for proc in [root, *root.children(recursive=True)]:
+    @staticmethod
+    def _name(proc: psutil.Process) -> str:
+        # Milvus Lite's server is a Python process: its command line says what it is.
+        return "milvus" if "milvus" in " ".join(proc.cmdline()) else proc.name()
+
+    def by_process(self) -> dict[str, float]:
+        totals: dict[str, float] = {}
+        for child in self._supervisor.children():
+            try:
+                name = self._names.get(child.pid) or self._name(child)
+                procs = [child, *child.children(recursive=True)]
+            except psutil.Error:
+                continue  # gone meanwhile
+            for proc in procs:
                 try:
                     times = proc.cpu_times()
                 except psutil.Error:
-                    continue  # gone meanwhile
-                total += times.user + times.system
-        return total
+                    continue
+                totals[name] = totals.get(name, 0.0) + times.user + times.system
+        return totals
 
 
 def sweep(
@@ -320,12 +332,17 @@ def sweep(
     for rate in rates:
         psutil.cpu_percent(percpu=False)  # starts the interval
         load_before = os.getloadavg()[0]
-        cpu_before, started = (stack.seconds() if stack else 0.0), time.monotonic()
+        cpu_before, started = (stack.by_process() if stack else {}), time.monotonic()
         summary = out / f"{script}-{rate_var.lower()}-{rate:g}.json"
         result = run_k6(script, url, tokens, summary, {**env, rate_var: f"{rate:g}"})
         wall = time.monotonic() - started
-        cpu_s = stack.seconds() - cpu_before if stack else None
         requests = sum(result.endpoint(e)["requests"] for e in ENDPOINTS[script])
+        cpu_after = stack.by_process() if stack else {}
+        by_process = {
+            name: (cpu_after[name] - cpu_before.get(name, 0.0)) * 1000 / max(requests, 1)
+            for name in cpu_after
+        }
+        cpu_s = sum(cpu_after.values()) - sum(cpu_before.values()) if stack else None
         step = {
             "rate": rate,
             "held": result.thresholds_held,
@@ -338,6 +355,7 @@ def sweep(
             "load_1m": (load_before, os.getloadavg()[0]),
             "dropped": result.value("dropped_iterations", "count"),
             "endpoints": {e: f for e in ENDPOINTS[script] if (f := result.endpoint(e))["requests"]},
+            "stack_cpu_ms_per_request_by_process": by_process,
             "failed": result.failed_thresholds(),
         }
         steps.append(step)
@@ -346,9 +364,10 @@ def sweep(
             f"err {f['failed']:.1%}"
             for e, f in step["endpoints"].items()
         )
+        split = " ".join(f"{n} {ms:.1f}" for n, ms in sorted(by_process.items()) if ms >= 0.05)
         cores = (
             f"stack {step['stack_cores']:.2f} cores, "
-            f"{step['stack_cpu_ms_per_request']:.0f} CPU ms/request, "
+            f"{step['stack_cpu_ms_per_request']:.0f} CPU ms/request ({split}), "
             if step["stack_cpu_ms_per_request"] is not None
             else ""
         )
@@ -367,10 +386,10 @@ def sweep(
 # ---- the run ------------------------------------------------------------------------------------
 
 
-def stack_pids(data_dir: Path) -> dict[str, int]:
-    """The processes of the embedded stack in ``data_dir`` (its stack.json)."""
-    pids: dict[str, int] = json.loads((data_dir / "stack.json").read_text())["pids"]
-    return pids
+def stack_file(data_dir: Path) -> dict[str, Any]:
+    """The embedded stack's stack.json in ``data_dir``: its supervisor's pid, its processes."""
+    stack: dict[str, Any] = json.loads((data_dir / "stack.json").read_text())
+    return stack
 
 
 def parse_env(pairs: Sequence[str]) -> dict[str, str]:
@@ -426,7 +445,7 @@ def run(args: argparse.Namespace, url: str) -> int:
         if len(scripts) != 1:
             raise SystemExit("--sweep measures one script: pass --scripts NAME")
         rates = [float(r) for r in args.rates.split(",")]
-        stack = StackCpu(stack_pids(args.data_dir)) if args.data_dir else None
+        stack = StackCpu(stack_file(args.data_dir)) if args.data_dir else None
         steps = sweep(
             scripts[0], url, tokens, out, rates, overrides, rate_var=args.rate_var, stack=stack
         )
