@@ -8,14 +8,17 @@ each of ``--scripts`` (``loadtest/k6/<name>.js``) with the real k6 binary and pr
 endpoint, the figures of its summary and whether its thresholds held. Each summary (k6's
 ``handleSummary`` data) is written to ``--out/<script>.json``.
 
-Profiles (``--profile``): ``load`` runs each script at its own defaults (about 30-90 s each);
-``smoke`` a few seconds each at a low rate, which ``make test`` runs (tests/e2e/test_k6.py).
+Profiles (``--profile``): ``load`` runs each script at its own defaults (30-90 s of arrivals
+each; chat's answers take as long as the CPU LLM takes); ``smoke`` a few seconds each at a low
+rate, which ``make test`` runs (tests/e2e/test_k6.py).
 ``--env NAME=value`` overrides a script's setting (RATE, DURATION, QUERY_P95_MS, ...; see
 ``loadtest/k6/lib/kubemate.js``).
 
 ``--sweep`` finds, for one script, the highest arrival rate whose p95 stays within the
-thresholds: one short constant-rate run per rate (``--rates``), each with the machine's CPU use
-and load average beside it, until a run fails its thresholds.
+thresholds: one short constant-rate run per rate (``--rates``) of the setting ``--rate-var``
+(default RATE), until a run fails its thresholds. Beside each: the stack's CPU in cores and in
+ms per request split by process (given its data directory: a started stack's, or
+``--data-dir`` with ``--url``), the machine's CPU use and its load average.
 
 Run::
 

@@ -34,7 +34,7 @@ from kubemate_cli.embedded.processes import free_port
 
 
 def used_memory(client: redis.Redis) -> int:
-    info: dict[str, int] = client.info("memory")  # type: ignore[assignment]
+    info = client.info("memory")
     return int(info["used_memory"])
 
 
