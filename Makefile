@@ -86,9 +86,16 @@ test: install test-tools console ## Install, then run lint, the console's tests,
 test-unit: install ## Only the unit tests (no network)
 	$(VENV)/bin/pytest tests/unit
 
+# The k6 load tests (loadtest/k6/) through loadtest/k6_run.py: tokens minted, a few documents
+# seeded per tenant, every script run. URL= a running stack (signed with the same key as this
+# shell's KUBEMATE_AUTH__* settings), else a fresh embedded stack; LOAD_ARGS= more options
+# (--scripts query,chat --env RATE=10 --sweep ...; see the script's --help).
+load: install ## k6 load tests against URL= (default: a fresh embedded stack); LOAD_ARGS=...
+	$(PY) loadtest/k6_run.py $(if $(URL),--url $(URL)) $(LOAD_ARGS)
+
 lint: install ## ruff and mypy
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy libs/kubemate services
 
-.PHONY: help install lock up console console-test test test-tools test-unit lint
+.PHONY: help install lock up console console-test test test-tools test-unit lint load
