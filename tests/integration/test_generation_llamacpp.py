@@ -4,19 +4,24 @@ The packaged model is a base model (its GGUF has no ``tokenizer.chat_template``)
 says so, the retrieval service prompts it completion-style with stop sequences, and no answer to
 several questions over a licence-like text repeats a sentence or an n-gram or echoes the prompt's
 scaffolding, whole or streamed over ``/v1/chat``.
+
+A copy of the same GGUF with a chat template added to its metadata (gguf's own
+``gguf_new_metadata`` script) is a chat model to llama.cpp: messages go through that template.
 """
 
 from __future__ import annotations
 
 import json
 import re
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
 
-from kubemate.inference import GenerateOptions
+from kubemate.inference import ChatMessage, GenerateOptions
 from kubemate.settings import LLMConfig
 from kubemate_retrieval.prompt import PromptConfig, base_stop_sequences, build_prompt
 from kubemate_retrieval.repetition import RepetitionRule, find_repetition
@@ -77,6 +82,29 @@ def _assert_clean(answer: str) -> None:
     assert find_repetition(answer, RepetitionRule()) is None, answer
 
 
+# gemma's turn format (written for this test after Gemma's published template).
+GEMMA_TEMPLATE = (
+    "{{ bos_token }}{% for message in messages %}"
+    "{% set role = 'model' if message['role'] == 'assistant' else 'user' %}"
+    "{{ '<start_of_turn>' + role + '\\n' + message['content'] | trim + '<end_of_turn>\\n' }}"
+    "{% endfor %}{% if add_generation_prompt %}{{ '<start_of_turn>model\\n' }}{% endif %}"
+)
+
+
+@pytest.fixture(scope="module")
+def gemma_chat_path(gemma_path: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The packaged GGUF with ``tokenizer.chat_template`` added to its metadata."""
+    pytest.importorskip("gguf")
+    directory = tmp_path_factory.mktemp("gguf_chat")
+    template = directory / "template.jinja"
+    template.write_text(GEMMA_TEMPLATE)
+    target = directory / "gemma3-270m-chat.gguf"
+    script = "gguf.scripts.gguf_new_metadata"
+    command = [sys.executable, "-m", script, "--chat-template-file", str(template), "--force"]
+    subprocess.run([*command, str(gemma_path), str(target)], check=True, capture_output=True)
+    return target
+
+
 @pytest.fixture
 def chat(retrieval_env: RetrievalEnv, gemma_path: Path) -> Iterator[TestClient]:  # noqa: F811
     pytest.importorskip("llama_cpp")
@@ -98,6 +126,27 @@ async def test_the_packaged_model_is_a_base_model_by_its_gguf(gemma_path: Path) 
     forced = LlamaCppLLM(LLMConfig(model_path=gemma_path, context_tokens=512, kind="chat"))
     assert await forced.kind() == "chat"  # the setting wins, without loading the model
     await forced.aclose()
+
+
+async def test_a_gguf_with_a_chat_template_is_a_chat_model_prompted_through_it(
+    gemma_chat_path: Path,
+) -> None:
+    pytest.importorskip("llama_cpp")
+    from kubemate.inference.llamacpp import LlamaCppLLM
+
+    llm = LlamaCppLLM(LLMConfig(model_path=gemma_chat_path, context_tokens=512))
+    messages = (ChatMessage("user", "Hi"),)
+    options = GenerateOptions(max_tokens=4, temperature=0.0)
+    try:
+        assert await llm.kind() == "chat"
+        completion = await llm.generate(messages, options)
+        pieces = [piece async for piece in llm.stream(messages, options)]
+        plain = await llm.generate("Hi", options)
+    finally:
+        await llm.aclose()
+    # The template wrapped the message: BOS, turn markers and the model's turn around "Hi".
+    assert completion.prompt_tokens >= plain.prompt_tokens + 6
+    assert completion.completion_tokens > 0 and pieces
 
 
 async def test_a_base_prompt_with_its_stops_ends_where_the_answer_ends(gemma_path: Path) -> None:
