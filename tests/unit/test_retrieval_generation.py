@@ -236,7 +236,7 @@ def test_streaming_sends_exactly_the_clean_answer(raw: str, clean: str, size: in
 def test_streaming_stops_reading_once_the_answer_repeats() -> None:
     loop = "When the patent is no longer needed. "
     pieces, answer = _streamed(loop * 50, 4)
-    assert answer.done
+    assert answer.done and answer.cut == "repetition"
     # It stopped within the second round, not after fifty.
     assert len(pieces) < 2 * len(loop) // 4 + 3
 
@@ -259,10 +259,10 @@ async def _pieces(parts: list[str], closed: list[bool]) -> AsyncGenerator[str, N
 async def test_the_filtered_stream_closes_the_model_stream_when_the_answer_ends() -> None:
     closed: list[bool] = []
     parts = ["It ends. ", "Question: ", "Who? ", "Answer: ", "me"]
-    stream = filtered(_pieces(parts, closed), AnswerFilter(RULE))
-    out = [piece async for piece in stream]
+    answer = AnswerFilter(RULE)
+    out = [piece async for piece in filtered(_pieces(parts, closed), answer)]
     assert "".join(out).strip() == "It ends."
-    assert closed == [True]
+    assert closed == [True] and answer.cut == "scaffolding"
 
 
 async def test_a_filtered_stream_abandoned_by_its_reader_closes_the_model_stream() -> None:

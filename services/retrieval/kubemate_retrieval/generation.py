@@ -30,6 +30,7 @@ from dataclasses import replace
 from pydantic import BaseModel, Field
 
 from kubemate.inference import GenerateOptions, ModelKind
+from kubemate.logs import get_logger
 from kubemate.settings import LLMConfig
 from kubemate_retrieval.prompt import (
     LEADING_LABELS,
@@ -38,6 +39,8 @@ from kubemate_retrieval.prompt import (
     base_stop_sequences,
 )
 from kubemate_retrieval.repetition import RepetitionRule, RepetitionTracker
+
+log = get_logger(__name__)
 
 _LONG_EN = re.compile(
     r"\b(why|explain|describe|compare|contrast|list|summari[sz]e|outline|discuss|"
@@ -149,6 +152,7 @@ class AnswerFilter:
         self._text = ""  # the answer so far (from _start)
         self._sent = 0  # characters of _text handed out
         self.done = False
+        self.cut: str | None = None  # why the answer was ended early: scaffolding, repetition
 
     def clean_text(self, text: str) -> str:
         """A whole answer, cleaned as its stream would have been."""
@@ -174,6 +178,9 @@ class AnswerFilter:
         else:
             out = ""
         self.done = True
+        if self.cut is not None:
+            # Worth watching: many cuts mean the model or its prompt fits poorly.
+            log.info("answer.cut", reason=self.cut, kept_chars=self._sent + len(out))
         if not (self._text[: self._sent] + out).strip():
             return self._empty_answer
         return out
@@ -184,11 +191,11 @@ class AnswerFilter:
         label = self._first_label(text)
         if label is not None:
             end, final = label, True
-            self.done = True
+            self.done, self.cut = True, "scaffolding"
         repetition = self._repetition.check(text[:end], final=final)
         if repetition.cut is not None:
             end = repetition.cut
-            self.done = True
+            self.done, self.cut = True, "repetition"
         elif not final:
             end = min(repetition.pending, _held_label_prefix(text, SCAFFOLD_LABELS))
         if self.done:
