@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from typing import Any
 
 import httpx
@@ -86,6 +87,35 @@ async def test_stop_sequences_reach_the_server(llama_cpp_server: str) -> None:
     finally:
         await llm.aclose()
     assert "France" not in completion.text
+
+
+@slow
+async def test_a_fitted_base_prompt_on_the_real_server_stays_clean(llama_cpp_server: str) -> None:
+    """What /v1/chat sends a base model served by llama_cpp.server: the completion-style prompt,
+    its stop sequences and a frequency penalty, accepted by the server; the raw answer writes
+    no scaffolding and does not repeat itself."""
+    from kubemate_retrieval.prompt import PromptConfig, base_stop_sequences, build_prompt
+    from kubemate_retrieval.repetition import RepetitionRule, find_repetition
+
+    passages = [
+        "Trademarks. This License does not grant permission to use the trade names, trademarks "
+        "or product names of the Licensor.",
+        "Redistribution. You must give any other recipients of the Work a copy of this License.",
+    ]
+    prompt = build_prompt(
+        PromptConfig(), "May I use the Licensor's trademarks?", passages, kind="base"
+    )
+    options = GenerateOptions(
+        max_tokens=64, temperature=0.0, stop=base_stop_sequences("en"), frequency_penalty=0.5
+    )
+    llm = OpenAICompatLLM(_llm_config(llama_cpp_server, kind="base"))
+    try:
+        completion = await llm.generate(prompt, options)
+    finally:
+        await llm.aclose()
+    assert completion.text.strip()
+    assert not re.search(r"\b(Question|Answer|Context)\s*:", completion.text), completion.text
+    assert find_repetition(completion.text, RepetitionRule()) is None, completion.text
 
 
 @slow
