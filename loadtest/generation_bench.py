@@ -187,9 +187,11 @@ async def main() -> None:
     prompt_tps, gen_tps = await raw_cost(llm)
     runs = {"before": Run(), "after": Run()}
     bench_started = time.perf_counter()
-    for question in questions:
+    for n, question in enumerate(questions, 1):
         await before(llm, question, runs["before"])
         await after(llm, question, runs["after"])
+        took = runs["before"].latencies[-1], runs["after"].latencies[-1]
+        print(f"question {n}/{len(questions)}: {took[0]:.1f} s before, {took[1]:.1f} s after")
     bench_s = time.perf_counter() - bench_started
     await llm.aclose()
 
