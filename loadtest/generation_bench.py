@@ -15,7 +15,8 @@ the client would receive), the tokens generated, and how many answers repeat a s
 n-gram (:func:`kubemate_retrieval.repetition.find_repetition`) or echo scaffolding. Beside them,
 the raw cost of the parts: prompt evaluation and generation speed of the model alone.
 
-Run (2 cores: ~1 min to load, ~3-5 min for 10 questions)::
+Run (2 idle cores: a few seconds to load, ~2 min for 10 questions, most of it the "before"
+answers' 256 tokens each; on a busy machine many times that: 20 min for 6 at load 10-20)::
 
     .venv/bin/python loadtest/generation_bench.py --questions 10
 """
