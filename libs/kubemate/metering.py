@@ -20,7 +20,15 @@ from prometheus_client.core import CounterMetricFamily, Metric
 from prometheus_client.registry import REGISTRY, CollectorRegistry
 
 from kubemate.errors import ServiceError
-from kubemate.inference.base import LLM, Completion, Embedder, GenerateOptions
+from kubemate.inference.base import (
+    LLM,
+    Completion,
+    Embedder,
+    GenerateOptions,
+    ModelKind,
+    Prompt,
+    plain_text,
+)
 from kubemate.logs import get_logger
 from kubemate.metadata.store import MetadataStore
 from kubemate.metadata.usage import UsageKind, UsageRow, UsageTotals
@@ -138,13 +146,16 @@ class MeteredLLM:
         self._tenant = tenant_id
         self.model = llm.model
 
-    async def generate(self, prompt: str, options: GenerateOptions) -> Completion:
+    async def kind(self) -> ModelKind:
+        return await self._llm.kind()
+
+    async def generate(self, prompt: Prompt, options: GenerateOptions) -> Completion:
         started = time.perf_counter()
         completion = await self._llm.generate(prompt, options)
         await self._meter.generation(self._tenant, completion, time.perf_counter() - started)
         return completion
 
-    async def stream(self, prompt: str, options: GenerateOptions) -> AsyncGenerator[str, None]:
+    async def stream(self, prompt: Prompt, options: GenerateOptions) -> AsyncGenerator[str, None]:
         started = time.perf_counter()
         pieces: list[str] = []
         try:
@@ -157,7 +168,7 @@ class MeteredLLM:
             completion = Completion(
                 text="".join(pieces),
                 model=self.model,
-                prompt_tokens=self._llm.count_tokens(prompt),
+                prompt_tokens=self._llm.count_tokens(plain_text(prompt)),
                 completion_tokens=self._llm.count_tokens("".join(pieces)) if pieces else 0,
             )
             with anyio.CancelScope(shield=True):

@@ -110,6 +110,11 @@ class LLMConfig(BaseModel):
     model_path: Path | None = None  # llamacpp: a GGUF file; default: the packaged gemma3-270m
     base_url: str | None = None  # ollama / openai
     api_key: SecretStr | None = None
+    # Chat model (a chat template) or base model (plain completion). auto: as the runtime says,
+    # the GGUF's tokenizer.chat_template (llamacpp), the model's template (ollama /api/show);
+    # an OpenAI-compatible server is asked through its chat endpoint unless set to base, which
+    # uses /v1/completions.
+    kind: Literal["auto", "chat", "base"] = "auto"
     context_tokens: int = Field(4096, ge=256)
     max_tokens: int = Field(256, ge=1)
     temperature: float = Field(0.1, ge=0.0, le=2.0)

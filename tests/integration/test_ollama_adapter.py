@@ -13,11 +13,11 @@ import math
 import pytest
 
 from kubemate.errors import InferenceError, RetryableInferenceError, UnknownModel
-from kubemate.inference.base import GenerateOptions
+from kubemate.inference.base import ChatMessage, GenerateOptions
 from kubemate.inference.ollama import OllamaEmbedder, OllamaLLM
 from kubemate.retry import RetryPolicy
 from kubemate.settings import EmbedderConfig, LLMConfig
-from tests.fixtures.inference import OllamaStandIn
+from tests.fixtures.inference import GEMMA_CHAT_TEMPLATE, OllamaStandIn, StandInModel
 
 pytestmark = pytest.mark.integration
 
@@ -52,7 +52,12 @@ async def test_generate(llm: OllamaLLM, ollama_standin: OllamaStandIn) -> None:
     method, path, body = ollama_standin.requests[-1]
     assert (method, path) == ("POST", "/api/generate")
     assert body["stream"] is False
-    assert body["options"] == {"num_predict": 64, "temperature": 0.1, "num_ctx": 4096}
+    assert body["options"] == {
+        "num_predict": 64,
+        "temperature": 0.1,
+        "num_ctx": 4096,
+        "repeat_penalty": 1.0,
+    }
 
 
 async def test_generate_passes_stop_and_reports_length(llm: OllamaLLM) -> None:
@@ -71,7 +76,8 @@ async def test_stream_yields_the_pieces_of_the_whole(
     whole = await llm.generate("stream me please", options)
     assert len(pieces) == 6
     assert "".join(pieces) == whole.text
-    assert ollama_standin.requests[0][2]["stream"] is True
+    generates = [body for _, path, body in ollama_standin.requests if path == "/api/generate"]
+    assert [body["stream"] for body in generates] == [True, False]
 
 
 async def test_stream_stops_early_without_leaking(
@@ -107,6 +113,7 @@ async def test_stream_retries_after_500_then_succeeds(
 async def test_gives_up_with_the_last_retryable_error(
     llm: OllamaLLM, ollama_standin: OllamaStandIn
 ) -> None:
+    await llm.kind()  # asked once per adapter: before the faults, so they all hit generate
     ollama_standin.fail(503, times=10, retry_after=0.01)
     with pytest.raises(RetryableInferenceError) as info:
         await llm.generate("hello", GenerateOptions())
@@ -125,7 +132,9 @@ async def test_unknown_model_is_not_retried(ollama_standin: OllamaStandIn) -> No
                 pass
     finally:
         await llm.aclose()
-    assert ollama_standin.calls("/api/generate") == 2
+    # Its kind is asked first, and Ollama's 404 there is the same unknown model.
+    assert ollama_standin.calls("/api/show") == 2
+    assert ollama_standin.calls("/api/generate") == 0
 
 
 async def test_a_400_is_an_inference_error(ollama_standin: OllamaStandIn) -> None:
@@ -138,6 +147,93 @@ async def test_a_400_is_an_inference_error(ollama_standin: OllamaStandIn) -> Non
     finally:
         await llm.aclose()
     assert ollama_standin.calls("/api/generate") == 1
+
+
+# ---- generation that fits the model: the template decides ---------------------------------------
+
+
+def _bodies(standin: OllamaStandIn, path: str) -> list[dict[str, object]]:
+    return [body for _, p, body in standin.requests if p == path]
+
+
+@pytest.fixture
+async def chat_llm(ollama_standin: OllamaStandIn):  # type: ignore[no-untyped-def]
+    """An instruction-tuned model whose /api/show template is gemma3's chat template."""
+    ollama_standin.models["gemma3:270m-it"] = StandInModel(
+        "gemma3:270m-it", template=GEMMA_CHAT_TEMPLATE
+    )
+    config = LLMConfig(provider="ollama", model="gemma3:270m-it", base_url=ollama_standin.base_url)
+    adapter = OllamaLLM(config, retry=FAST_RETRY)
+    yield adapter
+    await adapter.aclose()
+
+
+async def test_the_kind_is_read_from_the_models_template_once(
+    llm: OllamaLLM, chat_llm: OllamaLLM, ollama_standin: OllamaStandIn
+) -> None:
+    assert await llm.kind() == "base"  # Ollama's bare {{ .Prompt }}
+    assert await chat_llm.kind() == "chat"
+    await llm.generate("a", GenerateOptions())
+    await llm.generate("b", GenerateOptions())
+    shown = [body["model"] for body in _bodies(ollama_standin, "/api/show")]
+    assert sorted(shown) == ["gemma3:270m", "gemma3:270m-it"]
+
+
+async def test_a_base_model_gets_the_raw_prompt_with_stops_and_repeat_penalty(
+    llm: OllamaLLM, ollama_standin: OllamaStandIn
+) -> None:
+    options = GenerateOptions(max_tokens=32, stop=("\n\n", "Question:"), repeat_penalty=1.2)
+    await llm.generate("[1] passage\n\nThe answer is", options)
+    pieces = [p async for p in llm.stream("[1] passage\n\nThe answer is", options)]
+    assert "".join(pieces) == "The stand-in answers: [1] passage"  # cut at the stop
+    assert _bodies(ollama_standin, "/api/chat") == []
+    for body in _bodies(ollama_standin, "/api/generate"):
+        # raw: Ollama applies no template; the completion-style prompt reaches the model as is.
+        assert body["raw"] is True and body["prompt"] == "[1] passage\n\nThe answer is"
+        assert body["options"]["stop"] == ["\n\n", "Question:"]  # type: ignore[index]
+        assert body["options"]["repeat_penalty"] == 1.2  # type: ignore[index]
+
+
+async def test_a_chat_model_gets_messages_through_its_template(
+    chat_llm: OllamaLLM, ollama_standin: OllamaStandIn
+) -> None:
+    messages = (ChatMessage("user", "Who signs the CLA?"),)
+    options = GenerateOptions(max_tokens=32, repeat_penalty=1.15)
+    completion = await chat_llm.generate(messages, options)
+    pieces = [p async for p in chat_llm.stream(messages, options)]
+    assert completion.text == "The stand-in answers: Who signs the CLA?"
+    assert "".join(pieces) == completion.text
+    assert _bodies(ollama_standin, "/api/generate") == []
+    bodies = _bodies(ollama_standin, "/api/chat")
+    assert [body["stream"] for body in bodies] == [False, True]
+    for body in bodies:
+        assert body["messages"] == [{"role": "user", "content": "Who signs the CLA?"}]
+        assert body["options"]["repeat_penalty"] == 1.15  # type: ignore[index]
+        assert "stop" not in body["options"]  # type: ignore[operator]
+    # A plain string to a chat model is one user message.
+    await chat_llm.generate("Hello", options)
+    assert _bodies(ollama_standin, "/api/chat")[-1]["messages"] == [
+        {"role": "user", "content": "Hello"}
+    ]
+
+
+async def test_the_kind_setting_overrides_the_template(ollama_standin: OllamaStandIn) -> None:
+    ollama_standin.models["gemma3:270m-it"] = StandInModel(
+        "gemma3:270m-it", template=GEMMA_CHAT_TEMPLATE
+    )
+    config = LLMConfig(
+        provider="ollama", model="gemma3:270m-it", base_url=ollama_standin.base_url, kind="base"
+    )
+    llm = OllamaLLM(config, retry=FAST_RETRY)
+    try:
+        assert await llm.kind() == "base"
+        messages = (ChatMessage("user", "one"), ChatMessage("user", "two"))
+        completion = await llm.generate(messages, GenerateOptions())
+    finally:
+        await llm.aclose()
+    assert completion.text == "The stand-in answers: one\n\ntwo"  # messages as plain text
+    assert ollama_standin.calls("/api/show") == 0
+    assert _bodies(ollama_standin, "/api/generate")[0]["raw"] is True
 
 
 async def test_embed_batches_and_normalises(

@@ -11,13 +11,15 @@ from __future__ import annotations
 
 import json
 import math
+import re
+from typing import Any
 
 import httpx
 import pytest
 from pydantic import SecretStr
 
 from kubemate.errors import InferenceError, RetryableInferenceError
-from kubemate.inference.base import GenerateOptions
+from kubemate.inference.base import ChatMessage, GenerateOptions
 from kubemate.inference.openai_compat import OpenAICompatEmbedder, OpenAICompatLLM
 from kubemate.retry import RetryPolicy
 from kubemate.settings import EmbedderConfig, LLMConfig
@@ -28,8 +30,10 @@ slow = pytest.mark.slow
 GREEDY = GenerateOptions(max_tokens=24, temperature=0.0)
 
 
-def _llm_config(base_url: str) -> LLMConfig:
-    return LLMConfig(provider="openai", model="gemma3-270m", base_url=base_url, timeout_s=60)
+def _llm_config(base_url: str, **extra: Any) -> LLMConfig:
+    return LLMConfig(
+        provider="openai", model="gemma3-270m", base_url=base_url, timeout_s=60, **extra
+    )
 
 
 # ---- against llama_cpp.server --------------------------------------------------------------
@@ -63,7 +67,7 @@ async def test_chat_stream_matches_generate(llama_cpp_server: str) -> None:
 
 @slow
 async def test_completions_endpoint(llama_cpp_server: str) -> None:
-    llm = OpenAICompatLLM(_llm_config(llama_cpp_server), endpoint="completions")
+    llm = OpenAICompatLLM(_llm_config(llama_cpp_server, kind="base"))
     try:
         completion = await llm.generate("The capital of France is", GREEDY)
         pieces = [p async for p in llm.stream("The capital of France is", GREEDY)]
@@ -75,7 +79,7 @@ async def test_completions_endpoint(llama_cpp_server: str) -> None:
 
 @slow
 async def test_stop_sequences_reach_the_server(llama_cpp_server: str) -> None:
-    llm = OpenAICompatLLM(_llm_config(llama_cpp_server), endpoint="completions")
+    llm = OpenAICompatLLM(_llm_config(llama_cpp_server, kind="base"))
     try:
         completion = await llm.generate(
             "The capital of France is", GenerateOptions(max_tokens=24, stop=("France",))
@@ -83,6 +87,35 @@ async def test_stop_sequences_reach_the_server(llama_cpp_server: str) -> None:
     finally:
         await llm.aclose()
     assert "France" not in completion.text
+
+
+@slow
+async def test_a_fitted_base_prompt_on_the_real_server_stays_clean(llama_cpp_server: str) -> None:
+    """What /v1/chat sends a base model served by llama_cpp.server: the completion-style prompt,
+    its stop sequences and a frequency penalty, accepted by the server; the raw answer writes
+    no scaffolding and does not repeat itself."""
+    from kubemate_retrieval.prompt import PromptConfig, base_stop_sequences, build_prompt
+    from kubemate_retrieval.repetition import RepetitionRule, find_repetition
+
+    passages = [
+        "Trademarks. This License does not grant permission to use the trade names, trademarks "
+        "or product names of the Licensor.",
+        "Redistribution. You must give any other recipients of the Work a copy of this License.",
+    ]
+    prompt = build_prompt(
+        PromptConfig(), "May I use the Licensor's trademarks?", passages, kind="base"
+    )
+    options = GenerateOptions(
+        max_tokens=64, temperature=0.0, stop=base_stop_sequences("en"), frequency_penalty=0.5
+    )
+    llm = OpenAICompatLLM(_llm_config(llama_cpp_server, kind="base"))
+    try:
+        completion = await llm.generate(prompt, options)
+    finally:
+        await llm.aclose()
+    assert completion.text.strip()
+    assert not re.search(r"\b(Question|Answer|Context)\s*:", completion.text), completion.text
+    assert find_repetition(completion.text, RepetitionRule()) is None, completion.text
 
 
 @slow
@@ -248,3 +281,47 @@ async def test_server_errors_surface_as_retryable_after_the_last_attempt() -> No
         await llm.generate("hi", GenerateOptions())
     await client.aclose()
     assert calls == 3
+
+
+def _recording(seen: list[dict[str, Any]], answer: dict[str, Any]) -> httpx.AsyncClient:
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append({"path": request.url.path, **json.loads(request.content)})
+        return httpx.Response(200, json=answer)
+
+    return httpx.AsyncClient(transport=httpx.MockTransport(handler), base_url="http://x/v1")
+
+
+async def test_the_kind_setting_picks_the_endpoint_and_the_prompt_shape() -> None:
+    seen: list[dict[str, Any]] = []
+    chat_answer = {"choices": [{"message": {"content": "chat"}, "finish_reason": "stop"}]}
+    client = _recording(seen, chat_answer)
+    chat = OpenAICompatLLM(_llm_config("http://x"), client=client)  # auto: the chat endpoint
+    messages = (ChatMessage("user", "Who?"),)
+    options = GenerateOptions(frequency_penalty=0.5)
+    assert await chat.kind() == "chat"
+    assert (await chat.generate(messages, options)).text == "chat"
+    await client.aclose()
+    assert seen[-1]["path"] == "/v1/chat/completions"
+    assert seen[-1]["messages"] == [{"role": "user", "content": "Who?"}]
+    assert seen[-1]["frequency_penalty"] == 0.5 and "stop" not in seen[-1]
+
+    base_answer = {"choices": [{"text": "base", "finish_reason": "stop"}]}
+    client = _recording(seen, base_answer)
+    base = OpenAICompatLLM(_llm_config("http://x", kind="base"), client=client)
+    options = GenerateOptions(stop=("\n\n",), frequency_penalty=0.5)
+    assert await base.kind() == "base"
+    assert (await base.generate("[1] text\n\nThe answer is", options)).text == "base"
+    await client.aclose()
+    assert seen[-1]["path"] == "/v1/completions"
+    assert seen[-1]["prompt"] == "[1] text\n\nThe answer is"
+    assert seen[-1]["stop"] == ["\n\n"] and seen[-1]["frequency_penalty"] == 0.5
+
+
+async def test_no_frequency_penalty_is_sent_when_it_is_off() -> None:
+    seen: list[dict[str, Any]] = []
+    client = _recording(seen, {"choices": [{"message": {"content": "x"}}]})
+    llm = OpenAICompatLLM(_llm_config("http://x"), client=client)
+    await llm.generate("hi", GenerateOptions())
+    await client.aclose()
+    # Servers that do not know the field (and OpenAI's own checks) never see it.
+    assert "frequency_penalty" not in seen[0]

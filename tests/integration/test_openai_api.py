@@ -128,7 +128,7 @@ def test_earlier_messages_are_the_conversation(
     prompt = str(ollama_standin.requests[-1][2]["prompt"])
     assert "User: How long do cats sleep?\nAssistant: About fifteen hours [1]." in prompt
     assert "pirate" not in prompt  # the product's prompt decides how to answer
-    assert prompt.rstrip().endswith("Question: And dogs?\nAnswer:")
+    assert prompt.endswith("And dogs? According to the passages above,")  # a base model's
     assert len((completion.model_extra or {})["citations"]) == 1
 
 

@@ -46,11 +46,14 @@ def chat(
 
 
 def _prompts(standin: OllamaStandIn) -> list[str]:
-    return [
-        str(body["prompt"])
-        for _, path, body in standin.requests
-        if path == "/api/generate" and isinstance(body, dict)
-    ]
+    """The prompts the LLM got: a base model's text, or a chat model's last message."""
+    prompts = []
+    for _, path, body in standin.requests:
+        if path == "/api/generate" and isinstance(body, dict):
+            prompts.append(str(body["prompt"]))
+        elif path == "/api/chat" and isinstance(body, dict):
+            prompts.append(str(body["messages"][-1]["content"]))
+    return prompts
 
 
 def _events(lines: Iterator[str]) -> list[tuple[str, Any]]:
@@ -86,7 +89,8 @@ def test_conversation_carries_earlier_turns_into_the_prompt(
     answer_prompt = _prompts(ollama_standin)[-1]
     assert "Conversation so far:" in answer_prompt
     assert "User: How long do cats sleep?" in answer_prompt
-    assert answer_prompt.rstrip().endswith("Question: And what about the bank?\nAnswer:")
+    # The stand-in serves a base model: the completion-style prompt, the question at its end.
+    assert answer_prompt.endswith("And what about the bank? According to the passages above,")
 
     stored = chat.get(f"/v1/chat/conversations/{conversation_id}").json()
     assert [t["question"] for t in stored["turns"]] == [
@@ -125,7 +129,8 @@ def test_old_turns_are_folded_into_a_summary(
     ollama_standin: OllamaStandIn,
 ) -> None:
     retrieval_env.index(FACTS)
-    llm = stand_in_llm(ollama_standin.base_url, max_tokens=24)
+    # A chat model: its answers echo the whole instruction prompt, long enough to fold soon.
+    llm = stand_in_llm(ollama_standin.base_url, max_tokens=24, kind="chat")
     small = {"history_token_budget": 48, "summary_max_tokens": 16}
     with retrieval_env.client(llm=llm, conversations=small) as client:
         first = client.post("/v1/chat", json={"question": "How long do cats sleep?"}).json()

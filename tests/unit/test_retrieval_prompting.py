@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from kubemate.errors import ValidationFailed
-from kubemate.inference import GenerateOptions
+from kubemate.inference import GenerateOptions, plain_text
 from kubemate.vectorstore import SearchHit
 from kubemate_retrieval.answering import cited_labels, cut_to_tokens, pack_context, prepare_prompt
 from kubemate_retrieval.conversations import Conversation, Turn, fit_history, turns_to_fold
@@ -35,16 +35,16 @@ def hit(n: int, text: str) -> SearchHit:
 
 
 def test_prompt_asks_for_citations_and_contradictions() -> None:
-    prompt = build_prompt(PromptConfig(), "Q?", ["a", "b"])
+    prompt = plain_text(build_prompt(PromptConfig(), "Q?", ["a", "b"]))
     assert "like [1]" in prompt and "contradict" in prompt
-    zh = build_prompt(PromptConfig(), "问题？", ["甲", "乙"], "zh")
+    zh = plain_text(build_prompt(PromptConfig(), "问题？", ["甲", "乙"], "zh"))
     assert "矛盾" in zh and "[1] 甲\n---\n[2] 乙" in zh
-    assert zh.rstrip().endswith("问题：问题？\n回答：")
+    assert zh.rstrip().endswith("问题：问题？")
 
 
 def test_history_goes_before_the_context() -> None:
     history = format_history("They discussed rates.", [("Q1", "A1 [1]")])
-    prompt = build_prompt(PromptConfig(), "Q2", ["ctx"], history=history)
+    prompt = plain_text(build_prompt(PromptConfig(), "Q2", ["ctx"], history=history))
     assert prompt.index("Conversation so far:") < prompt.index("Known information:")
     assert "Summary of earlier turns: They discussed rates.\nUser: Q1\nAssistant: A1 [1]" in prompt
     assert format_history("", []) == ""
@@ -86,7 +86,7 @@ def test_prepare_prompt_fits_the_window() -> None:
         options=options,
     )
     assert 1 <= len(prepared.used) < 10
-    assert words(prepared.prompt) + options.max_tokens <= 400
+    assert words(plain_text(prepared.prompt)) + options.max_tokens <= 400
     with pytest.raises(ValidationFailed):
         prepare_prompt(
             llm=llm,  # type: ignore[arg-type]

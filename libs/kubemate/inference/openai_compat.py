@@ -2,16 +2,21 @@
 
 vLLM, Triton's OpenAI frontend, ``llama_cpp.server``, Ollama's ``/v1`` and OpenAI itself all speak
 ``POST /v1/chat/completions`` (streamed as server-sent events, one ``data: {json}`` line per
-chunk, ending with ``data: [DONE]``) and ``POST /v1/embeddings``. The prompt goes as a single user
-message; ``endpoint="completions"`` uses ``/v1/completions`` instead, for base models served
-without a chat template. ``base_url`` may be given with or without its ``/v1`` suffix.
+chunk, ending with ``data: [DONE]``) and ``POST /v1/embeddings``. ``base_url`` may be given with
+or without its ``/v1`` suffix.
+
+The API does not say whether a model has a chat template, so the kind is the ``kind`` setting:
+``auto`` and ``chat`` send messages to ``/v1/chat/completions``, where the server applies the
+model's template (a bare string goes as one user message); ``base`` sends plain text to
+``/v1/completions``, for base models served without a template. Repetition is controlled with
+the API's standard ``frequency_penalty``.
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import AsyncGenerator
-from typing import Any, Literal
+from typing import Any
 
 import httpx
 from pydantic import SecretStr
@@ -19,13 +24,19 @@ from pydantic import SecretStr
 from kubemate.errors import InferenceError
 from kubemate.inference._remote_embedder import RemoteEmbedder
 from kubemate.inference._transport import HttpTransport
-from kubemate.inference.base import Completion, GenerateOptions
+from kubemate.inference.base import (
+    Completion,
+    GenerateOptions,
+    ModelKind,
+    Prompt,
+    as_messages,
+    plain_text,
+)
 from kubemate.inference.http_errors import estimate_tokens
 from kubemate.retry import RetryPolicy
 from kubemate.settings import EmbedderConfig, LLMConfig
 
 BACKEND = "openai"
-Endpoint = Literal["chat", "completions"]
 
 
 def api_base(base_url: str | None) -> str:
@@ -66,40 +77,44 @@ class OpenAICompatLLM:
         self,
         config: LLMConfig,
         *,
-        endpoint: Endpoint = "chat",
         retry: RetryPolicy | None = None,
         client: httpx.AsyncClient | None = None,
     ) -> None:
         self.model = config.model
-        self._endpoint = endpoint
+        self._kind: ModelKind = "base" if config.kind == "base" else "chat"
         self._http = _transport(config, retry, client)
+
+    async def kind(self) -> ModelKind:
+        return self._kind
 
     @property
     def _path(self) -> str:
-        return "/chat/completions" if self._endpoint == "chat" else "/completions"
+        return "/chat/completions" if self._kind == "chat" else "/completions"
 
-    def _payload(self, prompt: str, options: GenerateOptions, *, stream: bool) -> dict[str, Any]:
+    def _payload(self, prompt: Prompt, options: GenerateOptions, *, stream: bool) -> dict[str, Any]:
         payload: dict[str, Any] = {
             "model": self.model,
             "max_tokens": options.max_tokens,
             "temperature": options.temperature,
             "stream": stream,
         }
-        if self._endpoint == "chat":
-            payload["messages"] = [{"role": "user", "content": prompt}]
+        if self._kind == "chat":
+            payload["messages"] = as_messages(prompt)
         else:
-            payload["prompt"] = prompt
+            payload["prompt"] = plain_text(prompt)
         if options.stop:
             payload["stop"] = list(options.stop)
+        if options.frequency_penalty:
+            payload["frequency_penalty"] = options.frequency_penalty
         return payload
 
     def _choice_text(self, choice: dict[str, Any], *, delta: bool) -> str:
-        if self._endpoint == "completions":
+        if self._kind == "base":
             return choice.get("text") or ""
         message = choice.get("delta" if delta else "message") or {}
         return message.get("content") or ""
 
-    async def generate(self, prompt: str, options: GenerateOptions) -> Completion:
+    async def generate(self, prompt: Prompt, options: GenerateOptions) -> Completion:
         data = await self._http.request_json(
             "POST",
             self._path,
@@ -121,7 +136,7 @@ class OpenAICompatLLM:
             finish_reason=choice.get("finish_reason") or "stop",
         )
 
-    async def stream(self, prompt: str, options: GenerateOptions) -> AsyncGenerator[str, None]:
+    async def stream(self, prompt: Prompt, options: GenerateOptions) -> AsyncGenerator[str, None]:
         lines = self._http.stream_lines(
             "POST",
             self._path,

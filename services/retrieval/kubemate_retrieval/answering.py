@@ -3,7 +3,8 @@
 The context is packed into what the LLM's window leaves after the template, the question, the
 history and the answer's tokens, counted with the LLM's own tokenizer: best-ranked chunks first,
 each labelled ``[n]`` so the answer can cite it; a chunk that does not fit is cut (the first)
-or left out (the others).
+or left out (the others). The prompt fits the kind of model (:func:`prompt.build_prompt`), and
+so do the options (:func:`generation.fit_to_kind`).
 """
 
 from __future__ import annotations
@@ -13,8 +14,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from kubemate.errors import ValidationFailed
-from kubemate.inference import LLM, GenerateOptions
+from kubemate.inference import LLM, GenerateOptions, ModelKind, Prompt, plain_text
 from kubemate.vectorstore import SearchHit
+from kubemate_retrieval.generation import fit_to_kind
 from kubemate_retrieval.prompt import CONTEXT_SEPARATOR, Language, PromptConfig, build_prompt
 
 # Tokens kept free besides the answer: tokenizers count a joined text slightly differently
@@ -32,9 +34,10 @@ class PackedContext:
 
 @dataclass(frozen=True, slots=True)
 class PreparedPrompt:
-    prompt: str
+    prompt: Prompt
     used: list[SearchHit]
     options: GenerateOptions
+    kind: ModelKind = "chat"
 
 
 def cut_to_tokens(text: str, budget: int, count_tokens: Callable[[str], int]) -> str:
@@ -89,9 +92,12 @@ def prepare_prompt(
     context_window: int,
     context_budget: int,
     options: GenerateOptions,
+    kind: ModelKind = "chat",
 ) -> PreparedPrompt:
-    """The answer prompt, with as much context as fits the LLM's window and our budget."""
-    skeleton = llm.count_tokens(build_prompt(prompts, question, [], language, history))
+    """The answer prompt for a model of ``kind``, with as much context as fits the LLM's window
+    and our budget. (A chat template adds a few tokens of its own: SAFETY_TOKENS covers them.)"""
+    empty = build_prompt(prompts, question, [], language, history, kind)
+    skeleton = llm.count_tokens(plain_text(empty))
     room = context_window - options.max_tokens - skeleton - SAFETY_TOKENS
     budget = min(context_budget, room)
     if budget < MIN_CONTEXT_TOKENS:
@@ -100,8 +106,13 @@ def prepare_prompt(
             "ask a shorter question or start a new conversation"
         )
     packed = pack_context(hits, budget, llm.count_tokens)
-    prompt = build_prompt(prompts, question, packed.texts, language, history)
-    return PreparedPrompt(prompt=prompt, used=packed.hits, options=options)
+    prompt = build_prompt(prompts, question, packed.texts, language, history, kind)
+    return PreparedPrompt(
+        prompt=prompt,
+        used=packed.hits,
+        options=fit_to_kind(options, kind, language),
+        kind=kind,
+    )
 
 
 def cited_labels(answer: str) -> set[int]:

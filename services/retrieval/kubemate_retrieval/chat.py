@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from kubemate.errors import BackendUnavailable, ConversationNotFound, KubemateError
-from kubemate.inference import LLM, GenerateOptions
+from kubemate.inference import LLM, GenerateOptions, Prompt, plain_text
 from kubemate.logs import get_logger
 from kubemate.metrics import RagOutcome, count_rag_request
 from kubemate.text.tokens import count_tokens as estimate_tokens
@@ -35,6 +35,7 @@ from kubemate_retrieval.conversations import (
     fit_history,
     summarise,
 )
+from kubemate_retrieval.generation import AnswerFilter, answer_options, filtered
 from kubemate_retrieval.jobs import BackgroundJobs
 from kubemate_retrieval.models import LoadedModels, TenantModels
 from kubemate_retrieval.pipeline import QueryRequest, Retrieval, RetrievalPipeline
@@ -113,7 +114,7 @@ class ChatStream:
 
 
 async def _stream_pieces(
-    llm: LLM, prompt: str, options: GenerateOptions
+    llm: LLM, prompt: Prompt, options: GenerateOptions
 ) -> AsyncGenerator[str, None]:
     """The LLM's stream as an async generator we own, closed (which stops generation) with us."""
     inner = llm.stream(prompt, options)
@@ -157,7 +158,7 @@ class ChatService:
                 async with self._models.unavailable_as_503("answer model"):
                     completion = await llm.generate(plan.prepared.prompt, plan.prepared.options)
             result = plan.result
-            result.answer = completion.text.strip()
+            result.answer = self._answer_filter(plan.language).clean_text(completion.text)
             result.model = completion.model
             result.prompt_tokens = completion.prompt_tokens
             result.completion_tokens = completion.completion_tokens
@@ -176,7 +177,7 @@ class ChatService:
                 result.answer = text.strip()
                 timer.timings["generate"] = round(timer.total()["total"] - generate_started, 3)
                 # A stream reports no usage: count it with the model's tokenizer.
-                result.prompt_tokens = llm.count_tokens(plan.prepared.prompt)
+                result.prompt_tokens = llm.count_tokens(plain_text(plan.prepared.prompt))
                 result.completion_tokens = llm.count_tokens(text)
             await self._finish(tenant_id, request, plan, result, timer)
 
@@ -184,7 +185,10 @@ class ChatService:
             return ChatStream(result=result, first=result.answer, rest=None, finish=finish)
         llm = await plan.models.llm()
         generate_started = timer.total()["total"]
-        pieces = _stream_pieces(llm, plan.prepared.prompt, plan.prepared.options)
+        pieces = filtered(
+            _stream_pieces(llm, plan.prepared.prompt, plan.prepared.options),
+            self._answer_filter(plan.language),
+        )
         try:
             async with self._models.unavailable_as_503("answer model"):
                 first = await anext(pieces, None)
@@ -210,9 +214,12 @@ class ChatService:
         # Resolved once: the answer's cache key and the retrieval name the same collection.
         active = await self._pipeline.active(tenant_id, query.collection)
         chat = await models.chat_config()  # the tenant's assigned answer model, else the settings'
-        options = GenerateOptions(
-            max_tokens=min(request.max_tokens or chat.max_tokens, chat.max_tokens),
-            temperature=chat.temperature if request.temperature is None else request.temperature,
+        options = answer_options(
+            settings.generation,
+            chat,
+            query.question,
+            max_tokens=request.max_tokens,
+            temperature=request.temperature,
         )
         plan = _Plan(conversation=conversation, language=language, options=options, models=models)
 
@@ -230,9 +237,11 @@ class ChatService:
                     chat.model,
                     str(chat.model_path),
                     chat.base_url,
+                    chat.kind,
                     options.max_tokens,
                     options.temperature,
                     settings.prompt.model_dump(),
+                    settings.generation.model_dump(),
                     await self._pipeline.reranker_id(models) if query.rerank else None,
                 )
                 plan.generation, cached = await self._caches.lookup(
@@ -263,6 +272,8 @@ class ChatService:
 
         llm = await models.llm()
         with timer.stage("prompt"):
+            async with self._models.unavailable_as_503("answer model"):
+                kind = await llm.kind()
             plan.prepared = prepare_prompt(
                 llm=llm,
                 prompts=settings.prompt,
@@ -273,11 +284,20 @@ class ChatService:
                 context_window=chat.context_tokens,
                 context_budget=settings.retrieval.context_token_budget,
                 options=options,
+                kind=kind,
             )
         plan.result.citations = [
             Citation(index=i, hit=hit, cited=False) for i, hit in enumerate(plan.prepared.used, 1)
         ]
         return plan
+
+    def _answer_filter(self, language: Language) -> AnswerFilter:
+        """Cleans one generated answer (echoed labels, scaffolding, repeats); an answer left
+        empty says it cannot answer."""
+        return AnswerFilter(
+            self._settings.generation.repetition_rule(),
+            empty_answer=self._fallback(no_documents=False, language=language),
+        )
 
     def _fallback(self, no_documents: bool, language: Language) -> str:
         config = self._settings.retrieval

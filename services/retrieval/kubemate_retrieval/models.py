@@ -59,7 +59,7 @@ log = get_logger(__name__)
 
 
 def _llm_key(config: LLMConfig) -> tuple[object, ...]:
-    return (config.provider, config.model, str(config.model_path), config.base_url)
+    return (config.provider, config.model, str(config.model_path), config.base_url, config.kind)
 
 
 def _embedder_key(config: EmbedderConfig) -> tuple[object, ...]:

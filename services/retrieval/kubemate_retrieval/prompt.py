@@ -1,9 +1,21 @@
 """The product's prompts, kept in one place: the answer, the query rewrite and the conversation
 summary, each in English and Chinese. Override per language in settings (``prompt.*``).
 
-Templates are ``str.format`` strings. The answer template takes ``{context}`` (the chunks,
+Templates are ``str.format`` strings. The answer templates take ``{context}`` (the chunks,
 labelled ``[1]``, ``[2]``, ... so the answer can cite them), ``{question}`` and ``{history}``
 (the conversation so far, or empty); a custom template may leave ``{history}`` out.
+
+The answer prompt fits the kind of model (:data:`kubemate.inference.ModelKind`):
+
+- a **chat** model gets one user message with the instructions, the context and the question
+  (``templates``); its runtime wraps it in the model's chat template;
+- a **base** model gets a completion-style text (``base_templates``): the passages, then the
+  question and a lead-in whose natural continuation is the answer. No "Question: ... Answer:"
+  pairs, which a base model continues with pairs of its own; generation stops at the
+  :func:`base_stop_sequences`.
+
+:data:`SCAFFOLD_LABELS` are the labels our prompts use; an answer that writes one has started
+on scaffolding of its own, and ends there (:mod:`kubemate_retrieval.generation`).
 """
 
 from __future__ import annotations
@@ -12,6 +24,8 @@ from collections.abc import Sequence
 from typing import Literal
 
 from pydantic import BaseModel
+
+from kubemate.inference import ChatMessage, ModelKind, Prompt
 
 Language = Literal["en", "zh"]
 
@@ -26,8 +40,7 @@ DEFAULT_TEMPLATES: dict[Language, str] = {
         "this question'.\n\n"
         "{history}"
         "Known information:\n{context}\n\n"
-        "Question: {question}\n"
-        "Answer:"
+        "Question: {question}"
     ),
     "zh": (
         "基于以下已知信息，简洁和专业地回答用户的问题，并用编号注明所依据的来源，如 [1]。"
@@ -35,10 +48,46 @@ DEFAULT_TEMPLATES: dict[Language, str] = {
         "请说“根据已知信息无法回答该问题”。\n\n"
         "{history}"
         "已知信息：\n{context}\n\n"
-        "问题：{question}\n"
-        "回答："
+        "问题：{question}"
     ),
 }
+
+# Completion-style: the answer continues the last line, and a blank line ends it.
+DEFAULT_BASE_TEMPLATES: dict[Language, str] = {
+    "en": "{history}{context}\n\n{question} According to the passages above,",
+    "zh": "{history}{context}\n\n{question}根据以上资料，",
+}
+
+# Where a base model's answer ends: a blank line, the start of another passage, or a label it
+# borrowed from elsewhere. At most four: OpenAI's API takes no more.
+BASE_STOP_SEQUENCES: dict[Language, tuple[str, ...]] = {
+    "en": ("\n\n", "\n[", "Question:", "\nQ:"),
+    "zh": ("\n\n", "\n[", "问题：", "Question:"),
+}
+
+# Labels of our prompts and of the dialogue formats small models learnt; an answer that writes
+# one has begun to make up a next turn. Leading labels are dropped from an answer's start.
+SCAFFOLD_LABELS: tuple[str, ...] = (
+    "Question:",
+    "Answer:",
+    "Context:",
+    "Known information:",
+    "Conversation so far:",
+    "Summary of earlier turns:",
+    "User:",
+    "Assistant:",
+    "Search query:",
+    "\nQ:",
+    "\nA:",
+    "问题：",
+    "回答：",
+    "已知信息：",
+    "之前的对话：",
+    "用户：",
+    "助手：",
+    "检索语句：",
+)
+LEADING_LABELS: tuple[str, ...] = ("Answer:", "A:", "Assistant:", "回答：", "答：", "助手：")
 
 # Bounded output (the caller sets max_tokens and a newline stop): one line, the query only.
 DEFAULT_REWRITE_TEMPLATES: dict[Language, str] = {
@@ -92,7 +141,8 @@ HISTORY_LABELS: dict[Language, dict[str, str]] = {
 
 
 class PromptConfig(BaseModel):
-    templates: dict[Language, str] = DEFAULT_TEMPLATES
+    templates: dict[Language, str] = DEFAULT_TEMPLATES  # chat models: the user message
+    base_templates: dict[Language, str] = DEFAULT_BASE_TEMPLATES  # base models: completion
     rewrite_templates: dict[Language, str] = DEFAULT_REWRITE_TEMPLATES
     summary_templates: dict[Language, str] = DEFAULT_SUMMARY_TEMPLATES
 
@@ -138,13 +188,23 @@ def build_prompt(
     contexts: Sequence[str],
     language: Language = "en",
     history: str = "",
-) -> str:
-    """Context chunks are numbered [1], [2], ... so the answer can cite them; ``history`` is a
-    block from :func:`format_history`."""
-    template = _template(config.templates, DEFAULT_TEMPLATES, language)
-    return template.format(
+    kind: ModelKind = "chat",
+) -> Prompt:
+    """The answer prompt for a model of ``kind``: a user message for a chat model, a text to
+    continue for a base model. Context chunks are numbered [1], [2], ... so the answer can cite
+    them; ``history`` is a block from :func:`format_history`."""
+    if kind == "base":
+        template = _template(config.base_templates, DEFAULT_BASE_TEMPLATES, language)
+    else:
+        template = _template(config.templates, DEFAULT_TEMPLATES, language)
+    text = template.format(
         context=label_contexts(contexts), question=question.strip(), history=history
     )
+    return text if kind == "base" else (ChatMessage("user", text),)
+
+
+def base_stop_sequences(language: Language) -> tuple[str, ...]:
+    return BASE_STOP_SEQUENCES[language]
 
 
 def build_rewrite_prompt(

@@ -14,6 +14,7 @@ from kubemate.collections import ReindexConfig
 from kubemate.models_config import ModelsConfig
 from kubemate.rerank import RerankerConfig
 from kubemate.settings import KubemateSettings
+from kubemate_retrieval.generation import GenerationConfig
 from kubemate_retrieval.prompt import PromptConfig
 
 
@@ -85,6 +86,8 @@ class RetrievalSettings(KubemateSettings):
     cache: CacheConfig = CacheConfig()
     conversations: ConversationConfig = ConversationConfig()
     prompt: PromptConfig = PromptConfig()  # KUBEMATE_PROMPT__...: the answer prompts
+    # KUBEMATE_GENERATION__...: repetition penalty and cut-off, the answer length rule
+    generation: GenerationConfig = GenerationConfig()
     # The model manager's section (``KUBEMATE_MODELS__...``): where per-tenant model
     # assignments are stored, the Ollama instances and the local GGUF directory they name.
     models: ModelsConfig = ModelsConfig()
