@@ -1,11 +1,16 @@
-"""Grounded answers: conversation -> answer cache -> retrieval -> prompt -> LLM -> citations.
-No FastAPI here; the routes of ``/v1/chat`` and ``/v1/chat/completions`` both call
-:class:`ChatService`, for a whole answer (:meth:`ChatService.answer`) or a stream of pieces
-(:meth:`ChatService.stream`).
+"""Grounded answers: conversation -> answer cache -> retrieval -> evidence -> quoted sentences,
+or prompt -> LLM -> grounding check -> citations. No FastAPI here; the routes of ``/v1/chat``
+and ``/v1/chat/completions`` both call :class:`ChatService`, for a whole answer
+(:meth:`ChatService.answer`) or a stream of pieces (:meth:`ChatService.stream`).
 
 A stream is opened before the response starts: validation, retrieval and the LLM's first token
 all happen first, so an unavailable model is still a 503 problem, not an error event halfway
 through a 200.
+
+Every answer with retrieved chunks first weighs its evidence (:mod:`kubemate_retrieval.answers`):
+too weak, and the answer is "cannot answer" (in the question's language) without asking the
+LLM. Otherwise it is quoted (the best sentences, verbatim, each with its ``[n]``) or generated,
+as the answer mode says; each generated sentence is then checked against the chunks it cites.
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ from collections.abc import AsyncGenerator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from kubemate.collections import ActiveCollection
 from kubemate.errors import BackendUnavailable, ConversationNotFound, KubemateError
 from kubemate.inference import LLM, GenerateOptions
 from kubemate.logs import get_logger
@@ -21,6 +27,12 @@ from kubemate.metrics import RAG_REQUESTS
 from kubemate.text.tokens import count_tokens as estimate_tokens
 from kubemate.vectorstore import SearchHit
 from kubemate_retrieval.answering import PreparedPrompt, cited_labels, prepare_prompt
+from kubemate_retrieval.answers.config import AnswerMode
+from kubemate_retrieval.answers.extractive import Evidence, find_evidence, quote_pieces
+from kubemate_retrieval.answers.grounding import check_grounding
+from kubemate_retrieval.answers.metrics import ANSWERS, UNSUPPORTED_SENTENCES
+from kubemate_retrieval.answers.mode import UsedMode, model_kind, resolve_mode
+from kubemate_retrieval.answers.refusal import cannot_answer_text, too_weak
 from kubemate_retrieval.caches import (
     Caches,
     digest,
@@ -57,6 +69,7 @@ class ChatRequest:
     inline_history: list[Turn] = field(default_factory=list)  # history sent with the request
     max_tokens: int | None = None
     temperature: float | None = None
+    answer_mode: AnswerMode | None = None  # None: the collection's, else the settings'
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,6 +96,10 @@ class ChatResult:
     completion_tokens: int = 0
     finish_reason: str = "stop"
     warnings: list[str] = field(default_factory=list)
+    answer_mode: UsedMode = "generative"
+    cannot_answer: bool = False  # the evidence was too weak (or nothing was found) to answer
+    evidence: float | None = None  # the best sentence's lexical coverage of the question
+    unsupported_sentences: list[str] = field(default_factory=list)  # generated, unbacked
 
 
 @dataclass(slots=True)
@@ -181,7 +198,11 @@ class ChatService:
             await self._finish(tenant_id, request, plan, result, timer)
 
         if plan.prepared is None:
-            return ChatStream(result=result, first=result.answer, rest=None, finish=finish)
+            # Quoted answers stream their sentences one by one; the rest comes in one piece.
+            quotes = plan.quotes or [result.answer]
+            return ChatStream(
+                result=result, first=quotes[0], rest=_pieces_of(quotes[1:]), finish=finish
+            )
         llm = await plan.models.llm()
         generate_started = timer.total()["total"]
         pieces = _stream_pieces(llm, plan.prepared.prompt, plan.prepared.options)
@@ -214,6 +235,10 @@ class ChatService:
             max_tokens=min(request.max_tokens or chat.max_tokens, chat.max_tokens),
             temperature=chat.temperature if request.temperature is None else request.temperature,
         )
+        answers = settings.answers
+        mode = resolve_mode(
+            request.answer_mode, query.collection, model_kind(chat, answers), answers
+        )
         plan = _Plan(conversation=conversation, language=language, options=options, models=models)
 
         # Answers that depend on earlier turns are not reused: the history is part of them.
@@ -234,6 +259,8 @@ class ChatService:
                     options.temperature,
                     settings.prompt.model_dump(),
                     await self._pipeline.reranker_id(models) if query.rerank else None,
+                    mode,
+                    answers.model_dump(exclude={"collection_modes", "mode"}),
                 )
                 plan.generation, cached = await self._caches.lookup(
                     "answer", tenant_id, plan.answer_key
@@ -256,9 +283,28 @@ class ChatService:
             tenant_id, query, timer, history=history, models=models, active=active
         )
         plan.result = _result_from_retrieval(retrieval, chat.model)
+        plan.result.answer_mode = mode
         if not retrieval.hits:
             # Nothing to ground an answer on: say so instead of letting the model make one up.
-            plan.result.answer = self._fallback(retrieval.no_documents, language)
+            plan.result.answer = self._fallback(retrieval.no_documents, query.question)
+            plan.result.cannot_answer = not retrieval.no_documents
+            return plan
+
+        with timer.stage("evidence"):
+            evidence = await self._evidence(retrieval, language, models, active)
+        plan.result.evidence = round(evidence.lexical, 4)
+        every_hit = [
+            Citation(index=i, hit=hit, cited=False) for i, hit in enumerate(retrieval.hits, 1)
+        ]
+        if too_weak(evidence, language, answers):
+            plan.result.answer = self._fallback(False, query.question)
+            plan.result.cannot_answer = True
+            plan.result.citations = every_hit
+            return plan
+        if mode == "extractive":
+            plan.quotes = quote_pieces(evidence, language, answers)
+            plan.result.answer = "".join(plan.quotes)
+            plan.result.citations = every_hit
             return plan
 
         llm = await models.llm()
@@ -279,11 +325,52 @@ class ChatService:
         ]
         return plan
 
-    def _fallback(self, no_documents: bool, language: Language) -> str:
+    def _fallback(self, no_documents: bool, question: str) -> str:
+        """What is said instead of an answer, in the question's language."""
         config = self._settings.retrieval
         if no_documents:
-            return config.no_documents_zh if language == "zh" else config.no_documents_en
-        return config.no_answer_zh if language == "zh" else config.no_answer_en
+            return cannot_answer_text(question, config.no_documents_en, config.no_documents_zh)
+        return cannot_answer_text(question, config.no_answer_en, config.no_answer_zh)
+
+    async def _evidence(
+        self,
+        retrieval: Retrieval,
+        language: Language,
+        models: TenantModels,
+        active: ActiveCollection,
+    ) -> Evidence:
+        """The sentences to quote and how strongly they answer, scored with the collection's
+        own embedder (the query vector from the LRU when the search just made it)."""
+        embedder = await models.embedder(active)
+        vectors = self._caches.vectors
+        vector = vectors.get(active.name, retrieval.query)
+        async with self._models.unavailable_as_503("embedding model"):
+            if vector is None:
+                vector = await embedder.embed_query(retrieval.query)
+            return await find_evidence(
+                retrieval.query,
+                retrieval.hits,
+                language=language,
+                embedder=embedder,
+                query_vector=vector,
+                config=self._settings.answers,
+            )
+
+    def _check_grounding(self, result: ChatResult, language: Language) -> None:
+        """Flags the generated sentences that the chunks they cite do not support."""
+        config = self._settings.retrieval
+        if config.no_answer_en in result.answer or config.no_answer_zh in result.answer:
+            result.cannot_answer = True  # the model itself said so
+            return
+        checked = check_grounding(
+            result.answer,
+            {c.index: c.hit.chunk_text for c in result.citations},
+            language,
+            self._settings.answers.min_support,
+        )
+        result.unsupported_sentences = [s.text for s in checked if not s.supported]
+        if result.unsupported_sentences:
+            UNSUPPORTED_SENTENCES.labels(result.model).inc(len(result.unsupported_sentences))
 
     async def _finish(
         self,
@@ -297,6 +384,12 @@ class ChatService:
         result.citations = [
             Citation(index=c.index, hit=c.hit, cited=c.index in cited) for c in result.citations
         ]
+        if plan.prepared is not None and result.answer:
+            with timer.stage("grounding"):
+                self._check_grounding(result, plan.language)
+        if not result.cached:
+            outcome = "cannot_answer" if result.cannot_answer else "answered"
+            ANSWERS.labels(result.answer_mode, outcome).inc()
         result.timings = timer.total()
         if (
             not result.cached
@@ -396,6 +489,7 @@ class _Plan:
         default_factory=lambda: ChatResult(answer="", citations=[], model="", timings={}, query="")
     )
     prepared: PreparedPrompt | None = None
+    quotes: list[str] = field(default_factory=list)  # the pieces of a quoted answer
     generation: int | None = None
     answer_key: str | None = None
 
@@ -416,6 +510,11 @@ def _result_from_retrieval(retrieval: Retrieval, model: str) -> ChatResult:
     )
 
 
+async def _pieces_of(pieces: list[str]) -> AsyncGenerator[str, None]:
+    for piece in pieces:
+        yield piece
+
+
 def _result_to_cache(result: ChatResult) -> dict[str, Any]:
     return {
         "answer": result.answer,
@@ -425,6 +524,10 @@ def _result_to_cache(result: ChatResult) -> dict[str, Any]:
         "search_mode": result.search_mode,
         "reranked": result.reranked,
         "no_documents": result.no_documents,
+        "answer_mode": result.answer_mode,
+        "cannot_answer": result.cannot_answer,
+        "evidence": result.evidence,
+        "unsupported_sentences": result.unsupported_sentences,
         "citations": [
             {"index": c.index, "cited": c.cited, "hit": hits_to_json([c.hit])[0]}
             for c in result.citations
@@ -447,4 +550,8 @@ def _result_from_cache(cached: dict[str, Any], timer: Timer) -> ChatResult:
         reranked=cached["reranked"],
         cached=True,
         no_documents=cached["no_documents"],
+        answer_mode=cached["answer_mode"],
+        cannot_answer=cached["cannot_answer"],
+        evidence=cached["evidence"],
+        unsupported_sentences=cached["unsupported_sentences"],
     )
