@@ -290,13 +290,19 @@ class ChatService:
             plan.result.cannot_answer = not retrieval.no_documents
             return plan
 
+        # A follow-up left unrewritten ("and dogs?") cannot be judged alone: it is matched with
+        # the question before it, and never refused (the model reads the conversation).
+        elliptical = not conversation.empty and not retrieval.rewritten
+        asked = retrieval.query
+        if elliptical and conversation.turns:
+            asked = f"{conversation.turns[-1].question} {asked}"
         with timer.stage("evidence"):
-            evidence = await self._evidence(retrieval, language, models, active)
+            evidence = await self._evidence(asked, retrieval, language, models, active)
         plan.result.evidence = round(evidence.lexical, 4)
         every_hit = [
             Citation(index=i, hit=hit, cited=False) for i, hit in enumerate(retrieval.hits, 1)
         ]
-        if too_weak(evidence, language, answers):
+        if not elliptical and too_weak(evidence, language, answers):
             plan.result.answer = self._fallback(False, query.question)
             plan.result.cannot_answer = True
             plan.result.citations = every_hit
@@ -334,6 +340,7 @@ class ChatService:
 
     async def _evidence(
         self,
+        asked: str,
         retrieval: Retrieval,
         language: Language,
         models: TenantModels,
@@ -343,12 +350,12 @@ class ChatService:
         own embedder (the query vector from the LRU when the search just made it)."""
         embedder = await models.embedder(active)
         vectors = self._caches.vectors
-        vector = vectors.get(active.name, retrieval.query)
+        vector = vectors.get(active.name, asked)
         async with self._models.unavailable_as_503("embedding model"):
             if vector is None:
-                vector = await embedder.embed_query(retrieval.query)
+                vector = await embedder.embed_query(asked)
             return await find_evidence(
-                retrieval.query,
+                asked,
                 retrieval.hits,
                 language=language,
                 embedder=embedder,
