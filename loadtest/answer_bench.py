@@ -77,6 +77,7 @@ from kubemate.settings import KubemateSettings
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_CMRC = REPO.parent / "shared" / "datasets" / "cmrc2018_trial"
 TERMINAL = {"COMPLETED", "FAILED"}
+BATCH = 20  # files per upload request: the ingest service's default limit
 SCAFFOLDING = ("Question:", "Answer:", "Known information:", "问题：", "回答：", "已知信息：")
 _LABEL = re.compile(r"\[\d{1,3}\]")
 _CJK = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff]")
@@ -285,10 +286,10 @@ def ingest(http: httpx.Client, url: str, dataset: Dataset, prefix: str) -> dict[
         token = issue_token(KubemateSettings().auth, tenant, roles=(Role.ADMIN,))
         tokens_of[tenant] = token
         headers = {"Authorization": f"Bearer {token}"}
-        for i in range(0, len(pids), 50):
+        for i in range(0, len(pids), BATCH):
             files = [
                 ("files", (f"{pid}.txt", dataset.paragraphs[pid].encode(), "text/plain"))
-                for pid in pids[i : i + 50]
+                for pid in pids[i : i + BATCH]
             ]
             out = request(
                 http,

@@ -155,7 +155,8 @@ def test_a_second_sentence_of_the_same_chunk_is_quoted_in_reading_order_when_nea
     evidence = choose(candidates("policy rate in March", [hit(1, text)], "en", config), config)
     assert [q.order for q in evidence.quotes] == [0, 2]
     assert len(quote_pieces(evidence, "en", config)) == 2
-    single = choose(candidates("policy rate in March", [hit(1, text)], "en", CONFIG), CONFIG)
+    strict = AnswersConfig(second_quote_ratio=0.95)
+    single = choose(candidates("policy rate in March", [hit(1, text)], "en", strict), strict)
     assert len(single.quotes) == 1
 
 
@@ -247,14 +248,25 @@ def test_a_question_about_something_no_chunk_mentions_is_refused() -> None:
 
 
 def test_the_threshold_is_per_language() -> None:
-    evidence = Evidence(
-        quotes=choose(candidates("x", [hit(1, "x")], "en", CONFIG), CONFIG).quotes,
-        lexical=0.5,
-        dense=None,
-    )
+    quotes = choose(candidates("rate", [hit(1, "The rate rose.")], "en", CONFIG), CONFIG).quotes
+    evidence = Evidence(quotes=quotes, lexical=0.5, dense=None)
     config = AnswersConfig(min_evidence_en=0.6, min_evidence_zh=0.4)
     assert too_weak(evidence, "en", config)
     assert not too_weak(evidence, "zh", config)
+
+
+def test_a_heading_or_the_question_restated_is_never_quoted() -> None:
+    text = "Acme Bank branches\n\nAcme Bank branches. Acme Bank opened twelve branches in Lyon."
+    ranked = candidates("Acme Bank branches?", [hit(1, text)], "en", CONFIG)
+    assert [c.sentence.text for c in ranked] == ["Acme Bank opened twelve branches in Lyon."]
+
+
+def test_a_chinese_stop_inside_brackets_does_not_end_the_sentence() -> None:
+    text = "纽西兰鸡毛松（学名：'；英语：Kahikatea）是罗汉松科的植物。树高可达55米。"
+    assert [s.text for s in split_sentences(text, "zh")] == [
+        "纽西兰鸡毛松（学名：'；英语：Kahikatea）是罗汉松科的植物。",
+        "树高可达55米。",
+    ]
 
 
 def test_the_refusal_is_in_the_language_of_the_question() -> None:

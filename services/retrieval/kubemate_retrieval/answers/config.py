@@ -27,7 +27,7 @@ class AnswersConfig(BaseModel):
     rank_prior: float = Field(0.1, ge=0.0, le=1.0)  # bonus of the first chunk's sentences
     max_quotes: int = Field(2, ge=1, le=5)
     # A further sentence is quoted when its score is at least this share of the best one's.
-    second_quote_ratio: float = Field(0.8, ge=0.0, le=1.0)
+    second_quote_ratio: float = Field(0.6, ge=0.0, le=1.0)
     max_quote_chars: int = Field(600, ge=40)  # a longer sentence is cut (with an ellipsis)
 
     # ---- cannot answer: the best candidate's lexical coverage of the question under these

@@ -2,7 +2,8 @@
 each with the ``[n]`` of its chunk. No FastAPI here, and no new model: the collection's own
 embedder compares the question with sentences, beside lexical overlap.
 
-1. Candidates: every sentence of the ``candidate_chunks`` best-ranked chunks.
+1. Candidates: every sentence of the ``candidate_chunks`` best-ranked chunks that says
+   something besides the question's own terms (a title restates its subject, nothing more).
 2. Lexical score: the IDF-weighted share of the question's terms a sentence holds
    (:mod:`~kubemate_retrieval.answers.lexical`), plus a small bonus for better-ranked chunks
    (retrieval already read the whole chunk).
@@ -61,6 +62,8 @@ def candidates(
     weights = TermWeights.of(t for *_, t in found)
     scored = []
     for label, order, sentence, own in found:
+        if own <= wanted:
+            continue  # a heading, or the question restated: nothing it could answer with
         lexical = coverage(wanted, own, weights)
         prior = config.rank_prior / label
         scored.append(Candidate(label, order, sentence, lexical, score=lexical + prior))

@@ -23,6 +23,7 @@ TextLanguage = Literal["en", "zh"]
 _CJK = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff]")
 _BLOCKS = re.compile(r"\n\s*\n")
 _ZH_END = re.compile(r"[。！？；!?;…]+[”’」』）》)\"']*|\n")
+_BRACKETS = ("（）", "()", "{}", "《》", "【】", "[]")
 # A share of CJK characters above which a text is split (and matched) as Chinese.
 ZH_SHARE = 0.1
 
@@ -58,10 +59,17 @@ def _stripped(text: str, start: int, end: int) -> Sentence | None:
     return Sentence(text=piece[left:right], start=start + left, end=start + right)
 
 
+def _unbalanced(text: str) -> bool:
+    return any(text.count(o) > text.count(c) for o, c in _BRACKETS)
+
+
 def _split_zh(text: str, offset: int) -> list[tuple[int, int]]:
     spans: list[tuple[int, int]] = []
     start = 0
     for match in _ZH_END.finditer(text):
+        # A stop inside brackets ("（学名：…；…）") does not end the sentence.
+        if match.group() != "\n" and _unbalanced(text[start : match.end()]):
+            continue
         spans.append((offset + start, offset + match.end()))
         start = match.end()
     if start < len(text):
