@@ -60,7 +60,7 @@ def _stripped(text: str, start: int, end: int) -> Sentence | None:
 
 
 def _unbalanced(text: str) -> bool:
-    return any(text.count(o) > text.count(c) for o, c in _BRACKETS)
+    return any(text.count(pair[0]) > text.count(pair[1]) for pair in _BRACKETS)
 
 
 def _split_zh(text: str, offset: int) -> list[tuple[int, int]]:
