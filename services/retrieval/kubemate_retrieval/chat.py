@@ -32,7 +32,8 @@ from kubemate_retrieval.answers.extractive import Evidence, find_evidence, quote
 from kubemate_retrieval.answers.grounding import check_grounding
 from kubemate_retrieval.answers.metrics import ANSWERS, UNSUPPORTED_SENTENCES
 from kubemate_retrieval.answers.mode import UsedMode, model_kind, resolve_mode
-from kubemate_retrieval.answers.refusal import cannot_answer_text, too_weak
+from kubemate_retrieval.answers.refusal import too_weak
+from kubemate_retrieval.answers.sentences import language_of
 from kubemate_retrieval.caches import (
     Caches,
     digest,
@@ -286,7 +287,8 @@ class ChatService:
         plan.result.answer_mode = mode
         if not retrieval.hits:
             # Nothing to ground an answer on: say so instead of letting the model make one up.
-            plan.result.answer = self._fallback(retrieval.no_documents, query.question)
+            # Said in the question's language, whatever the collection's.
+            plan.result.answer = self._fallback(retrieval.no_documents, language_of(query.question))
             plan.result.cannot_answer = not retrieval.no_documents
             return plan
 
@@ -303,7 +305,7 @@ class ChatService:
             Citation(index=i, hit=hit, cited=False) for i, hit in enumerate(retrieval.hits, 1)
         ]
         if not elliptical and too_weak(evidence, language, answers):
-            plan.result.answer = self._fallback(False, query.question)
+            plan.result.answer = self._fallback(False, language_of(query.question))
             plan.result.cannot_answer = True
             plan.result.citations = every_hit
             return plan
@@ -331,12 +333,11 @@ class ChatService:
         ]
         return plan
 
-    def _fallback(self, no_documents: bool, question: str) -> str:
-        """What is said instead of an answer, in the question's language."""
+    def _fallback(self, no_documents: bool, language: Language) -> str:
         config = self._settings.retrieval
         if no_documents:
-            return cannot_answer_text(question, config.no_documents_en, config.no_documents_zh)
-        return cannot_answer_text(question, config.no_answer_en, config.no_answer_zh)
+            return config.no_documents_zh if language == "zh" else config.no_documents_en
+        return config.no_answer_zh if language == "zh" else config.no_answer_en
 
     async def _evidence(
         self,
