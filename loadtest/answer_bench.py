@@ -286,6 +286,9 @@ def ingest(http: httpx.Client, url: str, dataset: Dataset, prefix: str) -> dict[
         token = issue_token(KubemateSettings().auth, tenant, roles=(Role.ADMIN,))
         tokens_of[tenant] = token
         headers = {"Authorization": f"Bearer {token}"}
+        if len(listed(http, url, token, dataset.collection)) >= len(pids):
+            print(f"  {tenant}: indexed by an earlier run", flush=True)
+            continue
         for i in range(0, len(pids), BATCH):
             files = [
                 ("files", (f"{pid}.txt", dataset.paragraphs[pid].encode(), "text/plain"))
@@ -308,17 +311,20 @@ def ingest(http: httpx.Client, url: str, dataset: Dataset, prefix: str) -> dict[
     return tokens_of
 
 
-def wait_indexed(http: httpx.Client, url: str, token: str, collection: str, expected: int) -> None:
+def listed(http: httpx.Client, url: str, token: str, collection: str) -> list[dict[str, Any]]:
+    """The tenant's documents in ``collection`` (the first 1,000)."""
     headers = {"Authorization": f"Bearer {token}"}
+    params = {"collection": collection, "limit": 1000}
+    documents: list[dict[str, Any]] = request(
+        http, "GET", url + "/v1/documents", headers=headers, params=params
+    ).json()
+    return documents
+
+
+def wait_indexed(http: httpx.Client, url: str, token: str, collection: str, expected: int) -> None:
     started = time.monotonic()
     while True:
-        page = request(
-            http,
-            "GET",
-            url + "/v1/documents",
-            headers=headers,
-            params={"collection": collection, "limit": 1000},
-        ).json()
+        page = listed(http, url, token, collection)
         statuses = Counter(doc["status"] for doc in page)
         if sum(n for s, n in statuses.items() if s in TERMINAL) >= expected:
             if statuses.get("FAILED"):

@@ -316,3 +316,18 @@ def test_the_request_wins_over_the_collection_which_wins_over_the_default() -> N
     assert resolve_mode(None, "zh", "chat", config) == "extractive"
     assert resolve_mode("generative", "zh", "base", config) == "generative"
     assert resolve_mode("auto", "zh", "chat", config) == "generative"
+
+
+async def test_candidates_far_below_the_best_are_not_embedded() -> None:
+    text = "The bank raised the policy rate in March. Cats sleep. Dogs bark. Birds sing."
+    embedder = _TableEmbedder({})
+    evidence = await find_evidence(
+        "When did the bank raise the policy rate?",
+        [hit(1, text)],
+        language="en",
+        embedder=embedder,
+        query_vector=[1.0, 0.0],
+        config=AnswersConfig(dense_margin=0.3),
+    )
+    assert embedder.embedded == []  # one candidate is near the best: nothing to reorder
+    assert evidence.quotes[0].sentence.text == "The bank raised the policy rate in March."

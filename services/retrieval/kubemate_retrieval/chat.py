@@ -350,8 +350,9 @@ class ChatService:
         """The sentences to quote and how strongly they answer, scored with the collection's
         own embedder (the query vector from the LRU when the search just made it)."""
         embedder = await models.embedder(active)
-        vectors = self._caches.vectors
-        vector = vectors.get(active.name, asked)
+        vector = retrieval.vector if asked == retrieval.query else None
+        if vector is None:
+            vector = self._caches.vectors.get(active.name, asked)
         async with self._models.unavailable_as_503("embedding model"):
             if vector is None:
                 vector = await embedder.embed_query(asked)

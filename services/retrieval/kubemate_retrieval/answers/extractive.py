@@ -7,7 +7,8 @@ embedder compares the question with sentences, beside lexical overlap.
 2. Lexical score: the IDF-weighted share of the question's terms a sentence holds
    (:mod:`~kubemate_retrieval.answers.lexical`), plus a small bonus for better-ranked chunks
    (retrieval already read the whole chunk).
-3. Dense score: the ``embedded_candidates`` best of them by (2) are embedded as passages and
+3. Dense score: the best of them by (2), at most ``embedded_candidates`` and only those within
+   ``dense_margin`` of the best (the rest could not overtake it), are embedded as passages and
    compared with the question's query vector; the cosines are rescaled to 0..1 among them, so
    that the weight means the same whatever the embedder's range of cosines.
 4. The best sentence is quoted; a further one (at most ``max_quotes``) from the same chunk if
@@ -79,7 +80,11 @@ async def rescore_dense(
 ) -> list[Candidate]:
     """The best ``embedded_candidates`` rescored with the embedder; the rest keep their order
     after them (a sentence that shares no term with the question rarely answers it)."""
-    head = ranked[: config.embedded_candidates]
+    if not ranked:
+        return ranked
+    # Only candidates near the best lexical score can change places: the rest keep theirs.
+    near = ranked[0].score - config.dense_margin
+    head = [c for c in ranked[: config.embedded_candidates] if c.score >= near]
     if len(head) < 2 or config.dense_weight == 0:
         return ranked
     vectors = await embedder.embed([c.sentence.text for c in head])
