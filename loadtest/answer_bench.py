@@ -344,6 +344,20 @@ class Figures:
     rows: dict[str, float] = field(default_factory=dict)
 
 
+def at_threshold(answers: list[Answer], threshold: float, refusal: str) -> list[Answer]:
+    """The answers the stack gives with ``threshold`` at least as strict as the one it ran
+    with: an answer whose evidence is below it becomes the refusal (the evidence of an answer
+    does not depend on the threshold)."""
+    out = []
+    for a in answers:
+        if not a.body["cannot_answer"] and (a.body["evidence"] or 0.0) < threshold:
+            body = {**a.body, "answer": refusal, "cannot_answer": True}
+            body["citations"] = [{**c, "cited": False} for c in a.body["citations"]]
+            a = Answer(a.question, a.answerable, a.mode, body, a.latency_ms, a.ttft_ms)
+        out.append(a)
+    return out
+
+
 def score(dataset: Dataset, answers: list[Answer]) -> dict[str, float]:
     answerable = [a for a in answers if a.answerable]
     unanswerable = [a for a in answers if not a.answerable]
@@ -438,6 +452,15 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--workers", type=int, default=1, help="concurrent questions")
     parser.add_argument("--start-timeout", type=float, default=600.0)
     parser.add_argument("--out", type=Path, help="write the figures and every answer as JSON")
+    parser.add_argument(
+        "--threshold",
+        action="append",
+        default=[],
+        metavar="LANG=T",
+        help="also report the figures at this evidence threshold (e.g. zh=0.2), at least as "
+        "strict as the stack's: calibrate with a permissive stack, then read the figures at "
+        "the chosen threshold from the same answers",
+    )
     return parser.parse_args(argv)
 
 
@@ -503,6 +526,15 @@ def run(args: argparse.Namespace, url: str) -> None:
                 took = time.perf_counter() - started
                 figures = Figures(dataset.name, mode, score(dataset, answers))
                 results.append(figures)
+                for lang, value in (t.split("=") for t in args.threshold):
+                    if lang == dataset.language:
+                        refusal = next(
+                            (a.body["answer"] for a in answers if a.body["cannot_answer"]), ""
+                        )
+                        strict = at_threshold(answers, float(value), refusal)
+                        results.append(
+                            Figures(dataset.name, f"{mode} @ {value}", score(dataset, strict))
+                        )
                 dump["figures"][f"{dataset.name} {mode}"] = {**figures.rows, "run_s": took}
                 dump["calibration"][f"{dataset.name} {mode}"] = calibration(answers)
                 dump["answers"] += [
