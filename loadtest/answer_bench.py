@@ -77,6 +77,7 @@ from kubemate.settings import KubemateSettings
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_CMRC = REPO.parent / "shared" / "datasets" / "cmrc2018_trial"
 TERMINAL = {"COMPLETED", "FAILED"}
+STAGES = ("embed", "search", "evidence", "prompt", "generate", "grounding")
 BATCH = 20  # files per upload request: the ingest service's default limit
 SCAFFOLDING = ("Question:", "Answer:", "Known information:", "问题：", "回答：", "已知信息：")
 _LABEL = re.compile(r"\[\d{1,3}\]")
@@ -397,6 +398,13 @@ def score(dataset: Dataset, answers: list[Answer]) -> dict[str, float]:
         "p95_ms": percentile([a.latency_ms for a in answers], 0.95),
         "ttft_p50_ms": percentile([a.ttft_ms for a in answers], 0.5),
         "ttft_p95_ms": percentile([a.ttft_ms for a in answers], 0.95),
+        # The raw cost of the parts: each stage's median over the answers that ran it.
+        **{
+            f"{stage}_p50_ms": percentile(
+                [a.body["timings"][stage] for a in answers if stage in a.body["timings"]], 0.5
+            )
+            for stage in STAGES
+        },
     }
 
 
@@ -429,6 +437,11 @@ def table(results: list[Figures]) -> str:
             f"| {r['answerable_refused']:.3f} | {r['p50_ms']:.0f} | {r['p95_ms']:.0f} "
             f"| {r['ttft_p50_ms']:.0f} | {r['ttft_p95_ms']:.0f} |"
         )
+    lines += ["", "| dataset | mode | " + " | ".join(f"{s} p50 ms" for s in STAGES) + " |"]
+    lines.append("|---|---|" + "---|" * len(STAGES))
+    for f in results:
+        cells = " | ".join(f"{f.rows[s + '_p50_ms']:.0f}" for s in STAGES)
+        lines.append(f"| {f.dataset} | {f.mode} | {cells} |")
     return "\n".join(lines)
 
 
@@ -551,6 +564,7 @@ def run(args: argparse.Namespace, url: str) -> None:
                         "unsupported": a.body["unsupported_sentences"],
                         "latency_ms": round(a.latency_ms),
                         "ttft_ms": round(a.ttft_ms),
+                        "timings": a.body["timings"],
                     }
                     for a in answers
                 ]
