@@ -14,8 +14,8 @@ It reports, per dataset and answer mode (``answer_mode`` in the request):
 * contains gold: the normalised answer contains a normalised gold answer;
 * gold cited: a citation the answer refers to is the gold paragraph (for COVID-QA, whose
   "paragraphs" are whole articles, the gold article);
-* answers of at most two sentences, and answers with a repeated word 4-gram (Chinese:
-  character 6-gram) or echoed prompt scaffolding ("Question:", "Answer:", "问题：", ...);
+* answers of at most two sentences, and answers with a repeated word 8-gram (Chinese:
+  character 16-gram) or echoed prompt scaffolding ("Question:", "Answer:", "问题：", ...);
 * cannot-answer precision and recall on the unanswerable variants (a refusal of an answerable
   question is a false one), and the share of answerable questions refused;
 * p50/p95 latency and time to the first ``token`` event (TTFT).
@@ -191,11 +191,13 @@ def f1(prediction: list[str], gold: list[str]) -> float:
 
 
 def repeats(answer: str, language: str) -> bool:
-    """A repeated word 4-gram (Chinese: character 6-gram), or the prompt's scaffolding."""
+    """A repeated word 8-gram (Chinese: character 16-gram), which a repeated sentence or a
+    generation loop makes and a name that two quoted sentences share does not, or the
+    prompt's scaffolding echoed."""
     if any(s in answer for s in SCAFFOLDING):
         return True
     units = tokens(strip_answer(answer), language)
-    n = 4 if language == "en" else 6
+    n = 8 if language == "en" else 16
     grams = [tuple(units[i : i + n]) for i in range(len(units) - n + 1)]
     return len(grams) != len(set(grams))
 
