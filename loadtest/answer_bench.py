@@ -498,6 +498,7 @@ def run(args: argparse.Namespace, url: str) -> None:
     }
     started_all = time.perf_counter()
     with httpx.Client(timeout=900.0, trust_env=False) as http:
+        prepared = []  # every dataset is indexed first; then each mode runs on each
         for dataset in datasets:
             print(
                 f"{dataset.name}: {len(dataset.paragraphs)} paragraphs, "
@@ -505,12 +506,11 @@ def run(args: argparse.Namespace, url: str) -> None:
                 flush=True,
             )
             if args.skip_ingest:
-                tokens_of = {
-                    tenant_of(dataset, pid, args.tenant_prefix): "" for pid in dataset.paragraphs
+                tenants = {
+                    tenant_of(dataset, pid, args.tenant_prefix) for pid in dataset.paragraphs
                 }
                 tokens_of = {
-                    t: issue_token(KubemateSettings().auth, t, roles=(Role.ADMIN,))
-                    for t in tokens_of
+                    t: issue_token(KubemateSettings().auth, t, roles=(Role.ADMIN,)) for t in tenants
                 }
             else:
                 started = time.perf_counter()
@@ -518,69 +518,79 @@ def run(args: argparse.Namespace, url: str) -> None:
                 dump["figures"][f"{dataset.name} ingest_s"] = time.perf_counter() - started
             sample = list(dataset.questions)
             random.Random(args.seed).shuffle(sample)
-            sample = sample[: args.questions]
-            modes = [("extractive", sample)]
-            if args.generative_questions > 0:
-                modes.append(("generative", sample[: args.generative_questions]))
-            for mode, questions in modes:
-                jobs = []
-                for q in questions:
-                    home = tenant_of(dataset, q.paragraph, args.tenant_prefix)
-                    jobs.append((q, True, tokens_of[home]))
-                    jobs.append((q, False, tokens_of[other_tenant(home)]))
-
-                def one(
-                    job: tuple[Question, bool, str], mode: str = mode, dataset: Dataset = dataset
-                ) -> Answer:
-                    q, answerable, token = job
-                    return ask(http, url, token, dataset, q, mode, answerable, args.top_k)
-
-                started = time.perf_counter()
-                with ThreadPoolExecutor(args.workers) as pool:
-                    answers = list(pool.map(one, jobs))
-                took = time.perf_counter() - started
-                figures = Figures(dataset.name, mode, score(dataset, answers))
-                results.append(figures)
-                for lang, value in (t.split("=") for t in args.threshold):
-                    if lang == dataset.language:
-                        refusal = next(
-                            (a.body["answer"] for a in answers if a.body["cannot_answer"]), ""
-                        )
-                        strict = at_threshold(answers, float(value), refusal)
-                        results.append(
-                            Figures(dataset.name, f"{mode} @ {value}", score(dataset, strict))
-                        )
-                dump["figures"][f"{dataset.name} {mode}"] = {**figures.rows, "run_s": took}
-                dump["calibration"][f"{dataset.name} {mode}"] = calibration(answers)
-                dump["answers"] += [
-                    {
-                        "dataset": dataset.name,
-                        "mode": mode,
-                        "id": a.question.id,
-                        "answerable": a.answerable,
-                        "question": a.question.text,
-                        "gold": a.question.answers,
-                        "answer": a.body["answer"],
-                        "cannot_answer": a.body["cannot_answer"],
-                        "evidence": a.body["evidence"],
-                        "unsupported": a.body["unsupported_sentences"],
-                        "latency_ms": round(a.latency_ms),
-                        "ttft_ms": round(a.ttft_ms),
-                        "timings": a.body["timings"],
-                    }
-                    for a in answers
-                ]
-                print(f"  {mode}: {len(answers)} answers in {took:.0f} s", flush=True)
-                print("\n" + table(results) + "\n", flush=True)
-                for t, ok, bad in calibration(answers):
-                    print(
-                        f"    evidence < {t:.2f}: answerable refused {ok:.3f}, "
-                        f"unanswerable refused {bad:.3f}"
+            prepared.append((dataset, tokens_of, sample[: args.questions]))
+        modes = [("extractive", args.questions), ("generative", args.generative_questions)]
+        for mode, count in modes:
+            for dataset, tokens_of, sample in prepared:
+                if count > 0:
+                    run_mode(
+                        args, http, url, dataset, tokens_of, sample[:count], mode, results, dump
                     )
-                if args.out:
-                    dump["table"] = table(results)
-                    args.out.write_text(json.dumps(dump, ensure_ascii=False, indent=1) + "\n")
     print(f"done in {time.perf_counter() - started_all:.0f} s")
+
+
+def run_mode(
+    args: argparse.Namespace,
+    http: httpx.Client,
+    url: str,
+    dataset: Dataset,
+    tokens_of: dict[str, str],
+    questions: list[Question],
+    mode: str,
+    results: list[Figures],
+    dump: dict[str, Any],
+) -> None:
+    """Each question of its own tenant and of the other; the figures printed and dumped."""
+    jobs = []
+    for q in questions:
+        home = tenant_of(dataset, q.paragraph, args.tenant_prefix)
+        jobs.append((q, True, tokens_of[home]))
+        jobs.append((q, False, tokens_of[other_tenant(home)]))
+
+    def one(job: tuple[Question, bool, str]) -> Answer:
+        q, answerable, token = job
+        return ask(http, url, token, dataset, q, mode, answerable, args.top_k)
+
+    started = time.perf_counter()
+    with ThreadPoolExecutor(args.workers) as pool:
+        answers = list(pool.map(one, jobs))
+    took = time.perf_counter() - started
+    figures = Figures(dataset.name, mode, score(dataset, answers))
+    results.append(figures)
+    for lang, value in (t.split("=") for t in args.threshold):
+        if lang == dataset.language:
+            refusal = next((a.body["answer"] for a in answers if a.body["cannot_answer"]), "")
+            strict = at_threshold(answers, float(value), refusal)
+            results.append(Figures(dataset.name, f"{mode} @ {value}", score(dataset, strict)))
+    dump["figures"][f"{dataset.name} {mode}"] = {**figures.rows, "run_s": took}
+    dump["calibration"][f"{dataset.name} {mode}"] = calibration(answers)
+    dump["answers"] += [
+        {
+            "dataset": dataset.name,
+            "mode": mode,
+            "id": a.question.id,
+            "answerable": a.answerable,
+            "question": a.question.text,
+            "gold": a.question.answers,
+            "answer": a.body["answer"],
+            "cannot_answer": a.body["cannot_answer"],
+            "evidence": a.body["evidence"],
+            "unsupported": a.body["unsupported_sentences"],
+            "latency_ms": round(a.latency_ms),
+            "ttft_ms": round(a.ttft_ms),
+            "timings": a.body["timings"],
+        }
+        for a in answers
+    ]
+    print(f"  {dataset.name} {mode}: {len(answers)} answers in {took:.0f} s", flush=True)
+    print("\n" + table(results) + "\n", flush=True)
+    for t, ok, bad in calibration(answers):
+        print(
+            f"    evidence < {t:.2f}: answerable refused {ok:.3f}, unanswerable refused {bad:.3f}"
+        )
+    if args.out:
+        dump["table"] = table(results)
+        args.out.write_text(json.dumps(dump, ensure_ascii=False, indent=1) + "\n")
 
 
 def stack_env() -> dict[str, str]:
