@@ -255,10 +255,13 @@ def test_the_threshold_is_per_language() -> None:
     assert not too_weak(evidence, "zh", config)
 
 
-def test_a_heading_or_the_question_restated_is_never_quoted() -> None:
-    text = "Acme Bank branches\n\nAcme Bank branches. Acme Bank opened twelve branches in Lyon."
+def test_a_heading_with_nothing_but_the_questions_terms_is_never_quoted() -> None:
+    text = "Acme Bank branches\n\nAcme Bank opened twelve branches in Lyon."
     ranked = candidates("Acme Bank branches?", [hit(1, text)], "en", CONFIG)
     assert [c.sentence.text for c in ranked] == ["Acme Bank opened twelve branches in Lyon."]
+    # A sentence is kept even when the question repeats it word for word.
+    ranked = candidates("Acme Bank opened branches in Lyon", [hit(1, text)], "en", CONFIG)
+    assert len(ranked) == 1
 
 
 def test_a_chinese_stop_inside_brackets_does_not_end_the_sentence() -> None:

@@ -2,8 +2,9 @@
 each with the ``[n]`` of its chunk. No FastAPI here, and no new model: the collection's own
 embedder compares the question with sentences, beside lexical overlap.
 
-1. Candidates: every sentence of the ``candidate_chunks`` best-ranked chunks that says
-   something besides the question's own terms (a title restates its subject, nothing more).
+1. Candidates: every sentence of the ``candidate_chunks`` best-ranked chunks, but headings
+   (no closing punctuation) that hold nothing besides the question's own terms: a title names
+   the subject, and answers nothing.
 2. Lexical score: the IDF-weighted share of the question's terms a sentence holds
    (:mod:`~kubemate_retrieval.answers.lexical`), plus a small bonus for better-ranked chunks
    (retrieval already read the whole chunk).
@@ -49,6 +50,7 @@ class Evidence:
 
 
 NO_EVIDENCE = Evidence(quotes=[], lexical=0.0, dense=None)
+_CLOSINGS = tuple(".!?。！？；;…”’\"')）)")
 
 
 def candidates(
@@ -63,8 +65,8 @@ def candidates(
     weights = TermWeights.of(t for *_, t in found)
     scored = []
     for label, order, sentence, own in found:
-        if own <= wanted:
-            continue  # a heading, or the question restated: nothing it could answer with
+        if own <= wanted and not sentence.text.endswith(_CLOSINGS):
+            continue  # a heading naming the question's subject: nothing it could answer with
         lexical = coverage(wanted, own, weights)
         prior = config.rank_prior / label
         scored.append(Candidate(label, order, sentence, lexical, score=lexical + prior))
