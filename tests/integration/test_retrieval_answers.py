@@ -150,6 +150,17 @@ def test_answer_mode_rides_along_on_the_openai_endpoint(env: RetrievalEnv) -> No
         content = completion.choices[0].message.content or ""
         assert content.startswith('"Employees may book business class only for flights')
         assert (completion.model_extra or {})["kubemate"]["answer_mode"] == "extractive"
+        chunks = list(
+            kb.chat.completions.create(
+                model="kb-default",
+                messages=[{"role": "user", "content": "When must receipts be submitted?"}],
+                extra_body={"answer_mode": "extractive"},
+                stream=True,
+            )
+        )
+        streamed = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+        assert '"Receipts must be submitted within thirty days of the trip." [1]' in streamed
+        assert (chunks[-1].model_extra or {})["kubemate"]["cannot_answer"] is False
         with pytest.raises(openai.UnprocessableEntityError):
             kb.chat.completions.create(
                 model="kb-default",
