@@ -170,7 +170,7 @@ def test_the_real_llm_answers_through_the_openai_client(
     gemma_path: object,
 ) -> None:
     retrieval_env.index(FACTS)
-    with served(retrieval_env, llm={"max_tokens": 16}) as client:
+    with served(retrieval_env, llm={"max_tokens": 16}, answers={"mode": "generative"}) as client:
         messages = [{"role": "user", "content": "How long do domestic cats sleep?"}]
         completion = client.chat.completions.create(model="kb-default", messages=messages)
         assert (completion.choices[0].message.content or "").strip()

@@ -48,16 +48,26 @@ def _snippet(text: str) -> str:
     return flat if len(flat) <= SNIPPET_CHARS else flat[: SNIPPET_CHARS - 1] + "…"
 
 
+def _subtitle(answer: ChatAnswer) -> str | None:
+    if answer.cannot_answer:
+        return "cannot answer"
+    if answer.answer_mode == "extractive":
+        return "quoted from the sources"
+    return escape(answer.model) if answer.model else None
+
+
 def render_answer(console: Console, answer: ChatAnswer) -> None:
     console.print(
         Panel(
             escape(answer.answer.strip()) or "[dim](empty answer)[/]",
             title="Answer",
             title_align="left",
-            subtitle=escape(answer.model) if answer.model else None,
+            subtitle=_subtitle(answer),
             subtitle_align="right",
         )
     )
+    for sentence in answer.unsupported_sentences:
+        console.print(f"[yellow]Not supported by the cited sources:[/] {escape(sentence)}")
     if not answer.citations:
         console.print("[dim]No sources.[/]")
     else:

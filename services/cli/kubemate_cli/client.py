@@ -78,6 +78,9 @@ class ChatAnswer(_Model):
     citations: list[Citation] = Field(default_factory=list)
     model: str | None = None
     timings: dict[str, float] = Field(default_factory=dict)
+    answer_mode: str | None = None  # extractive (quoted) or generative
+    cannot_answer: bool = False
+    unsupported_sentences: list[str] = Field(default_factory=list)
 
 
 # ---- errors ------------------------------------------------------------------------------------

@@ -53,6 +53,7 @@ async def chat(
         start_conversation=body.conversation_id is None,
         max_tokens=body.max_tokens,
         temperature=body.temperature,
+        answer_mode=body.answer_mode,
     )
     snippet = settings.retrieval.snippet_chars
     if body.stream:

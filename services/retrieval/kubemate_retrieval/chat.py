@@ -1,11 +1,16 @@
-"""Grounded answers: conversation -> answer cache -> retrieval -> prompt -> LLM -> citations.
-No FastAPI here; the routes of ``/v1/chat`` and ``/v1/chat/completions`` both call
-:class:`ChatService`, for a whole answer (:meth:`ChatService.answer`) or a stream of pieces
-(:meth:`ChatService.stream`).
+"""Grounded answers: conversation -> answer cache -> retrieval -> evidence -> quoted sentences,
+or prompt -> LLM -> grounding check -> citations. No FastAPI here; the routes of ``/v1/chat``
+and ``/v1/chat/completions`` both call :class:`ChatService`, for a whole answer
+(:meth:`ChatService.answer`) or a stream of pieces (:meth:`ChatService.stream`).
 
 A stream is opened before the response starts: validation, retrieval and the LLM's first token
 all happen first, so an unavailable model is still a 503 problem, not an error event halfway
 through a 200.
+
+Every answer with retrieved chunks first weighs its evidence (:mod:`kubemate_retrieval.answers`):
+too weak, and the answer is "cannot answer" (in the question's language) without asking the
+LLM. Otherwise it is quoted (the best sentences, verbatim, each with its ``[n]``) or generated,
+as the answer mode says; each generated sentence is then checked against the chunks it cites.
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ from collections.abc import AsyncGenerator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from kubemate.collections import ActiveCollection
 from kubemate.errors import BackendUnavailable, ConversationNotFound, KubemateError
 from kubemate.inference import LLM, GenerateOptions, Prompt, plain_text
 from kubemate.logs import get_logger
@@ -21,6 +27,13 @@ from kubemate.metrics import RagOutcome, count_rag_request
 from kubemate.text.tokens import count_tokens as estimate_tokens
 from kubemate.vectorstore import SearchHit
 from kubemate_retrieval.answering import PreparedPrompt, cited_labels, prepare_prompt
+from kubemate_retrieval.answers.config import AnswerMode
+from kubemate_retrieval.answers.extractive import Evidence, find_evidence, quote_pieces
+from kubemate_retrieval.answers.grounding import check_grounding
+from kubemate_retrieval.answers.metrics import ANSWERS, UNSUPPORTED_SENTENCES
+from kubemate_retrieval.answers.mode import UsedMode, model_kind, resolve_mode
+from kubemate_retrieval.answers.refusal import too_weak
+from kubemate_retrieval.answers.sentences import language_of
 from kubemate_retrieval.caches import (
     Caches,
     digest,
@@ -58,6 +71,7 @@ class ChatRequest:
     inline_history: list[Turn] = field(default_factory=list)  # history sent with the request
     max_tokens: int | None = None
     temperature: float | None = None
+    answer_mode: AnswerMode | None = None  # None: the collection's, else the settings'
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,6 +98,10 @@ class ChatResult:
     completion_tokens: int = 0
     finish_reason: str = "stop"
     warnings: list[str] = field(default_factory=list)
+    answer_mode: UsedMode = "generative"
+    cannot_answer: bool = False  # the evidence was too weak (or nothing was found) to answer
+    evidence: float | None = None  # the best sentence's lexical coverage of the question
+    unsupported_sentences: list[str] = field(default_factory=list)  # generated, unbacked
 
 
 @dataclass(slots=True)
@@ -182,7 +200,11 @@ class ChatService:
             await self._finish(tenant_id, request, plan, result, timer)
 
         if plan.prepared is None:
-            return ChatStream(result=result, first=result.answer, rest=None, finish=finish)
+            # Quoted answers stream their sentences one by one; the rest comes in one piece.
+            quotes = plan.quotes or [result.answer]
+            return ChatStream(
+                result=result, first=quotes[0], rest=_pieces_of(quotes[1:]), finish=finish
+            )
         llm = await plan.models.llm()
         generate_started = timer.total()["total"]
         pieces = filtered(
@@ -221,6 +243,10 @@ class ChatService:
             max_tokens=request.max_tokens,
             temperature=request.temperature,
         )
+        answers = settings.answers
+        mode = resolve_mode(
+            request.answer_mode, query.collection, model_kind(chat, answers), answers
+        )
         plan = _Plan(conversation=conversation, language=language, options=options, models=models)
 
         # Answers that depend on earlier turns are not reused: the history is part of them.
@@ -243,6 +269,8 @@ class ChatService:
                     settings.prompt.model_dump(),
                     settings.generation.model_dump(),
                     await self._pipeline.reranker_id(models) if query.rerank else None,
+                    mode,
+                    answers.model_dump(exclude={"collection_modes", "mode"}),
                 )
                 plan.generation, cached = await self._caches.lookup(
                     "answer", tenant_id, plan.answer_key
@@ -265,9 +293,35 @@ class ChatService:
             tenant_id, query, timer, history=history, models=models, active=active
         )
         plan.result = _result_from_retrieval(retrieval, chat.model)
+        plan.result.answer_mode = mode
         if not retrieval.hits:
             # Nothing to ground an answer on: say so instead of letting the model make one up.
-            plan.result.answer = self._fallback(retrieval.no_documents, language)
+            # Said in the question's language, whatever the collection's.
+            plan.result.answer = self._fallback(retrieval.no_documents, language_of(query.question))
+            plan.result.cannot_answer = not retrieval.no_documents
+            return plan
+
+        # A follow-up left unrewritten ("and dogs?") cannot be judged alone: it is matched with
+        # the question before it, and never refused (the model reads the conversation).
+        elliptical = not conversation.empty and not retrieval.rewritten
+        asked = retrieval.query
+        if elliptical and conversation.turns:
+            asked = f"{conversation.turns[-1].question} {asked}"
+        with timer.stage("evidence"):
+            evidence = await self._evidence(asked, retrieval, language, models, active)
+        plan.result.evidence = round(evidence.lexical, 4)
+        every_hit = [
+            Citation(index=i, hit=hit, cited=False) for i, hit in enumerate(retrieval.hits, 1)
+        ]
+        if not elliptical and too_weak(evidence, language, answers):
+            plan.result.answer = self._fallback(False, language_of(query.question))
+            plan.result.cannot_answer = True
+            plan.result.citations = every_hit
+            return plan
+        if mode == "extractive":
+            plan.quotes = quote_pieces(evidence, language, answers)
+            plan.result.answer = "".join(plan.quotes)
+            plan.result.citations = every_hit
             return plan
 
         llm = await models.llm()
@@ -305,6 +359,48 @@ class ChatService:
             return config.no_documents_zh if language == "zh" else config.no_documents_en
         return config.no_answer_zh if language == "zh" else config.no_answer_en
 
+    async def _evidence(
+        self,
+        asked: str,
+        retrieval: Retrieval,
+        language: Language,
+        models: TenantModels,
+        active: ActiveCollection,
+    ) -> Evidence:
+        """The sentences to quote and how strongly they answer, scored with the collection's
+        own embedder (the query vector from the LRU when the search just made it)."""
+        embedder = await models.embedder(active)
+        vector = retrieval.vector if asked == retrieval.query else None
+        if vector is None:
+            vector = self._caches.vectors.get(active.name, asked)
+        async with self._models.unavailable_as_503("embedding model"):
+            if vector is None:
+                vector = await embedder.embed_query(asked)
+            return await find_evidence(
+                asked,
+                retrieval.hits,
+                language=language,
+                embedder=embedder,
+                query_vector=vector,
+                config=self._settings.answers,
+            )
+
+    def _check_grounding(self, result: ChatResult, language: Language) -> None:
+        """Flags the generated sentences that the chunks they cite do not support."""
+        config = self._settings.retrieval
+        if config.no_answer_en in result.answer or config.no_answer_zh in result.answer:
+            result.cannot_answer = True  # the model itself said so
+            return
+        checked = check_grounding(
+            result.answer,
+            {c.index: c.hit.chunk_text for c in result.citations},
+            language,
+            self._settings.answers.min_support,
+        )
+        result.unsupported_sentences = [s.text for s in checked if not s.supported]
+        if result.unsupported_sentences:
+            UNSUPPORTED_SENTENCES.labels(result.model).inc(len(result.unsupported_sentences))
+
     async def _finish(
         self,
         tenant_id: str,
@@ -317,6 +413,12 @@ class ChatService:
         result.citations = [
             Citation(index=c.index, hit=c.hit, cited=c.index in cited) for c in result.citations
         ]
+        if plan.prepared is not None and result.answer:
+            with timer.stage("grounding"):
+                self._check_grounding(result, plan.language)
+        if not result.cached:
+            outcome = "cannot_answer" if result.cannot_answer else "answered"
+            ANSWERS.labels(result.answer_mode, outcome).inc()
         result.timings = timer.total()
         if (
             not result.cached
@@ -407,11 +509,13 @@ class ChatService:
 
 def _outcome(plan: _Plan, result: ChatResult) -> RagOutcome:
     """How the request was answered, for ``rag_requests_total``: "cannot_answer" whether the
-    fixed text was made now or comes from the cache (an answer in which the model itself says
-    so belongs here too, once the result says it); "cache_hit" for other cached answers."""
+    evidence was too weak, the model said so, or the fixed text comes from the cache;
+    "cache_hit" for other cached answers; quoted and generated answers are "answered"."""
+    if result.cannot_answer:
+        return "cannot_answer"
     if result.cached:
         return "cache_hit" if result.citations else "cannot_answer"
-    if plan.prepared is None:  # nothing retrieved: the fixed "cannot answer" text
+    if plan.prepared is None and not plan.quotes:  # nothing retrieved: the fixed text
         return "cannot_answer"
     return "answered"
 
@@ -426,6 +530,7 @@ class _Plan:
         default_factory=lambda: ChatResult(answer="", citations=[], model="", timings={}, query="")
     )
     prepared: PreparedPrompt | None = None
+    quotes: list[str] = field(default_factory=list)  # the pieces of a quoted answer
     generation: int | None = None
     answer_key: str | None = None
 
@@ -446,6 +551,11 @@ def _result_from_retrieval(retrieval: Retrieval, model: str) -> ChatResult:
     )
 
 
+async def _pieces_of(pieces: list[str]) -> AsyncGenerator[str, None]:
+    for piece in pieces:
+        yield piece
+
+
 def _result_to_cache(result: ChatResult) -> dict[str, Any]:
     return {
         "answer": result.answer,
@@ -455,6 +565,10 @@ def _result_to_cache(result: ChatResult) -> dict[str, Any]:
         "search_mode": result.search_mode,
         "reranked": result.reranked,
         "no_documents": result.no_documents,
+        "answer_mode": result.answer_mode,
+        "cannot_answer": result.cannot_answer,
+        "evidence": result.evidence,
+        "unsupported_sentences": result.unsupported_sentences,
         "citations": [
             {"index": c.index, "cited": c.cited, "hit": hits_to_json([c.hit])[0]}
             for c in result.citations
@@ -477,4 +591,8 @@ def _result_from_cache(cached: dict[str, Any], timer: Timer) -> ChatResult:
         reranked=cached["reranked"],
         cached=True,
         no_documents=cached["no_documents"],
+        answer_mode=cached["answer_mode"],
+        cannot_answer=cached["cannot_answer"],
+        evidence=cached["evidence"],
+        unsupported_sentences=cached["unsupported_sentences"],
     )

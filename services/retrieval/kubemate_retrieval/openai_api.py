@@ -6,7 +6,7 @@ product's prompt decides how to answer). The answer has OpenAI's shape (or its c
 streamed, ending with ``data: [DONE]``), plus ``citations`` and ``kubemate`` (pipeline details)
 as extra fields, which OpenAI clients keep (``completion.model_extra`` in the Python client).
 Retrieval parameters may ride along as extra body fields (``top_k``, ``hybrid``, ``rerank``,
-``rewrite``, ``filters``).
+``rewrite``, ``filters``), and so may ``answer_mode`` (``extractive`` quotes the sources).
 """
 
 from __future__ import annotations
@@ -85,6 +85,10 @@ def _extras(result: ChatResult, snippet_chars: int) -> dict[str, Any]:
             "no_documents": result.no_documents,
             "answer_model": result.model,
             "warnings": result.warnings,
+            "answer_mode": result.answer_mode,
+            "cannot_answer": result.cannot_answer,
+            "evidence": result.evidence,
+            "unsupported_sentences": result.unsupported_sentences,
         },
     }
 
@@ -119,6 +123,7 @@ async def chat_completions(
         inline_history=turns,
         max_tokens=body.max_completion_tokens or body.max_tokens,
         temperature=body.temperature,
+        answer_mode=body.answer_mode,
     )
     completion_id = "chatcmpl-" + uuid.uuid4().hex
     created = int(time.time())

@@ -82,6 +82,7 @@ class Retrieval:
     cached: bool = False
     no_documents: bool = False
     warnings: list[str] = field(default_factory=list)
+    vector: list[float] | None = None  # the query's embedding, where this process made it
 
 
 @dataclass(frozen=True, slots=True)
@@ -230,6 +231,7 @@ class RetrievalPipeline:
                 reranked=cached["reranked"],
                 cached=True,
                 no_documents=cached["no_documents"],
+                vector=vector,
             )
 
         result = await self._search(replace(search, vector=vector, ensured=ensured))
@@ -355,9 +357,13 @@ class RetrievalPipeline:
             if not document_ids:
                 return Retrieval(hits=[], query=search.query)
 
-        hits, mode, no_documents = await self._find(search, document_ids)
+        (hits, mode, no_documents), vector = await self._find(search, document_ids)
         result = Retrieval(
-            hits=hits, query=search.query, search_mode=mode, no_documents=no_documents
+            hits=hits,
+            query=search.query,
+            search_mode=mode,
+            no_documents=no_documents,
+            vector=vector,
         )
         if request.rerank and len(hits) > 1:
             with search.timer.stage("rerank"):
@@ -365,10 +371,12 @@ class RetrievalPipeline:
         result.hits = result.hits[: request.top_k]
         return result
 
-    async def _find(self, search: Search, document_ids: list[str] | None) -> Found:
+    async def _find(
+        self, search: Search, document_ids: list[str] | None
+    ) -> tuple[Found, list[float]]:
         """Hits (``rerank_recall_k`` of them when a rerank follows), the mode that ran, and
-        whether the tenant has no documents at all: one worker-thread hop, which encodes the
-        query first when ``search.vector`` is None."""
+        whether the tenant has no documents at all, with the query vector searched: one
+        worker-thread hop, which encodes the query first when ``search.vector`` is None."""
         request, active = search.request, search.active
         recall_k = (
             max(request.top_k, self._settings.retrieval.rerank_recall_k)
@@ -402,24 +410,24 @@ class RetrievalPipeline:
         if search.vector is not None:
             vector = search.vector
             with search.timer.stage("search"), VECTOR_SEARCH_DURATION.time():
-                return await anyio.to_thread.run_sync(find, vector)
+                return await anyio.to_thread.run_sync(find, vector), vector
 
         encode = _blocking_encoder(search.embedder)
         assert encode is not None  # a search without a vector has the blocking encoder
 
-        def encode_and_find() -> tuple[Found | Exception, float, float]:
-            """What ``find`` found (or the encode's failure), the encode's and the search's
-            seconds."""
+        def encode_and_find() -> tuple[Found | Exception, list[float], float, float]:
+            """What ``find`` found (or the encode's failure), the vector, the encode's and the
+            search's seconds."""
             started = time.perf_counter()
             try:
                 query_vector = encode(search.query)
             except Exception as exc:  # raised on the loop, as a 503 where it is one
-                return exc, time.perf_counter() - started, 0.0
+                return exc, [], time.perf_counter() - started, 0.0
             encoded = time.perf_counter()
             found = find(query_vector)
-            return found, encoded - started, time.perf_counter() - encoded
+            return found, query_vector, encoded - started, time.perf_counter() - encoded
 
-        found, embed_s, search_s = await anyio.to_thread.run_sync(encode_and_find)
+        found, vector, embed_s, search_s = await anyio.to_thread.run_sync(encode_and_find)
         search.timer.add("embed", embed_s)
         if isinstance(found, Exception):
             async with self._models.unavailable_as_503("embedding model"):
@@ -427,7 +435,7 @@ class RetrievalPipeline:
         search.timer.add("search", search_s)
         VECTOR_SEARCH_DURATION.observe(search_s)
         await search.models.record_query(search.embedder, search.query, embed_s)
-        return found
+        return found, vector
 
     async def _rerank(self, result: Retrieval, keep: int, models: TenantModels) -> None:
         try:

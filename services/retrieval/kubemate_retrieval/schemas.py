@@ -10,11 +10,19 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from kubemate.errors import ValidationFailed
 from kubemate.vectorstore import SearchHit
+from kubemate_retrieval.answers.config import AnswerMode
+from kubemate_retrieval.answers.mode import UsedMode
 from kubemate_retrieval.chat import ChatResult, Citation
 from kubemate_retrieval.conversations import ConversationSummary
 from kubemate_retrieval.filters import MAX_LISTED, Filters
 from kubemate_retrieval.pipeline import QueryRequest, Retrieval
 from kubemate_retrieval.settings import RetrievalSettings
+
+ANSWER_MODE_HELP = (
+    "extractive: the answering sentences of the sources, quoted, each cited; generative: "
+    "written by the answer model; auto: extractive with a small base model, else generative. "
+    "Default: the collection's setting"
+)
 
 
 class QueryIn(BaseModel):
@@ -88,6 +96,7 @@ class ChatIn(QueryIn):
     stream: bool = Field(False, description="answer as server-sent events")
     max_tokens: int | None = Field(None, ge=1, description="at most the server's limit")
     temperature: float | None = Field(None, ge=0.0, le=2.0)
+    answer_mode: AnswerMode | None = Field(None, description=ANSWER_MODE_HELP)
 
 
 class Hit(BaseModel):
@@ -178,6 +187,14 @@ class ChatOut(PipelineInfo):
     model: str
     timings: dict[str, float]
     conversation_id: str | None = Field(description="send it back to continue the conversation")
+    answer_mode: UsedMode = Field(description="how the answer was made: quoted or generated")
+    cannot_answer: bool = Field(description="the sources do not answer the question")
+    evidence: float | None = Field(
+        description="how much of the question the best source sentence holds (0..1)"
+    )
+    unsupported_sentences: list[str] = Field(
+        description="sentences of a generated answer that the sources they cite do not support"
+    )
 
     @classmethod
     def of(cls, result: ChatResult, snippet_chars: int) -> ChatOut:
@@ -187,6 +204,10 @@ class ChatOut(PipelineInfo):
             model=result.model,
             timings=result.timings,
             conversation_id=result.conversation_id,
+            answer_mode=result.answer_mode,
+            cannot_answer=result.cannot_answer,
+            evidence=result.evidence,
+            unsupported_sentences=result.unsupported_sentences,
             query=result.query,
             rewritten=result.rewritten,
             search_mode=result.search_mode,
@@ -277,3 +298,4 @@ class ChatCompletionIn(BaseModel):
     rerank: bool | None = None
     rewrite: bool | None = None
     filters: Filters | None = None
+    answer_mode: AnswerMode | None = Field(None, description=ANSWER_MODE_HELP)

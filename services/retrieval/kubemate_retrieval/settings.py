@@ -1,5 +1,5 @@
 """Settings of the retrieval service: the shared sections plus ``retrieval``, ``reranker``,
-``cache``, ``conversations``, the model manager's ``models`` and ``reindex`` (env:
+``cache``, ``conversations``, ``answers``, the model manager's ``models`` and ``reindex`` (env:
 ``KUBEMATE_RETRIEVAL__DEFAULT_TOP_K``, ``KUBEMATE_RERANKER__PROVIDER=cross_encoder``,
 ``KUBEMATE_CACHE__ANSWER_TTL_S``, ``KUBEMATE_MODELS__ASSIGNMENTS_KEY``, ...)."""
 
@@ -14,6 +14,7 @@ from kubemate.collections import ReindexConfig
 from kubemate.models_config import ModelsConfig
 from kubemate.rerank import RerankerConfig
 from kubemate.settings import KubemateSettings
+from kubemate_retrieval.answers.config import AnswersConfig
 from kubemate_retrieval.generation import GenerationConfig
 from kubemate_retrieval.prompt import PromptConfig
 
@@ -88,6 +89,8 @@ class RetrievalSettings(KubemateSettings):
     prompt: PromptConfig = PromptConfig()  # KUBEMATE_PROMPT__...: the answer prompts
     # KUBEMATE_GENERATION__...: repetition penalty and cut-off, the answer length rule
     generation: GenerationConfig = GenerationConfig()
+
+    answers: AnswersConfig = AnswersConfig()  # KUBEMATE_ANSWERS__MODE=extractive, ...
     # The model manager's section (``KUBEMATE_MODELS__...``): where per-tenant model
     # assignments are stored, the Ollama instances and the local GGUF directory they name.
     models: ModelsConfig = ModelsConfig()

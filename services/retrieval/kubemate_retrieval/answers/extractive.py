@@ -1,0 +1,157 @@
+"""Quoted answers: the sentences of the retrieved chunks that answer the question, verbatim,
+each with the ``[n]`` of its chunk. No FastAPI here, and no new model: the collection's own
+embedder compares the question with sentences, beside lexical overlap.
+
+1. Candidates: every sentence of the ``candidate_chunks`` best-ranked chunks, but headings
+   (no closing punctuation) that hold nothing besides the question's own terms: a title names
+   the subject, and answers nothing.
+2. Lexical score: the IDF-weighted share of the question's terms a sentence holds
+   (:mod:`~kubemate_retrieval.answers.lexical`), plus a small bonus for better-ranked chunks
+   (retrieval already read the whole chunk).
+3. Dense score: the best of them by (2), at most ``embedded_candidates`` and only those within
+   ``dense_margin`` of the best (the rest could not overtake it), are embedded as passages and
+   compared with the question's query vector; the cosines are rescaled to 0..1 among them, so
+   that the weight means the same whatever the embedder's range of cosines.
+4. The best sentence is quoted; a further one (at most ``max_quotes``) from the same chunk if
+   it scores nearly as well, in the order they stand in the chunk.
+
+The evidence of an answer (for "cannot answer") is the best candidate's lexical coverage: the
+question's rare terms missing from every candidate is what a question asked of the wrong
+documents looks like, whatever the embedder's cosines.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+
+from kubemate.inference import Embedder
+from kubemate.vectorstore import SearchHit
+from kubemate_retrieval.answers.config import AnswersConfig
+from kubemate_retrieval.answers.lexical import TermWeights, coverage, terms
+from kubemate_retrieval.answers.sentences import Sentence, TextLanguage, split_sentences
+
+
+@dataclass(frozen=True, slots=True)
+class Candidate:
+    label: int  # the [n] of the chunk it comes from (1-based rank)
+    order: int  # its place among the chunk's sentences
+    sentence: Sentence
+    lexical: float
+    dense: float | None = None  # cosine with the question, when embedded
+    score: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class Evidence:
+    quotes: list[Candidate]  # in reading order; empty: nothing to quote
+    lexical: float  # the best candidate's lexical coverage of the question
+    dense: float | None  # the best candidate's cosine with the question
+
+
+NO_EVIDENCE = Evidence(quotes=[], lexical=0.0, dense=None)
+_CLOSINGS = tuple(".!?。！？；;…”’\"')）)")
+
+
+def candidates(
+    question: str, hits: Sequence[SearchHit], language: TextLanguage, config: AnswersConfig
+) -> list[Candidate]:
+    """Sentences of the best chunks, with their lexical scores, best first."""
+    found: list[tuple[int, int, Sentence, set[str]]] = []
+    for label, hit in enumerate(hits[: config.candidate_chunks], 1):
+        for order, sentence in enumerate(split_sentences(hit.chunk_text, language)):
+            found.append((label, order, sentence, terms(sentence.text, language)))
+    wanted = terms(question, language)
+    weights = TermWeights.of(t for *_, t in found)
+    scored = []
+    for label, order, sentence, own in found:
+        if own <= wanted and not sentence.text.endswith(_CLOSINGS):
+            continue  # a heading naming the question's subject: nothing it could answer with
+        lexical = coverage(wanted, own, weights)
+        prior = config.rank_prior / label
+        scored.append(Candidate(label, order, sentence, lexical, score=lexical + prior))
+    scored.sort(key=lambda c: c.score, reverse=True)
+    return scored
+
+
+async def rescore_dense(
+    ranked: list[Candidate],
+    query_vector: Sequence[float],
+    embedder: Embedder,
+    config: AnswersConfig,
+) -> list[Candidate]:
+    """The best ``embedded_candidates`` rescored with the embedder; the rest keep their order
+    after them (a sentence that shares no term with the question rarely answers it)."""
+    if not ranked:
+        return ranked
+    # Only candidates near the best lexical score can change places: the rest keep theirs.
+    near = ranked[0].score - config.dense_margin
+    head = [c for c in ranked[: config.embedded_candidates] if c.score >= near]
+    if len(head) < 2 or config.dense_weight == 0:
+        return ranked
+    vectors = await embedder.embed([c.sentence.text for c in head])
+    cosines = [sum(q * v for q, v in zip(query_vector, vector, strict=True)) for vector in vectors]
+    low, high = min(cosines), max(cosines)
+    spread = high - low or 1.0
+    weight = config.dense_weight
+    rescored = [
+        replace(
+            c,
+            dense=cosine,
+            score=(1 - weight) * c.lexical
+            + weight * (cosine - low) / spread
+            + config.rank_prior / c.label,
+        )
+        for c, cosine in zip(head, cosines, strict=True)
+    ]
+    rescored.sort(key=lambda c: c.score, reverse=True)
+    return rescored + ranked[len(head) :]
+
+
+def choose(ranked: list[Candidate], config: AnswersConfig) -> Evidence:
+    """The quotes: the best candidate, and the next ones of its chunk that score nearly as well."""
+    if not ranked:
+        return NO_EVIDENCE
+    best = ranked[0]
+    chosen = [best]
+    for other in ranked[1:]:
+        if len(chosen) >= config.max_quotes:
+            break
+        if other.label == best.label and other.score >= config.second_quote_ratio * best.score:
+            chosen.append(other)
+    chosen.sort(key=lambda c: c.order)
+    return Evidence(quotes=chosen, lexical=best.lexical, dense=best.dense)
+
+
+async def find_evidence(
+    question: str,
+    hits: Sequence[SearchHit],
+    *,
+    language: TextLanguage,
+    embedder: Embedder | None,
+    query_vector: Sequence[float] | None,
+    config: AnswersConfig,
+) -> Evidence:
+    """The sentences to quote for ``question`` from ``hits`` (best first), and how strong they
+    are. Without an embedder or a query vector, lexical scores alone decide."""
+    ranked = candidates(question, hits, language, config)
+    if embedder is not None and query_vector is not None:
+        ranked = await rescore_dense(ranked, query_vector, embedder, config)
+    return choose(ranked, config)
+
+
+def _cut(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 1].rstrip() + "…"
+
+
+def quote_pieces(evidence: Evidence, language: TextLanguage, config: AnswersConfig) -> list[str]:
+    """The answer as pieces (one per quoted sentence, streamed as such): each sentence quoted
+    verbatim and followed by its citation."""
+    pieces = []
+    for i, candidate in enumerate(evidence.quotes):
+        text = _cut(candidate.sentence.text, config.max_quote_chars)
+        if language == "zh":
+            pieces.append(f"“{text}”[{candidate.label}]")
+        else:
+            pieces.append(("" if i == 0 else " ") + f'"{text}" [{candidate.label}]')
+    return pieces
