@@ -8,6 +8,7 @@ import pytest
 from pydantic import ValidationError
 
 from kubemate.errors import DocumentProcessingError, EmptyDocument, UnsupportedMediaType
+from kubemate.inference.base import plain_text
 from kubemate.settings import SplitterConfig
 from kubemate.text.docx_text import DOCX, ZipLimits
 from kubemate.text.parse import (
@@ -146,17 +147,25 @@ def test_chunk_ids_are_deterministic_and_distinct() -> None:
 
 
 def test_prompt_numbers_contexts_and_uses_the_product_template() -> None:
-    prompt = build_prompt(PromptConfig(), "What is X?", ["X is a letter.", "Y follows X."])
+    # A chat model (the default kind) gets the product template as one user message.
+    prompt = plain_text(
+        build_prompt(PromptConfig(), "What is X?", ["X is a letter.", "Y follows X."])
+    )
     assert prompt.startswith("Based on the following known information")
     assert "I cannot answer this question" in prompt
     assert "[1] X is a letter.\n---\n[2] Y follows X." in prompt
-    assert prompt.rstrip().endswith("Question: What is X?\nAnswer:")
+    # No "Answer:" label for the model to continue or echo (issue 12): the chat template ends
+    # with the question; the runtime's template opens the model's turn.
+    assert prompt.rstrip().endswith("Question: What is X?")
+    assert "Answer:" not in prompt
 
 
 def test_chinese_prompt_variant_and_override() -> None:
-    assert "根据已知信息无法回答该问题" in build_prompt(PromptConfig(), "问题", ["上下文"], "zh")
+    assert "根据已知信息无法回答该问题" in plain_text(
+        build_prompt(PromptConfig(), "问题", ["上下文"], "zh")
+    )
     custom = PromptConfig(templates={**DEFAULT_TEMPLATES, "en": "C={context} Q={question}"})
-    assert build_prompt(custom, "q", ["a"]) == "C=[1] a Q=q"
+    assert plain_text(build_prompt(custom, "q", ["a"])) == "C=[1] a Q=q"
 
 
 # ---- DOCX ----------------------------------------------------------------------------------------
