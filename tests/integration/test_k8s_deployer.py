@@ -439,7 +439,8 @@ def test_a_tenants_model_manager_deploys_into_its_namespace_with_its_label(
         KubernetesDeployer(other).apply(render(spec, other))
     api_server.requests.clear()
     with TestClient(create_app(settings), raise_server_exceptions=False) as c:
-        c.headers.update(identity_headers("acme", Role.ADMIN))
+        # Deployments are the platform operator's, in a tenant's own release too.
+        c.headers.update(identity_headers("acme", Role.OPERATOR))
         body = {
             "name": "acme-llm",
             "runtime": "ollama",

@@ -220,17 +220,22 @@ def test_a_live_holder_keeps_its_slot_past_the_ttl(slots_key: str) -> None:
 def test_the_embedded_stack_runs_n_workers_with_ports_of_their_own(tmp_path: Path) -> None:
     from kubemate_cli.embedded.supervisor import EmbeddedStack, StackConfig
 
-    one = EmbeddedStack(StackConfig(data_dir=tmp_path))._worker_specs({}, taken=set())
+    one = EmbeddedStack(StackConfig(data_dir=tmp_path))._worker_specs({}, set(), {})
     assert [s.name for s in one] == ["worker"]
 
     stack = EmbeddedStack(StackConfig(data_dir=tmp_path, workers=3))
-    specs = stack._worker_specs({"KUBEMATE_REDIS__URL": "redis://x"}, taken={8000})
+    recorded: dict[str, int] = {}
+    specs = stack._worker_specs({"KUBEMATE_REDIS__URL": "redis://x"}, {8000}, recorded)
     assert [s.name for s in specs] == ["worker-1", "worker-2", "worker-3"]
     ports = [s.env["KUBEMATE_WORKER__METRICS_PORT"] for s in specs if s.env]
     assert len(set(ports)) == 3 and "8000" not in ports
+    # stack.json records each worker's metrics port, for Prometheus to find them.
+    assert {name: str(port) for name, port in recorded.items()} == dict(
+        zip(["worker-1", "worker-2", "worker-3"], ports, strict=True)
+    )
     assert all(s.env and s.env["KUBEMATE_REDIS__URL"] == "redis://x" for s in specs)
 
-    quiet = stack._worker_specs({"KUBEMATE_WORKER__METRICS_PORT": "0"}, taken=set())
+    quiet = stack._worker_specs({"KUBEMATE_WORKER__METRICS_PORT": "0"}, set(), {})
     assert {s.env["KUBEMATE_WORKER__METRICS_PORT"] for s in quiet if s.env} == {"0"}
 
 
