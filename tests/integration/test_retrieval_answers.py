@@ -179,7 +179,9 @@ def test_generated_sentences_without_support_are_returned_and_counted(
         return value or 0.0
 
     before = counted()
-    llm = stand_in_llm(ollama_standin.base_url, max_tokens=400)
+    # A chat model (the stand-in serves gemma3:270m as a base model unless told): its prompt
+    # carries the instructions the stand-in echoes back.
+    llm = stand_in_llm(ollama_standin.base_url, max_tokens=400, kind="chat")
     with env.client(llm=llm) as c:
         r = c.post(
             "/v1/chat",
