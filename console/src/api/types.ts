@@ -1,6 +1,16 @@
 // The bodies of the /v1 API as the console reads them (tests/snapshots/openapi has the schemas).
 
-export type Role = "viewer" | "editor" | "admin";
+export type Role = "viewer" | "editor" | "admin" | "operator";
+
+/** GET /v1/me: the verified caller. */
+export interface Me {
+  tenant_id: string;
+  user_id: string;
+  roles: string[];
+  operator: boolean;
+  api_key_id: string | null;
+  actions: string[];
+}
 
 export interface Problem {
   type?: string;
