@@ -133,6 +133,9 @@ export interface Citation {
   cited: boolean;
 }
 
+/** How /v1/chat made an answer: the sources' sentences quoted, or written by the model. */
+export type AnswerMode = "extractive" | "generative";
+
 export interface ChatAnswer {
   answer: string;
   citations: Citation[];
@@ -144,7 +147,12 @@ export interface ChatAnswer {
   cached: boolean;
   warnings: string[];
   timings: Record<string, number>;
-  // Fields a later API may add (answer modes, an explicit "cannot answer"): read when present.
+  // How the answer was made, whether the sources answer the question at all, and the generated
+  // sentences the sources they cite do not support (absent from an older API: read when present).
+  answer_mode?: AnswerMode;
+  cannot_answer?: boolean;
+  evidence?: number | null;
+  unsupported_sentences?: string[];
   [extra: string]: unknown;
 }
 
