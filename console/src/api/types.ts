@@ -321,4 +321,28 @@ export interface UsageReport {
   groups: UsageGroup[];
 }
 
+/** GET /v1/audit: one audited action (newest first), and a page of them. */
+export type AuditOutcome = "succeeded" | "refused" | "failed" | "admitted";
+
+export interface AuditRecord {
+  id: number;
+  at: string;
+  tenant_id: string;
+  subject: string;
+  key_id: string | null;
+  roles: string[];
+  action: string;
+  target: string | null;
+  method: string;
+  path: string;
+  status: number | null;
+  outcome: AuditOutcome;
+  request_id: string;
+}
+
+export interface AuditPage {
+  items: AuditRecord[];
+  next_cursor: number | null;
+}
+
 export const TERMINAL_STATES = new Set(["COMPLETED", "FAILED"]);
