@@ -119,6 +119,7 @@ describe("the audit page", () => {
       const wrapper = mount(App, { global: { plugins: [testI18n(), router], stubs: { RouterView: true } } });
       await flushPromises();
       expect(wrapper.find("nav a[href='/audit']").exists()).toBe(offered);
+      expect(wrapper.get("[data-testid=who]").text()).toBe(`acme · ${roles[0]}`);
       expect(router.currentRoute.value.name).toBe(offered ? "audit" : "documents");
       wrapper.unmount();
       endSession({ kind: "signed-out" });
