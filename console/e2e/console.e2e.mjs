@@ -140,7 +140,8 @@ describe("the console", { concurrency: false }, () => {
   test("sign in with a token", { timeout: 60_000 }, async () => {
     admin = await newPage();
     await signIn(admin, ADMIN);
-    assert.match(await admin.getByTestId("who").innerText(), /admin/);
+    // The admin of this run is also the platform's operator (its tenant is an operator tenant).
+    assert.match(await admin.getByTestId("who").innerText(), /console-e2e · operator/);
     const stored = await admin.evaluate(() => [sessionStorage.getItem("kubemate.session"), localStorage.getItem("kubemate.session")]);
     assert.ok(stored[0]?.includes("credential"), "the token is kept for the tab");
     assert.equal(stored[1], null, "and nowhere that outlives it");
@@ -313,6 +314,25 @@ describe("the console", { concurrency: false }, () => {
     await shot(admin, "08-health");
   });
 
+  test("the audit log: this run's changes, filtered by outcome", { timeout: 60_000 }, async () => {
+    await admin.getByRole("link", { name: "Audit" }).click();
+    const table = admin.getByTestId("audit-table");
+    await table.waitFor();
+    // The uploads and the pull of the steps before, recorded by the gateway.
+    const text = await table.innerText();
+    assert.match(text, /documents\.upload|uploads\.create/);
+    assert.match(text, /models\.pull/);
+    await shot(admin, "08-audit");
+    await admin.getByTestId("audit-outcome").selectOption("succeeded");
+    await admin.getByRole("button", { name: "Show" }).click();
+    await admin.locator("[data-testid=audit-table] tbody tr").first().waitFor();
+    const outcomes = await admin.locator("[data-testid=audit-table] tbody tr").evaluateAll((rows) => rows.map((r) => r.getAttribute("data-outcome")));
+    assert.ok(outcomes.length > 0 && outcomes.every((o) => o === "succeeded"), `outcomes: ${outcomes}`);
+    // Back where the next step starts.
+    await admin.getByRole("link", { name: "Health" }).click();
+    await admin.getByRole("heading", { name: "Health", level: 1 }).waitFor();
+  });
+
   test("switch the language", { timeout: 60_000 }, async () => {
     await admin.getByTestId("locale").selectOption("zh");
     await admin.getByRole("heading", { name: "健康状况", level: 1 }).waitFor();
@@ -327,6 +347,9 @@ describe("the console", { concurrency: false }, () => {
     await admin.getByRole("link", { name: "问答" }).click();
     await admin.getByRole("heading", { name: "问答", level: 1 }).waitFor();
     await shot(admin, "09-chat-zh");
+    await admin.getByRole("link", { name: "审计" }).click();
+    await admin.getByTestId("audit-table").waitFor();
+    await shot(admin, "09-audit-zh");
     await admin.getByRole("link", { name: "模型" }).click();
     await admin.getByRole("heading", { name: "模型", level: 1 }).waitFor();
     await shot(admin, "09-models-zh");
@@ -361,6 +384,7 @@ describe("the console", { concurrency: false }, () => {
     assert.equal(await page.getByTestId("dropzone").count(), 0);
     assert.equal(await page.getByRole("button", { name: /^Delete/ }).count(), 0);
     assert.equal(await page.getByRole("link", { name: "Usage" }).count(), 0);
+    assert.equal(await page.getByRole("link", { name: "Audit" }).count(), 0);
     await page.getByRole("link", { name: "Models" }).click();
     await page.getByTestId("models-table").waitFor();
     assert.equal(await page.getByTestId("pull-model").count(), 0);

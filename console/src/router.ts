@@ -20,6 +20,7 @@ export const routes: RouteRecordRaw[] = [
   { path: "/chat", name: "chat", component: () => import("./pages/ChatPage.vue"), meta: { title: "nav.chat" } },
   { path: "/models", name: "models", component: () => import("./pages/ModelsPage.vue"), meta: { title: "nav.models" } },
   { path: "/usage", name: "usage", component: () => import("./pages/UsagePage.vue"), meta: { role: "admin", title: "nav.usage" } },
+  { path: "/audit", name: "audit", component: () => import("./pages/AuditPage.vue"), meta: { role: "admin", title: "nav.audit" } },
   { path: "/health", name: "health", component: () => import("./pages/HealthPage.vue"), meta: { title: "nav.health" } },
   { path: "/:rest(.*)*", name: "missing", component: () => import("./pages/NotFound.vue"), meta: { public: true, title: "nav.notFound" } },
 ];

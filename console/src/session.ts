@@ -1,20 +1,22 @@
 // Who is signed in, kept in sessionStorage only: the credential lives as long as the tab.
-// A JWT's roles and expiry are read from its claims (the server verifies it; the console only
-// uses them to hide what the role may not do). An API key carries no claims, so its role is
-// found by asking the API what it allows.
+// The server says who the caller is (GET /v1/me: tenant, roles, operator, and the audited
+// actions the caller may take); the console only uses it to hide what the caller may not do,
+// and the server refuses those anyway. A JWT's expiry is read from its claims to sign out on time.
 import { reactive, readonly } from "vue";
-import { api, ApiError, configureClient } from "./api/client";
-import type { Role } from "./api/types";
+import { api, configureClient } from "./api/client";
+import type { Me, Role } from "./api/types";
 
 const STORAGE_KEY = "kubemate.session";
-const ROLE_ORDER: Role[] = ["viewer", "editor", "admin"];
+const ROLE_ORDER: Role[] = ["viewer", "editor", "admin", "operator"];
 
 export interface Session {
   credential: string;
   kind: "token" | "api-key";
   tenant: string | null;
   user: string | null;
-  role: Role;
+  role: Role; // the highest: an operator may do all an admin may
+  operator: boolean;
+  actions: string[]; // the audited actions the caller may take (models.pull, api_keys.create, …)
   expiresAt: number | null; // ms since the epoch
 }
 
@@ -51,6 +53,11 @@ export function hasRole(role: Role): boolean {
   return session !== null && ROLE_ORDER.indexOf(session.role) >= ROLE_ORDER.indexOf(role);
 }
 
+/** Whether the caller may take an audited action (e.g. "models.pull"), as /v1/me said. */
+export function can(action: string): boolean {
+  return state.session?.actions?.includes(action) ?? false;
+}
+
 export function onSessionEnd(listener: (reason: EndReason) => void): void {
   listeners.push(listener);
 }
@@ -79,13 +86,11 @@ function armExpiry(session: Session): void {
 }
 
 export interface Claims {
-  tenant_id?: unknown;
-  sub?: unknown;
-  roles?: unknown;
   exp?: unknown;
 }
 
-/** The claims of a JWT, unverified, or null when the text is not a JWT. */
+/** The claims of a JWT, unverified, or null when the text is not a JWT (only its expiry is
+ * read: who the caller is comes from the server's /v1/me). */
 export function decodeJwt(token: string): Claims | null {
   const parts = token.split(".");
   if (parts.length !== 3) return null;
@@ -100,47 +105,30 @@ export function decodeJwt(token: string): Claims | null {
   }
 }
 
-/** The highest role a token's `roles` claim grants (a list, or space-separated), or null. */
-export function roleOfClaims(claims: Claims): Role | null {
-  const raw = typeof claims.roles === "string" ? claims.roles.split(/\s+/) : claims.roles;
-  if (!Array.isArray(raw)) return null;
-  const found = raw.filter((r): r is Role => ROLE_ORDER.includes(r as Role));
-  if (found.length === 0) return null;
+/** The highest role of a caller: the operator only when the server says so (the role in a
+ * credential of a non-operator tenant grants nothing). */
+export function highestRole(me: Me): Role {
+  if (me.operator) return "operator";
+  const found = me.roles.filter((r): r is Role => r !== "operator" && ROLE_ORDER.includes(r as Role));
+  if (found.length === 0) return "viewer";
   return found.reduce((best, r) => (ROLE_ORDER.indexOf(r) > ROLE_ORDER.indexOf(best) ? r : best));
 }
 
-async function allowed(path: string, credential: string): Promise<boolean> {
-  try {
-    await api("GET", path, { credential, keepSessionOn401: true });
-    return true;
-  } catch (error) {
-    if (error instanceof ApiError && error.status === 403) return false;
-    throw error;
-  }
-}
-
-/** The role of a credential the claims do not describe: the API answers what it may do
- * (API keys are admin-only to list; dead letters are for editors). */
-async function probeRole(credential: string): Promise<Role> {
-  if (await allowed("/v1/api-keys", credential)) return "admin";
-  if (await allowed("/v1/dead-letters?limit=1", credential)) return "editor";
-  return "viewer";
-}
-
-/** Checks the credential against the API and keeps it for this tab; throws ApiError (with the
- * server's reason) when it is refused. */
+/** Checks the credential against the API (GET /v1/me: who the verified caller is and what they
+ * may do) and keeps it for this tab; throws ApiError (with the server's reason) when refused. */
 export async function signIn(input: string): Promise<Session> {
   const credential = input.trim().replace(/^bearer\s+/i, "");
+  const me = await api<Me>("GET", "/v1/me", { credential, keepSessionOn401: true });
   const claims = credential.startsWith("km_") ? null : decodeJwt(credential);
-  // Any authenticated read proves the credential; a viewer may list documents.
-  await api("GET", "/v1/documents", { credential, query: { limit: 1 }, keepSessionOn401: true });
   const exp = claims && typeof claims.exp === "number" ? claims.exp * 1000 : null;
   const session: Session = {
     credential,
-    kind: claims ? "token" : "api-key",
-    tenant: claims && typeof claims.tenant_id === "string" ? claims.tenant_id : null,
-    user: claims && typeof claims.sub === "string" ? claims.sub : null,
-    role: (claims && roleOfClaims(claims)) ?? (await probeRole(credential)),
+    kind: me.api_key_id ? "api-key" : "token",
+    tenant: me.tenant_id,
+    user: me.user_id,
+    role: highestRole(me),
+    operator: me.operator,
+    actions: [...me.actions],
     expiresAt: exp,
   };
   state.session = session;

@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { offersAnswerMode, outcomeOf, segments } from "../src/chat/answer";
+import { outcomeOf, segments } from "../src/chat/answer";
 import { chatAnswer } from "./standin";
 
 const answer = chatAnswer;
@@ -23,11 +23,21 @@ describe("answers", () => {
     expect(outcomeOf(answer({ citations: [] }))).toBe("cannot-answer");
     expect(outcomeOf(answer({ no_documents: true }))).toBe("no-documents");
     expect(outcomeOf(answer({ citations: [citation], cannot_answer: true }))).toBe("cannot-answer");
-    expect(outcomeOf(answer({ citations: [citation], answerable: false }))).toBe("cannot-answer");
+    // The API's own flag wins over the citations: a quoted refusal may still list its sources.
+    expect(outcomeOf(answer({ citations: [], cannot_answer: false }))).toBe("answer");
   });
 
-  it("offers the answer-mode switch only when the API names a mode", () => {
-    expect(offersAnswerMode(answer({}))).toBe(false);
-    expect(offersAnswerMode(answer({ answer_mode: "extractive" }))).toBe(true);
+  it("flags the parts of unsupported sentences, labels included", () => {
+    const text = "Margin was 3.2% [1]. Globex opened a lab [2]. Done.";
+    expect(segments(text, [1, 2], ["Globex opened a lab [2].", "a sentence the answer lacks"])).toEqual([
+      { text: "Margin was 3.2% " },
+      { cite: 1 },
+      { text: ". " },
+      { text: "Globex opened a lab ", unsupported: true },
+      { cite: 2, unsupported: true },
+      { text: ".", unsupported: true },
+      { text: " Done." },
+    ]);
+    expect(segments(text, [1, 2], [])).toEqual(segments(text, [1, 2]));
   });
 });

@@ -72,8 +72,8 @@ describe("chat", () => {
     expect(wrapper.get(".answer-text").text()).toBe("It was 3.2 percent [1].");
     expect(wrapper.get("[data-testid=citation]").text()).toBe("[1] acme-2025.txt · page 3");
     expect(wrapper.find("[data-testid=cannot-answer]").exists()).toBe(false);
-    // No answer-mode switch: this API's answers name no mode.
-    expect(wrapper.find("[data-testid=switch-answer-mode]").exists()).toBe(false);
+    // An answer that names no mode (an older API) is labelled neither quoted nor written.
+    expect(wrapper.find("[data-testid=answer-mode]").exists()).toBe(false);
 
     await wrapper.get("button.cite").trigger("click");
     await flushPromises();
@@ -126,27 +126,55 @@ describe("chat", () => {
 
   it("shows 'cannot answer' as such, not as an error", async () => {
     server.on("POST", "/v1/chat", () =>
-      sse([{ event: "done", data: done({ answer: "The documents do not say.", citations: [], conversation_id: null }) }]),
+      sse([{ event: "done", data: done({ answer: "The documents do not say.", citations: [citation], conversation_id: null, answer_mode: "extractive", cannot_answer: true }) }]),
     );
     const wrapper = mountChat();
     await ask(wrapper, "Who won the 1998 World Cup?");
     await vi.waitFor(() => expect(wrapper.find("[data-testid=cannot-answer]").exists()).toBe(true));
     expect(wrapper.get("[data-testid=cannot-answer]").text()).toBe("Cannot answer from your documents");
+    expect(wrapper.get("[data-testid=cannot-answer]").attributes("role")).toBe("status");
     expect(wrapper.find("[role=alert]").exists()).toBe(false);
+    // Not labelled as a quoted answer: it answers nothing.
+    expect(wrapper.find("[data-testid=answer-mode]").exists()).toBe(false);
     wrapper.unmount();
   });
 
-  it("offers the answer mode once the API says it has one", async () => {
-    server.on("POST", "/v1/chat", () => sse([{ event: "done", data: done({ answer_mode: "extractive" }) }]));
+  it("sends the chosen answer mode and labels a quoted answer as quoted", async () => {
+    server.on("POST", "/v1/chat", ({ body }) => {
+      const mode = (body as { answer_mode?: string }).answer_mode === "generative" ? "generative" : "extractive";
+      return sse([{ event: "done", data: done({ answer_mode: mode, cannot_answer: false }) }]);
+    });
     const wrapper = mountChat();
+    const select = wrapper.get("[data-testid=switch-answer-mode]");
+    expect(select.findAll("option").map((o) => o.text())).toEqual(["Server default", "Automatic", "Quoted from your documents", "Written by the model"]);
+    await select.setValue("extractive");
     await ask(wrapper, "q1");
-    await vi.waitFor(() => expect(wrapper.find("[data-testid=switch-answer-mode]").exists()).toBe(true));
-    // Each answer says how it was made.
-    expect(wrapper.get("[data-testid=answer-mode]").text()).toBe("Quoted passages");
-    await wrapper.get("[data-testid=switch-answer-mode]").setValue("generative");
+    await vi.waitFor(() => expect(wrapper.find("[data-testid=answer-mode]").exists()).toBe(true));
+    expect(wrapper.get("[data-testid=answer-mode]").text()).toBe("Quoted from your documents");
+    await select.setValue("generative");
     await ask(wrapper, "q2");
-    const second = server.calls.filter((c) => c.path === "/v1/chat")[1].body as Record<string, unknown>;
-    expect(second.answer_mode).toBe("generative");
+    const bodies = server.calls.filter((c) => c.path === "/v1/chat").map((c) => (c.body as Record<string, unknown>).answer_mode);
+    expect(bodies).toEqual(["extractive", "generative"]);
+    await vi.waitFor(() => expect(wrapper.findAll("[data-testid=answer-mode]")).toHaveLength(2));
+    expect(wrapper.findAll("[data-testid=answer-mode]")[1].text()).toBe("Written by the model");
+    wrapper.unmount();
+  });
+
+  it("marks the generated sentences the sources do not support", async () => {
+    const answer = "It was 3.2 percent [1]. Acme also bought the moon [1].";
+    server.on("POST", "/v1/chat", () =>
+      sse([{ event: "done", data: done({ answer, answer_mode: "generative", cannot_answer: false, unsupported_sentences: ["Acme also bought the moon [1]."] }) }]),
+    );
+    const wrapper = mountChat();
+    await ask(wrapper, "q");
+    await vi.waitFor(() => expect(wrapper.find("[data-testid=unsupported]").exists()).toBe(true));
+    const marked = wrapper.findAll("[data-testid=unsupported-sentence]").map((m) => m.text()).join("|");
+    expect(marked).toBe("Acme also bought the moon|.");
+    expect(wrapper.get("[data-testid=unsupported-sentence]").attributes("title")).toBe("not supported by its sources");
+    // The label inside the sentence stays a link to its citation, marked with it.
+    expect(wrapper.findAll("button.cite.unsupported")).toHaveLength(1);
+    expect(wrapper.get(".answer-text").text()).toContain("It was 3.2 percent");
+    expect(wrapper.get("[data-testid=unsupported]").text()).toBe("The marked sentence is not supported by the passages it cites.");
     wrapper.unmount();
   });
 

@@ -4,7 +4,7 @@ import type { Reindex } from "../src/api/types";
 import ModelsPage from "../src/pages/ModelsPage.vue";
 import UsagePage from "../src/pages/UsagePage.vue";
 import { endSession, signIn } from "../src/session";
-import { fakeJwt, json, sse, standIn, testI18n, type StandIn } from "./standin";
+import { fakeJwt, json, problem, sse, standIn, testI18n, type StandIn } from "./standin";
 
 const MODELS = {
   object: "list",
@@ -64,7 +64,41 @@ describe("the models page", () => {
     wrapper.unmount();
   });
 
-  it("lets an admin pull a model and follows its progress", async () => {
+  it("shows a tenant's admin no model changes: pulls, uploads and deletes are the operator's", async () => {
+    await signIn(fakeJwt({ tenant_id: "acme", roles: ["admin"] }));
+    const wrapper = mountPage(ModelsPage);
+    await flushPromises();
+    expect(wrapper.get("[data-testid=models-table]").text()).toContain("gemma3:270m");
+    expect(wrapper.find("[data-testid=pull-model]").exists()).toBe(false);
+    expect(wrapper.text()).not.toContain("Upload a model file to the registry");
+    expect(wrapper.findAll("[data-testid=models-table] button.danger")).toHaveLength(0);
+    // Switching a collection's embedder stays the tenant's (an editor's and so an admin's).
+    expect(wrapper.text()).toContain("Switch and re-index");
+    // The operator's lists are not even asked for.
+    const asked = server.calls.map((c) => c.path);
+    expect(asked).not.toContain("/v1/runtimes");
+    expect(asked).not.toContain("/v1/models/pulls");
+    wrapper.unmount();
+  });
+
+  it("shows a model's delete as refused in words when the server says the operator must", async () => {
+    // The console offers what /v1/me said; should the server disagree, its reason is shown.
+    vi.stubGlobal("confirm", () => true);
+    server.on("DELETE", "/v1/models/gemma3%3A270m", () => problem(403, "this action needs the platform operator"));
+    server.on("GET", "/v1/me", () =>
+      json({ tenant_id: "platform", user_id: "op", roles: ["operator"], operator: true, api_key_id: null, actions: ["models.delete"] }),
+    );
+    await signIn(fakeJwt({ tenant_id: "platform", roles: ["operator"] }));
+    const wrapper = mountPage(ModelsPage);
+    await flushPromises();
+    await wrapper.get("[data-testid=models-table] button.danger").trigger("click");
+    await flushPromises();
+    expect(wrapper.text()).toContain("this action needs the platform operator");
+    expect(wrapper.text()).not.toContain("403");
+    wrapper.unmount();
+  });
+
+  it("lets the operator pull a model and follows its progress", async () => {
     server.on("POST", "/v1/models/pull", () =>
       json({ task_id: "p1", model: "llama3.2:latest", runtime: "ollama:standin", state: "PULLING", status: "pulling manifest", completed: 0, total: 0, error: null, created_at: "2026-12-07T01:00:00Z", events: "/v1/models/pulls/p1/events" }, 202),
     );
@@ -75,7 +109,7 @@ describe("the models page", () => {
         { event: "completed", data: snapshot("COMPLETED", 300) },
       ]),
     );
-    await signIn(fakeJwt({ tenant_id: "acme", roles: ["admin"] }));
+    await signIn(fakeJwt({ tenant_id: "platform", roles: ["operator"] }));
     const wrapper = mountPage(ModelsPage);
     await flushPromises();
     // Only what a runtime holds can be deleted (not the settings' in-process embedder).

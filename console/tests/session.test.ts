@@ -1,7 +1,7 @@
 import { afterEach, beforeEach, describe, expect, it, vi } from "vitest";
 import { api, ApiError } from "../src/api/client";
-import { decodeJwt, endSession, hasRole, roleOfClaims, sessionState, signIn } from "../src/session";
-import { fakeJwt, json, problem, standIn, type StandIn } from "./standin";
+import { can, decodeJwt, endSession, hasRole, highestRole, sessionState, signIn } from "../src/session";
+import { fakeJwt, json, meOf, problem, standIn, type StandIn } from "./standin";
 
 let server: StandIn;
 
@@ -17,14 +17,15 @@ afterEach(() => {
   vi.unstubAllGlobals();
 });
 
-describe("claims", () => {
-  it("reads a token's claims and its highest role", () => {
-    const claims = decodeJwt(fakeJwt({ tenant_id: "acme", roles: ["viewer", "editor"] }));
-    expect(claims?.tenant_id).toBe("acme");
-    expect(roleOfClaims(claims!)).toBe("editor");
-    expect(roleOfClaims({ roles: "viewer admin" })).toBe("admin");
-    expect(roleOfClaims({ roles: ["owner"] })).toBeNull();
+describe("the caller", () => {
+  it("is an operator only when the server says so", () => {
+    expect(decodeJwt(fakeJwt({ exp: 5 }))?.exp).toBe(5);
     expect(decodeJwt("km_0123456789abcdef_secret")).toBeNull();
+    expect(highestRole({ ...meOf({ roles: ["viewer", "editor"] }) })).toBe("editor");
+    expect(highestRole({ ...meOf({ roles: ["operator", "admin"], tenant_id: "platform" }) })).toBe("operator");
+    // The operator role in another tenant's credential grants nothing more than its other roles.
+    expect(highestRole({ ...meOf({ roles: ["admin"] }), roles: ["operator", "admin"], operator: false })).toBe("admin");
+    expect(highestRole({ ...meOf({ roles: [] }), roles: ["owner"] })).toBe("viewer");
   });
 });
 
@@ -33,24 +34,37 @@ describe("sign-in", () => {
     const exp = Math.floor(Date.now() / 1000) + 3600;
     const token = fakeJwt({ tenant_id: "acme", sub: "alice", roles: ["editor"], exp });
     const session = await signIn(`Bearer ${token}`);
-    expect(session).toMatchObject({ kind: "token", tenant: "acme", user: "alice", role: "editor", expiresAt: exp * 1000 });
+    expect(session).toMatchObject({ kind: "token", tenant: "acme", user: "alice", role: "editor", operator: false, expiresAt: exp * 1000 });
     expect(hasRole("editor")).toBe(true);
     expect(hasRole("admin")).toBe(false);
+    expect(can("reindex.start")).toBe(true);
+    expect(can("models.pull")).toBe(false);
+    expect(server.calls.map((c) => c.path)).toEqual(["/v1/me"]);
     expect(JSON.parse(sessionStorage.getItem("kubemate.session")!).credential).toBe(token);
     expect(localStorage.getItem("kubemate.session")).toBeNull();
     expect(server.calls[0].headers.Authorization).toBe(`Bearer ${token}`);
   });
 
-  it("asks the API what an API key may do", async () => {
-    server.on("GET", "/v1/api-keys", () => problem(403, "this action needs the admin role"));
-    server.on("GET", "/v1/dead-letters", () => json({ items: [], next_cursor: null }));
+  it("reads who an API key is from /v1/me, not from probing", async () => {
+    server.on("GET", "/v1/me", () =>
+      json({ tenant_id: "acme", user_id: "key:ci", roles: ["admin"], operator: false, api_key_id: "k1", actions: ["api_keys.create", "reindex.start"] }),
+    );
     const session = await signIn("km_0123456789abcdef_" + "s".repeat(43));
-    expect(session.kind).toBe("api-key");
-    expect(session.role).toBe("editor");
+    expect(session).toMatchObject({ kind: "api-key", tenant: "acme", role: "admin", operator: false, expiresAt: null });
+    expect(can("api_keys.create")).toBe(true);
+    expect(can("models.delete")).toBe(false);
+    expect(server.calls.map((c) => c.path)).toEqual(["/v1/me"]);
+  });
+
+  it("knows the platform operator and what only the operator may do", async () => {
+    await signIn(fakeJwt({ tenant_id: "platform", roles: ["operator", "admin"] }));
+    expect(sessionState.session).toMatchObject({ role: "operator", operator: true });
+    expect(hasRole("admin")).toBe(true);
+    expect(can("models.pull")).toBe(true);
   });
 
   it("refuses a credential the server refuses, with the server's reason", async () => {
-    server.on("GET", "/v1/documents", () => problem(401, "token has expired"));
+    server.on("GET", "/v1/me", () => problem(401, "token has expired"));
     await expect(signIn(fakeJwt({ tenant_id: "acme" }))).rejects.toMatchObject({ status: 401, detail: "token has expired" });
     expect(sessionState.session).toBeNull();
   });

@@ -40,6 +40,43 @@ export function sse(events: { event: string; data: unknown }[]): Response {
   return new Response(body, { status: 200, headers: { "Content-Type": "text/event-stream" } });
 }
 
+// The audited actions each role may take, as the gateway's policy table grants them (a part:
+// the ones the console offers controls for). GET /v1/me answers with the caller's.
+const ACTIONS: Record<string, string[]> = {
+  viewer: ["conversations.delete"],
+  editor: ["documents.upload", "documents.delete", "dead_letters.retry", "reindex.start", "reindex.cancel"],
+  admin: ["api_keys.create", "api_keys.revoke", "model_settings.update"],
+  operator: ["models.pull", "models.delete", "models.upload", "models.load", "models.unload", "deployments.create"],
+};
+const LADDER = ["viewer", "editor", "admin", "operator"];
+
+/** The caller GET /v1/me describes for a fakeJwt: its tenant and roles; `operator` only with
+ * the operator role in tenant "platform" or "default" (the server's operator tenants). */
+export function meOf(claims: Record<string, unknown>, apiKeyId: string | null = null) {
+  const roles = (Array.isArray(claims.roles) ? claims.roles : ["viewer"]) as string[];
+  const tenant = String(claims.tenant_id ?? "default");
+  const operator = roles.includes("operator") && (tenant === "platform" || tenant === "default");
+  const top = Math.max(...roles.filter((r) => r !== "operator" || operator).map((r) => LADDER.indexOf(r)));
+  return {
+    tenant_id: tenant,
+    user_id: String(claims.sub ?? "user"),
+    roles,
+    operator,
+    api_key_id: apiKeyId,
+    actions: LADDER.slice(0, top + 1).flatMap((role) => ACTIONS[role]),
+  };
+}
+
+function claimsOf(authorization: string | undefined): Record<string, unknown> {
+  const token = (authorization ?? "").replace(/^Bearer /, "");
+  try {
+    const part = token.split(".")[1].replace(/-/g, "+").replace(/_/g, "/");
+    return JSON.parse(atob(part)) as Record<string, unknown>;
+  } catch {
+    return {};
+  }
+}
+
 export function standIn(): StandIn {
   const server: StandIn = {
     routes: new Map(),
@@ -48,6 +85,8 @@ export function standIn(): StandIn {
       server.routes.set(`${method} ${path}`, handler);
     },
   };
+  // The gateway's /v1/me, read from the fake token's claims; a test may answer it otherwise.
+  server.on("GET", "/v1/me", ({ init }) => json(meOf(claimsOf((init.headers as Record<string, string>)?.Authorization))));
   vi.stubGlobal("fetch", async (input: string, init: RequestInit = {}) => {
     const url = new URL(input, "http://console.test");
     const method = (init.method ?? "GET").toUpperCase();

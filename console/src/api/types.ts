@@ -1,6 +1,16 @@
 // The bodies of the /v1 API as the console reads them (tests/snapshots/openapi has the schemas).
 
-export type Role = "viewer" | "editor" | "admin";
+export type Role = "viewer" | "editor" | "admin" | "operator";
+
+/** GET /v1/me: the verified caller. */
+export interface Me {
+  tenant_id: string;
+  user_id: string;
+  roles: string[];
+  operator: boolean;
+  api_key_id: string | null;
+  actions: string[];
+}
 
 export interface Problem {
   type?: string;
@@ -123,6 +133,9 @@ export interface Citation {
   cited: boolean;
 }
 
+/** How /v1/chat made an answer: the sources' sentences quoted, or written by the model. */
+export type AnswerMode = "extractive" | "generative";
+
 export interface ChatAnswer {
   answer: string;
   citations: Citation[];
@@ -134,7 +147,12 @@ export interface ChatAnswer {
   cached: boolean;
   warnings: string[];
   timings: Record<string, number>;
-  // Fields a later API may add (answer modes, an explicit "cannot answer"): read when present.
+  // How the answer was made, whether the sources answer the question at all, and the generated
+  // sentences the sources they cite do not support (absent from an older API: read when present).
+  answer_mode?: AnswerMode;
+  cannot_answer?: boolean;
+  evidence?: number | null;
+  unsupported_sentences?: string[];
   [extra: string]: unknown;
 }
 
@@ -301,6 +319,30 @@ export interface UsageReport {
   to: string | null;
   totals: UsageSums;
   groups: UsageGroup[];
+}
+
+/** GET /v1/audit: one audited action (newest first), and a page of them. */
+export type AuditOutcome = "succeeded" | "refused" | "failed" | "admitted";
+
+export interface AuditRecord {
+  id: number;
+  at: string;
+  tenant_id: string;
+  subject: string;
+  key_id: string | null;
+  roles: string[];
+  action: string;
+  target: string | null;
+  method: string;
+  path: string;
+  status: number | null;
+  outcome: AuditOutcome;
+  request_id: string;
+}
+
+export interface AuditPage {
+  items: AuditRecord[];
+  next_cursor: number | null;
 }
 
 export const TERMINAL_STATES = new Set(["COMPLETED", "FAILED"]);

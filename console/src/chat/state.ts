@@ -1,7 +1,7 @@
 // The chat in progress outlives a visit to another page (an answer keeps streaming meanwhile),
 // and ends with the session.
 import { reactive } from "vue";
-import type { Citation } from "../api/types";
+import type { AnswerMode, Citation } from "../api/types";
 import { onSessionEnd } from "../session";
 import type { Outcome } from "./answer";
 
@@ -14,14 +14,14 @@ export interface Turn {
   phase: "streaming" | "done" | "failed" | "restored";
   outcome: Outcome;
   error: unknown;
-  mode?: string; // how the API made the answer (quoted or written), where it says so
+  mode?: AnswerMode; // how the API made the answer (quoted or written), where it says so
+  unsupported: string[]; // generated sentences the sources they cite do not support
 }
 
 export const chat = reactive({
   turns: [] as Turn[],
   conversationId: null as string | null,
   options: { collection: "default", hybrid: "default" as Switch, rerank: "default" as Switch, answerMode: "default" },
-  answerModeOffered: false,
   controller: null as AbortController | null,
 });
 
@@ -35,7 +35,4 @@ export function resetChat(): void {
   chat.conversationId = null;
 }
 
-onSessionEnd(() => {
-  resetChat();
-  chat.answerModeOffered = false;
-});
+onSessionEnd(resetChat);
