@@ -23,7 +23,7 @@ from kubemate.auth.identity import Identity
 from kubemate.logs import get_logger
 from kubemate.metadata.audit import AuditEntry
 from kubemate.metadata.store import MetadataStore
-from kubemate_gateway.policy import Decision, decide
+from kubemate_gateway.policy import Decision, decision_for
 
 log = get_logger(__name__)
 
@@ -100,7 +100,7 @@ class AuditMiddleware:
         ):
             await self.app(scope, receive, send)
             return
-        decision = decide(scope["method"], scope["path"])
+        decision = decision_for(scope)
         if decision.action is None:
             await self.app(scope, receive, send)
             return

@@ -30,7 +30,7 @@ from kubemate.tracing import client_span
 from kubemate_gateway.admission import Admission, Admitter
 from kubemate_gateway.auditing import remember_identity
 from kubemate_gateway.limits import ConcurrencyLimiter, Slot
-from kubemate_gateway.policy import decide
+from kubemate_gateway.policy import decision_for
 from kubemate_gateway.routing import holds_llm, upstream_for
 from kubemate_gateway.settings import GatewaySettings
 
@@ -118,7 +118,7 @@ class Forwarder:
             scope["method"], scope["path"], request.headers, client[0] if client else None
         )
         remember_identity(scope, admission.identity)  # for the audit log, refused or not
-        admission.require(decide(scope["method"], scope["path"]).role)
+        admission.require(decision_for(scope).role)
         response = await self._forward(request, scope["path_params"]["path"], admission)
         await response(scope, receive, send)
 

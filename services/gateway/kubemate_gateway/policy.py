@@ -18,8 +18,9 @@ the gateway records each call of it (:mod:`kubemate_gateway.auditing`). Reads, a
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, MutableMapping
 from dataclasses import dataclass, field
+from typing import Any
 
 from starlette.routing import compile_path
 
@@ -178,6 +179,19 @@ def decide(method: str, path: str) -> Decision:
     # A change on a path no route has is still recorded: an attempt is an event.
     action = None if method in ("GET", "HEAD") else f"{head}.{method.lower()}"
     return Decision(_STRICTEST[head], action, path)
+
+
+_DECISION_KEY = "route_decision"
+
+
+def decision_for(scope: MutableMapping[str, Any]) -> Decision:
+    """:func:`decide` for an ASGI request, once: the audit middleware and the proxy both need
+    it, so the first to ask leaves it in the request's state for the other."""
+    state = scope.setdefault("state", {})
+    decision = state.get(_DECISION_KEY)
+    if not isinstance(decision, Decision):
+        decision = state[_DECISION_KEY] = decide(scope["method"], scope["path"])
+    return decision
 
 
 def permitted_actions(identity: Identity, policies: Iterable[RoutePolicy] = POLICIES) -> list[str]:
