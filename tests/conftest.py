@@ -17,6 +17,7 @@ pytest_plugins = [
     "tests.fixtures.inference",
     "tests.fixtures.stack",
     "tests.fixtures.services",
+    "tests.fixtures.ingest",
 ]
 
 

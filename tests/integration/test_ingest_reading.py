@@ -9,21 +9,16 @@ whatever the worker's pipeline does."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from urllib.parse import quote
 
 import pytest
 from fastapi.testclient import TestClient
 
 from kubemate.auth import Role
-from kubemate.collections import vector_collection
 from kubemate.metadata.store import MetadataStore
-from kubemate.vectorstore import ChunkRecord
-from kubemate.vectorstore.milvus import MilvusVectorStore
-from kubemate_ingest.main import create_app
 from kubemate_ingest.reading import content_disposition
-from kubemate_ingest.settings import IngestSettings
 from kubemate_worker.ids import chunk_id
+from tests.fixtures.ingest import IndexDocument, upload_document
 from tests.fixtures.services import identity_headers
 
 pytestmark = pytest.mark.integration
@@ -33,89 +28,27 @@ PROBLEM = "application/problem+json"
 
 
 @pytest.fixture
-def settings(backend_env: dict[str, object], milvus_lite_uri: str) -> IngestSettings:
-    milvus = {**backend_env["milvus"], "uri": milvus_lite_uri}  # type: ignore[dict-item]
-    return IngestSettings(**{**backend_env, "milvus": milvus})
-
-
-@pytest.fixture
-def ingest(settings: IngestSettings) -> Iterator[TestClient]:
-    with TestClient(create_app(settings), raise_server_exceptions=False) as client:
-        client.headers.update(identity_headers("acme", Role.VIEWER))
-        yield client
-
-
-@pytest.fixture
-def vectors(settings: IngestSettings) -> Iterator[MilvusVectorStore]:
-    store = MilvusVectorStore(settings.milvus)
-    yield store
-    store.close()
-
-
-@pytest.fixture
-def store(settings: IngestSettings) -> Iterator[MetadataStore]:
-    store = MetadataStore.from_config(settings.database)
-    yield store
-    store.dispose()
-
-
-def upload(ingest: TestClient, name: str, data: bytes, tenant: str = "acme") -> dict[str, str]:
-    r = ingest.post(
-        "/v1/documents",
-        files={"file": (name, data)},
-        headers=identity_headers(tenant, Role.EDITOR),
-    )
-    assert r.status_code == 202, r.text
-    return r.json()  # type: ignore[no-any-return]
-
-
-def index(
-    ingest: TestClient,
-    vectors: MilvusVectorStore,
-    store: MetadataStore,
-    settings: IngestSettings,
-    data: bytes,
-    *,
-    chunks: int,
-    tenant: str = "acme",
-) -> str:
-    """Upload, then write ``chunks`` chunks (page = position // 3 + 1) as the worker does."""
-    accepted = upload(ingest, "report.txt", data, tenant)
-    document = accepted["document_id"]
-    collection = vector_collection("default", settings.collection("default").embedder)
-    vectors.ensure_collection(collection, DIMENSION)
-    vectors.upsert(
-        collection,
-        [
-            ChunkRecord(
-                chunk_id=chunk_id(tenant, document, i),
-                tenant_id=tenant,
-                document_id=document,
-                chunk_text=f"{tenant} chunk {i}",
-                vector=[1.0 if j == i % DIMENSION else 0.01 for j in range(DIMENSION)],
-                source="report.txt",
-                position=i,
-                page=i // 3 + 1,
-            )
-            # Written out of order: the engine returns them unordered anyway.
-            for i in reversed(range(chunks))
-        ],
-    )
-    store.documents.complete(tenant, document, accepted["task_id"], chunk_count=chunks)
-    return document
+def ingest_client(ingest_client: TestClient) -> TestClient:
+    """Reading needs only a viewer: the client signs as one (uploads still sign as editors)."""
+    ingest_client.headers.update(identity_headers("acme", Role.VIEWER))
+    return ingest_client
 
 
 def test_chunks_come_a_page_at_a_time_in_reading_order(
-    ingest: TestClient,
-    vectors: MilvusVectorStore,
-    store: MetadataStore,
-    settings: IngestSettings,
+    ingest_client: TestClient, index_document: IndexDocument
 ) -> None:
-    document = index(ingest, vectors, store, settings, b"A report of seven chunks.", chunks=7)
+    document = index_document(
+        b"A report of seven chunks.",
+        chunks=7,
+    )
     # The same content in another tenant: its chunks never show up in acme's pages.
-    index(ingest, vectors, store, settings, b"A report of seven chunks.", chunks=7, tenant="globex")
+    index_document(
+        b"A report of seven chunks.",
+        chunks=7,
+        tenant="globex",
+    )
 
-    first = ingest.get(f"/v1/documents/{document}/chunks", params={"limit": 3})
+    first = ingest_client.get(f"/v1/documents/{document}/chunks", params={"limit": 3})
     assert first.status_code == 200, first.text
     body = first.json()
     assert (body["total"], body["offset"], body["limit"]) == (7, 0, 3)
@@ -126,43 +59,45 @@ def test_chunks_come_a_page_at_a_time_in_reading_order(
     ]
     assert body["items"][0]["chunk_id"] == chunk_id("acme", document, 0)
 
-    last = ingest.get(f"/v1/documents/{document}/chunks", params={"offset": 6, "limit": 3}).json()
+    last = ingest_client.get(
+        f"/v1/documents/{document}/chunks", params={"offset": 6, "limit": 3}
+    ).json()
     assert [(c["index"], c["page"]) for c in last["items"]] == [(6, 3)]
-    beyond = ingest.get(f"/v1/documents/{document}/chunks", params={"offset": 7}).json()
+    beyond = ingest_client.get(f"/v1/documents/{document}/chunks", params={"offset": 7}).json()
     assert (beyond["total"], beyond["items"]) == (7, [])
 
 
 def test_chunks_of_another_tenant_or_bad_paging_are_problems(
-    ingest: TestClient,
-    vectors: MilvusVectorStore,
-    store: MetadataStore,
-    settings: IngestSettings,
+    ingest_client: TestClient, index_document: IndexDocument
 ) -> None:
-    document = index(ingest, vectors, store, settings, b"Globex's own report.", chunks=2)
+    document = index_document(
+        b"Globex's own report.",
+        chunks=2,
+    )
     for path in (f"/v1/documents/{document}/chunks", f"/v1/documents/{document}/file"):
-        r = ingest.get(path, headers=identity_headers("globex", Role.VIEWER))
+        r = ingest_client.get(path, headers=identity_headers("globex", Role.VIEWER))
         assert r.status_code == 404, path
         assert r.headers["content-type"] == PROBLEM
         assert r.json()["type"].endswith("document-not-found")
     for params in ({"limit": 0}, {"limit": 501}, {"offset": -1}):
-        r = ingest.get(f"/v1/documents/{document}/chunks", params=params)
+        r = ingest_client.get(f"/v1/documents/{document}/chunks", params=params)
         assert r.status_code == 422, params
         assert r.headers["content-type"] == PROBLEM
 
 
-def test_a_document_not_yet_indexed_has_no_chunks(ingest: TestClient) -> None:
+def test_a_document_not_yet_indexed_has_no_chunks(ingest_client: TestClient) -> None:
     """PENDING: no chunks written, and the vector collection need not exist at all."""
-    accepted = upload(ingest, "fresh.txt", b"Nothing indexed yet.")
-    r = ingest.get(f"/v1/documents/{accepted['document_id']}/chunks")
+    accepted = upload_document(ingest_client, name="fresh.txt", data=b"Nothing indexed yet.")
+    r = ingest_client.get(f"/v1/documents/{accepted['document_id']}/chunks")
     assert r.status_code == 200, r.text
     assert (r.json()["total"], r.json()["items"]) == (0, [])
 
 
-def test_the_file_downloads_as_uploaded(ingest: TestClient) -> None:
+def test_the_file_downloads_as_uploaded(ingest_client: TestClient) -> None:
     data = "# Rapport annuel\n\nLa marge était de 3,2 %.\n".encode()
     name = "rapport annuel 2025 «final».md"
-    accepted = upload(ingest, name, data)
-    r = ingest.get(f"/v1/documents/{accepted['document_id']}/file")
+    accepted = upload_document(ingest_client, data, name=name)
+    r = ingest_client.get(f"/v1/documents/{accepted['document_id']}/file")
     assert r.status_code == 200, r.text
     assert r.content == data
     assert r.headers["content-type"].startswith("text/markdown")
@@ -181,39 +116,41 @@ def test_content_disposition_never_breaks_out_of_its_quotes() -> None:
 
 
 def test_list_filters_and_total(
-    ingest: TestClient,
-    vectors: MilvusVectorStore,
-    store: MetadataStore,
-    settings: IngestSettings,
+    ingest_client: TestClient, index_document: IndexDocument, metadata_store: MetadataStore
 ) -> None:
-    done = index(ingest, vectors, store, settings, b"Quarterly report, completed.", chunks=1)
-    upload(ingest, "Q3-notes.txt", b"Notes, still pending.")
-    upload(ingest, "minutes.txt", b"Minutes, still pending.")
-    upload(ingest, "Q3-notes.txt", b"Another tenant's notes.", tenant="globex")
+    done = index_document(
+        b"Quarterly report, completed.",
+        chunks=1,
+    )
+    upload_document(ingest_client, name="Q3-notes.txt", data=b"Notes, still pending.")
+    upload_document(ingest_client, name="minutes.txt", data=b"Minutes, still pending.")
+    upload_document(
+        ingest_client, name="Q3-notes.txt", data=b"Another tenant's notes.", tenant="globex"
+    )
 
-    everything = ingest.get("/v1/documents", params={"limit": 2})
+    everything = ingest_client.get("/v1/documents", params={"limit": 2})
     assert everything.status_code == 200
     assert everything.headers["x-total-count"] == "3"
     assert len(everything.json()) == 2
     row = everything.json()[0]
     assert row["task_id"] and row["created_at"]
 
-    pending = ingest.get("/v1/documents", params={"status": "PENDING", "name": "q3"})
+    pending = ingest_client.get("/v1/documents", params={"status": "PENDING", "name": "q3"})
     assert [d["filename"] for d in pending.json()] == ["Q3-notes.txt"]
     assert pending.headers["x-total-count"] == "1"
-    completed = ingest.get("/v1/documents", params={"status": "COMPLETED"}).json()
+    completed = ingest_client.get("/v1/documents", params={"status": "COMPLETED"}).json()
     assert [d["document_id"] for d in completed] == [done]
 
-    single = ingest.get(f"/v1/documents/{done}").json()
-    assert single["task_id"] == store.tasks.latest("acme", done).id
+    single = ingest_client.get(f"/v1/documents/{done}").json()
+    assert single["task_id"] == metadata_store.tasks.latest("acme", done).id
 
-    bad = ingest.get("/v1/documents", params={"status": "SHREDDED"})
+    bad = ingest_client.get("/v1/documents", params={"status": "SHREDDED"})
     assert bad.status_code == 422
     assert bad.headers["content-type"] == PROBLEM
 
 
-def test_collections_say_what_each_template_costs(ingest: TestClient) -> None:
-    r = ingest.get("/v1/collections")
+def test_collections_say_what_each_template_costs(ingest_client: TestClient) -> None:
+    r = ingest_client.get("/v1/collections")
     assert r.status_code == 200, r.text
     (default,) = r.json()  # backend_env configures only "default"
     assert default["name"] == "default"
