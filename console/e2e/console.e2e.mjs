@@ -349,7 +349,7 @@ describe("the console", { concurrency: false }, () => {
       const r = await fetch("/v1/query", {
         method: "POST",
         headers: { Authorization: `Bearer ${credential}`, "Content-Type": "application/json" },
-        body: JSON.stringify({ query: "net interest margin of Acme Bank", top_k: 3 }),
+        body: JSON.stringify({ question: "net interest margin of Acme Bank", top_k: 3 }),
       });
       return { status: r.status, body: await r.json() };
     });

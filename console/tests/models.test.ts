@@ -238,6 +238,7 @@ describe("the index templates", () => {
     expect(picker().get("[data-template=balanced]").text()).not.toContain("in use");
     expect(picker().find("[data-testid=template-progress]").exists()).toBe(false);
     expect(wrapper.get("[data-testid=reindexes] li").attributes("data-state")).toBe("COMPLETED");
+    expect(wrapper.get("[data-testid=reindexes] li [data-testid=reindex-template]").text()).toBe("Least memory");
     wrapper.unmount();
   });
 
