@@ -297,6 +297,14 @@ describe("the console", { concurrency: false }, () => {
     await shot(admin, "06-models-running");
     await running.getByRole("button", { name: `Unload ${pulledName}` }).click();
     await running.waitFor({ state: "detached" });
+    // Deployments are Kubernetes': the embedded stack has no cluster, and says so in words.
+    const deployments = admin.getByTestId("deployments");
+    await deployments.getByRole("alert").or(deployments.getByText("Nothing is deployed.")).first().waitFor();
+    const said = await deployments.innerText();
+    assert.doesNotMatch(said, /\b5\d\d\b/, said);
+    assert.equal(await deployments.getByTestId("deploy-form").count(), 1);
+    await deployments.scrollIntoViewIfNeeded();
+    await shot(admin, "06-models-deployments");
   });
 
   test("usage and health pages", { timeout: 90_000 }, async () => {

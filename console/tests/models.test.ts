@@ -314,6 +314,70 @@ describe("the running models", () => {
   });
 });
 
+describe("the deployments", () => {
+  const deployment = (replicas: number, phase = "Ready") => ({
+    name: "gemma-ollama", namespace: "kubemate", phase, replicas, ready_replicas: replicas, available_replicas: replicas, updated_replicas: replicas,
+    model: "gemma3:270m", runtime: "ollama", autoscaled: false, message: null, conditions: [],
+  });
+
+  it("lets the operator deploy, scale and undeploy a runtime", async () => {
+    vi.stubGlobal("confirm", () => true);
+    let deployed: ReturnType<typeof deployment>[] = [];
+    server.on("GET", "/v1/deployments", () => json({ deployments: deployed }));
+    server.on("POST", "/v1/deployments", () => {
+      deployed = [deployment(1, "Progressing")];
+      return json(deployed[0], 202);
+    });
+    server.on("PATCH", "/v1/deployments/gemma-ollama/scale", ({ body }) => {
+      deployed = [deployment((body as { replicas: number }).replicas)];
+      return json(deployed[0]);
+    });
+    server.on("DELETE", "/v1/deployments/gemma-ollama", () => {
+      deployed = [];
+      return new Response(null, { status: 204 });
+    });
+    await signIn(fakeJwt({ tenant_id: "platform", roles: ["operator"] }));
+    const wrapper = mountPage(ModelsPage);
+    await flushPromises();
+    const panel = () => wrapper.get("[data-testid=deployments]");
+    expect(panel().text()).toContain("Nothing is deployed.");
+    const form = panel().get("[data-testid=deploy-form]");
+    await form.get("[data-testid=deploy-name]").setValue("gemma-ollama");
+    await form.get("[data-testid=deploy-model]").setValue("gemma3:270m");
+    await form.trigger("submit");
+    await flushPromises();
+    expect(server.calls.find((c) => c.method === "POST" && c.path === "/v1/deployments")?.body).toEqual({ name: "gemma-ollama", runtime: "ollama", model: "gemma3:270m", replicas: 1, gpus: 0 });
+    const row = () => panel().get("[data-deployment=gemma-ollama]");
+    expect(row().attributes("data-phase")).toBe("Progressing");
+    await row().get("input[type=number]").setValue(3);
+    await row().get("form").trigger("submit");
+    await flushPromises();
+    expect(server.calls.find((c) => c.method === "PATCH")?.body).toEqual({ replicas: 3 });
+    expect(row().text()).toContain("3 of 3 ready");
+    await row().get("button.danger").trigger("click");
+    await flushPromises();
+    expect(panel().find("[data-deployment=gemma-ollama]").exists()).toBe(false);
+    wrapper.unmount();
+  });
+
+  it("says in words why no deployment can be listed, and shows a tenant's admin no panel", async () => {
+    server.on("GET", "/v1/deployments", () => problem(503, "no Kubernetes API server is configured"));
+    await signIn(fakeJwt({ tenant_id: "platform", roles: ["operator"] }));
+    const operator = mountPage(ModelsPage);
+    await flushPromises();
+    expect(operator.get("[data-testid=deployments]").text()).toContain("no Kubernetes API server is configured");
+    expect(operator.get("[data-testid=deployments]").text()).not.toContain("503");
+    operator.unmount();
+    endSession({ kind: "signed-out" });
+    await signIn(fakeJwt({ tenant_id: "acme", roles: ["admin"] }));
+    const admin = mountPage(ModelsPage);
+    await flushPromises();
+    expect(admin.find("[data-testid=deployments]").exists()).toBe(false);
+    expect(server.calls.filter((c) => c.path === "/v1/deployments")).toHaveLength(1); // the operator's only
+    admin.unmount();
+  });
+});
+
 describe("the usage page", () => {
   it("charts the daily series: tokens, documents and bytes", async () => {
     const day = (date: string, tokens: number, documents: number, bytes: number) => ({

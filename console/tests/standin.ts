@@ -46,7 +46,7 @@ const ACTIONS: Record<string, string[]> = {
   viewer: ["conversations.delete"],
   editor: ["documents.upload", "documents.upload_batch", "documents.delete", "dead_letters.retry", "reindex.start", "reindex.cancel"],
   admin: ["api_keys.create", "api_keys.revoke", "model_settings.update", "collections.template"],
-  operator: ["models.pull", "models.delete", "models.upload", "models.load", "models.unload", "deployments.create"],
+  operator: ["models.pull", "models.delete", "models.upload", "models.load", "models.unload", "deployments.create", "deployments.scale", "deployments.delete"],
 };
 const LADDER = ["viewer", "editor", "admin", "operator"];
 

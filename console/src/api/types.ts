@@ -350,3 +350,18 @@ export interface AuditPage {
 }
 
 export const TERMINAL_STATES = new Set(["COMPLETED", "FAILED"]);
+
+/** A runtime the model manager deployed on Kubernetes (GET /v1/deployments). */
+export interface Deployment {
+  name: string;
+  namespace: string;
+  phase: string; // Ready | Progressing | Failed | ScaledToZero
+  replicas: number;
+  ready_replicas: number;
+  available_replicas: number;
+  updated_replicas: number;
+  model: string | null;
+  runtime: string | null;
+  autoscaled: boolean;
+  message: string | null;
+}
