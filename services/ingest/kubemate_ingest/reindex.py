@@ -13,7 +13,7 @@ stops at its next document and removes what it wrote, and the current collection
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from datetime import datetime
 from typing import Annotated, Any, TypeVar
 
@@ -23,6 +23,7 @@ from fastapi import APIRouter, Path, Query, status
 from pydantic import BaseModel, ConfigDict, Field
 from sse_starlette import EventSourceResponse, ServerSentEvent
 
+from kubemate.auth.identity import Identity
 from kubemate.collections import (
     Opening,
     ReindexConfig,
@@ -269,6 +270,30 @@ def _found(found: T | None, reindex_id: str) -> T:
     return found
 
 
+async def _requested(
+    request: Callable[..., ReindexView],
+    identity: Identity,
+    settings: IngestSettings,
+    store: MetadataStore,
+    client: redis.Redis,
+    *args: Any,
+) -> ReindexOut:
+    """``request`` (:func:`request_reindex`, :func:`request_template`) for the caller, in a
+    thread (it reads and writes the database and Redis)."""
+    view = await anyio.to_thread.run_sync(
+        lambda: request(
+            identity.tenant_id,
+            *args,
+            requested_by=identity.user_id,
+            settings=settings,
+            store=store,
+            client=client,
+            config=settings.reindex,
+        )
+    )
+    return ReindexOut.of(view)
+
+
 @router.post(
     "/reindex",
     status_code=status.HTTP_202_ACCEPTED,
@@ -286,18 +311,7 @@ async def start_reindex(
 ) -> ReindexOut:
     """Re-embed the tenant's documents of a collection with another embedder; queries keep
     using the current one until every document is re-embedded. Poll ``GET /v1/reindex/{id}``."""
-    view = await anyio.to_thread.run_sync(
-        lambda: request_reindex(
-            identity.tenant_id,
-            body,
-            requested_by=identity.user_id,
-            settings=settings,
-            store=store,
-            client=client,
-            config=settings.reindex,
-        )
-    )
-    return ReindexOut.of(view)
+    return await _requested(request_reindex, identity, settings, store, client, body)
 
 
 @router.get("/reindex/{reindex_id}", response_model=ReindexOut)
@@ -396,16 +410,6 @@ async def change_template(
     each: ``GET /v1/collections``). A re-index by the embedder serving it now; queries keep the
     current index until it completes. Follow it at ``GET /v1/reindex/{id}/events``; cancel it
     like any re-index."""
-    view = await anyio.to_thread.run_sync(
-        lambda: request_template(
-            identity.tenant_id,
-            name,
-            body.template,
-            requested_by=identity.user_id,
-            settings=settings,
-            store=store,
-            client=client,
-            config=settings.reindex,
-        )
+    return await _requested(
+        request_template, identity, settings, store, client, name, body.template
     )
-    return ReindexOut.of(view)
