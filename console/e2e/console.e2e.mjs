@@ -282,18 +282,29 @@ describe("the console", { concurrency: false }, () => {
     const between = [...seen].filter((v) => v > 0 && v < 100);
     assert.ok(between.length > 0, `the bar moved through values between 0 and 100: saw ${[...seen]}`);
     assert.match(await row.innerText(), /100 %/);
-    await admin.locator(`[data-testid=models-table] tr[data-model^="${PULL_MODEL}"]`).waitFor();
+    const pulled = admin.locator(`[data-testid=models-table] tr[data-model^="${PULL_MODEL}"]`);
+    await pulled.waitFor();
+    const pulledName = await pulled.getAttribute("data-model");
     await shot(admin, "06-models-pulled");
-    // Each collection's index template, with what each would cost.
-    const picker = admin.locator("[data-testid=templates] fieldset[data-collection=default]");
-    await picker.waitFor();
-    assert.equal(await picker.locator("[data-template]").count(), 4);
-    assert.match(await picker.locator("[data-template=balanced]").innerText(), /in use/);
-    await picker.locator("[data-template=exact] input").check();
-    await picker.getByTestId("template-setting").waitFor();
-    assert.match(await picker.getByTestId("template-setting").innerText(), /INDEX_TEMPLATE=exact/);
-    await picker.scrollIntoViewIfNeeded();
-    await shot(admin, "06-models-templates");
+    // Load the pulled model on its runtime, see it running, unload it (the operator's).
+    const loadForm = admin.getByTestId("load-form");
+    await loadForm.getByTestId("load-model").fill(pulledName);
+    await loadForm.locator("select").selectOption(PULL_RUNTIME);
+    await loadForm.getByRole("button", { name: "Load", exact: true }).click();
+    const running = admin.locator(`[data-testid=running] li[data-model="${pulledName}"]`);
+    await running.waitFor();
+    await running.scrollIntoViewIfNeeded();
+    await shot(admin, "06-models-running");
+    await running.getByRole("button", { name: `Unload ${pulledName}` }).click();
+    await running.waitFor({ state: "detached" });
+    // Deployments are Kubernetes': the embedded stack has no cluster, and says so in words.
+    const deployments = admin.getByTestId("deployments");
+    await deployments.getByRole("alert").or(deployments.getByText("Nothing is deployed.")).first().waitFor();
+    const said = await deployments.innerText();
+    assert.doesNotMatch(said, /\b5\d\d\b/, said);
+    assert.equal(await deployments.getByTestId("deploy-form").count(), 1);
+    await deployments.scrollIntoViewIfNeeded();
+    await shot(admin, "06-models-deployments");
   });
 
   test("usage and health pages", { timeout: 90_000 }, async () => {
@@ -314,6 +325,46 @@ describe("the console", { concurrency: false }, () => {
     await shot(admin, "08-health");
   });
 
+  test("change a collection's index template and watch the rebuild", { timeout: STEP_MS }, async () => {
+    await admin.getByRole("link", { name: "Models" }).click();
+    const picker = admin.locator("[data-testid=templates] fieldset[data-collection=default]");
+    await picker.waitFor();
+    // Each template with what it would cost; the deployment's (balanced) in use.
+    assert.equal(await picker.locator("[data-template]").count(), 4);
+    assert.match(await picker.locator("[data-template=balanced]").innerText(), /in use/);
+    await picker.locator("[data-template=exact] input").check();
+    const change = picker.getByTestId("template-change");
+    assert.match(await change.innerText(), /re-embeds and re-indexes every document/);
+    await picker.scrollIntoViewIfNeeded();
+    await shot(admin, "06-models-templates");
+    const asked = admin.waitForResponse((r) => r.url().endsWith("/v1/collections/default/template"));
+    await change.getByRole("button", { name: "Use this template" }).click();
+    const response = await asked;
+    assert.equal(response.status(), 202, await response.text());
+    assert.equal((await response.json()).index_template, "exact");
+    // The rebuild's progress in the picker (too quick to catch on a quiet machine), then the
+    // new template in use: the documents were re-indexed into a FLAT index.
+    await picker.locator("[data-template=exact] .badge-ok").waitFor({ timeout: STEP_MS - 20_000 });
+    assert.equal(await picker.getByTestId("template-progress").count(), 0);
+    assert.doesNotMatch(await picker.locator("[data-template=balanced]").innerText(), /in use/);
+    const finished = admin.locator("[data-testid=reindexes] li").first();
+    assert.equal(await finished.getAttribute("data-state"), "COMPLETED", await finished.innerText());
+    await picker.scrollIntoViewIfNeeded();
+    await shot(admin, "06-models-template-changed");
+    // Questions still find the documents, now from the exact index.
+    const found = await admin.evaluate(async () => {
+      const { credential } = JSON.parse(sessionStorage.getItem("kubemate.session"));
+      const r = await fetch("/v1/query", {
+        method: "POST",
+        headers: { Authorization: `Bearer ${credential}`, "Content-Type": "application/json" },
+        body: JSON.stringify({ question: "net interest margin of Acme Bank", top_k: 3 }),
+      });
+      return { status: r.status, body: await r.json() };
+    });
+    assert.equal(found.status, 200, JSON.stringify(found.body));
+    assert.ok(JSON.stringify(found.body).includes("net interest margin"), JSON.stringify(found.body));
+  });
+
   test("the audit log: this run's changes, filtered by outcome", { timeout: 60_000 }, async () => {
     await admin.getByRole("link", { name: "Audit" }).click();
     const table = admin.getByTestId("audit-table");
@@ -322,6 +373,7 @@ describe("the console", { concurrency: false }, () => {
     const text = await table.innerText();
     assert.match(text, /documents\.upload|uploads\.create/);
     assert.match(text, /models\.pull/);
+    assert.match(text, /collections\.template/);
     await shot(admin, "08-audit");
     await admin.getByTestId("audit-outcome").selectOption("succeeded");
     await admin.getByRole("button", { name: "Show" }).click();
@@ -388,7 +440,26 @@ describe("the console", { concurrency: false }, () => {
     await page.getByRole("link", { name: "Models" }).click();
     await page.getByTestId("models-table").waitFor();
     assert.equal(await page.getByTestId("pull-model").count(), 0);
+    assert.equal(await page.getByTestId("load-form").count(), 0);
+    // The index templates' costs, with no choice to make: the tenant's admin chooses.
+    const picker = page.locator("[data-testid=templates] fieldset[data-collection=default]");
+    await picker.locator("[data-template=exact] .badge-ok").waitFor();
+    assert.equal(await picker.locator("input").count(), 0);
+    assert.equal(await page.getByRole("button", { name: "Use this template" }).count(), 0);
+    assert.equal(await page.getByRole("button", { name: "Switch and re-index" }).count(), 0);
     await shot(page, "11-viewer-models");
+    // What is hidden is refused anyway, in words.
+    const refused = await page.evaluate(async () => {
+      const { credential } = JSON.parse(sessionStorage.getItem("kubemate.session"));
+      const headers = { Authorization: `Bearer ${credential}`, "Content-Type": "application/json" };
+      const template = await fetch("/v1/collections/default/template", { method: "PUT", headers, body: JSON.stringify({ template: "memory" }) });
+      const reindex = await fetch("/v1/reindex", { method: "POST", headers, body: "{}" });
+      return [template.status, template.headers.get("content-type"), (await template.json()).detail, reindex.status];
+    });
+    assert.equal(refused[0], 403);
+    assert.match(refused[1], /problem\+json/);
+    assert.ok(refused[2], "the refusal says why");
+    assert.equal(refused[3], 403);
     await page.context().close();
   });
 

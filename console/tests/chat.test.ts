@@ -124,6 +124,20 @@ describe("chat", () => {
     wrapper.unmount();
   });
 
+  it("offers no delete when /v1/me's actions do not include it", async () => {
+    endSession({ kind: "signed-out" });
+    server.on("GET", "/v1/me", () => json({ tenant_id: "acme", user_id: "bob", roles: ["viewer"], operator: false, api_key_id: null, actions: [] }));
+    await signIn(fakeJwt({ tenant_id: "acme", sub: "bob", roles: ["viewer"] }));
+    server.on("GET", "/v1/chat/conversations", () =>
+      json([{ conversation_id: "c1", collection: "default", title: "What was the margin?", turns: 1, created_at: "2026-12-07T01:00:00Z", updated_at: "2026-12-07T01:00:00Z" }]),
+    );
+    const wrapper = mountChat();
+    await flushPromises();
+    expect(wrapper.findAll(".conversation-title")).toHaveLength(1);
+    expect(wrapper.find("[aria-label^='Delete conversation']").exists()).toBe(false);
+    wrapper.unmount();
+  });
+
   it("shows 'cannot answer' as such, not as an error", async () => {
     server.on("POST", "/v1/chat", () =>
       sse([{ event: "done", data: done({ answer: "The documents do not say.", citations: [citation], conversation_id: null, answer_mode: "extractive", cannot_answer: true }) }]),

@@ -189,6 +189,25 @@ describe("the documents page", () => {
     wrapper.unmount();
   });
 
+  it("offers what /v1/me's actions allow, not what the role's name suggests", async () => {
+    // An editor whose actions, as the server computes them, lack uploads and retries (a
+    // narrower table than the console knows): the page follows the server, action by action.
+    const failed = { document_id: "d1", collection: "default", filename: "scan.pdf", content_type: "application/pdf", size_bytes: 9, sha256: "0", status: "FAILED", chunk_count: 0, task_id: "t1" };
+    server.on("GET", "/v1/documents", () => json([failed]));
+    server.on("GET", "/v1/models", () => json({ data: [], unavailable: {} }));
+    server.on("GET", "/v1/tasks/t1/events", () => sse([{ event: "task", data: task("FAILED", { stage: "parsing", error: "no text layer" }) }]));
+    server.on("GET", "/v1/me", () =>
+      json({ tenant_id: "acme", user_id: "u", roles: ["editor"], operator: false, api_key_id: null, actions: ["documents.delete"] }),
+    );
+    await signIn(fakeJwt({ tenant_id: "acme", roles: ["editor"] }));
+    const wrapper = mount(DocumentsPage, { global: { plugins: [testI18n(), router()] } });
+    await vi.waitFor(() => expect(wrapper.text()).toContain("no text layer"));
+    const row = wrapper.get("[data-testid=documents-table] tr[data-filename='scan.pdf']");
+    expect(wrapper.find("[data-testid=dropzone]").exists()).toBe(false);
+    expect(row.findAll("button").map((b) => b.attributes("aria-label"))).toEqual(["Delete scan.pdf"]);
+    wrapper.unmount();
+  });
+
   it("shows why the list could not be read", async () => {
     server.on("GET", "/v1/documents", () => problem(429, "too many requests from this tenant: retry later", { "Retry-After": "4" }));
     server.on("GET", "/v1/models", () => json({ data: [], unavailable: {} }));

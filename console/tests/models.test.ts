@@ -182,7 +182,14 @@ describe("the index templates", () => {
     ],
   };
 
-  it("shows each template's cost, marks the one in use and says how to apply another", async () => {
+  const withTemplate = (name: string) => ({
+    ...collection,
+    index_template: name,
+    vector_collection: name === "balanced" ? "default_ab12cd34" : `default_ab12cd34_${name}`,
+    templates: collection.templates.map((option) => ({ ...option, current: option.name === name })),
+  });
+
+  it("shows a viewer each template's cost and the one in use, and nothing to change", async () => {
     server.on("GET", "/v1/collections", () => json([collection]));
     await signIn(fakeJwt({ tenant_id: "acme", roles: ["viewer"] }));
     const wrapper = mountPage(ModelsPage);
@@ -196,10 +203,178 @@ describe("the index templates", () => {
     expect(options[3].text()).toContain("100,000 comparisons per search");
     expect(options[3].text()).toContain("exact results");
     expect(picker.text()).toContain("384 is assumed");
-    expect(picker.find("[data-testid=template-setting]").exists()).toBe(false);
-    await options[2].get("input").setValue();
-    expect(picker.get("[data-testid=template-setting]").text()).toContain("KUBEMATE_COLLECTIONS__default__INDEX_TEMPLATE=memory");
+    // /v1/me gave a viewer no collections.template: no choice offered, only who may.
+    expect(picker.findAll("input")).toHaveLength(0);
+    expect(picker.find("[data-testid=template-change]").exists()).toBe(false);
+    expect(picker.text()).toContain("Your tenant's admin chooses the template.");
     wrapper.unmount();
+  });
+
+  it("lets a tenant's admin change the template and follows the rebuild to its end", async () => {
+    let served = collection;
+    server.on("GET", "/v1/collections", () => json([served]));
+    const change = (state: string, done: number): Reindex => ({ ...reindex(state, done), embedder: { provider: "sentence_transformers", model: "all-MiniLM-L6-v2", base_url: null }, index_template: "memory" });
+    server.on("PUT", "/v1/collections/default/template", () => json(change("PENDING", 0), 202));
+    server.on("GET", "/v1/reindex/r1/events", () => {
+      served = withTemplate("memory");
+      return sse([
+        { event: "reindex", data: change("RUNNING", 2) },
+        { event: "reindex", data: change("COMPLETED", 4) },
+      ]);
+    });
+    await signIn(fakeJwt({ tenant_id: "acme", roles: ["admin"] }));
+    const wrapper = mountPage(ModelsPage);
+    await flushPromises();
+    const picker = () => wrapper.get("[data-testid=templates] fieldset[data-collection=default]");
+    expect(picker().find("[data-testid=template-change]").exists()).toBe(false); // the one in use
+    await picker().get("[data-template=memory] input").setValue();
+    const form = picker().get("[data-testid=template-change]");
+    expect(form.text()).toContain("Switching to Least memory re-embeds and re-indexes every document");
+    await form.trigger("submit");
+    await flushPromises();
+    expect(server.calls.find((c) => c.method === "PUT")?.body).toEqual({ template: "memory" });
+    // The rebuild's progress, then the template in use is the new one (the list is read again).
+    await vi.waitFor(() => expect(picker().get("[data-template=memory]").text()).toContain("in use"));
+    expect(picker().get("[data-template=balanced]").text()).not.toContain("in use");
+    expect(picker().find("[data-testid=template-progress]").exists()).toBe(false);
+    expect(wrapper.get("[data-testid=reindexes] li").attributes("data-state")).toBe("COMPLETED");
+    expect(wrapper.get("[data-testid=reindexes] li [data-testid=reindex-template]").text()).toBe("Least memory");
+    wrapper.unmount();
+  });
+
+  it("shows the rebuild's progress in the picker and offers no change while it runs", async () => {
+    server.on("GET", "/v1/collections", () => json([collection]));
+    const running = { ...reindex("RUNNING", 1), index_template: "exact" };
+    server.on("GET", "/v1/reindex", () => json([running]));
+    server.on("GET", "/v1/reindex/r1/events", () => sse([{ event: "reindex", data: running }]));
+    await signIn(fakeJwt({ tenant_id: "acme", roles: ["admin"] }));
+    const wrapper = mountPage(ModelsPage);
+    await flushPromises();
+    const picker = wrapper.get("[data-testid=templates] fieldset[data-collection=default]");
+    expect(picker.get("[data-testid=template-progress]").text()).toContain("Building the Exact index: Re-indexing, 1 of 4 documents");
+    expect(picker.get("[data-template=exact]").text()).toContain("being built");
+    expect(picker.findAll("input").every((input) => input.attributes("disabled") !== undefined)).toBe(true);
+    wrapper.unmount();
+  });
+
+  it("shows a refused change in the server's words", async () => {
+    server.on("GET", "/v1/collections", () => json([collection]));
+    server.on("PUT", "/v1/collections/default/template", () => problem(409, "re-index r9 of collection 'default' is unfinished (RUNNING)"));
+    await signIn(fakeJwt({ tenant_id: "acme", roles: ["admin"] }));
+    const wrapper = mountPage(ModelsPage);
+    await flushPromises();
+    const picker = wrapper.get("[data-testid=templates] fieldset[data-collection=default]");
+    await picker.get("[data-template=fastest] input").setValue();
+    await picker.get("[data-testid=template-change]").trigger("submit");
+    await flushPromises();
+    expect(picker.text()).toContain("re-index r9 of collection 'default' is unfinished (RUNNING)");
+    expect(picker.text()).not.toContain("409");
+    wrapper.unmount();
+  });
+});
+
+describe("the running models", () => {
+  it("lets the operator load a model on a runtime and unload a running one", async () => {
+    let running = [{ name: "gemma3:270m", runtime: "ollama:standin", size: 291000000, expires_at: null }];
+    server.on("GET", "/v1/models/running", () => json({ models: running, unavailable: {} }));
+    server.on("POST", "/v1/models/running", ({ body }) => {
+      const asked = body as { model: string; runtime: string };
+      running = [...running, { name: asked.model, runtime: asked.runtime, size: 1, expires_at: null }];
+      return json(running.at(-1));
+    });
+    server.on("DELETE", "/v1/models/running/gemma3%3A270m", () => {
+      running = running.filter((m) => m.name !== "gemma3:270m");
+      return new Response(null, { status: 204 });
+    });
+    await signIn(fakeJwt({ tenant_id: "platform", roles: ["operator"] }));
+    const wrapper = mountPage(ModelsPage);
+    await flushPromises();
+    const form = wrapper.get("[data-testid=load-form]");
+    await form.get("[data-testid=load-model]").setValue("qwen3:0.6b");
+    await form.get("select").setValue("ollama:standin");
+    await form.get("input[type=number]").setValue("300");
+    await form.trigger("submit");
+    await flushPromises();
+    expect(server.calls.find((c) => c.method === "POST" && c.path === "/v1/models/running")?.body).toEqual({ model: "qwen3:0.6b", runtime: "ollama:standin", keep_alive_s: 300 });
+    await wrapper.get("[data-testid=running] [data-model='gemma3:270m'] button").trigger("click");
+    await flushPromises();
+    const unload = server.calls.find((c) => c.method === "DELETE");
+    expect(unload?.query).toEqual({ runtime: "ollama:standin" });
+    expect(wrapper.findAll("[data-testid=running] li").map((li) => li.attributes("data-model"))).toEqual(["qwen3:0.6b"]);
+    wrapper.unmount();
+  });
+
+  it("shows a tenant's admin neither the running models nor their controls", async () => {
+    await signIn(fakeJwt({ tenant_id: "acme", roles: ["admin"] }));
+    const wrapper = mountPage(ModelsPage);
+    await flushPromises();
+    expect(wrapper.find("[data-testid=load-form]").exists()).toBe(false);
+    expect(wrapper.find("[data-testid=running]").exists()).toBe(false);
+    wrapper.unmount();
+  });
+});
+
+describe("the deployments", () => {
+  const deployment = (replicas: number, phase = "Ready") => ({
+    name: "gemma-ollama", namespace: "kubemate", phase, replicas, ready_replicas: replicas, available_replicas: replicas, updated_replicas: replicas,
+    model: "gemma3:270m", runtime: "ollama", autoscaled: false, message: null, conditions: [],
+  });
+
+  it("lets the operator deploy, scale and undeploy a runtime", async () => {
+    vi.stubGlobal("confirm", () => true);
+    let deployed: ReturnType<typeof deployment>[] = [];
+    server.on("GET", "/v1/deployments", () => json({ deployments: deployed }));
+    server.on("POST", "/v1/deployments", () => {
+      deployed = [deployment(1, "Progressing")];
+      return json(deployed[0], 202);
+    });
+    server.on("PATCH", "/v1/deployments/gemma-ollama/scale", ({ body }) => {
+      deployed = [deployment((body as { replicas: number }).replicas)];
+      return json(deployed[0]);
+    });
+    server.on("DELETE", "/v1/deployments/gemma-ollama", () => {
+      deployed = [];
+      return new Response(null, { status: 204 });
+    });
+    await signIn(fakeJwt({ tenant_id: "platform", roles: ["operator"] }));
+    const wrapper = mountPage(ModelsPage);
+    await flushPromises();
+    const panel = () => wrapper.get("[data-testid=deployments]");
+    expect(panel().text()).toContain("Nothing is deployed.");
+    const form = panel().get("[data-testid=deploy-form]");
+    await form.get("[data-testid=deploy-name]").setValue("gemma-ollama");
+    await form.get("[data-testid=deploy-model]").setValue("gemma3:270m");
+    await form.trigger("submit");
+    await flushPromises();
+    expect(server.calls.find((c) => c.method === "POST" && c.path === "/v1/deployments")?.body).toEqual({ name: "gemma-ollama", runtime: "ollama", model: "gemma3:270m", replicas: 1, gpus: 0 });
+    const row = () => panel().get("[data-deployment=gemma-ollama]");
+    expect(row().attributes("data-phase")).toBe("Progressing");
+    await row().get("input[type=number]").setValue(3);
+    await row().get("form").trigger("submit");
+    await flushPromises();
+    expect(server.calls.find((c) => c.method === "PATCH")?.body).toEqual({ replicas: 3 });
+    expect(row().text()).toContain("3 of 3 ready");
+    await row().get("button.danger").trigger("click");
+    await flushPromises();
+    expect(panel().find("[data-deployment=gemma-ollama]").exists()).toBe(false);
+    wrapper.unmount();
+  });
+
+  it("says in words why no deployment can be listed, and shows a tenant's admin no panel", async () => {
+    server.on("GET", "/v1/deployments", () => problem(503, "no Kubernetes API server is configured"));
+    await signIn(fakeJwt({ tenant_id: "platform", roles: ["operator"] }));
+    const operator = mountPage(ModelsPage);
+    await flushPromises();
+    expect(operator.get("[data-testid=deployments]").text()).toContain("no Kubernetes API server is configured");
+    expect(operator.get("[data-testid=deployments]").text()).not.toContain("503");
+    operator.unmount();
+    endSession({ kind: "signed-out" });
+    await signIn(fakeJwt({ tenant_id: "acme", roles: ["admin"] }));
+    const admin = mountPage(ModelsPage);
+    await flushPromises();
+    expect(admin.find("[data-testid=deployments]").exists()).toBe(false);
+    expect(server.calls.filter((c) => c.path === "/v1/deployments")).toHaveLength(1); // the operator's only
+    admin.unmount();
   });
 });
 

@@ -44,9 +44,9 @@ export function sse(events: { event: string; data: unknown }[]): Response {
 // the ones the console offers controls for). GET /v1/me answers with the caller's.
 const ACTIONS: Record<string, string[]> = {
   viewer: ["conversations.delete"],
-  editor: ["documents.upload", "documents.delete", "dead_letters.retry", "reindex.start", "reindex.cancel"],
-  admin: ["api_keys.create", "api_keys.revoke", "model_settings.update"],
-  operator: ["models.pull", "models.delete", "models.upload", "models.load", "models.unload", "deployments.create"],
+  editor: ["documents.upload", "documents.upload_batch", "documents.delete", "dead_letters.retry", "reindex.start", "reindex.cancel"],
+  admin: ["api_keys.create", "api_keys.revoke", "model_settings.update", "collections.template"],
+  operator: ["models.pull", "models.delete", "models.upload", "models.load", "models.unload", "deployments.create", "deployments.scale", "deployments.delete"],
 };
 const LADDER = ["viewer", "editor", "admin", "operator"];
 

@@ -1,8 +1,12 @@
 """The vector-store collection behind a knowledge collection.
 
 Its name carries a fingerprint of the embedder, so changing a collection's embedding model
-writes to a new vector collection instead of mixing vectors of two models in one index. (The
-Milvus adapter adds the deployment's ``collection_prefix`` in front.)
+writes to a new vector collection instead of mixing vectors of two models in one index. A
+tenant's own index template (one other than the settings', chosen with ``PUT
+/v1/collections/{name}/template``) is a suffix of the name as well: a Milvus index is never
+rebuilt in place under the queries, so another template is another vector collection, filled by
+a re-index, and the name alone says how the collection is indexed to every process that opens
+it. (The Milvus adapter adds the deployment's ``collection_prefix`` in front.)
 
 Which vector collection serves a tenant is a pointer in the metadata database
 (:func:`active_vector_collection`): absent, the settings' embedder; moved only when a re-index
@@ -23,9 +27,9 @@ from typing import TYPE_CHECKING
 
 from pydantic import BaseModel, Field
 
-from kubemate.settings import CollectionConfig, EmbedderConfig, KubemateSettings
+from kubemate.settings import CollectionConfig, EmbedderConfig, IndexTemplate, KubemateSettings
 from kubemate.vectorstore.base import VectorStore
-from kubemate.vectorstore.index import IndexSpec, resolve_index
+from kubemate.vectorstore.index import INDEX_TEMPLATES, IndexSpec, resolve_index
 
 if TYPE_CHECKING:
     from kubemate.metadata.pointers import ActivePointerView
@@ -33,19 +37,38 @@ if TYPE_CHECKING:
     from kubemate.metadata.store import MetadataStore
 
 _SAFE = re.compile(r"[^A-Za-z0-9_]")
+# ``<collection>_<fingerprint>_<template>``: a tenant's template other than the settings'.
+_TEMPLATE_SUFFIX = re.compile(r"_[0-9a-f]{8}_(" + "|".join(INDEX_TEMPLATES) + r")$")
 
 
 def embedder_fingerprint(config: EmbedderConfig) -> str:
     return hashlib.sha256(f"{config.provider}:{config.model}".encode()).hexdigest()[:8]
 
 
-def vector_collection(collection: str, embedder: EmbedderConfig) -> str:
-    return f"{_SAFE.sub('_', collection)}_{embedder_fingerprint(embedder)}"
+def vector_collection(
+    collection: str, embedder: EmbedderConfig, template: IndexTemplate | None = None
+) -> str:
+    """``template``: a template other than the collection's configured one (None: that one)."""
+    name = f"{_SAFE.sub('_', collection)}_{embedder_fingerprint(embedder)}"
+    return f"{name}_{template}" if template else name
 
 
-def index_of(config: CollectionConfig) -> IndexSpec:
-    """The vector index a knowledge collection's template and expected size call for."""
-    return resolve_index(config.index_template, config.expected_vectors)
+def named_template(name: str) -> IndexTemplate | None:
+    """The template a vector collection's name carries; None: the settings' template."""
+    found = _TEMPLATE_SUFFIX.search(name)
+    return found.group(1) if found else None  # type: ignore[return-value]
+
+
+def template_of(config: CollectionConfig, name: str | None = None) -> IndexTemplate:
+    """The template of the vector collection ``name`` of a knowledge collection (None: the
+    settings' one)."""
+    return (named_template(name) if name else None) or config.index_template
+
+
+def index_of(config: CollectionConfig, name: str | None = None) -> IndexSpec:
+    """The vector index a knowledge collection's template and expected size call for; with
+    ``name``, the template that vector collection's name carries, if any."""
+    return resolve_index(template_of(config, name), config.expected_vectors)
 
 
 def ensure_vector_collection(
@@ -64,7 +87,9 @@ def ensure_vector_collection(
     Raises UnknownCollection for a collection the settings do not configure."""
     config = settings.collection(collection_name)
     name = name or vector_collection(collection_name, config.embedder)
-    vectors.ensure_collection(name, dimension, language=config.language, index=index_of(config))
+    vectors.ensure_collection(
+        name, dimension, language=config.language, index=index_of(config, name)
+    )
     return name
 
 
@@ -197,15 +222,22 @@ def open_reindex(
     base_url: str | None,
     requested_by: str,
     source: str,
+    index_template: IndexTemplate | None = None,
 ) -> ReindexOpening:
-    """Record a PENDING re-index of ``tenant_id``'s ``collection`` onto ``provider:model``,
-    unless that embedder serves it already or another re-index of it is unfinished (one at a
-    time per collection). ``base_url`` is stored as given: None means the runtime the settings
-    name, resolved at each use (:func:`embedder_variant`), so a re-indexed tenant follows an
-    operator who moves it. Blocking. Raises UnknownCollection and BackendUnavailable."""
-    target = embedder_variant(settings.collection(collection).embedder, provider, model, base_url)
+    """Record a PENDING re-index of ``tenant_id``'s ``collection`` onto ``provider:model``
+    indexed by ``index_template`` (None: the template serving the tenant now, so that an
+    embedder change keeps a tenant's choice), unless that serves it already or another
+    re-index of it is unfinished (one at a time per collection). ``base_url`` is stored as
+    given: None means the runtime the settings name, resolved at each use
+    (:func:`embedder_variant`), so a re-indexed tenant follows an operator who moves it.
+    Blocking. Raises UnknownCollection and BackendUnavailable."""
+    config = settings.collection(collection)
+    target = embedder_variant(config.embedder, provider, model, base_url)
     active = active_vector_collection(store, settings, tenant_id, collection)
-    new_name = vector_collection(collection, target)
+    template = index_template or template_of(config, active.name)
+    new_name = vector_collection(
+        collection, target, None if template == config.index_template else template
+    )
     if new_name == active.name:
         return ReindexOpening(Opening.SERVING, target, new_name, None)
     view, created = store.reindexes.create(

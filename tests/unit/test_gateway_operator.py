@@ -113,8 +113,12 @@ def test_me_says_who_is_calling_and_what_the_console_may_offer(client: TestClien
     assert me["api_key_id"] is None
     assert "api_keys.create" in me["actions"] and "documents.delete" in me["actions"]
     assert "models.delete" not in me["actions"] and "deployments.create" not in me["actions"]
+    assert "collections.template" in me["actions"]  # the tenant's own index template
     operator = client.get("/v1/me", headers=bearer(OPERATOR_TENANT, Role.OPERATOR)).json()
     assert operator["operator"] is True and "models.delete" in operator["actions"]
+    editor = client.get("/v1/me", headers=bearer("acme", Role.EDITOR)).json()
+    assert "documents.upload_batch" in editor["actions"]
+    assert "collections.template" not in editor["actions"]
     viewer = client.get("/v1/me", headers=bearer("acme", Role.VIEWER)).json()
     assert viewer["actions"] == ["conversations.delete"]  # a viewer only ends conversations
     assert client.get("/v1/me").status_code == 401
@@ -153,6 +157,8 @@ TENANT_SCOPED_CHANGES = {
     "POST /v1/dead-letters/{entry_id}/retry",
     "POST /v1/reindex",
     "POST /v1/reindex/{reindex_id}/cancel",
+    # A re-index of the tenant's own documents into its own index template's collection.
+    "PUT /v1/collections/{name}/template",
     "DELETE /v1/chat/conversations/{conversation_id}",
     # The tenant's own model choices; scope "global" needs the operator (the service reads it).
     "PUT /v1/settings/models",

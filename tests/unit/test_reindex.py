@@ -15,7 +15,10 @@ from kubemate.auth.identity import Role
 from kubemate.collections import (
     configured_collection,
     embedder_variant,
+    index_of,
+    named_template,
     pointer_collection,
+    template_of,
     tenant_collections,
     vector_collection,
 )
@@ -106,6 +109,31 @@ def test_tenant_collections_resolve_every_collection_to_what_serves_it() -> None
     assert base.collection("default").embedder == HASH  # the settings are untouched
 
 
+def test_a_tenants_own_template_is_named_by_its_vector_collection() -> None:
+    """Every process that opens a vector collection learns its index from the name alone."""
+    config = settings().collection("default")
+    plain = vector_collection("default", HASH)
+    memory = vector_collection("default", HASH, "memory")
+    assert memory == f"{plain}_memory"
+    assert (named_template(plain), named_template(memory)) == (None, "memory")
+    # A collection named like a template is not taken for one: the fingerprint must precede it.
+    assert named_template(vector_collection("exact", HASH)) is None
+    assert template_of(config) == template_of(config, plain) == "balanced"
+    assert template_of(config, memory) == "memory"
+    assert index_of(config, memory).kind == "IVF_FLAT"
+    assert index_of(config, vector_collection("default", HASH, "exact")).kind == "FLAT"
+    assert index_of(config, plain) == index_of(config)
+
+
+def test_a_restored_vector_collection_finds_its_knowledge_collection_with_a_template() -> None:
+    from kubemate_ingest.backup.restore import _collection_config
+
+    base = settings()
+    other = EmbedderConfig(provider="hash", model="hash-b")
+    for name in (vector_collection("zh", other, "fastest"), vector_collection("zh", other)):
+        assert _collection_config(base, name) is base.collection("zh"), name
+
+
 def test_reindex_routes_go_to_ingest_and_declare_roles() -> None:
     config = GatewayConfig()
     assert upstream_for("/v1/reindex", config) == str(config.ingest_url).rstrip("/")
@@ -117,6 +145,10 @@ def test_reindex_routes_go_to_ingest_and_declare_roles() -> None:
     assert ingest["GET /v1/reindex/{reindex_id}"] == {Role.VIEWER}
     assert ingest["GET /v1/reindex"] == {Role.VIEWER}
     assert ingest["POST /v1/reindex/{reindex_id}/cancel"] == {Role.EDITOR}
+    # A tenant's index template: its admin's (a re-index of the tenant's documents only).
+    template = "/v1/collections/default/template"
+    assert upstream_for(template, config) == str(config.ingest_url).rstrip("/")
+    assert ingest["PUT /v1/collections/{name}/template"] == {Role.ADMIN}
 
 
 class RecordingMeter(UsageMeter):

@@ -237,6 +237,9 @@ export interface Reindex {
   embedder: { provider: string; model: string; base_url: string | null };
   progress: Progress;
   error: string | null;
+  // The tenant's own index template the re-index indexes by (a template change); null: the
+  // collection's configured one.
+  index_template?: string | null;
   created_at: string;
   finished_at: string | null;
 }
@@ -289,7 +292,8 @@ export interface CollectionInfo {
   name: string;
   language: string;
   embedder: string;
-  index_template: string;
+  index_template: string; // the one serving the tenant now
+  configured_template?: string; // the deployment's
   expected_vectors: number;
   dimension: number;
   dimension_assumed: boolean;
@@ -346,3 +350,18 @@ export interface AuditPage {
 }
 
 export const TERMINAL_STATES = new Set(["COMPLETED", "FAILED"]);
+
+/** A runtime the model manager deployed on Kubernetes (GET /v1/deployments). */
+export interface Deployment {
+  name: string;
+  namespace: string;
+  phase: string; // Ready | Progressing | Failed | ScaledToZero
+  replicas: number;
+  ready_replicas: number;
+  available_replicas: number;
+  updated_replicas: number;
+  model: string | null;
+  runtime: string | null;
+  autoscaled: boolean;
+  message: string | null;
+}

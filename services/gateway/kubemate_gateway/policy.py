@@ -71,6 +71,8 @@ POLICIES: tuple[RoutePolicy, ...] = _table(
     ("GET", "/v1/documents/{document_id}/chunks", VIEWER, None),
     ("GET", "/v1/documents/{document_id}/file", VIEWER, None),
     ("GET", "/v1/collections", VIEWER, None),
+    # A tenant's own index template: a re-index of the tenant's documents only.
+    ("PUT", "/v1/collections/{name}/template", ADMIN, "collections.template"),
     ("DELETE", "/v1/documents/{document_id}", EDITOR, "documents.delete"),
     ("POST", "/v1/uploads", EDITOR, "uploads.create"),
     ("POST", "/v1/uploads/{upload_id}/complete", EDITOR, "uploads.complete"),

@@ -13,25 +13,32 @@ stops at its next document and removes what it wrote, and the current collection
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from datetime import datetime
 from typing import Annotated, Any, TypeVar
 
 import anyio
 import redis
-from fastapi import APIRouter, Query, status
+from fastapi import APIRouter, Path, Query, status
 from pydantic import BaseModel, ConfigDict, Field
 from sse_starlette import EventSourceResponse, ServerSentEvent
 
-from kubemate.collections import Opening, ReindexConfig, open_reindex
+from kubemate.auth.identity import Identity
+from kubemate.collections import (
+    Opening,
+    ReindexConfig,
+    ReindexOpening,
+    named_template,
+    open_reindex,
+)
 from kubemate.errors import BackendUnavailable, ReindexConflict, ReindexNotFound
-from kubemate.http.identity import Editor, Viewer
+from kubemate.http.identity import Admin, Editor, Viewer
 from kubemate.http.problems import PROBLEM_JSON
 from kubemate.logs import get_logger
 from kubemate.metadata.reindexes import ReindexState, ReindexView
 from kubemate.metadata.store import MetadataStore
 from kubemate.queue.reindex import ReindexRequested, reindex_queue
-from kubemate.settings import EmbedderProvider
+from kubemate.settings import EmbedderProvider, IndexTemplate
 from kubemate_ingest.deps import RedisDep, SettingsDep, StoreDep
 from kubemate_ingest.events import reindex_changes
 from kubemate_ingest.settings import IngestSettings
@@ -63,6 +70,12 @@ class ReindexRequest(BaseModel):
     )
 
 
+class TemplateChange(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    template: IndexTemplate = Field(description="balanced, fastest, memory or exact")
+
+
 class EmbedderOut(BaseModel):
     provider: str
     model: str
@@ -84,6 +97,11 @@ class ReindexOut(BaseModel):
     progress: ReindexProgress
     error: str | None
     source: str = Field(description="api, or models (an embedder change in the model manager)")
+    index_template: str | None = Field(
+        None,
+        description="the tenant's own index template it indexes by; null: the collection's "
+        "configured one",
+    )
     requested_by: str
     created_at: datetime
     finished_at: datetime | None
@@ -100,6 +118,7 @@ class ReindexOut(BaseModel):
             progress=ReindexProgress(done=view.progress_done, total=view.progress_total),
             error=view.error,
             source=view.source,
+            index_template=named_template(view.new_vector_collection),
             requested_by=view.requested_by,
             created_at=view.created_at,
             finished_at=view.finished_at,
@@ -134,11 +153,79 @@ def request_reindex(
         requested_by=requested_by,
         source="api",
     )
-    target, view = opening.target, opening.view
-    if view is None:
+    if opening.view is None:
+        target = opening.target
         raise ReindexConflict(
             f"{target.provider}:{target.model} already serves collection {name!r}"
         )
+    return _queued(
+        opening,
+        tenant_id,
+        name,
+        requested_by=requested_by,
+        store=store,
+        client=client,
+        config=config,
+    )
+
+
+def request_template(
+    tenant_id: str,
+    collection: str,
+    template: IndexTemplate,
+    *,
+    requested_by: str,
+    settings: IngestSettings,
+    store: MetadataStore,
+    client: redis.Redis,
+    config: ReindexConfig,
+) -> ReindexView:
+    """Index the tenant's ``collection`` by ``template``: a re-index, by the embedder serving it
+    now, into the vector collection of that template (an index is not rebuilt in place under
+    the queries); the current one serves until it completes. Raises UnknownCollection,
+    ReindexConflict (the template serves already, or a re-index is unfinished),
+    BackendUnavailable."""
+    settings.collection(collection)  # UnknownCollection before any other read
+    pointer = store.pointers.get(tenant_id, collection)
+    embedder = settings.collection(collection).embedder
+    opening = open_reindex(
+        store,
+        settings,
+        tenant_id,
+        collection,
+        provider=pointer.provider if pointer else embedder.provider,
+        model=pointer.model if pointer else embedder.model,
+        base_url=pointer.base_url if pointer else None,  # as the pointer keeps it
+        requested_by=requested_by,
+        source="api",
+        index_template=template,
+    )
+    if opening.view is None:
+        raise ReindexConflict(f"template {template!r} already serves collection {collection!r}")
+    return _queued(
+        opening,
+        tenant_id,
+        collection,
+        requested_by=requested_by,
+        store=store,
+        client=client,
+        config=config,
+    )
+
+
+def _queued(
+    opening: ReindexOpening,
+    tenant_id: str,
+    name: str,
+    *,
+    requested_by: str,
+    store: MetadataStore,
+    client: redis.Redis,
+    config: ReindexConfig,
+) -> ReindexView:
+    """A re-index just opened, put on the re-index stream (the same one when asked twice)."""
+    view = opening.view
+    assert view is not None  # SERVING is the caller's conflict to word
     if opening.outcome == Opening.REPEATED:
         return view  # asked twice: the same re-index
     if opening.outcome == Opening.BLOCKED:
@@ -183,6 +270,30 @@ def _found(found: T | None, reindex_id: str) -> T:
     return found
 
 
+async def _requested(
+    request: Callable[..., ReindexView],
+    identity: Identity,
+    settings: IngestSettings,
+    store: MetadataStore,
+    client: redis.Redis,
+    *args: Any,
+) -> ReindexOut:
+    """``request`` (:func:`request_reindex`, :func:`request_template`) for the caller, in a
+    thread (it reads and writes the database and Redis)."""
+    view = await anyio.to_thread.run_sync(
+        lambda: request(
+            identity.tenant_id,
+            *args,
+            requested_by=identity.user_id,
+            settings=settings,
+            store=store,
+            client=client,
+            config=settings.reindex,
+        )
+    )
+    return ReindexOut.of(view)
+
+
 @router.post(
     "/reindex",
     status_code=status.HTTP_202_ACCEPTED,
@@ -200,18 +311,7 @@ async def start_reindex(
 ) -> ReindexOut:
     """Re-embed the tenant's documents of a collection with another embedder; queries keep
     using the current one until every document is re-embedded. Poll ``GET /v1/reindex/{id}``."""
-    view = await anyio.to_thread.run_sync(
-        lambda: request_reindex(
-            identity.tenant_id,
-            body,
-            requested_by=identity.user_id,
-            settings=settings,
-            store=store,
-            client=client,
-            config=settings.reindex,
-        )
-    )
-    return ReindexOut.of(view)
+    return await _requested(request_reindex, identity, settings, store, client, body)
 
 
 @router.get("/reindex/{reindex_id}", response_model=ReindexOut)
@@ -288,3 +388,28 @@ async def list_reindexes(
         lambda: store.reindexes.list(identity.tenant_id, collection=collection, limit=limit)
     )
     return [ReindexOut.of(v) for v in views]
+
+
+@router.put(
+    "/collections/{name}/template",
+    status_code=status.HTTP_202_ACCEPTED,
+    response_model=ReindexOut,
+    responses=_conflict(
+        "The template already serves the collection, or a re-index of it is unfinished"
+    ),
+)
+async def change_template(
+    name: Annotated[str, Path(min_length=1, max_length=64)],
+    body: TemplateChange,
+    identity: Admin,
+    settings: SettingsDep,
+    store: StoreDep,
+    client: RedisDep,
+) -> ReindexOut:
+    """Index the tenant's documents of a collection by another index template (the costs of
+    each: ``GET /v1/collections``). A re-index by the embedder serving it now; queries keep the
+    current index until it completes. Follow it at ``GET /v1/reindex/{id}/events``; cancel it
+    like any re-index."""
+    return await _requested(
+        request_template, identity, settings, store, client, name, body.template
+    )

@@ -212,14 +212,15 @@ class TemplateOut(BaseModel):
     distances_per_query: int = Field(description="estimate: vectors compared per search")
     distances_per_insert: int = Field(description="estimate: the build's work per vector")
     exact: bool
-    current: bool = Field(description="the template the collection is configured with")
+    current: bool = Field(description="the template serving the tenant's collection now")
 
 
 class CollectionOut(BaseModel):
     name: str
     language: str
-    embedder: str = Field(description="provider:model")
-    index_template: str
+    embedder: str = Field(description="provider:model serving the tenant's collection now")
+    index_template: str = Field(description="the template serving the tenant's collection now")
+    configured_template: str = Field(description="the deployment's template for the collection")
     expected_vectors: int
     dimension: int
     dimension_assumed: bool = Field(description="the embedder's dimension is learned at load time")
@@ -232,8 +233,9 @@ class CollectionOut(BaseModel):
         return cls(
             name=described.name,
             language=config.language,
-            embedder=f"{config.embedder.provider}:{config.embedder.model}",
-            index_template=config.index_template,
+            embedder=described.embedder,
+            index_template=described.template,
+            configured_template=config.index_template,
             expected_vectors=config.expected_vectors,
             dimension=described.dimension,
             dimension_assumed=described.dimension_assumed,
@@ -248,7 +250,7 @@ class CollectionOut(BaseModel):
                     distances_per_query=option.cost.distances_per_query,
                     distances_per_insert=option.cost.distances_per_insert,
                     exact=option.cost.exact,
-                    current=option.spec.template == config.index_template,
+                    current=option.spec.template == described.template,
                 )
                 for option in described.options
             ],

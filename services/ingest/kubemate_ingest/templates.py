@@ -1,19 +1,20 @@
 """The knowledge collections a tenant can use and their index templates, with what each
 template would cost at the collection's expected size, for the console's template picker.
 
-Read only: a collection's template is deployment configuration
-(``KUBEMATE_COLLECTIONS__<name>__INDEX_TEMPLATE``) and applies to vector collections created
-after it changes (an existing index is never rebuilt in place), so a change reaches a tenant at
-its next re-index.
+A collection's template is deployment configuration
+(``KUBEMATE_COLLECTIONS__<name>__INDEX_TEMPLATE``), and a tenant's admin may choose another for
+the tenant (``PUT /v1/collections/{name}/template``: a re-index into a vector collection of that
+template, :func:`kubemate.collections.vector_collection`). ``template`` here is the one serving
+the tenant now.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from kubemate.collections import active_vector_collection
+from kubemate.collections import active_vector_collection, template_of
 from kubemate.metadata.store import MetadataStore
-from kubemate.settings import CollectionConfig
+from kubemate.settings import CollectionConfig, IndexTemplate
 from kubemate.vectorstore.index import (
     INDEX_TEMPLATES,
     IndexCost,
@@ -39,6 +40,8 @@ class CollectionTemplates:
     name: str
     config: CollectionConfig
     vector_collection: str  # the tenant's active one
+    embedder: str  # provider:model of the tenant's active one
+    template: IndexTemplate  # the tenant's active one
     dimension: int
     dimension_assumed: bool
     options: list[TemplateOption]
@@ -56,11 +59,14 @@ def collection_templates(
             options.append(
                 TemplateOption(spec, estimate_cost(spec, config.expected_vectors, dimension))
             )
+        active = active_vector_collection(store, settings, tenant_id, name)
         described.append(
             CollectionTemplates(
                 name=name,
                 config=config,
-                vector_collection=active_vector_collection(store, settings, tenant_id, name).name,
+                vector_collection=active.name,
+                embedder=f"{active.embedder.provider}:{active.embedder.model}",
+                template=template_of(config, active.name),
                 dimension=dimension,
                 dimension_assumed=config.embedder.dimension is None,
                 options=options,

@@ -283,7 +283,7 @@ class RetrievalPipeline:
         template and analyser) if a tenant asks before anything was indexed there. Blocking."""
         config = self._settings.collection(active.collection)
         self._vectors.ensure_collection(
-            active.name, dimension, language=config.language, index=index_of(config)
+            active.name, dimension, language=config.language, index=index_of(config, active.name)
         )
         return active.name
 

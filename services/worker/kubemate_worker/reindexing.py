@@ -49,6 +49,7 @@ from kubemate.collections import (
     configured_collection,
     embedder_variant,
     ensure_vector_collection,
+    named_template,
     open_reindex,
     pointer_collection,
     vector_collection,
@@ -267,7 +268,7 @@ def _run(ctx: WorkerContext, view: ReindexView, beat: Callable[[], None]) -> Non
     )
     _check_running(started)  # cancelled since it was read: stop before writing anything
     embedder = target_embedder(ctx, view)
-    if vector_collection(name, embedder) != target:
+    if vector_collection(name, embedder, named_template(target)) != target:
         raise ReindexFailed(
             f"{view.provider}:{view.model} does not write to {target} (settings changed?)"
         )

@@ -39,7 +39,12 @@ from typing import Any, BinaryIO, Protocol
 
 import redis
 
-from kubemate.collections import active_vector_collection, index_of, vector_collection
+from kubemate.collections import (
+    active_vector_collection,
+    index_of,
+    named_template,
+    vector_collection,
+)
 from kubemate.errors import UnknownCollection
 from kubemate.logs import get_logger
 from kubemate.metadata.documents import DocumentView
@@ -246,8 +251,9 @@ def _judge(
 
 
 def _collection_config(settings: KubemateSettings, name: str) -> CollectionConfig | None:
-    """The knowledge collection a vector collection (``<collection>_<fingerprint>``) serves."""
-    base = name.rsplit("_", 1)[0]
+    """The knowledge collection a vector collection (``<collection>_<fingerprint>``, with a
+    tenant's own template ``_<template>`` after it) serves."""
+    base = name.rsplit("_", 2 if named_template(name) else 1)[0]
     for collection, config in settings.collections.items():
         # Any embedder's collection of it has the same base (a re-index's too).
         if vector_collection(collection, config.embedder).rsplit("_", 1)[0] == base:
@@ -270,7 +276,7 @@ def _restore_vectors(
             part.collection,
             part.dimension,
             language=config.language if config else "en",
-            index=index_of(config) if config else None,
+            index=index_of(config, part.collection) if config else None,
         )
         batch: list[ChunkRecord] = []
         for line in read_lines(files[part.file.name]):
