@@ -32,14 +32,36 @@ def test_registry_builds_the_configured_adapter() -> None:
 def test_tei_request_and_answer() -> None:
     body = request_body("tei", "ignored", "q", ["a", "b"])
     assert body == {"query": "q", "texts": ["a", "b"], "truncate": True}
-    # TEI answers best first; scores come back in the passages' order.
-    answer = [{"index": 1, "score": 0.9}, {"index": 0, "score": 0.1}]
-    assert scores_from_answer("tei", answer, 2) == [0.1, 0.9]
+    # TEI answers a bare list, best first (text only with return_text); scores come back in
+    # the passages' order.
+    answer = [{"index": 1, "score": 0.9, "text": "b"}, {"index": 0, "score": 0.1}]
+    assert scores_from_answer(answer, 2) == [0.1, 0.9]
+
+
+def test_vllm_request_and_answer() -> None:
+    body = request_body("vllm", "BAAI/bge-reranker-base", "q", ["a", "b"])
+    assert body == {
+        "model": "BAAI/bge-reranker-base",
+        "query": "q",
+        "documents": ["a", "b"],
+        "top_n": 2,
+    }
+    # vLLM's RerankResponse: id, model, usage, and each result with its document.
+    answer = {
+        "id": "rerank-1",
+        "model": "BAAI/bge-reranker-base",
+        "usage": {"prompt_tokens": 12, "total_tokens": 12},
+        "results": [
+            {"index": 1, "document": {"text": "b"}, "relevance_score": 0.98},
+            {"index": 0, "document": {"text": "a"}, "relevance_score": 0.02},
+        ],
+    }
+    assert scores_from_answer(answer, 2) == [0.02, 0.98]
 
 
 def test_cohere_style_request_and_answer() -> None:
     body = request_body("cohere", "bge-reranker-base", "q", ["a", "b", "c"])
-    assert body["model"] == "bge-reranker-base"
+    assert body["model"] == "bge-reranker-base" and body["return_documents"] is False
     assert body["documents"] == ["a", "b", "c"] and body["top_n"] == 3
     assert "model" not in request_body("cohere", "", "q", ["a"])
     answer = {
@@ -50,23 +72,31 @@ def test_cohere_style_request_and_answer() -> None:
             {"index": 1, "relevance_score": 0.01},
         ],
     }
-    assert scores_from_answer("cohere", answer, 3) == [0.5, 0.01, 0.7]
+    assert scores_from_answer(answer, 3) == [0.5, 0.01, 0.7]
+
+
+def test_an_answer_in_another_dialect_is_read() -> None:
+    # A proxy asked in Cohere's dialect that answers in TEI's, or the other way round.
+    assert scores_from_answer([{"index": 0, "relevance_score": 2.0}], 1) == [2.0]
+    assert scores_from_answer({"results": [{"index": 0, "score": -1.5}]}, 1) == [-1.5]
 
 
 @pytest.mark.parametrize(
-    "api, answer",
+    "answer",
     [
-        ("tei", {"results": []}),
-        ("tei", [{"index": 0}]),
-        ("tei", [{"index": 5, "score": 1.0}]),
-        ("tei", [{"index": 0, "score": 1.0}]),  # a passage without a score
-        ("cohere", [{"index": 0, "relevance_score": 1.0}]),
-        ("cohere", {"results": [{"index": 0, "relevance_score": float("nan")}]}),
+        {"results": []},  # nothing scored
+        {"data": [{"index": 0, "score": 1.0}, {"index": 1, "score": 1.0}]},  # /score, not /rerank
+        [{"index": 0}, {"index": 1, "score": 1.0}],  # no score
+        [{"index": 5, "score": 1.0}, {"index": 0, "score": 1.0}],  # index out of range
+        [{"index": 0, "score": 1.0}],  # a passage without a score
+        {"results": [{"index": 0, "relevance_score": float("nan")}, {"index": 1, "score": 0}]},
+        {"results": [{"index": "x", "relevance_score": 1.0}]},
+        "not json",
     ],
 )
-def test_malformed_answers_are_inference_errors(api: str, answer: object) -> None:
+def test_malformed_answers_are_inference_errors(answer: object) -> None:
     with pytest.raises(InferenceError):
-        scores_from_answer(api, answer, 2)  # type: ignore[arg-type]
+        scores_from_answer(answer, 2)
 
 
 def test_log_softmax_at() -> None:
