@@ -207,8 +207,8 @@ def _safe_member_path(member: zipfile.ZipInfo) -> PurePosixPath | None:
     name = member.filename.replace("\\", "/")
     if member.is_dir():
         return None
-    mode = member.external_attr >> 16
-    if mode and not stat.S_ISREG(mode):
+    kind = stat.S_IFMT(member.external_attr >> 16)  # 0: written without a file type
+    if kind and kind != stat.S_IFREG:
         raise InferenceError(f"archive member {name!r} is not a regular file")
     path = PurePosixPath(name)
     if not path.parts or path.is_absolute() or ".." in path.parts or ":" in path.parts[0]:
