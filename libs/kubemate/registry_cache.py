@@ -16,6 +16,7 @@ and two processes fetching at once both end with the same complete directory.
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
 import shutil
@@ -58,6 +59,18 @@ class ModelFiles(Protocol):
         """The local directory holding model ``name``. Raises :class:`UnknownModel` when the
         registry has no such model, :class:`InferenceError` when its copy is damaged."""
         ...
+
+
+def zip_model_directory(directory: Path) -> bytes:
+    """A model directory as the registry takes it: one ZIP with the files at its top level (what
+    :meth:`RegistryModelCache.fetch` unpacks). In memory: for the small models of tests and
+    benchmarks; a large model is zipped with ``zip -r``."""
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as zf:
+        for path in sorted(directory.rglob("*")):
+            if path.is_file():
+                zf.write(path, path.relative_to(directory).as_posix())
+    return out.getvalue()
 
 
 def manifest_key(prefix: str, name: str) -> str:

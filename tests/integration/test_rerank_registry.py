@@ -15,7 +15,6 @@ from __future__ import annotations
 import io
 import shutil
 import uuid
-import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -24,6 +23,7 @@ import pytest
 
 from kubemate.models_config import RegistryConfig
 from kubemate.objectstore.s3 import S3ObjectStore
+from kubemate.registry_cache import zip_model_directory
 from kubemate.settings import ObjectStoreConfig
 from kubemate_model_manager.registry.store import ModelRegistry
 from tests.integration.test_retrieval_fixtures import (  # noqa: F401 (fixtures)
@@ -45,15 +45,6 @@ QUESTION = "cat sleep hours"
 PROBLEMS = "https://kubemate.dev/problems/"
 
 
-def zip_directory(directory: Path) -> bytes:
-    out = io.BytesIO()
-    with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as zf:
-        for path in sorted(directory.rglob("*")):
-            if path.is_file():
-                zf.write(path, path.relative_to(directory).as_posix())
-    return out.getvalue()
-
-
 class Registry:
     def __init__(self, config: ObjectStoreConfig) -> None:
         self.config = config
@@ -73,7 +64,7 @@ def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def registry(s3_config: ObjectStoreConfig, tiny_model: Path) -> Registry:
     config = s3_config.model_copy(update={"bucket": f"models-{uuid.uuid4().hex[:8]}"})
     registry = Registry(config)
-    registry.upload("tiny-ce", zip_directory(tiny_model))
+    registry.upload("tiny-ce", zip_model_directory(tiny_model))
     return registry
 
 
@@ -171,7 +162,7 @@ def test_a_registry_model_that_is_not_a_cross_encoder_is_a_problem(
         str(_tiny_cross_encoder(tmp_path / "ce-copy")), local_files_only=True
     )
     bert.bert.save_pretrained(encoder_dir)
-    registry.upload("bi-encoder", zip_directory(encoder_dir))
+    registry.upload("bi-encoder", zip_model_directory(encoder_dir))
     retrieval_env.index(DOCS)
     with retrieval_env.client(**overrides(registry, cache_dir, "bi-encoder")) as client:
         r = client.post("/v1/query", json={"question": QUESTION, "rerank": True})
