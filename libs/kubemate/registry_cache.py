@@ -100,6 +100,9 @@ class RegistryModelCache:
         self._max_unpacked = max_unpacked_bytes
         self._max_members = max_members
         self._locks: dict[str, threading.Lock] = {}
+        # name -> SHA-256 of a manifest whose blob was read whole and did not match it: that
+        # upload stays damaged, and each query must not copy it again to find out.
+        self._damaged: dict[str, str] = {}
         self._locks_guard = threading.Lock()
 
     def manifest(self, name: str) -> RegistryBlob:
@@ -127,6 +130,11 @@ class RegistryModelCache:
         target = self.directory / f"{name}-{blob.sha256[:16]}"
         if (target / _COMPLETE).is_file():
             return target
+        if self._damaged.get(name) == blob.sha256:
+            raise InferenceError(
+                f"the registry copy of {name} does not match its manifest (SHA-256 "
+                f"{blob.sha256[:16]}...): upload it again"
+            )
         with self._lock(name):
             if (target / _COMPLETE).is_file():
                 return target
@@ -173,6 +181,8 @@ class RegistryModelCache:
                 if done > blob.size:
                     break
         if done != blob.size or sha.hexdigest() != blob.sha256:
+            if done == blob.size:
+                self._damaged[blob.name] = blob.sha256
             raise InferenceError(
                 f"the registry copy of {blob.name} is damaged: {done} bytes with SHA-256 "
                 f"{sha.hexdigest()}, its manifest says {blob.size} bytes, {blob.sha256}"

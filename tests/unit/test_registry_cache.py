@@ -118,6 +118,13 @@ def test_a_copy_that_does_not_match_its_manifest_is_refused_and_not_kept(
     with pytest.raises(InferenceError, match="damaged"):
         cache.fetch("tiny-ce")
     assert entries(cache) == []  # no partial directory left behind
+    # Known damaged: the next fetch says so without copying the blob again (it is gone now).
+    store.delete(registry.get("tiny-ce").blob_key)
+    with pytest.raises(InferenceError, match="upload it again"):
+        cache.fetch("tiny-ce")
+    # A new upload is a new manifest: fetched and checked afresh.
+    upload(registry, "tiny-ce", zip_of(MODEL_FILES))
+    assert (cache.fetch("tiny-ce") / "config.json").is_file()
 
 
 @pytest.mark.parametrize(
