@@ -314,6 +314,31 @@ class ConversationNotFound(NotFound):
     title = "Conversation not found"
 
 
+class RerankerUnusable(ServiceError):
+    """The configured reranker model can never score as it is: an operator must change the
+    settings or the model registry; retrying does not help. Deliberately not a
+    :class:`BackendUnavailable`, whose retries and fallbacks are for passing failures."""
+
+    type_slug = "reranker-unusable"
+    title = "Reranker model unusable"
+    status = 503
+
+
+class RerankerModelMissing(RerankerUnusable):
+    """The reranker names a registry model that is not in the model registry."""
+
+    type_slug = "reranker-model-missing"
+    title = "Reranker model missing"
+
+
+class NotACrossEncoder(RerankerUnusable):
+    """The reranker's model files are not a cross-encoder (no sequence-classification head
+    with a single relevance output)."""
+
+    type_slug = "not-a-cross-encoder"
+    title = "Model is not a cross-encoder"
+
+
 class ModelUnavailable(BackendUnavailable):
     """The model that answers is not loaded or its runtime is down; retry after ``retry_after``."""
 

@@ -121,6 +121,19 @@ def test_onnx_upload_is_accepted(client: TestClient) -> None:
     assert r.json()["format"] == "onnx" and r.json()["family"] is None
 
 
+def test_a_zipped_model_directory_is_accepted_and_a_cut_one_refused(client: TestClient) -> None:
+    # A cross-encoder (config, weights, tokenizer) travels as one ZIP: docs/reranking.md.
+    from tests.unit.test_registry_cache import MODEL_FILES, zip_of
+
+    data = zip_of(MODEL_FILES)
+    r = upload(client, data, name="reranker", sha256=hashlib.sha256(data).hexdigest())
+    assert r.status_code == 201, r.text
+    assert r.json()["format"] == "zip" and r.json()["size"] == len(data)
+    r = upload(client, data[: len(data) - 30], name="reranker-cut")
+    assert r.status_code == 422 and r.json()["type"].endswith("/corrupt-model-file")
+    assert not any("reranker-cut" in f for f in stored_files(client))
+
+
 @pytest.mark.parametrize(
     ("name", "make", "params", "status", "slug"),
     [

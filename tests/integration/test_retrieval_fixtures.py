@@ -9,8 +9,9 @@ collection prefix and Redis key prefixes; its Redis keys are deleted afterwards.
 ``RerankStandIn`` is a STAND-IN, not a reranking server: no TEI, Jina or vLLM binary can run
 here. It follows their documented request/response shapes (TEI ``POST /rerank`` with
 ``{query, texts}`` -> ``[{index, score}]``; Cohere/Jina/vLLM ``POST /v1/rerank`` with
-``{model, query, documents, top_n}`` -> ``{results: [{index, relevance_score}]}``) and scores a
-passage by the number of query words it contains.
+``{model, query, documents, top_n}`` -> ``{results: [{index, relevance_score}]}``, with vLLM's
+``document`` and ``usage`` unless ``return_documents`` is false) and scores a passage by the
+number of query words it contains.
 """
 
 from __future__ import annotations
@@ -179,15 +180,22 @@ class RerankStandIn:
                 self.requests.append(("/v1/rerank", body))
             if self.fail_status:
                 return JSONResponse({"error": "stand-in fault"}, status_code=self.fail_status)
-            results = [
+            vllm = "return_documents" not in body  # vLLM has no such field: it always returns them
+            results: list[dict[str, Any]] = [
                 {"index": i, "relevance_score": _overlap(body["query"], d)}
+                | ({"document": {"text": d}} if vllm else {})
                 for i, d in enumerate(body["documents"])
             ]
             results.sort(key=lambda r: r["relevance_score"], reverse=True)
             top_n = body.get("top_n") or len(results)
-            return JSONResponse(
-                {"id": "standin", "model": body.get("model"), "results": results[:top_n]}
-            )
+            answer: dict[str, Any] = {
+                "id": "standin",
+                "model": body.get("model"),
+                "results": results[:top_n],
+            }
+            if vllm:
+                answer["usage"] = {"prompt_tokens": 0, "total_tokens": 0}
+            return JSONResponse(answer)
 
         return app
 

@@ -24,7 +24,9 @@ DOCS = {
 }
 
 
-@pytest.mark.parametrize("api, path", [("tei", "/rerank"), ("cohere", "/v1/rerank")])
+@pytest.mark.parametrize(
+    "api, path", [("tei", "/rerank"), ("vllm", "/v1/rerank"), ("cohere", "/v1/rerank")]
+)
 def test_rerank_recalls_wide_and_keeps_the_best(
     retrieval_env: RetrievalEnv,  # noqa: F811
     rerank_standin: RerankStandIn,  # noqa: F811

@@ -77,9 +77,32 @@ def test_implausible_counts_are_refused_without_allocating() -> None:
 def test_sniff() -> None:
     assert sniff_format(b"GGUF\x03\x00\x00\x00") == "gguf"
     assert sniff_format(ONNX_BYTES[:8]) == "onnx"
-    for junk in (b"%PDF-1.7", b"PK\x03\x04....", b"hello wo", b""):
+    assert sniff_format(b"PK\x03\x04\x14\x00\x00\x00") == "zip"  # a model directory
+    for junk in (b"%PDF-1.7", b"PK\x05\x06....", b"hello wo", b""):
         with pytest.raises(InvalidModelFile):
             sniff_format(junk)
+
+
+def _zip_of(files: dict[str, bytes]) -> bytes:
+    import zipfile
+
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w") as zf:
+        for name, content in files.items():
+            zf.writestr(name, content)
+    return out.getvalue()
+
+
+@pytest.mark.parametrize("chunk", [3, 100, 1 << 20])
+def test_checking_reader_takes_a_whole_zip_and_refuses_a_truncated_one(chunk: int) -> None:
+    # A model directory (config, weights, tokenizer) travels as one ZIP; its end record is
+    # what tells a whole archive from one cut short.
+    data = _zip_of({"config.json": b"{}", "model.safetensors": bytes(300_000)})
+    reader = checked(data, chunk=chunk)
+    assert reader.result is not None and reader.result.format == "zip"
+    assert reader.result.sha256 == hashlib.sha256(data).hexdigest()
+    with pytest.raises(CorruptModelFile, match="truncated ZIP"):
+        checked(data[: len(data) // 2], chunk=chunk)
 
 
 def test_checking_reader_accepts_a_whole_gguf_with_its_sha(tmp_path: Path) -> None:

@@ -42,7 +42,7 @@ OWNERS: dict[str, set[str]] = {
     "fastapi": {"gateway", "ingest", "retrieval", "model_manager"},
     "uvicorn": {"gateway", "ingest", "retrieval", "model_manager"},
     "pymilvus": {"ingest", "retrieval", "worker"},
-    "minio": {"ingest", "model_manager", "worker"},
+    "minio": {"ingest", "model_manager", "retrieval", "worker"},  # retrieval: the model registry
     "langchain-text-splitters": {"ingest", "worker"},
     "pypdf": {"ingest", "worker"},
     "python-docx": {"ingest", "worker"},

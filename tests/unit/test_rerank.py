@@ -8,13 +8,15 @@ pairing and scoring work, not ranking quality (a mounted model provides that in 
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
 
-from kubemate.errors import InferenceError, UnknownModel
+from kubemate.errors import InferenceError, NotACrossEncoder, RerankerModelMissing, UnknownModel
 from kubemate.inference.registry import UnknownProvider
 from kubemate.rerank import RerankerConfig, build_reranker
+from kubemate.rerank.cross_encoder import check_cross_encoder_dir
 from kubemate.rerank.http import HttpReranker, request_body, scores_from_answer
 from kubemate.rerank.llm_likelihood import log_softmax_at
 
@@ -32,14 +34,36 @@ def test_registry_builds_the_configured_adapter() -> None:
 def test_tei_request_and_answer() -> None:
     body = request_body("tei", "ignored", "q", ["a", "b"])
     assert body == {"query": "q", "texts": ["a", "b"], "truncate": True}
-    # TEI answers best first; scores come back in the passages' order.
-    answer = [{"index": 1, "score": 0.9}, {"index": 0, "score": 0.1}]
-    assert scores_from_answer("tei", answer, 2) == [0.1, 0.9]
+    # TEI answers a bare list, best first (text only with return_text); scores come back in
+    # the passages' order.
+    answer = [{"index": 1, "score": 0.9, "text": "b"}, {"index": 0, "score": 0.1}]
+    assert scores_from_answer(answer, 2) == [0.1, 0.9]
+
+
+def test_vllm_request_and_answer() -> None:
+    body = request_body("vllm", "BAAI/bge-reranker-base", "q", ["a", "b"])
+    assert body == {
+        "model": "BAAI/bge-reranker-base",
+        "query": "q",
+        "documents": ["a", "b"],
+        "top_n": 2,
+    }
+    # vLLM's RerankResponse: id, model, usage, and each result with its document.
+    answer = {
+        "id": "rerank-1",
+        "model": "BAAI/bge-reranker-base",
+        "usage": {"prompt_tokens": 12, "total_tokens": 12},
+        "results": [
+            {"index": 1, "document": {"text": "b"}, "relevance_score": 0.98},
+            {"index": 0, "document": {"text": "a"}, "relevance_score": 0.02},
+        ],
+    }
+    assert scores_from_answer(answer, 2) == [0.02, 0.98]
 
 
 def test_cohere_style_request_and_answer() -> None:
     body = request_body("cohere", "bge-reranker-base", "q", ["a", "b", "c"])
-    assert body["model"] == "bge-reranker-base"
+    assert body["model"] == "bge-reranker-base" and body["return_documents"] is False
     assert body["documents"] == ["a", "b", "c"] and body["top_n"] == 3
     assert "model" not in request_body("cohere", "", "q", ["a"])
     answer = {
@@ -50,23 +74,31 @@ def test_cohere_style_request_and_answer() -> None:
             {"index": 1, "relevance_score": 0.01},
         ],
     }
-    assert scores_from_answer("cohere", answer, 3) == [0.5, 0.01, 0.7]
+    assert scores_from_answer(answer, 3) == [0.5, 0.01, 0.7]
+
+
+def test_an_answer_in_another_dialect_is_read() -> None:
+    # A proxy asked in Cohere's dialect that answers in TEI's, or the other way round.
+    assert scores_from_answer([{"index": 0, "relevance_score": 2.0}], 1) == [2.0]
+    assert scores_from_answer({"results": [{"index": 0, "score": -1.5}]}, 1) == [-1.5]
 
 
 @pytest.mark.parametrize(
-    "api, answer",
+    "answer",
     [
-        ("tei", {"results": []}),
-        ("tei", [{"index": 0}]),
-        ("tei", [{"index": 5, "score": 1.0}]),
-        ("tei", [{"index": 0, "score": 1.0}]),  # a passage without a score
-        ("cohere", [{"index": 0, "relevance_score": 1.0}]),
-        ("cohere", {"results": [{"index": 0, "relevance_score": float("nan")}]}),
+        {"results": []},  # nothing scored
+        {"data": [{"index": 0, "score": 1.0}, {"index": 1, "score": 1.0}]},  # /score, not /rerank
+        [{"index": 0}, {"index": 1, "score": 1.0}],  # no score
+        [{"index": 5, "score": 1.0}, {"index": 0, "score": 1.0}],  # index out of range
+        [{"index": 0, "score": 1.0}],  # a passage without a score
+        {"results": [{"index": 0, "relevance_score": float("nan")}, {"index": 1, "score": 0}]},
+        {"results": [{"index": "x", "relevance_score": 1.0}]},
+        "not json",
     ],
 )
-def test_malformed_answers_are_inference_errors(api: str, answer: object) -> None:
+def test_malformed_answers_are_inference_errors(answer: object) -> None:
     with pytest.raises(InferenceError):
-        scores_from_answer(api, answer, 2)  # type: ignore[arg-type]
+        scores_from_answer(answer, 2)
 
 
 def test_log_softmax_at() -> None:
@@ -95,8 +127,10 @@ def _tiny_cross_encoder(directory: Path) -> Path:
         "hours",
         "day",
     ]
-    (directory / "vocab.txt").write_text("\n".join(words) + "\n")
-    transformers.BertTokenizer(vocab_file=str(directory / "vocab.txt")).save_pretrained(directory)
+    # The vocabulary as a mapping: transformers 5 ignores a ``vocab_file`` argument and would
+    # read every word as [UNK], leaving a model that only sees each pair's length.
+    vocab = {word: i for i, word in enumerate(words)}
+    transformers.BertTokenizer(vocab=vocab).save_pretrained(directory)
     torch.manual_seed(0)
     config = transformers.BertConfig(
         vocab_size=len(words),
@@ -106,6 +140,9 @@ def _tiny_cross_encoder(directory: Path) -> Path:
         intermediate_size=64,
         max_position_embeddings=128,
         num_labels=1,
+        # Wider random weights than BERT's 0.02, which scores every pair within 1e-5 of the
+        # others: too close for an order to survive float noise.
+        initializer_range=0.2,
     )
     transformers.BertForSequenceClassification(config).save_pretrained(directory)
     return directory
@@ -135,3 +172,68 @@ async def test_cross_encoder_without_a_model_is_unknown_model(tmp_path: Path) ->
     assert reranker is not None
     with pytest.raises(UnknownModel):
         await reranker.rerank("q", ["p"])
+
+
+# ---- the cross-encoder from the model registry ---------------------------------------------
+
+
+def _registry_cache(tmp_path: Path, models: dict[str, dict[str, bytes]]) -> object:
+    """The model registry on the filesystem object store (real adapters), holding ``models``
+    as ZIPs written by the model manager's own upload code, and a cache reading it."""
+    import io
+
+    from kubemate.models_config import RegistryConfig
+    from kubemate.objectstore.filesystem import FilesystemObjectStore
+    from kubemate.registry_cache import RegistryModelCache
+    from kubemate_model_manager.registry.store import ModelRegistry
+    from tests.unit.test_registry_cache import zip_of
+
+    store = FilesystemObjectStore(tmp_path / "objects")
+    registry = ModelRegistry(store, RegistryConfig())
+    for name, files in models.items():
+        data = zip_of(files)
+        registry.upload(name, io.BytesIO(data).read, length=len(data))
+    return RegistryModelCache(store, RegistryConfig(), tmp_path / "cache")
+
+
+def _config_json(architecture: str, labels: int = 1) -> bytes:
+    id2label = {str(i): f"LABEL_{i}" for i in range(labels)}
+    return json.dumps({"architectures": [architecture], "id2label": id2label}).encode()
+
+
+@pytest.mark.parametrize(
+    "files, match",
+    [
+        ({"vocab.txt": b"[PAD]\n"}, "no config.json"),
+        ({"config.json": b"not json"}, "unreadable config.json"),
+        ({"config.json": _config_json("BertModel")}, "not a \\*ForSequenceClassification"),
+        ({"config.json": _config_json("BertForSequenceClassification", 3)}, "3 output labels"),
+    ],
+    ids=["no-config", "bad-config", "bi-encoder", "three-labels"],
+)
+async def test_a_registry_model_that_is_not_a_cross_encoder_is_refused_before_loading(
+    tmp_path: Path, files: dict[str, bytes], match: str
+) -> None:
+    cache = _registry_cache(tmp_path, {"not-ce": files})
+    config = RerankerConfig(provider="cross_encoder", registry_model="not-ce")
+    reranker = build_reranker(config, model_files=cache)  # type: ignore[arg-type]
+    assert reranker is not None and reranker.model == "not-ce"
+    with pytest.raises(NotACrossEncoder, match=match) as caught:
+        await reranker.rerank("q", ["p"])
+    assert caught.value.status == 503 and caught.value.type_slug == "not-a-cross-encoder"
+
+
+async def test_a_registry_model_that_is_absent_is_missing(tmp_path: Path) -> None:
+    cache = _registry_cache(tmp_path, {})
+    config = RerankerConfig(provider="cross_encoder", registry_model="absent")
+    for files in (cache, None):  # no such model; no registry at all
+        reranker = build_reranker(config, model_files=files)  # type: ignore[arg-type]
+        assert reranker is not None
+        with pytest.raises(RerankerModelMissing) as caught:
+            await reranker.rerank("q", ["p"])
+        assert caught.value.type_slug == "reranker-model-missing"
+
+
+def test_check_accepts_a_one_label_classifier(tmp_path: Path) -> None:
+    (tmp_path / "config.json").write_bytes(_config_json("XLMRobertaForSequenceClassification"))
+    check_cross_encoder_dir(tmp_path, "bge-reranker")  # raises nothing

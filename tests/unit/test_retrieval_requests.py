@@ -39,6 +39,38 @@ def test_defaults_come_from_settings(settings: RetrievalSettings) -> None:
     assert QueryIn(question="q").resolve(forced).rewrite is True
 
 
+def test_a_rerank_is_required_only_when_the_request_asks_for_it(
+    settings: RetrievalSettings,
+) -> None:
+    # Required: a reranker that can never work is then a problem answer, not the search order.
+    by_default = settings.model_copy(
+        update={"retrieval": settings.retrieval.model_copy(update={"rerank_by_default": True})}
+    )
+    assert QueryIn(question="q", rerank=True).resolve(settings).rerank_required is True
+    implied = QueryIn(question="q").resolve(by_default)
+    assert implied.rerank is True and implied.rerank_required is False
+    assert QueryIn(question="q", rerank=False).resolve(by_default).rerank_required is False
+
+
+def test_every_stage_is_observed_by_prometheus() -> None:
+    from prometheus_client import REGISTRY
+
+    from kubemate_retrieval.timing import Timer
+
+    def count(stage: str) -> float:
+        labels = {"stage": stage}
+        return REGISTRY.get_sample_value("retrieval_stage_duration_seconds_count", labels) or 0.0
+
+    before = count("rerank_score"), count("embed")
+    timer = Timer()
+    with timer.stage("rerank_score"):
+        pass
+    timer.add("embed", 0.004)
+    timer.add("embed", 0.002)  # a stage that runs twice: its total, and two observations
+    assert (count("rerank_score"), count("embed")) == (before[0] + 1, before[1] + 2)
+    assert timer.timings["embed"] == pytest.approx(6.0) and "rerank_score" in timer.timings
+
+
 def test_limits(settings: RetrievalSettings) -> None:
     with pytest.raises(ValidationFailed):
         QueryIn(question="x" * 100_000).resolve(settings)

@@ -290,7 +290,8 @@ gateway:
 ingest:
   backends: [redis, postgresql, minio, milvus]
 retrieval:
-  backends: [redis, postgresql, milvus, ollama]
+  {{- /* A cross-encoder reranker reads its model from the registry in the object store. */}}
+  backends: [redis, postgresql, milvus, ollama{{ if eq .Values.reranker.provider "cross_encoder" }}, minio{{ end }}]
   runtimes: true
 model-manager:
   backends: [redis, postgresql, minio, ollama]

@@ -15,7 +15,7 @@ from typing import Literal, Protocol
 from pydantic import BaseModel, Field, SecretStr
 
 RerankerProvider = Literal["none", "cross_encoder", "http", "llm_likelihood"]
-RerankApi = Literal["tei", "cohere"]
+RerankApi = Literal["tei", "vllm", "cohere"]
 
 
 class RerankerConfig(BaseModel):
@@ -23,15 +23,21 @@ class RerankerConfig(BaseModel):
 
     provider: RerankerProvider = "llm_likelihood"
     # cross_encoder: a local directory with a saved CrossEncoder; http: the model name sent to
-    # the server (Cohere-style APIs); llm_likelihood: unused (see model_path).
+    # the server (vLLM and Cohere-style APIs); llm_likelihood: unused (see model_path).
     model: str = ""
+    # cross_encoder: a model in the model registry (the object store), a ZIP of the saved
+    # CrossEncoder directory; fetched once into cache_dir (SHA-256 checked), then loaded.
+    # Takes precedence over ``model``.
+    registry_model: str = ""
+    cache_dir: Path | None = None  # default: <data_dir>/model-cache
     # llm_likelihood: a GGUF file; default: the packaged gemma3-270m.
     model_path: Path | None = None
     base_url: str | None = None  # http
-    # http: "tei" (text-embeddings-inference: {query, texts} -> [{index, score}]) or "cohere"
-    # (Cohere / Jina / vLLM: {model, query, documents} -> {results: [{index, relevance_score}]}).
+    # http: "tei" (text-embeddings-inference: {query, texts} -> [{index, score}]), "vllm"
+    # ({model, query, documents} -> {results: [{index, document, relevance_score}]}) or "cohere"
+    # (Cohere / Jina / Infinity: as vllm, plus return_documents). See docs/reranking.md.
     api: RerankApi = "cohere"
-    path: str | None = None  # http: default /rerank (tei) or /v1/rerank (cohere)
+    path: str | None = None  # http: default /rerank (tei) or /v1/rerank (vllm, cohere)
     api_key: SecretStr | None = None
     timeout_s: float = Field(30.0, gt=0)
     max_concurrency: int = Field(2, ge=1, le=256)

@@ -1,15 +1,22 @@
 """Reranking through a ``/rerank`` HTTP API: provider ``http``.
 
-Two request shapes cover the servers in use:
+Three request shapes cover the servers in use (checked against each server's own schema):
 
 * ``api="tei"``, Hugging Face text-embeddings-inference: ``POST /rerank`` with
-  ``{"query", "texts", "truncate"}``, answered by ``[{"index", "score"}, ...]`` (best first).
-* ``api="cohere"``, the Cohere rerank API that Jina, vLLM (``/v1/rerank``), Infinity and
-  LiteLLM also speak: ``POST /v1/rerank`` with ``{"model", "query", "documents", "top_n"}``,
+  ``{"query", "texts", "truncate"}``, answered by a bare list ``[{"index", "score"}, ...]``
+  (best first; ``text`` too when ``return_text``).
+* ``api="vllm"``, vLLM's ``POST /v1/rerank`` (also ``/rerank``, ``/v2/rerank``) with
+  ``{"model", "query", "documents", "top_n"}`` (``top_n`` 0 means all), answered by
+  ``{"id", "model", "usage", "results": [{"index", "document": {"text"}, "relevance_score"}]}``.
+* ``api="cohere"``, the Cohere rerank API that Jina, Infinity and LiteLLM also speak:
+  ``POST /v1/rerank`` with ``{"model", "query", "documents", "top_n", "return_documents"}``,
   answered by ``{"results": [{"index", "relevance_score"}, ...]}``.
 
-Either way the answer is put back into the passages' order. Requests go through the transport
-every HTTP inference adapter shares (error mapping, retry with backoff, concurrency limit).
+The answer is read whatever its shape (a bare list or an object with ``results``, scores under
+``relevance_score`` or ``score``): a proxy in front of the server (LiteLLM, a gateway) may answer
+in another dialect than it was asked in. Either way the answer is put back into the passages'
+order. Requests go through the transport every HTTP inference adapter shares (error mapping,
+retry with backoff, concurrency limit).
 """
 
 from __future__ import annotations
@@ -24,38 +31,44 @@ from kubemate.rerank.base import RerankApi, RerankerConfig
 from kubemate.retry import RetryPolicy
 
 BACKEND = "rerank"
-DEFAULT_PATHS: dict[RerankApi, str] = {"tei": "/rerank", "cohere": "/v1/rerank"}
+DEFAULT_PATHS: dict[RerankApi, str] = {
+    "tei": "/rerank",
+    "vllm": "/v1/rerank",
+    "cohere": "/v1/rerank",
+}
+SCORE_KEYS = ("relevance_score", "score")
 
 
 def request_body(api: RerankApi, model: str, query: str, passages: Sequence[str]) -> dict[str, Any]:
     if api == "tei":
         return {"query": query, "texts": list(passages), "truncate": True}
-    body: dict[str, Any] = {
-        "query": query,
-        "documents": list(passages),
-        "top_n": len(passages),
-        "return_documents": False,
-    }
+    body: dict[str, Any] = {"query": query, "documents": list(passages), "top_n": len(passages)}
+    if api == "cohere":
+        body["return_documents"] = False  # vLLM always returns them and ignores the field
     if model:
         body["model"] = model
     return body
 
 
-def scores_from_answer(api: RerankApi, answer: Any, count: int) -> list[float]:
-    """The scores of an answer, in the order the passages were sent."""
-    if api == "tei":
-        results = answer
-    else:
-        results = answer.get("results") if isinstance(answer, dict) else None
-    key = "score" if api == "tei" else "relevance_score"
+def _score_of(item: Any) -> float:
+    for key in SCORE_KEYS:
+        if key in item:
+            return float(item[key])
+    raise KeyError("relevance_score")
+
+
+def scores_from_answer(answer: Any, count: int) -> list[float]:
+    """The scores of an answer in any of the three shapes, in the order the passages were
+    sent. Raises :class:`InferenceError` for anything else, or for a passage left unscored."""
+    results = answer.get("results") if isinstance(answer, dict) else answer
     if not isinstance(results, list):
         raise InferenceError(f"{BACKEND}: the answer has no list of results")
     scores: list[float | None] = [None] * count
     for item in results:
         try:
-            index, score = int(item["index"]), float(item[key])
+            index, score = int(item["index"]), _score_of(item)
         except (TypeError, KeyError, ValueError) as exc:
-            raise InferenceError(f"{BACKEND}: a result lacks index or {key}") from exc
+            raise InferenceError(f"{BACKEND}: a result lacks index or score") from exc
         if not 0 <= index < count or not math.isfinite(score):
             raise InferenceError(f"{BACKEND}: result index {index} or score out of range")
         scores[index] = score
@@ -96,7 +109,7 @@ class HttpReranker:
             request_body(self._api, self._model, query, passages),
             operation="rerank",
         )
-        return scores_from_answer(self._api, answer, len(passages))
+        return scores_from_answer(answer, len(passages))
 
     async def aclose(self) -> None:
         await self._http.aclose()

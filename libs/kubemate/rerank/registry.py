@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+from typing import Any
 
 from kubemate.inference.registry import AdapterSpec, MissingExtra, UnknownProvider
+from kubemate.registry_cache import ModelFiles
 from kubemate.rerank.base import Reranker, RerankerConfig, RerankerProvider
 
 RERANKER_ADAPTERS: dict[RerankerProvider, AdapterSpec] = {
@@ -30,8 +32,15 @@ RERANKER_ADAPTERS: dict[RerankerProvider, AdapterSpec] = {
 }
 
 
-def build_reranker(config: RerankerConfig) -> Reranker | None:
-    """The adapter for ``config.provider``, or None for provider ``none``. Models load lazily."""
+# Adapters that can run a model from the model registry take its files through ``model_files``.
+TAKES_MODEL_FILES: frozenset[RerankerProvider] = frozenset({"cross_encoder"})
+
+
+def build_reranker(
+    config: RerankerConfig, *, model_files: ModelFiles | None = None
+) -> Reranker | None:
+    """The adapter for ``config.provider``, or None for provider ``none``. Models load lazily;
+    ``model_files`` is where a registry model (``config.registry_model``) comes from."""
     if config.provider == "none":
         return None
     spec = RERANKER_ADAPTERS.get(config.provider)
@@ -46,5 +55,8 @@ def build_reranker(config: RerankerConfig) -> Reranker | None:
             f"reranker provider {config.provider!r} needs {', '.join(missing)}: "
             f"pip install 'kubemate-libs[{spec.extra}]'"
         )
-    reranker: Reranker = getattr(importlib.import_module(spec.module), spec.cls)(config)
+    kwargs: dict[str, Any] = {}
+    if config.provider in TAKES_MODEL_FILES:
+        kwargs["model_files"] = model_files
+    reranker: Reranker = getattr(importlib.import_module(spec.module), spec.cls)(config, **kwargs)
     return reranker

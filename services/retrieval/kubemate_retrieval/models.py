@@ -16,7 +16,11 @@ Ollama instance); moving a collection to another embedder is a re-index's job, n
 so where the assignment and the pointer disagree the pointer wins.
 
 Failing to build or load a model is the operator's problem, not the caller's: it becomes
-:class:`ModelUnavailable` (503 with Retry-After), and the next request tries again.
+:class:`ModelUnavailable` (503 with Retry-After), and the next request tries again. A
+cross-encoder named by ``reranker.registry_model`` is fetched from the model registry (the
+object store) into ``reranker.cache_dir`` once per upload, then loaded, when its adapter is
+built; a reranker model that can never work (missing, not a cross-encoder) stays
+:class:`~kubemate.errors.RerankerUnusable`.
 """
 
 from __future__ import annotations
@@ -50,6 +54,8 @@ from kubemate.model_assignments import (
     ModelAssignments,
     ModelRef,
 )
+from kubemate.objectstore import build_object_store
+from kubemate.registry_cache import RegistryModelCache
 from kubemate.rerank import Reranker, RerankerConfig, build_reranker
 from kubemate.settings import EmbedderConfig, LLMConfig
 from kubemate.text.tokens import count_tokens
@@ -67,7 +73,14 @@ def _embedder_key(config: EmbedderConfig) -> tuple[object, ...]:
 
 
 def _reranker_key(config: RerankerConfig) -> tuple[object, ...]:
-    return (config.provider, config.model, str(config.model_path), config.base_url, config.api)
+    return (
+        config.provider,
+        config.model,
+        config.registry_model,
+        str(config.model_path),
+        config.base_url,
+        config.api,
+    )
 
 
 @dataclass(slots=True)
@@ -91,6 +104,7 @@ class LoadedModels:
         self._meter = meter
         self._assignments = assignments
         self._slots: dict[tuple[object, ...], _Slot] = {}
+        self._registry_caches: dict[Path, RegistryModelCache] = {}
 
     @property
     def settings(self) -> RetrievalSettings:
@@ -237,13 +251,30 @@ class LoadedModels:
     async def reranker(self, config: RerankerConfig) -> Reranker | None:
         """The reranker for ``config``, or None when its provider is ``none``."""
 
+        def build(config: RerankerConfig) -> Reranker | None:
+            files = self._registry_cache(config) if config.registry_model else None
+            return build_reranker(config, model_files=files)
+
         async def make() -> Reranker | None:
             limit_torch_threads(config.provider, self._settings.retrieval.torch_threads)
-            reranker: Reranker | None = await self._build("reranker", build_reranker, config)
+            reranker: Reranker | None = await self._build("reranker", build, config)
+            if reranker is not None:
+                # The registry fetch and the load happen here, once, not in a query's scoring.
+                await self._load(reranker, "reranker")
             return reranker
 
         model: Reranker | None = await self._slot_model(("reranker", *_reranker_key(config)), make)
         return model
+
+    def _registry_cache(self, config: RerankerConfig) -> RegistryModelCache:
+        """The model registry in the object store, read into ``config.cache_dir``."""
+        directory = config.cache_dir or self._settings.data_dir / "model-cache"
+        cache = self._registry_caches.get(directory)
+        if cache is None:
+            store = build_object_store(self._settings.object_store)
+            cache = RegistryModelCache(store, self._settings.models.registry, directory)
+            self._registry_caches[directory] = cache
+        return cache
 
     def metered_llm(self, llm: LLM, tenant_id: str) -> LLM:
         return llm if self._meter is None else MeteredLLM(llm, self._meter, tenant_id)

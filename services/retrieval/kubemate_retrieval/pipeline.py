@@ -24,7 +24,13 @@ from dataclasses import KW_ONLY, dataclass, field, replace
 import anyio
 
 from kubemate.collections import ActiveCollection, active_vector_collection, index_of
-from kubemate.errors import BackendUnavailable, ModelUnavailable, ServiceError, UnknownModel
+from kubemate.errors import (
+    BackendUnavailable,
+    ModelUnavailable,
+    RerankerUnusable,
+    ServiceError,
+    UnknownModel,
+)
 from kubemate.inference import Embedder
 from kubemate.logs import get_logger
 from kubemate.metadata.store import MetadataStore
@@ -58,6 +64,9 @@ class QueryRequest:
     rerank: bool
     rewrite: bool
     ef: int | None = None
+    # The caller asked for the rerank (not the settings' default): a reranker that can never
+    # work (RerankerUnusable) is then a problem answer, not a silently unreranked result.
+    rerank_required: bool = False
     filters: Filters | None = None
     cache: bool = True  # read and fill the caches (off: every stage runs, for benchmarks)
 
@@ -315,7 +324,10 @@ class RetrievalPipeline:
             config = await models.reranker_config()
         except ModelUnavailable:
             return "unavailable"
-        return f"{config.provider}:{config.model}:{config.model_path}:{config.base_url}"
+        return (
+            f"{config.provider}:{config.model}:{config.registry_model}:{config.model_path}:"
+            f"{config.base_url}"
+        )
 
     async def _rewrite(
         self, request: QueryRequest, history: str, warnings: list[str], models: TenantModels
@@ -367,7 +379,7 @@ class RetrievalPipeline:
         )
         if request.rerank and len(hits) > 1:
             with search.timer.stage("rerank"):
-                await self._rerank(result, request.top_k, search.models)
+                await self._rerank(result, request, search.models, search.timer)
         result.hits = result.hits[: request.top_k]
         return result
 
@@ -437,13 +449,26 @@ class RetrievalPipeline:
         await search.models.record_query(search.embedder, search.query, embed_s)
         return found, vector
 
-    async def _rerank(self, result: Retrieval, keep: int, models: TenantModels) -> None:
+    async def _rerank(
+        self, result: Retrieval, request: QueryRequest, models: TenantModels, timer: Timer
+    ) -> None:
+        """Reorders ``result.hits`` by the reranker's scores and keeps ``request.top_k``. Timed
+        in two stages besides ``rerank``: ``rerank_model`` (the adapter; its fetch from the
+        model registry and load on a process's first rerank) and ``rerank_score``."""
         try:
-            reranker = await models.reranker()
+            with timer.stage("rerank_model"):
+                reranker = await models.reranker()
             if reranker is None:
                 result.warnings.append("rerank skipped: no reranker is configured")
                 return
-            scores = await reranker.rerank(result.query, [h.chunk_text for h in result.hits])
+            with timer.stage("rerank_score"):
+                scores = await reranker.rerank(result.query, [h.chunk_text for h in result.hits])
+        except RerankerUnusable as exc:
+            log.error("query.reranker_unusable", type=exc.type_slug, error=exc.detail)
+            if request.rerank_required:
+                raise
+            result.warnings.append(f"rerank skipped: {exc.title.lower()} ({exc.type_slug})")
+            return
         except (ServiceError, UnknownModel) as exc:
             log.warning("query.rerank_skipped", error=exc.detail)
             result.warnings.append("rerank skipped: the reranker is unavailable")
@@ -453,7 +478,7 @@ class RetrievalPipeline:
             result.warnings.append("rerank skipped: the reranker answered nonsense")
             return
         ranked = sorted(zip(scores, result.hits, strict=True), key=lambda p: p[0], reverse=True)
-        result.hits = [replace(hit, score=score) for score, hit in ranked[:keep]]
+        result.hits = [replace(hit, score=score) for score, hit in ranked[: request.top_k]]
         result.reranked = True
 
 

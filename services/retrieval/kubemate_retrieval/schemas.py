@@ -79,6 +79,7 @@ class QueryIn(BaseModel):
             ef=self.ef,
             hybrid=limits.hybrid_by_default if self.hybrid is None else self.hybrid,
             rerank=limits.rerank_by_default if self.rerank is None else self.rerank,
+            rerank_required=self.rerank is True,
             rewrite=(
                 self.rewrite
                 if self.rewrite is not None

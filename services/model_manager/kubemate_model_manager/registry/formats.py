@@ -4,6 +4,10 @@ GGUF starts with the magic ``b"GGUF"``. ONNX has no magic: a model is a protobuf
 whose first field, written first by every exporter, is ``ir_version`` (field 1, varint), so the
 file starts with the tag byte 0x08 and a small version number. That is a plausibility check,
 not proof; the runtime that loads the file has the last word.
+
+A model that is a directory (a Hugging Face / sentence-transformers cross-encoder: config,
+weights, tokenizer files) is uploaded as one ZIP archive, recognised by its local-file-header
+magic ``PK\x03\x04``; whoever unpacks it checks its members (``kubemate.registry_cache``).
 """
 
 from __future__ import annotations
@@ -27,9 +31,12 @@ from kubemate_model_manager.registry.gguf_header import (
     read_gguf_header,
 )
 
-ModelFormat = Literal["gguf", "onnx"]
+ModelFormat = Literal["gguf", "onnx", "zip"]
 
 SNIFF_BYTES = 8
+ZIP_MAGIC = b"PK\x03\x04"
+_ZIP_END = b"PK\x05\x06"  # the end-of-central-directory record, in the last 22 + 65535 bytes
+_ZIP_TAIL = 22 + 65535
 _ONNX_IR_TAG = 0x08
 _ONNX_MAX_IR_VERSION = 64  # 11 in 2025; generous headroom, still rejects random bytes mostly
 
@@ -39,9 +46,14 @@ def sniff_format(head: bytes) -> ModelFormat:
     is that long), or :class:`InvalidModelFile`."""
     if head.startswith(GGUF_MAGIC):
         return "gguf"
+    if head.startswith(ZIP_MAGIC):
+        return "zip"
     if len(head) >= 2 and head[0] == _ONNX_IR_TAG and 1 <= head[1] <= _ONNX_MAX_IR_VERSION:
         return "onnx"
-    raise InvalidModelFile("the file is neither GGUF (magic b'GGUF') nor ONNX (a ModelProto)")
+    raise InvalidModelFile(
+        "the file is neither GGUF (magic b'GGUF'), ONNX (a ModelProto) nor a ZIP archive of a "
+        "model directory"
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,6 +94,7 @@ class CheckingReader:
         self._keep_prefix = True
         self._next_parse = 1024 * 1024  # prefix size of the next parse attempt; doubles
         self._header: GGUFHeader | None = None
+        self._tail = b""  # a ZIP's last bytes: a truncated archive has no end record
         self.count = 0
         self.format: ModelFormat | None = None
         self.result: CheckedFile | None = None
@@ -101,13 +114,17 @@ class CheckingReader:
         if self._max_bytes is not None and self.count > self._max_bytes:
             raise PayloadTooLarge(f"model files are limited to {self._max_bytes} bytes")
         self._sha.update(chunk)
+        if self.format == "zip":
+            self._tail = (self._tail + chunk)[-_ZIP_TAIL:]
         if self._keep_prefix:
             self._prefix += chunk
             if self.format is None and len(self._prefix) >= SNIFF_BYTES:
                 self.format = sniff_format(bytes(self._prefix[:SNIFF_BYTES]))
+                if self.format == "zip":
+                    self._tail = bytes(self._prefix[-_ZIP_TAIL:])
             if self.format == "gguf" and len(self._prefix) >= self._next_parse:
                 self._try_header()
-            if self.format == "onnx" or len(self._prefix) > self._header_limit:
+            if self.format in ("onnx", "zip") or len(self._prefix) > self._header_limit:
                 self._keep_prefix = False
                 self._prefix = bytearray()
 
@@ -128,6 +145,9 @@ class CheckingReader:
             self.format = sniff_format(bytes(self._prefix))
         if self.format == "gguf" and self._header is None and self._keep_prefix:
             self._header = read_gguf_header(io.BytesIO(bytes(self._prefix)))
+        if self.format == "zip" and _ZIP_END not in self._tail:
+            raise CorruptModelFile("truncated ZIP: the archive has no end-of-central-directory")
+        self._tail = b""
         header = self._header
         if header is not None and header.expected_size > self.count:
             raise CorruptModelFile(
