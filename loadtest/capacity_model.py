@@ -48,8 +48,11 @@ class UnitCosts:
     chunks_per_document_measured: float
 
 
-PER_DOCUMENT_SERVICES = ("ingest", "gateway")
-NOT_A_SERVICE = ("supervisor", "other", "model_manager")
+# The processes on each unit's path. The others' CPU during a run (an idle service's timers,
+# the supervisor) is the cost of their being up, not of the unit.
+CHUNK_PATH = ("worker", "milvus", "redis")
+DOCUMENT_PATH = ("ingest", "gateway")  # once per upload, whatever its chunks
+QUERY_PATH = ("retrieval", "milvus", "gateway", "redis")
 
 
 def unit_costs(data: dict[str, Any]) -> UnitCosts:
@@ -59,23 +62,18 @@ def unit_costs(data: dict[str, Any]) -> UnitCosts:
     ingest = data["ingest"]
     one = min(ingest["runs"], key=lambda r: r["workers"])
     chunks_per_doc = one["chunks"] / one["docs"]
-    per_chunk, per_document = {}, {}
-    for name, ms in one["cpu_ms_per_chunk_by_process"].items():
-        if name in NOT_A_SERVICE:
-            continue
-        if name in PER_DOCUMENT_SERVICES:
-            per_document[name] = round(ms * chunks_per_doc, 2)
-        else:
-            per_chunk[name] = round(ms, 2)
+    measured = one["cpu_ms_per_chunk_by_process"]
+    per_chunk = {n: round(measured[n], 2) for n in CHUNK_PATH if n in measured}
+    per_document = {
+        n: round(measured[n] * chunks_per_doc, 2) for n in DOCUMENT_PATH if n in measured
+    }
     runs = data["query"]["runs"]
-    names = sorted({n for r in runs for n in r["cpu_ms_per_query_by_process"]})
     per_query = {
         n: round(statistics.mean(r["cpu_ms_per_query_by_process"].get(n, 0.0) for r in runs), 2)
-        for n in names
-        if n not in NOT_A_SERVICE
+        for n in QUERY_PATH
     }
     hit = data["query"]["cache_hit"]["cpu_ms_per_hit_by_process"]
-    per_hit = {n: round(ms, 3) for n, ms in hit.items() if n not in NOT_A_SERVICE}
+    per_hit = {n: round(hit[n], 3) for n in QUERY_PATH if n in hit}
     return UnitCosts(
         per_chunk=_by_cost(per_chunk),
         per_document=_by_cost(per_document),
