@@ -214,10 +214,10 @@ def plan(
     tiers: dict[str, Any],
 ) -> Plan:
     u = float(assumptions["target_utilisation"])
-    docs_per_s = example["documents_per_hour"] / 3600
-    chunks_per_s = docs_per_s * example["chunks_per_document"]
+    docs_per_s = float(example["documents_per_hour"]) / 3600
+    chunks_per_s = docs_per_s * float(example["chunks_per_document"])
     qps = float(example["qps"])
-    hits = qps * example["cache_hit_ratio"]
+    hits = qps * float(example["cache_hit_ratio"])
     misses = qps - hits
 
     def service_ms(name: str) -> float:

@@ -82,7 +82,7 @@ class IndexMemory:
 def rss_mb(pid: int) -> float:
     proc = psutil.Process(pid)
     family = [proc, *proc.children(recursive=True)]
-    return sum(p.memory_info().rss for p in family) / 1024**2
+    return float(sum(p.memory_info().rss for p in family)) / 1024**2
 
 
 def settle_rss(pid: int, seconds: float = 6.0) -> float:

@@ -199,7 +199,7 @@ def raw_ceiling(
         procs = [psutil.Process(pid) for pid in pids]
 
         def cpu_of_callers() -> float:
-            return sum(t.user + t.system for t in (p.cpu_times() for p in procs))
+            return float(sum(t.user + t.system for t in (p.cpu_times() for p in procs)))
 
         milvus = StackCpu(stack)
         server_before, cpu = milvus.sample().get("milvus", 0.0), cpu_of_callers()
