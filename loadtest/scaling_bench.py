@@ -35,6 +35,7 @@ import argparse
 import json
 import multiprocessing
 import os
+import shutil
 import statistics
 import sys
 import time
@@ -114,6 +115,7 @@ def ingest_phase(args: argparse.Namespace) -> dict[str, Any]:
             run = measure_end_to_end(stack, workers, texts, 8, len(chunks))
         finally:
             stop_stack(stack)
+        shutil.rmtree(stack.data_dir, ignore_errors=True)  # kept when the run failed
         print(
             f"  {workers} worker(s): {run.chunks_per_s:.1f} chunks/s, "
             f"{run.cpu_ms_per_chunk:.0f} CPU ms/chunk (load {load[0]})",
@@ -310,6 +312,7 @@ def query_phase(args: argparse.Namespace) -> dict[str, Any]:
                 print(f"  cache hit: {cache_hit}", flush=True)
         finally:
             stop_stack(stack)
+        shutil.rmtree(stack.data_dir, ignore_errors=True)  # kept when the run failed
     return {
         "docs": len(texts),
         "mode": args.mode,
