@@ -214,12 +214,15 @@ def stack_env(big_bytes: int) -> dict[str, str]:
     return env
 
 
-def start_stack(workers: int, big_bytes: int, base: Path) -> Stack:
+def start_stack(
+    workers: int, big_bytes: int, base: Path, extra_args: tuple[str, ...] = ()
+) -> Stack:
+    """``kubemate up --workers N`` (plus ``extra_args``) on a fresh data dir under ``base``."""
     data_dir = Path(tempfile.mkdtemp(prefix=f"ingest-bench-w{workers}-", dir=base))
     port = free_port()
     kubemate = Path(sys.executable).with_name("kubemate")
     argv = [str(kubemate), "up", "--data-dir", str(data_dir), "--port", str(port)]
-    argv += ["--workers", str(workers)]
+    argv += ["--workers", str(workers), *extra_args]
     with (data_dir / "up.log").open("wb") as out:
         process = subprocess.Popen(
             argv, stdout=out, stderr=subprocess.STDOUT, env=stack_env(big_bytes)

@@ -283,3 +283,22 @@ def test_cookies_a_service_sets_are_not_kept_for_other_callers(  # type: ignore[
     assert client.get("/v1/query", headers=bearer("acme")).status_code == 200
     assert client.get("/v1/query", headers=bearer("globex")).status_code == 200
     assert seen[-1].header("cookie") is None
+
+
+def test_requests_take_the_listed_replicas_of_a_service_in_turn(
+    tmp_path: Path, service: tuple[StandInService, str], upstream: StandInService
+) -> None:
+    """A service's URL setting may list several replicas (the embedded stack's retrieval
+    processes, where no Kubernetes Service balances them): the gateway sends each request to the
+    next one, and paths of the other services still go to their one URL."""
+    second = StandInService()
+    with _ThreadedServer(second) as server:  # type: ignore[arg-type]
+        replicas = f"{service[1]}, http://127.0.0.1:{server.port}/"
+        settings = gateway_settings(tmp_path, service[1], retrieval_url=replicas)
+        with TestClient(create_app(settings)) as client:
+            for _ in range(4):
+                r = client.post("/v1/query", json={"question": "q"}, headers=bearer("acme"))
+                assert r.status_code == 200 and r.json() == {"path": "/v1/query"}
+            assert client.get("/v1/tasks/t1", headers=bearer("acme")).status_code == 200
+    assert [r.raw_path for r in upstream.received] == [b"/v1/query", b"/v1/query", b"/v1/tasks/t1"]
+    assert [r.raw_path for r in second.received] == [b"/v1/query", b"/v1/query"]

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
+from pydantic import ValidationError
 
 from kubemate.auth import Role, issue_token
 from kubemate.auth.identity import Identity
@@ -24,7 +25,7 @@ from kubemate.errors import NotFound
 from kubemate.metadata.migrate import upgrade_to_head
 from kubemate.settings import AuthConfig
 from kubemate_gateway.main import create_app
-from kubemate_gateway.routing import upstream_for
+from kubemate_gateway.routing import Upstreams
 from kubemate_gateway.settings import GatewayConfig, GatewaySettings
 
 AUTH = AuthConfig()
@@ -37,12 +38,32 @@ def bearer(tenant: str, *roles: Role, user: str = "dev") -> dict[str, str]:
 
 def test_routes_by_first_segment() -> None:
     config = GatewayConfig()
-    assert upstream_for("documents/abc", config) == config.ingest_url
-    assert upstream_for("tasks", config) == config.ingest_url
-    assert upstream_for("chat", config) == config.retrieval_url
-    assert upstream_for("models", config) == config.model_manager_url
+    upstreams = Upstreams(config)
+    assert upstreams.base_for("documents/abc") == config.ingest_url
+    assert upstreams.base_for("tasks") == config.ingest_url
+    assert upstreams.base_for("chat") == config.retrieval_url
+    assert upstreams.base_for("models") == config.model_manager_url
     with pytest.raises(NotFound):
-        upstream_for("../admin", config)
+        upstreams.base_for("../admin")
+
+
+def test_a_service_with_several_replicas_gets_requests_in_turn() -> None:
+    config = GatewayConfig(retrieval_url="http://r1:8002/, http://r2:8002")
+    upstreams = Upstreams(config)
+    assert [upstreams.base_for(p) for p in ("query", "chat", "query", "chat/completions")] == [
+        "http://r1:8002",
+        "http://r2:8002",
+        "http://r1:8002",
+        "http://r2:8002",
+    ]
+    # The other services' turns are their own.
+    assert upstreams.base_for("documents") == config.ingest_url
+
+
+@pytest.mark.parametrize("value", ["", "http://a:1,", "http://a:1,,http://b:1", " , "])
+def test_an_empty_replica_url_is_refused_at_start(value: str) -> None:
+    with pytest.raises(ValidationError, match="empty URL"):
+        GatewayConfig(retrieval_url=value)
 
 
 def gateway_settings(tmp_path: Path, **gateway: object) -> GatewaySettings:

@@ -29,7 +29,7 @@ from kubemate.metering import UsageMeter
 from kubemate.settings import EmbedderConfig, KubemateSettings
 from kubemate_cli.app import app
 from kubemate_cli.common import CliState
-from kubemate_gateway.routing import route_class, upstream_for
+from kubemate_gateway.routing import Upstreams, route_class
 from kubemate_gateway.settings import GatewayConfig
 from kubemate_worker.embedding import EmbedService
 from kubemate_worker.metering import EmbedUsage, TenantEmbedService
@@ -136,9 +136,11 @@ def test_a_restored_vector_collection_finds_its_knowledge_collection_with_a_temp
 
 def test_reindex_routes_go_to_ingest_and_declare_roles() -> None:
     config = GatewayConfig()
-    assert upstream_for("/v1/reindex", config) == str(config.ingest_url).rstrip("/")
-    assert upstream_for("/v1/reindex/abc", config) == str(config.ingest_url).rstrip("/")
-    assert upstream_for("/v1/reindex/abc/cancel", config) == str(config.ingest_url).rstrip("/")
+    assert Upstreams(config).base_for("/v1/reindex") == str(config.ingest_url).rstrip("/")
+    assert Upstreams(config).base_for("/v1/reindex/abc") == str(config.ingest_url).rstrip("/")
+    assert Upstreams(config).base_for("/v1/reindex/abc/cancel") == str(config.ingest_url).rstrip(
+        "/"
+    )
     assert route_class("GET", "/v1/reindex/abc") == "read"
     ingest = declared_routes("ingest")
     assert ingest["POST /v1/reindex"] == {Role.EDITOR}

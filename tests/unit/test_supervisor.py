@@ -458,6 +458,41 @@ def test_embedded_stack_starts_everything_in_order_with_its_wiring(
     assert env["KUBEMATE_DATA_DIR"] == str(data_dir)
 
 
+def test_embedded_stack_runs_retrieval_replicas_that_the_gateway_takes_in_turn(
+    tmp_path: Path, child_script: Path, events: Path
+) -> None:
+    stack = StandInStack(
+        child_script,
+        events,
+        config=StackConfig(
+            data_dir=tmp_path / "data", preferred_ports={}, grace_s=5, retrieval_replicas=3
+        ),
+        base_env={"PATH": os.environ["PATH"]},
+        redis_factory=lambda data_dir, url: FakeService("redis", events),
+        milvus_factory=lambda data_dir, host, port: FakeService("milvus", events),
+        migrate=lambda url: None,
+    )
+    try:
+        info = stack.start()
+        stack.supervisor.check()
+    finally:
+        stack.stop()
+
+    names = ["retrieval", "retrieval-2", "retrieval-3"]
+    assert set(names) <= set(info.pids) and len({info.pids[n] for n in names}) == 3
+    ports = [info.ports[n] for n in names]
+    assert len(set(ports)) == 3
+    env = dict(
+        line.split("=", 1) for line in Path(f"{events}.env.gateway").read_text().splitlines()
+    )
+    assert env["KUBEMATE_GATEWAY__RETRIEVAL_URL"] == ",".join(
+        f"http://127.0.0.1:{port}" for port in ports
+    )
+    # Each replica is a retrieval service on its own port (the stand-in records its name).
+    starts = [e.split()[1] for e in read_events(events) if e.startswith("start")]
+    assert sorted(n for n in starts if n.startswith("retrieval")) == names
+
+
 def test_embedded_stack_refuses_a_busy_explicit_port(tmp_path: Path) -> None:
     with socket.socket() as busy:
         busy.bind(("127.0.0.1", 0))

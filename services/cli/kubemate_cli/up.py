@@ -74,6 +74,15 @@ def up(
             "--workers", min=1, max=16, help="Worker processes indexing uploads side by side."
         ),
     ] = 1,
+    retrieval_replicas: Annotated[
+        int,
+        typer.Option(
+            "--retrieval-replicas",
+            min=1,
+            max=8,
+            help="Retrieval processes answering queries, taken in turn by the gateway.",
+        ),
+    ] = 1,
 ) -> None:
     """Start Redis, Milvus Lite and the five services; stop them all on Ctrl-C."""
     console = Console()
@@ -97,6 +106,7 @@ def up(
             start_timeout_s=start_timeout,
             grace_s=grace,
             workers=workers,
+            retrieval_replicas=retrieval_replicas,
         )
     )
     failure: StackError | None = None

@@ -31,7 +31,7 @@ from kubemate_gateway.admission import Admission, Admitter
 from kubemate_gateway.auditing import remember_identity
 from kubemate_gateway.limits import ConcurrencyLimiter, Slot
 from kubemate_gateway.policy import decision_for
-from kubemate_gateway.routing import holds_llm, upstream_for
+from kubemate_gateway.routing import Upstreams, holds_llm
 from kubemate_gateway.settings import GatewaySettings
 
 log = get_logger(__name__)
@@ -107,6 +107,7 @@ class Forwarder:
     ) -> None:
         self._auth = settings.auth
         self._config = settings.gateway
+        self._upstreams = Upstreams(settings.gateway)
         self._admitter = admitter
         self._client = client
         self._llm_slots = llm_slots
@@ -123,7 +124,7 @@ class Forwarder:
         await response(scope, receive, send)
 
     async def _forward(self, request: Request, path: str, admission: Admission) -> Response:
-        base = upstream_for(path, self._config)
+        base = self._upstreams.base_for(path)
         target = base + upstream_path(request.scope.get("raw_path") or request.url.path.encode())
         if query := request.scope.get("query_string"):
             target += "?" + query.decode("latin-1")

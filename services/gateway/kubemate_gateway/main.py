@@ -28,7 +28,7 @@ from kubemate_gateway.forwarding import Forwarder
 from kubemate_gateway.health import PrometheusTraffic, ServicesTraffic, TrafficSource
 from kubemate_gateway.health_api import router as health_router
 from kubemate_gateway.limits import ConcurrencyLimiter, RateLimiter
-from kubemate_gateway.settings import GatewayConfig, GatewaySettings
+from kubemate_gateway.settings import GatewayConfig, GatewaySettings, replica_urls
 from kubemate_gateway.verifier import TokenVerifier
 
 
@@ -102,9 +102,11 @@ def traffic_source(settings: GatewaySettings, client: aiohttp.ClientSession) -> 
     if settings.prometheus_url:
         return PrometheusTraffic(settings.prometheus_url, client)
     config = settings.gateway
+    # Every replica's: the summary adds their counters up.
     urls = {
-        name: getattr(config, f"{name}_url").rstrip("/") + "/metrics"
+        name if i == 0 else f"{name}-{i + 1}": url + "/metrics"
         for name in ("ingest", "retrieval", "model_manager")
+        for i, url in enumerate(replica_urls(getattr(config, f"{name}_url")))
     }
     return ServicesTraffic(urls, client)
 

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import itertools
+from collections.abc import Iterator
 from typing import Literal
 
 from kubemate.errors import NotFound
-from kubemate_gateway.settings import GatewayConfig
+from kubemate_gateway.settings import GatewayConfig, replica_urls
 
 RouteClass = Literal["upload", "query", "admin", "read"]
 
@@ -56,12 +58,26 @@ def first_segment(path: str) -> str:
     return path.removeprefix("/").removeprefix("v1/").split("/", 1)[0]
 
 
-def upstream_for(path: str, config: GatewayConfig) -> str:
-    """The base URL of the service owning ``/v1/<path>``."""
-    service = ROUTES.get(first_segment(path))
-    if service is None:
-        raise NotFound(f"no route for /v1/{path}")
-    return str(getattr(config, f"{service}_url")).rstrip("/")
+class Upstreams:
+    """The base URL a ``/v1/<path>`` request is forwarded to: the service owning the path and,
+    when its setting lists several replicas, the next one in turn (round robin).
+
+    In a cluster each service is one Kubernetes Service URL, which spreads connections over the
+    ready replicas itself: one URL, one replica here. A list is for where no such balancer
+    exists (the embedded stack with several retrieval processes); unlike a Service it does not
+    skip a replica that is down, whose turn then answers 503."""
+
+    def __init__(self, config: GatewayConfig) -> None:
+        self._turns: dict[str, Iterator[str]] = {
+            service: itertools.cycle(replica_urls(getattr(config, f"{service}_url")))
+            for service in set(ROUTES.values())
+        }
+
+    def base_for(self, path: str) -> str:
+        service = ROUTES.get(first_segment(path))
+        if service is None:
+            raise NotFound(f"no route for /v1/{path}")
+        return next(self._turns[service])
 
 
 def route_class(method: str, path: str) -> RouteClass:

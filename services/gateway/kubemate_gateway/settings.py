@@ -10,11 +10,20 @@ from ipaddress import IPv4Network, IPv6Network
 from pathlib import Path
 from typing import Self
 
-from pydantic import BaseModel, Field, model_validator
+from pydantic import BaseModel, Field, field_validator, model_validator
 
 from kubemate.http.config import HttpConfig
 from kubemate.settings import KubemateSettings
 from kubemate_gateway.jwks import JwksConfig
+
+
+def replica_urls(value: str) -> tuple[str, ...]:
+    """A service's base URLs from its ``*_url`` setting: one URL, or several replicas' separated
+    by commas (``http://127.0.0.1:8002,http://127.0.0.1:8012``), without trailing slashes."""
+    urls = tuple(url.strip().rstrip("/") for url in value.split(","))
+    if not all(urls):
+        raise ValueError(f"an empty URL in {value!r}")
+    return urls
 
 
 class Bucket(BaseModel):
@@ -59,6 +68,8 @@ class RateLimitConfig(BaseModel):
 
 
 class GatewayConfig(BaseModel):
+    # Each service's base URL, or several replicas' separated by commas, taken in turn
+    # (kubemate_gateway.routing.Upstreams): in a cluster, one Service URL per service.
     ingest_url: str = "http://127.0.0.1:8001"
     retrieval_url: str = "http://127.0.0.1:8002"
     model_manager_url: str = "http://127.0.0.1:8003"
@@ -75,6 +86,12 @@ class GatewayConfig(BaseModel):
     # The web console's built files (console/dist); default: the source tree's, when the gateway
     # runs from one (kubemate_gateway.console.default_console_dir).
     console_dir: Path | None = None
+
+    @field_validator("ingest_url", "retrieval_url", "model_manager_url")
+    @classmethod
+    def _one_url_or_a_list(cls, value: str) -> str:
+        replica_urls(value)  # refuses an empty entry at start rather than at the first request
+        return value
 
 
 class GatewaySettings(KubemateSettings):

@@ -366,6 +366,12 @@ class StackConfig:
     start_timeout_s: float = 300.0  # the first start loads models
     grace_s: float = 10.0
     workers: int = 1  # worker processes, each a consumer of the ingest stream
+    # Retrieval processes (``retrieval``, ``retrieval-2`` ...), which the gateway takes in turn:
+    # what a Deployment's replicas behind a Service are in a cluster.
+    retrieval_replicas: int = 1
+
+    def retrieval_names(self) -> list[str]:
+        return ["retrieval", *(f"retrieval-{i}" for i in range(2, self.retrieval_replicas + 1))]
 
 
 @dataclass(frozen=True)
@@ -407,6 +413,7 @@ def stack_environment(
             "KUBEMATE_REDIS__URL": redis_url,
             "KUBEMATE_MILVUS__URI": milvus_uri,
             "KUBEMATE_GATEWAY__INGEST_URL": service_urls["ingest"],
+            # One URL, or the replicas' separated by commas (the gateway takes them in turn).
             "KUBEMATE_GATEWAY__RETRIEVAL_URL": service_urls["retrieval"],
             "KUBEMATE_GATEWAY__MODEL_MANAGER_URL": service_urls["model_manager"],
             # Models come from installed packages; nothing may be downloaded at run time.
@@ -453,7 +460,7 @@ class EmbeddedStack:
             "-m",
             "uvicorn",
             "--factory",
-            HTTP_SERVICES[name],
+            HTTP_SERVICES[name.split("-")[0]],  # retrieval-2 is another retrieval
             "--host",
             host,
             "--port",
@@ -479,6 +486,8 @@ class EmbeddedStack:
             ports["gateway"] = pick_port(cfg.host, cfg.preferred_ports.get("gateway"), taken)
         for name in ("ingest", "retrieval", "model_manager", "milvus"):
             ports[name] = pick_port(LOOPBACK, cfg.preferred_ports.get(name), taken)
+        for name in cfg.retrieval_names()[1:]:
+            ports[name] = pick_port(LOOPBACK, None, taken)
         return ports
 
     def start(self) -> StackInfo:
@@ -498,10 +507,14 @@ class EmbeddedStack:
         sup.start_service("milvus", milvus, log_path=getattr(milvus, "log_path", None))
         milvus_uri: str = milvus.uri
 
+        if cfg.retrieval_replicas < 1:
+            raise StackError("the stack needs at least one retrieval process")
         service_urls = {
-            name: http_url(LOOPBACK, ports[name])
-            for name in ("ingest", "retrieval", "model_manager")
+            name: http_url(LOOPBACK, ports[name]) for name in ("ingest", "model_manager")
         }
+        service_urls["retrieval"] = ",".join(
+            http_url(LOOPBACK, ports[name]) for name in cfg.retrieval_names()
+        )
         env = stack_environment(
             self._base_env,
             data_dir=self.data_dir,
@@ -523,7 +536,8 @@ class EmbeddedStack:
 
         timeout = cfg.start_timeout_s
         sup.start_processes(
-            [spec(n, LOOPBACK) for n in ("ingest", "retrieval", "model_manager")], timeout
+            [spec(n, LOOPBACK) for n in ("ingest", *cfg.retrieval_names(), "model_manager")],
+            timeout,
         )
         sup.start_processes([spec("gateway", cfg.host)], timeout)
         metrics_ports: dict[str, int] = {}
