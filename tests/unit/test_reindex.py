@@ -136,11 +136,9 @@ def test_a_restored_vector_collection_finds_its_knowledge_collection_with_a_temp
 
 def test_reindex_routes_go_to_ingest_and_declare_roles() -> None:
     config = GatewayConfig()
-    assert Upstreams(config).base_for("/v1/reindex") == str(config.ingest_url).rstrip("/")
-    assert Upstreams(config).base_for("/v1/reindex/abc") == str(config.ingest_url).rstrip("/")
-    assert Upstreams(config).base_for("/v1/reindex/abc/cancel") == str(config.ingest_url).rstrip(
-        "/"
-    )
+    ingest_base = str(config.ingest_url).rstrip("/")
+    for path in ("/v1/reindex", "/v1/reindex/abc", "/v1/reindex/abc/cancel"):
+        assert Upstreams(config).base_for(path) == ingest_base, path
     assert route_class("GET", "/v1/reindex/abc") == "read"
     ingest = declared_routes("ingest")
     assert ingest["POST /v1/reindex"] == {Role.EDITOR}
@@ -149,7 +147,7 @@ def test_reindex_routes_go_to_ingest_and_declare_roles() -> None:
     assert ingest["POST /v1/reindex/{reindex_id}/cancel"] == {Role.EDITOR}
     # A tenant's index template: its admin's (a re-index of the tenant's documents only).
     template = "/v1/collections/default/template"
-    assert upstream_for(template, config) == str(config.ingest_url).rstrip("/")
+    assert Upstreams(config).base_for(template) == ingest_base
     assert ingest["PUT /v1/collections/{name}/template"] == {Role.ADMIN}
 
 
