@@ -32,25 +32,6 @@ pytestmark = pytest.mark.integration
 CONSOLE = "https://kubemate.example.com"
 
 
-@pytest.fixture(scope="module")
-def strict_moto() -> Iterator[str]:
-    """A moto server whose CORS answers come from the bucket's rules only; its address."""
-    from moto.moto_server import werkzeug_app
-    from moto.server import ThreadedMotoServer
-
-    with pytest.MonkeyPatch.context() as patch:
-        # Read when the server builds its S3 app, at its first request (below, in the test).
-        patch.setattr(werkzeug_app, "DISABLE_GLOBAL_CORS", True)
-        server = ThreadedMotoServer("127.0.0.1", 0, verbose=False)
-        server.start()
-        host, port = server.get_host_and_port()
-        httpx.get(f"http://{host}:{port}/", timeout=10)  # builds the app while patched
-    try:
-        yield f"http://{host}:{port}"
-    finally:
-        server.stop()
-
-
 def store_config(url: str, **extra: object) -> ObjectStoreConfig:
     return ObjectStoreConfig(
         provider="s3",
@@ -64,9 +45,9 @@ def store_config(url: str, **extra: object) -> ObjectStoreConfig:
 
 
 @pytest.fixture
-def client(backend_env: dict[str, object], strict_moto: str) -> Iterator[TestClient]:
+def client(backend_env: dict[str, object], cors_strict_s3: str) -> Iterator[TestClient]:
     # public_url is the address browsers reach the store at; here the same server.
-    config = store_config(strict_moto, public_url=strict_moto, cors_origins=[CONSOLE])
+    config = store_config(cors_strict_s3, public_url=cors_strict_s3, cors_origins=[CONSOLE])
     settings = IngestSettings(**{**backend_env, "object_store": config})
     with TestClient(create_app(settings), raise_server_exceptions=False) as c:
         c.headers.update(identity_headers("acme", Role.EDITOR))
@@ -86,7 +67,7 @@ def preflight(url: str, origin: str) -> httpx.Response:
 
 
 def test_the_console_origin_may_put_to_the_presigned_url_and_complete(
-    client: TestClient, strict_moto: str
+    client: TestClient, cors_strict_s3: str
 ) -> None:
     data = ("A quarterly report, sent straight to the object store. " * 400).encode()
     r = client.post(
@@ -99,7 +80,7 @@ def test_the_console_origin_may_put_to_the_presigned_url_and_complete(
     )
     assert r.status_code == 201, r.text
     ticket = r.json()
-    assert ticket["url"].startswith(strict_moto + "/") and ticket["method"] == "PUT"
+    assert ticket["url"].startswith(cors_strict_s3 + "/") and ticket["method"] == "PUT"
 
     allowed = preflight(ticket["url"], CONSOLE)
     assert allowed.status_code == 200, allowed.text
@@ -124,17 +105,17 @@ def test_the_console_origin_may_put_to_the_presigned_url_and_complete(
     assert (document["filename"], document["size_bytes"]) == ("report.txt", len(data))
 
 
-def test_a_bucket_created_without_console_origins_answers_no_preflight(strict_moto: str) -> None:
-    config = store_config(strict_moto, public_url=strict_moto)
+def test_a_bucket_created_without_console_origins_answers_no_preflight(cors_strict_s3: str) -> None:
+    config = store_config(cors_strict_s3, public_url=cors_strict_s3)
     store = S3ObjectStore(config)
     url = store.presigned_put_url("tenants/acme/uploads/x", 60)
     r = preflight(url, CONSOLE)
     assert "access-control-allow-origin" not in r.headers
 
 
-def test_presigned_urls_name_the_public_address_not_the_endpoint(strict_moto: str) -> None:
+def test_presigned_urls_name_the_public_address_not_the_endpoint(cors_strict_s3: str) -> None:
     # Signed locally for the public address (which this process need not reach).
-    config = store_config(strict_moto, public_url="https://objects.example.com")
+    config = store_config(cors_strict_s3, public_url="https://objects.example.com")
     url = S3ObjectStore(config).presigned_put_url("tenants/acme/uploads/y", 60)
     assert url.startswith(f"https://objects.example.com/{config.bucket}/tenants/acme/uploads/y?")
     assert "X-Amz-Signature=" in url
