@@ -71,7 +71,10 @@ test("a file above the threshold goes to the object store, a small one in a batc
   ]);
   for (const name of ["initech-q3.txt", "initech-note.txt"]) {
     const row = page.locator(`[data-testid=uploads] li[data-filename="${name}"]`);
-    await row.locator("[data-testid=task-status][data-state=COMPLETED]").waitFor({ timeout: STEP_MS });
+    // Settled either way: a refused upload (a store the browser may not reach) fails at once.
+    const settled = row.locator(".task-status[data-state=COMPLETED], .task-status[data-state=FAILED], .task-status[data-state=REFUSED]").first();
+    await settled.waitFor({ timeout: STEP_MS });
+    assert.equal(await settled.getAttribute("data-state"), "COMPLETED", `${name}: ${await row.innerText()}`);
     await row.getByText(/^\d+ chunks?$/).waitFor();
   }
   await page.screenshot({ path: join(ARTEFACTS, "presigned-completed.png"), fullPage: true });
