@@ -64,7 +64,7 @@ class ObjectStoreConfig(BaseModel):
     public_url: HttpUrl | None = None
     # The console's origins, e.g. https://kubemate.example.com: written as the bucket's CORS
     # rules (PUT from these origins) when the platform creates the bucket. An existing bucket's
-    # CORS is the operator's (docs/operations.md).
+    # CORS is the operator's (docs/operations/presigned-uploads.md).
     cors_origins: list[HttpUrl] = Field(default_factory=list)
 
     @field_validator("public_url")

@@ -188,7 +188,7 @@ class S3ObjectStore:
                 "objectstore.bucket_cors_refused",
                 bucket=self._bucket,
                 code=exc.code,
-                hint="set the store's CORS for the console's origin (docs/operations.md)",
+                hint="set the store's CORS: docs/operations/presigned-uploads.md",
             )
             return
         log.info("objectstore.bucket_cors_set", bucket=self._bucket, origins=self._cors_origins)
