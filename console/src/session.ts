@@ -4,7 +4,7 @@
 // and the server refuses those anyway. A JWT's expiry is read from its claims to sign out on time.
 import { reactive, readonly } from "vue";
 import { api, configureClient } from "./api/client";
-import type { Me, Role } from "./api/types";
+import type { Me, Role, UploadPaths } from "./api/types";
 
 const STORAGE_KEY = "kubemate.session";
 const ROLE_ORDER: Role[] = ["viewer", "editor", "admin", "operator"];
@@ -17,6 +17,7 @@ export interface Session {
   role: Role; // the highest: an operator may do all an admin may
   operator: boolean;
   actions: string[]; // the audited actions the caller may take (models.pull, api_keys.create, …)
+  uploads?: UploadPaths; // how files may go (a session kept by an older console has none)
   expiresAt: number | null; // ms since the epoch
 }
 
@@ -56,6 +57,11 @@ export function hasRole(role: Role): boolean {
 /** Whether the caller may take an audited action (e.g. "models.pull"), as /v1/me said. */
 export function can(action: string): boolean {
   return state.session?.actions?.includes(action) ?? false;
+}
+
+/** How this deployment takes files, as /v1/me said at sign-in (none known: batches). */
+export function uploadPaths(): UploadPaths | null {
+  return state.session?.uploads ?? null;
 }
 
 export function onSessionEnd(listener: (reason: EndReason) => void): void {
@@ -129,6 +135,7 @@ export async function signIn(input: string): Promise<Session> {
     role: highestRole(me),
     operator: me.operator,
     actions: [...me.actions],
+    uploads: me.uploads,
     expiresAt: exp,
   };
   state.session = session;

@@ -12,7 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal, Self
 
-from pydantic import BaseModel, Field, SecretStr, model_validator
+from pydantic import BaseModel, Field, HttpUrl, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from kubemate.http.config import HttpConfig
@@ -57,6 +57,37 @@ class ObjectStoreConfig(BaseModel):
     bucket: str = "kubemate"
     secure: bool = False
     region: str | None = None
+    # Presigned uploads from browsers (the console): the store's address as they reach it,
+    # e.g. https://objects.example.com. Presigned URLs name it (S3 signs the host), and the
+    # console's Content-Security-Policy allows its origin. None: clients are given the endpoint,
+    # and the console sends every file through the API.
+    public_url: HttpUrl | None = None
+    # The console's origins, e.g. https://kubemate.example.com: written as the bucket's CORS
+    # rules (PUT from these origins) when the platform creates the bucket. An existing bucket's
+    # CORS is the operator's (docs/operations/presigned-uploads.md).
+    cors_origins: list[HttpUrl] = Field(default_factory=list)
+
+    @field_validator("public_url")
+    @classmethod
+    def _an_origin_only(cls, url: HttpUrl | None) -> HttpUrl | None:
+        # The S3 SDK addresses buckets from the host's root: a path would be signed away.
+        if url is not None and url.path not in (None, "", "/"):
+            raise ValueError("public_url is scheme://host[:port], without a path")
+        return url
+
+    def browser_origin(self) -> str | None:
+        """The origin browsers PUT presigned uploads to, or None when they may not (a filesystem
+        store, or no public_url)."""
+        if self.provider != "s3" or self.public_url is None:
+            return None
+        return origin_of(self.public_url)
+
+
+def origin_of(url: HttpUrl) -> str:
+    """scheme://host[:port] of ``url``, the port only when it is not the scheme's default."""
+    return f"{url.scheme}://{url.host}" + (
+        f":{url.port}" if url.port not in (None, 80 if url.scheme == "http" else 443) else ""
+    )
 
 
 class HnswConfig(BaseModel):

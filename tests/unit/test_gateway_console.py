@@ -12,8 +12,11 @@ from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
+from pydantic import ValidationError
 
+from kubemate.auth import Role
 from kubemate.http.security_headers import API_CSP
+from kubemate.settings import ObjectStoreConfig
 from kubemate_gateway.console import CONSOLE_CSP, default_console_dir
 from kubemate_gateway.main import create_app
 from tests.unit.test_gateway import bearer, gateway_settings
@@ -154,3 +157,57 @@ def test_a_build_made_after_start_is_served_without_a_restart(tmp_path: Path) ->
 
 def test_the_default_directory_is_the_source_trees_build() -> None:
     assert default_console_dir() == Path(__file__).resolve().parents[2] / "console" / "dist"
+
+
+# ---- presigned uploads from the browser -------------------------------------------------------
+
+
+def presigned_client(tmp_path: Path, build: Path, **object_store: object) -> TestClient:
+    settings = gateway_settings(tmp_path, console_dir=str(build), presigned_min_bytes=1000)
+    settings = settings.model_copy(
+        update={"object_store": ObjectStoreConfig(provider="s3", **object_store)}  # type: ignore[arg-type]
+    )
+    return TestClient(create_app(settings), raise_server_exceptions=False)
+
+
+def test_the_policy_lets_the_console_put_to_the_stores_public_origin_only_when_offered(
+    tmp_path: Path, build: Path
+) -> None:
+    with presigned_client(tmp_path, build, public_url="https://objects.example.com") as c:
+        csp = c.get("/documents").headers["content-security-policy"]
+        me = c.get("/v1/me", headers=bearer("acme", Role.EDITOR)).json()
+    assert "connect-src 'self' https://objects.example.com;" in csp
+    assert "*" not in csp
+    assert me["uploads"] == {"presigned": True, "presigned_min_bytes": 1000}
+    # An S3 store that browsers cannot reach (no public_url): nothing but the console's origin.
+    with presigned_client(tmp_path, build, endpoint="minio:9000") as c:
+        assert c.get("/").headers["content-security-policy"] == CONSOLE_CSP
+        me = c.get("/v1/me", headers=bearer("acme", Role.VIEWER)).json()
+    assert me["uploads"]["presigned"] is False
+
+
+def test_the_filesystem_store_keeps_the_batch_path_and_the_strict_policy(
+    client: TestClient,
+) -> None:
+    assert client.get("/").headers["content-security-policy"] == CONSOLE_CSP
+    me = client.get("/v1/me", headers=bearer("acme", Role.EDITOR)).json()
+    assert me["uploads"]["presigned"] is False
+
+
+@pytest.mark.parametrize(
+    "url, origin",
+    [
+        ("https://objects.example.com", "https://objects.example.com"),
+        ("https://objects.example.com:443/", "https://objects.example.com"),
+        ("http://127.0.0.1:9000", "http://127.0.0.1:9000"),
+    ],
+)
+def test_the_public_origin_is_scheme_host_and_a_port_other_than_the_default(
+    url: str, origin: str
+) -> None:
+    assert ObjectStoreConfig(provider="s3", public_url=url).browser_origin() == origin  # type: ignore[arg-type]
+
+
+def test_a_public_url_with_a_path_is_refused() -> None:
+    with pytest.raises(ValidationError, match="without a path"):
+        ObjectStoreConfig(provider="s3", public_url="https://example.com/s3")  # type: ignore[arg-type]

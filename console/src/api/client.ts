@@ -110,22 +110,25 @@ export async function send(method: string, path: string, options: RequestOptions
   throw error;
 }
 
-/** PUT/POST a file as the whole body with upload progress (fetch reports none): for model
- * files of gigabytes. Errors as from `send`. */
-export function sendFile<T>(
-  method: string,
-  path: string,
-  file: Blob,
-  options: { query?: RequestOptions["query"]; onProgress?: (sent: number, total: number) => void; signal?: AbortSignal } = {},
-): Promise<T> {
+interface XhrOptions {
+  query?: RequestOptions["query"];
+  onProgress?: (sent: number, total: number) => void;
+  signal?: AbortSignal;
+}
+
+/** One request by XMLHttpRequest, for the upload progress fetch does not report. `authorized`:
+ * the API's (the credential goes, a 401 ends the session); else another origin's (the object
+ * store's presigned URL: nothing of the session may go there). */
+function xhrSend(method: string, url: string, body: XMLHttpRequestBodyInit, contentType: string | null, authorized: boolean, options: XhrOptions): Promise<Response> {
   return new Promise((resolve, reject) => {
     const xhr = new XMLHttpRequest();
-    xhr.open(method, urlOf(path, options.query));
-    const credential = hooks.credential();
+    xhr.open(method, url);
+    const credential = authorized ? hooks.credential() : null;
     if (credential) xhr.setRequestHeader("Authorization", `Bearer ${credential}`);
-    xhr.setRequestHeader("Content-Type", "application/octet-stream");
-    xhr.setRequestHeader("Accept", "application/json");
-    xhr.upload.onprogress = (event) => options.onProgress?.(event.loaded, event.lengthComputable ? event.total : file.size);
+    if (contentType) xhr.setRequestHeader("Content-Type", contentType);
+    if (authorized) xhr.setRequestHeader("Accept", "application/json");
+    const size = body instanceof Blob ? body.size : 0;
+    xhr.upload.onprogress = (event) => options.onProgress?.(event.loaded, event.lengthComputable ? event.total : size);
     xhr.onerror = () => reject(new ApiError(0, ""));
     xhr.onabort = () => reject(new DOMException("aborted", "AbortError"));
     xhr.onload = async () => {
@@ -136,17 +139,39 @@ export function sendFile<T>(
       }
       const response = new Response(xhr.status === 204 ? null : xhr.responseText, { status: xhr.status, headers });
       if (response.ok) {
-        const text = await response.text();
-        resolve((text ? JSON.parse(text) : undefined) as T);
+        resolve(response);
         return;
       }
       const error = await errorOf(response);
-      if (response.status === 401) hooks.unauthorized(error.detail);
+      if (authorized && response.status === 401) hooks.unauthorized(error.detail);
       reject(error);
     };
     options.signal?.addEventListener("abort", () => xhr.abort());
-    xhr.send(file);
+    xhr.send(body);
   });
+}
+
+async function jsonOf<T>(response: Response): Promise<T> {
+  const text = await response.text();
+  return (text ? JSON.parse(text) : undefined) as T;
+}
+
+/** PUT/POST a file as the whole body with upload progress (fetch reports none): for model
+ * files of gigabytes. Errors as from `send`. */
+export async function sendFile<T>(method: string, path: string, file: Blob, options: XhrOptions = {}): Promise<T> {
+  return jsonOf<T>(await xhrSend(method, urlOf(path, options.query), file, "application/octet-stream", true, options));
+}
+
+/** POST a multipart form (the browser sets its boundary) with upload progress. */
+export async function sendForm<T>(path: string, form: FormData, options: XhrOptions = {}): Promise<T> {
+  return jsonOf<T>(await xhrSend("POST", urlOf(path, options.query), form, null, true, options));
+}
+
+/** PUT a file to a presigned URL of the object store, with progress and without the session's
+ * credential. Its Content-Type is the file's (signed URLs do not bind it; the bucket's CORS
+ * allows the header). A refusal or an unreachable store rejects with an ApiError. */
+export async function putPresigned(url: string, file: Blob, options: XhrOptions = {}): Promise<void> {
+  await xhrSend("PUT", url, file, file.type || "application/octet-stream", false, options);
 }
 
 export async function api<T>(method: string, path: string, options: RequestOptions = {}): Promise<T> {

@@ -10,6 +10,30 @@ export interface Me {
   operator: boolean;
   api_key_id: string | null;
   actions: string[];
+  uploads: UploadPaths;
+}
+
+/** How this deployment takes files (GET /v1/me): by presigned URL from a size, when browsers
+ * may reach its object store; else in batches through the API. */
+export interface UploadPaths {
+  presigned: boolean;
+  presigned_min_bytes: number;
+}
+
+export interface UploadTicket {
+  upload_id: string;
+  url: string;
+  method: string;
+  expires_at: string;
+  max_bytes: number;
+  complete_url: string;
+}
+
+export interface UploadAccepted {
+  document_id: string;
+  task_id: string;
+  state: string;
+  duplicate: boolean;
 }
 
 export interface Problem {

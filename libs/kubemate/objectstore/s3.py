@@ -6,11 +6,14 @@ failing server :class:`BackendUnavailable` (retryable), anything else :class:`Se
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import timedelta
 from typing import BinaryIO, NoReturn, cast
+from xml.sax.saxutils import escape
 
 import certifi
 import urllib3
@@ -21,7 +24,7 @@ from kubemate.errors import BackendUnavailable, ClientError, NotFound, ServiceEr
 from kubemate.logs import get_logger
 from kubemate.objectstore.base import ObjectInfo
 from kubemate.objectstore.filesystem import DEFAULT_CONTENT_TYPE, validate_key
-from kubemate.settings import ObjectStoreConfig
+from kubemate.settings import ObjectStoreConfig, origin_of
 
 log = get_logger(__name__)
 
@@ -30,8 +33,23 @@ log = get_logger(__name__)
 DEFAULT_PART_SIZE = 8 * 1024 * 1024
 # S3 refuses presigned URLs valid for longer than 7 days.
 MAX_PRESIGN_EXPIRY_S = 7 * 24 * 3600
+# MinIO's and S3's default: presigned URLs of a public address are signed for it unless the
+# config names another region.
+DEFAULT_REGION = "us-east-1"
 _MISSING_KEY_CODES = frozenset({"NoSuchKey", "NoSuchObject", "NoSuchVersion"})
 _BUCKET_RACE_CODES = frozenset({"BucketAlreadyOwnedByYou", "BucketAlreadyExists"})
+
+
+def cors_configuration(origins: list[str]) -> bytes:
+    """An S3 CORSConfiguration letting ``origins`` PUT objects with a Content-Type: what a
+    browser's presigned upload needs (its preflight asks for PUT and content-type)."""
+    allowed = "".join(f"<AllowedOrigin>{escape(origin)}</AllowedOrigin>" for origin in origins)
+    return (
+        '<CORSConfiguration xmlns="http://s3.amazonaws.com/doc/2006-03-01/"><CORSRule>'
+        f"{allowed}<AllowedMethod>PUT</AllowedMethod><AllowedHeader>content-type</AllowedHeader>"
+        "<ExposeHeader>ETag</ExposeHeader><MaxAgeSeconds>3600</MaxAgeSeconds>"
+        "</CORSRule></CORSConfiguration>"
+    ).encode()
 
 
 def _http_client(connect_timeout_s: float, read_timeout_s: float) -> urllib3.PoolManager:
@@ -85,6 +103,19 @@ class S3ObjectStore:
             region=config.region,
             http_client=_http_client(connect_timeout_s, read_timeout_s),
         )
+        # Presigned URLs name the address clients reach the store at (S3 signs the host), so
+        # they are signed by a client of the public address. A region given up front: signing
+        # is then local, never a request to an address this process may not reach.
+        self._signer = self._client
+        if config.public_url is not None and client is None:
+            self._signer = Minio(
+                f"{config.public_url.host}:{config.public_url.port}",
+                access_key=config.access_key,
+                secret_key=config.secret_key.get_secret_value(),
+                secure=config.public_url.scheme == "https",
+                region=config.region or DEFAULT_REGION,
+            )
+        self._cors_origins = [origin_of(url) for url in config.cors_origins]
         self._bucket_ready = False
         self._bucket_lock = threading.Lock()
 
@@ -124,11 +155,43 @@ class S3ObjectStore:
                 try:
                     self._client.make_bucket(self._bucket, location=self._region)
                     log.info("objectstore.bucket_created", bucket=self._bucket)
+                    self._allow_browser_uploads()
                 except S3Error as exc:
                     # Another replica created it between our check and our create.
                     if exc.code not in _BUCKET_RACE_CODES:
                         raise
             self._bucket_ready = True
+
+    def _allow_browser_uploads(self) -> None:
+        """The new bucket's CORS: browsers on the console's origins may PUT presigned uploads.
+        MinIO's community edition has no bucket CORS (it answers NotImplemented, and allows
+        the origins of its server-wide MINIO_API_CORS_ALLOW_ORIGIN): logged, not fatal."""
+        if not self._cors_origins:
+            return
+        body = cors_configuration(self._cors_origins)
+        try:
+            # The SDK has no call for PutBucketCors; its request helper signs this one as it
+            # signs its own bucket configurations (S3 requires the body's Content-MD5).
+            self._client._execute(
+                "PUT",
+                self._bucket,
+                body=body,
+                headers={
+                    "Content-MD5": base64.b64encode(
+                        hashlib.md5(body, usedforsecurity=False).digest()
+                    ).decode()
+                },
+                query_params={"cors": ""},
+            )
+        except S3Error as exc:
+            log.warning(
+                "objectstore.bucket_cors_refused",
+                bucket=self._bucket,
+                code=exc.code,
+                hint="set the store's CORS: docs/operations/presigned-uploads.md",
+            )
+            return
+        log.info("objectstore.bucket_cors_set", bucket=self._bucket, origins=self._cors_origins)
 
     # ---- the port -------------------------------------------------------------------------------
 
@@ -213,7 +276,7 @@ class S3ObjectStore:
         validate_key(key)
         self._ensure_bucket()
         with self._mapped(key):
-            return self._client.presigned_put_object(
+            return self._signer.presigned_put_object(
                 self._bucket, key, expires=timedelta(seconds=expires_s)
             )
 

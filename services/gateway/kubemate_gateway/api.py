@@ -30,7 +30,7 @@ from kubemate_gateway.deps import (
 )
 from kubemate_gateway.forwarding import PROXY_METHODS, PROXY_ROLE
 from kubemate_gateway.policy import decide, permitted_actions
-from kubemate_gateway.schemas import ApiKeyCreated, ApiKeyIn, ApiKeyOut, MeOut
+from kubemate_gateway.schemas import ApiKeyCreated, ApiKeyIn, ApiKeyOut, MeOut, UploadPaths
 
 router = APIRouter()
 log = get_logger(__name__)
@@ -81,11 +81,16 @@ async def verify(
 
 
 @router.get("/v1/me", response_model=MeOut)
-async def me(admission: GatewayViewer, response: Response) -> MeOut:
-    """The verified caller: tenant, roles, whether the platform operator, and the actions the
-    console may offer (the audited actions this caller's roles permit)."""
+async def me(admission: GatewayViewer, settings: SettingsDep, response: Response) -> MeOut:
+    """The verified caller: tenant, roles, whether the platform operator, the actions the
+    console may offer (the audited actions this caller's roles permit), and how it sends files
+    (by presigned URL from a size, when browsers may reach the object store)."""
     response.headers.update(admission.headers())
-    return MeOut.of(admission.identity, permitted_actions(admission.identity))
+    uploads = UploadPaths(
+        presigned=settings.object_store.browser_origin() is not None,
+        presigned_min_bytes=settings.gateway.presigned_min_bytes,
+    )
+    return MeOut.of(admission.identity, permitted_actions(admission.identity), uploads)
 
 
 # ---- API keys ------------------------------------------------------------------------------------

@@ -35,20 +35,28 @@ from kubemate.logs import get_logger
 
 log = get_logger(__name__)
 
-CONSOLE_CSP = "; ".join(
-    (
-        "default-src 'self'",
-        "script-src 'self'",
-        "style-src 'self'",
-        "img-src 'self'",
-        "font-src 'self'",
-        "connect-src 'self'",
-        "object-src 'none'",
-        "base-uri 'none'",
-        "form-action 'self'",
-        "frame-ancestors 'none'",
+
+def console_csp(upload_origin: str | None = None) -> str:
+    """The console's policy. ``upload_origin``: the object store's public origin, which the
+    browser PUTs presigned uploads to (only when the deployment offers them; never ``*``)."""
+    connect = "connect-src 'self'" + (f" {upload_origin}" if upload_origin else "")
+    return "; ".join(
+        (
+            "default-src 'self'",
+            "script-src 'self'",
+            "style-src 'self'",
+            "img-src 'self'",
+            "font-src 'self'",
+            connect,
+            "object-src 'none'",
+            "base-uri 'none'",
+            "form-action 'self'",
+            "frame-ancestors 'none'",
+        )
     )
-)
+
+
+CONSOLE_CSP = console_csp()
 IMMUTABLE = "public, max-age=31536000, immutable"
 REVALIDATE = "no-cache"
 # Paths the API owns: an unknown path there is the API's 404, never the console's page.
@@ -73,9 +81,10 @@ def default_console_dir() -> Path:
 class ConsoleApp:
     """ASGI app for what the gateway's routes did not match; ``fallback`` answers the rest."""
 
-    def __init__(self, directory: Path, fallback: ASGIApp) -> None:
+    def __init__(self, directory: Path, fallback: ASGIApp, csp: str = CONSOLE_CSP) -> None:
         self.directory = directory
         self.fallback = fallback
+        self.csp = csp
         # check_dir=False: a build made after the gateway started is served without a restart.
         self.files = StaticFiles(directory=directory, check_dir=False)
 
@@ -92,7 +101,7 @@ class ConsoleApp:
         if response is None:
             await self.fallback(scope, receive, send)
             return
-        response.headers["Content-Security-Policy"] = CONSOLE_CSP
+        response.headers["Content-Security-Policy"] = self.csp
         await response(scope, receive, send)
 
     async def _response(self, scope: Scope, path: str) -> Response | None:
@@ -127,12 +136,15 @@ class ConsoleApp:
         return response
 
 
-def serve_console(app: FastAPI, directory: Path | None) -> None:
+def serve_console(app: FastAPI, directory: Path | None, upload_origin: str | None = None) -> None:
     """Serve the console from ``directory`` (default: :func:`default_console_dir`) for what
-    ``app``'s routes do not match. Starlette calls a router's ``default`` app when no route
-    matched, which is exactly the console's share: the routes keep precedence whatever order
-    they are added in, and the console adds no route to list or document."""
-    console = ConsoleApp(directory or default_console_dir(), app.router.default)
+    ``app``'s routes do not match, its policy allowing ``upload_origin`` (:func:`console_csp`).
+    Starlette calls a router's ``default`` app when no route matched, which is exactly the
+    console's share: the routes keep precedence whatever order they are added in, and the
+    console adds no route to list or document."""
+    console = ConsoleApp(
+        directory or default_console_dir(), app.router.default, console_csp(upload_origin)
+    )
     # Compressed for the browser (the app's script is ~170 KB, ~65 KB gzipped); a browser
     # fetches each hashed file once, so the cost is paid about once per build and client.
     app.router.default = GZipMiddleware(console, minimum_size=1024, compresslevel=6)

@@ -91,7 +91,9 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
     app.include_router(health_router)
     app.include_router(audit_router)
     app.router.routes.append(ProxyRoute())  # last: it takes every other /v1 path
-    serve_console(app, config.console_dir)  # the web console at /, for what no route matches
+    # The web console at /, for what no route matches; it may PUT presigned uploads to the
+    # object store's public origin when the deployment offers them.
+    serve_console(app, config.console_dir, settings.object_store.browser_origin())
     # Outermost: it sees the status of every answer, the problem handlers' and the services'.
     app.add_middleware(AuditMiddleware, store=lambda: state_of(app, GatewayState).store)
     return app

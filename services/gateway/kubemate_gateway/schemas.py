@@ -84,6 +84,17 @@ class HealthSummary(BaseModel):
         )
 
 
+class UploadPaths(BaseModel):
+    """How the console sends files in this deployment."""
+
+    presigned: bool = Field(
+        description="files may be PUT to the object store by presigned URL (POST /v1/uploads)"
+    )
+    presigned_min_bytes: int = Field(
+        description="from this size a file goes by presigned URL; smaller: POST /v1/documents/batch"
+    )
+
+
 class MeOut(BaseModel):
     tenant_id: str
     user_id: str
@@ -93,9 +104,10 @@ class MeOut(BaseModel):
     actions: list[str] = Field(
         description="the audited actions this caller may take (what the console may offer)"
     )
+    uploads: UploadPaths
 
     @classmethod
-    def of(cls, identity: Identity, actions: list[str]) -> MeOut:
+    def of(cls, identity: Identity, actions: list[str], uploads: UploadPaths) -> MeOut:
         return cls(
             tenant_id=identity.tenant_id,
             user_id=identity.user_id,
@@ -103,6 +115,7 @@ class MeOut(BaseModel):
             operator=identity.is_operator,
             api_key_id=identity.api_key_id,
             actions=actions,
+            uploads=uploads,
         )
 
 

@@ -86,6 +86,10 @@ class GatewayConfig(BaseModel):
     # The web console's built files (console/dist); default: the source tree's, when the gateway
     # runs from one (kubemate_gateway.console.default_console_dir).
     console_dir: Path | None = None
+    # The console sends a file from this size straight to the object store by presigned URL
+    # (when object_store.public_url is set); smaller ones go in one batch request, which costs
+    # less than a presign, a PUT and a completion. /v1/me tells the console.
+    presigned_min_bytes: int = Field(16 * 1024 * 1024, ge=1)
 
     @field_validator("ingest_url", "retrieval_url", "model_manager_url")
     @classmethod
