@@ -64,7 +64,9 @@ def ensure_vector_collection(
     Raises UnknownCollection for a collection the settings do not configure."""
     config = settings.collection(collection_name)
     name = name or vector_collection(collection_name, config.embedder)
-    vectors.ensure_collection(name, dimension, language=config.language, index=index_of(config))
+    vectors.ensure_collection(
+        name, dimension, language=config.language, index=index_of(config), bm25=config.bm25
+    )
     return name
 
 

@@ -29,6 +29,7 @@ from kubemate.inference import Embedder
 from kubemate.logs import get_logger
 from kubemate.metadata.store import MetadataStore
 from kubemate.metrics import VECTOR_SEARCH_DURATION
+from kubemate.settings import FusionConfig
 from kubemate.vectorstore import SearchHit, VectorStore
 from kubemate_retrieval.caches import Caches, digest, hits_from_json, hits_to_json, vector_digest
 from kubemate_retrieval.filters import Filters, resolve_document_ids
@@ -60,6 +61,7 @@ class QueryRequest:
     ef: int | None = None
     filters: Filters | None = None
     cache: bool = True  # read and fill the caches (off: every stage runs, for benchmarks)
+    fusion: FusionConfig | None = None  # the collection's fusion, overridden for this request
 
     def cache_params(self) -> dict[str, object]:
         return {
@@ -69,6 +71,7 @@ class QueryRequest:
             "hybrid": self.hybrid,
             "rerank": self.rerank,
             "filters": self.filters.cache_key() if self.filters else None,
+            "fusion": self.fusion.model_dump() if self.fusion else None,
         }
 
 
@@ -283,7 +286,11 @@ class RetrievalPipeline:
         template and analyser) if a tenant asks before anything was indexed there. Blocking."""
         config = self._settings.collection(active.collection)
         self._vectors.ensure_collection(
-            active.name, dimension, language=config.language, index=index_of(config)
+            active.name,
+            dimension,
+            language=config.language,
+            index=index_of(config),
+            bm25=config.bm25,
         )
         return active.name
 
@@ -383,6 +390,7 @@ class RetrievalPipeline:
             if request.rerank
             else request.top_k
         )
+        fusion = request.fusion or self._settings.collection(request.collection).fusion
 
         def find(query_vector: list[float]) -> Found:
             collection = (
@@ -398,6 +406,7 @@ class RetrievalPipeline:
                 hybrid=request.hybrid,
                 ef=request.ef,
                 document_ids=document_ids,
+                fusion=fusion,
             )
             # Nothing found and no filter: tell "no documents at all" from "nothing relevant".
             empty = (

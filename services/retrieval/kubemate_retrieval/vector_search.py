@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Literal, cast
 
+from kubemate.settings import FusionConfig
 from kubemate.vectorstore import SearchResult, VectorStore
 
 # What a retrieval request can ask for and get (the API has no BM25-only search).
@@ -36,8 +37,10 @@ def search_chunks(
     hybrid: bool,
     ef: int | None = None,
     document_ids: Sequence[str] | None = None,
+    fusion: FusionConfig | None = None,
 ) -> SearchResult:
-    """The hits, best first; ``.mode`` is the search that really ran (blocking)."""
+    """The hits, best first; ``.mode`` is the search that really ran (blocking). ``fusion``:
+    how a hybrid search merges its two rankings (the collection's)."""
     return store.search(
         collection,
         tenant_id,
@@ -47,6 +50,7 @@ def search_chunks(
         document_ids=document_ids,
         query_text=query_text,
         mode="hybrid" if hybrid else "dense",
+        fusion=fusion,
     )
 
 
