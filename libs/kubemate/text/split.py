@@ -239,18 +239,17 @@ def chunking_for(
     overlap keeping its share of the size. An embedder that reads at least ``defaults``'
     chunk size keeps the defaults (the seed's 512/64 for E5's 512), and so does one whose limit
     is unknown (``None``)."""
-    size, overlap = defaults.chunk_size, defaults.chunk_overlap
+    size = defaults.chunk_size
     if max_input_tokens is not None and max_input_tokens < size:
-        fits = max(16, math.floor((max_input_tokens - SPECIAL_TOKENS) / EMBEDDER_TOKENS_PER_TOKEN))
-        if fits < size:
-            overlap = overlap * fits // size
-            size = fits
+        fits = math.floor((max_input_tokens - SPECIAL_TOKENS) / EMBEDDER_TOKENS_PER_TOKEN)
+        size = max(16, min(size, fits))
     if collection.chunk_size is not None:
-        if collection.chunk_overlap is None:
-            overlap = overlap * collection.chunk_size // size
         size = collection.chunk_size
-    if collection.chunk_overlap is not None:
-        overlap = collection.chunk_overlap
+    overlap = (
+        collection.chunk_overlap
+        if collection.chunk_overlap is not None
+        else defaults.chunk_overlap * size // defaults.chunk_size
+    )
     return SplitterConfig(chunk_size=size, chunk_overlap=overlap, encoding=defaults.encoding)
 
 

@@ -62,6 +62,7 @@ class QueryRequest:
     filters: Filters | None = None
     cache: bool = True  # read and fill the caches (off: every stage runs, for benchmarks)
     fusion: FusionConfig | None = None  # the collection's fusion, overridden for this request
+    per_document: bool = False  # each document once, at its best chunk
 
     def cache_params(self) -> dict[str, object]:
         return {
@@ -72,6 +73,7 @@ class QueryRequest:
             "rerank": self.rerank,
             "filters": self.filters.cache_key() if self.filters else None,
             "fusion": self.fusion.model_dump() if self.fusion else None,
+            "per_document": self.per_document,
         }
 
 
@@ -407,6 +409,7 @@ class RetrievalPipeline:
                 ef=request.ef,
                 document_ids=document_ids,
                 fusion=fusion,
+                per_document=request.per_document,
             )
             # Nothing found and no filter: tell "no documents at all" from "nothing relevant".
             empty = (

@@ -42,6 +42,9 @@ class QueryIn(BaseModel):
     fusion: FusionConfig | None = Field(
         None, description="how hybrid search merges its rankings; default: the collection's"
     )
+    per_document: bool = Field(
+        False, description="each document once, at its best chunk (document search)"
+    )
     cache: bool = Field(
         True, description="read and fill the caches; false runs every stage (benchmarks)"
     )
@@ -91,6 +94,7 @@ class QueryIn(BaseModel):
             filters=filters,
             cache=self.cache,
             fusion=self.fusion,
+            per_document=self.per_document,
         )
 
 
