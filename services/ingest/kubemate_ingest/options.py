@@ -52,20 +52,16 @@ def default_splitter(settings: IngestSettings, tenant_id: str, collection: str) 
 
 
 def splitter_of(settings: IngestSettings, tenant_id: str, options: UploadOptions) -> SplitterSpec:
-    """The upload's choices over the tenant's defaults over the settings'.
+    """The upload's choices over the tenant's defaults over the collection's.
 
-    A smaller ``chunk_size`` given alone would often sit below the default overlap; the overlap
-    then shrinks to an eighth of the size instead of refusing the upload."""
+    A ``chunk_size`` given alone could sit below the default overlap, or near it; the overlap
+    is then at most an eighth of the size instead of refusing the upload."""
     base = default_splitter(settings, tenant_id, collection_of(settings, options))
     values = base.model_dump()
     chosen = options.model_dump(include={"strategy", "chunk_size", "chunk_overlap"})
     values.update({k: v for k, v in chosen.items() if v is not None})
-    if (
-        options.chunk_size is not None
-        and options.chunk_overlap is None
-        and base.chunk_overlap >= options.chunk_size
-    ):
-        values["chunk_overlap"] = options.chunk_size // 8
+    if options.chunk_size is not None and options.chunk_overlap is None:
+        values["chunk_overlap"] = min(base.chunk_overlap, options.chunk_size // 8)
     try:
         return SplitterSpec.model_validate(values)
     except ValidationError as exc:
