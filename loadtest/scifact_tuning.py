@@ -41,6 +41,7 @@ from scifact_bench import COLLECTION, TENANT, SciFact, documents_of, evaluate, l
 
 from kubemate.collections import vector_collection
 from kubemate.inference.registry import build_embedder
+from kubemate.inference.torch_threads import limit_torch_threads
 from kubemate.settings import Bm25Config, FusionConfig, KubemateSettings, MilvusConfig
 from kubemate.vectorstore.base import ChunkRecord, SearchHit
 from kubemate.vectorstore.fusion import fuse
@@ -190,6 +191,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     settings = KubemateSettings()
     embedder_config = settings.collection(COLLECTION).embedder
     source = vector_collection(COLLECTION, embedder_config)
+    # One torch thread, as the retrieval service encodes queries (retrieval.torch_threads): on
+    # two busy cores, two threads took ~17 times the CPU per query.
+    limit_torch_threads(embedder_config.provider, 1)
     embedder = build_embedder(embedder_config)
     encode = embedder.embed_query_blocking  # type: ignore[attr-defined]
 

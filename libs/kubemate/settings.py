@@ -143,8 +143,9 @@ class FusionConfig(BaseModel):
     """How hybrid search merges the dense and the BM25 ranking (kubemate.vectorstore.fusion).
 
     ``rrf``: weighted reciprocal rank fusion, sum of weight / (k + rank). ``score``: each list's
-    scores min-max normalised to [0, 1], then the weighted sum. The defaults were chosen on
-    SciFact's train queries, never its test split (BENCHMARKS.md, "Retrieval quality")."""
+    scores min-max normalised to [0, 1], then the weighted sum. The default is plain RRF (k 60,
+    equal weights): the best of a grid on SciFact's train queries (loadtest/scifact_tuning.py)
+    beat it on train only, at a cost in recall@100 (BENCHMARKS.md, "Retrieval quality")."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
