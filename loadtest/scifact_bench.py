@@ -6,7 +6,9 @@ the 5,183 abstracts (``title + " " + text``, as BEIR and MTEB embed them) throug
 through ``POST /v1/query`` and prints nDCG@10, recall@10 and recall@100 per retrieval mode:
 
 * ``dense``: ``hybrid: false`` (the collection's embedder, all-MiniLM-L6-v2 by default);
-* ``hybrid``: ``hybrid: true`` (BM25 fused with dense by reciprocal rank);
+* ``hybrid``: ``hybrid: true`` (BM25 fused with dense as the collection's fusion says);
+* ``hybrid fusion=...``: the same with a request's ``fusion`` (``--fusion``, repeatable), to
+  compare fusions on one index;
 * ``hybrid+rerank``: the hybrid ranking with its first ``--rerank-depth`` chunks reordered by
   the configured reranker (``rerank: true``), the rest of the hybrid ranking after them. On a
   CPU the embedded LLM reranker takes about a minute per query, so only the first
@@ -84,7 +86,7 @@ class SciFact:
     qrels: dict[str, dict[str, int]]  # test query id -> {corpus id: gain}
 
 
-def load_scifact(path: Path) -> SciFact:
+def load_scifact(path: Path, split: str = "test") -> SciFact:
     corpus: dict[str, str] = {}
     with (path / "corpus.jsonl").open(encoding="utf-8") as lines:
         for line in lines:
@@ -92,7 +94,7 @@ def load_scifact(path: Path) -> SciFact:
             # BEIR's and MTEB's document text: title, a space, the abstract.
             corpus[doc["_id"]] = f"{doc['title']} {doc['text']}".strip()
     qrels: dict[str, dict[str, int]] = {}
-    with (path / "qrels" / "test.tsv").open(encoding="utf-8") as lines:
+    with (path / "qrels" / f"{split}.tsv").open(encoding="utf-8") as lines:
         next(lines)  # header
         for line in lines:
             query_id, corpus_id, score = line.rstrip("\n").split("\t")
@@ -325,8 +327,12 @@ def query_api(
     hybrid: bool,
     rerank: bool,
     workers: int,
+    fusion: Mapping[str, Any] | None = None,
 ) -> Run:
-    run = Run(name=name, how=f"POST /v1/query hybrid={hybrid} rerank={rerank} top_k={top_k}")
+    how = f"POST /v1/query hybrid={hybrid} rerank={rerank} top_k={top_k}"
+    if fusion is not None:
+        how += f" fusion={json.dumps(fusion, separators=(',', ':'))}"
+    run = Run(name=name, how=how)
 
     def one(item: tuple[str, str]) -> tuple[str, list[str], float, str]:
         query_id, text = item
@@ -337,6 +343,7 @@ def query_api(
             "hybrid": hybrid,
             "rerank": rerank,
             "rewrite": False,
+            **({"fusion": dict(fusion)} if fusion is not None else {}),
         }
         started = time.perf_counter()
         out = request(http, "POST", url + "/v1/query", json=body).json()
@@ -407,6 +414,17 @@ def machine() -> dict[str, Any]:
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
     parser.add_argument("--dataset", type=Path, default=DEFAULT_DATASET)
+    parser.add_argument(
+        "--split", default="test", help="judged queries: test, or train (for choosing settings)"
+    )
+    parser.add_argument(
+        "--fusion",
+        action="append",
+        type=json.loads,
+        default=[],
+        help="a hybrid run with this request fusion, e.g. '{\"k\": 60}' (repeatable)",
+    )
+    parser.add_argument("--skip-dense", action="store_true", help="no dense-only run")
     parser.add_argument("--data-dir", type=Path, help="the stack's data dir (default: a new tmp)")
     parser.add_argument("--url", help="use this running stack instead of starting one")
     parser.add_argument("--milvus-uri", help="its vector store (default: from its stack.json)")
@@ -484,9 +502,9 @@ class Report:
 
 
 def run_benchmark(args: argparse.Namespace, url: str, milvus_uri: str | None) -> None:
-    data = load_scifact(args.dataset)
+    data = load_scifact(args.dataset, args.split)
     print(
-        f"SciFact: {len(data.corpus)} documents, {len(data.queries)} test queries, "
+        f"SciFact: {len(data.corpus)} documents, {len(data.queries)} {args.split} queries, "
         f"{sum(len(r) for r in data.qrels.values())} judged pairs",
         flush=True,
     )
@@ -504,15 +522,16 @@ def run_benchmark(args: argparse.Namespace, url: str, milvus_uri: str | None) ->
         def api(name: str, queries: Mapping[str, str], **kwargs: Any) -> Run:
             return query_api(http, url, queries, name=name, **kwargs)
 
-        dense = api(
-            "dense",
-            data.queries,
-            top_k=args.chunks,
-            hybrid=False,
-            rerank=False,
-            workers=args.workers,
-        )
-        report.add(dense)
+        if not args.skip_dense:
+            dense = api(
+                "dense",
+                data.queries,
+                top_k=args.chunks,
+                hybrid=False,
+                rerank=False,
+                workers=args.workers,
+            )
+            report.add(dense)
         hybrid = api(
             "hybrid",
             data.queries,
@@ -522,6 +541,18 @@ def run_benchmark(args: argparse.Namespace, url: str, milvus_uri: str | None) ->
             workers=args.workers,
         )
         report.add(hybrid)
+        for fusion in args.fusion:
+            name = "hybrid fusion=" + json.dumps(fusion, separators=(",", ":"))
+            run = api(
+                name,
+                data.queries,
+                top_k=args.chunks,
+                hybrid=True,
+                rerank=False,
+                workers=args.workers,
+                fusion=fusion,
+            )
+            report.add(run)
         if milvus_uri:
             bm25, supported = query_store_bm25(milvus_uri, data, args.chunks)
             report.figures["collection_supports_bm25"] = supported

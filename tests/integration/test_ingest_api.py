@@ -228,10 +228,11 @@ def test_the_upload_splitter_choice_travels_in_the_stream_entry(client: TestClie
     assert spec == SplitterSpec(strategy="markdown", chunk_size=48, chunk_overlap=6)
     # The call the worker makes with the entry's field.
     assert isinstance(build_splitter(entry["splitter"]), MarkdownHeadingSplitter)
-    # Without choices, the settings' defaults are written, so the worker needs no guessing.
+    # Without choices, the defaults are written, so the worker needs no guessing: the settings'
+    # 512/64 shrunk to what the default collection's MiniLM reads whole (256 word-pieces).
     upload(client, b"plain text")
     assert SplitterSpec.model_validate_json(stream_entries(client)[1]["splitter"]) == SplitterSpec(
-        strategy="recursive", chunk_size=512, chunk_overlap=64
+        strategy="recursive", chunk_size=195, chunk_overlap=24
     )
 
 

@@ -144,6 +144,10 @@ def test_other_tenant_gets_nothing(
         ({"question": "q", "ef": 0}, "validation-error"),
         ({"question": "q", "topk": 3}, "validation-error"),
         ({"question": "q", "collection": "nope"}, "unknown-collection"),
+        ({"question": "q", "fusion": {"k": 0}}, "validation-error"),
+        ({"question": "q", "fusion": {"method": "max"}}, "validation-error"),
+        ({"question": "q", "fusion": {"dense_weight": 0, "sparse_weight": 0}}, "validation-error"),
+        ({"question": "q", "fusion": {"dense_weight": -1}}, "validation-error"),
     ],
 )
 @pytest.mark.parametrize("path", ["/v1/query", "/v1/chat"])

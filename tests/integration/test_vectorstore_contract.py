@@ -18,7 +18,13 @@ from structlog.testing import capture_logs
 
 from kubemate.collections import ensure_vector_collection, vector_collection
 from kubemate.errors import BackendUnavailable, ServiceError, ValidationFailed
-from kubemate.settings import CollectionConfig, HnswConfig, KubemateSettings, MilvusConfig
+from kubemate.settings import (
+    CollectionConfig,
+    FusionConfig,
+    HnswConfig,
+    KubemateSettings,
+    MilvusConfig,
+)
 from kubemate.vectorstore.base import ChunkRecord, VectorStore
 from kubemate.vectorstore.index import resolve_index
 from kubemate.vectorstore.milvus import CHUNK_TEXT_MAX_BYTES, TITLE_MAX_BYTES, MilvusVectorStore
@@ -428,7 +434,10 @@ class TestVectorStoreContract:
         query = axis(0, lean=0.0)
 
         dense = store.search(collection, A, query, top_k=3)
-        hybrid = store.search(collection, A, query, top_k=3, query_text="xylophage", mode="hybrid")
+        rrf_60 = FusionConfig(method="rrf", k=60, dense_weight=1.0, sparse_weight=1.0)
+        hybrid = store.search(
+            collection, A, query, top_k=3, query_text="xylophage", mode="hybrid", fusion=rrf_60
+        )
 
         assert dense.mode == "dense"
         assert [h.chunk_id for h in dense] == ["f0", "f1", "f2"]

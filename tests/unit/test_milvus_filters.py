@@ -9,7 +9,13 @@ from hypothesis import strategies as st
 
 from kubemate.collections import ensure_vector_collection, index_of, vector_collection
 from kubemate.errors import UnknownCollection, ValidationFailed
-from kubemate.settings import CollectionConfig, HnswConfig, KubemateSettings, MilvusConfig
+from kubemate.settings import (
+    Bm25Config,
+    CollectionConfig,
+    HnswConfig,
+    KubemateSettings,
+    MilvusConfig,
+)
 from kubemate.vectorstore import IndexSpec, SearchResult
 from kubemate.vectorstore.fulltext import analyzer_params, engine_supports_bm25, has_bm25
 from kubemate.vectorstore.index import (
@@ -404,19 +410,29 @@ class _RecordingStore:
     """Records ensure_collection calls: what ensure_vector_collection hands the store."""
 
     def __init__(self) -> None:
-        self.calls: list[tuple[str, int, str, IndexSpec | None]] = []
+        self.calls: list[tuple[str, int, str, IndexSpec | None, Bm25Config | None]] = []
 
     def ensure_collection(
-        self, name: str, dimension: int, *, language: str = "en", index: IndexSpec | None = None
+        self,
+        name: str,
+        dimension: int,
+        *,
+        language: str = "en",
+        index: IndexSpec | None = None,
+        bm25: Bm25Config | None = None,
     ) -> None:
-        self.calls.append((name, dimension, language, index))
+        self.calls.append((name, dimension, language, index, bm25))
 
 
 class TestEnsureVectorCollection:
     def test_resolves_name_language_and_template_from_the_settings(self) -> None:
         settings = KubemateSettings(
             collections={
-                "papers": CollectionConfig(index_template="memory", expected_vectors=1_000_000),
+                "papers": CollectionConfig(
+                    index_template="memory",
+                    expected_vectors=1_000_000,
+                    bm25=Bm25Config(stop_words=False),
+                ),
                 "zh": CollectionConfig(language="zh", index_template="exact"),
             }
         )
@@ -427,8 +443,14 @@ class TestEnsureVectorCollection:
 
         papers = settings.collection("papers")
         assert name == vector_collection("papers", papers.embedder)
-        assert store.calls[0] == (name, 384, "en", resolve_index("memory", 1_000_000))
-        assert store.calls[1][2:] == ("zh", resolve_index("exact", 100_000))
+        assert store.calls[0] == (
+            name,
+            384,
+            "en",
+            resolve_index("memory", 1_000_000),
+            Bm25Config(stemming=True, stop_words=False),
+        )
+        assert store.calls[1][2:] == ("zh", resolve_index("exact", 100_000), Bm25Config())
 
     def test_an_unknown_collection_is_refused(self) -> None:
         with pytest.raises(UnknownCollection):

@@ -175,6 +175,7 @@ class _Store:
         document_ids: Sequence[str] | None = None,
         query_text: str | None = None,
         mode: SearchMode = "dense",
+        fusion: object = None,
     ) -> SearchResult:
         self.calls.append({"top_k": top_k, "ef": ef, "mode": mode, "query_text": query_text})
         ran: SearchMode = mode if mode == "dense" or self.bm25 else "dense"

@@ -55,6 +55,25 @@ EMBEDDER_ADAPTERS: dict[EmbedderProvider, AdapterSpec] = {
 }
 
 
+# The longest input, in the model's own tokens with its special ones, of models known by name
+# (their configurations' max_seq_length / max_position_embeddings); a loaded in-process model
+# reports its own (SentenceTransformerEmbedder.max_input_tokens). Longer text is cut.
+KNOWN_MAX_INPUT_TOKENS: dict[str, int] = {
+    "all-minilm-l6-v2": 256,
+    "sentence-transformers/all-minilm-l6-v2": 256,
+    "multilingual-e5-small": 512,
+    "intfloat/multilingual-e5-small": 512,
+}
+
+
+def max_input_tokens(config: EmbedderConfig) -> int | None:
+    """What an embedder reads of an input: the setting, else the model's known limit, else
+    None (unknown: an Ollama or OpenAI-compatible model of any name)."""
+    if config.max_input_tokens is not None:
+        return config.max_input_tokens
+    return KNOWN_MAX_INPUT_TOKENS.get(config.model.lower())
+
+
 def _adapter_class(kind: str, provider: str, table: dict[Any, AdapterSpec]) -> type[Any]:
     try:
         spec = table[provider]

@@ -105,6 +105,14 @@ class SentenceTransformerEmbedder:
             raise InferenceError(f"{self.model} does not report its embedding dimension")
         return dim
 
+    @property
+    def max_input_tokens(self) -> int:
+        """The word-pieces the model reads (special tokens included); the rest is cut."""
+        limit = self._ensure_loaded().max_seq_length
+        if limit is None:
+            raise InferenceError(f"{self.model} does not report its maximum sequence length")
+        return int(limit)
+
     def _encode(self, texts: list[str]) -> list[list[float]]:
         st = self._ensure_loaded()
         with self._encoding:

@@ -6,6 +6,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Literal, Protocol
 
+from kubemate.settings import Bm25Config, FusionConfig
 from kubemate.vectorstore.index import IndexSpec
 
 SearchMode = Literal["dense", "hybrid", "bm25"]
@@ -34,8 +35,8 @@ class SearchHit:
     title: str
     position: int
     page: int
-    # Higher is better: cosine similarity (dense), the BM25 score (bm25), or the reciprocal rank
-    # fusion score, a sum of 1 / (60 + rank) over both searches (hybrid).
+    # Higher is better: cosine similarity (dense), the BM25 score (bm25), or the fused score of
+    # both searches (hybrid: kubemate.vectorstore.fusion, weighted RRF by default).
     score: float
 
 
@@ -74,12 +75,15 @@ class VectorStore(Protocol):
         *,
         language: str = "en",
         index: IndexSpec | None = None,
+        bm25: Bm25Config | None = None,
     ) -> None:
         """Create the collection with its index if it does not exist; load it for search.
 
         ``index`` (see :func:`kubemate.vectorstore.index.resolve_index`) applies to a new
-        collection; an existing one keeps its index. ``language`` picks the BM25 analyzer where
-        the engine has full-text search. Raises ValueError for a language without one."""
+        collection; an existing one keeps its index. ``language`` picks the BM25 analysis where
+        the engine has full-text search, ``bm25`` its English steps (default: stemming and stop
+        words); both apply to a new collection only. Raises ValueError for a language without
+        one."""
         ...
 
     def supports_bm25(self, collection: str) -> bool:
@@ -115,11 +119,13 @@ class VectorStore(Protocol):
         document_ids: Sequence[str] | None = None,
         query_text: str | None = None,
         mode: SearchMode = "dense",
+        fusion: FusionConfig | None = None,
     ) -> SearchResult:
         """The ``top_k`` best chunks of ``tenant_id`` only, best first.
 
-        ``mode`` "dense" ranks by ``vector``; "bm25" by ``query_text`` alone; "hybrid" fuses
-        both rankings by reciprocal rank. Both need ``query_text`` (else ValidationFailed). Where
+        ``mode`` "dense" ranks by ``vector``; "bm25" by ``query_text`` alone (analysed as the
+        collection's text was); "hybrid" fuses both rankings as ``fusion`` says (default: RRF,
+        k 60, equal weights). Both need ``query_text`` (else ValidationFailed). Where
         the engine or collection has no BM25 they run dense, and the result's ``mode`` says so.
         ``ef`` is the search width (HNSW ``ef``, IVF ``nprobe``), bounded by the adapter."""
         ...

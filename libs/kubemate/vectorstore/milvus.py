@@ -13,11 +13,13 @@ which speak the same protocol with a few differences this module absorbs:
 * Milvus 2.3 names the primary key ``id`` in a hit, Milvus Lite by its field name; the key is
   read from the requested output fields instead.
 * Full-text search: on Milvus 2.5+ and Milvus Lite 3.x a new collection gets a ``sparse`` field
-  filled from ``chunk_text`` by a BM25 function (analyzer from the collection's language), and
-  hybrid search fuses dense and BM25 results with Milvus's RRFRanker, by rank: Milvus Lite's
-  BM25 distances are negative, Milvus's positive, so raw scores cannot be compared. Milvus 2.3
-  has no BM25: that is detected once per client from the server version, logged, and hybrid and
-  BM25 searches run dense (the result's ``mode`` says so).
+  filled by a BM25 function, from an English analysis of ``chunk_text`` kept in ``analysed``
+  (:mod:`kubemate.vectorstore.fulltext`) or from ``chunk_text`` itself (Chinese, by jieba).
+  Hybrid search runs the dense and the BM25 search and fuses them here
+  (:mod:`kubemate.vectorstore.fusion`, tuned per collection); Milvus Lite's BM25 distances are
+  negative, Milvus's positive, and are read as positive scores. Milvus 2.3 has no BM25: that is
+  detected once per client from the server version, logged, and hybrid and BM25 searches run
+  dense (the result's ``mode`` says so).
 * Index templates (:mod:`kubemate.vectorstore.index`) pick HNSW, IVF_FLAT or FLAT; searches
   read the index a collection really has from the server, so the search width is ``ef`` or
   ``nprobe`` as it needs, bounded either way.
@@ -39,13 +41,13 @@ from typing import Any, NoReturn, cast, get_args
 from urllib.parse import urlsplit, urlunsplit
 
 import grpc
-from pymilvus import AnnSearchRequest, DataType, Function, FunctionType, MilvusClient, RRFRanker
+from pymilvus import DataType, Function, FunctionType, MilvusClient
 from pymilvus.client.types import LoadState
 from pymilvus.exceptions import ConnectError, MilvusException, MilvusUnavailableException
 
 from kubemate.errors import BackendUnavailable, ServiceError, ValidationFailed
 from kubemate.logs import get_logger
-from kubemate.settings import MilvusConfig
+from kubemate.settings import Bm25Config, FusionConfig, MilvusConfig
 from kubemate.vectorstore.base import (
     SEARCH_MODES,
     ChunkRecord,
@@ -56,13 +58,18 @@ from kubemate.vectorstore.base import (
 )
 from kubemate.vectorstore.deferred_flush import DeferredFlush
 from kubemate.vectorstore.fulltext import (
+    ANALYSED_FIELD,
     BM25_FUNCTION,
     SPARSE_FIELD,
     TEXT_FIELD,
+    EnglishAnalysis,
+    analysis_named,
     analyzer_params,
+    bm25_function,
     engine_supports_bm25,
-    has_bm25,
+    english_analysis,
 )
+from kubemate.vectorstore.fusion import fuse
 from kubemate.vectorstore.index import (
     IndexKind,
     IndexSpec,
@@ -89,8 +96,6 @@ PING_TIMEOUT_S = 5.0
 METRIC = "COSINE"
 VECTOR_FIELD = "vector"
 SPARSE_INDEX = "SPARSE_INVERTED_INDEX"
-# Reciprocal rank fusion's constant, as in the original paper and Milvus's default.
-RRF_K = 60
 # Candidates each search of a hybrid search contributes at least: a chunk ranked 30th by BM25
 # and 5th by dense search must be in both lists to be fused.
 HYBRID_MIN_CANDIDATES = 50
@@ -224,6 +229,7 @@ class _Layout:
     dimension: int
     index: IndexSpec | None  # None: an index type this adapter does not tune (search defaults)
     bm25: bool
+    analysis: EnglishAnalysis | None = None  # what fills the BM25 field (None: the raw text)
 
 
 _INDEX_KINDS: frozenset[str] = frozenset(get_args(IndexKind))
@@ -422,7 +428,13 @@ class MilvusVectorStore:
                 f"vector collection {physical!r} has no {VECTOR_FIELD!r} field", collection=physical
             )
         index = _index_on_server(info, requested) if info else None
-        return _Layout(dimension=dimension, index=index, bm25=has_bm25(description))
+        function = bm25_function(description)
+        return _Layout(
+            dimension=dimension,
+            index=index,
+            bm25=function is not None,
+            analysis=analysis_named(function) if function else None,
+        )
 
     def _layout(self, physical: str) -> _Layout:
         layout = self._layouts.get(physical)
@@ -441,15 +453,23 @@ class MilvusVectorStore:
             )
         return [float(x) for x in vector]
 
-    def _schema(self, dimension: int, analyzer: dict[str, Any] | None) -> Any:
+    def _schema(
+        self,
+        dimension: int,
+        analyzer: dict[str, Any] | None,
+        analysis: EnglishAnalysis | None = None,
+    ) -> Any:
+        """``analyzer`` None: no BM25. With an ``analysis``, the BM25 function reads the
+        ``analysed`` copy (the engine's analyzer only splits it on spaces again)."""
         schema = MilvusClient.create_schema(auto_id=False, enable_dynamic_field=False)
         schema.add_field("chunk_id", DataType.VARCHAR, max_length=ID_MAX_BYTES, is_primary=True)
         schema.add_field(VECTOR_FIELD, DataType.FLOAT_VECTOR, dim=dimension)
-        if analyzer is None:
+        if analyzer is None or analysis is not None:
             schema.add_field(TEXT_FIELD, DataType.VARCHAR, max_length=CHUNK_TEXT_MAX_BYTES)
-        else:
+        if analyzer is not None:
+            source = TEXT_FIELD if analysis is None else ANALYSED_FIELD
             schema.add_field(
-                TEXT_FIELD,
+                source,
                 DataType.VARCHAR,
                 max_length=CHUNK_TEXT_MAX_BYTES,
                 enable_analyzer=True,
@@ -458,9 +478,9 @@ class MilvusVectorStore:
             schema.add_field(SPARSE_FIELD, DataType.SPARSE_FLOAT_VECTOR)
             schema.add_function(
                 Function(
-                    name=BM25_FUNCTION,
+                    name=BM25_FUNCTION if analysis is None else analysis.function_name,
                     function_type=FunctionType.BM25,
-                    input_field_names=[TEXT_FIELD],
+                    input_field_names=[source],
                     output_field_names=[SPARSE_FIELD],
                 )
             )
@@ -509,6 +529,11 @@ class MilvusVectorStore:
             if len(cut) < len(value):
                 log.info("milvus.field_truncated", field=field, chunk_id=record.chunk_id)
             row[field] = cut
+        analysis = self._layout(physical).analysis
+        if analysis is not None:
+            row[ANALYSED_FIELD] = truncate_utf8(
+                analysis.analyse(row[TEXT_FIELD]), CHUNK_TEXT_MAX_BYTES
+            )
         return row
 
     # ---- the port -------------------------------------------------------------------------------
@@ -531,6 +556,7 @@ class MilvusVectorStore:
         *,
         language: str = "en",
         index: IndexSpec | None = None,
+        bm25: Bm25Config | None = None,
     ) -> None:
         physical = self.physical_name(name)
         known = self._layouts.get(physical)
@@ -539,16 +565,17 @@ class MilvusVectorStore:
         if not 1 <= dimension <= MAX_DIMENSION:
             raise ValueError(f"dimension must be between 1 and {MAX_DIMENSION}")
         analyzer = analyzer_params(language)  # an unknown language fails before any change
+        analysis = english_analysis(bm25 or Bm25Config()) if language == "en" else None
         spec = index or self._default_index
         client = self._connection()
         with self._lock, self._mapped("ensure_collection", physical):
             if not client.has_collection(physical, timeout=self._timeout):
-                bm25 = self._bm25_engine
+                fulltext = self._bm25_engine
                 try:
                     client.create_collection(
                         physical,
-                        schema=self._schema(dimension, analyzer if bm25 else None),
-                        index_params=self._index_params(spec, sparse=bm25),
+                        schema=self._schema(dimension, analyzer if fulltext else None, analysis),
+                        index_params=self._index_params(spec, sparse=fulltext),
                         consistency_level=self._consistency,
                         timeout=self._timeout,
                     )
@@ -559,8 +586,9 @@ class MilvusVectorStore:
                         index=spec.kind,
                         template=spec.template,
                         index_params=spec.build,
-                        bm25=bm25,
+                        bm25=fulltext,
                         language=language,
+                        analysis=analysis.function_name if analysis and fulltext else None,
                     )
                 except MilvusException:
                     # Another process created it between our check and our create.
@@ -713,6 +741,7 @@ class MilvusVectorStore:
         document_ids: Sequence[str] | None = None,
         query_text: str | None = None,
         mode: SearchMode = "dense",
+        fusion: FusionConfig | None = None,
     ) -> SearchResult:
         _check_id("tenant_id", tenant_id)
         if not 1 <= top_k <= MAX_TOP_K:
@@ -743,51 +772,44 @@ class MilvusVectorStore:
             "consistency_level": self._consistency,
             "timeout": self._timeout,
         }
-        with self._mapped("search", physical):
-            if used == "bm25":
+        # The query analysed as the collection's text was; all stop words: no BM25 terms.
+        terms = layout.analysis.analyse(text) if layout.analysis and used != "dense" else text
+
+        def bm25(limit: int) -> list[SearchHit]:
+            if not terms:
+                return []
+            with self._mapped("search", physical):
                 results = client.search(
                     physical,
-                    data=[text],
+                    data=[terms],
                     filter=expr,
-                    limit=top_k,
+                    limit=limit,
                     anns_field=SPARSE_FIELD,
                     search_params={"metric_type": "BM25"},
                     **common,
                 )
-            elif used == "hybrid":
-                depth = min(MAX_TOP_K, max(top_k, HYBRID_MIN_CANDIDATES))
-                requests = [
-                    AnnSearchRequest(
-                        data=[self._check_vector(physical, vector)],
-                        anns_field=VECTOR_FIELD,
-                        param=self._dense_params(layout, depth, ef),
-                        limit=depth,
-                        filter=expr,
-                    ),
-                    AnnSearchRequest(
-                        data=[text],
-                        anns_field=SPARSE_FIELD,
-                        param={"metric_type": "BM25"},
-                        limit=depth,
-                        filter=expr,
-                    ),
-                ]
-                results = client.hybrid_search(
-                    physical, requests, RRFRanker(RRF_K), limit=top_k, **common
-                )
-            else:
+            return _hits(results, bm25=True)
+
+        def dense(limit: int) -> list[SearchHit]:
+            with self._mapped("search", physical):
                 results = client.search(
                     physical,
                     data=[self._check_vector(physical, vector)],
                     filter=expr,
-                    limit=top_k,
+                    limit=limit,
                     anns_field=VECTOR_FIELD,
-                    search_params=self._dense_params(layout, top_k, ef),
+                    search_params=self._dense_params(layout, limit, ef),
                     **common,
                 )
-        hits = [_to_hit(hit, bm25=used == "bm25") for hit in results[0]] if results else []
-        # Stable: ties keep the engine's order.
-        hits.sort(key=lambda hit: hit.score, reverse=True)
+            return _hits(results)
+
+        if used == "bm25":
+            hits = bm25(top_k)
+        elif used == "hybrid":
+            depth = min(MAX_TOP_K, max(top_k, HYBRID_MIN_CANDIDATES))
+            hits = fuse(dense(depth), bm25(depth), fusion or FusionConfig(), top_k)
+        else:
+            hits = dense(top_k)
         return SearchResult(hits, mode=used)
 
     @staticmethod
@@ -906,6 +928,13 @@ class MilvusVectorStore:
             # Dropping a missing collection succeeds on both Milvus and Milvus Lite.
             client.drop_collection(physical, timeout=self._timeout)
         log.info("milvus.collection_dropped", name=physical)
+
+
+def _hits(results: Any, *, bm25: bool = False) -> list[SearchHit]:
+    hits = [_to_hit(hit, bm25=bm25) for hit in results[0]] if results else []
+    # Stable: ties keep the engine's order.
+    hits.sort(key=lambda hit: hit.score, reverse=True)
+    return hits
 
 
 def _to_hit(hit: Any, *, bm25: bool = False) -> SearchHit:

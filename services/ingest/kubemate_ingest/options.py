@@ -5,7 +5,8 @@ from __future__ import annotations
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from kubemate.errors import ValidationFailed
-from kubemate.text.split import SplitterSpec, Strategy
+from kubemate.inference.registry import max_input_tokens
+from kubemate.text.split import SplitterSpec, Strategy, chunking_for
 from kubemate_ingest.settings import IngestSettings
 
 
@@ -36,32 +37,31 @@ def collection_of(settings: IngestSettings, options: UploadOptions) -> str:
     return name
 
 
-def default_splitter(settings: IngestSettings, tenant_id: str) -> SplitterSpec:
+def default_splitter(settings: IngestSettings, tenant_id: str, collection: str) -> SplitterSpec:
+    """The tenant's splitter, else the settings' sized for the collection's embedder."""
     tenant_spec = settings.ingest.tenant_splitter.get(tenant_id)
     if tenant_spec is not None:
         return tenant_spec
+    config = settings.collection(collection)
+    sizes = chunking_for(config, settings.splitter, max_input_tokens(config.embedder))
     return SplitterSpec(
         strategy=settings.ingest.splitter_strategy,
-        chunk_size=settings.splitter.chunk_size,
-        chunk_overlap=settings.splitter.chunk_overlap,
+        chunk_size=sizes.chunk_size,
+        chunk_overlap=sizes.chunk_overlap,
     )
 
 
 def splitter_of(settings: IngestSettings, tenant_id: str, options: UploadOptions) -> SplitterSpec:
-    """The upload's choices over the tenant's defaults over the settings'.
+    """The upload's choices over the tenant's defaults over the collection's.
 
-    A smaller ``chunk_size`` given alone would often sit below the default overlap; the overlap
-    then shrinks to an eighth of the size instead of refusing the upload."""
-    base = default_splitter(settings, tenant_id)
+    A ``chunk_size`` given alone could sit below the default overlap, or near it; the overlap
+    is then at most an eighth of the size instead of refusing the upload."""
+    base = default_splitter(settings, tenant_id, collection_of(settings, options))
     values = base.model_dump()
     chosen = options.model_dump(include={"strategy", "chunk_size", "chunk_overlap"})
     values.update({k: v for k, v in chosen.items() if v is not None})
-    if (
-        options.chunk_size is not None
-        and options.chunk_overlap is None
-        and base.chunk_overlap >= options.chunk_size
-    ):
-        values["chunk_overlap"] = options.chunk_size // 8
+    if options.chunk_size is not None and options.chunk_overlap is None:
+        values["chunk_overlap"] = min(base.chunk_overlap, options.chunk_size // 8)
     try:
         return SplitterSpec.model_validate(values)
     except ValidationError as exc:

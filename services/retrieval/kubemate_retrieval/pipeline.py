@@ -35,6 +35,7 @@ from kubemate.inference import Embedder
 from kubemate.logs import get_logger
 from kubemate.metadata.store import MetadataStore
 from kubemate.metrics import VECTOR_SEARCH_DURATION
+from kubemate.settings import FusionConfig
 from kubemate.vectorstore import SearchHit, VectorStore
 from kubemate_retrieval.caches import Caches, digest, hits_from_json, hits_to_json, vector_digest
 from kubemate_retrieval.filters import Filters, resolve_document_ids
@@ -69,6 +70,8 @@ class QueryRequest:
     rerank_required: bool = False
     filters: Filters | None = None
     cache: bool = True  # read and fill the caches (off: every stage runs, for benchmarks)
+    fusion: FusionConfig | None = None  # the collection's fusion, overridden for this request
+    per_document: bool = False  # each document once, at its best chunk
 
     def cache_params(self) -> dict[str, object]:
         return {
@@ -78,6 +81,8 @@ class QueryRequest:
             "hybrid": self.hybrid,
             "rerank": self.rerank,
             "filters": self.filters.cache_key() if self.filters else None,
+            "fusion": self.fusion.model_dump() if self.fusion else None,
+            "per_document": self.per_document,
         }
 
 
@@ -292,7 +297,11 @@ class RetrievalPipeline:
         template and analyser) if a tenant asks before anything was indexed there. Blocking."""
         config = self._settings.collection(active.collection)
         self._vectors.ensure_collection(
-            active.name, dimension, language=config.language, index=index_of(config, active.name)
+            active.name,
+            dimension,
+            language=config.language,
+            index=index_of(config, active.name),
+            bm25=config.bm25,
         )
         return active.name
 
@@ -395,6 +404,7 @@ class RetrievalPipeline:
             if request.rerank
             else request.top_k
         )
+        fusion = request.fusion or self._settings.collection(request.collection).fusion
 
         def find(query_vector: list[float]) -> Found:
             collection = (
@@ -410,6 +420,8 @@ class RetrievalPipeline:
                 hybrid=request.hybrid,
                 ef=request.ef,
                 document_ids=document_ids,
+                fusion=fusion,
+                per_document=request.per_document,
             )
             # Nothing found and no filter: tell "no documents at all" from "nothing relevant".
             empty = (

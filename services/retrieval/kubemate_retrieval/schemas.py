@@ -9,6 +9,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from kubemate.errors import ValidationFailed
+from kubemate.settings import FusionConfig
 from kubemate.vectorstore import SearchHit
 from kubemate_retrieval.answers.config import AnswerMode
 from kubemate_retrieval.answers.mode import UsedMode
@@ -38,6 +39,12 @@ class QueryIn(BaseModel):
         None, description="LLM query rewriting; default: only with a conversation"
     )
     filters: Filters | None = None
+    fusion: FusionConfig | None = Field(
+        None, description="how hybrid search merges its rankings; default: the collection's"
+    )
+    per_document: bool = Field(
+        False, description="each document once, at its best chunk (document search)"
+    )
     cache: bool = Field(
         True, description="read and fill the caches; false runs every stage (benchmarks)"
     )
@@ -87,6 +94,8 @@ class QueryIn(BaseModel):
             ),
             filters=filters,
             cache=self.cache,
+            fusion=self.fusion,
+            per_document=self.per_document,
         )
 
 

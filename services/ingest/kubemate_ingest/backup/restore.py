@@ -277,6 +277,7 @@ def _restore_vectors(
             part.dimension,
             language=config.language if config else "en",
             index=index_of(config, part.collection) if config else None,
+            bm25=config.bm25 if config else None,
         )
         batch: list[ChunkRecord] = []
         for line in read_lines(files[part.file.name]):
