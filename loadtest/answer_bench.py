@@ -146,6 +146,13 @@ def tenant_of(dataset: Dataset, paragraph: str, prefix: str) -> str:
     return f"{prefix}-{dataset.collection}-{'ab'[side]}"
 
 
+def split_of(dataset: Dataset, paragraph: str) -> str:
+    """The half of the dataset a paragraph's questions belong to, by its article: "tune"
+    (settings are chosen on it, ``answer_tune.py``) or "report" (the figures reported)."""
+    title = dataset.titles[paragraph]
+    return ("tune", "report")[hashlib.sha256(f"split:{title}".encode()).digest()[0] % 2]
+
+
 def other_tenant(tenant: str) -> str:
     return tenant[:-1] + ("b" if tenant.endswith("a") else "a")
 
@@ -462,6 +469,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--generative-questions", type=int, default=20, help="of those, also generated (0: none)"
     )
+    parser.add_argument(
+        "--split",
+        choices=("tune", "report", "all"),
+        default="all",
+        help="only the questions of this half of each dataset (by article; see answer_tune.py)",
+    )
     parser.add_argument("--seed", type=int, default=12)
     parser.add_argument("--top-k", type=int, default=5)
     parser.add_argument("--workers", type=int, default=1, help="concurrent questions")
@@ -516,7 +529,11 @@ def run(args: argparse.Namespace, url: str) -> None:
                 started = time.perf_counter()
                 tokens_of = ingest(http, url, dataset, args.tenant_prefix)
                 dump["figures"][f"{dataset.name} ingest_s"] = time.perf_counter() - started
-            sample = list(dataset.questions)
+            sample = [
+                q
+                for q in dataset.questions
+                if args.split == "all" or split_of(dataset, q.paragraph) == args.split
+            ]
             random.Random(args.seed).shuffle(sample)
             prepared.append((dataset, tokens_of, sample[: args.questions]))
         modes = [("extractive", args.questions), ("generative", args.generative_questions)]
