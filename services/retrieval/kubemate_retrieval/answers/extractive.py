@@ -28,6 +28,7 @@ from dataclasses import dataclass, replace
 from kubemate.inference import Embedder
 from kubemate.vectorstore import SearchHit
 from kubemate_retrieval.answers.config import AnswersConfig
+from kubemate_retrieval.answers.cues import asked_kind, holds
 from kubemate_retrieval.answers.lexical import TermWeights, coverage, terms
 from kubemate_retrieval.answers.sentences import Sentence, TextLanguage, split_sentences
 
@@ -40,6 +41,7 @@ class Candidate:
     lexical: float
     dense: float | None = None  # cosine with the question, when embedded
     score: float = 0.0
+    cue: float = 0.0  # bonus: it holds what the question asks for (a date, a number)
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,13 +65,17 @@ def candidates(
             found.append((label, order, sentence, terms(sentence.text, language)))
     wanted = terms(question, language)
     weights = TermWeights.of(t for *_, t in found)
+    kind = asked_kind(question, language)
     scored = []
     for label, order, sentence, own in found:
         if own <= wanted and not sentence.text.endswith(_CLOSINGS):
             continue  # a heading naming the question's subject: nothing it could answer with
         lexical = coverage(wanted, own, weights)
         prior = config.rank_prior / label
-        scored.append(Candidate(label, order, sentence, lexical, score=lexical + prior))
+        cue = config.cue_bonus if kind and holds(sentence.text, kind, language) else 0.0
+        scored.append(
+            Candidate(label, order, sentence, lexical, score=lexical + prior + cue, cue=cue)
+        )
     scored.sort(key=lambda c: c.score, reverse=True)
     return scored
 
@@ -100,7 +106,8 @@ async def rescore_dense(
             dense=cosine,
             score=(1 - weight) * c.lexical
             + weight * (cosine - low) / spread
-            + config.rank_prior / c.label,
+            + config.rank_prior / c.label
+            + c.cue,
         )
         for c, cosine in zip(head, cosines, strict=True)
     ]
@@ -109,16 +116,22 @@ async def rescore_dense(
 
 
 def choose(ranked: list[Candidate], config: AnswersConfig) -> Evidence:
-    """The quotes: the best candidate, and the next ones of its chunk that score nearly as well."""
+    """The quotes: the best candidate, and the next ones of its chunk that score nearly as well
+    (or the next best of its chunk whatever its score, when the best is shorter than
+    ``short_quote_chars``: a short sentence rarely says all of an answer)."""
     if not ranked:
         return NO_EVIDENCE
     best = ranked[0]
     chosen = [best]
+    short = len(best.sentence.text) < config.short_quote_chars
     for other in ranked[1:]:
         if len(chosen) >= config.max_quotes:
             break
-        if other.label == best.label and other.score >= config.second_quote_ratio * best.score:
+        if other.label != best.label:
+            continue
+        if short or other.score >= config.second_quote_ratio * best.score:
             chosen.append(other)
+            short = False
     chosen.sort(key=lambda c: c.order)
     return Evidence(quotes=chosen, lexical=best.lexical, dense=best.dense)
 
