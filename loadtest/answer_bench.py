@@ -117,7 +117,8 @@ def load_cmrc(path: Path) -> Dataset:
     with (path / "answers.jsonl").open(encoding="utf-8") as lines:
         for line in lines:
             row = json.loads(line)
-            if not row.get("is_impossible"):
+            # Two trial questions are blank (an API would answer 422): not questions.
+            if not row.get("is_impossible") and row["question"].strip():
                 questions.append(
                     Question(row["_id"], row["question"], row["answers"], row["paragraph"])
                 )
@@ -136,7 +137,7 @@ def load_squad(path: Path) -> Dataset:
             titles[pid] = str(article.get("title") or a)
             for qa in paragraph["qas"]:
                 answers = [x["text"] for x in qa.get("answers", []) if x["text"].strip()]
-                if answers and not qa.get("is_impossible"):
+                if answers and not qa.get("is_impossible") and qa["question"].strip():
                     questions.append(Question(str(qa["id"]), qa["question"], answers, pid))
     return Dataset(path.name, "en", "default", paragraphs, titles, questions)
 

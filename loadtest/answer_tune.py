@@ -33,6 +33,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -86,25 +87,33 @@ def collect(args: argparse.Namespace, url: str) -> None:
             }
         else:
             tokens_of = ingest(http, url, dataset, args.tenant_prefix)
+        questions = [
+            q
+            for q in dataset.questions
+            if args.split == "all" or split_of(dataset, q.paragraph) == args.split
+        ]
+
+        def hits_of(job: tuple[Question, bool]) -> dict[str, Any]:
+            q, answerable = job
+            home = tenant_of(dataset, q.paragraph, args.tenant_prefix)
+            tenant = home if answerable else other_tenant(home)
+            body = {
+                "question": q.text,
+                "collection": dataset.collection,
+                "top_k": args.top_k,
+                "cache": False,
+            }
+            headers = {"Authorization": f"Bearer {tokens_of[tenant]}"}
+            hits = request(http, "POST", url + "/v1/query", json=body, headers=headers).json()
+            return {"id": q.id, "answerable": answerable, "hits": hits["hits"]}
+
         started = time.perf_counter()
-        with args.out.open("w", encoding="utf-8") as out:
-            for n, q in enumerate(dataset.questions, 1):
-                home = tenant_of(dataset, q.paragraph, args.tenant_prefix)
-                for answerable, tenant in ((True, home), (False, other_tenant(home))):
-                    body = {
-                        "question": q.text,
-                        "collection": dataset.collection,
-                        "top_k": args.top_k,
-                        "cache": False,
-                    }
-                    headers = {"Authorization": f"Bearer {tokens_of[tenant]}"}
-                    hits = request(
-                        http, "POST", url + "/v1/query", json=body, headers=headers
-                    ).json()["hits"]
-                    row = {"id": q.id, "answerable": answerable, "hits": hits}
-                    out.write(json.dumps(row, ensure_ascii=False) + "\n")
-                if n % 100 == 0:
-                    print(f"  {n} questions, {time.perf_counter() - started:.0f} s", flush=True)
+        jobs = [(q, answerable) for q in questions for answerable in (True, False)]
+        with args.out.open("w", encoding="utf-8") as out, ThreadPoolExecutor(args.workers) as pool:
+            for n, row in enumerate(pool.map(hits_of, jobs), 1):
+                out.write(json.dumps(row, ensure_ascii=False) + "\n")
+                if n % 200 == 0:
+                    print(f"  {n} queries, {time.perf_counter() - started:.0f} s", flush=True)
 
 
 # ---- replay -------------------------------------------------------------------------------------
@@ -256,6 +265,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     c.add_argument("--data-dir", type=Path)
     c.add_argument("--skip-ingest", action="store_true")
     c.add_argument("--top-k", type=int, default=5)
+    c.add_argument("--split", choices=("tune", "report", "all"), default="tune")
+    c.add_argument("--workers", type=int, default=2, help="concurrent queries")
     c.add_argument("--start-timeout", type=float, default=600.0)
     c.add_argument("--out", type=Path, required=True)
     r = sub.choices["replay"]

@@ -38,7 +38,8 @@ class Candidate:
     label: int  # the [n] of the chunk it comes from (1-based rank)
     order: int  # its place among the chunk's sentences
     sentence: Sentence
-    lexical: float
+    lexical: float  # its coverage of the question, terms weighted over every candidate
+    match: float = 0.0  # what ranks it: lexical, mixed with the weights within its own chunk
     dense: float | None = None  # cosine with the question, when embedded
     score: float = 0.0
     cue: float = 0.0  # bonus: it holds what the question asks for (a date, a number)
@@ -65,17 +66,24 @@ def candidates(
             found.append((label, order, sentence, terms(sentence.text, language)))
     wanted = terms(question, language)
     weights = TermWeights.of(t for *_, t in found)
+    # Within one chunk, the question's subject is in most sentences and says little about
+    # which one answers; the words of what is asked about ("height", "花期") say more.
+    local = {
+        label: TermWeights.of(t for other, _, _, t in found if other == label)
+        for label in {label for label, *_ in found}
+    }
+    share = config.chunk_weighting
     kind = asked_kind(question, language)
     scored = []
     for label, order, sentence, own in found:
         if own <= wanted and not sentence.text.endswith(_CLOSINGS):
             continue  # a heading naming the question's subject: nothing it could answer with
         lexical = coverage(wanted, own, weights)
+        match = (1 - share) * lexical + share * coverage(wanted, own, local[label])
         prior = config.rank_prior / label
         cue = config.cue_bonus if kind and holds(sentence.text, kind, language) else 0.0
-        scored.append(
-            Candidate(label, order, sentence, lexical, score=lexical + prior + cue, cue=cue)
-        )
+        score = match + prior + cue
+        scored.append(Candidate(label, order, sentence, lexical, match, score=score, cue=cue))
     scored.sort(key=lambda c: c.score, reverse=True)
     return scored
 
@@ -104,7 +112,7 @@ async def rescore_dense(
         replace(
             c,
             dense=cosine,
-            score=(1 - weight) * c.lexical
+            score=(1 - weight) * c.match
             + weight * (cosine - low) / spread
             + config.rank_prior / c.label
             + c.cue,
@@ -113,6 +121,12 @@ async def rescore_dense(
     ]
     rescored.sort(key=lambda c: c.score, reverse=True)
     return rescored + ranked[len(head) :]
+
+
+def _worth(candidate: Candidate, config: AnswersConfig) -> float:
+    """How well a candidate answers by itself: its score without the bonuses for its chunk's
+    rank and for holding a date or a number (which a title can hold too)."""
+    return candidate.score - candidate.cue - config.rank_prior / candidate.label
 
 
 def choose(ranked: list[Candidate], config: AnswersConfig) -> Evidence:
@@ -127,9 +141,9 @@ def choose(ranked: list[Candidate], config: AnswersConfig) -> Evidence:
     for other in ranked[1:]:
         if len(chosen) >= config.max_quotes:
             break
-        if other.label != best.label:
+        if other.label != best.label or abs(other.order - best.order) > config.second_quote_reach:
             continue
-        if short or other.score >= config.second_quote_ratio * best.score:
+        if short or _worth(other, config) >= config.second_quote_ratio * _worth(best, config):
             chosen.append(other)
             short = False
     chosen.sort(key=lambda c: c.order)
