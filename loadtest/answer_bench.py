@@ -34,6 +34,10 @@ Datasets are read in place, never copied into the repository:
   1,380 questions with gold spans), since SQuAD v1.1/v2.0 dev and XQuAD are reserved and no
   SQuAD train file could be obtained here.
 
+``--split report`` asks only the questions of the half of each dataset by article
+(:func:`split_of`) that no setting was chosen on: settings are tuned on the other half with
+``loadtest/answer_tune.py``, which replays retrieved chunks offline.
+
 Run (2 busy cores: ~4 min to ingest both, ~1 s per quoted answer)::
 
     .venv/bin/python loadtest/answer_bench.py --squad-json /path/200423_covidQA.json \\

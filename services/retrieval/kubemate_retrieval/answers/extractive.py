@@ -6,14 +6,21 @@ embedder compares the question with sentences, beside lexical overlap.
    (no closing punctuation) that hold nothing besides the question's own terms: a title names
    the subject, and answers nothing.
 2. Lexical score: the IDF-weighted share of the question's terms a sentence holds
-   (:mod:`~kubemate_retrieval.answers.lexical`), plus a small bonus for better-ranked chunks
-   (retrieval already read the whole chunk).
+   (:mod:`~kubemate_retrieval.answers.lexical`). The weights that rank a sentence are those
+   within its own chunk (``chunk_weighting``): a chunk repeats its subject in most sentences,
+   so the words of what is asked about decide. Bonuses: a small one for better-ranked chunks
+   (retrieval already read the whole chunk), and one for a sentence holding what the question
+   asks for, a date or a number (:mod:`~kubemate_retrieval.answers.cues`).
 3. Dense score: the best of them by (2), at most ``embedded_candidates`` and only those within
    ``dense_margin`` of the best (the rest could not overtake it), are embedded as passages and
    compared with the question's query vector; the cosines are rescaled to 0..1 among them, so
    that the weight means the same whatever the embedder's range of cosines.
 4. The best sentence is quoted; a further one (at most ``max_quotes``) from the same chunk if
-   it scores nearly as well, in the order they stand in the chunk.
+   its own worth (the score without the bonuses) is at least ``second_quote_ratio`` of the
+   best's, in the order they stand in the chunk.
+
+Settings were chosen on the tune half of the CMRC 2018 trial (``loadtest/answer_tune.py``);
+BENCHMARKS.md reports the other half.
 
 The evidence of an answer (for "cannot answer") is the best candidate's lexical coverage: the
 question's rare terms missing from every candidate is what a question asked of the wrong
