@@ -132,6 +132,21 @@ def test_the_sentence_that_holds_the_question_is_quoted_with_its_citation() -> N
     assert not too_weak(evidence, "en", CONFIG)
 
 
+def test_a_second_quote_that_repeats_the_first_ones_words_is_left_out() -> None:
+    title = "卡斯特罗公爵、波旁-两西西里王室家族族长"
+    text = f"1966年，祖父{title}兰尼埃里让出头衔。夏尔继位成为{title}。"
+    ranked = candidates(f"夏尔何时成为{title}？", [hit(1, text)], "zh", CONFIG)
+    assert len(ranked) == 2 and ranked[1].score >= 0.4 * ranked[0].score  # worth quoting...
+    assert len(choose(ranked, CONFIG).quotes) == 1  # ...but it would say the title twice
+
+
+def test_a_second_quote_nearly_as_good_is_quoted_in_reading_order() -> None:
+    text = "爱普格评分由五项指标组成。五个指标分别为外观、脉搏、不快、活动与呼吸。"
+    ranked = candidates("爱普格评分的五个指标分别是什么？", [hit(1, text)], "zh", CONFIG)
+    quotes = [q.sentence.text for q in choose(ranked, CONFIG).quotes]
+    assert quotes == ["爱普格评分由五项指标组成。", "五个指标分别为外观、脉搏、不快、活动与呼吸。"]
+
+
 def test_chinese_quote_uses_chinese_quotation_marks() -> None:
     paragraph = (
         "基于《跑跑卡丁车》与《泡泡堂》上所开发的游戏，由韩国Nexon开发与发行。"

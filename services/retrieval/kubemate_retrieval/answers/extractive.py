@@ -38,6 +38,7 @@ from kubemate_retrieval.answers.config import AnswersConfig
 from kubemate_retrieval.answers.cues import asked_kind, holds
 from kubemate_retrieval.answers.lexical import TermWeights, coverage, terms
 from kubemate_retrieval.answers.sentences import Sentence, TextLanguage, split_sentences
+from kubemate_retrieval.repetition import RepetitionRule, find_repetition
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,6 +60,7 @@ class Evidence:
     dense: float | None  # the best candidate's cosine with the question
 
 
+_RULE = RepetitionRule()
 NO_EVIDENCE = Evidence(quotes=[], lexical=0.0, dense=None)
 _CLOSINGS = tuple(".!?。！？；;…”’\"')）)")
 
@@ -150,6 +152,8 @@ def choose(ranked: list[Candidate], config: AnswersConfig) -> Evidence:
             break
         if other.label != best.label or abs(other.order - best.order) > config.second_quote_reach:
             continue
+        if find_repetition(" ".join(c.sentence.text for c in (*chosen, other)), _RULE):
+            continue  # it repeats a run of words already quoted: the reader would read it twice
         if short or _worth(other, config) >= config.second_quote_ratio * _worth(best, config):
             chosen.append(other)
             short = False
