@@ -34,6 +34,10 @@ Datasets are read in place, never copied into the repository:
   1,380 questions with gold spans), since SQuAD v1.1/v2.0 dev and XQuAD are reserved and no
   SQuAD train file could be obtained here.
 
+``--split report`` asks only the questions of the half of each dataset by article
+(:func:`split_of`) that no setting was chosen on: settings are tuned on the other half with
+``loadtest/answer_tune.py``, which replays retrieved chunks offline.
+
 Run (2 busy cores: ~4 min to ingest both, ~1 s per quoted answer)::
 
     .venv/bin/python loadtest/answer_bench.py --squad-json /path/200423_covidQA.json \\
@@ -117,7 +121,8 @@ def load_cmrc(path: Path) -> Dataset:
     with (path / "answers.jsonl").open(encoding="utf-8") as lines:
         for line in lines:
             row = json.loads(line)
-            if not row.get("is_impossible"):
+            # Two trial questions are blank (an API would answer 422): not questions.
+            if not row.get("is_impossible") and row["question"].strip():
                 questions.append(
                     Question(row["_id"], row["question"], row["answers"], row["paragraph"])
                 )
@@ -136,7 +141,7 @@ def load_squad(path: Path) -> Dataset:
             titles[pid] = str(article.get("title") or a)
             for qa in paragraph["qas"]:
                 answers = [x["text"] for x in qa.get("answers", []) if x["text"].strip()]
-                if answers and not qa.get("is_impossible"):
+                if answers and not qa.get("is_impossible") and qa["question"].strip():
                     questions.append(Question(str(qa["id"]), qa["question"], answers, pid))
     return Dataset(path.name, "en", "default", paragraphs, titles, questions)
 
@@ -144,6 +149,13 @@ def load_squad(path: Path) -> Dataset:
 def tenant_of(dataset: Dataset, paragraph: str, prefix: str) -> str:
     side = hashlib.sha256(dataset.titles[paragraph].encode()).digest()[0] % 2
     return f"{prefix}-{dataset.collection}-{'ab'[side]}"
+
+
+def split_of(dataset: Dataset, paragraph: str) -> str:
+    """The half of the dataset a paragraph's questions belong to, by its article: "tune"
+    (settings are chosen on it, ``answer_tune.py``) or "report" (the figures reported)."""
+    title = dataset.titles[paragraph]
+    return ("tune", "report")[hashlib.sha256(f"split:{title}".encode()).digest()[0] % 2]
 
 
 def other_tenant(tenant: str) -> str:
@@ -462,6 +474,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--generative-questions", type=int, default=20, help="of those, also generated (0: none)"
     )
+    parser.add_argument(
+        "--split",
+        choices=("tune", "report", "all"),
+        default="all",
+        help="only the questions of this half of each dataset (by article; see answer_tune.py)",
+    )
     parser.add_argument("--seed", type=int, default=12)
     parser.add_argument("--top-k", type=int, default=5)
     parser.add_argument("--workers", type=int, default=1, help="concurrent questions")
@@ -516,7 +534,11 @@ def run(args: argparse.Namespace, url: str) -> None:
                 started = time.perf_counter()
                 tokens_of = ingest(http, url, dataset, args.tenant_prefix)
                 dump["figures"][f"{dataset.name} ingest_s"] = time.perf_counter() - started
-            sample = list(dataset.questions)
+            sample = [
+                q
+                for q in dataset.questions
+                if args.split == "all" or split_of(dataset, q.paragraph) == args.split
+            ]
             random.Random(args.seed).shuffle(sample)
             prepared.append((dataset, tokens_of, sample[: args.questions]))
         modes = [("extractive", args.questions), ("generative", args.generative_questions)]

@@ -21,6 +21,7 @@ import uvicorn
 from tests.fixtures.inference import OllamaStandIn, free_port
 from tests.integration.test_retrieval_fixtures import (  # noqa: F401 (fixtures)
     FACTS,
+    GENERATED,
     RetrievalEnv,
     retrieval_env,
     stand_in_llm,
@@ -69,7 +70,9 @@ def kb(
     ollama_standin: OllamaStandIn,
 ) -> Iterator[openai.OpenAI]:
     retrieval_env.index(FACTS)
-    with served(retrieval_env, llm=stand_in_llm(ollama_standin.base_url, max_tokens=32)) as c:
+    with served(
+        retrieval_env, llm=stand_in_llm(ollama_standin.base_url, max_tokens=32), answers=GENERATED
+    ) as c:
         yield c
 
 

@@ -18,7 +18,7 @@ import pytest
 from fastapi.testclient import TestClient
 from prometheus_client import REGISTRY
 
-from tests.fixtures.inference import OllamaStandIn
+from tests.fixtures.inference import GEMMA_CHAT_TEMPLATE, OllamaStandIn, StandInModel
 from tests.integration.test_openai_api import served
 from tests.integration.test_retrieval_fixtures import (  # noqa: F401 (fixtures)
     RetrievalEnv,
@@ -195,3 +195,32 @@ def test_generated_sentences_without_support_are_returned_and_counted(
     assert any("Cite the sources you use" in s for s in unsupported), unsupported
     assert not any("Domestic cats sleep for about fifteen hours" in s for s in unsupported)
     assert counted() - before == len(unsupported)
+
+
+@pytest.mark.parametrize(
+    ("template", "mode"),
+    [("{{ .Prompt }}", "extractive"), (GEMMA_CHAT_TEMPLATE, "generative")],
+    ids=["bare-template", "chat-template"],
+)
+def test_auto_follows_the_kind_the_ollama_runtime_reports(
+    env: RetrievalEnv, ollama_standin: OllamaStandIn, template: str, mode: str
+) -> None:
+    """A served model is asked what it is (the STAND-IN's /api/show template): a base model
+    gets quoted answers, a chat model generated ones; asked once, not per question."""
+    ollama_standin.models["house:1b"] = StandInModel("house:1b", template=template)
+    llm = stand_in_llm(ollama_standin.base_url, model="house:1b", max_tokens=64)
+    with env.client(llm=llm) as c:
+        bodies = [
+            c.post("/v1/chat", json={"question": question, "top_k": 1, "cache": False}).json()
+            for question in ("How long do domestic cats sleep?", "How long do cats sleep?")
+        ]
+    assert [body["answer_mode"] for body in bodies] == [mode, mode]
+    if mode == "extractive":
+        label = bodies[0]["citations"][0]["index"]
+        assert bodies[0]["answer"] == (
+            f'"Domestic cats sleep for about fifteen hours every day." [{label}]'
+        )
+        assert ollama_standin.calls("/api/generate") + ollama_standin.calls("/api/chat") == 0
+    else:
+        assert bodies[0]["answer"].startswith("The stand-in answers:")
+    assert ollama_standin.calls("/api/show") == 1

@@ -19,6 +19,7 @@ from tests.fixtures.inference import OllamaStandIn, free_port
 from tests.fixtures.services import MACHINE_REDIS
 from tests.integration.test_retrieval_fixtures import (  # noqa: F401 (fixtures)
     FACTS,
+    GENERATED,
     RetrievalEnv,
     retrieval_env,
     stand_in_llm,
@@ -40,7 +41,9 @@ def test_identical_questions_are_answered_from_the_cache(
     ollama_standin: OllamaStandIn,
 ) -> None:
     retrieval_env.index(FACTS)
-    with retrieval_env.client(llm=stand_in_llm(ollama_standin.base_url)) as client:
+    with retrieval_env.client(
+        llm=stand_in_llm(ollama_standin.base_url), answers=GENERATED
+    ) as client:
         before = client.get("/metrics").text
         first = client.post("/v1/chat", json={"question": "How long do cats sleep?"})
         assert first.status_code == 200, first.text
@@ -81,7 +84,9 @@ def test_a_new_upload_is_never_hidden_by_a_stale_answer(
 ) -> None:
     retrieval_env.index({"cats.txt": FACTS["cats.txt"]})
     question = {"question": "How fast do cheetahs run?", "top_k": 3}
-    with retrieval_env.client(llm=stand_in_llm(ollama_standin.base_url)) as client:
+    with retrieval_env.client(
+        llm=stand_in_llm(ollama_standin.base_url), answers=GENERATED
+    ) as client:
         r = client.post("/v1/chat", json=question)
         assert [c["source"] for c in r.json()["citations"]] == ["cats.txt"]
         assert client.post("/v1/chat", json=question).json()["cached"] is True

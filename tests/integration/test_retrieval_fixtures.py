@@ -137,6 +137,11 @@ def retrieval_env(backend_env: dict[str, object], milvus_lite_uri: str) -> Itera
     client.close()
 
 
+# The stand-in serves gemma3:270m as a base model (a bare template), for which ``auto`` quotes:
+# tests of generated answers ask for them.
+GENERATED = {"mode": "generative"}
+
+
 def stand_in_llm(base_url: str, **extra: Any) -> dict[str, Any]:
     """LLM settings for the Ollama stand-in of tests/fixtures/inference.py (echoes prompts)."""
     return {"provider": "ollama", "model": "gemma3:270m", "base_url": base_url, **extra}

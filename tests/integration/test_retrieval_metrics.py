@@ -17,6 +17,7 @@ from prometheus_client import REGISTRY
 from tests.fixtures.inference import OllamaStandIn, free_port
 from tests.integration.test_retrieval_fixtures import (  # noqa: F401 (fixtures)
     FACTS,
+    GENERATED,
     RetrievalEnv,
     retrieval_env,
     stand_in_llm,
@@ -54,7 +55,7 @@ def chat(
 ) -> Iterator[TestClient]:
     retrieval_env.index(FACTS)
     llm = stand_in_llm(ollama_standin.base_url, max_tokens=24)
-    with retrieval_env.client(llm=llm) as client:
+    with retrieval_env.client(llm=llm, answers=GENERATED) as client:
         yield client
 
 

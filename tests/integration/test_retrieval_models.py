@@ -27,6 +27,7 @@ from tests.fixtures.inference import OllamaStandIn
 from tests.fixtures.services import identity_headers
 from tests.integration.test_retrieval_fixtures import (  # noqa: F401 (fixtures)
     FACTS,
+    GENERATED,
     RetrievalEnv,
     retrieval_env,
     stand_in_llm,
@@ -47,6 +48,7 @@ def models_env(
     retrieval_env.values = {
         **retrieval_env.values,
         "llm": stand_in_llm(ollama_standin.base_url, max_tokens=8),
+        "answers": GENERATED,
         "models": {"assignments_key": f"test:{retrieval_env.suffix}:assignments"},
     }
     return retrieval_env

@@ -9,6 +9,8 @@ from collections.abc import Sequence
 
 import pytest
 
+from kubemate.errors import BackendUnavailable
+from kubemate.inference import LLM, ModelKind
 from kubemate.settings import LLMConfig
 from kubemate.vectorstore import SearchHit
 from kubemate_retrieval.answers.config import AnswersConfig
@@ -22,7 +24,7 @@ from kubemate_retrieval.answers.extractive import (
 )
 from kubemate_retrieval.answers.grounding import check_grounding
 from kubemate_retrieval.answers.lexical import TermWeights, coverage, terms
-from kubemate_retrieval.answers.mode import model_kind, resolve_mode
+from kubemate_retrieval.answers.mode import ModelKinds, model_kind, resolve_mode
 from kubemate_retrieval.answers.refusal import too_weak
 from kubemate_retrieval.answers.sentences import language_of, split_sentences
 
@@ -128,6 +130,21 @@ def test_the_sentence_that_holds_the_question_is_quoted_with_its_citation() -> N
         '"Acme Bank opened twelve new branches in Lyon during 2025." [2]'
     ]
     assert not too_weak(evidence, "en", CONFIG)
+
+
+def test_a_second_quote_that_repeats_the_first_ones_words_is_left_out() -> None:
+    title = "卡斯特罗公爵、波旁-两西西里王室家族族长"
+    text = f"1966年，祖父{title}兰尼埃里让出头衔。夏尔继位成为{title}。"
+    ranked = candidates(f"夏尔何时成为{title}？", [hit(1, text)], "zh", CONFIG)
+    assert len(ranked) == 2 and ranked[1].score >= 0.4 * ranked[0].score  # worth quoting...
+    assert len(choose(ranked, CONFIG).quotes) == 1  # ...but it would say the title twice
+
+
+def test_a_second_quote_nearly_as_good_is_quoted_in_reading_order() -> None:
+    text = "爱普格评分由五项指标组成。五个指标分别为外观、脉搏、不快、活动与呼吸。"
+    ranked = candidates("爱普格评分的五个指标分别是什么？", [hit(1, text)], "zh", CONFIG)
+    quotes = [q.sentence.text for q in choose(ranked, CONFIG).quotes]
+    assert quotes == ["爱普格评分由五项指标组成。", "五个指标分别为外观、脉搏、不快、活动与呼吸。"]
 
 
 def test_chinese_quote_uses_chinese_quotation_marks() -> None:
@@ -311,6 +328,52 @@ def test_auto_quotes_with_the_packaged_base_model_and_generates_with_chat_models
     assert model_kind(packaged, AnswersConfig(model_kind="chat")) == "chat"
     assert resolve_mode(None, "default", "base", CONFIG) == "extractive"
     assert resolve_mode(None, "default", "chat", CONFIG) == "generative"
+
+
+class _Runtime:
+    """What ModelKinds asks: a runtime reporting its kind, counting the questions (a fake LLM:
+    the Ollama stand-in's reports are checked in tests/integration/test_retrieval_answers.py)."""
+
+    def __init__(self, kind: ModelKind | None) -> None:
+        self.reported = kind
+        self.asked = 0
+
+    async def kind(self) -> ModelKind:
+        self.asked += 1
+        if self.reported is None:
+            raise BackendUnavailable("ollama: connection refused")
+        return self.reported
+
+    async def get(self) -> LLM:
+        return self  # type: ignore[return-value]
+
+
+async def test_auto_follows_the_kind_the_runtime_reports_asked_once_per_model() -> None:
+    kinds = ModelKinds()
+    base_model = LLMConfig(provider="ollama", model="gemma3:270m", base_url="http://o")
+    chat_model = LLMConfig(provider="ollama", model="gemma3:270m-it", base_url="http://o")
+    base, chat = _Runtime("base"), _Runtime("chat")
+    for _ in range(3):
+        assert await kinds.of(base_model, CONFIG, base.get) == "base"
+        assert await kinds.of(chat_model, CONFIG, chat.get) == "chat"
+    assert (base.asked, chat.asked) == (1, 1)
+    # Settings win over the report, and the packaged model is known without loading it.
+    told = LLMConfig(provider="ollama", model="gemma3:270m", base_url="http://o", kind="chat")
+    assert await kinds.of(told, CONFIG, base.get) == "chat"
+    assert await kinds.of(base_model, AnswersConfig(model_kind="chat"), base.get) == "chat"
+    assert await kinds.of(LLMConfig(), CONFIG, chat.get) == "base"
+    assert (base.asked, chat.asked) == (1, 1)
+
+
+async def test_a_runtime_that_cannot_say_gets_the_guess_and_is_asked_again() -> None:
+    kinds = ModelKinds()
+    served = LLMConfig(provider="ollama", model="qwen2.5:7b", base_url="http://o")
+    runtime = _Runtime(None)
+    assert await kinds.of(served, CONFIG, runtime.get) == "chat"  # the settings' guess
+    runtime.reported = "base"
+    assert await kinds.of(served, CONFIG, runtime.get) == "base"
+    assert await kinds.of(served, CONFIG, runtime.get) == "base"
+    assert runtime.asked == 2
 
 
 def test_the_request_wins_over_the_collection_which_wins_over_the_default() -> None:

@@ -8,6 +8,7 @@ import contextlib
 from collections.abc import AsyncGenerator
 
 import pytest
+from prometheus_client import REGISTRY
 
 from kubemate.inference import ChatMessage, GenerateOptions, plain_text
 from kubemate.settings import LLMConfig
@@ -246,6 +247,21 @@ def test_streaming_is_not_held_back_longer_than_needed() -> None:
     sent = answer.feed("The license is perpetual and irrevocable ")
     # Everything but the word that may still go on ("irrevocable" could be "irrevocably").
     assert sent.startswith("The license is perpetual and")
+
+
+def _cuts(reason: str) -> float:
+    return REGISTRY.get_sample_value("kubemate_answer_cut_total", {"reason": reason}) or 0.0
+
+
+def test_answers_cut_short_are_counted_by_reason() -> None:
+    before = {reason: _cuts(reason) for reason in ("repetition", "scaffolding")}
+    looping = AnswerFilter(RULE)
+    looping.clean_text("When the patent is no longer needed. " * 3)
+    looping.close()  # closed again: still one answer cut
+    _streamed("It ends. Question: Who? Answer: me", 3)
+    AnswerFilter(RULE).clean_text("The licence is perpetual.")  # nothing cut: nothing counted
+    assert _cuts("repetition") - before["repetition"] == 1
+    assert _cuts("scaffolding") - before["scaffolding"] == 1
 
 
 async def _pieces(parts: list[str], closed: list[bool]) -> AsyncGenerator[str, None]:

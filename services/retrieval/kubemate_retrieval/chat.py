@@ -31,7 +31,7 @@ from kubemate_retrieval.answers.config import AnswerMode
 from kubemate_retrieval.answers.extractive import Evidence, find_evidence, quote_pieces
 from kubemate_retrieval.answers.grounding import check_grounding
 from kubemate_retrieval.answers.metrics import ANSWERS, UNSUPPORTED_SENTENCES
-from kubemate_retrieval.answers.mode import UsedMode, model_kind, resolve_mode
+from kubemate_retrieval.answers.mode import ModelKinds, UsedMode, requested_mode, resolve_mode
 from kubemate_retrieval.answers.refusal import too_weak
 from kubemate_retrieval.answers.sentences import language_of
 from kubemate_retrieval.caches import (
@@ -162,6 +162,7 @@ class ChatService:
         self._caches = caches
         self._conversations = conversations
         self._jobs = jobs
+        self._kinds = ModelKinds()  # what each answer model's runtime serves, for ``auto``
 
     # ---- the two entry points -----------------------------------------------------------------
 
@@ -244,9 +245,10 @@ class ChatService:
             temperature=request.temperature,
         )
         answers = settings.answers
-        mode = resolve_mode(
-            request.answer_mode, query.collection, model_kind(chat, answers), answers
-        )
+        requested = requested_mode(request.answer_mode, query.collection, answers)
+        # Only ``auto`` asks the runtime what it serves (once per runtime and model).
+        kind = await self._kinds.of(chat, answers, models.llm) if requested == "auto" else "chat"
+        mode = resolve_mode(requested, query.collection, kind, answers)
         plan = _Plan(conversation=conversation, language=language, options=options, models=models)
 
         # Answers that depend on earlier turns are not reused: the history is part of them.

@@ -32,6 +32,7 @@ from pydantic import BaseModel, Field
 from kubemate.inference import GenerateOptions, ModelKind
 from kubemate.logs import get_logger
 from kubemate.settings import LLMConfig
+from kubemate_retrieval.answers.metrics import ANSWER_CUTS
 from kubemate_retrieval.prompt import (
     LEADING_LABELS,
     SCAFFOLD_LABELS,
@@ -153,6 +154,7 @@ class AnswerFilter:
         self._sent = 0  # characters of _text handed out
         self.done = False
         self.cut: str | None = None  # why the answer was ended early: scaffolding, repetition
+        self._closed = False  # counted once, however often close() is called
 
     def clean_text(self, text: str) -> str:
         """A whole answer, cleaned as its stream would have been."""
@@ -178,9 +180,11 @@ class AnswerFilter:
         else:
             out = ""
         self.done = True
-        if self.cut is not None:
+        if self.cut is not None and not self._closed:
             # Worth watching: many cuts mean the model or its prompt fits poorly.
             log.info("answer.cut", reason=self.cut, kept_chars=self._sent + len(out))
+            ANSWER_CUTS.labels(self.cut).inc()
+        self._closed = True
         if not (self._text[: self._sent] + out).strip():
             return self._empty_answer
         return out

@@ -14,3 +14,9 @@ UNSUPPORTED_SENTENCES = Counter(
     "Sentences of generated answers that the chunks they cite do not support",
     ["model"],
 )
+ANSWER_CUTS = Counter(
+    "kubemate_answer_cut_total",
+    "Generated answers ended early by the answer filter, by why: the model began writing "
+    "prompt scaffolding, or began repeating itself",
+    ["reason"],
+)
