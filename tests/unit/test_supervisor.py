@@ -431,6 +431,10 @@ def test_embedded_stack_starts_everything_in_order_with_its_wiring(
     )
     try:
         info = stack.start()
+        # A worker has no health check: start() returns once it is spawned. On a loaded machine
+        # its interpreter may not have reached its SIGTERM handler (nor noted "start") yet, and
+        # a stop then would kill it silently; wait for it to be up before stopping.
+        assert wait_until(lambda: "start worker" in read_events(events), timeout=60)
         stack.supervisor.check()
     finally:
         stack.stop()
