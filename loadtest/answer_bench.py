@@ -202,16 +202,24 @@ def f1(prediction: list[str], gold: list[str]) -> float:
     return 2 * precision * recall / (precision + recall)
 
 
+LIST_ITEM = re.compile(r"(?:^|\s)\d+[.、．]\s*")
+
+
 def repeats(answer: str, language: str) -> bool:
     """A repeated word 8-gram (Chinese: character 16-gram), which a repeated sentence or a
     generation loop makes and a name that two quoted sentences share does not, or the
     prompt's scaffolding echoed."""
     if any(s in answer for s in SCAFFOLDING):
         return True
-    units = tokens(strip_answer(answer), language)
+    text = strip_answer(answer)
+    units = tokens(text, language)
     n = 8 if language == "en" else 16
     grams = [tuple(units[i : i + n]) for i in range(len(units) - n + 1)]
-    return len(grams) != len(set(grams))
+    if len(grams) != len(set(grams)):
+        return True
+    # A numbered list looping through the same item: its numbers change, so no n-gram repeats.
+    items = [i.strip() for i in LIST_ITEM.split(text)[1:] if len(i.strip()) >= 2]
+    return len(items) != len(set(items))
 
 
 def sentence_count(answer: str, language: str) -> int:

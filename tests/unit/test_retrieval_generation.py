@@ -182,6 +182,23 @@ def test_chinese_repetition_is_counted_in_characters() -> None:
     assert find_repetition("本许可证是永久的、全球性的。贡献者授予专利许可。", RULE) is None
 
 
+def test_a_numbered_list_that_loops_is_cut_though_its_numbers_change() -> None:
+    # What gemma3-270m wrote for a CMRC question: the item repeats, only its number changes.
+    text = "1. 北极熊生活在北极 2. 东北部（北极熊） 3. 东北部（北极熊） 4. 东北部（北极熊）"
+    cut = find_repetition(text, RULE)
+    assert cut is not None and text[:cut].rstrip() == "1. 北极熊生活在北极 2. 东北部（北极熊）"
+    lines = "1. Apples are red\n2. Pears are green\n3. Apples are red\n"
+    cut = find_repetition(lines, RULE)
+    assert cut is not None and lines[:cut] == "1. Apples are red\n2. Pears are green\n"
+
+
+def test_numbers_that_are_no_list_markers_keep_their_sentences() -> None:
+    assert find_repetition("1. 东北部 2. 西南部 3. 中部地区", RULE) is None
+    assert find_repetition("Net revenue rose in 2023. Net costs rose in 2024.", RULE) is None
+    text = "Net revenue (2023) rose sharply. Net costs (2024) rose sharply."
+    assert find_repetition(text, RULE) is None
+
+
 def test_the_tracker_holds_back_what_may_still_become_a_repeat() -> None:
     tracker = RepetitionTracker(RULE)
     text = "The license ends on filing. It covers patents. The license ends"

@@ -8,7 +8,10 @@ two rules end it:
   characters, which carry less each) that already occurred earlier. The cut is where the second
   occurrence begins, so a loop keeps its first round only.
 - **sentence**: a complete sentence of at least ``sentence_min_words`` words equal to an earlier
-  one, however short it is. ("2.0", "e.g." and "U.S." end no sentence.)
+  one, however short it is. ("2.0", "e.g." and "U.S." end no sentence.) A numbered list item
+  ("3. ...", "4、...", at a line's start or after punctuation) is a sentence of its own
+  and its number is not compared: small models loop through lists whose numbers change while
+  the items repeat ("3. 东北部 4. 东北部 5. ..."), which no n-gram rule sees.
 
 While a stream is read, the tail that matches earlier text may still become such a repeat, so it
 is *pending*: held back until the next tokens show whether it is one. Text before it is final.
@@ -25,6 +28,8 @@ _TOKEN = re.compile(rf"[{_CJK}]|[^\W{_CJK}]+|\n|[^\w\s]")
 _IS_CJK = re.compile(rf"[{_CJK}]")
 _ENDS_SENTENCE = {"。", "！", "？", "\n"}
 _ENDS_SENTENCE_BEFORE_SPACE = {".", "!", "?"}
+_LIST_MARKS = {".", "、", "．"}  # after an item's number: "3." "3、" ("(3)" is too often no list)
+_OPENING = {"(", "（", "[", "【", '"', "“", "'", "‘"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,9 +115,32 @@ class RepetitionTracker:
         if self._repeated and run_words >= limit:
             self._cut = self._starts[first]
             return True
-        if _ends_sentence(text, value, end, final):
+        if self._is_list_marker(text, value, end):
+            # The item's number starts a sentence: close the one before it.
+            self._close_sentence(len(self._norms) - 2)
+        elif _ends_sentence(text, value, end, final):
             self._close_sentence(len(self._norms))
         return self._cut is not None
+
+    def _is_list_marker(self, text: str, mark: str, end: int) -> bool:
+        """``mark`` (just read) closes a list item's number: "3." then a space or a CJK
+        character, the number at the text's or a line's start or after punctuation (not "in
+        2023. The", which is a sentence end, nor "2.0")."""
+        n = len(self._norms)
+        if mark not in _LIST_MARKS or n < 2 or not self._norms[n - 2].isdigit():
+            return False
+        following = text[end : end + 1]
+        if not (following.isspace() or _IS_CJK.match(following)):
+            return False
+        if n == 2:
+            return True
+        # Before the number: a newline or a punctuation mark (not an opening bracket), or a
+        # Chinese character and a space (Chinese prose puts no space before its numbers); not a
+        # word ("in 2023. The").
+        before = self._norms[n - 3]
+        if not self._words[n - 3]:
+            return before not in _OPENING
+        return bool(_IS_CJK.match(before)) and text[self._starts[n - 2] - 1].isspace()
 
     def _close_sentence(self, stop: int) -> None:
         begin, self._sentence_start = self._sentence_start, stop
@@ -124,6 +152,9 @@ class RepetitionTracker:
         self._sentences.add(key)
 
     def _sentence_key(self, begin: int, stop: int) -> tuple[str, ...]:
+        numbered = stop - begin >= 2 and self._norms[begin].isdigit()
+        if numbered and self._norms[begin + 1] in _LIST_MARKS:
+            begin += 2  # a list item's number is not compared
         pairs = zip(self._norms[begin:stop], self._words[begin:stop], strict=True)
         return tuple(norm for norm, word in pairs if word)
 
