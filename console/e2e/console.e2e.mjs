@@ -3,41 +3,40 @@
 // stand-in Ollama runtime, then runs this file with `node --test`; the environment names the
 // stack and the credentials:
 //
-//   KUBEMATE_URL                  the gateway, e.g. http://127.0.0.1:8000
 //   KUBEMATE_E2E_ADMIN_TOKEN      a token of an admin of a tenant no other test uses
 //   KUBEMATE_E2E_VIEWER_TOKEN     a viewer of the same tenant
 //   KUBEMATE_E2E_SHORT_TOKEN      an admin token that expires a few seconds after it was made
 //   KUBEMATE_E2E_PULL_RUNTIME     the stand-in runtime's id (ollama:<name>), which can pull
 //   KUBEMATE_E2E_PULL_MODEL       a model it can pull
-//   KUBEMATE_E2E_ARTEFACTS        where screenshots and timings go
-//   CHROMIUM                      the browser (default /usr/bin/chromium)
 //
-// Screenshots of every page (laptop and phone widths, English and Chinese) are saved as
-// artefacts; the documents page's time to interactive is written to timing.json.
+// and those of every browser script (the gateway, the artefacts' directory, the browser: see
+// session.mjs). Screenshots of every page (laptop and phone widths, English and Chinese) are
+// saved as artefacts; the documents page's time to interactive is written to timing.json.
 import assert from "node:assert/strict";
-import { mkdirSync, readFileSync, writeFileSync } from "node:fs";
+import { readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
-import { after, before, describe, test } from "node:test";
-import { chromium } from "playwright-core";
+import { describe, test } from "node:test";
+import {
+  ARTEFACTS,
+  BASE,
+  LAPTOP,
+  STEP_MS,
+  chromiumForThisScript,
+  env,
+  newPage,
+  pageErrors,
+  politely,
+  shot,
+  signIn,
+} from "./session.mjs";
 
-const env = (name, fallback) => {
-  const value = process.env[name] ?? fallback;
-  if (value === undefined) throw new Error(`${name} is not set (see the top of ${import.meta.url})`);
-  return value;
-};
-
-const BASE = env("KUBEMATE_URL");
 const ADMIN = env("KUBEMATE_E2E_ADMIN_TOKEN");
 const VIEWER = env("KUBEMATE_E2E_VIEWER_TOKEN");
 const SHORT = env("KUBEMATE_E2E_SHORT_TOKEN");
 const PULL_RUNTIME = env("KUBEMATE_E2E_PULL_RUNTIME");
 const PULL_MODEL = env("KUBEMATE_E2E_PULL_MODEL");
-const ARTEFACTS = env("KUBEMATE_E2E_ARTEFACTS");
-const CHROMIUM = env("CHROMIUM", "/usr/bin/chromium");
 
-const LAPTOP = { width: 1366, height: 850 };
 const PHONE = { width: 390, height: 844 };
-const STEP_MS = 240_000; // a step may wait for ingestion or an answer on a busy 2-core machine
 
 const ACME = [
   "# Acme Bank annual report 2025",
@@ -54,41 +53,11 @@ const GLOBEX = [
   "",
 ].join("\n");
 
-let browser;
-const violations = [];
-const pageErrors = [];
-mkdirSync(ARTEFACTS, { recursive: true });
-
-async function newPage(viewport = LAPTOP) {
-  const context = await browser.newContext({ viewport, locale: "en-US" });
-  // Any Content-Security-Policy violation fails the run: the console must need nothing inline.
-  await context.addInitScript(() => {
-    document.addEventListener("securitypolicyviolation", (event) => {
-      console.error(`CSP violation: ${event.violatedDirective} ${event.blockedURI}`);
-    });
-  });
-  const page = await context.newPage();
-  page.on("console", (message) => {
-    if (message.type() === "error" && /CSP violation|Content Security Policy/.test(message.text())) {
-      violations.push(message.text());
-    }
-  });
-  page.on("pageerror", (error) => pageErrors.push(String(error)));
-  return page;
-}
-
-async function shot(page, name) {
-  await page.screenshot({ path: join(ARTEFACTS, `${name}.png`), fullPage: true });
-}
-
-async function signIn(page, credential) {
-  await page.goto(`${BASE}/`);
-  await page.waitForURL(/\/signin/);
-  await page.getByLabel("API key or token").fill(credential);
-  await page.getByRole("button", { name: "Sign in" }).click();
-  await page.waitForURL(/\/documents/);
-  await page.getByRole("heading", { name: "Documents", level: 1 }).waitFor();
-}
+const browser = await chromiumForThisScript();
+// Every page's errors, checked by the last step: any Content-Security-Policy violation fails the
+// run (the console must need nothing inline), and so does an exception nothing caught. Other
+// console errors are expected: some steps are refused on purpose (a bad token, a revoked key).
+const errors = pageErrors();
 
 async function drop(page, files) {
   const dataTransfer = await page.evaluateHandle((list) => {
@@ -103,23 +72,11 @@ function uploadRow(page, filename) {
   return page.locator(`[data-testid=uploads] li[data-filename="${filename}"]`);
 }
 
-before(async () => {
-  browser = await chromium.launch({
-    executablePath: CHROMIUM,
-    headless: true,
-    args: ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-dev-shm-usage"],
-  });
-});
-
-after(async () => {
-  await browser?.close();
-});
-
 describe("the console", { concurrency: false }, () => {
   let admin; // one tab signed in as the tenant's admin, used by the steps in order
 
   test("an expired token brings you back to sign-in with the reason", { timeout: 60_000 }, async () => {
-    const page = await newPage();
+    const page = await newPage(browser, errors);
     await page.goto(`${BASE}/signin`);
     await shot(page, "01-signin");
     await page.getByLabel("API key or token").fill("not-a-token");
@@ -138,7 +95,7 @@ describe("the console", { concurrency: false }, () => {
   });
 
   test("sign in with a token", { timeout: 60_000 }, async () => {
-    admin = await newPage();
+    admin = await newPage(browser, errors);
     await signIn(admin, ADMIN);
     // The admin of this run is also the platform's operator (its tenant is an operator tenant).
     assert.match(await admin.getByTestId("who").innerText(), /console-e2e · operator/);
@@ -429,7 +386,7 @@ describe("the console", { concurrency: false }, () => {
   });
 
   test("a viewer sees only what a viewer may do", { timeout: 60_000 }, async () => {
-    const page = await newPage();
+    const page = await newPage(browser, errors);
     await signIn(page, VIEWER);
     assert.match(await page.getByTestId("who").innerText(), /viewer/);
     await page.locator("[data-testid=documents-table]").waitFor();
@@ -465,7 +422,7 @@ describe("the console", { concurrency: false }, () => {
 
   test("keyboard: the skip link, the navigation and the upload are reachable without a mouse", { timeout: 60_000 }, async () => {
     const session = await admin.evaluate(() => sessionStorage.getItem("kubemate.session"));
-    const page = await newPage();
+    const page = await newPage(browser, errors);
     await page.context().addInitScript((value) => sessionStorage.setItem("kubemate.session", value), session);
     await page.goto(`${BASE}/documents`);
     await page.getByRole("heading", { name: "Documents", level: 1 }).waitFor();
@@ -499,7 +456,7 @@ describe("the console", { concurrency: false }, () => {
     const created = await politely(() => admin.request.post(`${BASE}/v1/api-keys`, { headers: auth, data: { name: "console-e2e", roles: ["editor"] } }));
     assert.equal(created.status(), 201, await created.text());
     const key = await created.json();
-    const page = await newPage();
+    const page = await newPage(browser, errors);
     await signIn(page, key.key);
     assert.match(await page.getByTestId("who").innerText(), /API key · editor/);
     const revoked = await politely(() => admin.request.delete(`${BASE}/v1/api-keys/${key.id}`, { headers: auth }));
@@ -513,20 +470,10 @@ describe("the console", { concurrency: false }, () => {
   });
 
   test("nothing broke the Content-Security-Policy, and no page threw", () => {
-    assert.deepEqual(violations, []);
-    assert.deepEqual(pageErrors, []);
+    assert.deepEqual(errors.console.filter((text) => /CSP violation|Content Security Policy/.test(text)), []);
+    assert.deepEqual(errors.uncaught, []);
   });
 });
-
-/** Sends a request again after the Retry-After a 429 names (at most five times). */
-async function politely(send) {
-  for (let attempt = 0; ; attempt++) {
-    const response = await send();
-    if (response.status() !== 429 || attempt === 5) return response;
-    const seconds = Number(response.headers()["retry-after"] ?? "1");
-    await new Promise((resolve) => setTimeout(resolve, Math.min(10, Math.max(1, seconds)) * 1000));
-  }
-}
 
 async function readyTiming(page) {
   await page.waitForFunction(() => performance.getEntriesByName("kubemate:documents-ready").length > 0, null, { timeout: 30_000 });

@@ -1,57 +1,28 @@
 // The console's presigned upload in headless Chromium against a stack whose object store is S3
 // (tests/e2e/test_console_presigned.py starts it, with moto's server standing in for MinIO):
 //
-//   KUBEMATE_URL                        the gateway, e.g. http://127.0.0.1:8000
 //   KUBEMATE_E2E_EDITOR_TOKEN           an editor of a tenant no other test uses
 //   KUBEMATE_E2E_PRESIGNED_MIN_BYTES    the stack's gateway.presigned_min_bytes
-//   KUBEMATE_E2E_ARTEFACTS              where screenshots go
-//   CHROMIUM                            the browser (default /usr/bin/chromium)
+//
+// and those of every browser script (the gateway, the artefacts' directory, the browser: see
+// session.mjs).
 import assert from "node:assert/strict";
-import { mkdirSync } from "node:fs";
-import { join } from "node:path";
-import { after, before, test } from "node:test";
-import { chromium } from "playwright-core";
+import { test } from "node:test";
+import { BASE, STEP_MS, chromiumForThisScript, env, newPage, pageErrors, shot, signIn } from "./session.mjs";
 
-const env = (name, fallback) => {
-  const value = process.env[name] ?? fallback;
-  if (value === undefined) throw new Error(`${name} is not set (see the top of ${import.meta.url})`);
-  return value;
-};
-const BASE = env("KUBEMATE_URL");
 const EDITOR = env("KUBEMATE_E2E_EDITOR_TOKEN");
 const THRESHOLD = Number(env("KUBEMATE_E2E_PRESIGNED_MIN_BYTES"));
-const ARTEFACTS = env("KUBEMATE_E2E_ARTEFACTS");
-const CHROMIUM = env("CHROMIUM", "/usr/bin/chromium");
-const STEP_MS = 240_000;
 
 // Above the threshold: a report of distinct sentences (identical ones would be one chunk).
 const LARGE = Array.from({ length: 120 }, (_, i) => `Initech branch ${i} reported ${i * 7 + 3} new accounts in the third quarter.`).join("\n");
 const SMALL = "Initech opened a data centre in Tampere in 2025.\n";
 
-let browser;
-mkdirSync(ARTEFACTS, { recursive: true });
-
-before(async () => {
-  browser = await chromium.launch({
-    executablePath: CHROMIUM,
-    headless: true,
-    args: ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-dev-shm-usage"],
-  });
-});
-
-after(async () => {
-  await browser?.close();
-});
+const browser = await chromiumForThisScript();
 
 test("a file above the threshold goes to the object store, a small one in a batch; both complete", { timeout: STEP_MS }, async () => {
   assert.ok(new TextEncoder().encode(LARGE).length >= THRESHOLD && SMALL.length < THRESHOLD);
-  const context = await browser.newContext({ viewport: { width: 1366, height: 850 }, locale: "en-US" });
-  const page = await context.newPage();
-  const problems = [];
-  page.on("console", (message) => {
-    if (message.type() === "error") problems.push(message.text()); // CSP and CORS refusals land here
-  });
-  page.on("pageerror", (error) => problems.push(String(error)));
+  const errors = pageErrors(); // a refusal by the page's CSP or the store's CORS lands there
+  const page = await newPage(browser, errors);
   const requests = [];
   page.on("requestfinished", async (request) => {
     const response = await request.response();
@@ -60,10 +31,7 @@ test("a file above the threshold goes to the object store, a small one in a batc
     requests.push({ method: request.method(), url: request.url(), status: response?.status(), body: Number(headers["content-length"] ?? -1), json: request.postData(), auth: headers.authorization });
   });
 
-  await page.goto(`${BASE}/`);
-  await page.getByLabel("API key or token").fill(EDITOR);
-  await page.getByRole("button", { name: "Sign in" }).click();
-  await page.waitForURL(/\/documents/);
+  await signIn(page, EDITOR);
 
   await page.locator("[data-testid=file-input]").setInputFiles([
     { name: "initech-q3.txt", mimeType: "text/plain", buffer: Buffer.from(LARGE) },
@@ -77,7 +45,7 @@ test("a file above the threshold goes to the object store, a small one in a batc
     assert.equal(await settled.getAttribute("data-state"), "COMPLETED", `${name}: ${await row.innerText()}`);
     await row.getByText(/^\d+ chunks?$/).waitFor();
   }
-  await page.screenshot({ path: join(ARTEFACTS, "presigned-completed.png"), fullPage: true });
+  await shot(page, "presigned-completed");
 
   const gateway = new URL(BASE).origin;
   const puts = requests.filter((r) => r.method === "PUT");
@@ -98,6 +66,6 @@ test("a file above the threshold goes to the object store, a small one in a batc
   const listed = await fetch(`${BASE}/v1/documents`, { headers: { Authorization: `Bearer ${EDITOR}` } }).then((r) => r.json());
   const sizes = Object.fromEntries(listed.map((d) => [d.filename, d.size_bytes]));
   assert.deepEqual(sizes, { "initech-q3.txt": new TextEncoder().encode(LARGE).length, "initech-note.txt": SMALL.length });
-  assert.deepEqual(problems, []);
-  await context.close();
+  assert.deepEqual(errors, { console: [], uncaught: [] });
+  await page.context().close();
 });

@@ -11,16 +11,13 @@ object_store.public_url), a small one in a batch, and both reach COMPLETED on sc
 from __future__ import annotations
 
 import json
-import os
-import subprocess
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
 from kubemate.auth import Role
 from kubemate_cli.embedded.processes import free_port
-from tests.e2e.test_console import CONSOLE, REPO, _browser, _node
+from tests.fixtures.console import run_console_e2e
 from tests.fixtures.inference import OllamaStandIn
 from tests.fixtures.stack import EmbeddedStackHandle, running_stack, stack_env
 
@@ -55,31 +52,8 @@ def s3_stack(
 
 
 def test_a_large_file_goes_to_the_store_from_the_browser(s3_stack: EmbeddedStackHandle) -> None:
-    chromium, node = _browser(), _node()
-    artefacts = Path(
-        os.environ.get("KUBEMATE_E2E_ARTEFACTS", REPO / ".kubemate" / "e2e-screenshots")
-    )
     env = {
-        **os.environ,
-        "KUBEMATE_URL": s3_stack.url,
         "KUBEMATE_E2E_EDITOR_TOKEN": s3_stack.token_for("presigned-e2e", Role.EDITOR),
         "KUBEMATE_E2E_PRESIGNED_MIN_BYTES": str(THRESHOLD),
-        "KUBEMATE_E2E_ARTEFACTS": str(artefacts),
-        "CHROMIUM": chromium,
     }
-    run = subprocess.run(
-        [node, "--test", "--test-reporter=spec", "e2e/presigned.e2e.mjs"],
-        cwd=CONSOLE,
-        env=env,
-        stdin=subprocess.DEVNULL,
-        capture_output=True,
-        text=True,
-        timeout=RUN_TIMEOUT_S,
-        check=False,
-    )
-    if run.returncode != 0:
-        pytest.fail(
-            f"the console's presigned upload failed in Chromium (exit {run.returncode}):\n"
-            f"{run.stdout}{run.stderr}\n" + s3_stack.log_tails(),
-            pytrace=False,
-        )
+    run_console_e2e("e2e/presigned.e2e.mjs", env, s3_stack, timeout_s=RUN_TIMEOUT_S)
