@@ -302,10 +302,12 @@ describe("the console", { concurrency: false }, () => {
     // The rebuild's progress in the picker (too quick to catch on a quiet machine), then the
     // new template in use: the documents were re-indexed into a FLAT index.
     await picker.locator("[data-template=exact] .badge-ok").waitFor({ timeout: STEP_MS - 20_000 });
-    assert.equal(await picker.getByTestId("template-progress").count(), 0);
     assert.doesNotMatch(await picker.locator("[data-template=balanced]").innerText(), /in use/);
-    const finished = admin.locator("[data-testid=reindexes] li").first();
+    // Said in the picker as the template rebuild it was, not as an embedder switch.
+    const finished = picker.getByTestId("template-rebuild");
     assert.equal(await finished.getAttribute("data-state"), "COMPLETED", await finished.innerText());
+    assert.match((await finished.innerText()).trim(), /^Index template: Exact · rebuilt (\d+)\/\1 documents$/);
+    assert.equal(await admin.locator("[data-testid=reindexes] li").count(), 0);
     await picker.scrollIntoViewIfNeeded();
     await shot(admin, "06-models-template-changed");
     // Questions still find the documents, now from the exact index.

