@@ -363,6 +363,8 @@ describe("the console", { concurrency: false }, () => {
     await shot(admin, "09-audit-zh");
     await admin.getByRole("link", { name: "模型" }).click();
     await admin.getByRole("heading", { name: "模型", level: 1 }).waitFor();
+    // The lists load after the heading: shoot once the pulled model is listed, not an empty table.
+    await admin.locator(`[data-testid=models-table] tr[data-model^="${PULL_MODEL}"]`).waitFor();
     await shot(admin, "09-models-zh");
     // The choice outlives the page (it is not a secret: localStorage).
     await admin.reload();
