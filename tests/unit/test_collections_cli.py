@@ -13,16 +13,11 @@ from typer.testing import CliRunner
 
 from kubemate_cli.app import app
 from kubemate_cli.common import CliState
+from tests.unit.test_reindex import job
 
 PROBLEM = {"content-type": "application/problem+json"}
-
-
-@pytest.fixture(autouse=True)
-def _clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in ("KUBEMATE_URL", "KUBEMATE_TOKEN", "KUBEMATE_DATA_DIR", "KUBEMATE_MODE"):
-        monkeypatch.delenv(name, raising=False)
-    # Wide enough that rich never wraps what the assertions look for.
-    monkeypatch.setenv("COLUMNS", "250")
+# Wide enough that rich never wraps what the assertions look for; none of the user's settings.
+ENV = {"COLUMNS": "250", "KUBEMATE_URL": None, "KUBEMATE_TOKEN": None, "KUBEMATE_MODE": None}
 
 
 def template(
@@ -73,20 +68,6 @@ COLLECTIONS = [
 ]
 
 
-def job(state: str, done: int = 0, error: str | None = None) -> dict[str, Any]:
-    """A template change's re-index as the API shows it."""
-    return {
-        "reindex_id": "r7",
-        "collection": "default",
-        "state": state,
-        "old_vector_collection": "default_st",
-        "new_vector_collection": "default_st_fastest",
-        "progress": {"done": done, "total": 3},
-        "error": error,
-        "index_template": "fastest",
-    }
-
-
 def run(
     args: Sequence[str], answers: Sequence[httpx.Response]
 ) -> tuple[Any, list[tuple[str, str, Any]]]:
@@ -101,7 +82,9 @@ def run(
         return answers[len(calls) - 1]
 
     state = CliState(transport=httpx.MockTransport(gateway), sleep=lambda _s: None)
-    result = CliRunner().invoke(app, ["collections", *args, "--url", "http://gw"], obj=state)
+    result = CliRunner().invoke(
+        app, ["collections", *args, "--url", "http://gw"], obj=state, env=ENV
+    )
     return result, calls
 
 
@@ -127,22 +110,10 @@ def test_lists_each_collections_template_in_use_and_every_templates_cost() -> No
     assert row(out, "default") == ["default", "fastest", "balanced", embedder, "en", "1,000,000"]
     assert row(out, "zh")[:3] == ["zh", "balanced", "balanced"]
     default = "Index templates of default (estimates at 1,000,000 vectors)"
-    assert row(out, "fastest", after=default) == [
-        "fastest",
-        "HNSW",
-        "1621.2 MiB",
-        "2,500",
-        "no",
-        "yes",
-    ]
-    assert row(out, "exact", after=default) == [
-        "exact",
-        "FLAT",
-        "1464.8 MiB",
-        "1,000,000",
-        "yes",
-        "",
-    ]
+    fastest = ["fastest", "HNSW", "1621.2 MiB", "2,500", "no", "yes"]
+    assert row(out, "fastest", after=default) == fastest
+    exact = ["exact", "FLAT", "1464.8 MiB", "1,000,000", "yes", ""]
+    assert row(out, "exact", after=default) == exact
     zh = "Index templates of zh (estimates at 10,000 vectors)"
     assert row(out, "balanced", after=zh) == ["balanced", "HNSW", "19.1 MiB", "900", "no", "yes"]
 
@@ -153,7 +124,7 @@ def test_template_prints_the_reindex_it_started_and_does_not_wait_unless_asked()
     )
     assert result.exit_code == 0, result.output
     assert calls == [("PUT", "/v1/collections/default/template", {"template": "fastest"})]
-    assert "Re-index r7: default_st -> default_st_fastest" in result.output
+    assert "Re-index r1: default_old -> default_new" in result.output
     assert "PENDING default" in result.output
 
 
@@ -163,16 +134,16 @@ def test_template_with_wait_follows_the_reindex_until_it_completes() -> None:
         [
             httpx.Response(202, json=job("PENDING")),
             httpx.Response(200, json=job("RUNNING", 1)),
-            httpx.Response(200, json=job("COMPLETED", 3)),
+            httpx.Response(200, json=job("COMPLETED", 2)),
         ],
     )
     assert result.exit_code == 0, result.output
     assert [c[:2] for c in calls] == [
         ("PUT", "/v1/collections/default/template"),
-        ("GET", "/v1/reindex/r7"),
-        ("GET", "/v1/reindex/r7"),
+        ("GET", "/v1/reindex/r1"),
+        ("GET", "/v1/reindex/r1"),
     ]
-    assert "RUNNING 1/3 documents" in result.output and "COMPLETED default" in result.output
+    assert "RUNNING 1/2 documents" in result.output and "COMPLETED default" in result.output
 
 
 def test_template_with_wait_exits_non_zero_when_the_reindex_fails() -> None:
@@ -217,7 +188,7 @@ def test_the_collection_name_is_one_path_segment() -> None:
 
     state = CliState(transport=httpx.MockTransport(gateway))
     args = ["collections", "template", "a/b", "fastest", "--url", "http://gw"]
-    assert CliRunner().invoke(app, args, obj=state).exit_code == 0
+    assert CliRunner().invoke(app, args, obj=state, env=ENV).exit_code == 0
     assert paths == [b"/v1/collections/a%2Fb/template"]
 
 
@@ -226,6 +197,7 @@ def test_connection_options_before_the_subcommand_are_refused_not_ignored() -> N
         app,
         ["collections", "--url", "http://gw", "template", "default", "fastest"],
         obj=CliState(transport=httpx.MockTransport(lambda r: httpx.Response(500))),
+        env=ENV,
     )
     assert result.exit_code == 2
     assert "after `template`" in result.output
