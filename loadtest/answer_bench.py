@@ -57,8 +57,9 @@ import tempfile
 import time
 import unicodedata
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -633,14 +634,22 @@ def stack_env() -> dict[str, str]:
     return env
 
 
-def main(argv: Sequence[str] | None = None) -> None:
-    args = parse_args(argv)
+@contextmanager
+def stack(args: argparse.Namespace, prefix: str = "answer-bench-") -> Iterator[str]:
+    """The stack to measure: ``--url``'s, else one started on ``--data-dir`` (default: a new
+    temporary directory named ``prefix...``) until the block ends. Yields its URL."""
     if args.url:
-        run(args, args.url)
+        yield args.url
         return
-    data_dir = args.data_dir or Path(tempfile.mkdtemp(prefix="answer-bench-"))
+    data_dir = args.data_dir or Path(tempfile.mkdtemp(prefix=prefix))
     print(f"starting kubemate up in {data_dir}", flush=True)
     with embedded_stack(data_dir, stack_env(), args.start_timeout) as url:
+        yield url
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    args = parse_args(argv)
+    with stack(args) as url:
         run(args, url)
 
 

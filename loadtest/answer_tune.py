@@ -52,10 +52,10 @@ from answer_bench import (
     other_tenant,
     score,
     split_of,
-    stack_env,
+    stack,
     tenant_of,
 )
-from scifact_bench import embedded_stack, request
+from scifact_bench import request
 
 from kubemate.auth import Role, issue_token
 from kubemate.inference.registry import build_embedder
@@ -284,12 +284,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     if args.command == "replay":
         asyncio.run(replay(args))
         return
-    if args.url:
-        collect(args, args.url)
-        return
-    data_dir = args.data_dir or Path(tempfile.mkdtemp(prefix="answer-tune-"))
-    print(f"starting kubemate up in {data_dir}", flush=True)
-    with embedded_stack(data_dir, stack_env(), args.start_timeout) as url:
+    with stack(args, prefix="answer-tune-") as url:
         collect(args, url)
 
 

@@ -5,7 +5,6 @@ to the URL itself, as a browser or `curl -T` would."""
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterator
 
 import httpx
 import pytest
@@ -26,17 +25,8 @@ LIMIT = 256 * 1024
 
 
 @pytest.fixture
-def settings(backend_env: dict[str, object], s3_config: ObjectStoreConfig) -> IngestSettings:
-    return IngestSettings(
-        **{**backend_env, "object_store": s3_config}, ingest={"max_upload_bytes": LIMIT}
-    )
-
-
-@pytest.fixture
-def client(settings: IngestSettings) -> Iterator[TestClient]:
-    with TestClient(create_app(settings), raise_server_exceptions=False) as c:
-        c.headers.update(identity_headers("acme", Role.EDITOR))
-        yield c
+def ingest_overrides(s3_config: ObjectStoreConfig) -> dict[str, object]:
+    return {"object_store": s3_config, "ingest": {"max_upload_bytes": LIMIT}}
 
 
 @pytest.fixture
@@ -61,19 +51,22 @@ def staging_key(ticket: dict[str, str], tenant: str = "acme") -> str:
 
 
 def test_presigned_upload_is_verified_then_queued_like_a_form_upload(
-    client: TestClient, s3: S3ObjectStore, settings: IngestSettings
+    ingest_client: TestClient, s3: S3ObjectStore, ingest_settings: IngestSettings
 ) -> None:
     data = ("A large report. " * 4000).encode()
     ticket = start(
-        client, size_bytes=len(data), sha256=hashlib.sha256(data).hexdigest(), strategy="fixed"
+        ingest_client,
+        size_bytes=len(data),
+        sha256=hashlib.sha256(data).hexdigest(),
+        strategy="fixed",
     )
     assert ticket["max_bytes"] == LIMIT and ticket["url"].startswith("http://127.0.0.1:")
     put(ticket, data)
-    r = client.post(ticket["complete_url"])
+    r = ingest_client.post(ticket["complete_url"])
     assert r.status_code == 202, r.text
     accepted = r.json()
     assert accepted["state"] == "PENDING" and accepted["duplicate"] is False
-    doc = client.get(f"/v1/documents/{accepted['document_id']}").json()
+    doc = ingest_client.get(f"/v1/documents/{accepted['document_id']}").json()
     assert (doc["filename"], doc["size_bytes"], doc["content_type"]) == (
         "big.txt",
         len(data),
@@ -85,20 +78,22 @@ def test_presigned_upload_is_verified_then_queued_like_a_form_upload(
     assert s3.get(f"tenants/acme/documents/default/{doc['sha256']}") == data
     assert not s3.exists(staging_key(ticket))
     r = redis.Redis.from_url(MACHINE_REDIS, decode_responses=True)
-    ((_, entry),) = r.xrange(settings.redis.ingest_stream)
+    ((_, entry),) = r.xrange(ingest_settings.redis.ingest_stream)
     r.close()
     assert entry["document_id"] == accepted["document_id"] and '"fixed"' in entry["splitter"]
     # Completing twice: the upload is used up.
-    r2 = client.post(ticket["complete_url"])
+    r2 = ingest_client.post(ticket["complete_url"])
     assert r2.status_code == 404 and r2.json()["type"].endswith("/upload-not-found")
 
 
-def test_a_docx_is_recognised_and_identical_content_is_a_duplicate(client: TestClient) -> None:
+def test_a_docx_is_recognised_and_identical_content_is_a_duplicate(
+    ingest_client: TestClient,
+) -> None:
     data = make_docx()
-    first = client.post("/v1/documents", files={"file": ("report.docx", data)}).json()
-    ticket = start(client, filename="copy.docx")
+    first = ingest_client.post("/v1/documents", files={"file": ("report.docx", data)}).json()
+    ticket = start(ingest_client, filename="copy.docx")
     put(ticket, data)
-    r = client.post(ticket["complete_url"])
+    r = ingest_client.post(ticket["complete_url"])
     assert r.status_code == 202
     assert r.json()["duplicate"] is True and r.json()["document_id"] == first["document_id"]
 
@@ -115,38 +110,40 @@ def test_a_docx_is_recognised_and_identical_content_is_a_duplicate(client: TestC
     ],
 )
 def test_a_refused_object_is_deleted_with_its_upload(
-    client: TestClient,
+    ingest_client: TestClient,
     s3: S3ObjectStore,
     declared: dict[str, object],
     data: bytes,
     status: int,
     slug: str,
 ) -> None:
-    ticket = start(client, **declared)
+    ticket = start(ingest_client, **declared)
     put(ticket, data)
-    r = client.post(ticket["complete_url"])
+    r = ingest_client.post(ticket["complete_url"])
     assert r.status_code == status and r.json()["type"].endswith(slug), r.text
     assert not s3.exists(staging_key(ticket))
-    assert client.post(ticket["complete_url"]).status_code == 404
-    assert client.get("/v1/documents").json() == []
+    assert ingest_client.post(ticket["complete_url"]).status_code == 404
+    assert ingest_client.get("/v1/documents").json() == []
 
 
-def test_completing_before_the_put_is_a_conflict_that_can_be_retried(client: TestClient) -> None:
-    ticket = start(client)
-    r = client.post(ticket["complete_url"])
+def test_completing_before_the_put_is_a_conflict_that_can_be_retried(
+    ingest_client: TestClient,
+) -> None:
+    ticket = start(ingest_client)
+    r = ingest_client.post(ticket["complete_url"])
     assert r.status_code == 409 and r.json()["type"].endswith("/upload-incomplete")
     put(ticket, b"late but fine")
-    assert client.post(ticket["complete_url"]).status_code == 202
+    assert ingest_client.post(ticket["complete_url"]).status_code == 202
 
 
-def test_another_tenants_upload_and_unknown_ids_are_404(client: TestClient) -> None:
-    ticket = start(client)
+def test_another_tenants_upload_and_unknown_ids_are_404(ingest_client: TestClient) -> None:
+    ticket = start(ingest_client)
     put(ticket, b"acme's file")
     globex = identity_headers("globex", Role.EDITOR)
     for upload_id in (ticket["upload_id"], "0" * 32, "not-hex!"):
-        r = client.post(f"/v1/uploads/{upload_id}/complete", headers=globex)
+        r = ingest_client.post(f"/v1/uploads/{upload_id}/complete", headers=globex)
         assert r.status_code == 404 and r.json()["type"].endswith("/upload-not-found")
-    assert client.post(ticket["complete_url"]).status_code == 202  # still acme's to complete
+    assert ingest_client.post(ticket["complete_url"]).status_code == 202  # still acme's to complete
 
 
 @pytest.mark.parametrize(
@@ -161,15 +158,15 @@ def test_another_tenants_upload_and_unknown_ids_are_404(client: TestClient) -> N
     ],
 )
 def test_bad_upload_requests_are_problems(
-    client: TestClient, body: dict[str, object], status: int
+    ingest_client: TestClient, body: dict[str, object], status: int
 ) -> None:
-    r = client.post("/v1/uploads", json=body)
+    r = ingest_client.post("/v1/uploads", json=body)
     assert r.status_code == status, r.text
     assert r.headers["content-type"] == "application/problem+json"
 
 
-def test_viewers_cannot_start_uploads(client: TestClient) -> None:
-    r = client.post(
+def test_viewers_cannot_start_uploads(ingest_client: TestClient) -> None:
+    r = ingest_client.post(
         "/v1/uploads", json={"filename": "a.txt"}, headers=identity_headers("acme", Role.VIEWER)
     )
     assert r.status_code == 403

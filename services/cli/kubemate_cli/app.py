@@ -10,6 +10,7 @@ from kubemate.auth import Role, issue_token
 from kubemate.auth.tokens import TENANT_ID_PATTERN
 from kubemate_cli.ask import ask
 from kubemate_cli.backup import app as backup_app
+from kubemate_cli.collections import app as collections_app
 from kubemate_cli.common import DEFAULT_TENANT, clean_errors, settings
 from kubemate_cli.ingest import ingest
 from kubemate_cli.models import app as models_app
@@ -28,6 +29,7 @@ app.command()(ingest)
 app.command()(ask)
 app.command()(reindex)
 app.add_typer(models_app, name="models")
+app.add_typer(collections_app, name="collections")
 app.add_typer(backup_app, name="backup")
 
 

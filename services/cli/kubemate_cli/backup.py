@@ -19,7 +19,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from kubemate.errors import KubemateError
-from kubemate_cli.common import CliFailure, clean_errors, quiet_logs
+from kubemate_cli.common import CliFailure, clean_errors, mib, quiet_logs
 from kubemate_ingest.backup import prune, restore_backup, verify_backup
 from kubemate_ingest.backup.wiring import backup_target, restore_destination, take_backup
 from kubemate_ingest.settings import IngestSettings
@@ -46,10 +46,6 @@ def _errors() -> Iterator[None]:
             raise CliFailure("Invalid configuration", str(exc)) from None
 
 
-def _mib(n: int) -> str:
-    return f"{n / 2**20:.1f} MiB"
-
-
 @app.command()
 def create(
     prune_after: Annotated[
@@ -64,7 +60,7 @@ def create(
         console.print(
             f"[green]backup {manifest.id}[/] in {manifest.seconds:.1f} s: "
             f"{manifest.objects.count} objects ({manifest.objects.copied} copied), "
-            f"{sum(v.rows for v in manifest.vectors)} vectors, {_mib(manifest.size_bytes)}"
+            f"{sum(v.rows for v in manifest.vectors)} vectors, {mib(manifest.size_bytes)}"
         )
     typer.echo(manifest.id)
 
@@ -86,7 +82,7 @@ def list_backups() -> None:
             f"{m.seconds:.1f}",
             str(m.objects.count),
             str(sum(v.rows for v in m.vectors)),
-            _mib(m.size_bytes),
+            mib(m.size_bytes),
         )
     Console().print(table)
 
@@ -144,5 +140,5 @@ def prune_backups() -> None:
         settings = _settings()
         pruned = prune(backup_target(settings), settings.backup.keep_last)
     Console().print(
-        f"pruned {len(pruned.backups)} backups, {pruned.blobs} blobs ({_mib(pruned.blob_bytes)})"
+        f"pruned {len(pruned.backups)} backups, {pruned.blobs} blobs ({mib(pruned.blob_bytes)})"
     )

@@ -81,6 +81,10 @@ def err_console() -> Console:
     return Console(stderr=True)
 
 
+def mib(n: int) -> str:
+    return f"{n / 2**20:.1f} MiB"
+
+
 class CliFailure(Exception):
     """A failure to print as a message (never a traceback), then exit non-zero."""
 

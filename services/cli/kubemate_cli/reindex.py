@@ -7,6 +7,7 @@ stops one instead (``POST /v1/reindex/{id}/cancel``): the current model keeps se
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
 from urllib.parse import quote
@@ -72,12 +73,34 @@ def reindex(
             if cancel is not None:
                 _cancel(api, cancel, console)
                 return
-            job = _start(api, body, console)
-            while wait and job["state"] not in ENDED:
-                cli.sleep(POLL_S)
-                job = api.request("GET", f"/v1/reindex/{job['reindex_id']}")
-                progress = job["progress"]
-                console.print(f"{job['state']} {progress['done']}/{progress['total']} documents")
+            job = api.request("POST", "/v1/reindex", json=body)
+            job = follow(api, job, console, wait=wait, sleep=cli.sleep)
+    report_end(job, console)
+
+
+def follow(
+    api: ModelsApi,
+    job: dict[str, Any],
+    console: Console,
+    *,
+    wait: bool,
+    sleep: Callable[[float], None],
+) -> dict[str, Any]:
+    """Print the re-index just started and, with ``wait``, poll it until it ends."""
+    console.print(
+        f"Re-index {job['reindex_id']}: {escape(job['old_vector_collection'])} -> "
+        f"{escape(job['new_vector_collection'])}"
+    )
+    while wait and job["state"] not in ENDED:
+        sleep(POLL_S)
+        job = api.request("GET", f"/v1/reindex/{job['reindex_id']}")
+        progress = job["progress"]
+        console.print(f"{job['state']} {progress['done']}/{progress['total']} documents")
+    return job
+
+
+def report_end(job: dict[str, Any], console: Console) -> None:
+    """The re-index's state last seen; exit 1 when it failed or was cancelled."""
     if job["state"] in ("FAILED", "CANCELLED"):
         # Cancelled while followed (by someone else, or from another terminal): not what this
         # command was asked for, so it fails as a failed re-index does.
@@ -85,15 +108,6 @@ def reindex(
         Console(stderr=True).print(f"[bold red]Error:[/] re-index {job['state'].lower()}: {reason}")
         raise typer.Exit(1)
     console.print(f"[green]{escape(job['state'])}[/] {escape(job['collection'])}")
-
-
-def _start(api: ModelsApi, body: dict[str, Any], console: Console) -> dict[str, Any]:
-    job: dict[str, Any] = api.request("POST", "/v1/reindex", json=body)
-    console.print(
-        f"Re-index {job['reindex_id']}: {escape(job['old_vector_collection'])} -> "
-        f"{escape(job['new_vector_collection'])}"
-    )
-    return job
 
 
 def _cancel(api: ModelsApi, reindex_id: str, console: Console) -> None:

@@ -27,7 +27,6 @@ from kubemate.auth.identity import Identity
 from kubemate.collections import (
     Opening,
     ReindexConfig,
-    ReindexOpening,
     named_template,
     open_reindex,
 )
@@ -140,9 +139,7 @@ def request_reindex(
     name = body.collection or settings.ingest.default_collection
     configured = settings.collection(name).embedder
     asked = body.embedder or EmbedderIn(provider=configured.provider, model=configured.model)
-    opening = open_reindex(
-        store,
-        settings,
+    return _open_and_queue(
         tenant_id,
         name,
         provider=asked.provider,
@@ -151,18 +148,7 @@ def request_reindex(
         # use (embedder_variant), so the tenant follows when an operator moves the server.
         base_url=asked.base_url,
         requested_by=requested_by,
-        source="api",
-    )
-    if opening.view is None:
-        target = opening.target
-        raise ReindexConflict(
-            f"{target.provider}:{target.model} already serves collection {name!r}"
-        )
-    return _queued(
-        opening,
-        tenant_id,
-        name,
-        requested_by=requested_by,
+        settings=settings,
         store=store,
         client=client,
         config=config,
@@ -188,44 +174,58 @@ def request_template(
     settings.collection(collection)  # UnknownCollection before any other read
     pointer = store.pointers.get(tenant_id, collection)
     embedder = settings.collection(collection).embedder
-    opening = open_reindex(
-        store,
-        settings,
+    return _open_and_queue(
         tenant_id,
         collection,
         provider=pointer.provider if pointer else embedder.provider,
         model=pointer.model if pointer else embedder.model,
         base_url=pointer.base_url if pointer else None,  # as the pointer keeps it
-        requested_by=requested_by,
-        source="api",
         index_template=template,
-    )
-    if opening.view is None:
-        raise ReindexConflict(f"template {template!r} already serves collection {collection!r}")
-    return _queued(
-        opening,
-        tenant_id,
-        collection,
         requested_by=requested_by,
+        settings=settings,
         store=store,
         client=client,
         config=config,
     )
 
 
-def _queued(
-    opening: ReindexOpening,
+def _open_and_queue(
     tenant_id: str,
     name: str,
     *,
+    provider: str,
+    model: str,
+    base_url: str | None,
+    index_template: IndexTemplate | None = None,
     requested_by: str,
+    settings: IngestSettings,
     store: MetadataStore,
     client: redis.Redis,
     config: ReindexConfig,
 ) -> ReindexView:
-    """A re-index just opened, put on the re-index stream (the same one when asked twice)."""
+    """Open a re-index of ``name`` onto ``provider:model`` (by ``index_template``, None: the
+    one serving now) and put it on the re-index stream; asked twice, the same one again."""
+    opening = open_reindex(
+        store,
+        settings,
+        tenant_id,
+        name,
+        provider=provider,
+        model=model,
+        base_url=base_url,
+        requested_by=requested_by,
+        source="api",
+        index_template=index_template,
+    )
     view = opening.view
-    assert view is not None  # SERVING is the caller's conflict to word
+    if view is None:  # SERVING: what was asked for serves the collection already
+        target = opening.target
+        serving = (
+            f"template {index_template!r}"
+            if index_template
+            else f"{target.provider}:{target.model}"
+        )
+        raise ReindexConflict(f"{serving} already serves collection {name!r}")
     if opening.outcome == Opening.REPEATED:
         return view  # asked twice: the same re-index
     if opening.outcome == Opening.BLOCKED:
