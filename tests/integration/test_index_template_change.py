@@ -90,6 +90,7 @@ def test_an_admin_changes_the_template_by_a_reindex_into_that_index(
     assert r.status_code == 202, r.text
     started = r.json()
     assert (started["state"], started["index_template"]) == ("PENDING", "memory")
+    assert started["change"] == "template"
     assert started["old_vector_collection"] == old
     new = started["new_vector_collection"]
     assert new == f"{old}_memory"
@@ -132,10 +133,12 @@ def test_an_admin_changes_the_template_by_a_reindex_into_that_index(
     assert switched.status_code == 202, switched.text
     assert switched.json()["new_vector_collection"].endswith("_memory")
     assert switched.json()["index_template"] == "memory"
+    assert switched.json()["change"] == "embedder"  # though it carries the tenant's template
     assert run_queued(ctx) == [ReindexState.COMPLETED]
     back = admin.put(TEMPLATE, json={"template": "balanced"})
     assert back.status_code == 202, back.text
     assert back.json()["index_template"] is None  # the deployment's own
+    assert back.json()["change"] == "template"  # though it carries no template
     assert not back.json()["new_vector_collection"].endswith(("_memory", "_balanced"))
     assert run_queued(ctx) == [ReindexState.COMPLETED]
     assert index_type(ctx, uri, back.json()["new_vector_collection"]) == "HNSW"

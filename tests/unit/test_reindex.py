@@ -18,6 +18,7 @@ from kubemate.collections import (
     index_of,
     named_template,
     pointer_collection,
+    reindex_change,
     template_of,
     tenant_collections,
     vector_collection,
@@ -123,6 +124,20 @@ def test_a_tenants_own_template_is_named_by_its_vector_collection() -> None:
     assert index_of(config, memory).kind == "IVF_FLAT"
     assert index_of(config, vector_collection("default", HASH, "exact")).kind == "FLAT"
     assert index_of(config, plain) == index_of(config)
+
+
+def test_a_reindex_names_what_it_changes_by_its_vector_collections() -> None:
+    """A template change and an embedder switch both may carry a template suffix, or none."""
+    other = HASH.model_copy(update={"model": "hash-b"})
+    plain, exact = vector_collection("default", HASH), vector_collection("default", HASH, "exact")
+    assert reindex_change(plain, exact) == reindex_change(exact, plain) == "template"
+    assert reindex_change(exact, vector_collection("default", HASH, "memory")) == "template"
+    assert reindex_change(plain, vector_collection("default", other)) == "embedder"
+    assert reindex_change(exact, vector_collection("default", other, "exact")) == "embedder"
+    # A collection itself named like a template is not mistaken for a suffix.
+    assert reindex_change(vector_collection("exact", HASH), vector_collection("exact", other)) == (
+        "embedder"
+    )
 
 
 def test_a_restored_vector_collection_finds_its_knowledge_collection_with_a_template() -> None:

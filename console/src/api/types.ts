@@ -259,9 +259,10 @@ export interface Reindex {
   collection: string;
   state: string;
   embedder: { provider: string; model: string; base_url: string | null };
-  // From the serving vector collection to the one it fills: see isTemplateRebuild.
+  // From the serving vector collection to the one it fills.
   old_vector_collection: string;
   new_vector_collection: string;
+  change: "embedder" | "template";
   progress: Progress;
   error: string | null;
   // The tenant's own index template the re-index indexes by (kept by an embedder switch, the

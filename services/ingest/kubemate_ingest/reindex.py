@@ -26,9 +26,11 @@ from sse_starlette import EventSourceResponse, ServerSentEvent
 from kubemate.auth.identity import Identity
 from kubemate.collections import (
     Opening,
+    ReindexChange,
     ReindexConfig,
     named_template,
     open_reindex,
+    reindex_change,
 )
 from kubemate.errors import BackendUnavailable, ReindexConflict, ReindexNotFound
 from kubemate.http.identity import Admin, Editor, Viewer
@@ -96,6 +98,9 @@ class ReindexOut(BaseModel):
     progress: ReindexProgress
     error: str | None
     source: str = Field(description="api, or models (an embedder change in the model manager)")
+    change: ReindexChange = Field(
+        description="embedder (an embedder switch) or template (an index template change)"
+    )
     index_template: str | None = Field(
         None,
         description="the tenant's own index template it indexes by; null: the collection's "
@@ -117,6 +122,7 @@ class ReindexOut(BaseModel):
             progress=ReindexProgress(done=view.progress_done, total=view.progress_total),
             error=view.error,
             source=view.source,
+            change=reindex_change(view.old_vector_collection, view.new_vector_collection),
             index_template=named_template(view.new_vector_collection),
             requested_by=view.requested_by,
             created_at=view.created_at,
