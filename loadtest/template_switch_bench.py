@@ -51,7 +51,15 @@ from kubemate_worker.processing import process_entry
 from kubemate_worker.settings import WorkerSettings
 
 ROOT = Path(__file__).resolve().parent.parent
-DEFAULT_CORPUS = ROOT.parent / "shared" / "datasets" / "scifact" / "corpus.jsonl"
+# ../shared beside the repository (a worktree may sit a level deeper).
+DEFAULT_CORPUS = next(
+    (
+        path
+        for path in (p / "shared" / "datasets" / "scifact" / "corpus.jsonl" for p in ROOT.parents)
+        if path.exists()
+    ),
+    ROOT.parent / "shared" / "datasets" / "scifact" / "corpus.jsonl",
+)
 REDIS_URL = "redis://127.0.0.1:6379/0"
 TENANT = "bench"
 
@@ -84,6 +92,7 @@ def settings_values(base: Path, milvus_uri: str, prefix: str, embedder: str) -> 
         "milvus": {"uri": milvus_uri, "collection_prefix": prefix.replace(":", "_")},
         "reindex": {"stream": f"{prefix}:reindex", "assignments_key": f"{prefix}:assignments"},
         "collections": {"default": default},
+        "observability": {"log_level": "WARNING"},
     }
 
 
@@ -123,7 +132,7 @@ def ingest(admin: TestClient, ctx: WorkerContext, texts: list[str]) -> float:
             raise SystemExit(f"upload {i} failed: {r.status_code} {r.text}")
     done = 0
     while done < len(texts):
-        entries = ctx.queue.read_new("bench-worker", 50, 100)
+        entries = ctx.queue.read_new(ctx.consumer, 50, 100)
         for entry in entries:
             ctx.inflight.add(entry.entry_id, entry.message)
             if str(process_entry(ctx, entry.entry_id)) != "done":
