@@ -11,17 +11,19 @@ worker's re-indexer from its stream entry and timed from the entry to the switch
 * memory -> exact: the same, with copying turned off, so every document is parsed, split and
   embedded again (what every template change did before the copy).
 
+The corpus is ingest_bench's (``--corpus``: from a git worktree, ../shared is not beside it).
 Prints, for each, the seconds, documents/s, chunks embedded and documents copied::
 
     .venv/bin/python loadtest/template_switch_bench.py              # 200 abstracts, MiniLM
     .venv/bin/python loadtest/template_switch_bench.py --docs 1000 --embedder hash
+    .venv/bin/python loadtest/template_switch_bench.py --corpus PATH/TO/scifact/corpus.jsonl
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import os
+import sys
 import tempfile
 import time
 import uuid
@@ -33,6 +35,10 @@ from typing import Any
 
 import redis
 from fastapi.testclient import TestClient
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from ingest_bench import DEFAULT_CORPUS, load_corpus
 
 from kubemate.auth import Identity, Role
 from kubemate.auth.internal import sign_identity
@@ -50,30 +56,8 @@ from kubemate_worker.context import WorkerContext
 from kubemate_worker.processing import process_entry
 from kubemate_worker.settings import WorkerSettings
 
-ROOT = Path(__file__).resolve().parent.parent
-# ../shared beside the repository (a worktree may sit a level deeper).
-DEFAULT_CORPUS = next(
-    (
-        path
-        for path in (p / "shared" / "datasets" / "scifact" / "corpus.jsonl" for p in ROOT.parents)
-        if path.exists()
-    ),
-    ROOT.parent / "shared" / "datasets" / "scifact" / "corpus.jsonl",
-)
 REDIS_URL = "redis://127.0.0.1:6379/0"
 TENANT = "bench"
-
-
-def load_corpus(path: Path, limit: int) -> list[str]:
-    """Each abstract as the text file a user would upload: title, blank line, abstract."""
-    texts = []
-    with path.open(encoding="utf-8") as f:
-        for line in f:
-            doc = json.loads(line)
-            texts.append(f"{doc['title']}\n\n{doc['text']}".strip())
-            if len(texts) >= limit:
-                break
-    return texts
 
 
 def settings_values(base: Path, milvus_uri: str, prefix: str, embedder: str) -> dict[str, Any]:

@@ -27,6 +27,7 @@ from kubemate.metrics import EMBEDDED_CHUNKS, REINDEXED_DOCUMENTS
 from kubemate.queue.reindex import REINDEX_ENTRIES
 from kubemate.vectorstore.fulltext import ANALYSED_FIELD
 from kubemate_ingest.settings import IngestSettings
+from kubemate_worker import reindexing
 from kubemate_worker.context import WorkerContext
 from kubemate_worker.reindexing import carry_document, copy_document, handle_entry
 from kubemate_worker.row_copy import Carried
@@ -101,7 +102,7 @@ def embedded() -> float:
 
 
 def carried(how: Carried) -> float:
-    return REINDEXED_DOCUMENTS.labels(str(how))._value.get()  # type: ignore[attr-defined, no-any-return]
+    return REINDEXED_DOCUMENTS.labels(str(how))._value.get()  # type: ignore[no-any-return]
 
 
 def answers(ctx: WorkerContext, name: str) -> list[list[tuple[str, float]]]:
@@ -141,6 +142,7 @@ def test_a_template_change_copies_every_row_and_embeds_nothing(
         v.written[v.live or ""] > 2 * ctx.settings.reindex.unit_chunks
         for v in before_ledger.values()
     )
+    assert all(row[ANALYSED_FIELD] for row in before_rows.values())  # Milvus Lite has BM25
     before_answers = answers(ctx, old)
     embedded_before, copied_before = embedded(), carried(Carried.COPIED)
     reembedded = after_documents(monkeypatch, 99, lambda: None)
@@ -182,7 +184,7 @@ def test_a_document_with_rows_missing_is_reembedded_the_others_copied(
     ]
     ctx.vectors.delete_chunks(old, "acme", [lost])
     reembedded = after_documents(monkeypatch, 99, lambda: None)
-    embedded_before = embedded()
+    embedded_before, copied_before = embedded(), carried(Carried.COPIED)
 
     started = change_template(admin, "memory")
     assert run_queued(ctx) == [ReindexState.COMPLETED]
@@ -190,6 +192,7 @@ def test_a_document_with_rows_missing_is_reembedded_the_others_copied(
     new = started["new_vector_collection"]
     assert reembedded == [holed]
     assert embedded() == embedded_before + count
+    assert carried(Carried.COPIED) == copied_before + len(docs) - 1
     # Re-embedded, the document is whole again, with the rows and ledger it had.
     assert rows(ctx, raw, new) == before_rows
     assert ledger(ctx, new, docs) == before_ledger
@@ -277,3 +280,31 @@ def test_an_upload_during_a_template_change_is_copied_into_the_new_collection(
     coffee_rows = {c: r for c, r in rows(ctx, raw, new).items() if r["document_id"] == coffee}
     assert len(coffee_rows) == ctx.vectors.count(new, "acme", coffee) > 0
     assert ledger(ctx, new, [coffee])[coffee].live is not None
+
+
+def test_a_template_change_cancelled_while_copying_keeps_the_old_collection_and_empties_the_new(
+    admin: TestClient, ctx: WorkerContext, raw: MilvusClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    docs = ingested(admin, ctx)
+    old = configured_collection(ctx.settings, "default").name
+    before_rows = rows(ctx, raw, old)
+    started = change_template(admin, "memory")
+    rid, new = started["reindex_id"], started["new_vector_collection"]
+    real_copy, copied = reindexing.copy_document, []
+
+    def copy_then_cancel(*args: Any, **kwargs: Any) -> str | None:
+        refusal = real_copy(*args, **kwargs)
+        copied.append(args[2])
+        if len(copied) == 1:
+            assert rows(ctx, raw, new)  # the first document is there
+            assert admin.post(f"/v1/reindex/{rid}/cancel").status_code == 202
+        return refusal
+
+    monkeypatch.setattr(reindexing, "copy_document", copy_then_cancel)
+    assert run_queued(ctx) == [ReindexState.CANCELLED]
+
+    assert len(copied) == 1 and copied[0] in docs  # nothing copied after the cancel
+    assert admin.get(f"/v1/reindex/{rid}").json()["state"] == "CANCELLED"
+    assert active_vector_collection(ctx.store, ctx.settings, "acme", "default").name == old
+    assert rows(ctx, raw, new) == {}
+    assert rows(ctx, raw, old) == before_rows
