@@ -42,6 +42,12 @@ HTTP_REQUEST_DURATION = Histogram(
     "http_request_duration_seconds", "HTTP request duration by route", ["service", "route"]
 )
 EMBEDDED_CHUNKS = Counter("embedded_chunks_total", "Chunks embedded", ["model"])
+REINDEXED_DOCUMENTS = Counter(
+    "reindexed_documents_total",
+    # how: "copied" (rows of the same embedder's collection, no embedding) or "reembedded"
+    "Documents brought into a re-index's vector collection, by how",
+    ["how"],
+)
 
 
 def count_rag_request(*, model: str, tenant_id: str, outcome: RagOutcome) -> None:

@@ -11,6 +11,7 @@ import itertools
 import math
 import uuid
 from collections.abc import Iterator, Sequence
+from dataclasses import replace
 
 import pytest
 from pymilvus import DataType, MilvusClient
@@ -25,7 +26,7 @@ from kubemate.settings import (
     KubemateSettings,
     MilvusConfig,
 )
-from kubemate.vectorstore.base import ChunkRecord, VectorStore
+from kubemate.vectorstore.base import MAX_CHUNK_RECORDS, ChunkRecord, VectorStore
 from kubemate.vectorstore.index import resolve_index
 from kubemate.vectorstore.milvus import CHUNK_TEXT_MAX_BYTES, TITLE_MAX_BYTES, MilvusVectorStore
 from kubemate_cli.embedded.processes import free_port
@@ -136,10 +137,15 @@ def keyword_records(tenant: str = A) -> list[ChunkRecord]:
     return [*records, record("kw", far, text=KEYWORD_TEXT, tenant=tenant)]
 
 
-@pytest.fixture
-def collection(store: MilvusVectorStore) -> Iterator[str]:
+def new_collection(store: MilvusVectorStore) -> str:
     name = f"c{uuid.uuid4().hex[:16]}"
     store.ensure_collection(name, DIM)
+    return name
+
+
+@pytest.fixture
+def collection(store: MilvusVectorStore) -> Iterator[str]:
+    name = new_collection(store)
     try:
         yield name
     finally:
@@ -268,6 +274,46 @@ class TestVectorStoreContract:
         ] == ["b-0", "b-1"]
         with pytest.raises(ValidationFailed):
             store.document_chunks(collection, A, "doc-1", first=0, limit=0)
+
+    def test_chunk_records_read_rows_back_with_their_vectors_by_id_within_the_document(
+        self, store: MilvusVectorStore, collection: str
+    ) -> None:
+        written = [
+            record(f"a-{i}", axis(i), position=i, page=i + 1, title=f"T{i}", source="s.pdf")
+            for i in (3, 0, 2, 1)
+        ]
+        # Another version of the same positions, another document, another tenant.
+        store.upsert(
+            collection,
+            [
+                *written,
+                record("v2-0", axis(5), position=0),
+                record("other-0", axis(0), document="doc-2", position=0),
+                record("b-0", axis(0), tenant=B, position=0),
+            ],
+        )
+        ids = ["a-0", "a-1", "a-2", "a-3"]
+
+        rows = store.chunk_records(collection, A, "doc-1", list(reversed(ids)))
+
+        assert rows == sorted(
+            (replace(r, vector=pytest.approx(r.vector)) for r in written),
+            key=lambda r: r.position,
+        )
+        # Ids not stored, or of another document or tenant, are left out.
+        asked = ["a-1", "missing", "other-0", "b-0"]
+        assert [r.chunk_id for r in store.chunk_records(collection, A, "doc-1", asked)] == ["a-1"]
+        assert store.chunk_records(collection, B, "doc-1", ids) == []
+        assert store.chunk_records(collection, A, "doc-1", []) == []
+        with pytest.raises(ValidationFailed):
+            store.chunk_records(collection, A, "doc-1", ["x"] * (MAX_CHUNK_RECORDS + 1))
+        # Written back elsewhere, they are the same rows.
+        copy = new_collection(store)
+        try:
+            store.upsert(copy, rows)
+            assert store.chunk_records(copy, A, "doc-1", ids) == rows
+        finally:
+            store.drop_collection(copy)
 
     def test_delete_tenant_removes_only_that_tenant(
         self, store: MilvusVectorStore, collection: str, named: list[str]

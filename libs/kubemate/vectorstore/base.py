@@ -11,6 +11,8 @@ from kubemate.vectorstore.index import IndexSpec
 
 SearchMode = Literal["dense", "hybrid", "bm25"]
 SEARCH_MODES: tuple[SearchMode, ...] = ("dense", "hybrid", "bm25")
+# Ids a ``chunk_records`` call may ask for (Milvus's largest query result window).
+MAX_CHUNK_RECORDS = 16384
 
 
 @dataclass(frozen=True, slots=True)
@@ -139,6 +141,16 @@ class VectorStore(Protocol):
         ``[first, first + limit)``, by position. Positions run from 0 without gaps, so this pages
         through a document without the engine sorting (neither Milvus nor Milvus Lite sorts a
         query)."""
+        ...
+
+    def chunk_records(
+        self, collection: str, tenant_id: str, document_id: str, chunk_ids: Sequence[str]
+    ) -> list[ChunkRecord]:
+        """The stored rows, vectors included, of those of ``chunk_ids`` that ``tenant_id``'s
+        document ``document_id`` has in ``collection``, by position; ids not stored are left
+        out. At most ``MAX_CHUNK_RECORDS`` ids a call: a caller pages through a document by
+        asking for the ids of one version's range of positions (by id, not by position, as
+        rows of other versions of the document may share those positions meanwhile)."""
         ...
 
     def drop_collection(self, name: str) -> None: ...

@@ -49,6 +49,7 @@ from kubemate.errors import BackendUnavailable, ServiceError, ValidationFailed
 from kubemate.logs import get_logger
 from kubemate.settings import Bm25Config, FusionConfig, MilvusConfig
 from kubemate.vectorstore.base import (
+    MAX_CHUNK_RECORDS,
     SEARCH_MODES,
     ChunkRecord,
     SearchHit,
@@ -865,6 +866,33 @@ class MilvusVectorStore:
             for row in rows
         }
         return [chunks[position] for position in sorted(chunks)]
+
+    def chunk_records(
+        self, collection: str, tenant_id: str, document_id: str, chunk_ids: Sequence[str]
+    ) -> list[ChunkRecord]:
+        _check_id("tenant_id", tenant_id)
+        _check_id("document_id", document_id)
+        if len(chunk_ids) > MAX_CHUNK_RECORDS:
+            raise ValidationFailed(f"at most {MAX_CHUNK_RECORDS} chunk ids a call")
+        if not chunk_ids:
+            return []
+        physical = self.physical_name(collection)
+        expr = build_filter(tenant_id, document_ids=[document_id], chunk_ids=list(chunk_ids))
+        client = self._connection()
+        with self._mapped("chunk_records", physical):
+            # A plain query: the primary keys bound the result (an iterator is for whole
+            # collections), and its limit keeps within the server's result window.
+            rows = client.query(
+                physical,
+                filter=expr,
+                output_fields=[*_OUTPUT_FIELDS, VECTOR_FIELD, "tenant_id"],
+                limit=len(chunk_ids),
+                consistency_level=self._consistency,
+                timeout=self._timeout,
+            )
+        records = [_to_record(row) for row in rows]
+        records.sort(key=lambda r: r.position)
+        return records
 
     # ---- export (kubemate.vectorstore.VectorExport) --------------------------------------------
 

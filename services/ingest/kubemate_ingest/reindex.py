@@ -174,7 +174,9 @@ def request_template(
 ) -> ReindexView:
     """Index the tenant's ``collection`` by ``template``: a re-index, by the embedder serving it
     now, into the vector collection of that template (an index is not rebuilt in place under
-    the queries); the current one serves until it completes. Raises UnknownCollection,
+    the queries); the current one serves until it completes. The same embedder, so the worker
+    copies the rows (vectors included) rather than embedding again
+    (:func:`kubemate_worker.reindexing.copy_document`). Raises UnknownCollection,
     ReindexConflict (the template serves already, or a re-index is unfinished),
     BackendUnavailable."""
     settings.collection(collection)  # UnknownCollection before any other read

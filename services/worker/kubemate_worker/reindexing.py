@@ -15,14 +15,22 @@ one database transaction points the tenant's collection at the new vector collec
 the re-index COMPLETED; after that the tenant's chunks are deleted from the old collection.
 Any failure leaves the old collection active and the re-index FAILED with the reason.
 
+A re-index whose embedder is the one serving the tenant (an index-template change,
+``PUT /v1/collections/{name}/template``) embeds nothing it need not: each document's rows are
+copied from the serving collection, vectors included (:func:`copy_document`), and only a
+document whose rows there are not complete, or not of the version a re-embed would write now,
+is re-embedded (:mod:`kubemate_worker.row_copy`). Each document's log line and the
+``reindexed_documents_total`` counter say which.
+
 A re-index cancelled by ``POST /v1/reindex/{id}/cancel`` (the row is CANCELLED at once) stops
 at the next document: what it wrote to the new collection is removed, the old collection stays
 active and the stream entry is acknowledged. One cancelled before it started never starts.
 
 Uploads meanwhile: a document that completes while a re-index of its collection runs is also
 written to the new collection (:func:`catch_up`, called by the ingest pipeline), and one that was
-still being written to the old collection when the switch happened is re-done into the new one.
-Either way the switch loses nothing.
+still being written to the old collection when the switch happened is re-done into the new one
+(both copied from where it completed when the embedder is the same). Either way the switch loses
+nothing.
 
 A re-index splits each document as it was split when indexed (the upload's splitter, recorded
 when the document completed); documents indexed before that was recorded get the worker's
@@ -34,7 +42,9 @@ from __future__ import annotations
 import contextlib
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from itertools import islice
 from typing import TYPE_CHECKING, Any
@@ -62,8 +72,10 @@ from kubemate.errors import (
     KubemateError,
 )
 from kubemate.logs import get_logger
+from kubemate.metadata.documents import DocumentView
 from kubemate.metadata.models import TaskState
 from kubemate.metadata.reindexes import ReindexState, ReindexView
+from kubemate.metrics import REINDEXED_DOCUMENTS
 from kubemate.model_assignments import AssignmentDoc, tenant_field
 from kubemate.queue import IngestJob, Lease, LeaseLost, StreamEntry
 from kubemate.queue.reindex import (
@@ -72,9 +84,17 @@ from kubemate.queue.reindex import (
     ReindexRequested,
 )
 from kubemate.settings import EmbedderConfig
+from kubemate.text.split import Splitter
 from kubemate_worker.chunking import document_sections, windows
+from kubemate_worker.embedding import EmbedService
+from kubemate_worker.row_copy import Carried, copy_refusal, page_complete, same_vectors
 from kubemate_worker.scope import TenantScope
-from kubemate_worker.versions import stale_chunk_ids, version_tag
+from kubemate_worker.versions import (
+    ChunkVersions,
+    stale_chunk_ids,
+    version_tag,
+    versioned_chunk_id,
+)
 from kubemate_worker.writing import Target, embed_all, units
 
 if TYPE_CHECKING:
@@ -113,19 +133,18 @@ class ReindexFailed(KubemateError):
 # ---- one document -------------------------------------------------------------------------------
 
 
-def reindex_document(
-    ctx: WorkerContext,
-    scope: TenantScope,
-    document_id: str,
-    collection: str,
-    on_dimension: Callable[[int], None],
-) -> int:
-    """Parse, split and embed the stored document of ``scope``'s tenant with the embedder
-    ``scope`` gives ``collection`` and write it to the vector collection ``scope`` gives it
-    (:meth:`WorkerContext.pinned_scope`: a re-index's target); returns its chunk count.
-    Idempotent: the chunk ids are those of the version (content, splitter, model), and rows of
-    other versions there are deleted after."""
-    tenant_id, target = scope.tenant_id, scope.vector_collection(collection)
+@dataclass(frozen=True, slots=True)
+class _Plan:
+    """What a document's re-index writes, known before its object is read."""
+
+    document: DocumentView
+    splitter: Splitter
+    service: EmbedService
+    where: Target
+
+
+def _plan(ctx: WorkerContext, scope: TenantScope, document_id: str, collection: str) -> _Plan:
+    tenant_id = scope.tenant_id
     call = ctx.retrier.call
     document = call(
         "metadata.get_document", lambda: ctx.store.documents.get(tenant_id, document_id)
@@ -141,26 +160,66 @@ def reindex_document(
         document_id=document_id,
         task_id="",
         collection=collection,
-        vector_collection=target,
+        vector_collection=scope.vector_collection(collection),
         version=version_tag(document.sha256, spec, service.model),
         source=document.filename,
     )
-    versions = call("ledger.load", lambda: ctx.ledger.load(target, tenant_id, document_id))
+    return _Plan(document, splitter, service, where)
+
+
+def _reserve(ctx: WorkerContext, where: Target, versions: ChunkVersions, upto: int) -> None:
+    """Record, ahead of the rows (as the pipeline does), that positions up to ``upto`` of
+    ``where``'s version may be written: a crash leaves nothing unknown."""
+    if upto > versions.written.get(where.version, 0):
+        versions.written[where.version] = upto
+        ctx.retrier.call(
+            "ledger.save",
+            lambda: ctx.ledger.save(
+                where.vector_collection, where.tenant_id, where.document_id, versions
+            ),
+        )
+
+
+def _go_live(ctx: WorkerContext, where: Target, versions: ChunkVersions, count: int) -> None:
+    """``where``'s version (``count`` chunks, all written) is the document's now; the rows of
+    any other go."""
+    call = ctx.retrier.call
+    tenant_id, target = where.tenant_id, where.vector_collection
+    versions.live = where.version
+    stale = stale_chunk_ids(tenant_id, where.document_id, versions, where.version, count)
+    while batch := list(islice(stale, DELETE_BATCH)):
+        call("vectors.delete", lambda b=batch: ctx.vectors.delete_chunks(target, tenant_id, b))  # type: ignore[misc]
+    versions.written = {where.version: count}
+    call("ledger.save", lambda: ctx.ledger.save(target, tenant_id, where.document_id, versions))
+
+
+def reindex_document(
+    ctx: WorkerContext,
+    scope: TenantScope,
+    document_id: str,
+    collection: str,
+    on_dimension: Callable[[int], None],
+) -> int:
+    """Parse, split and embed the stored document of ``scope``'s tenant with the embedder
+    ``scope`` gives ``collection`` and write it to the vector collection ``scope`` gives it
+    (:meth:`WorkerContext.pinned_scope`: a re-index's target); returns its chunk count.
+    Idempotent: the chunk ids are those of the version (content, splitter, model), and rows of
+    other versions there are deleted after."""
+    plan = _plan(ctx, scope, document_id, collection)
+    where, service = plan.where, plan.service
+    target = where.vector_collection
+    call = ctx.retrier.call
+    versions = call("ledger.load", lambda: ctx.ledger.load(target, scope.tenant_id, document_id))
     count = 0
     with contextlib.ExitStack() as stack:
         raw = call(
-            "objects.open", lambda: stack.enter_context(ctx.objects.open(document.object_key))
+            "objects.open",
+            lambda: stack.enter_context(ctx.objects.open(plan.document.object_key)),
         )
-        sections = document_sections(raw, document.content_type)
-        chunks = splitter.split(windows(sections, ctx.settings.worker.split_window_chars))
+        sections = document_sections(raw, plan.document.content_type)
+        chunks = plan.splitter.split(windows(sections, ctx.settings.worker.split_window_chars))
         for unit in units(chunks, ctx.settings.reindex.unit_chunks):
-            upto = unit[-1].position + 1
-            if upto > versions.written.get(where.version, 0):
-                # Ahead of the rows, as the pipeline does: a crash leaves nothing unknown.
-                versions.written[where.version] = upto
-                call(
-                    "ledger.save", lambda: ctx.ledger.save(target, tenant_id, document_id, versions)
-                )
+            _reserve(ctx, where, versions, unit[-1].position + 1)
             texts = [c.text for c in unit]
             vectors = call("embed", lambda t=texts: ctx.run(embed_all(service, t)))  # type: ignore[misc]
             if count == 0:
@@ -170,13 +229,84 @@ def reindex_document(
             count += len(unit)
     if count == 0:
         raise DocumentProcessingError("no text could be extracted from the document")
-    versions.live = where.version
-    stale = stale_chunk_ids(tenant_id, document_id, versions, where.version, count)
-    while batch := list(islice(stale, DELETE_BATCH)):
-        call("vectors.delete", lambda b=batch: ctx.vectors.delete_chunks(target, tenant_id, b))  # type: ignore[misc]
-    versions.written = {where.version: count}
-    call("ledger.save", lambda: ctx.ledger.save(target, tenant_id, document_id, versions))
+    _go_live(ctx, where, versions, count)
     return count
+
+
+def copy_document(
+    ctx: WorkerContext,
+    scope: TenantScope,
+    document_id: str,
+    collection: str,
+    source: str,
+    on_dimension: Callable[[int], None],
+) -> str | None:
+    """Copy the rows of the document's live version in the vector collection ``source`` (filled
+    by the embedder ``scope`` gives ``collection``) to the one ``scope`` gives it, vectors and
+    all, page by page; None once copied, else why not (:mod:`kubemate_worker.row_copy`). What
+    a refused copy wrote is the version a re-embed writes, under the same ids, so the caller
+    re-embeds over it. Idempotent, and the ledger ends as :func:`reindex_document` leaves it."""
+    where = _plan(ctx, scope, document_id, collection).where
+    tenant_id, target = scope.tenant_id, where.vector_collection
+    call = ctx.retrier.call
+    origin = call("ledger.load", lambda: ctx.ledger.load(source, tenant_id, document_id))
+    refusal = copy_refusal(origin, where.version)
+    if refusal is not None:
+        return refusal
+    count = origin.written[where.version]
+    versions = call("ledger.load", lambda: ctx.ledger.load(target, tenant_id, document_id))
+    page = ctx.settings.reindex.unit_chunks
+    for first in range(0, count, page):
+        upto = min(first + page, count)
+        ids = [
+            versioned_chunk_id(tenant_id, document_id, where.version, p) for p in range(first, upto)
+        ]
+        records = call(
+            "vectors.chunk_records",
+            lambda i=ids: ctx.vectors.chunk_records(source, tenant_id, document_id, i),  # type: ignore[misc]
+        )
+        if not page_complete(ids, records):
+            return f"rows missing in the source collection from position {first} on"
+        _reserve(ctx, where, versions, upto)
+        if first == 0:
+            on_dimension(len(records[0].vector))
+        call("vectors.upsert", lambda r=records: ctx.vectors.upsert(target, r))  # type: ignore[misc]
+    _go_live(ctx, where, versions, count)
+    return None
+
+
+def carry_document(
+    ctx: WorkerContext,
+    scope: TenantScope,
+    document_id: str,
+    collection: str,
+    on_dimension: Callable[[int], None],
+    source: ActiveCollection | None,
+) -> Carried:
+    """Bring the document into the vector collection ``scope`` gives ``collection``: copied
+    from ``source`` (where it is complete now) when that holds the same embedder's vectors,
+    else re-embedded (:func:`reindex_document`)."""
+    if source is None or source.name == scope.vector_collection(collection):
+        refusal: str | None = "no other collection to copy from"
+    elif not same_vectors(source.embedder, scope.embedder(collection)):
+        refusal = "the embedder differs"
+    else:
+        refusal = copy_document(ctx, scope, document_id, collection, source.name, on_dimension)
+    how = Carried.COPIED
+    if refusal is not None:
+        reindex_document(ctx, scope, document_id, collection, on_dimension)
+        how = Carried.REEMBEDDED
+    REINDEXED_DOCUMENTS.labels(str(how)).inc()
+    log.info(
+        "reindex.document_carried",
+        document_id=document_id,
+        tenant_id=scope.tenant_id,
+        target=scope.vector_collection(collection),
+        source=source.name if source else None,
+        how=str(how),
+        why_not_copied=refusal,
+    )
+    return how
 
 
 def _forget_document(ctx: WorkerContext, collection: str, tenant_id: str, document_id: str) -> None:
@@ -256,7 +386,8 @@ def _run(ctx: WorkerContext, view: ReindexView, beat: Callable[[], None]) -> Non
     store = ctx.store
     tenant, name, target = view.tenant_id, view.collection, view.new_vector_collection
     call = ctx.retrier.call
-    if view.state == ReindexState.PENDING and _serving(ctx, tenant, name) != target:
+    serving = _serving(ctx, tenant, name)
+    if view.state == ReindexState.PENDING and serving.name != target:
         # The tenant's rows a failed or cancelled re-index into the same collection left there
         # (its cleanup failed) would come back with this one's switch, a document deleted
         # meanwhile included. Before RUNNING, so no dual write of an upload is among them; never
@@ -277,6 +408,7 @@ def _run(ctx: WorkerContext, view: ReindexView, beat: Callable[[], None]) -> Non
     done_key = _done_key(ctx, view.id)
     client = ctx.queue.client
     done = call("ledger.done", lambda: _done(ctx, view.id))
+    carried: Counter[Carried] = Counter()
     try:
         while True:
             completed = call(
@@ -297,7 +429,7 @@ def _run(ctx: WorkerContext, view: ReindexView, beat: Callable[[], None]) -> Non
                 beat()
                 _check_running(store.reindexes.find(tenant, view.id))
                 try:
-                    reindex_document(ctx, work, document_id, name, ensure)
+                    carried[carry_document(ctx, work, document_id, name, ensure, serving)] += 1
                 except DocumentNotFound:
                     pass  # deleted meanwhile: nothing to carry over
                 except (DocumentProcessingError, ClientError) as exc:
@@ -323,14 +455,18 @@ def _run(ctx: WorkerContext, view: ReindexView, beat: Callable[[], None]) -> Non
         collection=name,
         vector_collection=target,
         documents=len(done),
+        # This run's (a resumed re-index's earlier documents were counted by their worker).
+        copied=carried[Carried.COPIED],
+        reembedded=carried[Carried.REEMBEDDED],
     )
 
 
-def _serving(ctx: WorkerContext, tenant: str, name: str) -> str:
-    """The vector collection the tenant's queries and uploads use for ``name`` now."""
+def _serving(ctx: WorkerContext, tenant: str, name: str) -> ActiveCollection:
+    """The vector collection the tenant's queries and uploads use for ``name`` now (a re-index
+    copies from it what its embedder would write again)."""
     return ctx.retrier.call(
         "metadata.pointers",
-        lambda: active_vector_collection(ctx.store, ctx.settings, tenant, name).name,
+        lambda: active_vector_collection(ctx.store, ctx.settings, tenant, name),
     )
 
 
@@ -425,6 +561,7 @@ def catch_up(ctx: WorkerContext, scope: TenantScope, job: IngestJob) -> None:
     raised: the document itself is finished."""
     tenant, name = job.tenant_id, job.collection
     written = scope.vector_collection(name)
+    just_done = scope.active(name)  # complete there: copied from it where the embedder allows
     try:
         # (The upload's splitter was recorded with the completion.)
         pointer, running = ctx.store.reindexes.status(tenant, name)
@@ -436,7 +573,8 @@ def catch_up(ctx: WorkerContext, scope: TenantScope, job: IngestJob) -> None:
         if active.name != written:
             work = ctx.pinned_scope(tenant, active)
             try:
-                reindex_document(ctx, work, job.document_id, name, _Ensured(ctx, name, active.name))
+                ensure = _Ensured(ctx, name, active.name)
+                carry_document(ctx, work, job.document_id, name, ensure, just_done)
             finally:
                 ctx.flush_usage(work)
             _forget_document(ctx, written, tenant, job.document_id)
@@ -450,7 +588,8 @@ def catch_up(ctx: WorkerContext, scope: TenantScope, job: IngestJob) -> None:
             embedder = target_embedder(ctx, running)
             work = ctx.pinned_scope(tenant, ActiveCollection(name, target, embedder))
             try:
-                reindex_document(ctx, work, job.document_id, name, _Ensured(ctx, name, target))
+                ensure = _Ensured(ctx, name, target)
+                carry_document(ctx, work, job.document_id, name, ensure, just_done)
             finally:
                 ctx.flush_usage(work)
             ctx.queue.client.sadd(_done_key(ctx, running.id), job.document_id)
