@@ -245,7 +245,7 @@ describe("the index templates", () => {
     expect(picker().find("[data-testid=template-change]").exists()).toBe(false); // the one in use
     await picker().get("[data-template=memory] input").setValue();
     const form = picker().get("[data-testid=template-change]");
-    expect(form.text()).toContain("Switching to Least memory re-embeds and re-indexes every document");
+    expect(form.text()).toContain("Switching to Least memory rebuilds this collection's index: every document's vectors are copied");
     await form.trigger("submit");
     await flushPromises();
     expect(server.calls.find((c) => c.method === "PUT")?.body).toEqual({ template: "memory" });
