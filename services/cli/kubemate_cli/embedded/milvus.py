@@ -57,9 +57,16 @@ def _dial_host(host: str) -> str:
     return LOOPBACK if host in ("0.0.0.0", "", "::") else host  # recognising, not binding
 
 
+class _StartAborted(MilvusNotAvailable):
+    """The server died of a signal while starting. Milvus Lite's gRPC event engine aborts now and
+    then as it starts ("Epoll1Poller ... epoll_wait error: Bad file descriptor", SIGABRT), more
+    often on busy cores; the same command started again comes up."""
+
+
 def _died(name: str, child: ProcessChild, code: int) -> MilvusNotAvailable:
     tail = child.log_tail(_TAIL_LINES).strip() or "(no output)"
-    return MilvusNotAvailable(
+    kind = _StartAborted if code < 0 else MilvusNotAvailable
+    return kind(
         f"{name} exited with code {code} during start; last output (from {child.log_path}):\n{tail}"
     )
 
@@ -113,6 +120,7 @@ class MilvusLiteServer:
         log_path: Path | None = None,
         start_timeout_s: float = 60.0,
         stop_timeout_s: float = 10.0,
+        start_attempts: int = 3,
     ) -> None:
         self.data_dir = data_dir.resolve()
         self.host = host
@@ -120,6 +128,7 @@ class MilvusLiteServer:
         self.log_path = log_path or self.data_dir.parent / "logs" / "milvus-lite.log"
         self.start_timeout_s = start_timeout_s
         self.stop_timeout_s = stop_timeout_s
+        self.start_attempts = start_attempts  # a start that dies of a signal is tried again
         self._child: ProcessChild | None = None
 
     @property
@@ -162,13 +171,23 @@ class MilvusLiteServer:
             raise MilvusNotAvailable(f"port {self.port} on {self.host} is already in use")
         self.data_dir.mkdir(parents=True, exist_ok=True)
         env = dict(os.environ, PYTHONUNBUFFERED="1")
-        self._child = ProcessChild.spawn(self.name, self.argv(), self.log_path, env=env)
-        try:
-            self._wait_ready()
-        except BaseException:
-            self.stop()
-            raise
-        log.info("milvus.server_started", server=self.name, uri=self.uri, pid=self._child.pid)
+        for attempt in range(1, self.start_attempts + 1):
+            self._child = child = ProcessChild.spawn(self.name, self.argv(), self.log_path, env=env)
+            try:
+                self._wait_ready()
+            except _StartAborted as exc:
+                self.stop()
+                if attempt == self.start_attempts:
+                    raise
+                log.warning(
+                    "milvus.start_aborted", server=self.name, attempt=attempt, error=str(exc)
+                )
+                continue
+            except BaseException:
+                self.stop()
+                raise
+            log.info("milvus.server_started", server=self.name, uri=self.uri, pid=child.pid)
+            return
 
     def _wait_ready(self) -> None:
         assert self._child is not None
