@@ -291,7 +291,7 @@ describe("the console", { concurrency: false }, () => {
     assert.match(await picker.locator("[data-template=balanced]").innerText(), /in use/);
     await picker.locator("[data-template=exact] input").check();
     const change = picker.getByTestId("template-change");
-    assert.match(await change.innerText(), /re-embeds and re-indexes every document/);
+    assert.match(await change.innerText(), /rebuilds this collection.s index: every document.s vectors are copied/);
     await picker.scrollIntoViewIfNeeded();
     await shot(admin, "06-models-templates");
     const asked = admin.waitForResponse((r) => r.url().endsWith("/v1/collections/default/template"));
