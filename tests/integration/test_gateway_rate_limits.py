@@ -89,11 +89,13 @@ def test_bucket_refills_at_its_rate(prefix: str) -> None:
     async def scenario() -> tuple[bool, bool, bool]:
         client = aioredis.Redis.from_url(MACHINE_REDIS)
         limiter = RateLimiter(client, prefix=prefix, fail_open=False)
-        bucket = Bucket(rate_per_s=20, burst=1)  # one token every 50 ms
+        # One token a second: the second hit comes well within it, even on a loaded machine
+        # (at 20 a second, a round trip over 50 ms gave the token back before it).
+        bucket = Bucket(rate_per_s=1, burst=1)
         try:
             first = await limiter.hit("s", "t", bucket)
             second = await limiter.hit("s", "t", bucket)
-            await asyncio.sleep(0.25)  # at least 0.25 s pass: at least one token back
+            await asyncio.sleep(1.1)  # at least 1.1 s pass: at least one token back
             third = await limiter.hit("s", "t", bucket)
             assert first and second and third
             return first.allowed, second.allowed, third.allowed
@@ -127,7 +129,9 @@ def test_buckets_in_one_call_are_taken_in_order_until_one_refuses(prefix: str) -
 def test_llm_slots_are_shared_released_and_expire(prefix: str) -> None:
     async def scenario() -> None:
         client = aioredis.Redis.from_url(MACHINE_REDIS)
-        slots = ConcurrencyLimiter(client, prefix=prefix, limit=2, ttl_s=0.3, fail_open=False)
+        # Held slots must outlive the calls that show them held (a 0.3 s TTL expired a slot
+        # between them once round trips slowed down under load), and expire within the test.
+        slots = ConcurrencyLimiter(client, prefix=prefix, limit=2, ttl_s=1.0, fail_open=False)
         try:
             a, b = await slots.acquire("acme"), await slots.acquire("acme")
             assert a and b and await slots.acquire("acme") is None
@@ -137,7 +141,7 @@ def test_llm_slots_are_shared_released_and_expire(prefix: str) -> None:
             c = await slots.acquire("acme")
             assert c is not None
             # b and c are never released, as by a replica that crashed: they expire.
-            await asyncio.sleep(0.5)
+            await asyncio.sleep(1.2)
             assert await slots.acquire("acme") is not None
         finally:
             await client.aclose()

@@ -9,7 +9,7 @@ import io
 import json
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import httpx
 import pytest
@@ -80,17 +80,57 @@ def upload(base_url: str, tenant: str, data: bytes) -> dict[str, str]:
     return r.json()  # type: ignore[no-any-return]
 
 
-def work(store: MetadataStore, tenant: str, task_id: str, *, fail: bool = False) -> None:
-    """What the worker writes, a little at a time."""
-    time.sleep(0.3)
+Shown = tuple[str, int]  # a task's or a re-index's (state, progress done), as a stream shows it
+
+
+def pause(shown: Shown) -> None:
+    time.sleep(0.15)
+
+
+class Observed:
+    """What an event stream has shown so far, for a writer that makes its next change only once
+    the stream has shown the last one. The server sends the state it finds at each poll, so a
+    change overwritten before the next poll is never sent: on a loaded machine a poll comes late,
+    and a writer on a fixed pace skips a step the test expects."""
+
+    def __init__(self) -> None:
+        self._changed = threading.Condition()
+        self._shown: list[Shown] = []
+        self.missed: list[Shown] = []  # waited for in vain (the stream's own checks say more)
+
+    def add(self, shown: Shown) -> None:
+        with self._changed:
+            self._shown.append(shown)
+            self._changed.notify_all()
+
+    def pace(self, shown: Shown) -> None:
+        """Waits until the stream has shown ``shown``; then a few polls find nothing new."""
+        with self._changed:
+            if not self._changed.wait_for(lambda: shown in self._shown, timeout=30):
+                self.missed.append(shown)  # go on: a writer that stops would hang the stream
+        pause(shown)
+
+
+def work(
+    store: MetadataStore,
+    tenant: str,
+    task_id: str,
+    *,
+    fail: bool = False,
+    before_change: Callable[[Shown], None] = pause,
+) -> None:
+    """What the worker writes, a little at a time: ``before_change`` is called with what the
+    task shows before each change."""
+    before_change(("PENDING", 0))
     store.documents.update_task(tenant, task_id, state=TaskState.PARSING, stage="parsing")
-    time.sleep(0.2)
+    before_change(("PARSING", 0))
     store.documents.update_task(
         tenant, task_id, state=TaskState.EMBEDDING, stage="embedding", progress_total=3
     )
     for done in (1, 2, 3):
-        time.sleep(0.15)
+        before_change(("EMBEDDING", done - 1))
         store.documents.update_task(tenant, task_id, progress_done=done)
+    before_change(("EMBEDDING", 3))
     if fail:
         store.documents.fail_task(
             tenant, task_id, stage="indexing", error="vector store is unavailable"
@@ -112,25 +152,37 @@ def test_events_stream_each_state_and_progress_step_then_end(
     server: str, store: MetadataStore
 ) -> None:
     accepted = upload(server, "acme", b"stream me")
-    worker = threading.Thread(target=work, args=(store, "acme", accepted["task_id"]))
-    worker.start()
+    observed = Observed()
+    worker = threading.Thread(
+        target=work,
+        args=(store, "acme", accepted["task_id"]),
+        kwargs={"before_change": observed.pace},
+    )
+    worker.start()  # its first change waits for the stream to show the task as it is now
     headers = identity_headers("acme", Role.VIEWER)
+    events = []
     with httpx.stream(
         "GET", f"{server}/v1/tasks/{accepted['task_id']}/events", headers=headers, timeout=30
     ) as r:
         assert r.status_code == 200
         assert r.headers["content-type"].startswith("text/event-stream")
-        events = list(read_events(r))  # returns: the server ends the stream itself
+        for name, event in read_events(r):  # returns: the server ends the stream itself
+            events.append((name, event))
+            observed.add((event["state"], event["progress"]["done"]))  # type: ignore[index]
     worker.join()
+    assert observed.missed == []
     assert {name for name, _ in events} == {"task"}
     seen = [(e["state"], e["progress"]["done"]) for _, e in events]  # type: ignore[index]
-    assert seen[0] == ("PENDING", 0) and seen[-1] == ("COMPLETED", 3)
     # Every change once, in order, and nothing repeated while nothing changed.
-    assert ("PARSING", 0) in seen and ("EMBEDDING", 2) in seen
-    assert len(seen) == len(set(seen))
-    assert [done for state, done in seen if state == "EMBEDDING"] == sorted(
-        done for state, done in seen if state == "EMBEDDING"
-    )
+    assert seen == [
+        ("PENDING", 0),
+        ("PARSING", 0),
+        ("EMBEDDING", 0),
+        ("EMBEDDING", 1),
+        ("EMBEDDING", 2),
+        ("EMBEDDING", 3),
+        ("COMPLETED", 3),
+    ]
 
 
 def test_another_tenants_task_and_unknown_ids_are_404_before_streaming(server: str) -> None:
@@ -212,12 +264,15 @@ def test_reindex_events_stream_progress_then_end(server: str, store: MetadataSto
     )
     assert created
 
+    observed = Observed()
+
     def run() -> None:
+        observed.pace(("PENDING", 0))
         store.reindexes.update("acme", reindex.id, state=ReindexState.RUNNING, progress_total=2)
         for done in (1, 2):
-            time.sleep(0.15)
+            observed.pace(("RUNNING", done - 1))
             store.reindexes.update("acme", reindex.id, progress_done=done)
-        time.sleep(0.15)
+        observed.pace(("RUNNING", 2))
         store.reindexes.update("acme", reindex.id, state=ReindexState.COMPLETED)
 
     worker = threading.Thread(target=run)
@@ -230,11 +285,13 @@ def test_reindex_events_stream_progress_then_end(server: str, store: MetadataSto
     ) as r:
         assert r.status_code == 200
         assert r.headers["content-type"].startswith("text/event-stream")
-        for event in read_events(r):  # returns: the server ends the stream itself
-            events.append(event)
+        for name, event in read_events(r):  # returns: the server ends the stream itself
+            events.append((name, event))
+            observed.add((event["state"], event["progress"]["done"]))  # type: ignore[index]
             if len(events) == 1:
                 worker.start()  # the changes begin once the stream has said where it starts
     worker.join()
+    assert observed.missed == []
     assert {name for name, _ in events} == {"reindex"}
     seen = [(e["state"], e["progress"]["done"]) for _, e in events]  # type: ignore[index]
     assert seen == [

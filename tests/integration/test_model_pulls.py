@@ -170,7 +170,11 @@ async def test_a_follower_on_another_replica_sees_every_stage(
             seen.append(snapshot)
 
     follower = asyncio.create_task(follow())
-    await asyncio.sleep(0.3)
+    # The first snapshot comes from Redis: waited for, not assumed within a fixed delay.
+    for _ in range(100):
+        if seen:
+            break
+        await asyncio.sleep(0.1)
     assert seen and seen[-1]["state"] == "PULLING" and not follower.done()
     runtime.release.set()
     await asyncio.wait_for(follower, 5)

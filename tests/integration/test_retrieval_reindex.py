@@ -21,22 +21,24 @@ import redis
 from fastapi.testclient import TestClient
 
 from kubemate.auth import Role
+from kubemate.cache_generation import generation_key
 from kubemate.collections import active_vector_collection, configured_collection
 from kubemate.inference import build_embedder
 from kubemate.metadata.reindexes import ReindexState
 from kubemate.queue.reindex import REINDEX_ENTRIES
 from kubemate.settings import EmbedderConfig
+from kubemate_ingest.settings import IngestSettings
 from kubemate_retrieval.main import create_app as create_retrieval
 from kubemate_retrieval.settings import RetrievalSettings
 from kubemate_worker.context import WorkerContext
 from kubemate_worker.reindexing import handle_entry
 from tests.fixtures.services import MACHINE_REDIS, identity_headers
 from tests.integration.test_reindex import (  # noqa: F401 (fixtures)
+    client_for,
     ctx,
     env,
     first_entry,
     ingest,
-    other,
     process_all,
     reindex_stream,
 )
@@ -98,6 +100,35 @@ def retrieval(env: dict[str, Any]) -> Iterator[TestClient]:  # noqa: F811
     client_redis.close()
 
 
+@pytest.fixture
+def tenants() -> Iterator[tuple[str, str]]:
+    """Two tenants of this test alone. A tenant's cache generation is one Redis key on the
+    machine (``kubemate:gen:<tenant>``): any other test or process that completes a document
+    for a tenant of the same name bumps it, and a cache entry put under the old generation is
+    then missed. Under load, between a put and the query that expects it cached, the window is
+    long enough (seconds of model loading) for that to happen."""
+    suffix = uuid.uuid4().hex[:8]
+    names = (f"acme-{suffix}", f"globex-{suffix}")
+    yield names
+    client_redis = redis.Redis.from_url(MACHINE_REDIS)
+    client_redis.delete(*(generation_key(name) for name in names))
+    client_redis.close()
+
+
+@pytest.fixture
+def uploaders(
+    env: dict[str, Any],  # noqa: F811
+    tenants: tuple[str, str],
+) -> Iterator[tuple[TestClient, TestClient]]:
+    """The ingest API as each of ``tenants``."""
+    mine, theirs = tenants
+    with (
+        client_for(IngestSettings(**env), mine) as mine_client,
+        client_for(IngestSettings(**env), theirs) as their_client,
+    ):
+        yield mine_client, their_client
+
+
 def query(client: TestClient, tenant: str, question: str) -> dict[str, Any]:
     r = client.post(
         "/v1/query",
@@ -117,19 +148,21 @@ def assert_embedded_by(
 
 
 def test_queries_follow_the_reindex_pointer_of_their_tenant(
-    ingest: TestClient,  # noqa: F811
-    other: TestClient,  # noqa: F811
+    tenants: tuple[str, str],
+    uploaders: tuple[TestClient, TestClient],
     ctx: WorkerContext,  # noqa: F811
     retrieval: TestClient,
     minilm_embedder: object,
 ) -> None:
-    mine = upload_docs(ingest)
-    theirs = upload_docs(other)
+    acme, globex = tenants
+    acme_ingest, globex_ingest = uploaders
+    mine = upload_docs(acme_ingest)
+    theirs = upload_docs(globex_ingest)
     process_all(ctx)
     old = configured_collection(ctx.settings, "default").name
 
     # Before: both tenants are served by A; an exact text ranks its document first.
-    for tenant, ids in (("acme", mine), ("globex", theirs)):
+    for tenant, ids in ((acme, mine), (globex, theirs)):
         body = query(retrieval, tenant, DOCS["tea.txt"])
         assert body["hits"][0]["document_id"] == ids["tea.txt"]
         assert_embedded_by(body, HASH, DOCS["tea.txt"])
@@ -137,14 +170,14 @@ def test_queries_follow_the_reindex_pointer_of_their_tenant(
         model_score(MINILM, PARAPHRASE, DOCS["cats.txt"]), abs=0.05
     )  # the two models tell apart in a score
 
-    r = ingest.post("/v1/reindex", json={"collection": "default", "embedder": MINILM})
+    r = acme_ingest.post("/v1/reindex", json={"collection": "default", "embedder": MINILM})
     assert r.status_code == 202, r.text
     new = r.json()["new_vector_collection"]
     during: list[dict[str, Any]] = []
 
     def while_running() -> None:
         # Called by the re-indexer before each document: queries still use A.
-        body = query(retrieval, "acme", PARAPHRASE)
+        body = query(retrieval, acme, PARAPHRASE)
         assert_embedded_by(body, HASH, PARAPHRASE)
         during.append(body)
 
@@ -153,27 +186,27 @@ def test_queries_follow_the_reindex_pointer_of_their_tenant(
         ReindexState.COMPLETED
     ]
     assert len(during) == len(DOCS)
-    active = active_vector_collection(ctx.store, ctx.settings, "acme", "default")
+    active = active_vector_collection(ctx.store, ctx.settings, acme, "default")
     assert active.name == new != old
-    assert ctx.vectors.count(old, "acme") == 0  # the worker emptied A's collection of acme
+    assert ctx.vectors.count(old, acme) == 0  # the worker emptied A's collection of acme
 
     # After: acme's queries are embedded by B and compared with B's vectors, right away
     # (the pointer read during the re-index is still in the service's pointer cache).
-    body = query(retrieval, "acme", PARAPHRASE)
+    body = query(retrieval, acme, PARAPHRASE)
     assert body["hits"][0]["document_id"] == mine["cats.txt"]  # MiniLM knows felines are cats
     assert_embedded_by(body, MINILM, PARAPHRASE)
     assert body["no_documents"] is False and body["cached"] is False
-    exact = query(retrieval, "acme", DOCS["rates.txt"])
+    exact = query(retrieval, acme, DOCS["rates.txt"])
     assert exact["hits"][0]["document_id"] == mine["rates.txt"]
     assert exact["hits"][0]["score"] == pytest.approx(1.0, abs=1e-3)
     assert_embedded_by(exact, MINILM, DOCS["rates.txt"])
-    assert query(retrieval, "acme", PARAPHRASE)["cached"] is True  # cached under B's collection
+    assert query(retrieval, acme, PARAPHRASE)["cached"] is True  # cached under B's collection
 
     # The other tenant never re-indexed: still A, its own documents only.
-    body = query(retrieval, "globex", PARAPHRASE)
+    body = query(retrieval, globex, PARAPHRASE)
     assert {h["document_id"] for h in body["hits"]} <= set(theirs.values())
     assert_embedded_by(body, HASH, PARAPHRASE)
-    exact = query(retrieval, "globex", DOCS["rates.txt"])
+    exact = query(retrieval, globex, DOCS["rates.txt"])
     assert exact["hits"][0]["document_id"] == theirs["rates.txt"]
     assert_embedded_by(exact, HASH, DOCS["rates.txt"])
 
