@@ -10,6 +10,7 @@ with each model.
 from __future__ import annotations
 
 import asyncio
+import functools
 import io
 import math
 import uuid
@@ -23,7 +24,7 @@ from fastapi.testclient import TestClient
 from kubemate.auth import Role
 from kubemate.cache_generation import generation_key
 from kubemate.collections import active_vector_collection, configured_collection
-from kubemate.inference import build_embedder
+from kubemate.inference import Embedder, build_embedder
 from kubemate.metadata.reindexes import ReindexState
 from kubemate.queue.reindex import REINDEX_ENTRIES
 from kubemate.settings import EmbedderConfig
@@ -60,17 +61,20 @@ def cosine(a: Sequence[float], b: Sequence[float]) -> float:
     return dot / (math.sqrt(sum(x * x for x in a)) * math.sqrt(sum(y * y for y in b)))
 
 
+@functools.cache
+def _embedder(config_json: str) -> Embedder:
+    # Built once per configuration: loading MiniLM again for every score cost seconds each on
+    # busy cores. Local embedders only (hash, sentence-transformers): nothing bound to a loop.
+    return build_embedder(EmbedderConfig.model_validate_json(config_json))
+
+
 def model_score(config: EmbedderConfig | dict[str, str], query: str, text: str) -> float:
     """The dense score a query would get against ``text`` were both embedded by ``config``."""
-    embedder = build_embedder(
-        config if isinstance(config, EmbedderConfig) else EmbedderConfig(**config)
-    )
+    settings = config if isinstance(config, EmbedderConfig) else EmbedderConfig(**config)
+    embedder = _embedder(settings.model_dump_json())
 
     async def scores() -> float:
-        try:
-            return cosine(await embedder.embed_query(query), (await embedder.embed([text]))[0])
-        finally:
-            await embedder.aclose()
+        return cosine(await embedder.embed_query(query), (await embedder.embed([text]))[0])
 
     return asyncio.run(scores())
 
