@@ -5,6 +5,9 @@ maps each text to a fixed vector, so its effect can be asserted."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from collections.abc import Sequence
 
 import pytest
@@ -109,6 +112,31 @@ def test_weighted_coverage_weighs_the_term_no_candidate_has_most() -> None:
     wanted = {"bank", "lyon"}  # "lyon" is in no candidate
     assert coverage(wanted, {"bank"}, weights) < coverage(wanted, {"bank"}) == 0.5
     assert coverage(set(), {"bank"}) == 0.0
+
+
+_COVERAGE_OF_TWELVE_TERMS = """
+from kubemate_retrieval.answers.lexical import TermWeights, coverage
+pool = [{f"t{j}" for j in range(i, 12)} for i in range(12)]  # t0 in 1 set, ..., t11 in all 12
+wanted = {f"t{j}" for j in range(12)}
+print(repr(coverage(wanted, wanted - {"t5"}, TermWeights.of(pool))))
+"""
+
+
+def test_coverage_is_the_same_float_whatever_order_a_set_yields_its_terms() -> None:
+    # A set's order follows string hashes, seeded per process: a plain sum of the weights comes
+    # out a bit apart on two stacks, which reorders candidates whose coverages are equal.
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    printed = {
+        subprocess.run(
+            [sys.executable, "-c", _COVERAGE_OF_TWELVE_TERMS],
+            env={**env, "PYTHONHASHSEED": str(seed)},
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+        for seed in range(8)
+    }
+    assert len(printed) == 1, printed
 
 
 # ---- span choice -------------------------------------------------------------------------------

@@ -23,6 +23,9 @@ which speak the same protocol with a few differences this module absorbs:
 * Index templates (:mod:`kubemate.vectorstore.index`) pick HNSW, IVF_FLAT or FLAT; searches
   read the index a collection really has from the server, so the search width is ``ef`` or
   ``nprobe`` as it needs, bounded either way.
+* Equal scores are ordered here (:func:`~kubemate.vectorstore.base.ranking_key`), not left in
+  the engine's order, which is insertion order: two stacks ingesting the same files with
+  concurrent workers would rank (and cite) tied chunks differently (:func:`ranked`).
 
 Every search, count and delete is scoped by ``tenant_id``, the collection's partition key, so a
 tenant's query only touches its own partition. Vendor errors never leave this module: an
@@ -34,7 +37,7 @@ from __future__ import annotations
 
 import re
 import threading
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from typing import Any, NoReturn, cast, get_args
@@ -56,6 +59,7 @@ from kubemate.vectorstore.base import (
     SearchMode,
     SearchResult,
     StoredChunk,
+    ranking_key,
 )
 from kubemate.vectorstore.deferred_flush import DeferredFlush
 from kubemate.vectorstore.fulltext import (
@@ -805,12 +809,12 @@ class MilvusVectorStore:
             return _hits(results)
 
         if used == "bm25":
-            hits = bm25(top_k)
+            hits = ranked(bm25, top_k)
         elif used == "hybrid":
             depth = min(MAX_TOP_K, max(top_k, HYBRID_MIN_CANDIDATES))
-            hits = fuse(dense(depth), bm25(depth), fusion or FusionConfig(), top_k)
+            hits = fuse(ranked(dense, depth), ranked(bm25, depth), fusion or FusionConfig(), top_k)
         else:
-            hits = dense(top_k)
+            hits = ranked(dense, top_k)
         return SearchResult(hits, mode=used)
 
     @staticmethod
@@ -958,11 +962,21 @@ class MilvusVectorStore:
         log.info("milvus.collection_dropped", name=physical)
 
 
+def ranked(search: Callable[[int], list[SearchHit]], limit: int) -> list[SearchHit]:
+    """The ``limit`` best hits of ``search(n)`` (the engine's ``n`` best, in any order), equal
+    scores in :func:`ranking_key` order. The engine cuts its ``n`` among chunks that tie at the
+    cut by insertion order, so one more is asked for, and more while the last still ties with
+    the one at the limit: every chunk tied there is then among those returned."""
+    asked = min(MAX_TOP_K, limit + 1)
+    while True:
+        hits = sorted(search(asked), key=ranking_key)
+        if len(hits) < asked or asked >= MAX_TOP_K or hits[-1].score != hits[limit - 1].score:
+            return hits[:limit]
+        asked = min(MAX_TOP_K, asked * 2)
+
+
 def _hits(results: Any, *, bm25: bool = False) -> list[SearchHit]:
-    hits = [_to_hit(hit, bm25=bm25) for hit in results[0]] if results else []
-    # Stable: ties keep the engine's order.
-    hits.sort(key=lambda hit: hit.score, reverse=True)
-    return hits
+    return [_to_hit(hit, bm25=bm25) for hit in results[0]] if results else []
 
 
 def _to_hit(hit: Any, *, bm25: bool = False) -> SearchHit:

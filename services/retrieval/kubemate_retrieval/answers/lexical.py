@@ -129,5 +129,7 @@ def coverage(wanted: set[str], found: set[str], weights: TermWeights | None = No
         return 0.0
     if weights is None:
         return len(wanted & found) / len(wanted)
-    total = sum(weights.weight(t) for t in wanted)
-    return sum(weights.weight(t) for t in wanted & found) / total
+    # fsum: exact whatever the order a set yields its terms in, which varies between processes
+    # (string hashes are seeded per process), so equal coverages stay equal on every stack.
+    total = math.fsum(weights.weight(t) for t in wanted)
+    return math.fsum(weights.weight(t) for t in wanted & found) / total
