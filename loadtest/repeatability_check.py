@@ -86,7 +86,7 @@ def run_once(
     token = issue_token(KubemateSettings().auth, TENANT, roles=(Role.ADMIN,))
     headers = {"Authorization": f"Bearer {token}"}
     with (
-        embedded_stack(data_dir, stack_env(), args.start_timeout) as url,
+        embedded_stack(data_dir, stack_env() | dict(args.env), args.start_timeout) as url,
         httpx.Client(headers=headers, timeout=600.0, trust_env=False) as http,
     ):
         ingest(http, url, uploads, args.batch, args.workers)
@@ -135,6 +135,14 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--top-k", type=int, default=5)
     parser.add_argument(
         "--search", choices=("dense", "hybrid"), help="default: the stack's (hybrid)"
+    )
+    parser.add_argument(
+        "--env",
+        type=lambda text: tuple(text.split("=", 1)),
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="a setting of both stacks, e.g. KUBEMATE_MILVUS__LITE_FLUSH_INTERVAL_S=60",
     )
     parser.add_argument("--start-timeout", type=float, default=600.0)
     parser.add_argument("--index-timeout", type=float, default=900.0)
