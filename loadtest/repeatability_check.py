@@ -117,10 +117,12 @@ def run_once(
 
 
 def compare(first: dict[str, Any], second: dict[str, Any]) -> dict[str, list[str]]:
-    """Question ids whose answer text differs, and whose citation list differs."""
+    """Question ids whose answer text differs, whose citation list differs, and whose chunks
+    scored differently (not only equal scores in another order)."""
     return {
         "answer": [q for q in first if first[q]["answer"] != second[q]["answer"]],
         "citations": [q for q in first if first[q]["citations"] != second[q]["citations"]],
+        "scores": [q for q in first if first[q]["scores"] != second[q]["scores"]],
     }
 
 
@@ -163,9 +165,11 @@ def main(argv: Sequence[str] | None = None) -> None:
         for run in runs:
             print(f"  {run[q]['answer'][:160]!r}")
             print(f"  {run[q]['citations']}")
+            print(f"  scores {[round(score, 6) for score in run[q]['scores']]}")
     print(
         f"of {len(questions)} questions: {len(differ['answer'])} answers differ, "
-        f"{len(differ['citations'])} citation lists differ"
+        f"{len(differ['citations'])} citation lists differ, "
+        f"{len(differ['scores'])} with other scores (not only ties in another order)"
     )
     sys.exit(1 if differ["answer"] or differ["citations"] else 0)
 

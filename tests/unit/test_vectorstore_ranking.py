@@ -8,14 +8,16 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 
 from kubemate.vectorstore import SearchHit, ranking_key
-from kubemate.vectorstore.milvus import ranked
+from kubemate.vectorstore.milvus import TIE_MARGIN, ranked, scored_by_text
 
 
-def hit(source: str, score: float, position: int = 0, chunk_id: str = "") -> SearchHit:
+def hit(
+    source: str, score: float, position: int = 0, chunk_id: str = "", text: str = ""
+) -> SearchHit:
     return SearchHit(
         chunk_id=chunk_id or f"{source}#{position}",
         document_id=f"doc-{source}",
-        chunk_text="same words",
+        chunk_text=text or f"words of {source}#{position}",
         source=source,
         title="",
         position=position,
@@ -57,7 +59,11 @@ def test_equal_scores_go_by_file_name_then_place_then_chunk_id() -> None:
 
 
 def test_a_ranking_does_not_depend_on_the_order_chunks_were_inserted_in() -> None:
-    rows = [hit("best.txt", 0.9), hit("copy-b.txt", 0.7), hit("copy-a.txt", 0.7)]
+    rows = [
+        hit("best.txt", 0.9),
+        hit("copy-b.txt", 0.7, text="x"),
+        hit("copy-a.txt", 0.7, text="x"),
+    ]
     rows += [hit("worse.txt", 0.1)]
     first = ranked(engine(rows, []), 2)
     second = ranked(engine(list(reversed(rows)), []), 2)
@@ -81,3 +87,27 @@ def test_one_more_than_the_limit_is_asked_when_nothing_ties() -> None:
     assert asked == [3]
     assert names(ranked(engine(rows[:1], []), 5)) == [("a.txt", 0)]
     assert ranked(engine([], []), 5) == []
+
+
+def test_copies_of_one_text_score_alike_at_their_best() -> None:
+    # One text embedded beside other texts on each stack: its copies' cosines a rounding apart.
+    rows = [hit("b.txt", 0.42814648, text="same"), hit("a.txt", 0.42814642, text="same")]
+    rows += [hit("c.txt", 0.3)]
+    assert [h.score for h in scored_by_text(rows)] == [0.42814648, 0.42814648, 0.3]
+    assert names(ranked(engine(rows, []), 1)) == [("a.txt", 0)]
+
+
+def test_a_copy_left_out_by_the_engine_is_fetched_before_cutting() -> None:
+    # The engine's last hit copies a kept text: its other copies may be further down.
+    rows = [hit("z.txt", 0.9, text="same"), hit("y.txt", 0.8999, text="same")]
+    rows += [hit("a.txt", 0.8998, text="same"), hit("low.txt", 0.1)]
+    asked: list[int] = []
+    assert names(ranked(engine(rows, asked), 1)) == [("a.txt", 0)]
+    assert asked == [2, 4]
+
+
+def test_ties_are_fetched_only_up_to_a_margin_beyond_the_limit() -> None:
+    rows = [hit(f"{i:04}.txt", 0.5) for i in range(1000)]
+    asked: list[int] = []
+    hits = ranked(engine(rows[::-1], asked), 2)
+    assert len(hits) == 2 and max(asked) == 2 + TIE_MARGIN

@@ -25,7 +25,8 @@ which speak the same protocol with a few differences this module absorbs:
   ``nprobe`` as it needs, bounded either way.
 * Equal scores are ordered here (:func:`~kubemate.vectorstore.base.ranking_key`), not left in
   the engine's order, which is insertion order: two stacks ingesting the same files with
-  concurrent workers would rank (and cite) tied chunks differently (:func:`ranked`).
+  concurrent workers would rank (and cite) tied chunks differently; copies of one text are
+  scored alike first (:func:`ranked`).
 
 Every search, count and delete is scoped by ``tenant_id``, the collection's partition key, so a
 tenant's query only touches its own partition. Vendor errors never leave this module: an
@@ -104,6 +105,9 @@ SPARSE_INDEX = "SPARSE_INVERTED_INDEX"
 # Candidates each search of a hybrid search contributes at least: a chunk ranked 30th by BM25
 # and 5th by dense search must be in both lists to be fused.
 HYBRID_MIN_CANDIDATES = 50
+# Chunks a search asks for beyond its limit at most, to see all those tied at the cut: a text
+# copied into thousands of documents must not make every search read them all.
+TIE_MARGIN = 64
 _OUTPUT_FIELDS = ["chunk_id", "document_id", "chunk_text", "source", "title", "position", "page"]
 _COLLECTION_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _MAX_COLLECTION_NAME = 255
@@ -963,16 +967,39 @@ class MilvusVectorStore:
 
 
 def ranked(search: Callable[[int], list[SearchHit]], limit: int) -> list[SearchHit]:
-    """The ``limit`` best hits of ``search(n)`` (the engine's ``n`` best, in any order), equal
-    scores in :func:`ranking_key` order. The engine cuts its ``n`` among chunks that tie at the
-    cut by insertion order, so one more is asked for, and more while the last still ties with
-    the one at the limit: every chunk tied there is then among those returned."""
-    asked = min(MAX_TOP_K, limit + 1)
+    """The ``limit`` best hits of ``search(n)`` (the engine's ``n`` best, in any order), copies
+    of one text scored alike (:func:`scored_by_text`) and equal scores in :func:`ranking_key`
+    order. The engine cuts its ``n`` among chunks that tie at the cut by insertion order, so
+    one more is asked for, and more while the engine's last one still ties with the one at the
+    limit or copies a text kept (up to ``TIE_MARGIN`` more): the chunks it left out then score
+    below every one kept."""
+    most = min(MAX_TOP_K, limit + TIE_MARGIN)
+    asked = min(most, limit + 1)
     while True:
-        hits = sorted(search(asked), key=ranking_key)
-        if len(hits) < asked or asked >= MAX_TOP_K or hits[-1].score != hits[limit - 1].score:
+        found = search(asked)
+        hits = sorted(scored_by_text(found), key=ranking_key)
+        if len(found) < asked or asked >= most:
             return hits[:limit]
-        asked = min(MAX_TOP_K, asked * 2)
+        last = min(found, key=lambda hit: hit.score)
+        kept = hits[:limit]
+        if last.score != kept[-1].score and all(h.chunk_text != last.chunk_text for h in kept):
+            return kept
+        asked = min(most, asked * 2)
+
+
+def scored_by_text(hits: Sequence[SearchHit]) -> list[SearchHit]:
+    """``hits`` with copies of one text all at the best score among them. A score is a function
+    of the text, but the engine's come out apart for copies: a vector differs in its last bits
+    with the texts it was embedded beside (a batch pads them to its longest), and Milvus Lite
+    weighs BM25 terms per segment, which holds whichever chunks were flushed together. Scored
+    alike, copies are ordered by :func:`ranking_key` on every stack."""
+    best: dict[str, float] = {}
+    for hit in hits:
+        best[hit.chunk_text] = max(best.get(hit.chunk_text, hit.score), hit.score)
+    return [
+        hit if hit.score == best[hit.chunk_text] else replace(hit, score=best[hit.chunk_text])
+        for hit in hits
+    ]
 
 
 def _hits(results: Any, *, bm25: bool = False) -> list[SearchHit]:
