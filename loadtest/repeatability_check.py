@@ -12,7 +12,16 @@ a file would: their chunks tie exactly on every score, which is where an order l
 engine (insertion order, i.e. ingestion order) shows first.
 
 Quoted answers never touch the LLM, so any difference is retrieval's or the answer builder's.
-Exits 1 if anything differs.
+Exits 1 if anything differs. Besides answers and citation lists it counts the questions whose
+cited chunks scored differently at all: dense cosines differ in their last bit between stacks
+(a chunk's vector depends on the texts batched beside it), which reorders only copies, and
+those are scored alike (``kubemate.vectorstore.milvus.scored_by_text``).
+
+Known limit (Milvus Lite 3.2, the embedded stack's engine): BM25 weighs terms per segment (its
+own TODO in ``Collection._search_sparse``), and which chunks share a segment depends on when
+the writer flushed, so hybrid searches rank differently whenever the two stacks flushed their
+chunks into different segments (``<data dir>/milvus/collections/*/partitions/*/data/``). Dense
+searches (``--search dense``) are not affected.
 
 Run (2 busy cores: ~3 min per stack)::
 
