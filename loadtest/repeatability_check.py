@@ -13,15 +13,16 @@ engine (insertion order, i.e. ingestion order) shows first.
 
 Quoted answers never touch the LLM, so any difference is retrieval's or the answer builder's.
 Exits 1 if anything differs. Besides answers and citation lists it counts the questions whose
-cited chunks scored differently at all: dense cosines differ in their last bit between stacks
-(a chunk's vector depends on the texts batched beside it), which reorders only copies, and
-those are scored alike (``kubemate.vectorstore.milvus.scored_by_text``).
+cited chunks scored differently at all: dense cosines may differ in their last bit between
+stacks (a chunk's vector depends on the texts batched beside it, which a batch pads to its
+longest). That can only swap chunks scored equal to the last bit, i.e. copies of one text in
+practice, and copies are scored alike (``kubemate.vectorstore.milvus.scored_by_text``).
 
-Known limit (Milvus Lite 3.2, the embedded stack's engine): BM25 weighs terms per segment (its
-own TODO in ``Collection._search_sparse``), and which chunks share a segment depends on when
-the writer flushed, so hybrid searches rank differently whenever the two stacks flushed their
-chunks into different segments (``<data dir>/milvus/collections/*/partitions/*/data/``). Dense
-searches (``--search dense``) are not affected.
+Milvus Lite 3.2 (the embedded stack's engine) weighs BM25 terms per segment, and which chunks
+share a segment depends on when the writer flushed; ``kubemate up`` patches it to weigh them
+over the whole collection (``kubemate_cli.embedded.lite_bm25``). To stress that, flush often:
+``--env KUBEMATE_MILVUS__LITE_FLUSH_MAX_ROWS=8`` (segments in
+``<data dir>/milvus/collections/*/partitions/*/data/``).
 
 Run (2 busy cores: ~3 min per stack)::
 
