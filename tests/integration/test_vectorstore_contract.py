@@ -522,6 +522,30 @@ class TestVectorStoreContract:
         )
         assert [h.chunk_id for h in unknown] == ["f0", "f1"]
 
+    @pytest.mark.parametrize("mode", ["dense", "bm25", "hybrid"])
+    def test_equal_scores_rank_alike_whatever_order_the_chunks_were_written_in(
+        self, store: MilvusVectorStore, named: list[str], mode: str
+    ) -> None:
+        # Four copies of one chunk (one file uploaded under four names), written in two orders
+        # under random ids, as two stacks' concurrent workers would: the engine keeps ties in
+        # insertion order, and cuts its answer among them at the limit.
+        text = "Quarterly report of the savings bank"
+        sources = ["d.txt", "b.txt", "c.txt", "a.txt"]
+        rankings = []
+        for order in (sources, sources[::-1]):
+            name = new_name(named)
+            store.ensure_collection(name, DIM)
+            copies = [
+                record(uuid.uuid4().hex, axis(0), text=text, source=source, document=source)
+                for source in order
+            ]
+            store.upsert(name, [*copies, record("other", axis(4), text="Minutes of a meeting")])
+            hits = store.search(
+                name, A, axis(0), top_k=2, query_text="savings bank report", mode=mode
+            )
+            rankings.append([h.source for h in hits])
+        assert rankings == [["a.txt", "b.txt"], ["a.txt", "b.txt"]]
+
     def test_bm25_ranks_by_the_words_alone(
         self, store: MilvusVectorStore, collection: str, has_bm25: bool
     ) -> None:

@@ -9,6 +9,7 @@ from kubemate.vectorstore.base import (
     StoredChunk,
     VectorExport,
     VectorStore,
+    ranking_key,
 )
 from kubemate.vectorstore.index import IndexSpec, resolve_index
 
@@ -22,5 +23,6 @@ __all__ = [
     "StoredChunk",
     "VectorExport",
     "VectorStore",
+    "ranking_key",
     "resolve_index",
 ]

@@ -42,6 +42,14 @@ class SearchHit:
     score: float
 
 
+def ranking_key(hit: SearchHit) -> tuple[float, str, int, int, str]:
+    """Sort key of a ranking: best score first; equal scores by the chunk's file name, page and
+    place in it, which every stack that ingested the same files agrees on (the engine would
+    order them by insertion, i.e. by which worker finished first), then by chunk id (a
+    document's id is new at each upload, so that last step holds within one stack only)."""
+    return (-hit.score, hit.source, hit.page, hit.position, hit.chunk_id)
+
+
 @dataclass(frozen=True, slots=True)
 class StoredChunk:
     """A chunk as stored, without its vector: what a document's page of chunks shows."""

@@ -23,6 +23,10 @@ which speak the same protocol with a few differences this module absorbs:
 * Index templates (:mod:`kubemate.vectorstore.index`) pick HNSW, IVF_FLAT or FLAT; searches
   read the index a collection really has from the server, so the search width is ``ef`` or
   ``nprobe`` as it needs, bounded either way.
+* Equal scores are ordered here (:func:`~kubemate.vectorstore.base.ranking_key`), not left in
+  the engine's order, which is insertion order: two stacks ingesting the same files with
+  concurrent workers would rank (and cite) tied chunks differently; copies of one text are
+  scored alike first (:func:`ranked`).
 
 Every search, count and delete is scoped by ``tenant_id``, the collection's partition key, so a
 tenant's query only touches its own partition. Vendor errors never leave this module: an
@@ -34,7 +38,7 @@ from __future__ import annotations
 
 import re
 import threading
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from typing import Any, NoReturn, cast, get_args
@@ -56,6 +60,7 @@ from kubemate.vectorstore.base import (
     SearchMode,
     SearchResult,
     StoredChunk,
+    ranking_key,
 )
 from kubemate.vectorstore.deferred_flush import DeferredFlush
 from kubemate.vectorstore.fulltext import (
@@ -100,6 +105,9 @@ SPARSE_INDEX = "SPARSE_INVERTED_INDEX"
 # Candidates each search of a hybrid search contributes at least: a chunk ranked 30th by BM25
 # and 5th by dense search must be in both lists to be fused.
 HYBRID_MIN_CANDIDATES = 50
+# Chunks a search asks for beyond its limit at most, to see all those tied at the cut: a text
+# copied into thousands of documents must not make every search read them all.
+TIE_MARGIN = 64
 _OUTPUT_FIELDS = ["chunk_id", "document_id", "chunk_text", "source", "title", "position", "page"]
 _COLLECTION_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _MAX_COLLECTION_NAME = 255
@@ -805,12 +813,12 @@ class MilvusVectorStore:
             return _hits(results)
 
         if used == "bm25":
-            hits = bm25(top_k)
+            hits = ranked(bm25, top_k)
         elif used == "hybrid":
             depth = min(MAX_TOP_K, max(top_k, HYBRID_MIN_CANDIDATES))
-            hits = fuse(dense(depth), bm25(depth), fusion or FusionConfig(), top_k)
+            hits = fuse(ranked(dense, depth), ranked(bm25, depth), fusion or FusionConfig(), top_k)
         else:
-            hits = dense(top_k)
+            hits = ranked(dense, top_k)
         return SearchResult(hits, mode=used)
 
     @staticmethod
@@ -958,11 +966,44 @@ class MilvusVectorStore:
         log.info("milvus.collection_dropped", name=physical)
 
 
+def ranked(search: Callable[[int], list[SearchHit]], limit: int) -> list[SearchHit]:
+    """The ``limit`` best hits of ``search(n)`` (the engine's ``n`` best, in any order), copies
+    of one text scored alike (:func:`scored_by_text`) and equal scores in :func:`ranking_key`
+    order. The engine cuts its ``n`` among chunks that tie at the cut by insertion order, so
+    one more is asked for, and more while the engine's last one still ties with the one at the
+    limit or copies a text kept (up to ``TIE_MARGIN`` more): the chunks it left out then score
+    below every one kept."""
+    most = min(MAX_TOP_K, limit + TIE_MARGIN)
+    asked = min(most, limit + 1)
+    while True:
+        found = search(asked)
+        hits = sorted(scored_by_text(found), key=ranking_key)
+        if len(found) < asked or asked >= most:
+            return hits[:limit]
+        last = min(found, key=lambda hit: hit.score)
+        kept = hits[:limit]
+        if last.score != kept[-1].score and all(h.chunk_text != last.chunk_text for h in kept):
+            return kept
+        asked = min(most, asked * 2)
+
+
+def scored_by_text(hits: Sequence[SearchHit]) -> list[SearchHit]:
+    """``hits`` with copies of one text all at the best score among them. A score is a function
+    of the text, but the engine's come out apart for copies: a vector differs in its last bits
+    with the texts it was embedded beside (a batch pads them to its longest), and Milvus Lite
+    weighs BM25 terms per segment, which holds whichever chunks were flushed together. Scored
+    alike, copies are ordered by :func:`ranking_key` on every stack."""
+    best: dict[str, float] = {}
+    for hit in hits:
+        best[hit.chunk_text] = max(best.get(hit.chunk_text, hit.score), hit.score)
+    return [
+        hit if hit.score == best[hit.chunk_text] else replace(hit, score=best[hit.chunk_text])
+        for hit in hits
+    ]
+
+
 def _hits(results: Any, *, bm25: bool = False) -> list[SearchHit]:
-    hits = [_to_hit(hit, bm25=bm25) for hit in results[0]] if results else []
-    # Stable: ties keep the engine's order.
-    hits.sort(key=lambda hit: hit.score, reverse=True)
-    return hits
+    return [_to_hit(hit, bm25=bm25) for hit in results[0]] if results else []
 
 
 def _to_hit(hit: Any, *, bm25: bool = False) -> SearchHit:

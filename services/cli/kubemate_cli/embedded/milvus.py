@@ -86,8 +86,12 @@ def _stop_child(name: str, child: ProcessChild, grace_s: float) -> int:
 # gRPC's Python server allows a client ping only every 5 minutes when no data flows, and answers
 # more with GOAWAY "too many pings"; pymilvus pings every 10 s. Milvus itself (Go) permits pings
 # every 5 s, so the server is given that same policy.
+#
+# BM25 is weighed over the whole collection, as Milvus does, not per segment
+# (:mod:`kubemate_cli.embedded.lite_bm25`).
 _LITE_MAIN = (
     "import signal, sys, grpc; "
+    "from kubemate_cli.embedded.lite_bm25 import install; install(); "
     "signal.signal(signal.SIGINT, signal.default_int_handler); "
     "signal.signal(signal.SIGTERM, signal.default_int_handler); "
     "_server = grpc.server; "
